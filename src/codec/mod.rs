@@ -1,0 +1,520 @@
+//! Bytes to messages and back, for JSON and MessagePack.
+//!
+//! Decoding reads what the router routes on and keeps `Arguments` and
+//! `ArgumentsKw` as a raw span of the received frame ([`Payload`]). Encoding
+//! splices such a span into EVENT / INVOCATION / RESULT behind a freshly
+//! encoded header, so a payload is never re-encoded when both peers use the
+//! same serializer; [`transcode`] converts it once when they differ.
+
+pub mod json;
+pub mod msgpack;
+
+use bytes::Bytes;
+
+use crate::wamp::message::Serializer;
+use crate::wamp::{Dict, Id, Message, MessageType, Payload, Value};
+
+/// Deepest nesting of lists and dictionaries accepted in any value.
+pub const MAX_DEPTH: usize = 64;
+
+/// Why a frame could not be decoded into a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes are not a valid encoding of a WAMP message.
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+    /// A message type a router never receives from a client, or an unknown one.
+    #[error("message type {0} is not accepted from a client")]
+    UnexpectedType(u64),
+}
+
+/// The reader interface both serializers offer to [`decode`].
+trait Reader {
+    fn list_start(&mut self) -> Result<(), DecodeError>;
+    fn has_more(&mut self) -> bool;
+    fn u64(&mut self) -> Result<u64, DecodeError>;
+    fn string(&mut self) -> Result<String, DecodeError>;
+    fn dict(&mut self) -> Result<Dict, DecodeError>;
+    fn payload(&mut self, frame: &Bytes) -> Result<(u8, Bytes), DecodeError>;
+    fn finish(&mut self) -> Result<(), DecodeError>;
+}
+
+macro_rules! impl_reader {
+    ($t:ty) => {
+        impl Reader for $t {
+            fn list_start(&mut self) -> Result<(), DecodeError> {
+                <$t>::list_start(self)
+            }
+            fn has_more(&mut self) -> bool {
+                <$t>::has_more(self)
+            }
+            fn u64(&mut self) -> Result<u64, DecodeError> {
+                <$t>::u64(self)
+            }
+            fn string(&mut self) -> Result<String, DecodeError> {
+                <$t>::string(self)
+            }
+            fn dict(&mut self) -> Result<Dict, DecodeError> {
+                <$t>::dict(self)
+            }
+            fn payload(&mut self, frame: &Bytes) -> Result<(u8, Bytes), DecodeError> {
+                <$t>::payload(self, frame)
+            }
+            fn finish(&mut self) -> Result<(), DecodeError> {
+                <$t>::finish(self)
+            }
+        }
+    };
+}
+impl_reader!(json::JsonReader<'_>);
+impl_reader!(msgpack::MsgPackReader<'_>);
+
+/// Decodes one frame received from a client.
+pub fn decode(serializer: Serializer, frame: &Bytes) -> Result<Message, DecodeError> {
+    match serializer {
+        Serializer::Json => {
+            std::str::from_utf8(frame).map_err(|_| DecodeError::Malformed("invalid UTF-8"))?;
+            decode_with(&mut json::JsonReader::new(frame), serializer, frame)
+        }
+        Serializer::MsgPack => decode_with(&mut msgpack::MsgPackReader::new(frame), serializer, frame),
+    }
+}
+
+fn id(r: &mut impl Reader) -> Result<Id, DecodeError> {
+    let v = r.u64()?;
+    if v == 0 || v > crate::wamp::MAX_ID {
+        return Err(DecodeError::Malformed("ID out of range [1, 2^53]"));
+    }
+    Ok(v)
+}
+
+fn decode_with(r: &mut impl Reader, ser: Serializer, frame: &Bytes) -> Result<Message, DecodeError> {
+    r.list_start()?;
+    let code = r.u64()?;
+    let payload = |r: &mut dyn FnMut() -> Result<(u8, Bytes), DecodeError>| -> Result<Payload, DecodeError> {
+        let (count, raw) = r()?;
+        Ok(Payload {
+            serializer: ser,
+            count,
+            raw,
+        })
+    };
+    let msg = match code {
+        1 => Message::Hello {
+            realm: r.string()?,
+            details: r.dict()?,
+        },
+        3 => Message::Abort {
+            details: r.dict()?,
+            reason: r.string()?,
+        },
+        5 => Message::Authenticate {
+            signature: r.string()?,
+            extra: r.dict()?,
+        },
+        6 => Message::Goodbye {
+            details: r.dict()?,
+            reason: r.string()?,
+        },
+        8 => {
+            let request_type = r.u64()?;
+            let request = id(r)?;
+            let details = r.dict()?;
+            let error = r.string()?;
+            Message::Error {
+                request_type,
+                request,
+                details,
+                error,
+                payload: payload(&mut || r.payload(frame))?,
+            }
+        }
+        16 => {
+            let request = id(r)?;
+            let options = r.dict()?;
+            let topic = r.string()?;
+            Message::Publish {
+                request,
+                options,
+                topic,
+                payload: payload(&mut || r.payload(frame))?,
+            }
+        }
+        32 => Message::Subscribe {
+            request: id(r)?,
+            options: r.dict()?,
+            topic: r.string()?,
+        },
+        34 => Message::Unsubscribe {
+            request: id(r)?,
+            subscription: id(r)?,
+        },
+        48 => {
+            let request = id(r)?;
+            let options = r.dict()?;
+            let procedure = r.string()?;
+            Message::Call {
+                request,
+                options,
+                procedure,
+                payload: payload(&mut || r.payload(frame))?,
+            }
+        }
+        49 => Message::Cancel {
+            request: id(r)?,
+            options: r.dict()?,
+        },
+        64 => Message::Register {
+            request: id(r)?,
+            options: r.dict()?,
+            procedure: r.string()?,
+        },
+        66 => Message::Unregister {
+            request: id(r)?,
+            registration: id(r)?,
+        },
+        70 => {
+            let request = id(r)?;
+            let options = r.dict()?;
+            Message::Yield {
+                request,
+                options,
+                payload: payload(&mut || r.payload(frame))?,
+            }
+        }
+        other => return Err(DecodeError::UnexpectedType(other)),
+    };
+    let _ = r.has_more();
+    r.finish()?;
+    Ok(msg)
+}
+
+/// Builds one outgoing message in either serializer.
+#[derive(Debug)]
+pub struct MsgWriter {
+    ser: Serializer,
+    buf: Vec<u8>,
+    first: bool,
+}
+
+impl MsgWriter {
+    /// Starts a message of `len` elements (type code included) with `code`.
+    pub fn new(ser: Serializer, len: u32, code: MessageType, capacity: usize) -> Self {
+        let mut w = MsgWriter {
+            ser,
+            buf: Vec::with_capacity(capacity + 32),
+            first: true,
+        };
+        match ser {
+            Serializer::Json => w.buf.push(b'['),
+            Serializer::MsgPack => {
+                let _ = rmp::encode::write_array_len(&mut w.buf, len);
+            }
+        }
+        w.uint(code.code());
+        w
+    }
+
+    fn sep(&mut self) {
+        if self.ser == Serializer::Json {
+            if !self.first {
+                self.buf.push(b',');
+            }
+            self.first = false;
+        }
+    }
+
+    /// Appends an unsigned integer element.
+    pub fn uint(&mut self, v: u64) -> &mut Self {
+        self.sep();
+        match self.ser {
+            Serializer::Json => json::write_uint(&mut self.buf, v),
+            Serializer::MsgPack => {
+                let _ = rmp::encode::write_uint(&mut self.buf, v);
+            }
+        }
+        self
+    }
+
+    /// Appends a string element.
+    pub fn str(&mut self, s: &str) -> &mut Self {
+        self.sep();
+        match self.ser {
+            Serializer::Json => json::write_str(&mut self.buf, s),
+            Serializer::MsgPack => {
+                let _ = rmp::encode::write_str(&mut self.buf, s);
+            }
+        }
+        self
+    }
+
+    /// Appends a dictionary element.
+    pub fn dict(&mut self, d: &Dict) -> &mut Self {
+        self.sep();
+        match self.ser {
+            Serializer::Json => json::write_dict(&mut self.buf, d),
+            Serializer::MsgPack => msgpack::write_dict(&mut self.buf, d),
+        }
+        self
+    }
+
+    /// Appends a pre-encoded dictionary (see [`encode_dict`]).
+    pub fn raw_dict(&mut self, encoded: &[u8]) -> &mut Self {
+        self.sep();
+        self.buf.extend_from_slice(encoded);
+        self
+    }
+
+    /// Appends the payload elements, spliced as they are. The payload must be
+    /// in this writer's serializer (see [`transcode`]).
+    pub fn payload(&mut self, p: &Payload) -> &mut Self {
+        debug_assert_eq!(p.serializer, self.ser);
+        if p.count > 0 {
+            self.sep();
+            self.buf.extend_from_slice(&p.raw);
+        }
+        self
+    }
+
+    /// Finishes the message.
+    pub fn finish(mut self) -> Bytes {
+        if self.ser == Serializer::Json {
+            self.buf.push(b']');
+        }
+        Bytes::from(self.buf)
+    }
+}
+
+/// Encodes a dictionary on its own, for headers shared by many messages.
+pub fn encode_dict(ser: Serializer, d: &Dict) -> Vec<u8> {
+    let mut out = Vec::new();
+    match ser {
+        Serializer::Json => json::write_dict(&mut out, d),
+        Serializer::MsgPack => msgpack::write_dict(&mut out, d),
+    }
+    out
+}
+
+/// Converts a payload to `to`, parsing and re-encoding it once. A payload
+/// already in `to` is returned as it is (a cheap `Bytes` clone).
+pub fn transcode(p: &Payload, to: Serializer) -> Result<Payload, DecodeError> {
+    if p.serializer == to || p.count == 0 {
+        return Ok(Payload {
+            serializer: to,
+            count: p.count,
+            raw: p.raw.clone(),
+        });
+    }
+    let values = match p.serializer {
+        Serializer::Json => json::parse_payload(&p.raw)?,
+        Serializer::MsgPack => msgpack::parse_payload(&p.raw, p.count)?,
+    };
+    let mut out = Vec::with_capacity(p.raw.len() + 8);
+    for (i, v) in values.iter().enumerate() {
+        match to {
+            Serializer::Json => {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json::write_value(&mut out, v)
+            }
+            Serializer::MsgPack => msgpack::write_value(&mut out, v),
+        }
+    }
+    Ok(Payload {
+        serializer: to,
+        count: values.len() as u8,
+        raw: Bytes::from(out),
+    })
+}
+
+/// Builds a payload from values (for errors the router itself raises).
+pub fn payload_from(ser: Serializer, args: &[Value]) -> Payload {
+    let mut out = Vec::new();
+    let list = Value::List(args.to_vec());
+    match ser {
+        Serializer::Json => json::write_value(&mut out, &list),
+        Serializer::MsgPack => msgpack::write_value(&mut out, &list),
+    }
+    Payload {
+        serializer: ser,
+        count: 1,
+        raw: Bytes::from(out),
+    }
+}
+
+/// Encoders for every message a router sends.
+pub mod encode {
+    use super::*;
+
+    /// `[WELCOME, Session|id, Details|dict]`
+    pub fn welcome(ser: Serializer, session: Id, details: &Dict) -> Bytes {
+        let mut w = MsgWriter::new(ser, 3, MessageType::Welcome, 256);
+        w.uint(session).dict(details);
+        w.finish()
+    }
+
+    /// `[ABORT, Details|dict, Reason|uri]`
+    pub fn abort(ser: Serializer, details: &Dict, reason: &str) -> Bytes {
+        let mut w = MsgWriter::new(ser, 3, MessageType::Abort, 64);
+        w.dict(details).str(reason);
+        w.finish()
+    }
+
+    /// `[GOODBYE, Details|dict, Reason|uri]`
+    pub fn goodbye(ser: Serializer, details: &Dict, reason: &str) -> Bytes {
+        let mut w = MsgWriter::new(ser, 3, MessageType::Goodbye, 64);
+        w.dict(details).str(reason);
+        w.finish()
+    }
+
+    /// `[ERROR, REQUEST.Type|int, REQUEST.Request|id, Details|dict, Error|uri, Arguments|list, ArgumentsKw|dict]`
+    pub fn error(ser: Serializer, request_type: MessageType, request: Id, details: &Dict, error: &str, payload: &Payload) -> Bytes {
+        let mut w = MsgWriter::new(ser, 5 + payload.count as u32, MessageType::Error, 64 + payload.raw.len());
+        w.uint(request_type.code()).uint(request).dict(details).str(error).payload(payload);
+        w.finish()
+    }
+
+    /// `[PUBLISHED, PUBLISH.Request|id, Publication|id]`
+    pub fn published(ser: Serializer, request: Id, publication: Id) -> Bytes {
+        let mut w = MsgWriter::new(ser, 3, MessageType::Published, 16);
+        w.uint(request).uint(publication);
+        w.finish()
+    }
+
+    /// `[SUBSCRIBED, SUBSCRIBE.Request|id, Subscription|id]`
+    pub fn subscribed(ser: Serializer, request: Id, subscription: Id) -> Bytes {
+        let mut w = MsgWriter::new(ser, 3, MessageType::Subscribed, 16);
+        w.uint(request).uint(subscription);
+        w.finish()
+    }
+
+    /// `[UNSUBSCRIBED, UNSUBSCRIBE.Request|id]`
+    pub fn unsubscribed(ser: Serializer, request: Id) -> Bytes {
+        let mut w = MsgWriter::new(ser, 2, MessageType::Unsubscribed, 16);
+        w.uint(request);
+        w.finish()
+    }
+
+    /// `[EVENT, Subscription|id, Publication|id, Details|dict, Arguments|list, ArgumentsKw|dict]`
+    /// with `details` already encoded in `ser`.
+    pub fn event(ser: Serializer, subscription: Id, publication: Id, details: &[u8], payload: &Payload) -> Bytes {
+        let mut w = MsgWriter::new(ser, 4 + payload.count as u32, MessageType::Event, 32 + details.len() + payload.raw.len());
+        w.uint(subscription).uint(publication).raw_dict(details).payload(payload);
+        w.finish()
+    }
+
+    /// `[RESULT, CALL.Request|id, Details|dict, YIELD.Arguments|list, YIELD.ArgumentsKw|dict]`
+    pub fn result(ser: Serializer, request: Id, details: &Dict, payload: &Payload) -> Bytes {
+        let mut w = MsgWriter::new(ser, 3 + payload.count as u32, MessageType::Result, 32 + payload.raw.len());
+        w.uint(request).dict(details).payload(payload);
+        w.finish()
+    }
+
+    /// `[REGISTERED, REGISTER.Request|id, Registration|id]`
+    pub fn registered(ser: Serializer, request: Id, registration: Id) -> Bytes {
+        let mut w = MsgWriter::new(ser, 3, MessageType::Registered, 16);
+        w.uint(request).uint(registration);
+        w.finish()
+    }
+
+    /// `[UNREGISTERED, UNREGISTER.Request|id]`
+    pub fn unregistered(ser: Serializer, request: Id) -> Bytes {
+        let mut w = MsgWriter::new(ser, 2, MessageType::Unregistered, 16);
+        w.uint(request);
+        w.finish()
+    }
+
+    /// `[INVOCATION, Request|id, REGISTERED.Registration|id, Details|dict, CALL.Arguments|list, CALL.ArgumentsKw|dict]`
+    pub fn invocation(ser: Serializer, request: Id, registration: Id, details: &Dict, payload: &Payload) -> Bytes {
+        let mut w = MsgWriter::new(ser, 4 + payload.count as u32, MessageType::Invocation, 48 + payload.raw.len());
+        w.uint(request).uint(registration).dict(details).payload(payload);
+        w.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn j(s: &str) -> Result<Message, DecodeError> {
+        decode(Serializer::Json, &Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn decodes_json_publish_with_raw_payload() {
+        let m = j(r#"[16, 7, {"acknowledge": true}, "com.topic", [1, "a"], {"k": [2]}]"#).unwrap();
+        let Message::Publish { request, options, topic, payload } = m else { panic!() };
+        assert_eq!(request, 7);
+        assert_eq!(options.get_bool("acknowledge"), Some(true));
+        assert_eq!(topic, "com.topic");
+        assert_eq!(payload.count, 2);
+        assert_eq!(&payload.raw[..], br#"[1, "a"], {"k": [2]}"#);
+    }
+
+    #[test]
+    fn rejects_bad_messages() {
+        assert!(j("[]").is_err());
+        assert!(j("{}").is_err());
+        assert!(j(r#"[16, 0, {}, "t"]"#).is_err());
+        assert!(j(r#"[16, 9007199254740993, {}, "t"]"#).is_err());
+        assert!(j(r#"[16, 1, {}, "t", {}]"#).is_err());
+        assert!(j(r#"[16, 1, {}, "t", [], []]"#).is_err());
+        assert!(j(r#"[16, 1, {}, "t", [], {}, 3]"#).is_err());
+        assert!(j(r#"[32, 1, {}]"#).is_err());
+        assert!(j(r#"[32, 1, {}, "t"] x"#).is_err());
+        assert_eq!(j(r#"[36, 1, 2, {}]"#), Err(DecodeError::UnexpectedType(36)));
+        assert!(j(r#"[32, "1", {}, "t"]"#).is_err());
+        assert!(j(r#"[32, -1, {}, "t"]"#).is_err());
+        assert!(j(r#"[32, 1.5, {}, "t"]"#).is_err());
+    }
+
+    #[test]
+    fn event_splices_payload_in_both_serializers() {
+        let m = j(r#"[16,1,{},"t",["é",{"x":null}],{"n":18446744073709551615}]"#).unwrap();
+        let Message::Publish { payload, .. } = m else { panic!() };
+        let details = encode_dict(Serializer::Json, &Dict::new());
+        let ev = encode::event(Serializer::Json, 5, 6, &details, &payload);
+        assert_eq!(&ev[..], r#"[36,5,6,{},["é",{"x":null}],{"n":18446744073709551615}]"#.as_bytes());
+
+        let mp = transcode(&payload, Serializer::MsgPack).unwrap();
+        let details = encode_dict(Serializer::MsgPack, &Dict::new());
+        let ev = encode::event(Serializer::MsgPack, 5, 6, &details, &mp);
+        let mut r = msgpack::MsgPackReader::new(&ev);
+        let v = r.parse_value(0).unwrap();
+        assert_eq!(
+            v,
+            Value::List(vec![
+                Value::UInt(36),
+                Value::UInt(5),
+                Value::UInt(6),
+                Value::Dict(Dict::new()),
+                Value::List(vec![Value::Str("é".into()), Value::Dict(Dict::new().with("x", Value::Null))]),
+                Value::Dict(Dict::new().with("n", Value::UInt(u64::MAX))),
+            ])
+        );
+        // and back to JSON gives the same text
+        let back = transcode(&mp, Serializer::Json).unwrap();
+        assert_eq!(&back.raw[..], r#"["é",{"x":null}],{"n":18446744073709551615}"#.as_bytes());
+    }
+
+    #[test]
+    fn msgpack_decode_matches_json() {
+        let mut frame = Vec::new();
+        msgpack::write_value(
+            &mut frame,
+            &Value::List(vec![
+                Value::UInt(48),
+                Value::UInt(3),
+                Value::Dict(Dict::new()),
+                Value::Str("com.proc".into()),
+                Value::List(vec![Value::Bytes(vec![0, 1, 255])]),
+            ]),
+        );
+        let m = decode(Serializer::MsgPack, &Bytes::from(frame)).unwrap();
+        let Message::Call { request, procedure, payload, .. } = m else { panic!() };
+        assert_eq!((request, procedure.as_str(), payload.count), (3, "com.proc", 1));
+        let js = transcode(&payload, Serializer::Json).unwrap();
+        assert_eq!(&js.raw[..], br#"["\u0000AAH/"]"#);
+    }
+}

@@ -1,0 +1,353 @@
+//! Configuration: TOML with an embedded default, command-line overrides and
+//! validation that names the offending key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The configuration served when none is given.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub router: RouterSection,
+    #[serde(default, rename = "realm")]
+    pub realms: Vec<RealmConfig>,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[router]`: shards and their tuning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterSection {
+    /// Number of shards; 0 = one per CPU in `cpus` (or per usable CPU).
+    pub shards: usize,
+    /// CPUs to pin shards to, e.g. "0-3,6"; empty = all usable CPUs.
+    pub cpus: String,
+    /// Capacity of each cross-shard queue, in messages.
+    pub mesh_queue_capacity: usize,
+    /// Messages a shard takes from one peer queue before yielding.
+    pub mesh_batch: usize,
+    /// How long a drained peer queue is polled before its task parks, in µs.
+    pub mesh_spin_us: u64,
+    /// How long an idle shard spins before it sleeps in the kernel, in µs.
+    pub spin_before_park_us: u64,
+    /// How long shutdown waits for clients to answer GOODBYE, in ms.
+    pub shutdown_grace_ms: u64,
+    /// Log filter (tracing syntax), e.g. "info" or "switchyard=debug".
+    pub log: String,
+}
+
+impl Default for RouterSection {
+    fn default() -> Self {
+        RouterSection {
+            shards: 0,
+            cpus: String::new(),
+            mesh_queue_capacity: 8192,
+            mesh_batch: 256,
+            mesh_spin_us: 20,
+            spin_before_park_us: 0,
+            shutdown_grace_ms: 2000,
+            log: "info".into(),
+        }
+    }
+}
+
+/// `[[realm]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealmConfig {
+    pub name: String,
+}
+
+/// Kind of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    Websocket,
+    Rawsocket,
+}
+
+/// `[[listener]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    #[serde(rename = "type")]
+    pub kind: ListenerKind,
+    pub bind: String,
+    /// WebSocket only: the HTTP path of the WAMP endpoint.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// WebSocket only: serve `GET /metrics` (Prometheus text) on this listener.
+    #[serde(default = "default_true")]
+    pub metrics: bool,
+}
+
+fn default_path() -> String {
+    "/ws".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest WAMP message accepted, in bytes (WebSocket: close 1009 above
+    /// it; RawSocket: announced in the handshake, connection closed above it).
+    pub max_message_size: usize,
+    /// Bytes queued to one session beyond which its events are dropped.
+    pub max_outbound_bytes: usize,
+    /// Time a new connection has to complete its transport handshake, in ms.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 16 * 1024 * 1024,
+            max_outbound_bytes: 16 * 1024 * 1024,
+            handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Command-line overrides.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub shards: Option<usize>,
+    pub cpus: Option<String>,
+    pub websocket: Option<String>,
+    pub rawsocket: Option<String>,
+    pub log: Option<String>,
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// Reads a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// The embedded default.
+    pub fn embedded() -> Config {
+        // The embedded default is checked by a unit test.
+        Config::parse(DEFAULT_CONFIG, "embedded default").unwrap_or_else(|e| panic!("embedded default config: {e}"))
+    }
+
+    /// Applies command-line overrides.
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(n) = o.shards {
+            self.router.shards = n;
+        }
+        if let Some(c) = &o.cpus {
+            self.router.cpus = c.clone();
+        }
+        if let Some(l) = &o.log {
+            self.router.log = l.clone();
+        }
+        for (addr, kind) in [(&o.websocket, ListenerKind::Websocket), (&o.rawsocket, ListenerKind::Rawsocket)] {
+            let Some(addr) = addr else { continue };
+            match self.listeners.iter_mut().find(|l| l.kind == kind) {
+                Some(l) => l.bind = addr.clone(),
+                None => self.listeners.push(ListenerConfig {
+                    kind,
+                    bind: addr.clone(),
+                    path: default_path(),
+                    metrics: true,
+                }),
+            }
+        }
+    }
+
+    /// Checks every value; `usable_cpus` are the CPUs this process may use.
+    pub fn validate(&self, usable_cpus: &[usize]) -> Result<Validated, ConfigError> {
+        if self.realms.is_empty() {
+            return Err(invalid("realm", "at least one [[realm]] is required"));
+        }
+        for (i, r) in self.realms.iter().enumerate() {
+            if !crate::wamp::uri::is_valid(&r.name, crate::wamp::UriCheck::Concrete) {
+                return Err(invalid(format!("realm[{i}].name"), format!("'{}' is not a valid WAMP URI", r.name)));
+            }
+            if self.realms[..i].iter().any(|o| o.name == r.name) {
+                return Err(invalid(format!("realm[{i}].name"), format!("realm '{}' is defined twice", r.name)));
+            }
+        }
+        if self.listeners.is_empty() {
+            return Err(invalid("listener", "at least one [[listener]] is required"));
+        }
+        let mut listeners = Vec::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            let addr: SocketAddr = l
+                .bind
+                .parse()
+                .map_err(|_| invalid(format!("listener[{i}].bind"), format!("'{}' is not an address like 127.0.0.1:8080", l.bind)))?;
+            if l.kind == ListenerKind::Websocket && !l.path.starts_with('/') {
+                return Err(invalid(format!("listener[{i}].path"), "must start with '/'"));
+            }
+            listeners.push((l.clone(), addr));
+        }
+        let lim = &self.limits;
+        if !(512..=16 * 1024 * 1024).contains(&lim.max_message_size) {
+            return Err(invalid("limits.max_message_size", "must be between 512 and 16777216 bytes (the RawSocket maximum)"));
+        }
+        if lim.max_outbound_bytes < lim.max_message_size {
+            return Err(invalid("limits.max_outbound_bytes", "must be at least limits.max_message_size"));
+        }
+        if lim.handshake_timeout_ms == 0 {
+            return Err(invalid("limits.handshake_timeout_ms", "must be positive"));
+        }
+        let r = &self.router;
+        if r.mesh_queue_capacity == 0 {
+            return Err(invalid("router.mesh_queue_capacity", "must be positive"));
+        }
+        if r.mesh_batch == 0 {
+            return Err(invalid("router.mesh_batch", "must be positive"));
+        }
+        if r.shards > 256 {
+            return Err(invalid("router.shards", "at most 256 shards"));
+        }
+        let mut cpus = if r.cpus.trim().is_empty() {
+            usable_cpus.to_vec()
+        } else {
+            parse_cpu_list(&r.cpus).map_err(|p| invalid("router.cpus", p))?
+        };
+        if let Some(bad) = cpus.iter().find(|c| !usable_cpus.contains(c)) {
+            return Err(invalid("router.cpus", format!("CPU {bad} is not usable by this process (usable: {usable_cpus:?})")));
+        }
+        let shards = if r.shards == 0 { cpus.len().max(1) } else { r.shards };
+        if cpus.is_empty() {
+            return Err(invalid("router.cpus", "no CPU to run on"));
+        }
+        // More shards than CPUs: shards share CPUs round-robin.
+        let placement: Vec<usize> = (0..shards).map(|i| cpus[i % cpus.len()]).collect();
+        cpus.truncate(shards);
+        Ok(Validated {
+            config: self.clone(),
+            listeners,
+            shard_cpus: placement,
+        })
+    }
+}
+
+/// A configuration that passed validation, with derived values.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub config: Config,
+    pub listeners: Vec<(ListenerConfig, SocketAddr)>,
+    /// The CPU of each shard.
+    pub shard_cpus: Vec<usize>,
+}
+
+/// Parses a CPU list such as "0-3,6".
+pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let a: usize = a.parse().map_err(|_| format!("'{part}' is not a CPU number or range"))?;
+        let b: usize = b.parse().map_err(|_| format!("'{part}' is not a CPU number or range"))?;
+        if a > b {
+            return Err(format!("range '{part}' runs backwards"));
+        }
+        for c in a..=b {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err("empty CPU list".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let v = Config::embedded().validate(&[0, 1]).unwrap();
+        assert_eq!(v.shard_cpus, vec![0, 1]);
+        assert_eq!(v.listeners.len(), 2);
+        assert_eq!(v.config.realms[0].name, "realm1");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("[router]\nshardz = 2\n", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("shardz"), "{e}");
+        let e = Config::parse("[router]\nshards = \"two\"\n", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("shards"), "{e}");
+        let mut c = Config::embedded();
+        c.listeners[0].bind = "nowhere".into();
+        let e = c.validate(&[0]).unwrap_err().to_string();
+        assert!(e.starts_with("listener[0].bind"), "{e}");
+        let mut c = Config::embedded();
+        c.router.cpus = "5".into();
+        assert!(c.validate(&[0, 1]).unwrap_err().to_string().starts_with("router.cpus"));
+        let mut c = Config::embedded();
+        c.limits.max_message_size = 1 << 30;
+        assert!(c.validate(&[0]).unwrap_err().to_string().starts_with("limits.max_message_size"));
+        let mut c = Config::embedded();
+        c.realms[0].name = "bad realm".into();
+        assert!(c.validate(&[0]).unwrap_err().to_string().starts_with("realm[0].name"));
+    }
+
+    #[test]
+    fn overrides_and_cpu_lists() {
+        assert_eq!(parse_cpu_list("0-2, 5,1").unwrap(), vec![0, 1, 2, 5]);
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("a").is_err());
+        let mut c = Config::embedded();
+        c.apply(&Overrides {
+            shards: Some(3),
+            websocket: Some("127.0.0.1:9000".into()),
+            ..Default::default()
+        });
+        let v = c.validate(&[0, 1]).unwrap();
+        assert_eq!(v.shard_cpus, vec![0, 1, 0]);
+        assert_eq!(v.listeners[0].1.port(), 9000);
+    }
+}

@@ -1,0 +1,79 @@
+//! Per-shard counters. Each shard writes only its own (relaxed atomics, one
+//! cache line each so shards never share a line); anyone may read them, which
+//! is how `/metrics` gathers the whole router without a message round.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crossbeam::utils::CachePadded;
+
+macro_rules! stats {
+    ($( $(#[$doc:meta])* $name:ident : $kind:ident ),* $(,)?) => {
+        /// Counters of one shard.
+        #[derive(Debug, Default)]
+        pub struct ShardStats {
+            $( $(#[$doc])* pub $name: CachePadded<$kind>, )*
+        }
+
+        impl ShardStats {
+            /// Appends every counter of every shard in Prometheus text format.
+            pub fn render(shards: &[std::sync::Arc<ShardStats>]) -> String {
+                let mut out = String::new();
+                $(
+                    let _ = writeln!(out, "# TYPE switchyard_{} {}", stringify!($name), kind_name(stringify!($kind)));
+                    for (i, s) in shards.iter().enumerate() {
+                        let _ = writeln!(out, "switchyard_{}{{shard=\"{}\"}} {}", stringify!($name), i, s.$name.load(Ordering::Relaxed));
+                    }
+                )*
+                out
+            }
+        }
+    };
+}
+
+fn kind_name(kind: &str) -> &'static str {
+    if kind == "AtomicI64" {
+        "gauge"
+    } else {
+        "counter"
+    }
+}
+
+stats! {
+    /// Open connections.
+    connections: AtomicI64,
+    /// Established sessions.
+    sessions: AtomicI64,
+    /// WAMP messages received from clients.
+    messages_in: AtomicU64,
+    /// WAMP messages queued to clients.
+    messages_out: AtomicU64,
+    /// Messages sent to other shards.
+    mesh_sent: AtomicU64,
+    /// Messages received from other shards.
+    mesh_received: AtomicU64,
+    /// Times a cross-shard queue was found full.
+    mesh_full: AtomicU64,
+    /// Publications accepted.
+    publications: AtomicU64,
+    /// EVENTs delivered to local sessions.
+    events_delivered: AtomicU64,
+    /// CALLs routed.
+    calls: AtomicU64,
+    /// Payload conversions between serializers.
+    transcodes: AtomicU64,
+    /// Sessions aborted for protocol violations.
+    protocol_violations: AtomicU64,
+    /// Subscriptions in this shard's replica.
+    subscriptions: AtomicI64,
+    /// Registrations in this shard's replica.
+    registrations: AtomicI64,
+}
+
+impl ShardStats {
+    /// Adds one to a counter.
+    #[inline]
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}

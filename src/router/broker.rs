@@ -1,0 +1,319 @@
+//! The Broker: subscriptions and the path of a PUBLISH.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use bytes::Bytes;
+use tracing::debug;
+
+use super::{AckThen, EventMsg, LocalSession, RealmIdx, Router, ShardMsg, TableChange};
+use crate::codec::{self, encode};
+use crate::metrics::ShardStats;
+use crate::wamp::message::Serializer;
+use crate::wamp::uri::{self, UriCheck};
+use crate::wamp::{self, uris, Dict, Id, MatchPolicy, MessageType, Payload, Value};
+
+/// One subscription (topic + match policy) in a shard's replica.
+#[derive(Debug)]
+pub struct Subscription {
+    pub id: Id,
+    pub policy: MatchPolicy,
+    pub uri: Arc<str>,
+    /// Subscribers on this shard.
+    pub local: Vec<Id>,
+    /// Number of subscribers on each shard (this one's entry unused).
+    pub remote: Box<[u32]>,
+}
+
+impl Subscription {
+    fn is_empty(&self) -> bool {
+        self.local.is_empty() && self.remote.iter().all(|&n| n == 0)
+    }
+}
+
+/// Per-publication caches: the payload in each serializer, converted at most
+/// once.
+struct PayloadCache<'a> {
+    original: &'a Payload,
+    converted: [Option<Option<Payload>>; Serializer::COUNT],
+}
+
+impl<'a> PayloadCache<'a> {
+    fn new(original: &'a Payload) -> Self {
+        PayloadCache {
+            original,
+            converted: [None, None],
+        }
+    }
+
+    fn get(&mut self, ser: Serializer, stats: &ShardStats) -> Option<&Payload> {
+        if ser == self.original.serializer {
+            return Some(self.original);
+        }
+        let slot = &mut self.converted[ser.index()];
+        if slot.is_none() {
+            ShardStats::inc(&stats.transcodes);
+            *slot = Some(codec::transcode(self.original, ser).ok());
+        }
+        slot.as_ref().and_then(Option::as_ref)
+    }
+}
+
+/// Delivers one publication to the local subscribers of `sub`, encoding one
+/// EVENT per serializer and sharing it among all of them.
+fn deliver_local(
+    sessions: &AHashMap<Id, LocalSession>,
+    stats: &ShardStats,
+    sub: &Subscription,
+    publication: Id,
+    topic: &str,
+    cache: &mut PayloadCache<'_>,
+    exclude: Id,
+) {
+    let mut frames: [Option<Bytes>; Serializer::COUNT] = [None, None];
+    let mut delivered = 0u64;
+    for sid in &sub.local {
+        if *sid == exclude {
+            continue;
+        }
+        let Some(s) = sessions.get(sid) else { continue };
+        let slot = &mut frames[s.ser.index()];
+        if slot.is_none() {
+            let Some(payload) = cache.get(s.ser, stats) else { continue };
+            let details = if sub.policy == MatchPolicy::Exact {
+                Dict::new()
+            } else {
+                Dict::new().with("topic", Value::Str(topic.to_owned()))
+            };
+            let details = codec::encode_dict(s.ser, &details);
+            *slot = Some(encode::event(s.ser, sub.id, publication, &details, payload));
+        }
+        if let Some(frame) = slot {
+            if s.outbox.push_event(frame.clone()) {
+                delivered += 1;
+            }
+        }
+    }
+    stats.events_delivered.fetch_add(delivered, Ordering::Relaxed);
+}
+
+impl Router {
+    pub(super) fn subscribe(&mut self, sid: Id, request: Id, options: &Dict, topic: String) {
+        let policy = match options.get_str("match").map(MatchPolicy::parse) {
+            None => MatchPolicy::Exact,
+            Some(Some(p)) => p,
+            Some(None) => {
+                return self.error_reply(sid, MessageType::Subscribe, request, uris::INVALID_ARGUMENT, "unknown match policy");
+            }
+        };
+        if !uri::is_valid(&topic, UriCheck::Pattern(policy)) {
+            return self.error_reply(sid, MessageType::Subscribe, request, uris::INVALID_URI, "invalid topic URI");
+        }
+        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        let realm = s.realm;
+        let key: (MatchPolicy, Arc<str>) = (policy, topic.into());
+        match s.subs.get(&key) {
+            Some(Some(id)) => {
+                let id = *id;
+                return self.session_reply(sid, |ser| encode::subscribed(ser, request, id));
+            }
+            Some(None) => {
+                s.sub_waiters.push((key, request));
+                return;
+            }
+            None => {}
+        }
+        s.subs.insert(key.clone(), None);
+        let token = self.expect_acks(AckThen::Subscribed {
+            session: sid,
+            request,
+            key: key.clone(),
+        });
+        let change = TableChange {
+            realm,
+            policy,
+            uri: key.1,
+            shard: self.me,
+            session: sid,
+            origin: self.me,
+            token,
+        };
+        let home = self.home_of(realm, &change.uri);
+        self.send_to(home, ShardMsg::SubscribeReq(change));
+    }
+
+    pub(super) fn subscribe_done(&mut self, sid: Id, request: Id, key: (MatchPolicy, Arc<str>), id: Id) {
+        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        let Some(slot) = s.subs.get_mut(&key) else { return };
+        *slot = Some(id);
+        s.sub_ids.insert(id, key.clone());
+        let mut requests = vec![request];
+        s.sub_waiters.retain(|(k, r)| {
+            if *k == key {
+                requests.push(*r);
+                false
+            } else {
+                true
+            }
+        });
+        for r in requests {
+            self.session_reply(sid, |ser| encode::subscribed(ser, r, id));
+        }
+    }
+
+    pub(super) fn unsubscribe(&mut self, sid: Id, request: Id, subscription: Id) {
+        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        let Some(key) = s.sub_ids.remove(&subscription) else {
+            return self.error_reply(sid, MessageType::Unsubscribe, request, uris::NO_SUCH_SUBSCRIPTION, "no such subscription");
+        };
+        s.subs.remove(&key);
+        let realm = s.realm;
+        let token = self.expect_acks(AckThen::Unsubscribed { session: sid, request });
+        self.drop_subscriber(realm, key.0, key.1, sid, token, None);
+    }
+
+    /// Takes `sid` off delivery at once and asks the home shard to remove it
+    /// everywhere.
+    pub(super) fn drop_subscriber(&mut self, realm: RealmIdx, policy: MatchPolicy, uri: Arc<str>, sid: Id, token: u64, _: Option<()>) {
+        let r = &mut self.realms[realm as usize];
+        if let Some(id) = r.sub_index.get(policy, &uri) {
+            if let Some(sub) = r.subscriptions.get_mut(id) {
+                sub.local.retain(|s| *s != sid);
+            }
+        }
+        let change = TableChange {
+            realm,
+            policy,
+            uri,
+            shard: self.me,
+            session: sid,
+            origin: self.me,
+            token,
+        };
+        let home = self.home_of(realm, &change.uri);
+        self.send_to(home, ShardMsg::UnsubscribeReq(change));
+    }
+
+    /// On the home shard: give the subscription its ID and tell every shard.
+    pub(super) fn home_subscribe(&mut self, change: TableChange) {
+        let r = &self.realms[change.realm as usize];
+        let id = match r.sub_index.get(change.policy, &change.uri) {
+            Some(id) => *id,
+            None => self.new_router_id(),
+        };
+        self.broadcast(change, |c| ShardMsg::SubscriptionAdd(c, id));
+    }
+
+    pub(super) fn apply_subscription_add(&mut self, change: TableChange, id: Id) {
+        let n = self.nshards;
+        let me = self.me;
+        let r = &mut self.realms[change.realm as usize];
+        let entry_id = *r.sub_index.get_or_insert_with(change.policy, &change.uri, || id);
+        let sub = r.subscriptions.entry(entry_id).or_insert_with(|| {
+            self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
+            Subscription {
+                id: entry_id,
+                policy: change.policy,
+                uri: change.uri.clone(),
+                local: Vec::new(),
+                remote: vec![0; n].into_boxed_slice(),
+            }
+        });
+        if change.shard == me {
+            // A session that left meanwhile is not added back.
+            if self.sessions.contains_key(&change.session) && !sub.local.contains(&change.session) {
+                sub.local.push(change.session);
+            }
+        } else {
+            sub.remote[change.shard] += 1;
+        }
+        self.ack(&change, entry_id);
+    }
+
+    pub(super) fn apply_subscription_remove(&mut self, change: TableChange) {
+        let me = self.me;
+        let r = &mut self.realms[change.realm as usize];
+        let Some(&id) = r.sub_index.get(change.policy, &change.uri) else {
+            return self.ack(&change, 0);
+        };
+        if let Some(sub) = r.subscriptions.get_mut(&id) {
+            if change.shard == me {
+                sub.local.retain(|s| *s != change.session);
+            } else {
+                sub.remote[change.shard] = sub.remote[change.shard].saturating_sub(1);
+            }
+            if sub.is_empty() {
+                r.subscriptions.remove(&id);
+                r.sub_index.remove(change.policy, &change.uri);
+                self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.ack(&change, id);
+    }
+
+    pub(super) fn publish(&mut self, sid: Id, request: Id, options: &Dict, topic: String, payload: Payload) {
+        let acknowledge = options.get_bool("acknowledge").unwrap_or(false);
+        if !uri::is_valid(&topic, UriCheck::Concrete) {
+            if acknowledge {
+                self.error_reply(sid, MessageType::Publish, request, uris::INVALID_URI, "invalid topic URI");
+            }
+            return;
+        }
+        let Some(s) = self.sessions.get(&sid) else { return };
+        let realm = s.realm;
+        let exclude = if options.get_bool("exclude_me").unwrap_or(true) { sid } else { 0 };
+        let publication = wamp::random_id();
+        ShardStats::inc(&self.stats.publications);
+
+        let mut remote: Vec<Vec<Id>> = Vec::new();
+        let mut cache = PayloadCache::new(&payload);
+        let r = &self.realms[realm as usize];
+        let me = self.me;
+        r.sub_index.for_each_match(&topic, |_, id| {
+            let Some(sub) = r.subscriptions.get(id) else { return };
+            if !sub.local.is_empty() {
+                deliver_local(&self.sessions, &self.stats, sub, publication, &topic, &mut cache, exclude);
+            }
+            for (shard, &n) in sub.remote.iter().enumerate() {
+                if n > 0 && shard != me {
+                    if remote.is_empty() {
+                        remote.resize_with(sub.remote.len(), Vec::new);
+                    }
+                    remote[shard].push(sub.id);
+                }
+            }
+        });
+        if !remote.is_empty() {
+            let topic: Arc<str> = topic.into();
+            for (shard, subscriptions) in remote.into_iter().enumerate() {
+                if subscriptions.is_empty() {
+                    continue;
+                }
+                let ev = EventMsg {
+                    realm,
+                    subscriptions,
+                    publication,
+                    topic: topic.clone(),
+                    payload: payload.clone(),
+                    exclude,
+                };
+                self.send_to(shard, ShardMsg::Event(Box::new(ev)));
+            }
+        }
+        if acknowledge {
+            self.session_reply(sid, |ser| encode::published(ser, request, publication));
+        }
+    }
+
+    pub(super) fn remote_event(&mut self, ev: EventMsg) {
+        let r = &self.realms[ev.realm as usize];
+        let mut cache = PayloadCache::new(&ev.payload);
+        for id in &ev.subscriptions {
+            match r.subscriptions.get(id) {
+                Some(sub) => deliver_local(&self.sessions, &self.stats, sub, ev.publication, &ev.topic, &mut cache, ev.exclude),
+                None => debug!(subscription = id, "event for a subscription no longer here"),
+            }
+        }
+    }
+}

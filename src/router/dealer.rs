@@ -1,0 +1,286 @@
+//! The Dealer: registrations and the path of a CALL.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::{AckThen, CallDone, InvokeMsg, PendingInvocation, RealmIdx, Router, ShardMsg, TableChange};
+use crate::codec::{self, encode};
+use crate::metrics::ShardStats;
+use crate::wamp::uri::{self, UriCheck};
+use crate::wamp::{uris, Dict, Id, MatchPolicy, MessageType, Payload, Value};
+
+/// One registration (procedure + match policy) in a shard's replica.
+#[derive(Debug)]
+pub struct Registration {
+    pub id: Id,
+    pub policy: MatchPolicy,
+    pub uri: Arc<str>,
+    /// Every callee, on every shard: (shard, session).
+    pub callees: Vec<(usize, Id)>,
+}
+
+impl Router {
+    pub(super) fn register(&mut self, sid: Id, request: Id, options: &Dict, procedure: String) {
+        let policy = match options.get_str("match").map(MatchPolicy::parse) {
+            None => MatchPolicy::Exact,
+            Some(Some(p)) => p,
+            Some(None) => {
+                return self.error_reply(sid, MessageType::Register, request, uris::INVALID_ARGUMENT, "unknown match policy");
+            }
+        };
+        if !uri::is_valid(&procedure, UriCheck::Pattern(policy)) || procedure.is_empty() {
+            return self.error_reply(sid, MessageType::Register, request, uris::INVALID_URI, "invalid procedure URI");
+        }
+        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        let key: (MatchPolicy, Arc<str>) = (policy, procedure.into());
+        if s.regs_pending.contains_key(&key) || s.regs.values().any(|k| *k == key) {
+            return self.error_reply(
+                sid,
+                MessageType::Register,
+                request,
+                uris::PROCEDURE_ALREADY_EXISTS,
+                "this session already registered the procedure",
+            );
+        }
+        s.regs_pending.insert(key.clone(), request);
+        let realm = s.realm;
+        let token = self.expect_acks(AckThen::Registered {
+            session: sid,
+            request,
+            key: key.clone(),
+        });
+        let change = TableChange {
+            realm,
+            policy,
+            uri: key.1,
+            shard: self.me,
+            session: sid,
+            origin: self.me,
+            token,
+        };
+        let home = self.home_of(realm, &change.uri);
+        self.send_to(home, ShardMsg::RegisterReq(change));
+    }
+
+    pub(super) fn register_done(&mut self, sid: Id, request: Id, key: (MatchPolicy, Arc<str>), id: Id) {
+        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        if s.regs_pending.remove(&key).is_none() {
+            return;
+        }
+        s.regs.insert(id, key);
+        self.session_reply(sid, |ser| encode::registered(ser, request, id));
+    }
+
+    pub(super) fn register_refused(&mut self, token: u64, error: &'static str) {
+        let Some(p) = self.pending.remove(&token) else { return };
+        if let AckThen::Registered { session, request, key } = p.then {
+            if let Some(s) = self.sessions.get_mut(&session) {
+                s.regs_pending.remove(&key);
+            }
+            self.error_reply(session, MessageType::Register, request, error, "the procedure is already registered");
+        }
+    }
+
+    pub(super) fn unregister(&mut self, sid: Id, request: Id, registration: Id) {
+        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        let Some((policy, uri)) = s.regs.remove(&registration) else {
+            return self.error_reply(sid, MessageType::Unregister, request, uris::NO_SUCH_REGISTRATION, "no such registration");
+        };
+        let realm = s.realm;
+        let token = self.expect_acks(AckThen::Unregistered { session: sid, request });
+        self.drop_callee(realm, policy, uri, sid, token, None);
+    }
+
+    /// Stops routing calls to `sid` here at once and asks the home shard to
+    /// remove it everywhere.
+    pub(super) fn drop_callee(&mut self, realm: RealmIdx, policy: MatchPolicy, uri: Arc<str>, sid: Id, token: u64, _: Option<()>) {
+        let me = self.me;
+        let r = &mut self.realms[realm as usize];
+        if let Some(id) = r.reg_index.get(policy, &uri) {
+            if let Some(reg) = r.registrations.get_mut(id) {
+                reg.callees.retain(|c| *c != (me, sid));
+            }
+        }
+        let change = TableChange {
+            realm,
+            policy,
+            uri,
+            shard: me,
+            session: sid,
+            origin: me,
+            token,
+        };
+        let home = self.home_of(realm, &change.uri);
+        self.send_to(home, ShardMsg::UnregisterReq(change));
+    }
+
+    /// On the home shard: refuse a second callee, or assign the ID and tell
+    /// every shard.
+    pub(super) fn home_register(&mut self, change: TableChange) {
+        let r = &self.realms[change.realm as usize];
+        let existing = r.reg_index.get(change.policy, &change.uri).copied();
+        if let Some(id) = existing {
+            let taken = r.registrations.get(&id).is_some_and(|reg| !reg.callees.is_empty());
+            if taken {
+                let (origin, token) = (change.origin, change.token);
+                return self.send_to(
+                    origin,
+                    ShardMsg::RegisterRefused {
+                        token,
+                        error: uris::PROCEDURE_ALREADY_EXISTS,
+                    },
+                );
+            }
+        }
+        let id = existing.unwrap_or_else(|| self.new_router_id());
+        self.broadcast(change, |c| ShardMsg::RegistrationAdd(c, id));
+    }
+
+    pub(super) fn apply_registration_add(&mut self, change: TableChange, id: Id) {
+        let r = &mut self.realms[change.realm as usize];
+        let entry_id = *r.reg_index.get_or_insert_with(change.policy, &change.uri, || id);
+        let reg = r.registrations.entry(entry_id).or_insert_with(|| {
+            self.stats.registrations.fetch_add(1, Ordering::Relaxed);
+            Registration {
+                id: entry_id,
+                policy: change.policy,
+                uri: change.uri.clone(),
+                callees: Vec::new(),
+            }
+        });
+        let callee = (change.shard, change.session);
+        let gone = change.shard == self.me && !self.sessions.contains_key(&change.session);
+        if !gone && !reg.callees.contains(&callee) {
+            reg.callees.push(callee);
+        }
+        self.ack(&change, entry_id);
+    }
+
+    pub(super) fn apply_registration_remove(&mut self, change: TableChange) {
+        let r = &mut self.realms[change.realm as usize];
+        let Some(&id) = r.reg_index.get(change.policy, &change.uri) else {
+            return self.ack(&change, 0);
+        };
+        if let Some(reg) = r.registrations.get_mut(&id) {
+            reg.callees.retain(|c| *c != (change.shard, change.session));
+            if reg.callees.is_empty() {
+                r.registrations.remove(&id);
+                r.reg_index.remove(change.policy, &change.uri);
+                self.stats.registrations.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.ack(&change, id);
+    }
+
+    pub(super) fn call(&mut self, sid: Id, request: Id, _options: &Dict, procedure: String, payload: Payload) {
+        if !uri::is_valid(&procedure, UriCheck::Concrete) {
+            return self.error_reply(sid, MessageType::Call, request, uris::INVALID_URI, "invalid procedure URI");
+        }
+        let Some(s) = self.sessions.get(&sid) else { return };
+        let realm = s.realm;
+        let r = &self.realms[realm as usize];
+        let target = r
+            .reg_index
+            .best_match(&procedure)
+            .and_then(|(policy, id)| r.registrations.get(id).map(|reg| (policy, reg)))
+            .and_then(|(policy, reg)| reg.callees.first().map(|&c| (policy, reg.id, c)));
+        let Some((policy, registration, (shard, callee))) = target else {
+            return self.error_reply(sid, MessageType::Call, request, uris::NO_SUCH_PROCEDURE, "no callee registered the procedure");
+        };
+        ShardStats::inc(&self.stats.calls);
+        let inv = InvokeMsg {
+            realm,
+            registration,
+            callee,
+            caller_shard: self.me,
+            caller: sid,
+            call_request: request,
+            procedure: (policy != MatchPolicy::Exact).then(|| procedure.into()),
+            payload,
+        };
+        if shard == self.me {
+            self.invoke_local(inv);
+        } else {
+            self.send_to(shard, ShardMsg::Invoke(Box::new(inv)));
+        }
+    }
+
+    /// On the callee's shard: send the INVOCATION and remember the caller.
+    pub(super) fn invoke_local(&mut self, inv: InvokeMsg) {
+        let fail = |error: &str, message: &str, ser| CallDone {
+            caller: inv.caller,
+            call_request: inv.call_request,
+            error: Some(error.to_owned()),
+            details: Dict::new(),
+            payload: codec::payload_from(ser, &[Value::Str(message.to_owned())]),
+        };
+        let Some(s) = self.sessions.get_mut(&inv.callee) else {
+            let done = fail(uris::CANCELED, "the callee left before the call reached it", inv.payload.serializer);
+            return self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
+        };
+        if !s.regs.contains_key(&inv.registration) {
+            let done = fail(uris::NO_SUCH_PROCEDURE, "the callee unregistered the procedure", s.ser);
+            return self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
+        }
+        let payload = match codec::transcode(&inv.payload, s.ser) {
+            Ok(p) => p,
+            Err(e) => {
+                let done = fail(uris::INVALID_ARGUMENT, &format!("payload cannot be converted: {e}"), inv.payload.serializer);
+                return self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
+            }
+        };
+        if s.ser != inv.payload.serializer && !inv.payload.is_empty() {
+            ShardStats::inc(&self.stats.transcodes);
+        }
+        let request = s.invocation_ids.next_id();
+        s.invocations.insert(
+            request,
+            PendingInvocation {
+                caller_shard: inv.caller_shard,
+                caller: inv.caller,
+                call_request: inv.call_request,
+            },
+        );
+        let details = match &inv.procedure {
+            Some(p) => Dict::new().with("procedure", Value::Str(p.to_string())),
+            None => Dict::new(),
+        };
+        s.outbox.push(encode::invocation(s.ser, request, inv.registration, &details, &payload));
+        ShardStats::inc(&self.stats.messages_out);
+    }
+
+    /// A callee's YIELD (`error` = None) or ERROR for an invocation.
+    pub(super) fn callee_answer(&mut self, sid: Id, request: Id, error: Option<String>, details: Dict, payload: Payload) {
+        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        let Some(inv) = s.invocations.remove(&request) else {
+            tracing::debug!(session = sid, request, "answer for an unknown invocation ignored");
+            return;
+        };
+        let done = CallDone {
+            caller: inv.caller,
+            call_request: inv.call_request,
+            error,
+            details,
+            payload,
+        };
+        self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
+    }
+
+    /// On the caller's shard: RESULT or ERROR to the caller, if still here.
+    pub(super) fn call_done(&mut self, done: CallDone) {
+        let Some(s) = self.sessions.get(&done.caller) else { return };
+        let payload = match codec::transcode(&done.payload, s.ser) {
+            Ok(p) => p,
+            Err(_) => codec::payload_from(s.ser, &[Value::Str("the result payload could not be converted".into())]),
+        };
+        if s.ser != done.payload.serializer && !done.payload.is_empty() {
+            ShardStats::inc(&self.stats.transcodes);
+        }
+        let frame = match &done.error {
+            None => encode::result(s.ser, done.call_request, &Dict::new(), &payload),
+            Some(e) => encode::error(s.ser, MessageType::Call, done.call_request, &done.details, e, &payload),
+        };
+        s.outbox.push(frame);
+        ShardStats::inc(&self.stats.messages_out);
+    }
+}

@@ -1,0 +1,262 @@
+//! One connection's life: transport handshake, then a read loop that parses
+//! every complete frame in the buffer and hands decoded messages to the
+//! shard's router, and a writer task that frames and writes everything the
+//! outbox holds in one syscall.
+
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
+use glommio::net::TcpStream;
+use tracing::debug;
+
+use super::outbox::{Outbox, Outgoing};
+use crate::codec;
+use crate::metrics::ShardStats;
+use crate::shard::ShardCtx;
+use crate::transport::rawsocket::{self, Handshake, RsEvent};
+use crate::transport::websocket::{self, HttpRequest, WsDecoder, WsEvent};
+use crate::transport::{write_message_header, Framing};
+use crate::wamp::message::Serializer;
+
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Reads at least one more byte into `buf`; `Ok(0)` at end of stream.
+async fn read_more<R: futures_lite::AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + READ_CHUNK, 0);
+    let res = r.read(&mut buf[start..]).await;
+    let n = *res.as_ref().unwrap_or(&0);
+    buf.truncate(start + n);
+    res
+}
+
+/// Serves one connection accepted on a WebSocket listener.
+pub async fn serve_websocket(ctx: Rc<ShardCtx>, mut stream: TcpStream, path: Rc<str>, metrics: bool) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let handshake = async {
+        loop {
+            match websocket::parse_request(&buf, &path, metrics) {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => {}
+                Err(reject) => return Err(Some(reject)),
+            }
+            match read_more(&mut stream, &mut buf).await {
+                Ok(0) | Err(_) => return Err(None),
+                Ok(_) => {}
+            }
+        }
+    };
+    let result = glommio::timer::timeout(ctx.handshake_timeout, async { Ok(handshake.await) }).await;
+    let (request, consumed) = match result {
+        Ok(Ok(r)) => r,
+        Ok(Err(Some(reject))) => {
+            debug!(status = reject.status, message = %reject.message, "WebSocket upgrade refused");
+            let _ = stream.write_all(&reject.response()).await;
+            let _ = stream.close().await;
+            return;
+        }
+        Ok(Err(None)) => return,
+        Err(_) => {
+            debug!("WebSocket handshake timed out");
+            return;
+        }
+    };
+    buf.advance(consumed);
+    match request {
+        HttpRequest::Metrics => {
+            let body = ShardStats::render(&ctx.all_stats);
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                body.len(),
+                body
+            );
+            let _ = stream.write_all(resp.as_bytes()).await;
+            let _ = stream.close().await;
+        }
+        HttpRequest::Upgrade { serializer, response } => {
+            if stream.write_all(&response).await.is_err() {
+                return;
+            }
+            run(ctx, stream, buf, Framing::WebSocket, serializer).await;
+        }
+    }
+}
+
+/// Serves one connection accepted on a RawSocket listener.
+pub async fn serve_rawsocket(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
+    let mut hs = [0u8; 4];
+    let read = glommio::timer::timeout(ctx.handshake_timeout, async { Ok(stream.read_exact(&mut hs).await) }).await;
+    if !matches!(read, Ok(Ok(()))) {
+        debug!("RawSocket handshake not completed");
+        return;
+    }
+    match rawsocket::handshake(hs, ctx.max_message_size) {
+        Handshake::NotRawSocket => debug!("not a RawSocket client: connection dropped"),
+        Handshake::Refuse { reply, reason } => {
+            debug!(reason, "RawSocket handshake refused");
+            let _ = stream.write_all(&reply).await;
+            let _ = stream.close().await;
+        }
+        Handshake::Accept { serializer, reply, .. } => {
+            if stream.write_all(&reply).await.is_err() {
+                return;
+            }
+            run(ctx, stream, BytesMut::with_capacity(READ_CHUNK), Framing::RawSocket, serializer).await;
+        }
+    }
+}
+
+/// One received transport frame, whatever the framing.
+enum Frame {
+    Message(bytes::Bytes),
+    Ping(bytes::Bytes),
+    Close { code: u16 },
+    Error { code: u16, reason: &'static str },
+}
+
+fn next_frame(framing: Framing, ws: &mut WsDecoder, buf: &mut BytesMut, max: usize) -> Option<Frame> {
+    match framing {
+        Framing::WebSocket => match ws.decode(buf) {
+            Ok(None) => None,
+            Ok(Some(WsEvent::Message { data, .. })) => Some(Frame::Message(data)),
+            Ok(Some(WsEvent::Ping(p))) => Some(Frame::Ping(p)),
+            Ok(Some(WsEvent::Pong(_))) => next_frame(framing, ws, buf, max),
+            Ok(Some(WsEvent::Close { code, .. })) => Some(Frame::Close { code }),
+            Err(e) => Some(Frame::Error {
+                code: e.code,
+                reason: e.reason,
+            }),
+        },
+        Framing::RawSocket => match rawsocket::decode(buf, max) {
+            Ok(None) => None,
+            Ok(Some(RsEvent::Message(m))) => Some(Frame::Message(m)),
+            Ok(Some(RsEvent::Ping(p))) => Some(Frame::Ping(p)),
+            Ok(Some(RsEvent::Pong(_))) => next_frame(framing, ws, buf, max),
+            Err(e) => Some(Frame::Error { code: 0, reason: e.0 }),
+        },
+    }
+}
+
+async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: Framing, ser: Serializer) {
+    let _ = stream.set_nodelay(true);
+    let outbox = Rc::new(Outbox::new(ctx.max_outbound_bytes));
+    let conn = ctx.router.borrow_mut().open_connection(outbox.clone(), ser);
+    ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
+    let (mut reader, writer) = futures_lite::io::split(stream);
+    let writer_task = glommio::spawn_local(write_loop(writer, outbox.clone(), framing, ser));
+    let mut ws = WsDecoder::new(ctx.max_message_size);
+
+    'conn: loop {
+        while let Some(frame) = next_frame(framing, &mut ws, &mut buf, ctx.max_message_size) {
+            match frame {
+                Frame::Message(data) => {
+                    let decoded = codec::decode(ser, &data);
+                    let mut router = ctx.router.borrow_mut();
+                    match decoded {
+                        Ok(msg) => router.on_message(conn, msg),
+                        Err(e) => router.protocol_violation(conn, &e.to_string()),
+                    }
+                }
+                Frame::Ping(p) => outbox.push_control(Outgoing::Pong(p)),
+                Frame::Close { code } => {
+                    let code = if code == 1005 { websocket::close::NORMAL } else { code };
+                    outbox.close(Some(Outgoing::Close { code, reason: "" }));
+                    break 'conn;
+                }
+                Frame::Error { code, reason } => {
+                    debug!(conn, reason, "transport error");
+                    outbox.close(Some(Outgoing::Close { code, reason }));
+                    break 'conn;
+                }
+            }
+            if outbox.is_closing() {
+                break 'conn;
+            }
+        }
+        // Backpressure: while a cross-shard queue is over capacity, read no more.
+        while ctx.congestion.get() > 0 {
+            glommio::timer::sleep(Duration::from_micros(100)).await;
+        }
+        let read = futures_lite::future::or(
+            async { Some(read_more(&mut reader, &mut buf).await) },
+            async {
+                wait_closing(&outbox).await;
+                None
+            },
+        )
+        .await;
+        match read {
+            Some(Ok(0)) | Some(Err(_)) | None => break,
+            Some(Ok(_)) => {}
+        }
+    }
+    ctx.router.borrow_mut().close_connection(conn);
+    outbox.close(None);
+    let _ = glommio::timer::timeout(ctx.shutdown_grace, async { Ok(writer_task.await) }).await;
+    drop(reader);
+    ctx.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    debug!(conn, "connection closed");
+}
+
+async fn wait_closing(outbox: &Outbox) {
+    // The router closes the outbox on ABORT and shutdown; poll it cheaply.
+    poll_fn(|cx| {
+        if outbox.is_closing() {
+            Poll::Ready(())
+        } else {
+            outbox.set_close_waker(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+async fn write_loop(mut w: WriteHalf<TcpStream>, outbox: Rc<Outbox>, framing: Framing, ser: Serializer) {
+    let mut batch = Vec::new();
+    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
+    'write: while outbox.next_batch(&mut batch).await {
+        out.clear();
+        let mut close_after = false;
+        for item in batch.drain(..) {
+            match item {
+                Outgoing::Wamp(m) => {
+                    write_message_header(&mut out, framing, ser, m.len());
+                    out.extend_from_slice(&m);
+                }
+                Outgoing::Pong(p) => match framing {
+                    Framing::WebSocket => {
+                        websocket::write_header(&mut out, websocket::opcode::PONG, p.len());
+                        out.extend_from_slice(&p);
+                    }
+                    Framing::RawSocket => {
+                        rawsocket::write_header(&mut out, rawsocket::frame_type::PONG, p.len());
+                        out.extend_from_slice(&p);
+                    }
+                },
+                Outgoing::Close { code, reason } => {
+                    if framing == Framing::WebSocket && code != 0 {
+                        websocket::write_close(&mut out, code, reason);
+                    }
+                    close_after = true;
+                    break;
+                }
+            }
+        }
+        if w.write_all(&out).await.is_err() {
+            break 'write;
+        }
+        if close_after {
+            break;
+        }
+        if out.capacity() > 4 * 1024 * 1024 {
+            out = Vec::with_capacity(64 * 1024);
+        }
+    }
+    let _ = w.close().await;
+    outbox.close(None);
+}

@@ -1,0 +1,5 @@
+//! Connections and the sessions on them: transport handshakes, the read loop
+//! that feeds the router, and the writer that flushes the outbox.
+
+pub mod connection;
+pub mod outbox;

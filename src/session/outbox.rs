@@ -1,0 +1,146 @@
+//! The per-connection outbound queue. The router pushes encoded messages
+//! (shared `Bytes`, framing is added by the writer), the connection's writer
+//! task takes everything queued at once and writes it in one syscall.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::task::{Poll, Waker};
+
+use bytes::Bytes;
+
+/// One item to write.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// An encoded WAMP message.
+    Wamp(Bytes),
+    /// A transport-level pong with the ping's payload.
+    Pong(Bytes),
+    /// A transport close (WebSocket close frame; RawSocket just closes).
+    Close { code: u16, reason: &'static str },
+}
+
+/// Outbound queue of one connection, bounded in bytes for droppable traffic.
+pub struct Outbox {
+    queue: RefCell<VecDeque<Outgoing>>,
+    bytes: Cell<usize>,
+    limit: usize,
+    waker: Cell<Option<Waker>>,
+    close_waker: Cell<Option<Waker>>,
+    closing: Cell<bool>,
+    dropped: Cell<u64>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("queued", &self.queue.borrow().len())
+            .field("bytes", &self.bytes.get())
+            .field("closing", &self.closing.get())
+            .finish()
+    }
+}
+
+impl Outbox {
+    /// An outbox that drops events beyond `limit` queued bytes.
+    pub fn new(limit: usize) -> Self {
+        Outbox {
+            queue: RefCell::new(VecDeque::new()),
+            bytes: Cell::new(0),
+            limit,
+            waker: Cell::new(None),
+            close_waker: Cell::new(None),
+            closing: Cell::new(false),
+            dropped: Cell::new(0),
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Queues a message that must not be dropped (replies, RPC traffic).
+    pub fn push(&self, msg: Bytes) {
+        if self.closing.get() {
+            return;
+        }
+        self.bytes.set(self.bytes.get() + msg.len());
+        self.queue.borrow_mut().push_back(Outgoing::Wamp(msg));
+        self.wake();
+    }
+
+    /// Queues an event unless the queue is over its byte limit; returns false
+    /// (and counts the drop) when it is.
+    pub fn push_event(&self, msg: Bytes) -> bool {
+        if self.closing.get() {
+            return false;
+        }
+        if self.bytes.get() + msg.len() > self.limit {
+            self.dropped.set(self.dropped.get() + 1);
+            return false;
+        }
+        self.push(msg);
+        true
+    }
+
+    /// Queues a transport control item.
+    pub fn push_control(&self, item: Outgoing) {
+        if self.closing.get() {
+            return;
+        }
+        self.queue.borrow_mut().push_back(item);
+        self.wake();
+    }
+
+    /// Closes the connection once everything queued so far is written; a
+    /// `Close` item, if given, goes last.
+    pub fn close(&self, last: Option<Outgoing>) {
+        if self.closing.get() {
+            return;
+        }
+        if let Some(item) = last {
+            self.queue.borrow_mut().push_back(item);
+        }
+        self.closing.set(true);
+        self.wake();
+        if let Some(w) = self.close_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Registers the task to wake when the outbox starts closing.
+    pub fn set_close_waker(&self, w: Waker) {
+        self.close_waker.set(Some(w));
+    }
+
+    /// True once [`Outbox::close`] was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    /// Events dropped because the peer did not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.get()
+    }
+
+    /// Waits for queued items and moves all of them into `batch`. Returns
+    /// false when the outbox is closing and empty: the writer should finish.
+    pub async fn next_batch(&self, batch: &mut Vec<Outgoing>) -> bool {
+        poll_fn(|cx| {
+            let mut q = self.queue.borrow_mut();
+            if !q.is_empty() {
+                batch.extend(q.drain(..));
+                self.bytes.set(0);
+                return Poll::Ready(true);
+            }
+            if self.closing.get() {
+                return Poll::Ready(false);
+            }
+            self.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+}

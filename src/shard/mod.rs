@@ -1,0 +1,261 @@
+//! Thread-per-core plumbing: one glommio executor per shard, pinned to its
+//! CPU; every shard binds every listener (SO_REUSEPORT) and owns the
+//! connections it accepts; the mesh connects the shards.
+
+pub mod mesh;
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use tracing::{debug, error, info, warn};
+
+use crate::config::{ListenerKind, Validated};
+use crate::metrics::ShardStats;
+use crate::router::{Router, RouterConfig, ShardMsg};
+use crate::session::connection;
+
+/// What every task on a shard shares.
+#[derive(Debug)]
+pub struct ShardCtx {
+    pub router: RefCell<Router>,
+    pub stats: Arc<ShardStats>,
+    pub all_stats: Arc<Vec<Arc<ShardStats>>>,
+    /// Number of peer queues over capacity (non-zero pauses socket reads).
+    pub congestion: Rc<Cell<usize>>,
+    pub max_message_size: usize,
+    pub max_outbound_bytes: usize,
+    pub handshake_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// Starts every shard, reports readiness, and runs until `shutdown` is set
+/// and every shard has finished its graceful shutdown.
+pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
+    let n = v.shard_cpus.len();
+    let cfg = &v.config;
+    let all_stats: Arc<Vec<Arc<ShardStats>>> = Arc::new((0..n).map(|_| Arc::new(ShardStats::default())).collect());
+    let seeds = mesh::build::<ShardMsg>(n, cfg.router.mesh_queue_capacity);
+    let router_cfg = RouterConfig {
+        realms: cfg.realms.iter().map(|r| r.name.clone()).collect(),
+    };
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
+    let mut handles = Vec::new();
+    for (me, seed) in seeds.into_iter().enumerate() {
+        let cpu = v.shard_cpus[me];
+        let v = v.clone();
+        let all_stats = all_stats.clone();
+        let router_cfg = router_cfg.clone();
+        let ready = ready_tx.clone();
+        let shutdown = shutdown.clone();
+        let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{me}"))
+            .spin_before_park(Duration::from_micros(v.config.router.spin_before_park_us));
+        let handle = builder
+            .spawn(move || async move { shard_main(me, n, seed, v, all_stats, router_cfg, ready, shutdown).await })
+            .map_err(|e| format!("cannot start shard {me} on CPU {cpu}: {e}"))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    let mut failure = None;
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(_) => {
+                failure.get_or_insert("a shard stopped during start-up".to_string());
+                break;
+            }
+        }
+    }
+    if let Some(e) = failure {
+        shutdown.store(true, Ordering::SeqCst);
+        for h in handles {
+            let _ = h.join();
+        }
+        return Err(e);
+    }
+    let addrs: Vec<String> = v.listeners.iter().map(|(l, a)| format!("{:?} {a}", l.kind)).collect();
+    info!(shards = n, cpus = ?v.shard_cpus, listeners = ?addrs, "switchyard ready");
+    for h in handles {
+        if h.join().is_err() {
+            return Err("a shard failed".into());
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn shard_main(
+    me: usize,
+    n: usize,
+    seed: mesh::MeshSeed<ShardMsg>,
+    v: Validated,
+    all_stats: Arc<Vec<Arc<ShardStats>>>,
+    router_cfg: RouterConfig,
+    ready: mpsc::Sender<Result<usize, String>>,
+    shutdown: Arc<AtomicBool>,
+) {
+    let stats = all_stats[me].clone();
+    let (mesh, inbound) = seed.connect(stats.clone()).await;
+    let congestion = mesh.congestion();
+    let cfg = &v.config;
+    let ctx = Rc::new(ShardCtx {
+        router: RefCell::new(Router::new(me, n, &router_cfg, Some(mesh), stats.clone())),
+        stats,
+        all_stats,
+        congestion,
+        max_message_size: cfg.limits.max_message_size,
+        max_outbound_bytes: cfg.limits.max_outbound_bytes,
+        handshake_timeout: Duration::from_millis(cfg.limits.handshake_timeout_ms),
+        shutdown_grace: Duration::from_millis(cfg.router.shutdown_grace_ms),
+    });
+
+    let mut listeners = Vec::new();
+    for (l, addr) in &v.listeners {
+        match TcpListener::bind(addr) {
+            Ok(sock) => listeners.push((l.clone(), sock)),
+            Err(e) => {
+                let _ = ready.send(Err(format!("cannot listen on {addr} ({:?}): {e}", l.kind)));
+                return;
+            }
+        }
+    }
+
+    let mut tasks = Vec::new();
+    for inb in inbound {
+        tasks.push(glommio::spawn_local(drain_peer(
+            ctx.clone(),
+            inb,
+            cfg.router.mesh_batch,
+            Duration::from_micros(cfg.router.mesh_spin_us),
+        )));
+    }
+    tasks.push(glommio::spawn_local(flush_overflow(ctx.clone())));
+    for (l, sock) in listeners {
+        tasks.push(glommio::spawn_local(accept_loop(ctx.clone(), sock, l.kind, l.path.as_str().into(), l.metrics)));
+    }
+    let _ = ready.send(Ok(me));
+
+    while !shutdown.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    debug!(shard = me, "shutting down");
+    // Stop accepting, say GOODBYE to every session, wait for them to go.
+    drop(tasks.split_off(tasks.len() - v.listeners.len()));
+    ctx.router.borrow_mut().shutdown();
+    let deadline = Instant::now() + ctx.shutdown_grace;
+    while ctx.router.borrow().connection_count() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    let left = ctx.router.borrow().connection_count();
+    if left > 0 {
+        warn!(shard = me, connections = left, "closing connections that did not finish in the shutdown grace period");
+    }
+    drop(tasks);
+}
+
+async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener, kind: ListenerKind, path: Rc<str>, metrics: bool) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let ctx = ctx.clone();
+                match kind {
+                    ListenerKind::Websocket => {
+                        glommio::spawn_local(connection::serve_websocket(ctx, stream, path.clone(), metrics)).detach();
+                    }
+                    ListenerKind::Rawsocket => {
+                        glommio::spawn_local(connection::serve_rawsocket(ctx, stream)).detach();
+                    }
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Drains one peer's queue in budgeted batches; spins briefly when it runs
+/// dry, then parks on the doorbell.
+async fn drain_peer(ctx: Rc<ShardCtx>, inbound: mesh::Inbound<ShardMsg>, budget: usize, spin: Duration) {
+    let mut batch = Vec::with_capacity(budget);
+    loop {
+        let n = inbound.drain(&mut batch, budget);
+        if n > 0 {
+            ctx.stats.mesh_received.fetch_add(n as u64, Ordering::Relaxed);
+            {
+                let mut router = ctx.router.borrow_mut();
+                for msg in batch.drain(..) {
+                    router.on_shard_message(msg);
+                }
+            }
+            futures_lite::future::yield_now().await;
+            continue;
+        }
+        if !spin.is_zero() {
+            let until = Instant::now() + spin;
+            while !inbound.has_pending() && Instant::now() < until {
+                futures_lite::future::yield_now().await;
+            }
+            if inbound.has_pending() {
+                continue;
+            }
+        }
+        if !inbound.park().await {
+            debug!(from = inbound.from, "peer shard gone");
+            return;
+        }
+    }
+}
+
+/// Moves overflowed cross-shard messages into their queues as room appears.
+async fn flush_overflow(ctx: Rc<ShardCtx>) {
+    loop {
+        wait_congested(&ctx.congestion).await;
+        loop {
+            let clear = match ctx.router.borrow_mut().mesh.as_mut() {
+                Some(m) => m.flush_overflow(),
+                None => true,
+            };
+            if clear {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_micros(50)).await;
+        }
+    }
+}
+
+thread_local! {
+    static CONGESTION_WAKER: Cell<Option<Waker>> = const { Cell::new(None) };
+}
+
+/// Wakes the overflow flusher of this shard (called when a queue overflows).
+pub fn wake_flusher() {
+    CONGESTION_WAKER.with(|w| {
+        if let Some(w) = w.take() {
+            w.wake();
+        }
+    });
+}
+
+async fn wait_congested(congestion: &Cell<usize>) {
+    poll_fn(|cx| {
+        if congestion.get() > 0 {
+            Poll::Ready(())
+        } else {
+            CONGESTION_WAKER.with(|w| w.set(Some(cx.waker().clone())));
+            Poll::Pending
+        }
+    })
+    .await
+}

@@ -1,0 +1,56 @@
+//! The protocol's vocabulary, with no I/O: message codes, IDs, URIs, values and
+//! the parsed form of every message a router receives.
+
+pub mod message;
+pub mod uri;
+pub mod value;
+
+pub use message::{Message, MessageType, Payload};
+pub use uri::{MatchPolicy, UriCheck};
+pub use value::{Dict, Value};
+
+/// A WAMP ID: an integer in `[1, 2^53]`.
+pub type Id = u64;
+
+/// The largest valid WAMP ID, 2^53.
+pub const MAX_ID: Id = 1 << 53;
+
+/// Draws a global-scope ID uniformly from `[1, 2^53]`, as the spec requires for
+/// sessions and publications.
+pub fn random_id() -> Id {
+    use rand::Rng;
+    rand::thread_rng().gen_range(1..=MAX_ID)
+}
+
+/// A session-scope ID sequence: 1, 2, 3, ... wrapping to 1 after 2^53.
+#[derive(Debug, Default, Clone)]
+pub struct IdSeq(Id);
+
+impl IdSeq {
+    /// The next ID of the sequence.
+    pub fn next_id(&mut self) -> Id {
+        self.0 = if self.0 >= MAX_ID { 1 } else { self.0 + 1 };
+        self.0
+    }
+}
+
+/// Error and close reason URIs predefined by the spec.
+pub mod uris {
+    pub const PROTOCOL_VIOLATION: &str = "wamp.error.protocol_violation";
+    pub const NO_SUCH_REALM: &str = "wamp.error.no_such_realm";
+    pub const NO_SUCH_ROLE: &str = "wamp.error.no_such_role";
+    pub const NO_SUCH_PROCEDURE: &str = "wamp.error.no_such_procedure";
+    pub const NO_SUCH_SUBSCRIPTION: &str = "wamp.error.no_such_subscription";
+    pub const NO_SUCH_REGISTRATION: &str = "wamp.error.no_such_registration";
+    pub const PROCEDURE_ALREADY_EXISTS: &str = "wamp.error.procedure_already_exists";
+    pub const INVALID_URI: &str = "wamp.error.invalid_uri";
+    pub const INVALID_ARGUMENT: &str = "wamp.error.invalid_argument";
+    pub const CANCELED: &str = "wamp.error.canceled";
+    pub const NOT_AUTHORIZED: &str = "wamp.error.not_authorized";
+    pub const AUTHORIZATION_FAILED: &str = "wamp.error.authorization_failed";
+    pub const OPTION_NOT_ALLOWED: &str = "wamp.error.option_not_allowed";
+    pub const CLOSE_NORMAL: &str = "wamp.close.normal";
+    pub const GOODBYE_AND_OUT: &str = "wamp.close.goodbye_and_out";
+    pub const SYSTEM_SHUTDOWN: &str = "wamp.close.system_shutdown";
+    pub const CLOSE_REALM: &str = "wamp.close.close_realm";
+}

@@ -1,0 +1,307 @@
+"""Small asyncio harness around autobahn-python for the interop tests.
+
+It opens real autobahn client sessions over one of three transports
+(WebSocket+JSON, WebSocket+MessagePack, RawSocket+MessagePack), lets one test
+hold several sessions at once, and closes all of them deterministically.
+
+Tests are plain synchronous pytest functions that call ``run(coro)``; each
+``run`` gets its own event loop (``asyncio.run``).
+"""
+
+import asyncio
+import math
+
+import txaio
+
+txaio.use_asyncio()
+
+from autobahn.asyncio.rawsocket import WampRawSocketClientFactory  # noqa: E402
+from autobahn.asyncio.wamp import ApplicationSession  # noqa: E402
+from autobahn.asyncio.websocket import WampWebSocketClientFactory  # noqa: E402
+from autobahn.wamp.exception import ApplicationError  # noqa: E402
+from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer  # noqa: E402
+from autobahn.wamp.types import CallResult, ComponentConfig  # noqa: E402
+
+# Transport ids used for test parametrization.
+WS_JSON = "ws-json"
+WS_MSGPACK = "ws-msgpack"
+RS_MSGPACK = "rs-msgpack"
+TRANSPORTS = [WS_JSON, WS_MSGPACK, RS_MSGPACK]
+
+# Default bound for any single wait inside a test (seconds).
+WAIT = 10.0
+
+
+class JoinAborted(Exception):
+    """The router answered HELLO with ABORT."""
+
+    def __init__(self, reason, message):
+        super().__init__("{}: {}".format(reason, message))
+        self.reason = reason
+        self.message = message
+
+
+class Client(ApplicationSession):
+    """An ApplicationSession that exposes its lifecycle as futures."""
+
+    def __init__(self, config, name):
+        super().__init__(config)
+        loop = asyncio.get_running_loop()
+        self.name = name
+        self.joined = loop.create_future()      # -> SessionDetails
+        self.left = loop.create_future()        # -> CloseDetails
+        self.disconnected = loop.create_future()  # -> was_clean (bool)
+        self.welcome = None                     # raw WELCOME message
+        self.join_details = None
+        self.close_details = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def onConnect(self):
+        self.join(self.config.realm)
+
+    def onWelcome(self, msg):
+        self.welcome = msg
+        return None
+
+    def onJoin(self, details):
+        self.join_details = details
+        if not self.joined.done():
+            self.joined.set_result(details)
+
+    def onLeave(self, details):
+        self.close_details = details
+        if not self.joined.done():
+            self.joined.set_exception(JoinAborted(details.reason, details.message))
+        if not self.left.done():
+            self.left.set_result(details)
+        # default behaviour: errback outstanding requests, close the transport
+        return super().onLeave(details)
+
+    def onClose(self, wasClean):
+        self._was_clean = wasClean
+        super().onClose(wasClean)
+
+    def onDisconnect(self):
+        super().onDisconnect()
+        if not self.joined.done():
+            self.joined.set_exception(
+                ConnectionError("{}: transport closed before WELCOME".format(self.name)))
+        if not self.left.done():
+            self.left.set_result(None)
+        if not self.disconnected.done():
+            self.disconnected.set_result(getattr(self, "_was_clean", None))
+
+    # -- helpers -----------------------------------------------------------
+
+    async def close(self, timeout=WAIT):
+        """GOODBYE handshake, then wait until the transport is gone."""
+        if self.is_attached():
+            self.leave()
+            await asyncio.wait_for(asyncio.shield(self.left), timeout)
+        await asyncio.wait_for(asyncio.shield(self.disconnected), timeout)
+        return self.close_details
+
+    def drop_transport(self):
+        """Close the underlying TCP connection without any WAMP GOODBYE."""
+        proto = self._transport
+        if proto is not None and getattr(proto, "transport", None) is not None:
+            proto.transport.abort()
+
+
+def _serializer(transport):
+    if transport == WS_JSON:
+        return JsonSerializer()
+    if transport in (WS_MSGPACK, RS_MSGPACK):
+        return MsgPackSerializer()
+    raise ValueError(transport)
+
+
+class Harness:
+    """Opens sessions against one router; closes every one of them on exit."""
+
+    def __init__(self, router):
+        self.router = router
+        self.clients = []
+        self._conns = []
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close_all()
+
+    async def open(self, transport, realm="realm1", name=None, timeout=WAIT):
+        """Connect and wait for WELCOME. Raises JoinAborted on ABORT."""
+        loop = asyncio.get_running_loop()
+        name = name or "{}#{}".format(transport, len(self.clients))
+        session = Client(ComponentConfig(realm=realm), name)
+
+        def make():
+            return session
+
+        if transport == RS_MSGPACK:
+            factory = WampRawSocketClientFactory(make, serializer=_serializer(transport))
+            host, port = self.router.rawsocket_host, self.router.rawsocket_port
+        elif transport in (WS_JSON, WS_MSGPACK):
+            factory = WampWebSocketClientFactory(
+                make, url=self.router.ws_url, serializers=[_serializer(transport)])
+            factory.setProtocolOptions(openHandshakeTimeout=timeout, closeHandshakeTimeout=5.0,
+                                       failByDrop=False)
+            host, port = self.router.ws_host, self.router.ws_port
+        else:
+            raise ValueError(transport)
+
+        self.clients.append(session)
+        conn, proto = await asyncio.wait_for(loop.create_connection(factory, host, port), timeout)
+        self._conns.append(conn)
+        waiters = [session.joined]
+        is_closed = getattr(proto, "is_closed", None)  # WebSocket: fires on failed handshake too
+        if is_closed is not None:
+            waiters.append(asyncio.ensure_future(is_closed))
+        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if session.joined.done():
+            session.joined.result()  # raises JoinAborted / ConnectionError
+            return session
+        if done:
+            raise ConnectionError("{}: connection closed before WELCOME (WebSocket handshake "
+                                  "failed?)".format(name))
+        raise asyncio.TimeoutError("{}: no WELCOME within {} s".format(name, timeout))
+
+    async def close_all(self):
+        attached = [s for s in self.clients if s.is_attached()]
+        # GOODBYE on all of them at once; whatever does not finish in 5 s is aborted below
+        await asyncio.gather(*(s.close(timeout=5.0) for s in attached), return_exceptions=True)
+        for conn in self._conns:
+            if not conn.is_closing():
+                conn.abort()
+        # give the loop a turn so connection_lost callbacks run before the loop dies
+        await asyncio.sleep(0)
+
+
+def run(coro, timeout=25.0):
+    """Run one test coroutine on a fresh event loop, bounded in time."""
+
+    async def bounded():
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+# ---------------------------------------------------------------------------
+# payload helpers
+
+UNICODE = "grüße 世界 🚀"
+BINARY = b"\x00\x01\xff"
+
+PAYLOAD_ARGS = [
+    UNICODE,
+    BINARY,
+    b"",
+    bytes(range(256)),
+    2 ** 53,
+    2 ** 63 - 1,
+    -2 ** 63,
+    0,
+    -1,
+    3.14159,
+    0.1,
+    -0.5,
+    1e300,
+    2.0,
+    None,
+    True,
+    False,
+    "",
+    "text with a NUL \u0000 inside (only a leading NUL marks binary in JSON)",
+    [],
+    {},
+    [1, [2, [3, "x", BINARY]], {"a": {"b": [None, True, 1.5, UNICODE]}}],
+]
+
+PAYLOAD_KWARGS = {
+    "unicode": UNICODE,
+    "bin": BINARY,
+    "nested": {"list": [1, 2.5, "three", None, True, BINARY], "dict": {"k": "v", "ключ": [{}]}},
+    "big": 2 ** 63 - 1,
+    "small": -2 ** 63,
+    "exact53": 2 ** 53,
+    "float": 2.5,
+    "none": None,
+    "t": True,
+    "f": False,
+    "emoji🚀": "value",
+}
+
+
+def normalize_result(res):
+    """(args, kwargs) of a call result, whatever shape autobahn returned."""
+    if isinstance(res, CallResult):
+        return list(res.results), dict(res.kwresults)
+    if res is None:
+        return [], {}
+    return [res], {}
+
+
+def assert_same(expected, actual, path="$"):
+    """Deep equality that also checks types (bool vs int, float vs int, bytes vs str)."""
+    if isinstance(expected, (list, tuple)):
+        assert isinstance(actual, (list, tuple)), "{}: expected list, got {!r}".format(path, actual)
+        assert len(expected) == len(actual), "{}: length {} != {}: {!r}".format(
+            path, len(expected), len(actual), actual)
+        for i, (e, a) in enumerate(zip(expected, actual)):
+            assert_same(e, a, "{}[{}]".format(path, i))
+    elif isinstance(expected, dict):
+        assert isinstance(actual, dict), "{}: expected dict, got {!r}".format(path, actual)
+        assert set(expected) == set(actual), "{}: keys {!r} != {!r}".format(
+            path, sorted(expected), sorted(actual))
+        for k in expected:
+            assert_same(expected[k], actual[k], "{}.{}".format(path, k))
+    elif isinstance(expected, float):
+        assert type(actual) is float, "{}: expected float {!r}, got {!r} ({})".format(
+            path, expected, actual, type(actual).__name__)
+        assert actual == expected or (math.isnan(actual) and math.isnan(expected)), \
+            "{}: {!r} != {!r}".format(path, actual, expected)
+    else:
+        assert type(actual) is type(expected), "{}: expected {} {!r}, got {} {!r}".format(
+            path, type(expected).__name__, expected, type(actual).__name__, actual)
+        assert actual == expected, "{}: expected {!r}, got {!r}".format(path, expected, actual)
+
+
+class EventSink:
+    """Collects events for a subscription handler and lets a test await them."""
+
+    def __init__(self):
+        self.events = []  # list of (args, kwargs, details)
+        self._waiters = []
+
+    def handler(self, *args, details=None, **kwargs):
+        self.events.append((list(args), kwargs, details))
+        for n, fut in list(self._waiters):
+            if len(self.events) >= n and not fut.done():
+                fut.set_result(None)
+
+    async def wait_for(self, n, timeout=WAIT):
+        """Wait until at least n events have arrived."""
+        if len(self.events) >= n:
+            return self.events
+        fut = asyncio.get_running_loop().create_future()
+        entry = (n, fut)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError("timed out after {} s waiting for {} events; got {}: {!r}".format(
+                timeout, n, len(self.events), [e[0] for e in self.events])) from None
+        finally:
+            self._waiters.remove(entry)
+        return self.events
+
+
+async def expect_app_error(coro, timeout=WAIT):
+    """Await coro, which must fail with an ApplicationError; return the error."""
+    try:
+        res = await asyncio.wait_for(coro, timeout)
+    except ApplicationError as e:
+        return e
+    raise AssertionError("expected an ApplicationError, got result {!r}".format(res))
