@@ -216,10 +216,12 @@ impl Config {
         }
         let mut listeners = Vec::new();
         for (i, l) in self.listeners.iter().enumerate() {
-            let addr: SocketAddr = l
-                .bind
-                .parse()
-                .map_err(|_| invalid(format!("listener[{i}].bind"), format!("'{}' is not an address like 127.0.0.1:8080", l.bind)))?;
+            let addr: SocketAddr = l.bind.parse().map_err(|_| {
+                invalid(
+                    format!("listener[{i}].bind"),
+                    format!("'{}' is not an address like 127.0.0.1:8080", l.bind),
+                )
+            })?;
             if l.kind == ListenerKind::Websocket && !l.path.starts_with('/') {
                 return Err(invalid(format!("listener[{i}].path"), "must start with '/'"));
             }
@@ -227,7 +229,10 @@ impl Config {
         }
         let lim = &self.limits;
         if !(512..=16 * 1024 * 1024).contains(&lim.max_message_size) {
-            return Err(invalid("limits.max_message_size", "must be between 512 and 16777216 bytes (the RawSocket maximum)"));
+            return Err(invalid(
+                "limits.max_message_size",
+                "must be between 512 and 16777216 bytes (the RawSocket maximum)",
+            ));
         }
         if lim.max_outbound_bytes < lim.max_message_size {
             return Err(invalid("limits.max_outbound_bytes", "must be at least limits.max_message_size"));
@@ -251,7 +256,10 @@ impl Config {
             parse_cpu_list(&r.cpus).map_err(|p| invalid("router.cpus", p))?
         };
         if let Some(bad) = cpus.iter().find(|c| !usable_cpus.contains(c)) {
-            return Err(invalid("router.cpus", format!("CPU {bad} is not usable by this process (usable: {usable_cpus:?})")));
+            return Err(invalid(
+                "router.cpus",
+                format!("CPU {bad} is not usable by this process (usable: {usable_cpus:?})"),
+            ));
         }
         let shards = if r.shards == 0 { cpus.len().max(1) } else { r.shards };
         if cpus.is_empty() {

@@ -1,1 +1,4 @@
-fn main() { eprintln!("loadtest: not built yet (see issue 3)"); std::process::exit(2); }
+fn main() {
+    eprintln!("loadtest: not built yet (see issue 3)");
+    std::process::exit(2);
+}

@@ -23,11 +23,7 @@ fn err(msg: &'static str) -> DecodeError {
 impl<'a> JsonReader<'a> {
     /// A reader over `buf`, which must be valid UTF-8 (checked by the caller).
     pub fn new(buf: &'a [u8]) -> Self {
-        JsonReader {
-            buf,
-            pos: 0,
-            first: true,
-        }
+        JsonReader { buf, pos: 0, first: true }
     }
 
     fn skip_ws(&mut self) {
@@ -158,8 +154,7 @@ impl<'a> JsonReader<'a> {
             match self.peek() {
                 None => return Err(err("unterminated string")),
                 Some(b'"') => {
-                    let s = std::str::from_utf8(&self.buf[start..self.pos])
-                        .map_err(|_| err("invalid UTF-8 in string"))?;
+                    let s = std::str::from_utf8(&self.buf[start..self.pos]).map_err(|_| err("invalid UTF-8 in string"))?;
                     self.pos += 1;
                     return Ok(s.to_owned());
                 }
@@ -480,9 +475,7 @@ fn number_value(text: &str, is_float: bool) -> Result<Value, DecodeError> {
             return Ok(Value::Int(i));
         }
     }
-    text.parse::<f64>()
-        .map(Value::Float)
-        .map_err(|_| err("invalid number"))
+    text.parse::<f64>().map(Value::Float).map_err(|_| err("invalid number"))
 }
 
 /// Parses a raw JSON payload span (`args` or `args,kwargs`) into values, with

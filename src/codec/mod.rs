@@ -399,7 +399,12 @@ pub mod encode {
     /// `[EVENT, Subscription|id, Publication|id, Details|dict, Arguments|list, ArgumentsKw|dict]`
     /// with `details` already encoded in `ser`.
     pub fn event(ser: Serializer, subscription: Id, publication: Id, details: &[u8], payload: &Payload) -> Bytes {
-        let mut w = MsgWriter::new(ser, 4 + payload.count as u32, MessageType::Event, 32 + details.len() + payload.raw.len());
+        let mut w = MsgWriter::new(
+            ser,
+            4 + payload.count as u32,
+            MessageType::Event,
+            32 + details.len() + payload.raw.len(),
+        );
         w.uint(subscription).uint(publication).raw_dict(details).payload(payload);
         w.finish()
     }
@@ -444,7 +449,15 @@ mod tests {
     #[test]
     fn decodes_json_publish_with_raw_payload() {
         let m = j(r#"[16, 7, {"acknowledge": true}, "com.topic", [1, "a"], {"k": [2]}]"#).unwrap();
-        let Message::Publish { request, options, topic, payload } = m else { panic!() };
+        let Message::Publish {
+            request,
+            options,
+            topic,
+            payload,
+        } = m
+        else {
+            panic!()
+        };
         assert_eq!(request, 7);
         assert_eq!(options.get_bool("acknowledge"), Some(true));
         assert_eq!(topic, "com.topic");
@@ -512,7 +525,15 @@ mod tests {
             ]),
         );
         let m = decode(Serializer::MsgPack, &Bytes::from(frame)).unwrap();
-        let Message::Call { request, procedure, payload, .. } = m else { panic!() };
+        let Message::Call {
+            request,
+            procedure,
+            payload,
+            ..
+        } = m
+        else {
+            panic!()
+        };
         assert_eq!((request, procedure.as_str(), payload.count), (3, "com.proc", 1));
         let js = transcode(&payload, Serializer::Json).unwrap();
         assert_eq!(&js.raw[..], br#"["\u0000AAH/"]"#);

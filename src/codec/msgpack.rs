@@ -22,11 +22,7 @@ pub struct MsgPackReader<'a> {
 impl<'a> MsgPackReader<'a> {
     /// A reader over one frame.
     pub fn new(buf: &'a [u8]) -> Self {
-        MsgPackReader {
-            buf,
-            pos: 0,
-            remaining: 0,
-        }
+        MsgPackReader { buf, pos: 0, remaining: 0 }
     }
 
     fn byte(&mut self) -> Result<u8, DecodeError> {
@@ -135,14 +131,20 @@ impl<'a> MsgPackReader<'a> {
         }
         let start = self.pos;
         self.elem()?;
-        if !matches!(Marker::from_u8(*self.buf.get(self.pos).unwrap_or(&0xc1)), Marker::FixArray(_) | Marker::Array16 | Marker::Array32) {
+        if !matches!(
+            Marker::from_u8(*self.buf.get(self.pos).unwrap_or(&0xc1)),
+            Marker::FixArray(_) | Marker::Array16 | Marker::Array32
+        ) {
             return Err(err("Arguments must be a list"));
         }
         self.skip_value()?;
         let mut count = 1;
         if self.remaining > 0 {
             self.elem()?;
-            if !matches!(Marker::from_u8(*self.buf.get(self.pos).unwrap_or(&0xc1)), Marker::FixMap(_) | Marker::Map16 | Marker::Map32) {
+            if !matches!(
+                Marker::from_u8(*self.buf.get(self.pos).unwrap_or(&0xc1)),
+                Marker::FixMap(_) | Marker::Map16 | Marker::Map32
+            ) {
                 return Err(err("ArgumentsKw must be a dictionary"));
             }
             self.skip_value()?;

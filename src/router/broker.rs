@@ -165,7 +165,13 @@ impl Router {
     pub(super) fn unsubscribe(&mut self, sid: Id, request: Id, subscription: Id) {
         let Some(s) = self.sessions.get_mut(&sid) else { return };
         let Some(key) = s.sub_ids.remove(&subscription) else {
-            return self.error_reply(sid, MessageType::Unsubscribe, request, uris::NO_SUCH_SUBSCRIPTION, "no such subscription");
+            return self.error_reply(
+                sid,
+                MessageType::Unsubscribe,
+                request,
+                uris::NO_SUCH_SUBSCRIPTION,
+                "no such subscription",
+            );
         };
         s.subs.remove(&key);
         let realm = s.realm;

@@ -77,14 +77,26 @@ impl Router {
             if let Some(s) = self.sessions.get_mut(&session) {
                 s.regs_pending.remove(&key);
             }
-            self.error_reply(session, MessageType::Register, request, error, "the procedure is already registered");
+            self.error_reply(
+                session,
+                MessageType::Register,
+                request,
+                error,
+                "the procedure is already registered",
+            );
         }
     }
 
     pub(super) fn unregister(&mut self, sid: Id, request: Id, registration: Id) {
         let Some(s) = self.sessions.get_mut(&sid) else { return };
         let Some((policy, uri)) = s.regs.remove(&registration) else {
-            return self.error_reply(sid, MessageType::Unregister, request, uris::NO_SUCH_REGISTRATION, "no such registration");
+            return self.error_reply(
+                sid,
+                MessageType::Unregister,
+                request,
+                uris::NO_SUCH_REGISTRATION,
+                "no such registration",
+            );
         };
         let realm = s.realm;
         let token = self.expect_acks(AckThen::Unregistered { session: sid, request });
@@ -185,7 +197,13 @@ impl Router {
             .and_then(|(policy, id)| r.registrations.get(id).map(|reg| (policy, reg)))
             .and_then(|(policy, reg)| reg.callees.first().map(|&c| (policy, reg.id, c)));
         let Some((policy, registration, (shard, callee))) = target else {
-            return self.error_reply(sid, MessageType::Call, request, uris::NO_SUCH_PROCEDURE, "no callee registered the procedure");
+            return self.error_reply(
+                sid,
+                MessageType::Call,
+                request,
+                uris::NO_SUCH_PROCEDURE,
+                "no callee registered the procedure",
+            );
         };
         ShardStats::inc(&self.stats.calls);
         let inv = InvokeMsg {
@@ -225,7 +243,11 @@ impl Router {
         let payload = match codec::transcode(&inv.payload, s.ser) {
             Ok(p) => p,
             Err(e) => {
-                let done = fail(uris::INVALID_ARGUMENT, &format!("payload cannot be converted: {e}"), inv.payload.serializer);
+                let done = fail(
+                    uris::INVALID_ARGUMENT,
+                    &format!("payload cannot be converted: {e}"),
+                    inv.payload.serializer,
+                );
                 return self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
             }
         };
@@ -245,7 +267,8 @@ impl Router {
             Some(p) => Dict::new().with("procedure", Value::Str(p.to_string())),
             None => Dict::new(),
         };
-        s.outbox.push(encode::invocation(s.ser, request, inv.registration, &details, &payload));
+        s.outbox
+            .push(encode::invocation(s.ser, request, inv.registration, &details, &payload));
         ShardStats::inc(&self.stats.messages_out);
     }
 

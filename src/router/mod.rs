@@ -122,10 +122,24 @@ pub struct CallDone {
 /// What an `Applied` notice completes on the origin shard.
 #[derive(Debug)]
 enum AckThen {
-    Subscribed { session: Id, request: Id, key: (MatchPolicy, Arc<str>) },
-    Unsubscribed { session: Id, request: Id },
-    Registered { session: Id, request: Id, key: (MatchPolicy, Arc<str>) },
-    Unregistered { session: Id, request: Id },
+    Subscribed {
+        session: Id,
+        request: Id,
+        key: (MatchPolicy, Arc<str>),
+    },
+    Unsubscribed {
+        session: Id,
+        request: Id,
+    },
+    Registered {
+        session: Id,
+        request: Id,
+        key: (MatchPolicy, Arc<str>),
+    },
+    Unregistered {
+        session: Id,
+        request: Id,
+    },
 }
 
 #[derive(Debug)]
@@ -218,7 +232,10 @@ fn welcome_details(realm: &str, authid: &str) -> Dict {
                         "broker",
                         Value::Dict(Dict::new().with("features", features(&["pattern_based_subscription", "publisher_exclusion"]))),
                     )
-                    .with("dealer", Value::Dict(Dict::new().with("features", features(&["pattern_based_registration"])))),
+                    .with(
+                        "dealer",
+                        Value::Dict(Dict::new().with("features", features(&["pattern_based_registration"]))),
+                    ),
             ),
         )
 }
@@ -301,7 +318,14 @@ impl Router {
     pub fn open_connection(&mut self, outbox: Rc<Outbox>, ser: Serializer) -> ConnId {
         let id = self.next_conn;
         self.next_conn += 1;
-        self.conns.insert(id, Conn { outbox, ser, session: None });
+        self.conns.insert(
+            id,
+            Conn {
+                outbox,
+                ser,
+                session: None,
+            },
+        );
         id
     }
 
@@ -421,7 +445,11 @@ impl Router {
             Message::Cancel { request, .. } => {
                 debug!(session = sid, request, "CANCEL ignored: call canceling is not offered");
             }
-            Message::Register { request, options, procedure } => self.register(sid, request, &options, procedure),
+            Message::Register {
+                request,
+                options,
+                procedure,
+            } => self.register(sid, request, &options, procedure),
             Message::Unregister { request, registration } => self.unregister(sid, request, registration),
             Message::Yield { request, payload, .. } => self.callee_answer(sid, request, None, Dict::new(), payload),
         }
@@ -451,7 +479,11 @@ impl Router {
         }
         if let Some(Value::List(methods)) = details.get("authmethods") {
             if !methods.iter().any(|m| matches!(m, Value::Str(s) if s == "anonymous")) {
-                return self.abort(conn, "wamp.error.no_auth_method", "this router offers anonymous authentication only");
+                return self.abort(
+                    conn,
+                    "wamp.error.no_auth_method",
+                    "this router offers anonymous authentication only",
+                );
             }
         }
         let Some(&realm_idx) = self.realm_names.get(&realm) else {
@@ -460,7 +492,10 @@ impl Router {
         };
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let sid = wamp::random_id();
-        let authid = details.get_str("authid").map(str::to_owned).unwrap_or_else(|| format!("anonymous-{sid}"));
+        let authid = details
+            .get_str("authid")
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("anonymous-{sid}"));
         c.session = Some(sid);
         let outbox = c.outbox.clone();
         let ser = c.ser;
@@ -504,10 +539,7 @@ impl Router {
                 call_request: inv.call_request,
                 error: Some(uris::CANCELED.to_owned()),
                 details: Dict::new(),
-                payload: crate::codec::payload_from(
-                    Serializer::Json,
-                    &[Value::Str("the callee left before answering the call".into())],
-                ),
+                payload: crate::codec::payload_from(Serializer::Json, &[Value::Str("the callee left before answering the call".into())]),
             };
             self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
         }
@@ -561,13 +593,7 @@ impl Router {
 
     fn ack(&mut self, change: &TableChange, id: Id) {
         if change.token != 0 {
-            self.send_to(
-                change.origin,
-                ShardMsg::Applied {
-                    token: change.token,
-                    id,
-                },
-            );
+            self.send_to(change.origin, ShardMsg::Applied { token: change.token, id });
         }
     }
 

@@ -190,8 +190,7 @@ impl<V> RadixTree<V> {
     fn get_or_insert_with(&mut self, key: &[u8], make: impl FnOnce() -> V) -> &mut V {
         let mut node = 0u32;
         let mut rest = key;
-        loop {
-            let Some(&first) = rest.first() else { break };
+        while let Some(&first) = rest.first() {
             match self.child_pos(node, first) {
                 Err(ins) => {
                     let leaf = self.alloc(None);

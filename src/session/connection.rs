@@ -182,13 +182,10 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
         while ctx.congestion.get() > 0 {
             glommio::timer::sleep(Duration::from_micros(100)).await;
         }
-        let read = futures_lite::future::or(
-            async { Some(read_more(&mut reader, &mut buf).await) },
-            async {
-                wait_closing(&outbox).await;
-                None
-            },
-        )
+        let read = futures_lite::future::or(async { Some(read_more(&mut reader, &mut buf).await) }, async {
+            wait_closing(&outbox).await;
+            None
+        })
         .await;
         match read {
             Some(Ok(0)) | Some(Err(_)) | None => break,
@@ -197,7 +194,11 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
     }
     ctx.router.borrow_mut().close_connection(conn);
     outbox.close(None);
-    let _ = glommio::timer::timeout(ctx.shutdown_grace, async { Ok(writer_task.await) }).await;
+    let _ = glommio::timer::timeout(ctx.shutdown_grace, async {
+        writer_task.await;
+        Ok(())
+    })
+    .await;
     drop(reader);
     ctx.stats.connections.fetch_sub(1, Ordering::Relaxed);
     debug!(conn, "connection closed");

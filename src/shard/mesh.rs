@@ -27,13 +27,16 @@ pub struct Pair<T> {
     parked: CachePadded<AtomicBool>,
 }
 
+/// A pair's queue with one end of its doorbell.
+type End<T, B> = Option<(Arc<Pair<T>>, B)>;
+
 /// One shard's unconnected ends of the mesh, built on the main thread and
 /// moved to the shard's thread.
 #[derive(Debug)]
 pub struct MeshSeed<T: Send> {
     me: usize,
-    out: Vec<Option<(Arc<Pair<T>>, SharedSender<()>)>>,
-    inbound: Vec<Option<(Arc<Pair<T>>, SharedReceiver<()>)>>,
+    out: Vec<End<T, SharedSender<()>>>,
+    inbound: Vec<End<T, SharedReceiver<()>>>,
 }
 
 /// Builds the seeds of a full mesh of `n` shards with queues of `capacity`.
@@ -66,7 +69,7 @@ pub fn build<T: Send + 'static>(n: usize, capacity: usize) -> Vec<MeshSeed<T>> {
 #[derive(Debug)]
 pub struct Mesh<T: Send> {
     me: usize,
-    out: Vec<Option<(Arc<Pair<T>>, ConnectedSender<()>)>>,
+    out: Vec<End<T, ConnectedSender<()>>>,
     /// Messages that found their queue full, kept in order per peer. While a
     /// peer has overflow, new messages to it queue behind (FIFO per pair).
     overflow: Vec<VecDeque<T>>,
@@ -98,7 +101,7 @@ impl<T: Send + 'static> MeshSeed<T> {
                 in_tasks.push((from, pair, glommio::spawn_local(rx.connect())));
             }
         }
-        let mut out: Vec<Option<(Arc<Pair<T>>, ConnectedSender<()>)>> = (0..n).map(|_| None).collect();
+        let mut out: Vec<End<T, ConnectedSender<()>>> = (0..n).map(|_| None).collect();
         for (to, pair, task) in out_tasks {
             out[to] = Some((pair, task.await));
         }
@@ -139,10 +142,7 @@ impl<T: Send + 'static> Mesh<T> {
         let overflow = &mut self.overflow[to];
         if overflow.is_empty() {
             match pair.queue.push(msg) {
-                Ok(()) => {
-                    ring(pair, bell);
-                    return;
-                }
+                Ok(()) => ring(pair, bell),
                 Err(msg) => {
                     self.congested.set(self.congested.get() + 1);
                     self.stats.mesh_full.fetch_add(1, Ordering::Relaxed);

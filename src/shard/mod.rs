@@ -141,7 +141,13 @@ async fn shard_main(
     }
     tasks.push(glommio::spawn_local(flush_overflow(ctx.clone())));
     for (l, sock) in listeners {
-        tasks.push(glommio::spawn_local(accept_loop(ctx.clone(), sock, l.kind, l.path.as_str().into(), l.metrics)));
+        tasks.push(glommio::spawn_local(accept_loop(
+            ctx.clone(),
+            sock,
+            l.kind,
+            l.path.as_str().into(),
+            l.metrics,
+        )));
     }
     let _ = ready.send(Ok(me));
 
@@ -158,7 +164,11 @@ async fn shard_main(
     }
     let left = ctx.router.borrow().connection_count();
     if left > 0 {
-        warn!(shard = me, connections = left, "closing connections that did not finish in the shutdown grace period");
+        warn!(
+            shard = me,
+            connections = left,
+            "closing connections that did not finish in the shutdown grace period"
+        );
     }
     drop(tasks);
 }

@@ -134,9 +134,28 @@ mod tests {
                 reply: [0x7f, 0xb2, 0, 0]
             }
         );
-        assert!(matches!(handshake([0x7f, 0x01, 0, 0], 512), Handshake::Accept { serializer: Serializer::Json, reply: [0x7f, 0x01, 0, 0], .. }));
-        assert!(matches!(handshake([0x7f, 0xf5, 0, 0], 512), Handshake::Refuse { reply: [0x7f, 0x10, 0, 0], .. }));
-        assert!(matches!(handshake([0x7f, 0xf2, 1, 0], 512), Handshake::Refuse { reply: [0x7f, 0x30, 0, 0], .. }));
+        assert!(matches!(
+            handshake([0x7f, 0x01, 0, 0], 512),
+            Handshake::Accept {
+                serializer: Serializer::Json,
+                reply: [0x7f, 0x01, 0, 0],
+                ..
+            }
+        ));
+        assert!(matches!(
+            handshake([0x7f, 0xf5, 0, 0], 512),
+            Handshake::Refuse {
+                reply: [0x7f, 0x10, 0, 0],
+                ..
+            }
+        ));
+        assert!(matches!(
+            handshake([0x7f, 0xf2, 1, 0], 512),
+            Handshake::Refuse {
+                reply: [0x7f, 0x30, 0, 0],
+                ..
+            }
+        ));
         assert_eq!(handshake([0x47, 0x45, 0x54, 0x20], 512), Handshake::NotRawSocket);
         assert_eq!(length_exponent(16 << 20), 15);
         assert_eq!(length_exponent(512), 0);

@@ -100,10 +100,18 @@ pub fn parse_request(buf: &[u8], path: &str, metrics: bool) -> Result<Option<(Ht
         return Ok(Some((HttpRequest::Metrics, len)));
     }
     if target_path != path {
-        return Err(HttpReject::new(404, "Not Found", format!("no WebSocket endpoint at {target_path}; WAMP is served at {path}")));
+        return Err(HttpReject::new(
+            404,
+            "Not Found",
+            format!("no WebSocket endpoint at {target_path}; WAMP is served at {path}"),
+        ));
     }
     if !upgrade || !has_token(header(&req, "Connection"), "upgrade") {
-        return Err(HttpReject::new(426, "Upgrade Required", "this endpoint speaks WAMP over WebSocket only"));
+        return Err(HttpReject::new(
+            426,
+            "Upgrade Required",
+            "this endpoint speaks WAMP over WebSocket only",
+        ));
     }
     if header(&req, "Sec-WebSocket-Version").map(str::trim) != Some("13") {
         return Err(HttpReject::new(426, "Upgrade Required", "unsupported WebSocket version; use 13"));
@@ -132,7 +140,11 @@ pub fn parse_request(buf: &[u8], path: &str, metrics: bool) -> Result<Option<(Ht
             "Bad Request",
             format!(
                 "no supported WAMP subprotocol offered ({}); this router speaks wamp.2.json and wamp.2.msgpack",
-                if offered.is_empty() { "none".to_string() } else { offered.join(", ") }
+                if offered.is_empty() {
+                    "none".to_string()
+                } else {
+                    offered.join(", ")
+                }
             ),
         ));
     };
@@ -181,11 +193,17 @@ fn fail(code: u16, reason: &'static str) -> WsError {
 #[derive(Debug, PartialEq, Eq)]
 pub enum WsEvent {
     /// A complete (reassembled) data message.
-    Message { data: Bytes, text: bool },
+    Message {
+        data: Bytes,
+        text: bool,
+    },
     Ping(Bytes),
     Pong(Bytes),
     /// A close frame: its code (1005 when absent) and reason.
-    Close { code: u16, reason: String },
+    Close {
+        code: u16,
+        reason: String,
+    },
 }
 
 /// Parses client frames; keeps the state of a fragmented message.
@@ -396,7 +414,9 @@ mod tests {
         let req = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: foo, wamp.2.msgpack, wamp.2.json\r\n\r\nextra";
         let (r, n) = parse_request(req, "/ws", true).unwrap().unwrap();
         assert_eq!(n, req.len() - 5);
-        let HttpRequest::Upgrade { serializer, response } = r else { panic!() };
+        let HttpRequest::Upgrade { serializer, response } = r else {
+            panic!()
+        };
         assert_eq!(serializer, Serializer::MsgPack);
         let text = String::from_utf8(response).unwrap();
         assert!(text.contains("Sec-WebSocket-Protocol: wamp.2.msgpack\r\n"));
@@ -438,7 +458,9 @@ mod tests {
                 text: true
             })
         );
-        let Some(WsEvent::Message { data, text: false }) = d.decode(&mut buf).unwrap() else { panic!() };
+        let Some(WsEvent::Message { data, text: false }) = d.decode(&mut buf).unwrap() else {
+            panic!()
+        };
         assert_eq!(&data[..], &[7u8; 300][..]);
         assert_eq!(d.decode(&mut buf).unwrap(), None);
     }
@@ -446,15 +468,22 @@ mod tests {
     #[test]
     fn frame_errors_carry_rfc_codes() {
         let cases: Vec<(Vec<u8>, u16)> = vec![
-            (vec![0x81, 0x00], close::PROTOCOL_ERROR),                // unmasked
-            (frame(true, 3, b""), close::PROTOCOL_ERROR),             // reserved opcode
-            ({ let mut f = frame(true, 1, b"x"); f[0] |= 0x40; f }, close::PROTOCOL_ERROR),
-            (frame(false, 9, b""), close::PROTOCOL_ERROR),            // fragmented ping
-            (frame(true, 9, &[0u8; 126]), close::PROTOCOL_ERROR),     // big ping
-            (frame(true, 0, b"x"), close::PROTOCOL_ERROR),            // bad continuation
-            (frame(true, 1, &[0xff, 0xfe]), close::INVALID_PAYLOAD),  // bad UTF-8
-            (frame(true, 8, &[0x03]), close::PROTOCOL_ERROR),         // 1-byte close
-            (frame(true, 8, &[0x03, 0xed]), close::PROTOCOL_ERROR),   // close code 1005
+            (vec![0x81, 0x00], close::PROTOCOL_ERROR),    // unmasked
+            (frame(true, 3, b""), close::PROTOCOL_ERROR), // reserved opcode
+            (
+                {
+                    let mut f = frame(true, 1, b"x");
+                    f[0] |= 0x40;
+                    f
+                },
+                close::PROTOCOL_ERROR,
+            ),
+            (frame(false, 9, b""), close::PROTOCOL_ERROR),           // fragmented ping
+            (frame(true, 9, &[0u8; 126]), close::PROTOCOL_ERROR),    // big ping
+            (frame(true, 0, b"x"), close::PROTOCOL_ERROR),           // bad continuation
+            (frame(true, 1, &[0xff, 0xfe]), close::INVALID_PAYLOAD), // bad UTF-8
+            (frame(true, 8, &[0x03]), close::PROTOCOL_ERROR),        // 1-byte close
+            (frame(true, 8, &[0x03, 0xed]), close::PROTOCOL_ERROR),  // close code 1005
             (frame(true, 8, &[0x03, 0xe8, 0xff]), close::INVALID_PAYLOAD),
             (frame(true, 2, &[0u8; 200]), close::MESSAGE_TOO_BIG),
         ];

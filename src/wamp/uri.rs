@@ -48,15 +48,11 @@ pub fn is_valid(uri: &str, check: UriCheck) -> bool {
     if uri.is_empty() {
         return matches!(check, UriCheck::Pattern(MatchPolicy::Wildcard));
     }
-    if uri.bytes().any(|b| b == b'#' || b.is_ascii_whitespace())
-        || uri.chars().any(char::is_whitespace)
-    {
+    if uri.bytes().any(|b| b == b'#' || b.is_ascii_whitespace()) || uri.chars().any(char::is_whitespace) {
         return false;
     }
     match check {
-        UriCheck::Concrete | UriCheck::Pattern(MatchPolicy::Exact) => {
-            uri.split('.').all(|c| !c.is_empty())
-        }
+        UriCheck::Concrete | UriCheck::Pattern(MatchPolicy::Exact) => uri.split('.').all(|c| !c.is_empty()),
         UriCheck::Pattern(MatchPolicy::Prefix) => {
             // A prefix is any string prefix of a valid URI: empty components are
             // allowed only at the end ("com.example." is a fine prefix).
