@@ -405,22 +405,24 @@ impl<V> WildcardTrie<V> {
     }
 
     fn for_each_match<'a>(&'a self, uri: &str, mut f: impl FnMut(&'a V)) {
-        let comps: Vec<&str> = uri.split('.').collect();
-        let mut stack = vec![(0u32, 0usize)];
-        while let Some((node, depth)) = stack.pop() {
-            let n = &self.nodes[node as usize];
-            if depth == comps.len() {
-                if let Some(v) = &n.value {
-                    f(v);
-                }
-                continue;
+        self.walk(0, Some(uri), &mut f);
+    }
+
+    /// Visits every pattern matching `rest` below `node`, without allocating.
+    fn walk<'a>(&'a self, node: u32, rest: Option<&str>, f: &mut impl FnMut(&'a V)) {
+        let n = &self.nodes[node as usize];
+        let Some(rest) = rest else {
+            if let Some(v) = &n.value {
+                f(v);
             }
-            if let Some(w) = n.wild {
-                stack.push((w, depth + 1));
-            }
-            if let Some(&c) = n.children.get(comps[depth]) {
-                stack.push((c, depth + 1));
-            }
+            return;
+        };
+        let (comp, tail) = split_first(rest);
+        if let Some(&c) = n.children.get(comp) {
+            self.walk(c, tail, f);
+        }
+        if let Some(w) = n.wild {
+            self.walk(w, tail, f);
         }
     }
 
@@ -430,25 +432,27 @@ impl<V> WildcardTrie<V> {
         if self.is_empty() {
             return None;
         }
-        let comps: Vec<&str> = uri.split('.').collect();
-        let mut stack = vec![(0u32, 0usize)];
-        while let Some((node, depth)) = stack.pop() {
-            let n = &self.nodes[node as usize];
-            if depth == comps.len() {
-                if let Some(v) = &n.value {
-                    return Some(v);
-                }
-                continue;
-            }
-            // pushed last = explored first: the concrete child
-            if let Some(w) = n.wild {
-                stack.push((w, depth + 1));
-            }
-            if let Some(&c) = n.children.get(comps[depth]) {
-                stack.push((c, depth + 1));
-            }
-        }
-        None
+        self.first_below(0, Some(uri))
+    }
+
+    fn first_below(&self, node: u32, rest: Option<&str>) -> Option<&V> {
+        let n = &self.nodes[node as usize];
+        let Some(rest) = rest else {
+            return n.value.as_ref();
+        };
+        let (comp, tail) = split_first(rest);
+        n.children
+            .get(comp)
+            .and_then(|&c| self.first_below(c, tail))
+            .or_else(|| n.wild.and_then(|w| self.first_below(w, tail)))
+    }
+}
+
+/// Splits the first component off a URI: ("a", Some("b.c")) for "a.b.c".
+fn split_first(uri: &str) -> (&str, Option<&str>) {
+    match uri.find('.') {
+        Some(i) => (&uri[..i], Some(&uri[i + 1..])),
+        None => (uri, None),
     }
 }
 

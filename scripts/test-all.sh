@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test suite of Switchyard on a fresh machine, installing what the
+# tests need: Rust unit and integration tests, bench smoke runs, and interop
+# with real third-party WAMP clients (autobahn-python from PyPI, autobahn-js
+# from npm, both pinned). Exits non-zero if anything fails.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo test (unit + black-box integration tests)"
+cargo test --workspace
+
+step "bench smoke run (each criterion bench once, no timing)"
+cargo bench --workspace -- --test
+
+step "build the router for the interop suites"
+cargo build --bin switchyard
+export SWITCHYARD_BIN="$root/target/debug/switchyard"
+
+step "interop: autobahn-python (WebSocket JSON/MessagePack, RawSocket MessagePack; 1 and 2 shards)"
+python="$(command -v python3.11 || command -v python3)"
+venv="$root/.venv-interop"
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check -r tests/interop/python/requirements.txt
+"$venv/bin/pytest" tests/interop/python -q
+
+step "interop: autobahn-js (WebSocket JSON/MessagePack; 1 and 2 shards)"
+(cd tests/interop/js && npm ci --no-audit --no-fund --loglevel=error && npm test)
+
+step "all suites passed"

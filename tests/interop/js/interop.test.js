@@ -1,0 +1,547 @@
+'use strict';
+// Interop tests: Switchyard (or a reference router) driven by the real
+// autobahn-js client over WebSocket, with the JSON and MessagePack serializers.
+//
+// Environment:
+//   SWITCHYARD_BIN  router binary (default <repo>/target/debug/switchyard)
+//   ROUTER          switchyard (default) | crossbar
+//   ROUTER_URL      ws URL of an already running router (nothing is started)
+//   SHARDS          comma list of shard counts to run the suite with (default 1,2)
+//   SERIALIZERS     comma list out of json,msgpack (default json,msgpack)
+//   INTEROP_VERBOSE print router output and autobahn warnings
+
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const path = require('node:path');
+
+const { startRouter, routerKind, REALM } = require('./lib/router');
+const { autobahn, connect, close, closeAll, within, Collector, deferred, rejectionOf, ConnectError } = require('./lib/wamp');
+
+const TEST_TIMEOUT = 30000; // per test; only a bound against hangs, never asserted
+const WAIT = 10000; // per awaited step inside a test
+
+const SHARDS = (process.env.SHARDS || '1,2')
+  .split(',')
+  .map((s) => s.trim())
+  .filter(Boolean)
+  .map((s) => parseInt(s, 10));
+const SERIALIZERS = (process.env.SERIALIZERS || 'json,msgpack')
+  .split(',')
+  .map((s) => s.trim())
+  .filter(Boolean);
+
+// Payload exercising what must survive the router (and any transcoding) intact.
+const UNICODE = 'grüße 世界 🚀';
+const PAYLOAD_ARGS = [
+  UNICODE,
+  2 ** 53,
+  -(2 ** 53),
+  2 ** 32 + 1,
+  -1,
+  0,
+  1.5,
+  true,
+  false,
+  null,
+  '',
+  [],
+  {},
+  { nested: { list: [1, 'two', { three: [3, null, false] }], deeper: { a: { b: { c: UNICODE } } } } },
+];
+const PAYLOAD_KWARGS = {
+  text: UNICODE,
+  'schlüssel 🔑': 'wert',
+  big: 2 ** 53,
+  negbig: -(2 ** 53),
+  float: -0.25,
+  yes: true,
+  no: false,
+  nothing: null,
+  empty_list: [],
+  empty_obj: {},
+  nested: { list: [1, 2, { x: 'y', z: [true, null] }], obj: { 'ключ': 'значение', n: 42 } },
+};
+
+const kind = routerKind();
+
+let uriCounter = 0;
+const RUN = Date.now().toString(36);
+// A fresh URI prefix per test so tests never see each other's traffic.
+function base(name) {
+  uriCounter += 1;
+  return `com.example.r${RUN}n${uriCounter}.${name}`;
+}
+
+function assertSessionId(id, what) {
+  assert.ok(Number.isSafeInteger(id) && id >= 1 && id <= 2 ** 53, `${what}: bad session id ${id}`);
+}
+
+function assertWampError(err, uri, what) {
+  assert.ok(err instanceof autobahn.Error, `${what}: expected autobahn.Error, got ${err && (err.stack || JSON.stringify(err))}`);
+  if (uri instanceof RegExp) {
+    assert.match(err.error, uri, `${what}: unexpected error URI ${err.error}`);
+  } else {
+    assert.equal(err.error, uri, `${what}: unexpected error URI ${err.error}`);
+  }
+}
+
+async function closeChecked(h, what) {
+  const res = await within(close(h), WAIT, `${what} to close`);
+  assert.equal(h.session.isOpen, false, `${what}: session still open after close`);
+  assert.deepEqual(
+    h.internalErrors.map((e) => String(e.err)),
+    [],
+    `${what}: autobahn reported internal (protocol) errors`,
+  );
+  return res;
+}
+
+function spawnCallee(url, serializer, procedure) {
+  const child = spawn(process.execPath, [path.join(__dirname, 'lib', 'callee-proc.js'), url, serializer, procedure], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  const waiters = [];
+  child.stdout.on('data', (d) => {
+    out += d;
+    for (const w of waiters) if (out.includes(w.line)) w.resolve();
+  });
+  child.stderr.on('data', (d) => {
+    err += d;
+  });
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const waitLine = (line) =>
+    within(
+      new Promise((resolve, reject) => {
+        if (out.includes(line)) return resolve();
+        waiters.push({ line, resolve });
+        exited.then((ex) => reject(new Error(`callee process exited ${JSON.stringify(ex)}: ${err}`)));
+      }),
+      WAIT,
+      `callee process to print ${line}`,
+    );
+  return { child, waitLine, exited, stderr: () => err };
+}
+
+// ---------------------------------------------------------------------------
+// The suite for one serializer, all sessions using it.
+
+function serializerSuite(getUrl, ser) {
+  const open = (opts = {}) => within(connect(getUrl(), { serializer: ser, ...opts }), WAIT, `${ser} session to open`);
+  const t = { timeout: TEST_TIMEOUT };
+
+  it('session opens with a session id and realm, and closes with GOODBYE', t, async () => {
+    const a = await open();
+    const b = await open();
+    assertSessionId(a.session.id, 'first session');
+    assertSessionId(b.session.id, 'second session');
+    assert.notEqual(a.session.id, b.session.id, 'two sessions got the same id');
+    assert.equal(a.session.realm, REALM);
+    assert.equal(a.session.isOpen, true);
+    assert.ok(a.details && a.details.roles, `WELCOME.Details.roles missing: ${JSON.stringify(a.details)}`);
+    assert.equal(typeof a.details.roles.broker, 'object', 'WELCOME does not announce the broker role');
+    assert.equal(typeof a.details.roles.dealer, 'object', 'WELCOME does not announce the dealer role');
+    assert.equal(a.details.realm, REALM, 'WELCOME.Details.realm');
+    assert.equal(a.connection.transport.info.protocol, `wamp.2.${ser}`, 'negotiated WebSocket subprotocol');
+
+    const res = await closeChecked(a, 'first session');
+    // The spec's GOODBYE reply is wamp.close.goodbye_and_out; Crossbar.io
+    // (the reference router) replies wamp.close.normal instead.
+    const replies = kind === 'crossbar' ? ['wamp.close.goodbye_and_out', 'wamp.close.normal'] : ['wamp.close.goodbye_and_out'];
+    assert.ok(replies.includes(res.details.reason), `router's GOODBYE reply reason: ${JSON.stringify(res)}`);
+    await closeChecked(b, 'second session');
+  });
+
+  it('joining an unknown realm is rejected with wamp.error.no_such_realm', t, async () => {
+    const err = await rejectionOf(
+      connect(getUrl(), { serializer: ser, realm: 'com.example.no_such_realm' }),
+      WAIT,
+      'join of an unknown realm',
+    );
+    assert.ok(err instanceof ConnectError, `expected the connection to close before WELCOME, got ${err && err.stack}`);
+    assert.equal(err.details.reason, 'wamp.error.no_such_realm', `ABORT reason: ${JSON.stringify(err.details)}`);
+  });
+
+  it('publish with acknowledge reaches another session; publisher is excluded by default', t, async () => {
+    const topic = base('topic');
+    const sub = await open();
+    const pub = await open();
+    const subEvents = new Collector();
+    const pubEvents = new Collector();
+    const s1 = await within(sub.session.subscribe(topic, subEvents.handler), WAIT, 'SUBSCRIBED');
+    const s2 = await within(pub.session.subscribe(topic, pubEvents.handler), WAIT, 'SUBSCRIBED');
+    assert.ok(Number.isSafeInteger(s1.id) && s1.id > 0, `subscription id ${s1.id}`);
+    assert.equal(s1.id, s2.id, 'same topic + match policy must share one subscription id');
+
+    const first = await within(
+      pub.session.publish(topic, ['first', ...PAYLOAD_ARGS], PAYLOAD_KWARGS, { acknowledge: true }),
+      WAIT,
+      'PUBLISHED',
+    );
+    assert.ok(first && Number.isSafeInteger(first.id) && first.id > 0, `publication id: ${JSON.stringify(first)}`);
+    const second = await within(
+      pub.session.publish(topic, ['second'], {}, { acknowledge: true, exclude_me: false }),
+      WAIT,
+      'PUBLISHED',
+    );
+    assert.notEqual(first.id, second.id, 'two publications got the same id');
+
+    const got = await subEvents.until(2, WAIT, 'subscriber events');
+    assert.deepEqual(got[0].args, ['first', ...PAYLOAD_ARGS]);
+    assert.deepEqual(got[0].kwargs, PAYLOAD_KWARGS);
+    assert.equal(got[0].details.publication, first.id, 'EVENT publication id matches PUBLISHED');
+    assert.deepEqual(got[1].args, ['second']);
+    assert.equal(got[1].details.publication, second.id);
+
+    // Events from one publisher arrive in publication order: had the first
+    // event been sent back to its publisher, it would arrive before 'second'.
+    const own = await pubEvents.until(1, WAIT, 'the exclude_me:false event at the publisher');
+    assert.deepEqual(own[0].args, ['second'], 'publisher received its own event despite exclude_me default');
+
+    await closeChecked(sub, 'subscriber');
+    await closeChecked(pub, 'publisher');
+  });
+
+  it('6 subscriber sessions each receive 50 numbered events in order', t, async () => {
+    const topic = base('fanout');
+    const subs = await Promise.all(Array.from({ length: 6 }, () => open()));
+    const collectors = subs.map(() => new Collector());
+    await within(
+      Promise.all(subs.map((s, i) => s.session.subscribe(topic, collectors[i].handler))),
+      WAIT,
+      'all SUBSCRIBED',
+    );
+    const pub = await open();
+    const acks = await within(
+      Promise.all(
+        Array.from({ length: 50 }, (_, i) => pub.session.publish(topic, [i], { n: i }, { acknowledge: true })),
+      ),
+      WAIT,
+      '50 PUBLISHED',
+    );
+    const expected = Array.from({ length: 50 }, (_, i) => [i]);
+    for (let k = 0; k < subs.length; k++) {
+      const got = await collectors[k].until(50, WAIT, `subscriber ${k} events`);
+      assert.deepEqual(
+        got.map((e) => e.args),
+        expected,
+        `subscriber ${k} got events out of order or altered`,
+      );
+      assert.deepEqual(
+        got.map((e) => e.details.publication),
+        acks.map((a) => a.id),
+        `subscriber ${k}: publication ids differ from the PUBLISHED acks`,
+      );
+    }
+    await Promise.all(subs.map((s, k) => closeChecked(s, `subscriber ${k}`)));
+    await closeChecked(pub, 'publisher');
+  });
+
+  it('register/call round-trips args and kwargs (unicode, nested, 2**53, booleans, null)', t, async () => {
+    const proc = base('echo');
+    const procAdd = base('add');
+    const callee = await open();
+    const caller = await open();
+    let seen = null;
+    const reg = await within(
+      callee.session.register(proc, (args, kwargs) => {
+        seen = { args, kwargs };
+        return new autobahn.Result(args, kwargs);
+      }),
+      WAIT,
+      'REGISTERED',
+    );
+    assert.ok(Number.isSafeInteger(reg.id) && reg.id > 0, `registration id ${reg.id}`);
+    await within(callee.session.register(procAdd, (args) => args[0] + args[1]), WAIT, 'REGISTERED');
+
+    const res = await within(caller.session.call(proc, PAYLOAD_ARGS, PAYLOAD_KWARGS), WAIT, 'RESULT');
+    assert.deepEqual(seen, { args: PAYLOAD_ARGS, kwargs: PAYLOAD_KWARGS }, 'INVOCATION payload at the callee');
+    assert.ok(res instanceof autobahn.Result, `expected a Result with args+kwargs, got ${JSON.stringify(res)}`);
+    assert.deepEqual(res.args, PAYLOAD_ARGS, 'RESULT args');
+    assert.deepEqual(res.kwargs, PAYLOAD_KWARGS, 'RESULT kwargs');
+
+    assert.equal(await within(caller.session.call(procAdd, [2 ** 52, 3]), WAIT, 'RESULT'), 2 ** 52 + 3);
+    assert.equal(await within(caller.session.call(procAdd, [UNICODE, '!']), WAIT, 'RESULT'), `${UNICODE}!`);
+
+    await closeChecked(callee, 'callee');
+    await closeChecked(caller, 'caller');
+  });
+
+  it('call to an unknown procedure fails with wamp.error.no_such_procedure', t, async () => {
+    const caller = await open();
+    const err = await rejectionOf(caller.session.call(base('nobody_home'), [1]), WAIT, 'call to unknown procedure');
+    assertWampError(err, 'wamp.error.no_such_procedure', 'unknown procedure');
+    await closeChecked(caller, 'caller');
+  });
+
+  it('registering a taken procedure from another session fails with wamp.error.procedure_already_exists', t, async () => {
+    const proc = base('taken');
+    const first = await open();
+    const second = await open();
+    await within(first.session.register(proc, () => 'first'), WAIT, 'REGISTERED');
+    const err = await rejectionOf(second.session.register(proc, () => 'second'), WAIT, 'duplicate REGISTER');
+    assertWampError(err, 'wamp.error.procedure_already_exists', 'duplicate register (other session)');
+    // the original registration still works
+    assert.equal(await within(second.session.call(proc), WAIT, 'RESULT'), 'first');
+    await closeChecked(first, 'first');
+    await closeChecked(second, 'second');
+  });
+
+  it('registering a taken procedure from the same session fails with wamp.error.procedure_already_exists', t, async () => {
+    const proc = base('taken_twice');
+    const callee = await open();
+    await within(callee.session.register(proc, () => 'first'), WAIT, 'REGISTERED');
+    const err = await rejectionOf(callee.session.register(proc, () => 'again'), WAIT, 'duplicate REGISTER');
+    assertWampError(err, 'wamp.error.procedure_already_exists', 'duplicate register (same session)');
+    await closeChecked(callee, 'callee');
+  });
+
+  it('an application error raised by the callee reaches the caller with uri, args and kwargs', t, async () => {
+    const proc = base('fails');
+    const callee = await open();
+    const caller = await open();
+    await within(
+      callee.session.register(proc, () => {
+        throw new autobahn.Error('com.example.error', [1, 2], { foo: 'bar' });
+      }),
+      WAIT,
+      'REGISTERED',
+    );
+    const err = await rejectionOf(caller.session.call(proc, ['x']), WAIT, 'failing call');
+    assertWampError(err, 'com.example.error', 'callee error');
+    assert.deepEqual(err.args, [1, 2]);
+    assert.deepEqual(err.kwargs, { foo: 'bar' });
+    await closeChecked(callee, 'callee');
+    await closeChecked(caller, 'caller');
+  });
+
+  it('prefix subscription gets matching events with details.topic', t, async () => {
+    const root = base('pfx');
+    const prefix = `${root}.sensors`;
+    const sub = await open();
+    const pub = await open();
+    const events = new Collector();
+    await within(sub.session.subscribe(prefix, events.handler, { match: 'prefix' }), WAIT, 'SUBSCRIBED');
+    const publish = (topic, args) => within(pub.session.publish(topic, args, {}, { acknowledge: true }), WAIT, 'PUBLISHED');
+    await publish(`${root}.other.temp`, ['no match']);
+    await publish(`${prefix}.kitchen.temp`, [1]);
+    await publish(prefix, [2]);
+    const got = await events.until(2, WAIT, 'prefix events');
+    assert.deepEqual(
+      got.map((e) => [e.details.topic, e.args]),
+      [
+        [`${prefix}.kitchen.temp`, [1]],
+        [prefix, [2]],
+      ],
+    );
+    await closeChecked(sub, 'subscriber');
+    await closeChecked(pub, 'publisher');
+  });
+
+  it('wildcard subscription gets matching events with details.topic', t, async () => {
+    const root = base('wc');
+    const pattern = `${root}..temp`; // empty component matches any one component
+    const sub = await open();
+    const pub = await open();
+    const events = new Collector();
+    await within(sub.session.subscribe(pattern, events.handler, { match: 'wildcard' }), WAIT, 'SUBSCRIBED');
+    const publish = (topic, args) => within(pub.session.publish(topic, args, {}, { acknowledge: true }), WAIT, 'PUBLISHED');
+    await publish(`${root}.a.b.temp`, ['too deep']);
+    await publish(`${root}.a.humidity`, ['wrong last component']);
+    await publish(`${root}.kitchen.temp`, [1]);
+    await publish(`${root}.garage.temp`, [2]);
+    const got = await events.until(2, WAIT, 'wildcard events');
+    assert.deepEqual(
+      got.map((e) => [e.details.topic, e.args]),
+      [
+        [`${root}.kitchen.temp`, [1]],
+        [`${root}.garage.temp`, [2]],
+      ],
+    );
+    await closeChecked(sub, 'subscriber');
+    await closeChecked(pub, 'publisher');
+  });
+
+  it('pattern registrations (prefix, wildcard) pass details.procedure to the callee', t, async () => {
+    const root = base('rpc');
+    const callee = await open();
+    const caller = await open();
+    const who = (tag) => (args, kwargs, details) => [tag, details.procedure, args];
+    await within(callee.session.register(`${root}.math`, who('prefix'), { match: 'prefix' }), WAIT, 'REGISTERED');
+    await within(callee.session.register(`${root}..wc`, who('wildcard'), { match: 'wildcard' }), WAIT, 'REGISTERED');
+    const call = (p, a) => within(caller.session.call(p, a), WAIT, `call ${p}`);
+    assert.deepEqual(await call(`${root}.math.add`, [1, 2]), ['prefix', `${root}.math.add`, [1, 2]]);
+    assert.deepEqual(await call(`${root}.anything.wc`, [UNICODE]), ['wildcard', `${root}.anything.wc`, [UNICODE]]);
+    await closeChecked(callee, 'callee');
+    await closeChecked(caller, 'caller');
+  });
+
+  it('pattern registrations: exact beats prefix, longest prefix wins', t, async () => {
+    const root = base('prec');
+    const callee = await open();
+    const caller = await open();
+    const tag = (name) => (args, kwargs, details) => [name, details.procedure];
+    await within(callee.session.register(`${root}.a`, tag('short'), { match: 'prefix' }), WAIT, 'REGISTERED');
+    await within(callee.session.register(`${root}.a.b`, tag('long'), { match: 'prefix' }), WAIT, 'REGISTERED');
+    await within(callee.session.register(`${root}.a.b.exact`, tag('exact')), WAIT, 'REGISTERED');
+    const call = (p) => within(caller.session.call(p), WAIT, `call ${p}`);
+    assert.deepEqual(await call(`${root}.a.b.exact`), ['exact', `${root}.a.b.exact`]);
+    assert.deepEqual(await call(`${root}.a.b.other`), ['long', `${root}.a.b.other`]);
+    assert.deepEqual(await call(`${root}.a.x`), ['short', `${root}.a.x`]);
+    await closeChecked(callee, 'callee');
+    await closeChecked(caller, 'caller');
+  });
+
+  it('callee leaving (GOODBYE) with a call pending: caller gets an error', t, async () => {
+    const proc = base('leaver');
+    const callee = await open();
+    const caller = await open();
+    const invoked = deferred();
+    await within(
+      callee.session.register(proc, () => {
+        invoked.resolve();
+        return new Promise(() => {}); // never answered
+      }),
+      WAIT,
+      'REGISTERED',
+    );
+    const pending = caller.session.call(proc, ['hello']);
+    pending.catch(() => {}); // observed below
+    await within(invoked.promise, WAIT, 'INVOCATION at the callee');
+    await closeChecked(callee, 'callee');
+    const err = await rejectionOf(pending, WAIT, 'call whose callee left');
+    assertWampError(err, /^wamp\.error\.cancell?ed$/, 'pending call after callee GOODBYE');
+    await closeChecked(caller, 'caller');
+  });
+
+  it('callee process killed with a call pending: caller gets an error', t, async () => {
+    const proc = base('crasher');
+    const caller = await open();
+    const callee = spawnCallee(getUrl(), ser, proc);
+    try {
+      await callee.waitLine('READY');
+      const pending = caller.session.call(proc, ['hello']);
+      pending.catch(() => {}); // observed below
+      await callee.waitLine('INVOKED');
+      callee.child.kill('SIGKILL');
+      await callee.exited;
+      const err = await rejectionOf(pending, WAIT, 'call whose callee died');
+      assertWampError(err, /^wamp\.error\.cancell?ed$/, 'pending call after callee crash');
+    } finally {
+      callee.child.kill('SIGKILL');
+    }
+    await closeChecked(caller, 'caller');
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Sessions with different serializers talking to each other (the router
+// transcodes payloads between JSON and MessagePack).
+
+function mixedSuite(getUrl, serA, serB) {
+  const open = (ser) => within(connect(getUrl(), { serializer: ser }), WAIT, `${ser} session to open`);
+  const t = { timeout: TEST_TIMEOUT };
+
+  for (const [from, to] of [
+    [serA, serB],
+    [serB, serA],
+  ]) {
+    it(`${from} publisher -> ${to} subscriber: payload intact`, t, async () => {
+      const topic = base('mixed_topic');
+      const sub = await open(to);
+      const pub = await open(from);
+      const events = new Collector();
+      await within(sub.session.subscribe(topic, events.handler), WAIT, 'SUBSCRIBED');
+      await within(pub.session.publish(topic, PAYLOAD_ARGS, PAYLOAD_KWARGS, { acknowledge: true }), WAIT, 'PUBLISHED');
+      const [ev] = await events.until(1, WAIT, 'event');
+      assert.deepEqual(ev.args, PAYLOAD_ARGS);
+      assert.deepEqual(ev.kwargs, PAYLOAD_KWARGS);
+      await closeChecked(sub, 'subscriber');
+      await closeChecked(pub, 'publisher');
+    });
+
+    it(`${from} caller -> ${to} callee: payload and errors intact`, t, async () => {
+      const proc = base('mixed_echo');
+      const procErr = base('mixed_error');
+      const callee = await open(to);
+      const caller = await open(from);
+      let seen = null;
+      await within(
+        callee.session.register(proc, (args, kwargs) => {
+          seen = { args, kwargs };
+          return new autobahn.Result(args, kwargs);
+        }),
+        WAIT,
+        'REGISTERED',
+      );
+      await within(
+        callee.session.register(procErr, () => {
+          throw new autobahn.Error('com.example.error', [UNICODE, 2 ** 53], { nested: { ok: false } });
+        }),
+        WAIT,
+        'REGISTERED',
+      );
+      const res = await within(caller.session.call(proc, PAYLOAD_ARGS, PAYLOAD_KWARGS), WAIT, 'RESULT');
+      assert.deepEqual(seen, { args: PAYLOAD_ARGS, kwargs: PAYLOAD_KWARGS }, 'INVOCATION payload at the callee');
+      assert.deepEqual(res.args, PAYLOAD_ARGS);
+      assert.deepEqual(res.kwargs, PAYLOAD_KWARGS);
+      const err = await rejectionOf(caller.session.call(procErr), WAIT, 'failing call');
+      assertWampError(err, 'com.example.error', 'callee error');
+      assert.deepEqual(err.args, [UNICODE, 2 ** 53]);
+      assert.deepEqual(err.kwargs, { nested: { ok: false } });
+      await closeChecked(callee, 'callee');
+      await closeChecked(caller, 'caller');
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+const configs =
+  kind === 'switchyard'
+    ? SHARDS.map((shards) => ({ label: `switchyard shards=${shards}`, shards }))
+    : [{ label: kind === 'external' ? `external router ${process.env.ROUTER_URL}` : kind, shards: 1 }];
+
+for (const cfg of configs) {
+  describe(cfg.label, () => {
+    let router = null;
+    const getUrl = () => {
+      assert.ok(router, 'router did not start');
+      return router.url;
+    };
+
+    before(
+      async () => {
+        router = await startRouter({ shards: cfg.shards });
+      },
+      { timeout: 120000 },
+    );
+
+    after(async () => {
+      closeAll();
+      if (router) await router.kill();
+    });
+
+    for (const ser of SERIALIZERS) {
+      describe(`websocket ${ser}`, () => serializerSuite(getUrl, ser));
+    }
+    if (SERIALIZERS.includes('json') && SERIALIZERS.includes('msgpack')) {
+      describe('websocket json <-> msgpack', () => mixedSuite(getUrl, 'json', 'msgpack'));
+    }
+
+    it('router exits with code 0 on SIGTERM', { timeout: 30000, skip: kind === 'external' }, async () => {
+      closeAll();
+      const res = await router.stop();
+      if (res.code !== 0) process.stderr.write(`${router.logs()}\n`);
+      assert.equal(res.killed, undefined, `router ignored SIGTERM and was killed\n${router.logs()}`);
+      if (kind === 'crossbar') {
+        // Crossbar.io exits with code 1 on SIGTERM; only check that it went away.
+        assert.equal(typeof res.code, 'number', `router exit status ${JSON.stringify(res)}`);
+        return;
+      }
+      assert.deepEqual({ code: res.code, signal: res.signal }, { code: 0, signal: null }, `router exit status\n${router.logs()}`);
+    });
+  });
+}

@@ -1,0 +1,276 @@
+'use strict';
+// Starts and stops the router under test for the autobahn-js interop suite.
+//
+// ROUTER=switchyard (default): runs `$SWITCHYARD_BIN --config FILE`
+//   (default binary: <repo root>/target/debug/switchyard).
+// ROUTER=crossbar: runs Crossbar.io as a reference router
+//   (`$CROSSBAR_BIN start --cbdir DIR`, default `crossbar` from PATH).
+// ROUTER_URL=ws://host:port/path: use an already running router; nothing is
+//   started or stopped.
+
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const http = require('node:http');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+
+const REPO_ROOT = path.resolve(__dirname, '..', '..', '..', '..');
+const REALM = 'realm1';
+const WS_PATH = '/ws';
+const MAX_LOG = 256 * 1024;
+
+function routerKind() {
+  if (process.env.ROUTER_URL) return 'external';
+  const kind = (process.env.ROUTER || 'switchyard').toLowerCase();
+  if (kind !== 'switchyard' && kind !== 'crossbar') {
+    throw new Error(`ROUTER must be "switchyard" or "crossbar", got ${JSON.stringify(kind)}`);
+  }
+  return kind;
+}
+
+function switchyardBin() {
+  return process.env.SWITCHYARD_BIN || path.join(REPO_ROOT, 'target', 'debug', 'switchyard');
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function tryConnect(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: '127.0.0.1', port });
+    const done = (ok) => {
+      sock.removeAllListeners();
+      sock.on('error', () => {});
+      sock.destroy();
+      resolve(ok);
+    };
+    sock.once('connect', () => done(true));
+    sock.once('error', () => done(false));
+    sock.setTimeout(1000, () => done(false));
+  });
+}
+
+// Resolves true once a WebSocket upgrade with the wamp.2.json subprotocol
+// succeeds (HTTP 101), false otherwise.
+function tryUpgrade(port) {
+  return new Promise((resolve) => {
+    const req = http.get({
+      host: '127.0.0.1',
+      port,
+      path: WS_PATH,
+      timeout: 2000,
+      headers: {
+        Connection: 'Upgrade',
+        Upgrade: 'websocket',
+        'Sec-WebSocket-Version': '13',
+        'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==',
+        'Sec-WebSocket-Protocol': 'wamp.2.json',
+      },
+    });
+    req.on('upgrade', (res, socket) => {
+      socket.destroy();
+      resolve(true);
+    });
+    req.on('response', (res) => {
+      res.resume();
+      resolve(false);
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+  });
+}
+
+function switchyardConfig(port, shards) {
+  return [
+    '[router]',
+    `shards = ${shards}`,
+    '',
+    '[[realm]]',
+    `name = "${REALM}"`,
+    '',
+    '[[listener]]',
+    'type = "websocket"',
+    `bind = "127.0.0.1:${port}"`,
+    `path = "${WS_PATH}"`,
+    '',
+  ].join('\n');
+}
+
+function crossbarConfig(port) {
+  const allowAll = {
+    uri: '',
+    match: 'prefix',
+    allow: { call: true, register: true, publish: true, subscribe: true },
+    disclose: { caller: false, publisher: false },
+    cache: true,
+  };
+  return {
+    version: 2,
+    controller: {},
+    workers: [
+      {
+        type: 'router',
+        realms: [{ name: REALM, roles: [{ name: 'anonymous', permissions: [allowAll] }] }],
+        transports: [
+          {
+            // A plain WebSocket transport answers on any request path, /ws included.
+            type: 'websocket',
+            endpoint: { type: 'tcp', interface: '127.0.0.1', port },
+            serializers: ['json', 'msgpack'],
+          },
+        ],
+      },
+    ],
+  };
+}
+
+class RouterProcess {
+  constructor({ kind, shards, child, port, dir, url }) {
+    this.kind = kind;
+    this.shards = shards;
+    this.child = child;
+    this.port = port;
+    this.dir = dir;
+    this.url = url;
+    this.stdout = '';
+    this.stderr = '';
+    this.exit = null; // { code, signal } once exited
+    if (child) {
+      const verbose = !!process.env.INTEROP_VERBOSE;
+      child.stdout.on('data', (d) => {
+        this.stdout = (this.stdout + d).slice(-MAX_LOG);
+        if (verbose) process.stderr.write(`[router ${kind} out] ${d}`);
+      });
+      child.stderr.on('data', (d) => {
+        this.stderr = (this.stderr + d).slice(-MAX_LOG);
+        if (verbose) process.stderr.write(`[router ${kind} err] ${d}`);
+      });
+      this.exited = new Promise((resolve) => {
+        child.once('exit', (code, signal) => {
+          this.exit = { code, signal };
+          resolve(this.exit);
+        });
+        child.once('error', (err) => {
+          this.stderr += `\n[spawn error] ${err.stack || err}`;
+          this.exit = { code: null, signal: null, error: err };
+          resolve(this.exit);
+        });
+      });
+    } else {
+      this.exited = null;
+    }
+  }
+
+  logs() {
+    return `--- router stderr (${this.kind}) ---\n${this.stderr}\n--- router stdout ---\n${this.stdout}`;
+  }
+
+  // Polls until the port accepts TCP; with `upgrade`, until a WebSocket
+  // upgrade on the WAMP path succeeds (Crossbar.io accepts TCP before its
+  // router worker is up).
+  async waitReady(limitMs, { upgrade = false } = {}) {
+    const deadline = Date.now() + limitMs;
+    const what = upgrade ? 'a WebSocket upgrade' : 'TCP';
+    while (Date.now() < deadline) {
+      if (this.exit) {
+        throw new Error(`router exited before accepting connections: ${JSON.stringify(this.exit)}\n${this.logs()}`);
+      }
+      if (upgrade ? await tryUpgrade(this.port) : await tryConnect(this.port)) return;
+      await sleep(upgrade ? 250 : 50);
+    }
+    throw new Error(`router did not accept ${what} on 127.0.0.1:${this.port} within ${limitMs} ms\n${this.logs()}`);
+  }
+
+  // Sends SIGTERM and waits for the exit; returns { code, signal }.
+  // Escalates to SIGKILL after killAfterMs (and reports that).
+  async stop(killAfterMs = 15000) {
+    if (!this.child) return { code: 0, signal: null };
+    if (!this.exit) this.child.kill('SIGTERM');
+    let timer;
+    const timeout = new Promise((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), killAfterMs);
+    });
+    const res = await Promise.race([this.exited, timeout]);
+    clearTimeout(timer);
+    if (res === 'timeout') {
+      this.child.kill('SIGKILL');
+      const ex = await this.exited;
+      return { ...ex, killed: true };
+    }
+    return res;
+  }
+
+  // Best-effort cleanup for after() hooks; never throws.
+  async kill() {
+    if (this.child && !this.exit) {
+      this.child.kill('SIGKILL');
+      await this.exited;
+    }
+    if (this.dir && !process.env.INTEROP_KEEP_TMP) {
+      try {
+        fs.rmSync(this.dir, { recursive: true, force: true });
+      } catch (_) {
+        // ignore
+      }
+    }
+  }
+}
+
+async function startRouter({ shards = 2 } = {}) {
+  const kind = routerKind();
+  if (kind === 'external') {
+    return new RouterProcess({ kind, shards, child: null, port: null, dir: null, url: process.env.ROUTER_URL });
+  }
+
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${kind}-interop-`));
+  const url = `ws://127.0.0.1:${port}${WS_PATH}`;
+  let child;
+  let readyLimit;
+
+  if (kind === 'switchyard') {
+    const bin = switchyardBin();
+    if (!fs.existsSync(bin)) {
+      throw new Error(`switchyard binary not found at ${bin} (build it with \`cargo build\` or set SWITCHYARD_BIN)`);
+    }
+    const cfg = path.join(dir, 'switchyard.toml');
+    fs.writeFileSync(cfg, switchyardConfig(port, shards));
+    child = spawn(bin, ['--config', cfg], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    readyLimit = 10000;
+  } else {
+    const cbdir = path.join(dir, '.crossbar');
+    fs.mkdirSync(cbdir);
+    fs.writeFileSync(path.join(cbdir, 'config.json'), JSON.stringify(crossbarConfig(port), null, 2));
+    const bin = process.env.CROSSBAR_BIN || 'crossbar';
+    child = spawn(bin, ['start', '--cbdir', cbdir, '--loglevel', 'warn'], {
+      cwd: dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    readyLimit = 90000; // Crossbar.io starts a controller and a worker process
+  }
+
+  const router = new RouterProcess({ kind, shards, child, port, dir, url });
+  try {
+    await router.waitReady(readyLimit, { upgrade: kind === 'crossbar' });
+  } catch (err) {
+    await router.kill();
+    throw err;
+  }
+  return router;
+}
+
+module.exports = { crossbarConfig, startRouter, routerKind, switchyardBin, REALM, REPO_ROOT };

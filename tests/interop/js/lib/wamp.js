@@ -1,0 +1,164 @@
+'use strict';
+// Thin promise wrappers around autobahn-js for the interop tests.
+
+// autobahn binds console.warn at load time and logs every connection close
+// through it; keep that quiet unless INTEROP_VERBOSE is set.
+const realWarn = console.warn;
+console.warn = (...args) => {
+  if (process.env.INTEROP_VERBOSE) realWarn(...args);
+};
+const autobahn = require('autobahn');
+console.warn = realWarn;
+
+const SERIALIZERS = {
+  json: () => new autobahn.serializer.JSONSerializer(),
+  msgpack: () => {
+    if (!autobahn.serializer.MsgpackSerializer) {
+      throw new Error('autobahn MsgpackSerializer is not available (msgpack5 missing?)');
+    }
+    return new autobahn.serializer.MsgpackSerializer();
+  },
+};
+
+// Every connection opened by the suite, so after() hooks can tear them down.
+const openConnections = new Set();
+
+class ConnectError extends Error {
+  constructor(reason, details) {
+    super(`connection closed before session opened: ${reason} ${JSON.stringify(details)}`);
+    this.reason = reason;
+    this.details = details;
+  }
+}
+
+// Opens a WAMP session. Resolves to a handle:
+//   { connection, session, details, closed, userErrors, internalErrors }
+// `closed` resolves to { reason, details } when the connection closes.
+// Rejects with ConnectError if the connection closes before WELCOME.
+function connect(url, { realm = 'realm1', serializer = 'json' } = {}) {
+  const userErrors = [];
+  const internalErrors = [];
+  const connection = new autobahn.Connection({
+    url,
+    realm,
+    serializers: [SERIALIZERS[serializer]()],
+    use_es6_promises: true,
+    max_retries: 0,
+    retry_if_unreachable: false,
+    on_user_error: (err, msg) => userErrors.push({ err, msg }),
+    on_internal_error: (err, msg) => internalErrors.push({ err, msg }),
+  });
+  openConnections.add(connection);
+
+  let resolveClosed;
+  const closed = new Promise((resolve) => {
+    resolveClosed = resolve;
+  });
+
+  return new Promise((resolve, reject) => {
+    let opened = false;
+    connection.onopen = (session, details) => {
+      opened = true;
+      resolve({ connection, session, details, closed, userErrors, internalErrors, serializer });
+    };
+    connection.onclose = (reason, details) => {
+      openConnections.delete(connection);
+      resolveClosed({ reason, details });
+      if (!opened) reject(new ConnectError(reason, details));
+      return true; // never auto-reconnect
+    };
+    connection.open();
+  });
+}
+
+// Closes the session with GOODBYE and waits until the transport is gone.
+async function close(handle) {
+  if (handle.session && handle.session.isOpen) {
+    handle.connection.close();
+  }
+  return handle.closed;
+}
+
+// Tears down every connection still open (used in after() hooks).
+function closeAll() {
+  for (const c of [...openConnections]) {
+    try {
+      c.close();
+    } catch (_) {
+      // already closed
+    }
+  }
+  openConnections.clear();
+}
+
+// Promise that rejects after ms with a message; used to bound every wait so a
+// misbehaving router fails a test instead of hanging it.
+function within(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+// Collects event handler invocations; `until(n)` resolves once n arrived.
+class Collector {
+  constructor() {
+    this.items = [];
+    this.waiters = [];
+    this.handler = (args, kwargs, details) => {
+      this.items.push({ args, kwargs, details });
+      this.waiters = this.waiters.filter((w) => {
+        if (this.items.length >= w.n) {
+          w.resolve(this.items);
+          return false;
+        }
+        return true;
+      });
+    };
+  }
+
+  until(n, ms = 10000, what = `${n} events`) {
+    if (this.items.length >= n) return Promise.resolve(this.items);
+    const p = new Promise((resolve) => this.waiters.push({ n, resolve }));
+    return within(p, ms, `${what} (got ${this.items.length})`).catch((e) => {
+      throw new Error(`${e.message}; received so far: ${JSON.stringify(this.items.map((i) => i.args))}`);
+    });
+  }
+}
+
+// A promise with its resolve/reject exposed.
+function deferred() {
+  const d = {};
+  d.promise = new Promise((resolve, reject) => {
+    d.resolve = resolve;
+    d.reject = reject;
+  });
+  return d;
+}
+
+// Awaits a promise that must reject; returns the rejection value.
+async function rejectionOf(promise, ms, what) {
+  try {
+    const value = await within(promise, ms, what);
+    throw Object.assign(new Error(`expected ${what} to fail, but it succeeded with ${JSON.stringify(value)}`), {
+      unexpectedSuccess: true,
+    });
+  } catch (err) {
+    if (err && err.unexpectedSuccess) throw err;
+    if (err instanceof Error && /^timed out/.test(err.message)) throw err;
+    return err;
+  }
+}
+
+module.exports = {
+  autobahn,
+  connect,
+  close,
+  closeAll,
+  within,
+  Collector,
+  deferred,
+  rejectionOf,
+  ConnectError,
+};

@@ -1,0 +1,6 @@
+//! Black-box integration tests: the router binary over real sockets.
+
+mod common;
+mod rawsocket;
+mod routing;
+mod websocket;
