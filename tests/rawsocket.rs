@@ -205,7 +205,11 @@ fn router_respects_the_clients_maximum_length() {
     publisher.expect(PUBLISHED);
     match small.recv() {
         Incoming::Message(m) => {
-            assert!(m.len() <= 512, "the router sent a {}-byte message to a client that accepts 512", m.len());
+            assert!(
+                m.len() <= 512,
+                "the router sent a {}-byte message to a client that accepts 512",
+                m.len()
+            );
             assert_eq!(decode(Ser::MsgPack, &m).at(4), &parse_json(r#"["small"]"#));
         }
         other => panic!("expected the small EVENT, got {other:?}"),

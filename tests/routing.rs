@@ -12,7 +12,7 @@ const SHARDS: usize = 2;
 fn sessions_on_both_shards(r: &Router, n: usize) -> Vec<Client> {
     let ser = |i: usize| if i % 3 == 2 { Ser::MsgPack } else { Ser::Json };
     let mut clients: Vec<Client> = (0..n).map(|i| Client::join_ws(r.ws, ser(i))).collect();
-    while r.metric("sessions").iter().any(|&s| s == 0) && clients.len() < n + 48 {
+    while r.metric("sessions").contains(&0) && clients.len() < n + 48 {
         clients.push(Client::join_ws(r.ws, ser(clients.len())));
     }
     let sessions = r.metric("sessions");
@@ -28,8 +28,15 @@ fn publish_reaches_subscribers_on_both_shards() {
     let mut publisher = clients.remove(0);
     let topic = "com.shards.topic";
     let sub_ids: Vec<u64> = clients.iter_mut().map(|c| c.subscribe(topic, "{}")).collect();
-    assert!(sub_ids.iter().all(|&id| id == sub_ids[0]), "one subscription for one topic: {sub_ids:?}");
-    assert_eq!(r.metric("subscriptions"), vec![1; SHARDS], "each shard holds a replica of the subscription");
+    assert!(
+        sub_ids.iter().all(|&id| id == sub_ids[0]),
+        "one subscription for one topic: {sub_ids:?}"
+    );
+    assert_eq!(
+        r.metric("subscriptions"),
+        vec![1; SHARDS],
+        "each shard holds a replica of the subscription"
+    );
 
     let mesh_before = r.metric_sum("mesh_sent");
     let received_before = r.metric_sum("mesh_received");
@@ -37,7 +44,10 @@ fn publish_reaches_subscribers_on_both_shards() {
 
     const N: u64 = 20;
     for i in 0..N {
-        publisher.send_json(&format!(r#"[16, {}, {{"acknowledge": true}}, "{topic}", [{i}, "event"], {{"seq": {i}}}]"#, 100 + i));
+        publisher.send_json(&format!(
+            r#"[16, {}, {{"acknowledge": true}}, "{topic}", [{i}, "event"], {{"seq": {i}}}]"#,
+            100 + i
+        ));
     }
     let mut publications = Vec::new();
     for i in 0..N {
@@ -50,7 +60,11 @@ fn publish_reaches_subscribers_on_both_shards() {
         for i in 0..N {
             let e = sub.expect(EVENT);
             assert_eq!(e.at(1).u(), sub_ids[0], "subscriber {k}: {e:?}");
-            assert_eq!(e.at(2).u(), publications[i as usize], "subscriber {k}, event {i} out of order: {e:?}");
+            assert_eq!(
+                e.at(2).u(),
+                publications[i as usize],
+                "subscriber {k}, event {i} out of order: {e:?}"
+            );
             assert_eq!(e.at(3), &Value::Dict(Default::default()), "exact subscription: empty details");
             assert_eq!(e.at(4), &parse_json(&format!(r#"[{i}, "event"]"#)), "subscriber {k}");
             assert_eq!(e.at(5), &parse_json(&format!(r#"{{"seq": {i}}}"#)), "subscriber {k}");
@@ -256,8 +270,8 @@ fn error_replies() {
 fn shutdown_says_goodbye_and_exits_zero() {
     let mut r = Router::start(SHARDS);
     // Sessions on both shards; some answer the GOODBYE, some stay silent.
-    let mut answering = vec![r.join_on(0), r.join_on(1), Client::join_ws(r.ws, Ser::MsgPack)];
-    let mut silent = vec![r.join_on(0), r.join_on(1), Client::join_raw(r.rs, Ser::MsgPack)];
+    let mut answering = [r.join_on(0), r.join_on(1), Client::join_ws(r.ws, Ser::MsgPack)];
+    let mut silent = [r.join_on(0), r.join_on(1), Client::join_raw(r.rs, Ser::MsgPack)];
     // An upgraded WebSocket without a session.
     let mut bare = Client::ws(r.ws, Ser::Json);
 
@@ -295,7 +309,7 @@ fn shutdown_says_goodbye_and_exits_zero() {
 #[test]
 fn stop_exits_zero_with_sessions_open() {
     let mut r = Router::start(SHARDS);
-    let mut clients = vec![r.join_on(0), r.join_on(1)];
+    let mut clients = [r.join_on(0), r.join_on(1)];
     let status = r.stop();
     assert_eq!(status.code(), Some(0), "log:\n{}", r.log());
     for c in clients.iter_mut() {
@@ -388,7 +402,11 @@ fn unsubscribe_and_leaving_update_every_shard() {
     stay.drop_connection();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while r.metric("subscriptions") != vec![0, 0] {
-        assert!(std::time::Instant::now() < deadline, "subscriptions: {:?}", r.metric("subscriptions"));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "subscriptions: {:?}",
+            r.metric("subscriptions")
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
@@ -404,7 +422,11 @@ fn procedure_is_free_again_after_its_callee_leaves() {
     first.drop_connection();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while r.metric("registrations") != vec![0, 0] {
-        assert!(std::time::Instant::now() < deadline, "registrations: {:?}", r.metric("registrations"));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "registrations: {:?}",
+            r.metric("registrations")
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let reg = second.register("com.handover");

@@ -14,8 +14,15 @@ fn upgrade_returns_101_with_accept_and_json_subprotocol() {
     assert_eq!(resp.status, 101, "{resp:?}");
     assert_eq!(resp.header("sec-websocket-accept"), Some(WS_ACCEPT));
     assert_eq!(resp.header("sec-websocket-protocol"), Some("wamp.2.json"));
-    assert!(resp.header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")), "{resp:?}");
-    assert!(resp.header("connection").is_some_and(|v| v.to_ascii_lowercase().contains("upgrade")), "{resp:?}");
+    assert!(
+        resp.header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
+        "{resp:?}"
+    );
+    assert!(
+        resp.header("connection")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade")),
+        "{resp:?}"
+    );
 
     // A second key, accept value computed independently (SHA-1 + base64).
     let (resp, _conn) = ws_handshake(r.ws, &upgrade_request("/ws", "x3JJHMbDL1EzLkh9GBhXDw==", Some("wamp.2.json")));
@@ -36,7 +43,12 @@ fn upgrade_negotiates_msgpack_when_offered_first() {
 
     // The session then speaks MessagePack in binary frames.
     let mut c = Client::over(conn, Ser::MsgPack);
-    c.conn.write(&ws_frame(true, ws_op::BINARY, &encode(Ser::MsgPack, &parse_json(&format!(r#"[1, "realm1", {ROLES}]"#))), true));
+    c.conn.write(&ws_frame(
+        true,
+        ws_op::BINARY,
+        &encode(Ser::MsgPack, &parse_json(&format!(r#"[1, "realm1", {ROLES}]"#))),
+        true,
+    ));
     match c.recv() {
         Incoming::Message(bytes) => {
             let w = decode(Ser::MsgPack, &bytes);
@@ -259,7 +271,11 @@ fn client_close_is_echoed() {
     // The session left: the gauge drops back to zero.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while r.metric_sum("sessions") != 0 {
-        assert!(std::time::Instant::now() < deadline, "sessions gauge stuck at {}", r.metric_sum("sessions"));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sessions gauge stuck at {}",
+            r.metric_sum("sessions")
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
@@ -360,7 +376,12 @@ fn partial_and_pipelined_writes() {
     // Several messages in one write are all handled, in order.
     let mut batch = Vec::new();
     for req in 2..=6 {
-        batch.extend(ws_frame(true, ws_op::TEXT, format!(r#"[48, {req}, {{}}, "com.none"]"#).as_bytes(), true));
+        batch.extend(ws_frame(
+            true,
+            ws_op::TEXT,
+            format!(r#"[48, {req}, {{}}, "com.none"]"#).as_bytes(),
+            true,
+        ));
     }
     c.conn.write(&batch);
     for req in 2..=6 {

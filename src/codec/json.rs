@@ -457,6 +457,17 @@ impl<'a> JsonReader<'a> {
     }
 }
 
+/// Parses one complete JSON document into a [`Value`].
+pub fn parse(buf: &[u8]) -> Result<Value, DecodeError> {
+    let mut r = JsonReader::new(buf);
+    let v = r.parse_value(0)?;
+    r.skip_ws();
+    if r.pos != buf.len() {
+        return Err(err("trailing data after value"));
+    }
+    Ok(v)
+}
+
 fn string_value(s: String) -> Value {
     if let Some(b64) = s.strip_prefix('\0') {
         if let Ok(b) = base64::engine::general_purpose::STANDARD.decode(b64) {

@@ -258,6 +258,16 @@ impl MsgWriter {
         self
     }
 
+    /// Appends any value.
+    pub fn value(&mut self, v: &Value) -> &mut Self {
+        self.sep();
+        match self.ser {
+            Serializer::Json => json::write_value(&mut self.buf, v),
+            Serializer::MsgPack => msgpack::write_value(&mut self.buf, v),
+        }
+        self
+    }
+
     /// Appends a pre-encoded dictionary (see [`encode_dict`]).
     pub fn raw_dict(&mut self, encoded: &[u8]) -> &mut Self {
         self.sep();
@@ -282,6 +292,23 @@ impl MsgWriter {
             self.buf.push(b']');
         }
         Bytes::from(self.buf)
+    }
+}
+
+/// Parses a whole message into a [`Value`] (clients and tools use this for
+/// messages a router sends; the router itself uses [`decode`]).
+pub fn parse_value(ser: Serializer, frame: &[u8]) -> Result<Value, DecodeError> {
+    match ser {
+        Serializer::Json => {
+            std::str::from_utf8(frame).map_err(|_| DecodeError::Malformed("invalid UTF-8"))?;
+            json::parse(frame)
+        }
+        Serializer::MsgPack => {
+            let mut r = msgpack::MsgPackReader::new(frame);
+            let v = r.parse_value(0)?;
+            r.finish_value()?;
+            Ok(v)
+        }
     }
 }
 

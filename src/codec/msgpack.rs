@@ -164,6 +164,15 @@ impl<'a> MsgPackReader<'a> {
         Ok(())
     }
 
+    /// Fails unless the whole input was consumed.
+    pub fn finish_value(&self) -> Result<(), DecodeError> {
+        if self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            Err(err("trailing data after value"))
+        }
+    }
+
     /// Parses one value.
     pub fn parse_value(&mut self, depth: usize) -> Result<Value, DecodeError> {
         if depth > MAX_DEPTH {

@@ -311,7 +311,10 @@ pub fn read_http_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> HttpResponse 
         }
         assert!(buf.len() < 65536, "HTTP response head too large");
         if fill(s, buf) == 0 {
-            panic!("connection closed inside the HTTP response head: {:?}", String::from_utf8_lossy(buf));
+            panic!(
+                "connection closed inside the HTTP response head: {:?}",
+                String::from_utf8_lossy(buf)
+            );
         }
     };
     let head = String::from_utf8(buf[..head_end].to_vec()).expect("HTTP head is UTF-8");
