@@ -188,7 +188,6 @@ fn reserved_frame_bits_close_the_connection() {
 /// a Router MUST NOT send messages larger than this size" (the client's
 /// announced maximum).
 #[test]
-#[ignore = "router bug: the client's announced maximum length (RawSocket handshake) is ignored; messages larger than it are sent"]
 fn router_respects_the_clients_maximum_length() {
     let r = Router::start(1);
     // 0x02: MessagePack, 2^9 = 512 octets at most.

@@ -254,7 +254,20 @@ impl Router {
         if s.ser != inv.payload.serializer && !inv.payload.is_empty() {
             ShardStats::inc(&self.stats.transcodes);
         }
+        let details = match &inv.procedure {
+            Some(p) => Dict::new().with("procedure", Value::Str(p.to_string())),
+            None => Dict::new(),
+        };
         let request = s.invocation_ids.next_id();
+        let frame = encode::invocation(s.ser, request, inv.registration, &details, &payload);
+        if !s.outbox.fits(frame.len()) {
+            let done = fail(
+                uris::PAYLOAD_SIZE_EXCEEDED,
+                "the invocation is larger than the callee accepts",
+                inv.payload.serializer,
+            );
+            return self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
+        }
         s.invocations.insert(
             request,
             PendingInvocation {
@@ -299,10 +312,21 @@ impl Router {
         if s.ser != done.payload.serializer && !done.payload.is_empty() {
             ShardStats::inc(&self.stats.transcodes);
         }
-        let frame = match &done.error {
+        let mut frame = match &done.error {
             None => encode::result(s.ser, done.call_request, &Dict::new(), &payload),
             Some(e) => encode::error(s.ser, MessageType::Call, done.call_request, &done.details, e, &payload),
         };
+        if !s.outbox.fits(frame.len()) {
+            let why = codec::payload_from(s.ser, &[Value::Str("the result is larger than the caller accepts".into())]);
+            frame = encode::error(
+                s.ser,
+                MessageType::Call,
+                done.call_request,
+                &Dict::new(),
+                uris::PAYLOAD_SIZE_EXCEEDED,
+                &why,
+            );
+        }
         s.outbox.push(frame);
         ShardStats::inc(&self.stats.messages_out);
     }

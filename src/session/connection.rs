@@ -82,7 +82,7 @@ pub async fn serve_websocket(ctx: Rc<ShardCtx>, mut stream: TcpStream, path: Rc<
             if stream.write_all(&response).await.is_err() {
                 return;
             }
-            run(ctx, stream, buf, Framing::WebSocket, serializer).await;
+            run(ctx, stream, buf, Framing::WebSocket, serializer, usize::MAX).await;
         }
     }
 }
@@ -102,11 +102,23 @@ pub async fn serve_rawsocket(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
             let _ = stream.write_all(&reply).await;
             let _ = stream.close().await;
         }
-        Handshake::Accept { serializer, reply, .. } => {
+        Handshake::Accept {
+            serializer,
+            reply,
+            client_max,
+        } => {
             if stream.write_all(&reply).await.is_err() {
                 return;
             }
-            run(ctx, stream, BytesMut::with_capacity(READ_CHUNK), Framing::RawSocket, serializer).await;
+            run(
+                ctx,
+                stream,
+                BytesMut::with_capacity(READ_CHUNK),
+                Framing::RawSocket,
+                serializer,
+                client_max,
+            )
+            .await;
         }
     }
 }
@@ -142,9 +154,10 @@ fn next_frame(framing: Framing, ws: &mut WsDecoder, buf: &mut BytesMut, max: usi
     }
 }
 
-async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: Framing, ser: Serializer) {
+async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: Framing, ser: Serializer, peer_max: usize) {
     let _ = stream.set_nodelay(true);
     let outbox = Rc::new(Outbox::new(ctx.max_outbound_bytes));
+    outbox.set_max_message(peer_max);
     let conn = ctx.router.borrow_mut().open_connection(outbox.clone(), ser);
     ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
     let (mut reader, writer) = futures_lite::io::split(stream);

@@ -25,6 +25,7 @@ pub struct Outbox {
     queue: RefCell<VecDeque<Outgoing>>,
     bytes: Cell<usize>,
     limit: usize,
+    max_message: Cell<usize>,
     waker: Cell<Option<Waker>>,
     close_waker: Cell<Option<Waker>>,
     closing: Cell<bool>,
@@ -48,6 +49,7 @@ impl Outbox {
             queue: RefCell::new(VecDeque::new()),
             bytes: Cell::new(0),
             limit,
+            max_message: Cell::new(usize::MAX),
             waker: Cell::new(None),
             close_waker: Cell::new(None),
             closing: Cell::new(false),
@@ -61,9 +63,25 @@ impl Outbox {
         }
     }
 
+    /// Sets the largest message the peer accepts (RawSocket handshake).
+    pub fn set_max_message(&self, max: usize) {
+        self.max_message.set(max);
+    }
+
+    /// True if a message of `len` bytes may be sent to this peer.
+    pub fn fits(&self, len: usize) -> bool {
+        len <= self.max_message.get()
+    }
+
     /// Queues a message that must not be dropped (replies, RPC traffic).
+    /// A message larger than the peer accepts is dropped and counted; the
+    /// router checks [`Outbox::fits`] first where it can answer otherwise.
     pub fn push(&self, msg: Bytes) {
         if self.closing.get() {
+            return;
+        }
+        if !self.fits(msg.len()) {
+            self.dropped.set(self.dropped.get() + 1);
             return;
         }
         self.bytes.set(self.bytes.get() + msg.len());
