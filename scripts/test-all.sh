@@ -15,6 +15,9 @@ cargo test --workspace
 step "bench smoke run (each criterion bench once, no timing)"
 cargo bench --workspace -- --test
 
+step "loadtest smoke run (every scenario briefly against a 2-shard router)"
+./scripts/loadtest-smoke.sh
+
 step "build the router for the interop suites"
 cargo build --bin switchyard
 export SWITCHYARD_BIN="$root/target/debug/switchyard"

@@ -57,6 +57,8 @@ pub struct RouterSection {
     pub mesh_spin_us: u64,
     /// How long an idle shard spins before it sleeps in the kernel, in µs.
     pub spin_before_park_us: u64,
+    /// Longest a shard runs tasks before it polls its sockets again, in µs.
+    pub preempt_timer_us: u64,
     /// How long shutdown waits for clients to answer GOODBYE, in ms.
     pub shutdown_grace_ms: u64,
     /// Log filter (tracing syntax), e.g. "info" or "switchyard=debug".
@@ -72,6 +74,7 @@ impl Default for RouterSection {
             mesh_batch: 256,
             mesh_spin_us: 20,
             spin_before_park_us: 0,
+            preempt_timer_us: 500,
             shutdown_grace_ms: 2000,
             log: "info".into(),
         }
@@ -246,6 +249,9 @@ impl Config {
         }
         if r.mesh_batch == 0 {
             return Err(invalid("router.mesh_batch", "must be positive"));
+        }
+        if r.preempt_timer_us == 0 {
+            return Err(invalid("router.preempt_timer_us", "must be positive"));
         }
         if r.shards > 256 {
             return Err(invalid("router.shards", "at most 256 shards"));

@@ -1,4 +1,616 @@
-fn main() {
-    eprintln!("loadtest: not built yet (see issue 3)");
-    std::process::exit(2);
+//! `loadtest`: a load generator for WAMP routers.
+//!
+//! Speaks plain WAMP over WebSocket and RawSocket (JSON or MessagePack), so it
+//! drives any router. Scenarios: `pubsub`, `fanout`, `rpc`, `connect`, and
+//! `ceiling` (a null forwarder: the physical limit of this machine for the
+//! same frames). Closed loop (maximum rate within an in-flight window) or open
+//! loop (`--rate`, latency from each message's intended send time, free of
+//! coordinated omission). Latencies go into HDR histograms.
+
+mod ceiling;
+mod client;
+mod run;
+mod scenario;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use switchyard::wamp::message::Serializer;
+
+use crate::run::{join_workers, now_ns, spawn_workers, Shared};
+use crate::scenario::{Pace, Setup};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Load generator for WAMP routers")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// P publishers, S subscribers, T topics.
+    Pubsub {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1)]
+        publishers: usize,
+        #[arg(long, default_value_t = 1)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 1)]
+        topics: usize,
+    },
+    /// One publisher to S subscribers on one topic.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+    },
+    /// C callers, K callees; N calls in flight per caller (--window).
+    Rpc {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1)]
+        callers: usize,
+        #[arg(long, default_value_t = 1)]
+        callees: usize,
+    },
+    /// Open N sessions and hold them; with --pid, the router's RSS per session.
+    Connect {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 1000)]
+        sessions: usize,
+        /// PID of the router, to read its RSS before and after.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Connections opened at once per load thread.
+        #[arg(long, default_value_t = 128)]
+        concurrency: usize,
+    },
+    /// The physical ceiling: the same frames through a null forwarder.
+    Ceiling {
+        #[command(flatten)]
+        common: Common,
+        /// What to mirror: pub/sub throughput or RPC ping-pong.
+        #[arg(long, value_enum, default_value_t = CeilingKind::Pubsub)]
+        mode: CeilingKind,
+        /// CPU to pin the forwarder to (the router's CPU in a comparison).
+        #[arg(long)]
+        forwarder_cpu: Option<usize>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum CeilingKind {
+    Pubsub,
+    Pingpong,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SerArg {
+    Json,
+    Msgpack,
+}
+
+#[derive(Debug, Clone, Args)]
+struct Common {
+    /// Router URL: ws://HOST:PORT/PATH or rs://HOST:PORT.
+    #[arg(long, default_value = "rs://127.0.0.1:8081")]
+    url: String,
+    #[arg(long, value_enum, default_value_t = SerArg::Msgpack)]
+    serializer: SerArg,
+    #[arg(long, default_value = "realm1")]
+    realm: String,
+    /// Seconds of measurement.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds of load before the measurement starts.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Open loop: total messages per second over all senders.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Closed loop: messages in flight per sender.
+    #[arg(long)]
+    window: Option<u64>,
+    /// Payload padding in bytes.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Load threads (default: one per CPU in --cpus, else 1).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// CPUs to pin the load threads to, e.g. "1" or "2-3".
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Write every figure as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Serialize)]
+struct Latency {
+    samples: u64,
+    p50_us: f64,
+    p90_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    max_us: f64,
+}
+
+impl Latency {
+    fn from(h: &Histogram<u64>) -> Latency {
+        let us = |v: u64| v as f64 / 1000.0;
+        Latency {
+            samples: h.len(),
+            p50_us: us(h.value_at_quantile(0.5)),
+            p90_us: us(h.value_at_quantile(0.9)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            p999_us: us(h.value_at_quantile(0.999)),
+            max_us: us(h.max()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    scenario: String,
+    target: String,
+    serializer: String,
+    mode: String,
+    duration_s: f64,
+    payload_bytes: usize,
+    sent: u64,
+    received: u64,
+    /// Deliveries expected but not seen (pub/sub).
+    lost: Option<u64>,
+    out_of_order: u64,
+    errors: u64,
+    sent_per_s: f64,
+    received_per_s: f64,
+    latency: Latency,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_before_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_after_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_per_session_bytes: Option<f64>,
+}
+
+fn parse_cpus(s: &Option<String>) -> Result<Vec<usize>, String> {
+    match s {
+        None => Ok(Vec::new()),
+        Some(s) => switchyard::config::parse_cpu_list(s).map_err(|e| format!("--cpus: {e}")),
+    }
+}
+
+struct Plan {
+    label: String,
+    senders: usize,
+    /// Deliveries each sent message should produce (pub/sub), for loss.
+    fanout_per_sender: Vec<u64>,
+    roles: usize,
+}
+
+fn execute<F, Fut>(common: &Common, plan: Plan, pace: Pace, work: F) -> Result<Report, String>
+where
+    F: Fn(usize, usize, Arc<Shared>, run::Hist) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let cpus = parse_cpus(&common.cpus)?;
+    let threads = common.threads.unwrap_or(cpus.len().max(1)).max(1);
+    let shared = Shared::new(plan.senders.max(1));
+    let s2 = shared.clone();
+    let w = work.clone();
+    let handles = spawn_workers(threads, &cpus, move |t, hist| {
+        let shared = s2.clone();
+        let w = w.clone();
+        async move { w(t, threads, shared, hist).await }
+    })?;
+
+    // setup: wait for every role
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while shared.ready.load(Ordering::Acquire) < plan.roles {
+        if Instant::now() > deadline {
+            shared.stop.store(true, Ordering::SeqCst);
+            shared.done.store(true, Ordering::SeqCst);
+            join_workers(handles);
+            return Err(format!(
+                "only {} of {} sessions were set up within 60 s",
+                shared.ready.load(Ordering::Relaxed),
+                plan.roles
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let failures = shared.failures.lock().map(|f| f.clone()).unwrap_or_default();
+    if !failures.is_empty() {
+        shared.stop.store(true, Ordering::SeqCst);
+        shared.done.store(true, Ordering::SeqCst);
+        join_workers(handles);
+        return Err(format!("setup failed: {}", failures.join("; ")));
+    }
+
+    let warm = Duration::from_secs_f64(common.warmup.max(0.0));
+    let dur = Duration::from_secs_f64(common.duration.max(0.1));
+    let t0 = now_ns();
+    shared.window_start.store(t0 + warm.as_nanos() as u64, Ordering::SeqCst);
+    shared.window_end.store(t0 + (warm + dur).as_nanos() as u64, Ordering::SeqCst);
+    shared.go.store(true, Ordering::Release);
+
+    let bar = if common.quiet {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new((warm + dur).as_millis() as u64);
+        b.set_style(ProgressStyle::with_template("{spinner} [{elapsed}] {bar:30} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+        b
+    };
+    let start = Instant::now();
+    let mut at_window_start = None;
+    let mut last = (Instant::now(), 0u64, 0u64);
+    while start.elapsed() < warm + dur {
+        std::thread::sleep(Duration::from_millis(100));
+        if at_window_start.is_none() && start.elapsed() >= warm {
+            at_window_start = Some((Instant::now(), shared.sent.get(), shared.received.get()));
+        }
+        let (t, s, r) = (Instant::now(), shared.sent.get(), shared.received.get());
+        let dt = t.duration_since(last.0).as_secs_f64().max(1e-9);
+        bar.set_position(start.elapsed().as_millis() as u64);
+        bar.set_message(format!(
+            "{}: sent {:.0}/s received {:.0}/s errors {}",
+            plan.label,
+            (s - last.1) as f64 / dt,
+            (r - last.2) as f64 / dt,
+            shared.errors.get()
+        ));
+        last = (t, s, r);
+    }
+    let end = (Instant::now(), shared.sent.get(), shared.received.get());
+    shared.stop.store(true, Ordering::SeqCst);
+    bar.finish_and_clear();
+    let begin = at_window_start.unwrap_or((start, 0, 0));
+    let secs = end.0.duration_since(begin.0).as_secs_f64().max(1e-9);
+
+    // let in-flight messages arrive, then end every session
+    let expected = |sh: &Shared| -> u64 {
+        (0..plan.senders)
+            .map(|i| sh.sent_by[i].get() * plan.fanout_per_sender.get(i).copied().unwrap_or(0))
+            .sum()
+    };
+    let drain_deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < drain_deadline && !plan.fanout_per_sender.is_empty() && shared.received.get() < expected(&shared) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if plan.fanout_per_sender.is_empty() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    shared.done.store(true, Ordering::SeqCst);
+    let hist = join_workers(handles);
+    let lost = (!plan.fanout_per_sender.is_empty()).then(|| expected(&shared).saturating_sub(shared.received.get()));
+    Ok(Report {
+        scenario: plan.label,
+        target: common.url.clone(),
+        serializer: format!("{:?}", common.serializer).to_lowercase(),
+        mode: match pace {
+            Pace::Closed { window } => format!("closed loop, window {window}"),
+            Pace::Open { per_sender } => format!("open loop, {per_sender:.0}/s per sender"),
+        },
+        duration_s: secs,
+        payload_bytes: common.payload,
+        sent: shared.sent.get(),
+        received: shared.received.get(),
+        lost,
+        out_of_order: shared.out_of_order.get(),
+        errors: shared.errors.get(),
+        sent_per_s: (end.1 - begin.1) as f64 / secs,
+        received_per_s: (end.2 - begin.2) as f64 / secs,
+        latency: Latency::from(&hist),
+        rss_before_bytes: None,
+        rss_after_bytes: None,
+        rss_per_session_bytes: None,
+    })
+}
+
+fn setup_for(common: &Common, senders: usize, default_window: u64) -> Result<(Arc<Setup>, Pace), String> {
+    let target = client::parse_url(&common.url)?;
+    let pace = match common.rate {
+        Some(r) if r > 0.0 => Pace::Open {
+            per_sender: r / senders.max(1) as f64,
+        },
+        Some(_) => return Err("--rate must be positive".into()),
+        None => Pace::Closed {
+            window: common.window.unwrap_or(default_window).max(1),
+        },
+    };
+    let ser = match common.serializer {
+        SerArg::Json => Serializer::Json,
+        SerArg::Msgpack => Serializer::MsgPack,
+    };
+    Ok((
+        Arc::new(Setup {
+            target,
+            ser,
+            realm: common.realm.clone(),
+            pace,
+            pad: common.payload,
+        }),
+        pace,
+    ))
+}
+
+fn pubsub(common: &Common, label: &str, publishers: usize, subscribers: usize, topics: usize) -> Result<Report, String> {
+    if publishers == 0 || topics == 0 {
+        return Err("--publishers and --topics must be at least 1".into());
+    }
+    let (setup, pace) = setup_for(common, publishers, 64)?;
+    let topic = move |i: usize| format!("loadtest.topic.{}", i % topics);
+    let subs_on = |t: usize| (0..subscribers).filter(|s| s % topics == t).count() as u64;
+    let plan = Plan {
+        label: label.into(),
+        senders: publishers,
+        fanout_per_sender: (0..publishers).map(|p| subs_on(p % topics)).collect(),
+        roles: publishers + subscribers,
+    };
+    execute(common, plan, pace, move |t, threads, shared, hist| {
+        let setup = setup.clone();
+        async move {
+            let mut tasks = Vec::new();
+            for s in (0..subscribers).filter(|s| s % threads == t) {
+                tasks.push(glommio::spawn_local(scenario::subscriber(
+                    setup.clone(),
+                    shared.clone(),
+                    s,
+                    topic(s),
+                    hist.clone(),
+                )));
+            }
+            // publishers start once every subscriber holds SUBSCRIBED
+            while shared.ready.load(Ordering::Acquire) < subscribers && !shared.stop.load(Ordering::Relaxed) {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            for p in (0..publishers).filter(|p| (p + subscribers) % threads == t) {
+                let fanout = (0..subscribers).filter(|s| s % topics == p % topics).count() as u64;
+                tasks.push(glommio::spawn_local(scenario::publisher(
+                    setup.clone(),
+                    shared.clone(),
+                    p,
+                    topic(p),
+                    fanout,
+                )));
+            }
+            for task in tasks {
+                task.await;
+            }
+        }
+    })
+}
+
+fn rpc(common: &Common, callers: usize, callees: usize) -> Result<Report, String> {
+    if callers == 0 || callees == 0 {
+        return Err("--callers and --callees must be at least 1".into());
+    }
+    let (setup, pace) = setup_for(common, callers, 1)?;
+    // One procedure per callee; callers spread over them.
+    let procedure = move |i: usize| format!("loadtest.echo.{}", i % callees);
+    let plan = Plan {
+        label: "rpc".into(),
+        senders: callers,
+        fanout_per_sender: Vec::new(),
+        roles: callers + callees,
+    };
+    execute(common, plan, pace, move |t, threads, shared, hist| {
+        let setup = setup.clone();
+        async move {
+            let mut tasks = Vec::new();
+            for k in (0..callees).filter(|k| k % threads == t) {
+                tasks.push(glommio::spawn_local(scenario::callee(
+                    setup.clone(),
+                    shared.clone(),
+                    k,
+                    procedure(k),
+                )));
+            }
+            while shared.ready.load(Ordering::Acquire) < callees && !shared.stop.load(Ordering::Relaxed) {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            for c in (0..callers).filter(|c| (c + callees) % threads == t) {
+                tasks.push(glommio::spawn_local(scenario::caller(
+                    setup.clone(),
+                    shared.clone(),
+                    c,
+                    procedure(c),
+                    hist.clone(),
+                )));
+            }
+            for task in tasks {
+                task.await;
+            }
+        }
+    })
+}
+
+fn connect(common: &Common, sessions: usize, pid: Option<u32>, concurrency: usize) -> Result<Report, String> {
+    let (setup, pace) = setup_for(common, 1, 1)?;
+    let before = pid.and_then(run::rss_of);
+    if pid.is_some() && before.is_none() {
+        return Err(format!("cannot read /proc/{}/status", pid.unwrap_or(0)));
+    }
+    let plan = Plan {
+        label: "connect".into(),
+        senders: 0,
+        fanout_per_sender: Vec::new(),
+        roles: sessions,
+    };
+    let mut common = common.clone();
+    common.warmup = 0.0;
+    let after = Arc::new(std::sync::Mutex::new(None));
+    let after2 = after.clone();
+    let mut report = execute(&common, plan, pace, move |t, threads, shared, hist| {
+        let setup = setup.clone();
+        let after = after2.clone();
+        async move {
+            let gate = std::rc::Rc::new(glommio::sync::Semaphore::new(concurrency.max(1) as u64));
+            let mut tasks = Vec::new();
+            for i in (0..sessions).filter(|i| i % threads == t) {
+                tasks.push(glommio::spawn_local(scenario::holder(
+                    setup.clone(),
+                    shared.clone(),
+                    i,
+                    hist.clone(),
+                    gate.clone(),
+                )));
+            }
+            if t == 0 {
+                // once everything is open, sample the router's memory
+                while shared.ready.load(Ordering::Acquire) < sessions {
+                    glommio::timer::sleep(Duration::from_millis(5)).await;
+                }
+                glommio::timer::sleep(Duration::from_millis(300)).await;
+                if let (Some(p), Ok(mut a)) = (pid, after.lock()) {
+                    *a = run::rss_of(p);
+                }
+            }
+            for task in tasks {
+                task.await;
+            }
+        }
+    })?;
+    report.rss_before_bytes = before;
+    let rss_after = after.lock().ok().and_then(|a| *a);
+    report.rss_after_bytes = rss_after;
+    if let (Some(b), Some(a)) = (before, rss_after) {
+        report.rss_per_session_bytes = Some((a as f64 - b as f64) / sessions.max(1) as f64);
+    }
+    Ok(report)
+}
+
+fn ceiling(common: &Common, mode: CeilingKind, forwarder_cpu: Option<usize>) -> Result<Report, String> {
+    let addr = ceiling::start_forwarder(forwarder_cpu)?;
+    let window = common.window.unwrap_or(match mode {
+        CeilingKind::Pubsub => 64,
+        CeilingKind::Pingpong => 1,
+    });
+    // frames of the size the router moves for this payload (a PUBLISH / CALL)
+    let ser = match common.serializer {
+        SerArg::Json => Serializer::Json,
+        SerArg::Msgpack => Serializer::MsgPack,
+    };
+    let pad = "x".repeat(common.payload);
+    let args = switchyard::wamp::Value::List(vec![
+        switchyard::wamp::Value::UInt(0),
+        switchyard::wamp::Value::UInt(1),
+        switchyard::wamp::Value::UInt(now_ns()),
+        switchyard::wamp::Value::Str(pad),
+    ]);
+    let size = match mode {
+        CeilingKind::Pubsub => client::msg::publish(ser, 1, "loadtest.topic.0", false, &args).len(),
+        CeilingKind::Pingpong => client::msg::call(ser, 1, "loadtest.echo.0", &args).len(),
+    };
+    let plan = Plan {
+        label: format!("ceiling-{}", format!("{mode:?}").to_lowercase()),
+        senders: 1,
+        fanout_per_sender: match mode {
+            CeilingKind::Pubsub => vec![1],
+            CeilingKind::Pingpong => Vec::new(),
+        },
+        roles: 2,
+    };
+    let pace = Pace::Closed { window };
+    let mut common = common.clone();
+    common.url = format!("rs://{addr} (null forwarder)");
+    common.threads = Some(1);
+    execute(&common, plan, pace, move |t, _threads, shared, hist| async move {
+        if t == 0 {
+            match mode {
+                CeilingKind::Pubsub => ceiling::pubsub_pair(addr, shared, size, window, hist).await,
+                CeilingKind::Pingpong => ceiling::pingpong_pair(addr, shared, size, window, hist).await,
+            }
+        }
+    })
+}
+
+fn print(r: &Report) {
+    println!("scenario        {}", r.scenario);
+    println!("target          {} ({})", r.target, r.serializer);
+    println!("mode            {}, payload {} B", r.mode, r.payload_bytes);
+    println!("measured        {:.2} s", r.duration_s);
+    println!("sent            {} ({:.0}/s)", r.sent, r.sent_per_s);
+    println!("received        {} ({:.0}/s)", r.received, r.received_per_s);
+    if let Some(l) = r.lost {
+        println!("lost            {l}");
+    }
+    println!("out of order    {}", r.out_of_order);
+    println!("errors          {}", r.errors);
+    let l = &r.latency;
+    println!(
+        "latency (µs)    p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  ({} samples)",
+        l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us, l.samples
+    );
+    if let (Some(b), Some(a)) = (r.rss_before_bytes, r.rss_after_bytes) {
+        println!(
+            "router RSS      {:.1} MiB -> {:.1} MiB ({:.0} B per session)",
+            b as f64 / 1048576.0,
+            a as f64 / 1048576.0,
+            r.rss_per_session_bytes.unwrap_or(0.0)
+        );
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    now_ns();
+    let (common, result) = match &cli.cmd {
+        Cmd::Pubsub {
+            common,
+            publishers,
+            subscribers,
+            topics,
+        } => (common, pubsub(common, "pubsub", *publishers, *subscribers, *topics)),
+        Cmd::Fanout { common, subscribers } => (common, pubsub(common, "fanout", 1, *subscribers, 1)),
+        Cmd::Rpc { common, callers, callees } => (common, rpc(common, *callers, *callees)),
+        Cmd::Connect {
+            common,
+            sessions,
+            pid,
+            concurrency,
+        } => (common, connect(common, *sessions, *pid, *concurrency)),
+        Cmd::Ceiling {
+            common,
+            mode,
+            forwarder_cpu,
+        } => (common, ceiling(common, *mode, *forwarder_cpu)),
+    };
+    match result {
+        Ok(report) => {
+            print(&report);
+            if let Some(path) = &common.json {
+                let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+                if let Err(e) = std::fs::write(path, text + "\n") {
+                    eprintln!("loadtest: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            if report.errors > 0 {
+                eprintln!("loadtest: {} errors during the run", report.errors);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

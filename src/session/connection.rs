@@ -25,13 +25,28 @@ use crate::wamp::message::Serializer;
 
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Reads at least one more byte into `buf`; `Ok(0)` at end of stream.
+/// Restores the buffer's length if a read is dropped before it completes.
+struct Fill<'a> {
+    buf: &'a mut BytesMut,
+    keep: usize,
+}
+
+impl Drop for Fill<'_> {
+    fn drop(&mut self) {
+        self.buf.truncate(self.keep);
+    }
+}
+
+/// Reads at least one more byte into `buf`; `Ok(0)` at end of stream. Safe to
+/// cancel: a dropped read leaves `buf` as it was.
 async fn read_more<R: futures_lite::AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
     let start = buf.len();
     buf.resize(start + READ_CHUNK, 0);
-    let res = r.read(&mut buf[start..]).await;
-    let n = *res.as_ref().unwrap_or(&0);
-    buf.truncate(start + n);
+    let mut fill = Fill { buf, keep: start };
+    let res = r.read(&mut fill.buf[start..]).await;
+    if let Ok(n) = res {
+        fill.keep = start + n;
+    }
     res
 }
 

@@ -56,7 +56,8 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
         let shutdown = shutdown.clone();
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{me}"))
-            .spin_before_park(Duration::from_micros(v.config.router.spin_before_park_us));
+            .spin_before_park(Duration::from_micros(v.config.router.spin_before_park_us))
+            .preempt_timer(Duration::from_micros(v.config.router.preempt_timer_us));
         let handle = builder
             .spawn(move || async move { shard_main(me, n, seed, v, all_stats, router_cfg, ready, shutdown).await })
             .map_err(|e| format!("cannot start shard {me} on CPU {cpu}: {e}"))?;

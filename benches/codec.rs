@@ -1,0 +1,173 @@
+//! Message codec: `codec::decode` of a PUBLISH and of a CALL in JSON and
+//! MessagePack with ~64 B and ~4 KiB payloads (Arguments + ArgumentsKw), and
+//! EVENT encoding by splicing the payload (`codec::encode::event`) for a
+//! subscriber on the same serializer and, with `codec::transcode` first, on
+//! the other one.
+
+use bytes::Bytes;
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use switchyard::codec::{self, encode, json, msgpack};
+use switchyard::wamp::message::Serializer;
+use switchyard::wamp::{Dict, Message, Payload, Value};
+
+/// The router binary's allocator, so allocation costs match production.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const SIZES: [(usize, &str); 2] = [(64, "64B"), (4096, "4KiB")];
+
+fn ser_name(ser: Serializer) -> &'static str {
+    match ser {
+        Serializer::Json => "json",
+        Serializer::MsgPack => "msgpack",
+    }
+}
+
+fn other(ser: Serializer) -> Serializer {
+    match ser {
+        Serializer::Json => Serializer::MsgPack,
+        Serializer::MsgPack => Serializer::Json,
+    }
+}
+
+fn encode_value(ser: Serializer, v: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    match ser {
+        Serializer::Json => json::write_value(&mut out, v),
+        Serializer::MsgPack => msgpack::write_value(&mut out, v),
+    }
+    out
+}
+
+/// Arguments and ArgumentsKw of mixed, realistic content: `items` records
+/// in Arguments, a string of `pad` bytes in ArgumentsKw.
+fn payload_values(items: usize, pad: usize) -> (Value, Value) {
+    let mut args = vec![Value::UInt(1), Value::Str("hello".into()), Value::Float(2.5), Value::Bool(true)];
+    for i in 0..items as u64 {
+        args.push(Value::Dict(
+            Dict::new()
+                .with("id", Value::UInt(i))
+                .with("name", Value::Str(format!("item-{i}")))
+                .with("score", Value::Float(i as f64 * 0.25 - 3.0))
+                .with("tags", Value::List(vec![Value::Str("a".into()), Value::Int(-(i as i64) - 1)])),
+        ));
+    }
+    let kwargs = Dict::new()
+        .with("seq", Value::UInt(12345))
+        .with("note", Value::Str("x".repeat(pad)));
+    (Value::List(args), Value::Dict(kwargs))
+}
+
+/// Encoded length of `args` + `kwargs` as they sit in a message.
+fn payload_len(ser: Serializer, args: &Value, kwargs: &Value) -> usize {
+    encode_value(ser, args).len() + encode_value(ser, kwargs).len() + usize::from(ser == Serializer::Json)
+}
+
+/// Payload values whose encoding in `ser` is `target` bytes (or just over).
+fn sized_payload(ser: Serializer, target: usize) -> (Value, Value) {
+    let mut items = 0;
+    while payload_len(ser, &payload_values(items + 1, 0).0, &payload_values(items + 1, 0).1) <= target {
+        items += 1;
+    }
+    let mut pad = 0;
+    loop {
+        let (a, k) = payload_values(items, pad);
+        let len = payload_len(ser, &a, &k);
+        if len >= target {
+            return (a, k);
+        }
+        pad += target - len;
+    }
+}
+
+/// `[code, Request, Options, URI, Arguments, ArgumentsKw]` (PUBLISH or CALL).
+fn frame(ser: Serializer, code: u64, uri: &str, target: usize) -> Bytes {
+    let (args, kwargs) = sized_payload(ser, target);
+    let options = Dict::new().with("acknowledge", Value::Bool(true));
+    let msg = Value::List(vec![
+        Value::UInt(code),
+        Value::UInt(4242),
+        Value::Dict(options),
+        Value::Str(uri.into()),
+        args,
+        kwargs,
+    ]);
+    Bytes::from(encode_value(ser, &msg))
+}
+
+fn payload_of(m: &Message) -> &Payload {
+    match m {
+        Message::Publish { payload, .. } | Message::Call { payload, .. } => payload,
+        other => panic!("not a PUBLISH or CALL: {other:?}"),
+    }
+}
+
+fn decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode");
+    for (what, code, uri) in [
+        ("publish", 16, "com.example.topic.update"),
+        ("call", 48, "com.example.procedure.add"),
+    ] {
+        for ser in [Serializer::Json, Serializer::MsgPack] {
+            for (target, size) in SIZES {
+                let f = frame(ser, code, uri, target);
+                let m = codec::decode(ser, &f).expect("valid frame");
+                let p = payload_of(&m);
+                assert_eq!(p.count, 2);
+                assert!(p.raw.len() >= target && p.raw.len() < target + 64, "payload {} B", p.raw.len());
+                assert_eq!(m.message_type().code(), code);
+                g.throughput(Throughput::Bytes(f.len() as u64));
+                g.bench_with_input(BenchmarkId::new(format!("{what}/{}", ser_name(ser)), size), &f, |b, f| {
+                    b.iter(|| codec::decode(ser, black_box(f)))
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+fn event(c: &mut Criterion) {
+    let mut g = c.benchmark_group("event_encode");
+    let details = [
+        codec::encode_dict(Serializer::Json, &Dict::new()),
+        codec::encode_dict(Serializer::MsgPack, &Dict::new()),
+    ];
+    for from in [Serializer::Json, Serializer::MsgPack] {
+        for (target, size) in SIZES {
+            let f = frame(from, 16, "com.example.topic.update", target);
+            let m = codec::decode(from, &f).expect("valid frame");
+            let payload = payload_of(&m).clone();
+
+            // Same serializer: header + spliced payload.
+            let ev = encode::event(from, 7, 8, &details[from.index()], &payload);
+            assert!(ev.len() > payload.raw.len() && ev.windows(payload.raw.len()).any(|w| w == &payload.raw[..]));
+            g.throughput(Throughput::Bytes(payload.raw.len() as u64));
+            g.bench_with_input(BenchmarkId::new(format!("splice/{}", ser_name(from)), size), &payload, |b, p| {
+                b.iter(|| encode::event(from, 7, 8, &details[from.index()], black_box(p)))
+            });
+
+            // Other serializer: transcode once, then splice.
+            let to = other(from);
+            let t = codec::transcode(&payload, to).expect("transcodes");
+            assert_eq!((t.serializer, t.count), (to, 2));
+            let back = codec::transcode(&t, from).expect("transcodes back");
+            assert_eq!(codec::transcode(&back, to).expect("transcodes"), t);
+            let ev = encode::event(to, 7, 8, &details[to.index()], &t);
+            assert!(ev.len() > t.raw.len());
+            g.bench_with_input(
+                BenchmarkId::new(format!("transcode/{}_to_{}", ser_name(from), ser_name(to)), size),
+                &payload,
+                |b, p| {
+                    b.iter(|| {
+                        let t = codec::transcode(black_box(p), to).expect("transcodes");
+                        encode::event(to, 7, 8, &details[to.index()], &t)
+                    })
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decode, event);
+criterion_main!(benches);

@@ -1,0 +1,356 @@
+//! A minimal WAMP client transport for load generation: WebSocket (client
+//! side, masked frames) and RawSocket over TCP, on glommio, with the router's
+//! own codec for messages.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use glommio::net::TcpStream;
+use switchyard::codec::{self, MsgWriter};
+use switchyard::transport::{rawsocket, websocket, Framing};
+use switchyard::wamp::message::Serializer;
+use switchyard::wamp::{Dict, MessageType, Value};
+
+/// Where to connect.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub framing: Framing,
+    pub host: String,
+    pub path: String,
+}
+
+/// Parses `ws://host:port/path` or `rs://host:port` (also `tcp://`).
+pub fn parse_url(url: &str) -> Result<Target, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("'{url}' is not a URL like ws://127.0.0.1:8080/ws or rs://127.0.0.1:8081"))?;
+    let framing = match scheme {
+        "ws" => Framing::WebSocket,
+        "rs" | "tcp" | "rawsocket" => Framing::RawSocket,
+        other => return Err(format!("unsupported scheme '{other}' (use ws:// or rs://)")),
+    };
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = hostport
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{hostport}': {e}"))?
+        .next()
+        .ok_or_else(|| format!("'{hostport}' resolves to no address"))?;
+    Ok(Target {
+        addr,
+        framing,
+        host: hostport.to_owned(),
+        path: path.to_owned(),
+    })
+}
+
+/// The receiving half of a connection.
+#[derive(Debug)]
+pub struct Reader {
+    r: ReadHalf<TcpStream>,
+    buf: BytesMut,
+    framing: Framing,
+}
+
+/// The sending half of a connection; messages are framed into one buffer and
+/// written together by [`Writer::flush`].
+#[derive(Debug)]
+pub struct Writer {
+    w: WriteHalf<TcpStream>,
+    framing: Framing,
+    opcode: u8,
+    out: Vec<u8>,
+    mask: [u8; 4],
+}
+
+fn proto_err(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// Opens a connection and completes the transport handshake.
+pub async fn connect(target: &Target, ser: Serializer) -> io::Result<(Reader, Writer)> {
+    let mut stream = TcpStream::connect(target.addr).await?;
+    stream.set_nodelay(true)?;
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    match target.framing {
+        Framing::WebSocket => {
+            let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, rand::random::<[u8; 16]>());
+            let req = format!(
+                "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {}\r\n\r\n",
+                target.path,
+                target.host,
+                ser.subprotocol()
+            );
+            stream.write_all(req.as_bytes()).await?;
+            let end = loop {
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                if buf.len() > 16 * 1024 {
+                    return Err(proto_err("HTTP response too large"));
+                }
+                if read_more(&mut stream, &mut buf).await? == 0 {
+                    return Err(proto_err("connection closed during the WebSocket handshake"));
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let status = head.lines().next().unwrap_or("");
+            if !status.contains(" 101 ") {
+                return Err(proto_err(format!("WebSocket upgrade refused: {status}")));
+            }
+            let accept = websocket::accept_key(&key);
+            if !head.contains(&accept) {
+                return Err(proto_err("bad Sec-WebSocket-Accept"));
+            }
+            buf.advance(end);
+        }
+        Framing::RawSocket => {
+            let s = match ser {
+                Serializer::Json => 1,
+                Serializer::MsgPack => 2,
+            };
+            stream.write_all(&[rawsocket::MAGIC, 0xF0 | s, 0, 0]).await?;
+            let mut reply = [0u8; 4];
+            stream.read_exact(&mut reply).await?;
+            if reply[0] != rawsocket::MAGIC || reply[1] & 0x0f != s {
+                return Err(proto_err(format!("RawSocket handshake refused (error {})", reply[1] >> 4)));
+            }
+        }
+    }
+    let (r, w) = futures_lite::io::split(stream);
+    Ok((
+        Reader {
+            r,
+            buf,
+            framing: target.framing,
+        },
+        Writer {
+            w,
+            framing: target.framing,
+            opcode: match ser {
+                Serializer::Json => websocket::opcode::TEXT,
+                Serializer::MsgPack => websocket::opcode::BINARY,
+            },
+            out: Vec::with_capacity(4096),
+            mask: rand::random(),
+        },
+    ))
+}
+
+/// Restores the buffer's length if a read is dropped before it completes.
+struct Fill<'a> {
+    buf: &'a mut BytesMut,
+    keep: usize,
+}
+
+impl Drop for Fill<'_> {
+    fn drop(&mut self) {
+        self.buf.truncate(self.keep);
+    }
+}
+
+/// Reads at least one more byte into `buf`; `Ok(0)` at end of stream. Safe to
+/// cancel: a dropped read leaves `buf` as it was.
+async fn read_more<R: futures_lite::AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + 16 * 1024, 0);
+    let mut fill = Fill { buf, keep: start };
+    let res = r.read(&mut fill.buf[start..]).await;
+    if let Ok(n) = res {
+        fill.keep = start + n;
+    }
+    res
+}
+
+impl Reader {
+    /// The next complete message already in the buffer, if any.
+    pub fn try_next(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            match self.framing {
+                Framing::RawSocket => {
+                    if self.buf.len() < 4 {
+                        return Ok(None);
+                    }
+                    let kind = self.buf[0] & 7;
+                    let len = u32::from_be_bytes([0, self.buf[1], self.buf[2], self.buf[3]]) as usize;
+                    if self.buf.len() < 4 + len {
+                        return Ok(None);
+                    }
+                    self.buf.advance(4);
+                    let data = self.buf.split_to(len).freeze();
+                    if kind == rawsocket::frame_type::WAMP {
+                        return Ok(Some(data));
+                    }
+                }
+                Framing::WebSocket => {
+                    if self.buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    let op = self.buf[0] & 0x0f;
+                    let (len, h) = match self.buf[1] & 0x7f {
+                        126 if self.buf.len() >= 4 => (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4),
+                        127 if self.buf.len() >= 10 => {
+                            let mut b = [0u8; 8];
+                            b.copy_from_slice(&self.buf[2..10]);
+                            (u64::from_be_bytes(b) as usize, 10)
+                        }
+                        126 | 127 => return Ok(None),
+                        l => (l as usize, 2),
+                    };
+                    if self.buf.len() < h + len {
+                        return Ok(None);
+                    }
+                    self.buf.advance(h);
+                    let data = self.buf.split_to(len).freeze();
+                    match op {
+                        0x1 | 0x2 => return Ok(Some(data)),
+                        0x8 => return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "router closed the WebSocket")),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the next message; an error at end of stream.
+    pub async fn next(&mut self) -> io::Result<Bytes> {
+        loop {
+            if let Some(m) = self.try_next()? {
+                return Ok(m);
+            }
+            if read_more(&mut self.r, &mut self.buf).await? == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "router closed the connection"));
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// Frames `msg` into the pending buffer.
+    pub fn queue(&mut self, msg: &[u8]) {
+        match self.framing {
+            Framing::RawSocket => rawsocket::write_header(&mut self.out, rawsocket::frame_type::WAMP, msg.len()),
+            Framing::WebSocket => {
+                // client frames are masked
+                let start = self.out.len();
+                websocket::write_header(&mut self.out, self.opcode, msg.len());
+                self.out[start + 1] |= 0x80;
+                self.out.extend_from_slice(&self.mask);
+                let base = self.out.len();
+                self.out.extend_from_slice(msg);
+                for (i, b) in self.out[base..].iter_mut().enumerate() {
+                    *b ^= self.mask[i & 3];
+                }
+                return;
+            }
+        }
+        self.out.extend_from_slice(msg);
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let r = self.w.write_all(&self.out).await;
+        self.out.clear();
+        r
+    }
+
+    /// Queues and writes one message.
+    pub async fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.queue(msg);
+        self.flush().await
+    }
+
+    /// Closes the write side.
+    pub async fn close(&mut self) {
+        let _ = self.w.close().await;
+    }
+}
+
+/// A parsed message from the router: its code and elements.
+pub fn parse(ser: Serializer, msg: &[u8]) -> io::Result<(u64, Vec<Value>)> {
+    match codec::parse_value(ser, msg) {
+        Ok(Value::List(items)) => match items.first() {
+            Some(Value::UInt(code)) => Ok((*code, items)),
+            _ => Err(proto_err("message without a type code")),
+        },
+        Ok(_) => Err(proto_err("message is not a list")),
+        Err(e) => Err(proto_err(format!("undecodable message: {e}"))),
+    }
+}
+
+/// Builders for the messages a client sends.
+pub mod msg {
+    use super::*;
+
+    fn roles() -> Dict {
+        let empty = || Value::Dict(Dict::new());
+        Dict::new().with(
+            "roles",
+            Value::Dict(
+                Dict::new()
+                    .with("publisher", empty())
+                    .with("subscriber", empty())
+                    .with("caller", empty())
+                    .with("callee", empty()),
+            ),
+        )
+    }
+
+    pub fn hello(ser: Serializer, realm: &str) -> Bytes {
+        let mut w = MsgWriter::new(ser, 3, MessageType::Hello, 128);
+        w.str(realm).dict(&roles());
+        w.finish()
+    }
+
+    pub fn goodbye(ser: Serializer) -> Bytes {
+        let mut w = MsgWriter::new(ser, 3, MessageType::Goodbye, 32);
+        w.dict(&Dict::new()).str("wamp.close.normal");
+        w.finish()
+    }
+
+    pub fn subscribe(ser: Serializer, request: u64, topic: &str) -> Bytes {
+        let mut w = MsgWriter::new(ser, 4, MessageType::Subscribe, 64);
+        w.uint(request).dict(&Dict::new()).str(topic);
+        w.finish()
+    }
+
+    pub fn register(ser: Serializer, request: u64, procedure: &str) -> Bytes {
+        let mut w = MsgWriter::new(ser, 4, MessageType::Register, 64);
+        w.uint(request).dict(&Dict::new()).str(procedure);
+        w.finish()
+    }
+
+    /// `[PUBLISH, request, {acknowledge?}, topic, args]`
+    pub fn publish(ser: Serializer, request: u64, topic: &str, acknowledge: bool, args: &Value) -> Bytes {
+        let mut w = MsgWriter::new(ser, 5, MessageType::Publish, 128);
+        let opts = if acknowledge {
+            Dict::new().with("acknowledge", Value::Bool(true))
+        } else {
+            Dict::new()
+        };
+        w.uint(request).dict(&opts).str(topic).value(args);
+        w.finish()
+    }
+
+    /// `[CALL, request, {}, procedure, args]`
+    pub fn call(ser: Serializer, request: u64, procedure: &str, args: &Value) -> Bytes {
+        let mut w = MsgWriter::new(ser, 5, MessageType::Call, 128);
+        w.uint(request).dict(&Dict::new()).str(procedure).value(args);
+        w.finish()
+    }
+
+    /// `[YIELD, request, {}, args]`
+    pub fn yield_(ser: Serializer, request: u64, args: &Value) -> Bytes {
+        let mut w = MsgWriter::new(ser, 4, MessageType::Yield, 128);
+        w.uint(request).dict(&Dict::new()).value(args);
+        w.finish()
+    }
+}

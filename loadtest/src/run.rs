@@ -1,0 +1,168 @@
+//! What every scenario shares: the clock, the counters, the worker threads
+//! (glommio executors, optionally pinned) and the measurement window.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+
+static BASE: OnceLock<Instant> = OnceLock::new();
+
+/// Nanoseconds on the process-wide monotonic clock every thread shares; also
+/// what the payload timestamps carry.
+pub fn now_ns() -> u64 {
+    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// A relaxed counter on its own cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Counter(pub AtomicU64);
+
+impl Counter {
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// State shared by the main thread and every worker.
+#[derive(Debug)]
+pub struct Shared {
+    /// Roles that finished setting up (successfully or not).
+    pub ready: AtomicUsize,
+    /// Set when the load may start.
+    pub go: AtomicBool,
+    /// Set when senders must stop.
+    pub stop: AtomicBool,
+    /// Set when receivers must stop waiting for stragglers.
+    pub done: AtomicBool,
+    /// Start of the measurement window (ns, see [`now_ns`]).
+    pub window_start: AtomicU64,
+    /// End of the measurement window.
+    pub window_end: AtomicU64,
+    pub sent: Counter,
+    pub received: Counter,
+    pub out_of_order: Counter,
+    pub errors: Counter,
+    /// Per sender: messages received that it sent (for in-flight windows).
+    pub received_from: Vec<Counter>,
+    /// Per sender: messages it sent.
+    pub sent_by: Vec<Counter>,
+    pub failures: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    pub fn new(senders: usize) -> Arc<Self> {
+        Arc::new(Shared {
+            ready: AtomicUsize::new(0),
+            go: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+            window_start: AtomicU64::new(u64::MAX),
+            window_end: AtomicU64::new(u64::MAX),
+            sent: Counter::default(),
+            received: Counter::default(),
+            out_of_order: Counter::default(),
+            errors: Counter::default(),
+            received_from: (0..senders).map(|_| Counter::default()).collect(),
+            sent_by: (0..senders).map(|_| Counter::default()).collect(),
+            failures: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Records a failure to report.
+    pub fn fail(&self, what: String) {
+        if let Ok(mut f) = self.failures.lock() {
+            if f.len() < 20 {
+                f.push(what);
+            }
+        }
+    }
+
+    /// True while `t` (ns) lies in the measurement window.
+    pub fn in_window(&self, t: u64) -> bool {
+        t >= self.window_start.load(Ordering::Relaxed) && t < self.window_end.load(Ordering::Relaxed)
+    }
+
+    /// Waits (on a worker) until the load may start; false if it never will.
+    pub async fn wait_go(&self) -> bool {
+        while !self.go.load(Ordering::Acquire) {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        true
+    }
+}
+
+/// A latency histogram in nanoseconds, one per worker thread.
+pub type Hist = Rc<RefCell<Histogram<u64>>>;
+
+pub fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000_000, 3).unwrap_or_else(|_| Histogram::new(3).expect("histogram with 3 significant digits"))
+}
+
+/// Records one latency sample if its send time lies in the window.
+pub fn record(h: &Hist, shared: &Shared, sent_ns: u64, now: u64) {
+    if shared.in_window(sent_ns) {
+        let _ = h.borrow_mut().record(now.saturating_sub(sent_ns).max(1));
+    }
+}
+
+/// Runs `threads` glommio executors (pinned to `cpus` round-robin when given);
+/// each runs `work(thread_index, histogram)`. Returns the merged histogram.
+pub fn spawn_workers<F, Fut>(threads: usize, cpus: &[usize], work: F) -> Result<Vec<glommio::ExecutorJoinHandle<Histogram<u64>>>, String>
+where
+    F: Fn(usize, Hist) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let placement = if cpus.is_empty() {
+            Placement::Unbound
+        } else {
+            Placement::Fixed(cpus[t % cpus.len()])
+        };
+        let work = work.clone();
+        let h = LocalExecutorBuilder::new(placement)
+            .name(&format!("load-{t}"))
+            .preempt_timer(Duration::from_micros(500))
+            .spawn(move || async move {
+                let hist: Hist = Rc::new(RefCell::new(new_hist()));
+                work(t, hist.clone()).await;
+                let h = hist.borrow().clone();
+                h
+            })
+            .map_err(|e| format!("cannot start load thread {t}: {e}"))?;
+        handles.push(h);
+    }
+    Ok(handles)
+}
+
+/// Joins the workers and merges their histograms.
+pub fn join_workers(handles: Vec<glommio::ExecutorJoinHandle<Histogram<u64>>>) -> Histogram<u64> {
+    let mut all = new_hist();
+    for h in handles {
+        if let Ok(hist) = h.join() {
+            let _ = all.add(&hist);
+        }
+    }
+    all
+}
+
+/// Reads the resident set size of a process, in bytes.
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,425 @@
+//! The scenarios: pub/sub (and fan-out), RPC, and idle connections. Each role
+//! is one WAMP session, a task on one of the worker threads.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard::wamp::message::Serializer;
+use switchyard::wamp::{MessageType, Value};
+
+use crate::client::{self, msg, Reader, Target, Writer};
+use crate::run::{now_ns, record, Hist, Shared};
+
+/// How senders pace themselves.
+#[derive(Debug, Clone, Copy)]
+pub enum Pace {
+    /// As fast as the in-flight window allows.
+    Closed { window: u64 },
+    /// A fixed rate per sender (messages/s); latency from the intended time.
+    Open { per_sender: f64 },
+}
+
+/// Parameters every session role needs.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub target: Target,
+    pub ser: Serializer,
+    pub realm: String,
+    pub pace: Pace,
+    /// Bytes of padding carried in each payload.
+    pub pad: usize,
+}
+
+const CODE_WELCOME: u64 = MessageType::Welcome as u64;
+const CODE_ABORT: u64 = MessageType::Abort as u64;
+
+fn err(m: impl Into<String>) -> io::Error {
+    io::Error::other(m.into())
+}
+
+/// Connects and joins; returns the session's halves.
+pub async fn join(s: &Setup) -> io::Result<(Reader, Writer)> {
+    let (mut r, mut w) = client::connect(&s.target, s.ser).await?;
+    w.send(&msg::hello(s.ser, &s.realm)).await?;
+    let m = r.next().await?;
+    match client::parse(s.ser, &m)? {
+        (CODE_WELCOME, _) => Ok((r, w)),
+        (CODE_ABORT, items) => Err(err(format!("router refused the session: {:?}", items.get(2)))),
+        (code, _) => Err(err(format!("expected WELCOME, got message type {code}"))),
+    }
+}
+
+/// Sends `request` and waits for the reply of type `expect`, returning it.
+async fn request(s: &Setup, r: &mut Reader, w: &mut Writer, m: &[u8], expect: MessageType) -> io::Result<Vec<Value>> {
+    w.send(m).await?;
+    loop {
+        let reply = r.next().await?;
+        let (code, items) = client::parse(s.ser, &reply)?;
+        if code == expect as u64 {
+            return Ok(items);
+        }
+        if code == MessageType::Error as u64 {
+            return Err(err(format!("router answered ERROR {:?}", items.get(4))));
+        }
+    }
+}
+
+fn uint(v: Option<&Value>) -> Option<u64> {
+    match v {
+        Some(Value::UInt(u)) => Some(*u),
+        _ => None,
+    }
+}
+
+/// The arguments a sender puts in each message: [sender, seq, ts, padding].
+fn args(sender: usize, seq: u64, ts: u64, pad: &str) -> Value {
+    Value::List(vec![
+        Value::UInt(sender as u64),
+        Value::UInt(seq),
+        Value::UInt(ts),
+        Value::Str(pad.to_owned()),
+    ])
+}
+
+/// Waits until the sender may put another message in flight.
+async fn wait_window(shared: &Shared, sender: usize, fanout: u64, window: u64) {
+    let mut waited = 0u32;
+    loop {
+        let sent = shared.sent_by[sender].get() * fanout;
+        let got = shared.received_from[sender].get();
+        if sent.saturating_sub(got) < window * fanout.max(1) || shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        // A lost message must not stall the sender for ever.
+        waited += 1;
+        if waited > 20_000 {
+            return;
+        }
+        // a timer, not a yield: a task that only yields keeps the executor
+        // from polling its sockets
+        glommio::timer::sleep(Duration::from_micros(20)).await;
+    }
+}
+
+/// Sleeps until `t` (ns), spinning through the last stretch.
+async fn until(t: u64) {
+    loop {
+        let now = now_ns();
+        if now >= t {
+            return;
+        }
+        let gap = t - now;
+        glommio::timer::sleep(Duration::from_nanos(gap)).await;
+    }
+}
+
+/// A publisher: publishes to `topic` until told to stop.
+pub async fn publisher(s: Arc<Setup>, shared: Arc<Shared>, id: usize, topic: String, fanout: u64) {
+    let joined = join(&s).await;
+    shared.ready.fetch_add(1, Ordering::AcqRel);
+    let (_r, mut w) = match joined {
+        Ok(x) => x,
+        Err(e) => return shared.fail(format!("publisher {id}: {e}")),
+    };
+    if !shared.wait_go().await {
+        return;
+    }
+    let pad = "x".repeat(s.pad);
+    let mut seq = 0u64;
+    let start = now_ns();
+    while !shared.stop.load(Ordering::Relaxed) {
+        match s.pace {
+            Pace::Closed { window } => {
+                wait_window(&shared, id, fanout, window).await;
+                // fill what the window allows in one write
+                let inflight = (shared.sent_by[id].get() * fanout).saturating_sub(shared.received_from[id].get()) / fanout.max(1);
+                let n = window.saturating_sub(inflight).clamp(1, 64);
+                for _ in 0..n {
+                    seq += 1;
+                    w.queue(&msg::publish(s.ser, seq, &topic, false, &args(id, seq, now_ns(), &pad)));
+                }
+                shared.sent_by[id].add(n);
+                shared.sent.add(n);
+            }
+            Pace::Open { per_sender } => {
+                let interval = 1e9 / per_sender;
+                let due = ((now_ns() - start) as f64 / interval) as u64 + 1;
+                let mut n = 0;
+                while seq < due && n < 256 {
+                    seq += 1;
+                    n += 1;
+                    let intended = start + ((seq - 1) as f64 * interval) as u64;
+                    w.queue(&msg::publish(s.ser, seq, &topic, false, &args(id, seq, intended, &pad)));
+                }
+                shared.sent_by[id].add(n);
+                shared.sent.add(n);
+                if n == 0 {
+                    until(start + (seq as f64 * interval) as u64).await;
+                    continue;
+                }
+            }
+        }
+        if let Err(e) = w.flush().await {
+            shared.errors.add(1);
+            return shared.fail(format!("publisher {id}: {e}"));
+        }
+    }
+    // let the subscribers finish before closing
+    while !shared.done.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = w.send(&msg::goodbye(s.ser)).await;
+    w.close().await;
+}
+
+/// A subscriber: counts events, checks per-publisher order, records latency.
+pub async fn subscriber(s: Arc<Setup>, shared: Arc<Shared>, id: usize, topic: String, hist: Hist) {
+    let joined = async {
+        let (mut r, mut w) = join(&s).await?;
+        request(&s, &mut r, &mut w, &msg::subscribe(s.ser, 1, &topic), MessageType::Subscribed).await?;
+        Ok::<_, io::Error>((r, w))
+    }
+    .await;
+    shared.ready.fetch_add(1, Ordering::AcqRel);
+    let (mut r, mut w) = match joined {
+        Ok(x) => x,
+        Err(e) => return shared.fail(format!("subscriber {id}: {e}")),
+    };
+    let mut next_seq: HashMap<u64, u64> = HashMap::new();
+    let event = MessageType::Event as u64;
+    loop {
+        let m = futures_lite::future::or(async { Some(r.next().await) }, async {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            None
+        })
+        .await;
+        let m = match m {
+            None => {
+                if shared.done.load(Ordering::Relaxed) {
+                    break;
+                }
+                continue;
+            }
+            Some(Err(e)) => {
+                if !shared.done.load(Ordering::Relaxed) {
+                    shared.errors.add(1);
+                    shared.fail(format!("subscriber {id}: {e}"));
+                }
+                return;
+            }
+            Some(Ok(m)) => m,
+        };
+        let mut batch = vec![m];
+        while let Ok(Some(more)) = r.try_next() {
+            batch.push(more);
+        }
+        let now = now_ns();
+        let mut got = 0;
+        for m in batch {
+            let Ok((code, items)) = client::parse(s.ser, &m) else {
+                shared.errors.add(1);
+                continue;
+            };
+            if code != event {
+                continue;
+            }
+            let Some(Value::List(a)) = items.get(4) else { continue };
+            let (Some(sender), Some(seq), Some(ts)) = (uint(a.first()), uint(a.get(1)), uint(a.get(2))) else {
+                continue;
+            };
+            let expected = next_seq.entry(sender).or_insert(1);
+            if seq < *expected {
+                shared.out_of_order.add(1);
+            }
+            *expected = seq + 1;
+            record(&hist, &shared, ts, now);
+            if let Some(c) = shared.received_from.get(sender as usize) {
+                c.add(1);
+            }
+            got += 1;
+        }
+        shared.received.add(got);
+    }
+    let _ = w.send(&msg::goodbye(s.ser)).await;
+    w.close().await;
+}
+
+/// A callee: answers every invocation with its arguments.
+pub async fn callee(s: Arc<Setup>, shared: Arc<Shared>, id: usize, procedure: String) {
+    let joined = async {
+        let (mut r, mut w) = join(&s).await?;
+        request(&s, &mut r, &mut w, &msg::register(s.ser, 1, &procedure), MessageType::Registered).await?;
+        Ok::<_, io::Error>((r, w))
+    }
+    .await;
+    shared.ready.fetch_add(1, Ordering::AcqRel);
+    let (mut r, mut w) = match joined {
+        Ok(x) => x,
+        Err(e) => return shared.fail(format!("callee {id}: {e}")),
+    };
+    let invocation = MessageType::Invocation as u64;
+    loop {
+        let m = futures_lite::future::or(async { Some(r.next().await) }, async {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            None
+        })
+        .await;
+        let first = match m {
+            None if shared.done.load(Ordering::Relaxed) => break,
+            None => continue,
+            Some(Err(_)) => return,
+            Some(Ok(m)) => m,
+        };
+        let mut next = Some(first);
+        while let Some(m) = next {
+            if let Ok((code, items)) = client::parse(s.ser, &m) {
+                if code == invocation {
+                    if let (Some(req), Some(a)) = (uint(items.get(1)), items.get(4)) {
+                        w.queue(&msg::yield_(s.ser, req, a));
+                    }
+                }
+            }
+            next = r.try_next().ok().flatten();
+        }
+        if w.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = w.send(&msg::goodbye(s.ser)).await;
+    w.close().await;
+}
+
+/// A caller: keeps its window of calls in flight (closed loop) or calls at a
+/// fixed rate (open loop), and records round-trip latency.
+pub async fn caller(s: Arc<Setup>, shared: Arc<Shared>, id: usize, procedure: String, hist: Hist) {
+    let joined = join(&s).await;
+    shared.ready.fetch_add(1, Ordering::AcqRel);
+    let (mut r, mut w) = match joined {
+        Ok(x) => x,
+        Err(e) => return shared.fail(format!("caller {id}: {e}")),
+    };
+    if !shared.wait_go().await {
+        return;
+    }
+    let pad = "x".repeat(s.pad);
+    let result = MessageType::Result as u64;
+    let error = MessageType::Error as u64;
+    let mut seq = 0u64;
+    let mut outstanding = 0u64;
+    let start = now_ns();
+    let handle = |m: bytes::Bytes, outstanding: &mut u64| {
+        let now = now_ns();
+        let Ok((code, items)) = client::parse(s.ser, &m) else { return };
+        if code == result {
+            *outstanding = outstanding.saturating_sub(1);
+            if let Some(Value::List(a)) = items.get(3) {
+                if let Some(ts) = uint(a.get(2)) {
+                    record(&hist, &shared, ts, now);
+                }
+            }
+            shared.received.add(1);
+            shared.received_from[id].add(1);
+        } else if code == error {
+            *outstanding = outstanding.saturating_sub(1);
+            shared.errors.add(1);
+        }
+    };
+    match s.pace {
+        Pace::Closed { window } => {
+            while !shared.stop.load(Ordering::Relaxed) {
+                while outstanding < window {
+                    seq += 1;
+                    outstanding += 1;
+                    w.queue(&msg::call(s.ser, seq, &procedure, &args(id, seq, now_ns(), &pad)));
+                    shared.sent.add(1);
+                }
+                if let Err(e) = w.flush().await {
+                    shared.errors.add(1);
+                    return shared.fail(format!("caller {id}: {e}"));
+                }
+                match r.next().await {
+                    Ok(m) => handle(m, &mut outstanding),
+                    Err(e) => {
+                        shared.errors.add(1);
+                        return shared.fail(format!("caller {id}: {e}"));
+                    }
+                }
+                while let Ok(Some(m)) = r.try_next() {
+                    handle(m, &mut outstanding);
+                }
+            }
+        }
+        Pace::Open { per_sender } => {
+            let interval = 1e9 / per_sender;
+            let reader = async {
+                let mut outstanding = 0;
+                while !shared.done.load(Ordering::Relaxed) {
+                    let m = futures_lite::future::or(async { Some(r.next().await) }, async {
+                        glommio::timer::sleep(Duration::from_millis(20)).await;
+                        None
+                    })
+                    .await;
+                    match m {
+                        Some(Ok(m)) => handle(m, &mut outstanding),
+                        Some(Err(_)) => return,
+                        None => {}
+                    }
+                }
+            };
+            let writer = async {
+                while !shared.stop.load(Ordering::Relaxed) {
+                    let due = ((now_ns() - start) as f64 / interval) as u64 + 1;
+                    let mut n = 0;
+                    while seq < due && n < 256 {
+                        seq += 1;
+                        n += 1;
+                        let intended = start + ((seq - 1) as f64 * interval) as u64;
+                        w.queue(&msg::call(s.ser, seq, &procedure, &args(id, seq, intended, &pad)));
+                    }
+                    shared.sent.add(n);
+                    if n == 0 {
+                        until(start + (seq as f64 * interval) as u64).await;
+                        continue;
+                    }
+                    if w.flush().await.is_err() {
+                        shared.errors.add(1);
+                        return;
+                    }
+                }
+            };
+            futures_lite::future::zip(reader, writer).await;
+        }
+    }
+    while !shared.done.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = w.send(&msg::goodbye(s.ser)).await;
+    w.close().await;
+}
+
+/// An idle session held open until the run ends; records its join time.
+pub async fn holder(s: Arc<Setup>, shared: Arc<Shared>, id: usize, hist: Hist, gate: std::rc::Rc<glommio::sync::Semaphore>) {
+    let t = now_ns();
+    let joined = {
+        let _permit = gate.acquire_permit(1).await;
+        join(&s).await
+    };
+    let _ = hist.borrow_mut().record(now_ns().saturating_sub(t).max(1));
+    shared.ready.fetch_add(1, Ordering::AcqRel);
+    let (_r, mut w) = match joined {
+        Ok(x) => x,
+        Err(e) => {
+            shared.errors.add(1);
+            return shared.fail(format!("session {id}: {e}"));
+        }
+    };
+    shared.received.add(1);
+    while !shared.done.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = w.send(&msg::goodbye(s.ser)).await;
+    w.close().await;
+}
