@@ -23,7 +23,10 @@ use crate::transport::websocket::{self, HttpRequest, WsDecoder, WsEvent};
 use crate::transport::{write_message_header, Framing};
 use crate::wamp::message::Serializer;
 
-const READ_CHUNK: usize = 16 * 1024;
+/// Smallest and largest read size; a connection's reads grow while they fill
+/// the buffer and shrink when they don't, so idle sessions stay small.
+const MIN_READ: usize = 1024;
+const MAX_READ: usize = 64 * 1024;
 
 /// Restores the buffer's length if a read is dropped before it completes.
 struct Fill<'a> {
@@ -39,9 +42,9 @@ impl Drop for Fill<'_> {
 
 /// Reads at least one more byte into `buf`; `Ok(0)` at end of stream. Safe to
 /// cancel: a dropped read leaves `buf` as it was.
-async fn read_more<R: futures_lite::AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+async fn read_more<R: futures_lite::AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut, chunk: usize) -> std::io::Result<usize> {
     let start = buf.len();
-    buf.resize(start + READ_CHUNK, 0);
+    buf.resize(start + chunk, 0);
     let mut fill = Fill { buf, keep: start };
     let res = r.read(&mut fill.buf[start..]).await;
     if let Ok(n) = res {
@@ -52,7 +55,7 @@ async fn read_more<R: futures_lite::AsyncRead + Unpin>(r: &mut R, buf: &mut Byte
 
 /// Serves one connection accepted on a WebSocket listener.
 pub async fn serve_websocket(ctx: Rc<ShardCtx>, mut stream: TcpStream, path: Rc<str>, metrics: bool) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = BytesMut::with_capacity(MIN_READ);
     let handshake = async {
         loop {
             match websocket::parse_request(&buf, &path, metrics) {
@@ -60,7 +63,7 @@ pub async fn serve_websocket(ctx: Rc<ShardCtx>, mut stream: TcpStream, path: Rc<
                 Ok(None) => {}
                 Err(reject) => return Err(Some(reject)),
             }
-            match read_more(&mut stream, &mut buf).await {
+            match read_more(&mut stream, &mut buf, MIN_READ).await {
                 Ok(0) | Err(_) => return Err(None),
                 Ok(_) => {}
             }
@@ -128,7 +131,7 @@ pub async fn serve_rawsocket(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
             run(
                 ctx,
                 stream,
-                BytesMut::with_capacity(READ_CHUNK),
+                BytesMut::with_capacity(MIN_READ),
                 Framing::RawSocket,
                 serializer,
                 client_max,
@@ -178,6 +181,7 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
     let (mut reader, writer) = futures_lite::io::split(stream);
     let writer_task = glommio::spawn_local(write_loop(writer, outbox.clone(), framing, ser));
     let mut ws = WsDecoder::new(ctx.max_message_size);
+    let mut chunk = MIN_READ;
 
     'conn: loop {
         while let Some(frame) = next_frame(framing, &mut ws, &mut buf, ctx.max_message_size) {
@@ -210,14 +214,20 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
         while ctx.congestion.get() > 0 {
             glommio::timer::sleep(Duration::from_micros(100)).await;
         }
-        let read = futures_lite::future::or(async { Some(read_more(&mut reader, &mut buf).await) }, async {
+        let read = futures_lite::future::or(async { Some(read_more(&mut reader, &mut buf, chunk).await) }, async {
             wait_closing(&outbox).await;
             None
         })
         .await;
         match read {
             Some(Ok(0)) | Some(Err(_)) | None => break,
-            Some(Ok(_)) => {}
+            Some(Ok(n)) => {
+                if n == chunk {
+                    chunk = (chunk * 2).min(MAX_READ);
+                } else if n < chunk / 4 {
+                    chunk = (chunk / 2).max(MIN_READ);
+                }
+            }
         }
     }
     ctx.router.borrow_mut().close_connection(conn);
@@ -247,7 +257,7 @@ async fn wait_closing(outbox: &Outbox) {
 
 async fn write_loop(mut w: WriteHalf<TcpStream>, outbox: Rc<Outbox>, framing: Framing, ser: Serializer) {
     let mut batch = Vec::new();
-    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut out: Vec<u8> = Vec::new();
     'write: while outbox.next_batch(&mut batch).await {
         out.clear();
         let mut close_after = false;
@@ -282,8 +292,8 @@ async fn write_loop(mut w: WriteHalf<TcpStream>, outbox: Rc<Outbox>, framing: Fr
         if close_after {
             break;
         }
-        if out.capacity() > 4 * 1024 * 1024 {
-            out = Vec::with_capacity(64 * 1024);
+        if out.capacity() > 1024 * 1024 {
+            out = Vec::new();
         }
     }
     let _ = w.close().await;

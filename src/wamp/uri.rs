@@ -44,24 +44,40 @@ pub enum UriCheck {
 
 /// Checks `uri` against the loose URI rules of the spec: components hold no
 /// `.`, `#` or whitespace and are non-empty (except where the check allows).
+///
+/// One pass over the bytes; only a URI with non-ASCII bytes gets a second
+/// look for Unicode whitespace. This runs on every PUBLISH and CALL.
 pub fn is_valid(uri: &str, check: UriCheck) -> bool {
-    if uri.is_empty() {
-        return matches!(check, UriCheck::Pattern(MatchPolicy::Wildcard));
+    let (empty_inner, empty_last) = match check {
+        UriCheck::Concrete | UriCheck::Pattern(MatchPolicy::Exact) => (false, false),
+        UriCheck::Pattern(MatchPolicy::Prefix) => (false, true),
+        UriCheck::Pattern(MatchPolicy::Wildcard) => (true, true),
+    };
+    let bytes = uri.as_bytes();
+    if bytes.is_empty() {
+        return empty_inner;
     }
-    if uri.bytes().any(|b| b == b'#' || b.is_ascii_whitespace()) || uri.chars().any(char::is_whitespace) {
+    let mut component_empty = true;
+    let mut non_ascii = false;
+    for &b in bytes {
+        match b {
+            b'.' => {
+                if component_empty && !empty_inner {
+                    return false;
+                }
+                component_empty = true;
+            }
+            b'#' | b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => return false,
+            _ => {
+                non_ascii |= b >= 0x80;
+                component_empty = false;
+            }
+        }
+    }
+    if component_empty && !empty_last {
         return false;
     }
-    match check {
-        UriCheck::Concrete | UriCheck::Pattern(MatchPolicy::Exact) => uri.split('.').all(|c| !c.is_empty()),
-        UriCheck::Pattern(MatchPolicy::Prefix) => {
-            // A prefix is any string prefix of a valid URI: empty components are
-            // allowed only at the end ("com.example." is a fine prefix).
-            let comps: Vec<&str> = uri.split('.').collect();
-            let n = comps.len();
-            comps.iter().enumerate().all(|(i, c)| !c.is_empty() || i + 1 == n)
-        }
-        UriCheck::Pattern(MatchPolicy::Wildcard) => true,
-    }
+    !(non_ascii && uri.chars().any(char::is_whitespace))
 }
 
 #[cfg(test)]
@@ -90,6 +106,10 @@ mod tests {
         assert!(is_valid("com..event", wild));
         assert!(is_valid(".a.", wild));
         assert!(!is_valid("com. .x", wild));
+        assert!(is_valid("", wild));
+        assert!(!is_valid("", prefix));
+        assert!(!is_valid(".com", prefix));
+        assert!(!is_valid("com.\u{3000}x", UriCheck::Concrete), "ideographic space");
     }
 
     #[test]
