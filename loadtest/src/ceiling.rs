@@ -161,11 +161,7 @@ pub async fn pubsub_pair(addr: SocketAddr, shared: Arc<Shared>, size: usize, win
     }
     let receiver = async {
         loop {
-            let m = futures_lite::future::or(async { Some(br.next().await) }, async {
-                glommio::timer::sleep(Duration::from_millis(20)).await;
-                None
-            })
-            .await;
+            let m = shared.next_or_done(&mut br).await;
             match m {
                 Some(Ok(m)) => {
                     let mut got = 1;
@@ -178,9 +174,7 @@ pub async fn pubsub_pair(addr: SocketAddr, shared: Arc<Shared>, size: usize, win
                     shared.received.add(got);
                     shared.received_from[0].add(got);
                 }
-                Some(Err(_)) => return,
-                None if shared.done.load(Ordering::Relaxed) => return,
-                None => {}
+                Some(Err(_)) | None => return,
             }
         }
     };
@@ -233,11 +227,7 @@ pub async fn pingpong_pair(addr: SocketAddr, shared: Arc<Shared>, size: usize, w
     }
     let echo = async {
         loop {
-            let m = futures_lite::future::or(async { Some(br.next().await) }, async {
-                glommio::timer::sleep(Duration::from_millis(20)).await;
-                None
-            })
-            .await;
+            let m = shared.next_or_done(&mut br).await;
             match m {
                 Some(Ok(m)) => {
                     bw.queue(&m);
@@ -248,9 +238,7 @@ pub async fn pingpong_pair(addr: SocketAddr, shared: Arc<Shared>, size: usize, w
                         return;
                     }
                 }
-                Some(Err(_)) => return,
-                None if shared.done.load(Ordering::Relaxed) => return,
-                None => {}
+                Some(Err(_)) | None => return,
             }
         }
     };
@@ -267,7 +255,7 @@ pub async fn pingpong_pair(addr: SocketAddr, shared: Arc<Shared>, size: usize, w
             if aw.flush().await.is_err() {
                 return;
             }
-            let Ok(m) = ar.next().await else { return };
+            let Some(Ok(m)) = shared.next_or_done(&mut ar).await else { return };
             let now = now_ns();
             record(&hist, &shared, body_ts(&m), now);
             outstanding -= 1;

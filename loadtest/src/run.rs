@@ -92,6 +92,23 @@ impl Shared {
         t >= self.window_start.load(Ordering::Relaxed) && t < self.window_end.load(Ordering::Relaxed)
     }
 
+    /// The next message, or `None` once the run is over (so that no task
+    /// waits for ever on an answer that will not come).
+    pub async fn next_or_done(&self, r: &mut crate::client::Reader) -> Option<std::io::Result<bytes::Bytes>> {
+        loop {
+            let m = futures_lite::future::or(async { Some(r.next().await) }, async {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+                None
+            })
+            .await;
+            match m {
+                Some(m) => return Some(m),
+                None if self.done.load(Ordering::Relaxed) => return None,
+                None => {}
+            }
+        }
+    }
+
     /// Waits (on a worker) until the load may start; false if it never will.
     pub async fn wait_go(&self) -> bool {
         while !self.go.load(Ordering::Acquire) {

@@ -191,18 +191,9 @@ pub async fn subscriber(s: Arc<Setup>, shared: Arc<Shared>, id: usize, topic: St
     let mut next_seq: HashMap<u64, u64> = HashMap::new();
     let event = MessageType::Event as u64;
     loop {
-        let m = futures_lite::future::or(async { Some(r.next().await) }, async {
-            glommio::timer::sleep(Duration::from_millis(20)).await;
-            None
-        })
-        .await;
+        let m = shared.next_or_done(&mut r).await;
         let m = match m {
-            None => {
-                if shared.done.load(Ordering::Relaxed) {
-                    break;
-                }
-                continue;
-            }
+            None => break,
             Some(Err(e)) => {
                 if !shared.done.load(Ordering::Relaxed) {
                     shared.errors.add(1);
@@ -262,14 +253,9 @@ pub async fn callee(s: Arc<Setup>, shared: Arc<Shared>, id: usize, procedure: St
     };
     let invocation = MessageType::Invocation as u64;
     loop {
-        let m = futures_lite::future::or(async { Some(r.next().await) }, async {
-            glommio::timer::sleep(Duration::from_millis(20)).await;
-            None
-        })
-        .await;
+        let m = shared.next_or_done(&mut r).await;
         let first = match m {
-            None if shared.done.load(Ordering::Relaxed) => break,
-            None => continue,
+            None => break,
             Some(Err(_)) => return,
             Some(Ok(m)) => m,
         };
@@ -340,12 +326,13 @@ pub async fn caller(s: Arc<Setup>, shared: Arc<Shared>, id: usize, procedure: St
                     shared.errors.add(1);
                     return shared.fail(format!("caller {id}: {e}"));
                 }
-                match r.next().await {
-                    Ok(m) => handle(m, &mut outstanding),
-                    Err(e) => {
+                match shared.next_or_done(&mut r).await {
+                    Some(Ok(m)) => handle(m, &mut outstanding),
+                    Some(Err(e)) => {
                         shared.errors.add(1);
                         return shared.fail(format!("caller {id}: {e}"));
                     }
+                    None => break,
                 }
                 while let Ok(Some(m)) = r.try_next() {
                     handle(m, &mut outstanding);
@@ -356,17 +343,8 @@ pub async fn caller(s: Arc<Setup>, shared: Arc<Shared>, id: usize, procedure: St
             let interval = 1e9 / per_sender;
             let reader = async {
                 let mut outstanding = 0;
-                while !shared.done.load(Ordering::Relaxed) {
-                    let m = futures_lite::future::or(async { Some(r.next().await) }, async {
-                        glommio::timer::sleep(Duration::from_millis(20)).await;
-                        None
-                    })
-                    .await;
-                    match m {
-                        Some(Ok(m)) => handle(m, &mut outstanding),
-                        Some(Err(_)) => return,
-                        None => {}
-                    }
+                while let Some(Ok(m)) = shared.next_or_done(&mut r).await {
+                    handle(m, &mut outstanding);
                 }
             };
             let writer = async {

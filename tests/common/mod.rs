@@ -56,7 +56,7 @@ static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 
 /// A port that was free a moment ago and that no other test of this process
 /// has been given.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     loop {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut taken = PORTS_TAKEN.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,0 +1,103 @@
+//! The command line: configuration errors name the key and exit non-zero,
+//! the embedded default configuration is printable and valid.
+
+use std::process::Command;
+
+use crate::common::free_port;
+
+fn switchyard(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .output()
+        .expect("run switchyard");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn config_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchyard-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn prints_the_embedded_default() {
+    let (code, out, _) = switchyard(&["--print-default-config"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("name = \"realm1\""), "{out}");
+    assert!(out.contains("bind = \"127.0.0.1:8080\""), "{out}");
+    assert!(out.contains("path = \"/ws\""), "{out}");
+    assert!(out.contains("bind = \"127.0.0.1:8081\""), "{out}");
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let path = config_file("unknown", "[router]\nshardz = 2\n");
+    let (code, _, err) = switchyard(&["--config", path.to_str().unwrap_or_default()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("configuration error") && err.contains("shardz"), "{err}");
+}
+
+#[test]
+fn wrong_type_is_named() {
+    let path = config_file("type", "[limits]\nmax_message_size = \"big\"\n");
+    let (code, _, err) = switchyard(&["--config", path.to_str().unwrap_or_default()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("max_message_size"), "{err}");
+}
+
+#[test]
+fn bad_values_are_named() {
+    let cases = [
+        (
+            "[[realm]]\nname = \"realm1\"\n[[listener]]\ntype = \"websocket\"\nbind = \"nowhere\"\n",
+            "listener[0].bind",
+        ),
+        ("[[listener]]\ntype = \"rawsocket\"\nbind = \"127.0.0.1:1\"\n", "realm"),
+        (
+            "[[realm]]\nname = \"a realm\"\n[[listener]]\ntype = \"rawsocket\"\nbind = \"127.0.0.1:1\"\n",
+            "realm[0].name",
+        ),
+        (
+            "[[realm]]\nname = \"r\"\n[[listener]]\ntype = \"rawsocket\"\nbind = \"127.0.0.1:1\"\n[limits]\nmax_message_size = 100\n",
+            "limits.max_message_size",
+        ),
+        (
+            "[[realm]]\nname = \"r\"\n[[listener]]\ntype = \"carrier-pigeon\"\nbind = \"127.0.0.1:1\"\n",
+            "carrier-pigeon",
+        ),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = config_file(&format!("bad{i}"), text);
+        let (code, _, err) = switchyard(&["--config", path.to_str().unwrap_or_default()]);
+        assert_eq!(code, 2, "{text}: {err}");
+        assert!(err.contains(key), "expected '{key}' in: {err}");
+    }
+}
+
+#[test]
+fn cli_flags_are_checked_too() {
+    let (code, _, err) = switchyard(&["--cpus", "999", "--websocket", "127.0.0.1:0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("router.cpus"), "{err}");
+    let (code, _, err) = switchyard(&["--config", "/nonexistent/switchyard.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent/switchyard.toml"), "{err}");
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let port = free_port();
+    let holder = std::net::TcpListener::bind(("127.0.0.1", port)).expect("hold a port");
+    let rs = format!("127.0.0.1:{}", free_port());
+    let ws = format!("127.0.0.1:{port}");
+    let (code, _, err) = switchyard(&["--shards", "1", "--websocket", &ws, "--rawsocket", &rs]);
+    drop(holder);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains(&ws), "{err}");
+}
