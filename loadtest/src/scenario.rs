@@ -378,26 +378,44 @@ pub async fn caller(s: Arc<Setup>, shared: Arc<Shared>, id: usize, procedure: St
     w.close().await;
 }
 
-/// An idle session held open until the run ends; records its join time.
-pub async fn holder(s: Arc<Setup>, shared: Arc<Shared>, id: usize, hist: Hist, gate: std::rc::Rc<glommio::sync::Semaphore>) {
-    let t = now_ns();
-    let joined = {
-        let _permit = gate.acquire_permit(1).await;
-        join(&s).await
-    };
-    let _ = hist.borrow_mut().record(now_ns().saturating_sub(t).max(1));
-    shared.ready.fetch_add(1, Ordering::AcqRel);
-    let (_r, mut w) = match joined {
-        Ok(x) => x,
-        Err(e) => {
-            shared.errors.add(1);
-            return shared.fail(format!("session {id}: {e}"));
+/// Sessions held open (idle) until the run ends.
+pub type Held = std::rc::Rc<std::cell::RefCell<Vec<(Reader, Writer)>>>;
+
+/// Opens sessions one after another, taking IDs from `queue`, and keeps them
+/// in `held`; several of these run side by side for concurrency. Records
+/// each session's connect-and-join time.
+pub async fn connector(s: Arc<Setup>, shared: Arc<Shared>, queue: std::rc::Rc<std::cell::RefCell<Vec<usize>>>, hist: Hist, held: Held) {
+    loop {
+        let Some(id) = queue.borrow_mut().pop() else { return };
+        let t = now_ns();
+        let joined = glommio::timer::timeout(Duration::from_secs(10), async { Ok(join(&s).await) }).await;
+        let _ = hist.borrow_mut().record(now_ns().saturating_sub(t).max(1));
+        shared.ready.fetch_add(1, Ordering::AcqRel);
+        match joined {
+            Ok(Ok(session)) => {
+                shared.received.add(1);
+                held.borrow_mut().push(session);
+            }
+            Ok(Err(e)) => {
+                shared.errors.add(1);
+                shared.fail(format!("session {id}: {e}"));
+            }
+            Err(_) => {
+                shared.errors.add(1);
+                shared.fail(format!("session {id}: no WELCOME within 10 s"));
+            }
         }
-    };
-    shared.received.add(1);
+    }
+}
+
+/// Ends every held session once the run is over.
+pub async fn release(s: Arc<Setup>, shared: Arc<Shared>, held: Held) {
     while !shared.done.load(Ordering::Relaxed) {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
-    let _ = w.send(&msg::goodbye(s.ser)).await;
-    w.close().await;
+    let sessions: Vec<(Reader, Writer)> = held.borrow_mut().drain(..).collect();
+    for (_r, mut w) in sessions {
+        let _ = w.send(&msg::goodbye(s.ser)).await;
+        w.close().await;
+    }
 }
