@@ -33,11 +33,11 @@ for run in $(seq "$runs"); do
     "$router" --shards 1 --cpus 0 --websocket "127.0.0.1:$ws" --rawsocket "127.0.0.1:$rs" --log warn &
     pid=$!
     wait_port "$rs"
-    L pubsub --url "rs://127.0.0.1:$rs" --payload 64 --json "$out/sy-pubsub-$run.json" >/dev/null
-    L ceiling --mode pubsub --forwarder-cpu 0 --payload 64 --json "$out/ceil-pubsub-$run.json" >/dev/null
+    L pubsub --url "rs://127.0.0.1:$rs" --payload 64 --window 1024 --json "$out/sy-pubsub-$run.json" >/dev/null
+    L ceiling --mode pubsub --forwarder-cpu 0 --payload 64 --window 1024 --json "$out/ceil-pubsub-$run.json" >/dev/null
     L rpc --url "rs://127.0.0.1:$rs" --payload 64 --window 1 --json "$out/sy-rpc-$run.json" >/dev/null
     L ceiling --mode pingpong --forwarder-cpu 0 --payload 64 --window 1 --json "$out/ceil-pingpong-$run.json" >/dev/null
-    L rpc --url "rs://127.0.0.1:$rs" --payload 64 --window 64 --json "$out/sy-rpcmax-$run.json" >/dev/null
+    L rpc --url "rs://127.0.0.1:$rs" --payload 64 --window 512 --json "$out/sy-rpcmax-$run.json" >/dev/null
     L fanout --url "rs://127.0.0.1:$rs" --subscribers 1000 --payload 64 --json "$out/sy-fanout-$run.json" >/dev/null
     kill -TERM "$pid"; wait "$pid" || true
 done
@@ -69,9 +69,9 @@ JSON
     cbpid=$!
     wait_port "$rs"; sleep 3
     for run in $(seq "$runs"); do
-        L pubsub --url "rs://127.0.0.1:$rs" --payload 64 --json "$out/cb-pubsub-$run.json" >/dev/null
+        L pubsub --url "rs://127.0.0.1:$rs" --payload 64 --window 1024 --json "$out/cb-pubsub-$run.json" >/dev/null
         L rpc --url "rs://127.0.0.1:$rs" --payload 64 --window 1 --json "$out/cb-rpc-$run.json" >/dev/null
-        L rpc --url "rs://127.0.0.1:$rs" --payload 64 --window 64 --json "$out/cb-rpcmax-$run.json" >/dev/null
+        L rpc --url "rs://127.0.0.1:$rs" --payload 64 --window 512 --json "$out/cb-rpcmax-$run.json" >/dev/null
     done
     kill -TERM "$cbpid"; wait "$cbpid" || true
     rm -rf "$cb"
@@ -113,8 +113,8 @@ cb_ev = med("cb-pubsub", "received_per_s"); cb_calls = med("cb-rpc", "received_p
 if cb_ev:
     rows += [("Crossbar pub/sub events/s", cb_ev), ("switchyard over Crossbar events/s", sy_ev / cb_ev),
              ("Crossbar RPC calls/s (1 in flight)", cb_calls), ("switchyard over Crossbar calls/s (1 in flight)", sy_calls / cb_calls if cb_calls else None),
-             ("Crossbar RPC calls/s (64 in flight)", med("cb-rpcmax", "received_per_s")),
-             ("switchyard over Crossbar calls/s (64 in flight)", med("sy-rpcmax", "received_per_s") / med("cb-rpcmax", "received_per_s") if med("cb-rpcmax", "received_per_s") else None),
+             ("Crossbar RPC calls/s (512 in flight)", med("cb-rpcmax", "received_per_s")),
+             ("switchyard over Crossbar calls/s (512 in flight)", med("sy-rpcmax", "received_per_s") / med("cb-rpcmax", "received_per_s") if med("cb-rpcmax", "received_per_s") else None),
              ("Crossbar RPC p50 us", med("cb-rpc", "p50_us", "latency"))]
 print(f"\nmedians of {runs} runs ({out})")
 for k, v in rows:

@@ -91,7 +91,7 @@ async fn forward(mut stream: TcpStream, mine: Rc<Outbox>, peer: Rc<RefCell<Optio
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         let start = buf.len();
-        buf.resize(start + 16 * 1024, 0);
+        buf.resize(start + 64 * 1024, 0);
         let n = r.read(&mut buf[start..]).await.unwrap_or(0);
         buf.truncate(start + n);
         if n == 0 {
@@ -112,9 +112,6 @@ async fn forward(mut stream: TcpStream, mine: Rc<Outbox>, peer: Rc<RefCell<Optio
             if let Some(p) = peer.borrow().as_ref() {
                 p.push(chunk);
             }
-        }
-        if buf.capacity() - buf.len() < 4096 && buf.is_empty() {
-            buf = BytesMut::with_capacity(64 * 1024);
         }
     }
     mine.close(None);

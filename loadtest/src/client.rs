@@ -286,6 +286,85 @@ pub fn parse(ser: Serializer, msg: &[u8]) -> io::Result<(u64, Vec<Value>)> {
     }
 }
 
+/// What the hot paths of the scenarios read from a message, without
+/// building a value tree: the type code, the request ID where there is one,
+/// the raw arguments span, and the first three unsigned integers of the
+/// arguments (the load generator's `[sender, seq, timestamp, ...]`).
+#[derive(Debug)]
+pub struct Peek {
+    pub code: u64,
+    pub request: u64,
+    pub payload: switchyard::wamp::Payload,
+    pub stamp: Option<[u64; 3]>,
+}
+
+macro_rules! peek_with {
+    ($reader:expr, $ser:expr, $frame:expr) => {{
+        let r = &mut $reader;
+        r.list_start().ok()?;
+        let code = r.u64().ok()?;
+        // elements before the arguments: [type, ...ids..., dict]
+        let (ids, has_request) = match code {
+            36 => (2, false), // EVENT: subscription, publication, details
+            50 => (1, true),  // RESULT: request, details
+            68 => (2, true),  // INVOCATION: request, registration, details
+            _ => {
+                return Some(Peek {
+                    code,
+                    request: 0,
+                    payload: switchyard::wamp::Payload::empty($ser),
+                    stamp: None,
+                })
+            }
+        };
+        let first = r.u64().ok()?;
+        for _ in 1..ids {
+            r.u64().ok()?;
+        }
+        r.dict().ok()?;
+        let (count, raw) = r.payload($frame).ok()?;
+        Some(Peek {
+            code,
+            request: if has_request { first } else { 0 },
+            stamp: stamp($ser, &raw),
+            payload: switchyard::wamp::Payload {
+                serializer: $ser,
+                count,
+                raw,
+            },
+        })
+    }};
+}
+
+fn stamp(ser: Serializer, raw: &[u8]) -> Option<[u64; 3]> {
+    let mut out = [0u64; 3];
+    match ser {
+        Serializer::Json => {
+            let mut r = codec::json::JsonReader::new(raw);
+            r.list_start().ok()?;
+            for v in &mut out {
+                *v = r.u64().ok()?;
+            }
+        }
+        Serializer::MsgPack => {
+            let mut r = codec::msgpack::MsgPackReader::new(raw);
+            r.list_start().ok()?;
+            for v in &mut out {
+                *v = r.u64().ok()?;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Reads a message's code, request ID, arguments span and stamp.
+pub fn peek(ser: Serializer, frame: &Bytes) -> Option<Peek> {
+    match ser {
+        Serializer::Json => peek_with!(codec::json::JsonReader::new(frame), ser, frame),
+        Serializer::MsgPack => peek_with!(codec::msgpack::MsgPackReader::new(frame), ser, frame),
+    }
+}
+
 /// Builders for the messages a client sends.
 pub mod msg {
     use super::*;
@@ -347,10 +426,15 @@ pub mod msg {
         w.finish()
     }
 
-    /// `[YIELD, request, {}, args]`
-    pub fn yield_(ser: Serializer, request: u64, args: &Value) -> Bytes {
-        let mut w = MsgWriter::new(ser, 4, MessageType::Yield, 128);
-        w.uint(request).dict(&Dict::new()).value(args);
+    /// `[YIELD, request, {}, args...]` with the arguments spliced as received.
+    pub fn yield_raw(request: u64, payload: &switchyard::wamp::Payload) -> Bytes {
+        let mut w = MsgWriter::new(
+            payload.serializer,
+            3 + payload.count as u32,
+            MessageType::Yield,
+            32 + payload.raw.len(),
+        );
+        w.uint(request).dict(&Dict::new()).payload(payload);
         w.finish()
     }
 }

@@ -462,11 +462,19 @@ fn connect(common: &Common, sessions: usize, pid: Option<u32>, concurrency: usiz
         let setup = setup.clone();
         let after = after2.clone();
         async move {
-            let queue = std::rc::Rc::new(std::cell::RefCell::new((0..sessions).filter(|i| i % threads == t).rev().collect::<Vec<_>>()));
+            let queue = std::rc::Rc::new(std::cell::RefCell::new(
+                (0..sessions).filter(|i| i % threads == t).rev().collect::<Vec<_>>(),
+            ));
             let held: scenario::Held = Default::default();
             let mut tasks = Vec::new();
             for _ in 0..concurrency.max(1) {
-                tasks.push(glommio::spawn_local(scenario::connector(setup.clone(), shared.clone(), queue.clone(), hist.clone(), held.clone())));
+                tasks.push(glommio::spawn_local(scenario::connector(
+                    setup.clone(),
+                    shared.clone(),
+                    queue.clone(),
+                    hist.clone(),
+                    held.clone(),
+                )));
             }
             tasks.push(glommio::spawn_local(scenario::release(setup.clone(), shared.clone(), held)));
             if t == 0 {

@@ -67,13 +67,6 @@ async fn request(s: &Setup, r: &mut Reader, w: &mut Writer, m: &[u8], expect: Me
     }
 }
 
-fn uint(v: Option<&Value>) -> Option<u64> {
-    match v {
-        Some(Value::UInt(u)) => Some(*u),
-        _ => None,
-    }
-}
-
 /// The arguments a sender puts in each message: [sender, seq, ts, padding].
 fn args(sender: usize, seq: u64, ts: u64, pad: &str) -> Value {
     Value::List(vec![
@@ -210,17 +203,14 @@ pub async fn subscriber(s: Arc<Setup>, shared: Arc<Shared>, id: usize, topic: St
         let now = now_ns();
         let mut got = 0;
         for m in batch {
-            let Ok((code, items)) = client::parse(s.ser, &m) else {
+            let Some(p) = client::peek(s.ser, &m) else {
                 shared.errors.add(1);
                 continue;
             };
-            if code != event {
+            if p.code != event {
                 continue;
             }
-            let Some(Value::List(a)) = items.get(4) else { continue };
-            let (Some(sender), Some(seq), Some(ts)) = (uint(a.first()), uint(a.get(1)), uint(a.get(2))) else {
-                continue;
-            };
+            let Some([sender, seq, ts]) = p.stamp else { continue };
             let expected = next_seq.entry(sender).or_insert(1);
             if seq < *expected {
                 shared.out_of_order.add(1);
@@ -261,11 +251,9 @@ pub async fn callee(s: Arc<Setup>, shared: Arc<Shared>, id: usize, procedure: St
         };
         let mut next = Some(first);
         while let Some(m) = next {
-            if let Ok((code, items)) = client::parse(s.ser, &m) {
-                if code == invocation {
-                    if let (Some(req), Some(a)) = (uint(items.get(1)), items.get(4)) {
-                        w.queue(&msg::yield_(s.ser, req, a));
-                    }
+            if let Some(p) = client::peek(s.ser, &m) {
+                if p.code == invocation {
+                    w.queue(&msg::yield_raw(p.request, &p.payload));
                 }
             }
             next = r.try_next().ok().flatten();
@@ -298,17 +286,15 @@ pub async fn caller(s: Arc<Setup>, shared: Arc<Shared>, id: usize, procedure: St
     let start = now_ns();
     let handle = |m: bytes::Bytes, outstanding: &mut u64| {
         let now = now_ns();
-        let Ok((code, items)) = client::parse(s.ser, &m) else { return };
-        if code == result {
+        let Some(p) = client::peek(s.ser, &m) else { return };
+        if p.code == result {
             *outstanding = outstanding.saturating_sub(1);
-            if let Some(Value::List(a)) = items.get(3) {
-                if let Some(ts) = uint(a.get(2)) {
-                    record(&hist, &shared, ts, now);
-                }
+            if let Some([_, _, ts]) = p.stamp {
+                record(&hist, &shared, ts, now);
             }
             shared.received.add(1);
             shared.received_from[id].add(1);
-        } else if code == error {
+        } else if p.code == error {
             *outstanding = outstanding.saturating_sub(1);
             shared.errors.add(1);
         }
