@@ -102,7 +102,7 @@ rows = [
     ("ceiling ping-pong p50 us", ceil_p50),
     ("ratio RPC p50 over ceiling p50", sy_p50 / ceil_p50 if sy_p50 and ceil_p50 else None),
     ("RPC calls/s (switchyard, 1 in flight)", sy_calls),
-    ("RPC calls/s (switchyard, 64 in flight)", med("sy-rpcmax", "received_per_s")),
+    ("RPC calls/s (switchyard, 512 in flight)", med("sy-rpcmax", "received_per_s")),
     ("fan-out 1->1000 deliveries/s", fan),
     ("ratio fan-out deliveries/s over 1->1 events/s", fan / sy_ev if fan and sy_ev else None),
 ]
