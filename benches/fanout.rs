@@ -90,9 +90,7 @@ fn hello() -> Message {
 
 impl Setup {
     fn new(n: usize, pub_ser: Serializer, sub_ser: Serializer) -> Self {
-        let cfg = RouterConfig {
-            realms: vec!["realm1".into()],
-        };
+        let cfg = RouterConfig::single_realm("realm1");
         let mut router = Router::new(0, 1, &cfg, None, Arc::new(ShardStats::default()));
         let mut subscribers = Vec::with_capacity(n);
         for i in 0..n {

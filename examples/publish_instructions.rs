@@ -67,9 +67,7 @@ fn main() {
         Some(a) => a.parse().expect("usage: publish_instructions [N]"),
         None => 100_000,
     };
-    let cfg = RouterConfig {
-        realms: vec!["realm1".into()],
-    };
+    let cfg = RouterConfig::single_realm("realm1");
     let mut router = Router::new(0, 1, &cfg, None, Arc::new(ShardStats::default()));
     let mut batch = Vec::with_capacity(DRAIN_EVERY);
 

@@ -130,6 +130,29 @@ pub struct Limits {
     pub max_outbound_bytes: usize,
     /// Time a new connection has to complete its transport handshake, in ms.
     pub handshake_timeout_ms: u64,
+    /// What happens to a session whose queued bytes reach
+    /// `max_outbound_bytes`: its events are dropped, or it is disconnected.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Invocations one callee may have pending; further calls to it get
+    /// ERROR `wamp.error.no_available_callee` at once.
+    pub max_pending_invocations: usize,
+    /// Connections the whole router accepts at once (0 = no limit).
+    pub max_connections: usize,
+    /// Connections one shard accepts at once (0 = no limit).
+    pub max_connections_per_shard: usize,
+    /// A connection silent this long gets a ping (WebSocket or RawSocket); one
+    /// still silent after another such period is closed. 0 = never.
+    pub ping_interval_ms: u64,
+}
+
+/// `limits.slow_consumer`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowConsumerPolicy {
+    /// Drop the events that do not fit (counted per session and in total).
+    Drop,
+    /// Close the connection (WebSocket close 1008).
+    Disconnect,
 }
 
 impl Default for Limits {
@@ -138,6 +161,11 @@ impl Default for Limits {
             max_message_size: 16 * 1024 * 1024,
             max_outbound_bytes: 16 * 1024 * 1024,
             handshake_timeout_ms: 10_000,
+            slow_consumer: SlowConsumerPolicy::Drop,
+            max_pending_invocations: 1024,
+            max_connections: 100_000,
+            max_connections_per_shard: 0,
+            ping_interval_ms: 30_000,
         }
     }
 }
@@ -242,6 +270,9 @@ impl Config {
         }
         if lim.handshake_timeout_ms == 0 {
             return Err(invalid("limits.handshake_timeout_ms", "must be positive"));
+        }
+        if lim.max_pending_invocations == 0 {
+            return Err(invalid("limits.max_pending_invocations", "must be positive"));
         }
         let r = &self.router;
         if r.mesh_queue_capacity == 0 {

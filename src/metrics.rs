@@ -64,6 +64,20 @@ stats! {
     transcodes: AtomicU64,
     /// Sessions aborted for protocol violations.
     protocol_violations: AtomicU64,
+    /// Events dropped because a subscriber's outbound queue was full.
+    events_dropped: AtomicU64,
+    /// Sessions disconnected because their outbound queue was full.
+    slow_consumers_disconnected: AtomicU64,
+    /// Calls refused because the callee had too many pending invocations.
+    invocations_refused: AtomicU64,
+    /// Connections refused by the connection limits.
+    connections_refused: AtomicU64,
+    /// Connections closed because their handshake did not finish in time.
+    handshake_timeouts: AtomicU64,
+    /// Connections closed after an unanswered ping.
+    idle_closed: AtomicU64,
+    /// Connection tasks that panicked (and were contained).
+    panics: AtomicU64,
     /// Subscriptions in this shard's replica.
     subscriptions: AtomicI64,
     /// Registrations in this shard's replica.

@@ -2,6 +2,8 @@
 
 mod cli;
 mod common;
+mod hardening;
 mod rawsocket;
 mod routing;
+mod testvectors;
 mod websocket;

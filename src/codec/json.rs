@@ -84,6 +84,9 @@ impl<'a> JsonReader<'a> {
         if self.pos == start || !matches!(self.peek(), Some(b',' | b']' | b' ' | b'\t' | b'\n' | b'\r')) {
             return Err(err("expected a non-negative integer"));
         }
+        if self.buf[start] == b'0' && self.pos - start > 1 {
+            return Err(err("leading zero in integer"));
+        }
         std::str::from_utf8(&self.buf[start..self.pos])
             .ok()
             .and_then(|s| s.parse().ok())
@@ -105,7 +108,8 @@ impl<'a> JsonReader<'a> {
         if self.peek() != Some(b'{') {
             return Err(err("expected a dictionary"));
         }
-        match self.parse_value(0)? {
+        // at depth 1, inside the message array
+        match self.parse_value(1)? {
             Value::Dict(d) => Ok(d),
             _ => Err(err("expected a dictionary")),
         }
@@ -184,23 +188,7 @@ impl<'a> JsonReader<'a> {
                         b'n' => '\n',
                         b'r' => '\r',
                         b't' => '\t',
-                        b'u' => {
-                            let hi = self.hex4()?;
-                            if (0xD800..0xDC00).contains(&hi) {
-                                if self.buf.get(self.pos..self.pos + 2) != Some(b"\\u") {
-                                    return Err(err("lone surrogate in string"));
-                                }
-                                self.pos += 2;
-                                let lo = self.hex4()?;
-                                if !(0xDC00..0xE000).contains(&lo) {
-                                    return Err(err("bad surrogate pair in string"));
-                                }
-                                let cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
-                                char::from_u32(cp).ok_or(err("bad code point"))?
-                            } else {
-                                char::from_u32(hi).ok_or(err("lone surrogate in string"))?
-                            }
-                        }
+                        b'u' => self.unicode_escape()?,
                         _ => return Err(err("bad escape in string")),
                     };
                     let mut tmp = [0u8; 4];
@@ -212,6 +200,26 @@ impl<'a> JsonReader<'a> {
                     self.pos += 1;
                 }
             }
+        }
+    }
+
+    /// The character of a `\uXXXX` escape (after the `u`), joining a
+    /// surrogate pair; a lone surrogate is an error.
+    fn unicode_escape(&mut self) -> Result<char, DecodeError> {
+        let hi = self.hex4()?;
+        if (0xD800..0xDC00).contains(&hi) {
+            if self.buf.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                return Err(err("lone surrogate in string"));
+            }
+            self.pos += 2;
+            let lo = self.hex4()?;
+            if !(0xDC00..0xE000).contains(&lo) {
+                return Err(err("bad surrogate pair in string"));
+            }
+            let cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+            char::from_u32(cp).ok_or(err("bad code point"))
+        } else {
+            char::from_u32(hi).ok_or(err("lone surrogate in string"))
         }
     }
 
@@ -346,19 +354,21 @@ impl<'a> JsonReader<'a> {
         }
     }
 
-    /// Skips one value, validating it, without building anything.
+    /// Skips one element of the message, validating it as `parse_value`
+    /// would (the element is at depth 1, inside the message array), without
+    /// building anything.
     fn skip_value(&mut self) -> Result<(), DecodeError> {
         // Iterative, with an explicit stack of open containers (true = dict).
         let mut stack: Vec<bool> = Vec::new();
         loop {
             self.skip_ws();
-            // a value
+            // a value, at depth stack.len() + 1
+            if stack.len() >= MAX_DEPTH {
+                return Err(err("nesting too deep"));
+            }
             match self.peek() {
                 Some(b'{') => {
                     self.pos += 1;
-                    if stack.len() >= MAX_DEPTH {
-                        return Err(err("nesting too deep"));
-                    }
                     self.skip_ws();
                     if self.peek() == Some(b'}') {
                         self.pos += 1;
@@ -370,9 +380,6 @@ impl<'a> JsonReader<'a> {
                 }
                 Some(b'[') => {
                     self.pos += 1;
-                    if stack.len() >= MAX_DEPTH {
-                        return Err(err("nesting too deep"));
-                    }
                     self.skip_ws();
                     if self.peek() == Some(b']') {
                         self.pos += 1;
@@ -446,7 +453,7 @@ impl<'a> JsonReader<'a> {
                         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 1,
                         Some(b'u') => {
                             self.pos += 1;
-                            self.hex4()?;
+                            self.unicode_escape()?;
                         }
                         _ => return Err(err("bad escape in string")),
                     }
@@ -483,7 +490,8 @@ fn number_value(text: &str, is_float: bool) -> Result<Value, DecodeError> {
             return Ok(Value::UInt(u));
         }
         if let Ok(i) = text.parse::<i64>() {
-            return Ok(Value::Int(i));
+            // "-0" is zero: `Int` holds negative integers only
+            return Ok(if i < 0 { Value::Int(i) } else { Value::UInt(0) });
         }
     }
     text.parse::<f64>().map(Value::Float).map_err(|_| err("invalid number"))
@@ -492,12 +500,25 @@ fn number_value(text: &str, is_float: bool) -> Result<Value, DecodeError> {
 /// Parses a raw JSON payload span (`args` or `args,kwargs`) into values, with
 /// simd-json. Used only when transcoding to another serializer.
 pub fn parse_payload(raw: &[u8]) -> Result<Vec<Value>, DecodeError> {
-    let mut buf = Vec::with_capacity(raw.len() + 2);
-    buf.push(b'[');
-    buf.extend_from_slice(raw);
-    buf.push(b']');
-    let v = simd_json::to_borrowed_value(&mut buf).map_err(|_| err("invalid JSON payload"))?;
-    match from_simd(&v, 0)? {
+    let wrapped = || {
+        let mut buf = Vec::with_capacity(raw.len() + 2);
+        buf.push(b'[');
+        buf.extend_from_slice(raw);
+        buf.push(b']');
+        buf
+    };
+    let mut buf = wrapped();
+    let parsed = simd_json::to_borrowed_value(&mut buf)
+        .map_err(|_| err("invalid JSON payload"))
+        .and_then(|v| from_simd(&v, 0));
+    let v = match parsed {
+        Ok(v) => v,
+        // simd-json refuses some JSON that decode accepted (integers beyond
+        // 64 bits, which the reader reads as floats): the reader decides.
+        // (simd-json unescaped strings in place, so wrap `raw` afresh.)
+        Err(_) => parse(&wrapped())?,
+    };
+    match v {
         Value::List(items) => Ok(items),
         _ => Err(err("invalid JSON payload")),
     }

@@ -9,6 +9,9 @@
 pub mod json;
 pub mod msgpack;
 
+#[cfg(test)]
+mod fuzz_regressions;
+
 use bytes::Bytes;
 
 use crate::wamp::message::Serializer;

@@ -118,7 +118,8 @@ impl<'a> MsgPackReader<'a> {
     /// Reads an element that must be a dictionary.
     pub fn dict(&mut self) -> Result<Dict, DecodeError> {
         self.elem()?;
-        match self.parse_value(0)? {
+        // at depth 1, inside the message array
+        match self.parse_value(1)? {
             Value::Dict(d) => Ok(d),
             _ => Err(err("expected a dictionary")),
         }
@@ -231,20 +232,38 @@ impl<'a> MsgPackReader<'a> {
         })
     }
 
-    /// Skips one value, validating its structure and strings.
+    /// Skips one element of the message, validating it as `parse_value`
+    /// would: structure, UTF-8 strings, string keys and nesting depth (the
+    /// element is at depth 1, inside the message array).
     fn skip_value(&mut self) -> Result<(), DecodeError> {
+        // Items left in each open non-empty container, innermost last; a map
+        // counts keys and values, and a key comes when an even number is left.
+        let mut open = [(0u64, false); MAX_DEPTH];
+        let mut depth = 0;
         let mut pending: u64 = 1;
         while pending > 0 {
             pending -= 1;
+            if depth >= MAX_DEPTH {
+                return Err(err("nesting too deep"));
+            }
+            let mut key = false;
+            if depth > 0 {
+                let (left, is_map) = &mut open[depth - 1];
+                key = *is_map && *left % 2 == 0;
+                *left -= 1;
+            }
             let m = self.marker()?;
-            let extra = if let Some(n) = self.array_len(m)? {
-                n as u64
+            if key && !matches!(m, Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32) {
+                return Err(err("dictionary key must be a string"));
+            }
+            let children = if let Some(n) = self.array_len(m)? {
+                (n as u64, false)
             } else if let Some(n) = self.map_len(m)? {
-                2 * n as u64
+                (2 * n as u64, true)
             } else if let Some(n) = self.str_len(m)? {
                 let s = self.take(n)?;
                 std::str::from_utf8(s).map_err(|_| err("invalid UTF-8 in string"))?;
-                0
+                (0, false)
             } else {
                 let n = match m {
                     Marker::Null | Marker::True | Marker::False | Marker::FixPos(_) | Marker::FixNeg(_) => 0,
@@ -258,9 +277,16 @@ impl<'a> MsgPackReader<'a> {
                     _ => return Err(err("unsupported MessagePack type")),
                 };
                 self.take(n)?;
-                0
+                (0, false)
             };
-            pending += extra;
+            if children.0 > 0 {
+                open[depth] = children;
+                depth += 1;
+                pending += children.0;
+            }
+            while depth > 0 && open[depth - 1].0 == 0 {
+                depth -= 1;
+            }
             // every pending item needs at least one byte: refuse impossible counts
             if pending > (self.buf.len() - self.pos) as u64 {
                 return Err(err("truncated MessagePack"));
@@ -283,7 +309,8 @@ pub fn parse_payload(raw: &[u8], count: u8) -> Result<Vec<Value>, DecodeError> {
     let mut r = MsgPackReader::new(raw);
     let mut out = Vec::with_capacity(count as usize);
     for _ in 0..count {
-        out.push(r.parse_value(0)?);
+        // at depth 1, as elements of the message array
+        out.push(r.parse_value(1)?);
     }
     if r.pos != raw.len() {
         return Err(err("trailing data in payload"));

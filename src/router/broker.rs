@@ -9,7 +9,9 @@ use tracing::debug;
 
 use super::{AckThen, EventMsg, LocalSession, RealmIdx, Router, ShardMsg, TableChange};
 use crate::codec::{self, encode};
+use crate::config::SlowConsumerPolicy;
 use crate::metrics::ShardStats;
+use crate::session::outbox::Outgoing;
 use crate::wamp::message::Serializer;
 use crate::wamp::uri::{self, UriCheck};
 use crate::wamp::{self, uris, Dict, Id, MatchPolicy, MessageType, Payload, Value};
@@ -62,9 +64,11 @@ impl<'a> PayloadCache<'a> {
 
 /// Delivers one publication to the local subscribers of `sub`, encoding one
 /// EVENT per serializer and sharing it among all of them.
+#[allow(clippy::too_many_arguments)]
 fn deliver_local(
     sessions: &AHashMap<Id, LocalSession>,
     stats: &ShardStats,
+    policy: SlowConsumerPolicy,
     sub: &Subscription,
     publication: Id,
     topic: &str,
@@ -92,6 +96,16 @@ fn deliver_local(
         if let Some(frame) = slot {
             if s.outbox.push_event(frame.clone()) {
                 delivered += 1;
+            } else if !s.outbox.is_closing() {
+                ShardStats::inc(&stats.events_dropped);
+                if policy == SlowConsumerPolicy::Disconnect {
+                    ShardStats::inc(&stats.slow_consumers_disconnected);
+                    tracing::info!(session = sid, "slow consumer disconnected");
+                    s.outbox.abort(Outgoing::Close {
+                        code: crate::transport::websocket::close::POLICY_VIOLATION,
+                        reason: "slow consumer: outbound queue full",
+                    });
+                }
             }
         }
     }
@@ -100,13 +114,8 @@ fn deliver_local(
 
 impl Router {
     pub(super) fn subscribe(&mut self, sid: Id, request: Id, options: &Dict, topic: String) {
-        let policy = match options.get_str("match").map(MatchPolicy::parse) {
-            None => MatchPolicy::Exact,
-            Some(Some(p)) => p,
-            Some(None) => {
-                return self.error_reply(sid, MessageType::Subscribe, request, uris::INVALID_ARGUMENT, "unknown match policy");
-            }
-        };
+        // the value was checked with the other options (router/options.rs)
+        let policy = options.get_str("match").and_then(MatchPolicy::parse).unwrap_or(MatchPolicy::Exact);
         if !uri::is_valid(&topic, UriCheck::Pattern(policy)) {
             return self.error_reply(sid, MessageType::Subscribe, request, uris::INVALID_URI, "invalid topic URI");
         }
@@ -279,7 +288,16 @@ impl Router {
         r.sub_index.for_each_match(&topic, |_, id| {
             let Some(sub) = r.subscriptions.get(id) else { return };
             if !sub.local.is_empty() {
-                deliver_local(&self.sessions, &self.stats, sub, publication, &topic, &mut cache, exclude);
+                deliver_local(
+                    &self.sessions,
+                    &self.stats,
+                    self.slow_consumer,
+                    sub,
+                    publication,
+                    &topic,
+                    &mut cache,
+                    exclude,
+                );
             }
             for (shard, &n) in sub.remote.iter().enumerate() {
                 if n > 0 && shard != me {
@@ -317,7 +335,16 @@ impl Router {
         let mut cache = PayloadCache::new(&ev.payload);
         for id in &ev.subscriptions {
             match r.subscriptions.get(id) {
-                Some(sub) => deliver_local(&self.sessions, &self.stats, sub, ev.publication, &ev.topic, &mut cache, ev.exclude),
+                Some(sub) => deliver_local(
+                    &self.sessions,
+                    &self.stats,
+                    self.slow_consumer,
+                    sub,
+                    ev.publication,
+                    &ev.topic,
+                    &mut cache,
+                    ev.exclude,
+                ),
                 None => debug!(subscription = id, "event for a subscription no longer here"),
             }
         }

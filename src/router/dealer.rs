@@ -21,13 +21,8 @@ pub struct Registration {
 
 impl Router {
     pub(super) fn register(&mut self, sid: Id, request: Id, options: &Dict, procedure: String) {
-        let policy = match options.get_str("match").map(MatchPolicy::parse) {
-            None => MatchPolicy::Exact,
-            Some(Some(p)) => p,
-            Some(None) => {
-                return self.error_reply(sid, MessageType::Register, request, uris::INVALID_ARGUMENT, "unknown match policy");
-            }
-        };
+        // the value was checked with the other options (router/options.rs)
+        let policy = options.get_str("match").and_then(MatchPolicy::parse).unwrap_or(MatchPolicy::Exact);
         if !uri::is_valid(&procedure, UriCheck::Pattern(policy)) || procedure.is_empty() {
             return self.error_reply(sid, MessageType::Register, request, uris::INVALID_URI, "invalid procedure URI");
         }
@@ -236,6 +231,15 @@ impl Router {
             let done = fail(uris::CANCELED, "the callee left before the call reached it", inv.payload.serializer);
             return self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
         };
+        if s.invocations.len() >= self.max_pending_invocations {
+            ShardStats::inc(&self.stats.invocations_refused);
+            let done = fail(
+                uris::NO_AVAILABLE_CALLEE,
+                "the callee has too many calls pending; try again later",
+                s.ser,
+            );
+            return self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
+        }
         if !s.regs.contains_key(&inv.registration) {
             let done = fail(uris::NO_SUCH_PROCEDURE, "the callee unregistered the procedure", s.ser);
             return self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));

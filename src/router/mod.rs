@@ -11,6 +11,7 @@
 
 mod broker;
 mod dealer;
+mod options;
 pub mod trie;
 
 use std::rc::Rc;
@@ -21,6 +22,7 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 
 use crate::codec::encode;
+use crate::config::SlowConsumerPolicy;
 use crate::metrics::ShardStats;
 use crate::session::outbox::{Outbox, Outgoing};
 use crate::shard::mesh::Mesh;
@@ -196,6 +198,22 @@ struct Conn {
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
     pub realms: Vec<String>,
+    /// Invocations one callee may have pending.
+    pub max_pending_invocations: usize,
+    /// What to do with a subscriber whose outbound queue is full.
+    pub slow_consumer: SlowConsumerPolicy,
+}
+
+impl RouterConfig {
+    /// One realm, the default limits.
+    pub fn single_realm(name: &str) -> Self {
+        let limits = crate::config::Limits::default();
+        RouterConfig {
+            realms: vec![name.to_owned()],
+            max_pending_invocations: limits.max_pending_invocations,
+            slow_consumer: limits.slow_consumer,
+        }
+    }
 }
 
 /// One shard's router.
@@ -211,6 +229,8 @@ pub struct Router {
     pending: AHashMap<u64, PendingAck>,
     next_token: u64,
     next_router_id: u64,
+    max_pending_invocations: usize,
+    slow_consumer: SlowConsumerPolicy,
     shutting_down: bool,
     pub(crate) mesh: Option<Mesh<ShardMsg>>,
     pub(crate) stats: Arc<ShardStats>,
@@ -264,6 +284,8 @@ impl Router {
             pending: AHashMap::new(),
             next_token: 1,
             next_router_id: 0,
+            max_pending_invocations: cfg.max_pending_invocations,
+            slow_consumer: cfg.slow_consumer,
             shutting_down: false,
             mesh,
             stats,
@@ -391,6 +413,9 @@ impl Router {
         let Some(sid) = c.session else {
             return self.on_message_before_session(conn, msg);
         };
+        if let Err(problem) = options::check(&msg) {
+            return self.protocol_violation(conn, &problem);
+        }
         match msg {
             Message::Hello { .. } => self.protocol_violation(conn, "HELLO received after the session was established"),
             Message::Authenticate { .. } => self.protocol_violation(conn, "AUTHENTICATE received after the session was established"),
@@ -471,6 +496,12 @@ impl Router {
     }
 
     fn hello(&mut self, conn: ConnId, realm: String, details: Dict) {
+        // Test hook, debug builds only: lets the test suite check that a
+        // panicking connection task is contained.
+        #[cfg(debug_assertions)]
+        if realm == "switchyard.test.panic" && std::env::var_os("SWITCHYARD_TEST_PANIC").is_some() {
+            panic!("test hook: HELLO asked for a panic");
+        }
         if self.shutting_down {
             return self.abort(conn, uris::SYSTEM_SHUTDOWN, "the router is shutting down");
         }
@@ -524,6 +555,13 @@ impl Router {
     fn leave(&mut self, sid: Id) {
         let Some(s) = self.sessions.remove(&sid) else { return };
         self.stats.sessions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if s.outbox.dropped() > 0 {
+            tracing::info!(
+                session = sid,
+                dropped = s.outbox.dropped(),
+                "session left; events were dropped for it (slow consumer)"
+            );
+        }
         for ((policy, uri), _) in s.subs {
             self.drop_subscriber(s.realm, policy, uri, sid, 0, None);
         }

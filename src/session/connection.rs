@@ -16,7 +16,9 @@ use tracing::debug;
 
 use super::outbox::{Outbox, Outgoing};
 use crate::codec;
+use crate::config::ListenerKind;
 use crate::metrics::ShardStats;
+use crate::router::ConnId;
 use crate::shard::ShardCtx;
 use crate::transport::rawsocket::{self, Handshake, RsEvent};
 use crate::transport::websocket::{self, HttpRequest, WsDecoder, WsEvent};
@@ -54,7 +56,7 @@ async fn read_more<R: futures_lite::AsyncRead + Unpin>(r: &mut R, buf: &mut Byte
 }
 
 /// Serves one connection accepted on a WebSocket listener.
-pub async fn serve_websocket(ctx: Rc<ShardCtx>, mut stream: TcpStream, path: Rc<str>, metrics: bool) {
+async fn serve_websocket(ctx: Rc<ShardCtx>, mut stream: TcpStream, path: Rc<str>, metrics: bool) {
     let mut buf = BytesMut::with_capacity(MIN_READ);
     let handshake = async {
         loop {
@@ -81,6 +83,7 @@ pub async fn serve_websocket(ctx: Rc<ShardCtx>, mut stream: TcpStream, path: Rc<
         Ok(Err(None)) => return,
         Err(_) => {
             debug!("WebSocket handshake timed out");
+            ShardStats::inc(&ctx.stats.handshake_timeouts);
             return;
         }
     };
@@ -106,12 +109,16 @@ pub async fn serve_websocket(ctx: Rc<ShardCtx>, mut stream: TcpStream, path: Rc<
 }
 
 /// Serves one connection accepted on a RawSocket listener.
-pub async fn serve_rawsocket(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
+async fn serve_rawsocket(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
     let mut hs = [0u8; 4];
     let read = glommio::timer::timeout(ctx.handshake_timeout, async { Ok(stream.read_exact(&mut hs).await) }).await;
-    if !matches!(read, Ok(Ok(()))) {
-        debug!("RawSocket handshake not completed");
-        return;
+    match read {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return debug!("RawSocket handshake not completed"),
+        Err(_) => {
+            ShardStats::inc(&ctx.stats.handshake_timeouts);
+            return debug!("RawSocket handshake timed out");
+        }
     }
     match rawsocket::handshake(hs, ctx.max_message_size) {
         Handshake::NotRawSocket => debug!("not a RawSocket client: connection dropped"),
@@ -177,11 +184,13 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
     let outbox = Rc::new(Outbox::new(ctx.max_outbound_bytes));
     outbox.set_max_message(peer_max);
     let conn = ctx.router.borrow_mut().open_connection(outbox.clone(), ser);
-    ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
+    // Leaves the router's tables on every way out of here, a panic included.
+    let registered = Registered { ctx: &ctx, conn };
     let (mut reader, writer) = futures_lite::io::split(stream);
     let writer_task = glommio::spawn_local(write_loop(writer, outbox.clone(), framing, ser));
     let mut ws = WsDecoder::new(ctx.max_message_size);
     let mut chunk = MIN_READ;
+    let mut ping_sent = false;
 
     'conn: loop {
         while let Some(frame) = next_frame(framing, &mut ws, &mut buf, ctx.max_message_size) {
@@ -214,14 +223,40 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
         while ctx.congestion.get() > 0 {
             glommio::timer::sleep(Duration::from_micros(100)).await;
         }
-        let read = futures_lite::future::or(async { Some(read_more(&mut reader, &mut buf, chunk).await) }, async {
-            wait_closing(&outbox).await;
-            None
-        })
+        let read = futures_lite::future::or(
+            async { Wake::Read(read_more(&mut reader, &mut buf, chunk).await) },
+            futures_lite::future::or(
+                async {
+                    wait_closing(&outbox).await;
+                    Wake::Closing
+                },
+                async {
+                    match ctx.ping_interval {
+                        Some(d) => glommio::timer::sleep(d).await,
+                        None => futures_lite::future::pending::<()>().await,
+                    }
+                    Wake::Quiet
+                },
+            ),
+        )
         .await;
         match read {
-            Some(Ok(0)) | Some(Err(_)) | None => break,
-            Some(Ok(n)) => {
+            Wake::Read(Ok(0)) | Wake::Read(Err(_)) | Wake::Closing => break,
+            Wake::Quiet if ping_sent => {
+                debug!(conn, "no answer to a ping: connection closed");
+                ShardStats::inc(&ctx.stats.idle_closed);
+                outbox.close(Some(Outgoing::Close {
+                    code: websocket::close::GOING_AWAY,
+                    reason: "ping timeout",
+                }));
+                break;
+            }
+            Wake::Quiet => {
+                outbox.push_control(Outgoing::Ping(bytes::Bytes::from_static(b"switchyard")));
+                ping_sent = true;
+            }
+            Wake::Read(Ok(n)) => {
+                ping_sent = false;
                 if n == chunk {
                     chunk = (chunk * 2).min(MAX_READ);
                 } else if n < chunk / 4 {
@@ -230,7 +265,7 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
             }
         }
     }
-    ctx.router.borrow_mut().close_connection(conn);
+    drop(registered);
     outbox.close(None);
     let _ = glommio::timer::timeout(ctx.shutdown_grace, async {
         writer_task.await;
@@ -238,8 +273,98 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
     })
     .await;
     drop(reader);
-    ctx.stats.connections.fetch_sub(1, Ordering::Relaxed);
     debug!(conn, "connection closed");
+}
+
+/// What woke the read loop.
+enum Wake {
+    Read(std::io::Result<usize>),
+    Closing,
+    Quiet,
+}
+
+/// A connection known to the router; dropping it (normally or while a panic
+/// unwinds) makes its session leave.
+struct Registered<'a> {
+    ctx: &'a ShardCtx,
+    conn: ConnId,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut router) = self.ctx.router.try_borrow_mut() {
+            router.close_connection(self.conn);
+        }
+    }
+}
+
+/// Holds one of the shard's and the router's connection slots.
+pub struct ConnSlot {
+    ctx: Rc<ShardCtx>,
+}
+
+impl ConnSlot {
+    /// Takes a slot, or `None` when a connection limit is reached.
+    pub fn take(ctx: &Rc<ShardCtx>) -> Option<ConnSlot> {
+        let global = ctx.open_connections.fetch_add(1, Ordering::AcqRel) + 1;
+        let local = ctx.stats.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        let slot = ConnSlot { ctx: ctx.clone() };
+        let over_global = ctx.max_connections > 0 && global > ctx.max_connections;
+        let over_local = ctx.max_connections_per_shard > 0 && local as usize > ctx.max_connections_per_shard;
+        if over_global || over_local {
+            return None; // the slot is given back as it drops
+        }
+        Some(slot)
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.ctx.open_connections.fetch_sub(1, Ordering::AcqRel);
+        self.ctx.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for ConnSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnSlot")
+    }
+}
+
+/// Serves one accepted connection within its slot; a panic in it is caught
+/// and counted, and the shard and every other connection carry on.
+pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, kind: ListenerKind, path: Rc<str>, metrics: bool) {
+    let Some(slot) = ConnSlot::take(&ctx) else {
+        ShardStats::inc(&ctx.stats.connections_refused);
+        debug!("connection refused: connection limit reached");
+        return refuse(stream, kind).await;
+    };
+    let work = async {
+        match kind {
+            ListenerKind::Websocket => serve_websocket(ctx.clone(), stream, path, metrics).await,
+            ListenerKind::Rawsocket => serve_rawsocket(ctx.clone(), stream).await,
+        }
+    };
+    if futures_lite::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work))
+        .await
+        .is_err()
+    {
+        ShardStats::inc(&ctx.stats.panics);
+        tracing::error!("a connection task panicked; the connection was dropped and the shard carries on");
+    }
+    drop(slot);
+}
+
+/// Tells a client over the connection limit why it is turned away.
+async fn refuse(mut stream: TcpStream, kind: ListenerKind) {
+    let reply: &[u8] = match kind {
+        ListenerKind::Websocket => {
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 25\r\nConnection: close\r\n\r\nconnection limit reached\n"
+        }
+        ListenerKind::Rawsocket => &[rawsocket::MAGIC, rawsocket::handshake_error::MAX_CONNECTIONS << 4, 0, 0],
+    };
+    let _ = glommio::timer::timeout(Duration::from_secs(1), async { Ok(stream.write_all(reply).await) }).await;
+    let _ = stream.close().await;
 }
 
 async fn wait_closing(outbox: &Outbox) {
@@ -267,6 +392,16 @@ async fn write_loop(mut w: WriteHalf<TcpStream>, outbox: Rc<Outbox>, framing: Fr
                     write_message_header(&mut out, framing, ser, m.len());
                     out.extend_from_slice(&m);
                 }
+                Outgoing::Ping(p) => match framing {
+                    Framing::WebSocket => {
+                        websocket::write_header(&mut out, websocket::opcode::PING, p.len());
+                        out.extend_from_slice(&p);
+                    }
+                    Framing::RawSocket => {
+                        rawsocket::write_header(&mut out, rawsocket::frame_type::PING, p.len());
+                        out.extend_from_slice(&p);
+                    }
+                },
                 Outgoing::Pong(p) => match framing {
                     Framing::WebSocket => {
                         websocket::write_header(&mut out, websocket::opcode::PONG, p.len());

@@ -16,6 +16,8 @@ pub enum Outgoing {
     Wamp(Bytes),
     /// A transport-level pong with the ping's payload.
     Pong(Bytes),
+    /// A transport-level ping (keep-alive).
+    Ping(Bytes),
     /// A transport close (WebSocket close frame; RawSocket just closes).
     Close { code: u16, reason: &'static str },
 }
@@ -131,6 +133,17 @@ impl Outbox {
     /// Registers the task to wake when the outbox starts closing.
     pub fn set_close_waker(&self, w: Waker) {
         self.close_waker.set(Some(w));
+    }
+
+    /// Throws away everything queued and closes with `last`: for a peer that
+    /// stopped reading, whose queue would otherwise be flushed first.
+    pub fn abort(&self, last: Outgoing) {
+        if self.closing.get() {
+            return;
+        }
+        self.queue.borrow_mut().clear();
+        self.bytes.set(0);
+        self.close(Some(last));
     }
 
     /// True once [`Outbox::close`] was called.

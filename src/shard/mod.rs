@@ -7,7 +7,7 @@ pub mod mesh;
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -33,19 +33,34 @@ pub struct ShardCtx {
     pub max_outbound_bytes: usize,
     pub handshake_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Silence after which a connection is pinged (and closed after twice).
+    pub ping_interval: Option<Duration>,
+    /// Connections open on the whole router (all shards).
+    pub open_connections: Arc<AtomicUsize>,
+    pub max_connections: usize,
+    pub max_connections_per_shard: usize,
 }
 
 /// Starts every shard, reports readiness, and runs until `shutdown` is set
 /// and every shard has finished its graceful shutdown.
 pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
+    // The shards bind with SO_REUSEPORT, which would also let them join the
+    // listening group of another process on the same port. Bind each address
+    // once without it first, so a port in use is an error, not a silent share.
+    for (l, addr) in &v.listeners {
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr} ({:?}): {e}", l.kind))?;
+    }
     let n = v.shard_cpus.len();
     let cfg = &v.config;
     let all_stats: Arc<Vec<Arc<ShardStats>>> = Arc::new((0..n).map(|_| Arc::new(ShardStats::default())).collect());
     let seeds = mesh::build::<ShardMsg>(n, cfg.router.mesh_queue_capacity);
     let router_cfg = RouterConfig {
         realms: cfg.realms.iter().map(|r| r.name.clone()).collect(),
+        max_pending_invocations: cfg.limits.max_pending_invocations,
+        slow_consumer: cfg.limits.slow_consumer,
     };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
+    let open_connections = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::new();
     for (me, seed) in seeds.into_iter().enumerate() {
         let cpu = v.shard_cpus[me];
@@ -54,12 +69,13 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
         let router_cfg = router_cfg.clone();
         let ready = ready_tx.clone();
         let shutdown = shutdown.clone();
+        let open_connections = open_connections.clone();
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{me}"))
             .spin_before_park(Duration::from_micros(v.config.router.spin_before_park_us))
             .preempt_timer(Duration::from_micros(v.config.router.preempt_timer_us));
         let handle = builder
-            .spawn(move || async move { shard_main(me, n, seed, v, all_stats, router_cfg, ready, shutdown).await })
+            .spawn(move || async move { shard_main(me, n, seed, v, all_stats, router_cfg, ready, shutdown, open_connections).await })
             .map_err(|e| format!("cannot start shard {me} on CPU {cpu}: {e}"))?;
         handles.push(handle);
     }
@@ -104,6 +120,7 @@ async fn shard_main(
     router_cfg: RouterConfig,
     ready: mpsc::Sender<Result<usize, String>>,
     shutdown: Arc<AtomicBool>,
+    open_connections: Arc<AtomicUsize>,
 ) {
     let stats = all_stats[me].clone();
     let (mesh, inbound) = seed.connect(stats.clone()).await;
@@ -118,6 +135,10 @@ async fn shard_main(
         max_outbound_bytes: cfg.limits.max_outbound_bytes,
         handshake_timeout: Duration::from_millis(cfg.limits.handshake_timeout_ms),
         shutdown_grace: Duration::from_millis(cfg.router.shutdown_grace_ms),
+        ping_interval: (cfg.limits.ping_interval_ms > 0).then(|| Duration::from_millis(cfg.limits.ping_interval_ms)),
+        open_connections,
+        max_connections: cfg.limits.max_connections,
+        max_connections_per_shard: cfg.limits.max_connections_per_shard,
     });
 
     let mut listeners = Vec::new();
@@ -178,15 +199,7 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener, kind: ListenerKin
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                let ctx = ctx.clone();
-                match kind {
-                    ListenerKind::Websocket => {
-                        glommio::spawn_local(connection::serve_websocket(ctx, stream, path.clone(), metrics)).detach();
-                    }
-                    ListenerKind::Rawsocket => {
-                        glommio::spawn_local(connection::serve_rawsocket(ctx, stream)).detach();
-                    }
-                }
+                glommio::spawn_local(connection::serve(ctx.clone(), stream, kind, path.clone(), metrics)).detach();
             }
             Err(e) => {
                 error!(error = %e, "accept failed");

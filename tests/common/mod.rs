@@ -91,9 +91,14 @@ impl Router {
     /// Starts a router with `shards` shards, a WebSocket listener (path /ws)
     /// and a RawSocket listener, and waits until both accept connections.
     pub fn start(shards: usize) -> Router {
+        Router::start_with(shards, "", "", &[])
+    }
+
+    /// A router with extra `[router]` and `[limits]` lines and environment.
+    pub fn start_with(shards: usize, router_toml: &str, limits_toml: &str, env: &[(&str, &str)]) -> Router {
         let mut last_err = String::new();
         for _attempt in 0..3 {
-            match Router::try_start(shards) {
+            match Router::try_start(shards, router_toml, limits_toml, env) {
                 Ok(r) => return r,
                 Err(e) => last_err = e,
             }
@@ -101,18 +106,19 @@ impl Router {
         panic!("router did not start: {last_err}");
     }
 
-    fn try_start(shards: usize) -> Result<Router, String> {
+    fn try_start(shards: usize, router_toml: &str, limits_toml: &str, env: &[(&str, &str)]) -> Result<Router, String> {
         let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("switchyard-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let (p1, p2) = (free_port(), free_port());
         let config = format!(
-            "[router]\nshards = {shards}\n\n[[realm]]\nname = \"realm1\"\n\n[[listener]]\ntype = \"websocket\"\nbind = \"127.0.0.1:{p1}\"\npath = \"/ws\"\n\n[[listener]]\ntype = \"rawsocket\"\nbind = \"127.0.0.1:{p2}\"\n\n[limits]\nmax_message_size = 65536\n"
+            "[router]\nshards = {shards}\n{router_toml}\n\n[[realm]]\nname = \"realm1\"\n\n[[listener]]\ntype = \"websocket\"\nbind = \"127.0.0.1:{p1}\"\npath = \"/ws\"\n\n[[listener]]\ntype = \"rawsocket\"\nbind = \"127.0.0.1:{p2}\"\n\n[limits]\nmax_message_size = 65536\n{limits_toml}\n"
         );
         let cfg_path = dir.join("switchyard.toml");
         std::fs::write(&cfg_path, config).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(dir.join("router.log")).map_err(|e| e.to_string())?;
         let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(&cfg_path)
             .stdin(Stdio::null())
@@ -135,8 +141,10 @@ impl Router {
                 router.exited = Some(status);
                 return Err(format!("router exited during start-up ({status}): {}", router.log()));
             }
+            // Every shard has bound every listener once the router logs
+            // "ready"; a port that accepts earlier may have only some shards.
             let up = |a: &SocketAddr| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok();
-            if up(&router.ws) && up(&router.rs) {
+            if router.log().contains("switchyard ready") && up(&router.ws) && up(&router.rs) {
                 return Ok(router);
             }
             if Instant::now() > deadline {

@@ -1,0 +1,32 @@
+//! JSON: `codec::decode` and `codec::json::parse` on arbitrary bytes.
+//!
+//! Invariants (beyond "no panic"):
+//! - a frame that decodes is a JSON array whose elements are the decoded
+//!   fields followed by the payload;
+//! - every decoded dictionary and string re-encodes in both serializers and
+//!   parses back to the same value;
+//! - a decoded payload parses to a list (and a dict), transcodes to
+//!   MessagePack and back with equal values, and splices into an EVENT that
+//!   parses to the same values, in both serializers;
+//! - a value `json::parse` accepts re-encodes in both serializers to an equal
+//!   value, and `Value::Int` holds negative integers only.
+#![no_main]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use switchyard::codec;
+use switchyard::wamp::message::Serializer;
+
+fuzz_target!(|data: &[u8]| {
+    let frame = Bytes::copy_from_slice(data);
+    if let Ok(m) = codec::decode(Serializer::Json, &frame) {
+        assert!(std::str::from_utf8(data).is_ok(), "decode accepted invalid UTF-8");
+        common::check_message(&m, Serializer::Json, &frame);
+    }
+    if let Ok(v) = codec::json::parse(data) {
+        common::check_value_round_trip(&v);
+    }
+});

@@ -1,0 +1,127 @@
+//! Types of the Options a client sends, checked before routing: a predefined
+//! option with a value of the wrong type is a protocol violation (the spec's
+//! test vectors expect ABORT `wamp.error.protocol_violation`). Unknown options
+//! are ignored, as the spec requires.
+
+use crate::wamp::{Dict, MatchPolicy, Message, Value};
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Bool,
+    UInt,
+    Str,
+    /// A list of IDs.
+    Ids,
+    /// A list of strings.
+    Strs,
+    /// A list of dictionaries (`forward_for`).
+    Dicts,
+    /// `match`: one of the match policies.
+    Policy,
+}
+
+const PUBLISH: &[(&str, Kind)] = &[
+    ("acknowledge", Kind::Bool),
+    ("exclude_me", Kind::Bool),
+    ("exclude", Kind::Ids),
+    ("exclude_authid", Kind::Strs),
+    ("exclude_authrole", Kind::Strs),
+    ("eligible", Kind::Ids),
+    ("eligible_authid", Kind::Strs),
+    ("eligible_authrole", Kind::Strs),
+    ("retain", Kind::Bool),
+    ("disclose_me", Kind::Bool),
+    ("transaction_hash", Kind::Str),
+    ("forward_for", Kind::Dicts),
+];
+
+const SUBSCRIBE: &[(&str, Kind)] = &[("match", Kind::Policy), ("get_retained", Kind::Bool), ("forward_for", Kind::Dicts)];
+
+const REGISTER: &[(&str, Kind)] = &[
+    ("match", Kind::Policy),
+    ("invoke", Kind::Str),
+    ("disclose_caller", Kind::Bool),
+    ("concurrency", Kind::UInt),
+    ("forward_for", Kind::Dicts),
+];
+
+const CALL: &[(&str, Kind)] = &[
+    ("timeout", Kind::UInt),
+    ("receive_progress", Kind::Bool),
+    ("progress", Kind::Bool),
+    ("disclose_me", Kind::Bool),
+    ("forward_for", Kind::Dicts),
+];
+
+const YIELD: &[(&str, Kind)] = &[("progress", Kind::Bool), ("forward_for", Kind::Dicts)];
+
+fn fits(v: &Value, kind: Kind) -> bool {
+    match kind {
+        Kind::Bool => matches!(v, Value::Bool(_)),
+        Kind::UInt => matches!(v, Value::UInt(_)),
+        Kind::Str => matches!(v, Value::Str(_)),
+        Kind::Ids => matches!(v, Value::List(l) if l.iter().all(|x| matches!(x, Value::UInt(_)))),
+        Kind::Strs => matches!(v, Value::List(l) if l.iter().all(|x| matches!(x, Value::Str(_)))),
+        Kind::Dicts => matches!(v, Value::List(l) if l.iter().all(|x| matches!(x, Value::Dict(_)))),
+        Kind::Policy => matches!(v, Value::Str(s) if MatchPolicy::parse(s).is_some()),
+    }
+}
+
+fn check_dict(message: &str, options: &Dict, rules: &[(&str, Kind)]) -> Result<(), String> {
+    for (key, value) in &options.0 {
+        if let Some((_, kind)) = rules.iter().find(|(k, _)| k == key) {
+            if !fits(value, *kind) {
+                return Err(format!("{message}.Options.{key} has an invalid type or value"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks the Options of a message from a client.
+pub(super) fn check(msg: &Message) -> Result<(), String> {
+    match msg {
+        Message::Publish { options, .. } => check_dict("PUBLISH", options, PUBLISH),
+        Message::Subscribe { options, .. } => check_dict("SUBSCRIBE", options, SUBSCRIBE),
+        Message::Register { options, .. } => check_dict("REGISTER", options, REGISTER),
+        Message::Call { options, .. } => check_dict("CALL", options, CALL),
+        Message::Yield { options, .. } => check_dict("YIELD", options, YIELD),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wamp::message::Serializer;
+    use crate::wamp::Payload;
+
+    fn publish(options: Dict) -> Message {
+        Message::Publish {
+            request: 1,
+            options,
+            topic: "t".into(),
+            payload: Payload::empty(Serializer::Json),
+        }
+    }
+
+    #[test]
+    fn options_of_the_wrong_type_are_refused() {
+        assert!(check(&publish(Dict::new().with("acknowledge", Value::Bool(true)))).is_ok());
+        assert!(check(&publish(Dict::new().with("acknowledge", Value::UInt(1)))).is_err());
+        assert!(check(&publish(Dict::new().with("exclude", Value::List(vec![Value::UInt(3)])))).is_ok());
+        assert!(check(&publish(Dict::new().with("exclude", Value::List(vec![Value::Str("x".into())])))).is_err());
+        assert!(
+            check(&publish(Dict::new().with("_custom", Value::Null))).is_ok(),
+            "unknown options are ignored"
+        );
+        let sub = |m: Value| Message::Subscribe {
+            request: 1,
+            options: Dict::new().with("match", m),
+            topic: "t".into(),
+        };
+        assert!(check(&sub(Value::Str("prefix".into()))).is_ok());
+        assert!(check(&sub(Value::Str("regex".into()))).is_err());
+        assert!(check(&sub(Value::UInt(1))).is_err());
+    }
+}
