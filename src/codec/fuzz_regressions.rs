@@ -50,6 +50,22 @@ fn json_integers_beyond_64_bits_transcode() {
 }
 
 #[test]
+fn json_long_decimals_transcode_exactly() {
+    // json_decode crash-eebea69e8011: simd-json 0.14 read the fifth number
+    // as -184333881725.71344 (simd-lite/simd-json#455: a long decimal that
+    // crosses one of its 64-byte blocks), so MessagePack receivers got
+    // another value than JSON ones
+    let frame = "[16,1,{},\"t\",[-844674.09551616,-925544674.09551616,-92516116,-9223372036616116,\
+                 -922203644674.09551616,-92516116,-9223372036616116,-9222036618]]";
+    let p = payload(decode_json(frame).unwrap());
+    let want = json::parse(format!("[{}]", std::str::from_utf8(&p.raw).unwrap()).as_bytes()).unwrap();
+    let Value::List(want) = want else { panic!() };
+    let Value::List(args) = &want[0] else { panic!() };
+    assert_eq!(args[4], Value::Float(-922203644674.09551616));
+    assert_eq!(through_other(&p), (want.clone(), want));
+}
+
+#[test]
 fn json_lone_surrogates_are_refused_in_payloads() {
     // json_decode crash-ef8684f59694: the payload validator let a lone
     // surrogate escape through, the parser does not

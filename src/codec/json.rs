@@ -1,6 +1,7 @@
 //! JSON: a validating envelope reader that borrows from the frame, a value
 //! parser for Options/Details, and the encoder. Payload spans are validated
-//! and kept raw; full payload parsing (for transcoding) goes through simd-json.
+//! and kept raw; full payload parsing (for transcoding) goes through the same
+//! reader.
 
 use base64::Engine;
 use bytes::{BufMut, Bytes};
@@ -497,53 +498,23 @@ fn number_value(text: &str, is_float: bool) -> Result<Value, DecodeError> {
     text.parse::<f64>().map(Value::Float).map_err(|_| err("invalid number"))
 }
 
-/// Parses a raw JSON payload span (`args` or `args,kwargs`) into values, with
-/// simd-json. Used only when transcoding to another serializer.
+/// Parses a raw JSON payload span (`args` or `args,kwargs`) into values.
+/// Used only when transcoding to another serializer.
+///
+/// This is the reader that validated the span in `decode`, so every payload
+/// `decode` accepts transcodes, to the values `parse` gives. (It used to be
+/// simd-json 0.14, which refuses integers beyond 64 bits and silently
+/// misreads long decimals that cross one of its 64-byte blocks,
+/// simd-lite/simd-json#455; found by the `json_decode` fuzz target.)
 pub fn parse_payload(raw: &[u8]) -> Result<Vec<Value>, DecodeError> {
-    let wrapped = || {
-        let mut buf = Vec::with_capacity(raw.len() + 2);
-        buf.push(b'[');
-        buf.extend_from_slice(raw);
-        buf.push(b']');
-        buf
-    };
-    let mut buf = wrapped();
-    let parsed = simd_json::to_borrowed_value(&mut buf)
-        .map_err(|_| err("invalid JSON payload"))
-        .and_then(|v| from_simd(&v, 0));
-    let v = match parsed {
-        Ok(v) => v,
-        // simd-json refuses some JSON that decode accepted (integers beyond
-        // 64 bits, which the reader reads as floats): the reader decides.
-        // (simd-json unescaped strings in place, so wrap `raw` afresh.)
-        Err(_) => parse(&wrapped())?,
-    };
-    match v {
+    let mut buf = Vec::with_capacity(raw.len() + 2);
+    buf.push(b'[');
+    buf.extend_from_slice(raw);
+    buf.push(b']');
+    match parse(&buf)? {
         Value::List(items) => Ok(items),
         _ => Err(err("invalid JSON payload")),
     }
-}
-
-fn from_simd(v: &simd_json::BorrowedValue<'_>, depth: usize) -> Result<Value, DecodeError> {
-    use simd_json::{BorrowedValue as B, StaticNode as S};
-    if depth > MAX_DEPTH {
-        return Err(err("nesting too deep"));
-    }
-    Ok(match v {
-        B::Static(S::Null) => Value::Null,
-        B::Static(S::Bool(b)) => Value::Bool(*b),
-        B::Static(S::I64(i)) if *i < 0 => Value::Int(*i),
-        B::Static(S::I64(i)) => Value::UInt(*i as u64),
-        B::Static(S::U64(u)) => Value::UInt(*u),
-        B::Static(S::F64(f)) => Value::Float(*f),
-        B::String(s) => string_value(s.to_string()),
-        B::Array(a) => Value::List(a.iter().map(|x| from_simd(x, depth + 1)).collect::<Result<_, _>>()?),
-        B::Object(o) => Value::Dict(Dict(
-            o.iter()
-                .map(|(k, x)| Ok((k.to_string(), from_simd(x, depth + 1)?)))
-                .collect::<Result<_, DecodeError>>()?,
-        )),
-    })
 }
 
 /// Appends the JSON text of `v` to `out`.

@@ -3,9 +3,8 @@
 //! that decodes.
 //!
 //! The canonical form absorbs exactly the conversions that are lossy by
-//! design, and nothing else:
-//! - dictionaries are unordered: entries are sorted by key, and of duplicate
-//!   keys the last one is kept (simd-json, used for JSON payloads, does so);
+//! design, and nothing else (dictionaries keep their order and duplicate
+//! keys through both codecs, so they are compared as they are):
 //! - JSON has no NaN or infinity: a non-finite float is written as `null`;
 //! - WAMP's JSON binary convention: a string that starts with NUL followed by
 //!   valid base64 *is* binary once it has been through JSON.
@@ -35,19 +34,9 @@ pub fn canon(v: &Value) -> Value {
     }
 }
 
-/// The canonical form of a dictionary: sorted by key, last duplicate wins.
+/// The canonical form of a dictionary: its values in canonical form.
 pub fn canon_dict(d: &Dict) -> Dict {
-    let mut entries: Vec<(String, Value)> = d.0.iter().map(|(k, v)| (k.clone(), canon(v))).collect();
-    // stable: duplicates stay in their original order, the last one is kept
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out: Vec<(String, Value)> = Vec::with_capacity(entries.len());
-    for (k, v) in entries {
-        match out.last_mut() {
-            Some(last) if last.0 == k => last.1 = v,
-            _ => out.push((k, v)),
-        }
-    }
-    Dict(out)
+    Dict(d.0.iter().map(|(k, v)| (k.clone(), canon(v))).collect())
 }
 
 /// Invariant of [`Value`]: `Int` holds negative integers only.

@@ -211,7 +211,10 @@ def _start_router(shards, tmp_path):
                         "\n--- stdout ---\n{}".format(proc.returncode, argv,
                                                       _tail(router.stderr_text()),
                                                       _tail(stdout_path.read_text("utf-8", "replace"))))
-        if _accepts(ws_port) and _accepts(rs_port):
+        # switchyard logs "switchyard ready" once every shard has bound every
+        # listener; a port can accept earlier, on the first shard alone.
+        ready = ROUTER != "switchyard" or "switchyard ready" in router.stderr_text()
+        if ready and _accepts(ws_port) and _accepts(rs_port):
             return router
         if time.monotonic() > deadline:
             _kill(proc)

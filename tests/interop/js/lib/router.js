@@ -189,7 +189,10 @@ class RouterProcess {
       if (this.exit) {
         throw new Error(`router exited before accepting connections: ${JSON.stringify(this.exit)}\n${this.logs()}`);
       }
-      if (upgrade ? await tryUpgrade(this.port) : await tryConnect(this.port)) return;
+      // switchyard logs "switchyard ready" once every shard has bound its
+      // listeners; before that a port may accept on the first shard alone.
+      const ready = this.kind !== 'switchyard' || this.stderr.includes('switchyard ready');
+      if (ready && (upgrade ? await tryUpgrade(this.port) : await tryConnect(this.port))) return;
       await sleep(upgrade ? 250 : 50);
     }
     throw new Error(`router did not accept ${what} on 127.0.0.1:${this.port} within ${limitMs} ms\n${this.logs()}`);
