@@ -39,7 +39,7 @@ for target in $(cargo fuzz list); do
     log="$scratch/$target.log"
     if cargo fuzz run --sanitizer "$sanitizer" "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
-        grep -E '^#[0-9]+ +DONE' "$log" | tail -1 || true
+        grep -aE '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true
         echo "ok   $target"
     else
         tail -40 "$log"

@@ -236,62 +236,64 @@ impl<'a> MsgPackReader<'a> {
     /// would: structure, UTF-8 strings, string keys and nesting depth (the
     /// element is at depth 1, inside the message array).
     fn skip_value(&mut self) -> Result<(), DecodeError> {
-        // Items left in each open non-empty container, innermost last; a map
-        // counts keys and values, and a key comes when an even number is left.
-        let mut open = [(0u64, false); MAX_DEPTH];
-        let mut depth = 0;
-        let mut pending: u64 = 1;
-        while pending > 0 {
-            pending -= 1;
-            if depth >= MAX_DEPTH {
-                return Err(err("nesting too deep"));
+        match self.marker()? {
+            m @ (Marker::FixArray(_) | Marker::Array16 | Marker::Array32 | Marker::FixMap(_) | Marker::Map16 | Marker::Map32) => {
+                self.skip_container(m, 1)
             }
-            let mut key = false;
-            if depth > 0 {
-                let (left, is_map) = &mut open[depth - 1];
-                key = *is_map && *left % 2 == 0;
-                *left -= 1;
+            m => self.skip_scalar(m),
+        }
+    }
+
+    /// Skips the items of a container at `depth` whose marker was read;
+    /// nested containers recurse, and nothing is deeper than MAX_DEPTH.
+    fn skip_container(&mut self, m: Marker, depth: usize) -> Result<(), DecodeError> {
+        let (n, map) = match self.array_len(m)? {
+            Some(n) => (n, false),
+            None => (self.map_len(m)?.unwrap_or(0), true),
+        };
+        if n > 0 && depth >= MAX_DEPTH {
+            return Err(err("nesting too deep"));
+        }
+        for _ in 0..n {
+            if map {
+                let k = self.marker()?;
+                let len = self.str_len(k)?.ok_or(err("dictionary key must be a string"))?;
+                self.skip_str(len)?;
             }
-            let m = self.marker()?;
-            if key && !matches!(m, Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32) {
-                return Err(err("dictionary key must be a string"));
-            }
-            let children = if let Some(n) = self.array_len(m)? {
-                (n as u64, false)
-            } else if let Some(n) = self.map_len(m)? {
-                (2 * n as u64, true)
-            } else if let Some(n) = self.str_len(m)? {
-                let s = self.take(n)?;
-                std::str::from_utf8(s).map_err(|_| err("invalid UTF-8 in string"))?;
-                (0, false)
-            } else {
-                let n = match m {
-                    Marker::Null | Marker::True | Marker::False | Marker::FixPos(_) | Marker::FixNeg(_) => 0,
-                    Marker::U8 | Marker::I8 => 1,
-                    Marker::U16 | Marker::I16 => 2,
-                    Marker::U32 | Marker::I32 | Marker::F32 => 4,
-                    Marker::U64 | Marker::I64 | Marker::F64 => 8,
-                    Marker::Bin8 => self.be(1)? as usize,
-                    Marker::Bin16 => self.be(2)? as usize,
-                    Marker::Bin32 => self.be(4)? as usize,
-                    _ => return Err(err("unsupported MessagePack type")),
-                };
-                self.take(n)?;
-                (0, false)
-            };
-            if children.0 > 0 {
-                open[depth] = children;
-                depth += 1;
-                pending += children.0;
-            }
-            while depth > 0 && open[depth - 1].0 == 0 {
-                depth -= 1;
-            }
-            // every pending item needs at least one byte: refuse impossible counts
-            if pending > (self.buf.len() - self.pos) as u64 {
-                return Err(err("truncated MessagePack"));
+            match self.marker()? {
+                m @ (Marker::FixArray(_) | Marker::Array16 | Marker::Array32 | Marker::FixMap(_) | Marker::Map16 | Marker::Map32) => {
+                    self.skip_container(m, depth + 1)?
+                }
+                m => self.skip_scalar(m)?,
             }
         }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn skip_scalar(&mut self, m: Marker) -> Result<(), DecodeError> {
+        if let Some(n) = self.str_len(m)? {
+            return self.skip_str(n);
+        }
+        let n = match m {
+            Marker::Null | Marker::True | Marker::False | Marker::FixPos(_) | Marker::FixNeg(_) => 0,
+            Marker::U8 | Marker::I8 => 1,
+            Marker::U16 | Marker::I16 => 2,
+            Marker::U32 | Marker::I32 | Marker::F32 => 4,
+            Marker::U64 | Marker::I64 | Marker::F64 => 8,
+            Marker::Bin8 => self.be(1)? as usize,
+            Marker::Bin16 => self.be(2)? as usize,
+            Marker::Bin32 => self.be(4)? as usize,
+            _ => return Err(err("unsupported MessagePack type")),
+        };
+        self.take(n)?;
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn skip_str(&mut self, n: usize) -> Result<(), DecodeError> {
+        let s = self.take(n)?;
+        std::str::from_utf8(s).map_err(|_| err("invalid UTF-8 in string"))?;
         Ok(())
     }
 }
