@@ -3,15 +3,18 @@
 # pub/sub throughput, RPC round-trip latency (1 call in flight) and the
 # router's CPU use, with the load generator pinned to CPU 1.
 #
-#   ./scripts/bench-tuning.sh [--duration S] [--runs N]
+#   ./scripts/bench-tuning.sh [--duration S] [--runs N] [--only SECTION]
+#
+# SECTION: spin, preempt, shards, mesh or wake (default: all of them).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-duration=4; runs=3
+duration=4; runs=3; only=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) duration="$2"; shift 2 ;;
         --runs) runs="$2"; shift 2 ;;
+        --only) only="$2"; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -32,6 +35,9 @@ measure() {
     "$router" --config "$tmp/c.toml" &
     local pid=$!
     wait_port "$rs"
+    # idle: router CPU seconds per wall second with no client at all
+    local i0; i0=$(cpu_ticks "$pid"); sleep 3; local i1; i1=$(cpu_ticks "$pid")
+    local idle; idle=$(python3 -c "print(($i1-$i0)/$(getconf CLK_TCK)/3)")
     local ev=() p50=() cpu=()
     for r in $(seq "$runs"); do
         "$load" pubsub --url "rs://127.0.0.1:$rs" --publishers 2 --subscribers 4 --topics 2 --duration "$duration" --warmup 1 --cpus 1 --quiet --json "$tmp/p.json" >/dev/null
@@ -44,21 +50,35 @@ measure() {
         cpu+=("$(python3 -c "print(($t1-$t0)/$(getconf CLK_TCK)/($duration+1))")")
     done
     kill -TERM "$pid"; wait "$pid" || true
-    python3 - "$name" "${ev[*]}" "${p50[*]}" "${cpu[*]}" <<'PY'
+    python3 - "$name" "$idle" "${ev[*]}" "${p50[*]}" "${cpu[*]}" <<'PY'
 import statistics, sys
-name, ev, p50, cpu = sys.argv[1], *[list(map(float, a.split())) for a in sys.argv[2:]]
-print(f"{name:42s} pubsub {statistics.median(ev):>10.0f} ev/s   rpc p50 {statistics.median(p50):>8.1f} us   router CPU at 1 call in flight {statistics.median(cpu):5.2f}")
+name, idle, (ev, p50, cpu) = sys.argv[1], float(sys.argv[2]), [list(map(float, a.split())) for a in sys.argv[3:]]
+print(f"{name:42s} pubsub {statistics.median(ev):>10.0f} ev/s   rpc p50 {statistics.median(p50):>8.1f} us   "
+      f"router CPU at 1 call in flight {statistics.median(cpu):5.2f}   idle {idle:5.3f}")
 PY
 }
 
-echo "== spin before park (1 shard on CPU 0)"
-for spin in 0 50 200; do measure "spin_before_park_us = $spin" "spin_before_park_us = $spin" 1 0; done
-echo "== preempt timer (1 shard on CPU 0)"
-for p in 100 500 5000; do measure "preempt_timer_us = $p" "preempt_timer_us = $p" 1 0; done
-echo "== shard count (load generator shares CPU 1 with shard 1 when shards = 2)"
-measure "shards = 1 (CPU 0)" "" 1 0
-measure "shards = 2 (CPUs 0,1)" "" 2 "0-1"
-echo "== cross-shard queues (2 shards)"
-for q in 64 8192; do measure "mesh_queue_capacity = $q" "mesh_queue_capacity = $q" 2 "0-1"; done
-for s in 0 20 200; do measure "mesh_spin_us = $s" "mesh_spin_us = $s" 2 "0-1"; done
+want() { [ -z "$only" ] || [ "$only" = "$1" ]; }
+if want spin; then
+    echo "== spin before park (1 shard on CPU 0)"
+    for spin in 0 50 200; do measure "spin_before_park_us = $spin" "spin_before_park_us = $spin" 1 0; done
+fi
+if want preempt; then
+    echo "== preempt timer (1 shard on CPU 0)"
+    for p in 100 500 5000; do measure "preempt_timer_us = $p" "preempt_timer_us = $p" 1 0; done
+fi
+if want shards; then
+    echo "== shard count (load generator shares CPU 1 with shard 1 when shards = 2)"
+    measure "shards = 1 (CPU 0)" "" 1 0
+    measure "shards = 2 (CPUs 0,1)" "" 2 "0-1"
+fi
+if want mesh; then
+    echo "== cross-shard queues (2 shards)"
+    for q in 64 8192; do measure "mesh_queue_capacity = $q" "mesh_queue_capacity = $q" 2 "0-1"; done
+    for s in 0 20 200; do measure "mesh_spin_us = $s" "mesh_spin_us = $s" 2 "0-1"; done
+fi
+if want wake; then
+    echo "== wake-up watchdog (1 shard on CPU 0)"
+    for w in 0 10 100; do measure "wake_interval_ms = $w" "wake_interval_ms = $w" 1 0; done
+fi
 rm -rf "$tmp"

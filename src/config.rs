@@ -59,6 +59,9 @@ pub struct RouterSection {
     pub spin_before_park_us: u64,
     /// Longest a shard runs tasks before it polls its sockets again, in µs.
     pub preempt_timer_us: u64,
+    /// How often every shard's thread is woken from its kernel wait, in ms
+    /// (a safety net against missed wake-ups); 0 disables.
+    pub wake_interval_ms: u64,
     /// How long shutdown waits for clients to answer GOODBYE, in ms.
     pub shutdown_grace_ms: u64,
     /// Log filter (tracing syntax), e.g. "info" or "switchyard=debug".
@@ -75,6 +78,7 @@ impl Default for RouterSection {
             mesh_spin_us: 20,
             spin_before_park_us: 0,
             preempt_timer_us: 500,
+            wake_interval_ms: 10,
             shutdown_grace_ms: 2000,
             log: "info".into(),
         }

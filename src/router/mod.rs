@@ -383,6 +383,14 @@ impl Router {
         }
     }
 
+    /// Ends every connection still open at once (the shutdown grace period
+    /// is over); each leaves the tables as its task finishes.
+    pub fn kill_all(&mut self) {
+        for c in self.conns.values() {
+            c.outbox.kill();
+        }
+    }
+
     fn abort(&mut self, conn: ConnId, reason: &str, message: &str) {
         let Some(c) = self.conns.get(&conn) else { return };
         let details = Dict::new().with("message", message.into());

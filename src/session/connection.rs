@@ -219,8 +219,11 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
                 break 'conn;
             }
         }
+        // A peer that always has more to read must not keep the shard to
+        // itself: give the other tasks their turn once the time slice is up.
+        glommio::yield_if_needed().await;
         // Backpressure: while a cross-shard queue is over capacity, read no more.
-        while ctx.congestion.get() > 0 {
+        while ctx.congestion.get() > 0 && !outbox.is_closing() {
             glommio::timer::sleep(Duration::from_micros(100)).await;
         }
         let read = futures_lite::future::or(
@@ -267,6 +270,8 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
     }
     drop(registered);
     outbox.close(None);
+    // A peer that reads nothing cannot be flushed to: after the grace period
+    // the writer is dropped, which cancels it.
     let _ = glommio::timer::timeout(ctx.shutdown_grace, async {
         writer_task.await;
         Ok(())
@@ -421,7 +426,12 @@ async fn write_loop(mut w: WriteHalf<TcpStream>, outbox: Rc<Outbox>, framing: Fr
                 }
             }
         }
-        if w.write_all(&out).await.is_err() {
+        let written = futures_lite::future::or(async { w.write_all(&out).await.is_ok() }, async {
+            outbox.killed().await;
+            false
+        })
+        .await;
+        if !written {
             break 'write;
         }
         if close_after {

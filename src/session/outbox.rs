@@ -31,6 +31,8 @@ pub struct Outbox {
     waker: Cell<Option<Waker>>,
     close_waker: Cell<Option<Waker>>,
     closing: Cell<bool>,
+    killed: Cell<bool>,
+    kill_waker: Cell<Option<Waker>>,
     dropped: Cell<u64>,
 }
 
@@ -55,6 +57,8 @@ impl Outbox {
             waker: Cell::new(None),
             close_waker: Cell::new(None),
             closing: Cell::new(false),
+            killed: Cell::new(false),
+            kill_waker: Cell::new(None),
             dropped: Cell::new(0),
         }
     }
@@ -144,6 +148,37 @@ impl Outbox {
         self.queue.borrow_mut().clear();
         self.bytes.set(0);
         self.close(Some(last));
+    }
+
+    /// Ends the connection now, whatever is queued or being written: for a
+    /// shard that stops after its shutdown grace period. The writer gives up
+    /// a write in progress, and the read loop stops.
+    pub fn kill(&self) {
+        self.abort(Outgoing::Close {
+            code: crate::transport::websocket::close::GOING_AWAY,
+            reason: "router shutting down",
+        });
+        self.closing.set(true);
+        self.killed.set(true);
+        if let Some(w) = self.kill_waker.take() {
+            w.wake();
+        }
+        if let Some(w) = self.close_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Resolves once [`Outbox::kill`] was called.
+    pub async fn killed(&self) {
+        poll_fn(|cx| {
+            if self.killed.get() {
+                Poll::Ready(())
+            } else {
+                self.kill_waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     /// True once [`Outbox::close`] was called.

@@ -3,6 +3,7 @@
 //! connections it accepts; the mesh connects the shards.
 
 pub mod mesh;
+pub mod watchdog;
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -47,8 +48,21 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
     // The shards bind with SO_REUSEPORT, which would also let them join the
     // listening group of another process on the same port. Bind each address
     // once without it first, so a port in use is an error, not a silent share.
-    for (l, addr) in &v.listeners {
-        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr} ({:?}): {e}", l.kind))?;
+    //
+    // Port 0 asks for any free port: it is reserved here by a socket in the
+    // SO_REUSEPORT group that never listens (so it takes no connections),
+    // held until every shard has bound the same address.
+    let mut v = v;
+    let mut reserved = Vec::new();
+    for (l, addr) in v.listeners.iter_mut() {
+        let fail = |e: std::io::Error| format!("cannot listen on {addr} ({:?}): {e}", l.kind);
+        if addr.port() == 0 {
+            let sock = reserve_any_port(*addr).map_err(fail)?;
+            *addr = sock.local_addr().map_err(fail)?;
+            reserved.push(sock);
+        } else {
+            std::net::TcpListener::bind(*addr).map_err(fail)?;
+        }
     }
     let n = v.shard_cpus.len();
     let cfg = &v.config;
@@ -61,6 +75,10 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
     };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let open_connections = Arc::new(AtomicUsize::new(0));
+    let watchdog = Arc::new(
+        watchdog::Watchdog::start(n, Duration::from_millis(cfg.router.wake_interval_ms))
+            .map_err(|e| format!("cannot start the watchdog thread: {e}"))?,
+    );
     let mut handles = Vec::new();
     for (me, seed) in seeds.into_iter().enumerate() {
         let cpu = v.shard_cpus[me];
@@ -70,12 +88,17 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
         let ready = ready_tx.clone();
         let shutdown = shutdown.clone();
         let open_connections = open_connections.clone();
+        let watchdog = watchdog.clone();
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{me}"))
             .spin_before_park(Duration::from_micros(v.config.router.spin_before_park_us))
             .preempt_timer(Duration::from_micros(v.config.router.preempt_timer_us));
         let handle = builder
-            .spawn(move || async move { shard_main(me, n, seed, v, all_stats, router_cfg, ready, shutdown, open_connections).await })
+            .spawn(move || async move {
+                let _kicked = watchdog.register(me);
+                drop(watchdog);
+                shard_main(me, n, seed, v, all_stats, router_cfg, ready, shutdown, open_connections).await
+            })
             .map_err(|e| format!("cannot start shard {me} on CPU {cpu}: {e}"))?;
         handles.push(handle);
     }
@@ -100,6 +123,7 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
         }
         return Err(e);
     }
+    drop(reserved);
     let addrs: Vec<String> = v.listeners.iter().map(|(l, a)| format!("{:?} {a}", l.kind)).collect();
     info!(shards = n, cpus = ?v.shard_cpus, listeners = ?addrs, "switchyard ready");
     for h in handles {
@@ -108,6 +132,17 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A bound, not listening, SO_REUSEPORT socket on a free port of `addr`'s
+/// address: the shards bind the same port and listen.
+fn reserve_any_port(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -191,6 +226,13 @@ async fn shard_main(
             connections = left,
             "closing connections that did not finish in the shutdown grace period"
         );
+        ctx.router.borrow_mut().kill_all();
+        // Killed connections end at their next turn; wait for their tasks
+        // (briefly: one still in its handshake ends by its own timeout).
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while ctx.stats.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
     }
     drop(tasks);
 }

@@ -110,9 +110,10 @@ impl Router {
         let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("switchyard-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let (p1, p2) = (free_port(), free_port());
+        // Port 0: the router picks free ports and names them in its "ready"
+        // line, so tests in concurrent processes never collide.
         let config = format!(
-            "[router]\nshards = {shards}\n{router_toml}\n\n[[realm]]\nname = \"realm1\"\n\n[[listener]]\ntype = \"websocket\"\nbind = \"127.0.0.1:{p1}\"\npath = \"/ws\"\n\n[[listener]]\ntype = \"rawsocket\"\nbind = \"127.0.0.1:{p2}\"\n\n[limits]\nmax_message_size = 65536\n{limits_toml}\n"
+            "[router]\nshards = {shards}\n{router_toml}\n\n[[realm]]\nname = \"realm1\"\n\n[[listener]]\ntype = \"websocket\"\nbind = \"127.0.0.1:0\"\npath = \"/ws\"\n\n[[listener]]\ntype = \"rawsocket\"\nbind = \"127.0.0.1:0\"\n\n[limits]\nmax_message_size = 65536\n{limits_toml}\n"
         );
         let cfg_path = dir.join("switchyard.toml");
         std::fs::write(&cfg_path, config).map_err(|e| e.to_string())?;
@@ -128,8 +129,8 @@ impl Router {
             .map_err(|e| format!("cannot spawn the router: {e}"))?;
         let mut router = Router {
             child,
-            ws: format!("127.0.0.1:{p1}").parse().unwrap(),
-            rs: format!("127.0.0.1:{p2}").parse().unwrap(),
+            ws: "0.0.0.0:0".parse().unwrap(),
+            rs: "0.0.0.0:0".parse().unwrap(),
             shards,
             dir,
             exited: None,
@@ -142,9 +143,18 @@ impl Router {
                 return Err(format!("router exited during start-up ({status}): {}", router.log()));
             }
             // Every shard has bound every listener once the router logs
-            // "ready"; a port that accepts earlier may have only some shards.
-            let up = |a: &SocketAddr| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok();
-            if router.log().contains("switchyard ready") && up(&router.ws) && up(&router.rs) {
+            // "ready", with the ports it was given.
+            let log = router.log();
+            if let Some(ready) = log.lines().find(|l| l.contains("switchyard ready")) {
+                let listener = |kind: &str| -> Result<SocketAddr, String> {
+                    let start = ready.find(&format!("\"{kind} ")).ok_or(format!("no {kind} listener in: {ready}"))? + kind.len() + 2;
+                    let len = ready[start..].find('"').ok_or(format!("unterminated address in: {ready}"))?;
+                    ready[start..start + len]
+                        .parse()
+                        .map_err(|e| format!("bad address in {ready}: {e}"))
+                };
+                router.ws = listener("Websocket")?;
+                router.rs = listener("Rawsocket")?;
                 return Ok(router);
             }
             if Instant::now() > deadline {
@@ -366,7 +376,13 @@ pub fn http_request(addr: SocketAddr, request: &str) -> HttpResponse {
 /// Reads more bytes into `buf`; 0 at end of stream. Panics on timeout.
 fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
     let mut chunk = [0u8; 16384];
-    match s.read(&mut chunk) {
+    let read = loop {
+        match s.read(&mut chunk) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            other => break other,
+        }
+    };
+    match read {
         Ok(n) => {
             buf.extend_from_slice(&chunk[..n]);
             n
