@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test suite of Switchyard on a fresh machine, installing what the
-# tests need: Rust unit and integration tests, bench smoke runs, and interop
+# tests need: Rust unit and integration tests, bench smoke runs, a short run
+# of every fuzz target (cargo-fuzz, AddressSanitizer), and interop
 # with real third-party WAMP clients (autobahn-python from PyPI, autobahn-js
 # from npm, both pinned). Exits non-zero if anything fails.
 set -euo pipefail
@@ -15,8 +16,14 @@ cargo test --workspace
 step "bench smoke run (each criterion bench once, no timing)"
 cargo bench --workspace -- --test
 
+step "fuzz smoke run (every cargo-fuzz target on its corpus, then ${FUZZ_SECONDS:-20} s of new inputs; installs cargo-fuzz)"
+./scripts/fuzz-smoke.sh
+
 step "loadtest smoke run (every scenario briefly against a 2-shard router)"
 ./scripts/loadtest-smoke.sh
+
+step "churn: 10k sessions opened and closed 3 times; sessions back to zero, RSS back near its start"
+./scripts/churn.sh
 
 step "build the router for the interop suites"
 cargo build --bin switchyard

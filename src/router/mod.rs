@@ -383,6 +383,20 @@ impl Router {
         }
     }
 
+    /// Gives back the spare capacity of the session and routing tables, which
+    /// never shrink by themselves (after a reconnect storm has gone).
+    pub fn shrink_to_fit(&mut self) {
+        self.sessions.shrink_to_fit();
+        self.conns.shrink_to_fit();
+        self.pending.shrink_to_fit();
+        for realm in &mut self.realms {
+            realm.subscriptions.shrink_to_fit();
+            realm.registrations.shrink_to_fit();
+            realm.sub_index.shrink_to_fit();
+            realm.reg_index.shrink_to_fit();
+        }
+    }
+
     /// Ends every connection still open at once (the shutdown grace period
     /// is over); each leaves the tables as its task finishes.
     pub fn kill_all(&mut self) {

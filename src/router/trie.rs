@@ -28,6 +28,11 @@ impl<V> Default for UriIndex<V> {
 }
 
 impl<V> UriIndex<V> {
+    /// Gives back the exact-match table's spare capacity (after churn).
+    pub fn shrink_to_fit(&mut self) {
+        self.exact.shrink_to_fit();
+    }
+
     /// The entry stored under exactly this pattern and policy.
     pub fn get(&self, policy: MatchPolicy, uri: &str) -> Option<&V> {
         match policy {

@@ -197,6 +197,7 @@ async fn shard_main(
         )));
     }
     tasks.push(glommio::spawn_local(flush_overflow(ctx.clone())));
+    tasks.push(glommio::spawn_local(give_back_memory(ctx.clone())));
     for (l, sock) in listeners {
         tasks.push(glommio::spawn_local(accept_loop(
             ctx.clone(),
@@ -280,6 +281,27 @@ async fn drain_peer(ctx: Rc<ShardCtx>, inbound: mesh::Inbound<ShardMsg>, budget:
         if !inbound.park().await {
             debug!(from = inbound.from, "peer shard gone");
             return;
+        }
+    }
+}
+
+/// After many of this shard's connections went away (a reconnect storm, a
+/// load test), asks the allocator to return the freed pages to the system:
+/// an idle shard does not allocate, and mimalloc purges only when called.
+/// Steady traffic never triggers it, so it costs nothing on the hot path.
+async fn give_back_memory(ctx: Rc<ShardCtx>) {
+    let mut peak = 0u64;
+    loop {
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+        let now = ctx.stats.connections.load(Ordering::Relaxed).max(0) as u64;
+        peak = peak.max(now);
+        if peak - now >= 256 && now <= peak / 2 {
+            ctx.router.borrow_mut().shrink_to_fit();
+            // SAFETY: mi_collect has no preconditions; it works on the
+            // calling thread's heap and the process-wide free lists.
+            unsafe { libmimalloc_sys::mi_collect(true) };
+            debug!(connections = now, peak, "gave freed memory back to the system");
+            peak = now;
         }
     }
 }
