@@ -12,11 +12,12 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
 const path = require('node:path');
 
 const { startRouter, routerKind, REALM } = require('./lib/router');
 const { autobahn, connect, close, closeAll, within, Collector, deferred, rejectionOf, ConnectError } = require('./lib/wamp');
+const { spawnScript } = require('./lib/util');
+const { UNICODE, PAYLOAD_ARGS, PAYLOAD_KWARGS } = require('./lib/payload');
 
 const TEST_TIMEOUT = 30000; // per test; only a bound against hangs, never asserted
 const WAIT = 10000; // per awaited step inside a test
@@ -30,38 +31,6 @@ const SERIALIZERS = (process.env.SERIALIZERS || 'json,msgpack')
   .split(',')
   .map((s) => s.trim())
   .filter(Boolean);
-
-// Payload exercising what must survive the router (and any transcoding) intact.
-const UNICODE = 'grüße 世界 🚀';
-const PAYLOAD_ARGS = [
-  UNICODE,
-  2 ** 53,
-  -(2 ** 53),
-  2 ** 32 + 1,
-  -1,
-  0,
-  1.5,
-  true,
-  false,
-  null,
-  '',
-  [],
-  {},
-  { nested: { list: [1, 'two', { three: [3, null, false] }], deeper: { a: { b: { c: UNICODE } } } } },
-];
-const PAYLOAD_KWARGS = {
-  text: UNICODE,
-  'schlüssel 🔑': 'wert',
-  big: 2 ** 53,
-  negbig: -(2 ** 53),
-  float: -0.25,
-  yes: true,
-  no: false,
-  nothing: null,
-  empty_list: [],
-  empty_obj: {},
-  nested: { list: [1, 2, { x: 'y', z: [true, null] }], obj: { 'ключ': 'значение', n: 42 } },
-};
 
 const kind = routerKind();
 
@@ -98,31 +67,7 @@ async function closeChecked(h, what) {
 }
 
 function spawnCallee(url, serializer, procedure) {
-  const child = spawn(process.execPath, [path.join(__dirname, 'lib', 'callee-proc.js'), url, serializer, procedure], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  const waiters = [];
-  child.stdout.on('data', (d) => {
-    out += d;
-    for (const w of waiters) if (out.includes(w.line)) w.resolve();
-  });
-  child.stderr.on('data', (d) => {
-    err += d;
-  });
-  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  const waitLine = (line) =>
-    within(
-      new Promise((resolve, reject) => {
-        if (out.includes(line)) return resolve();
-        waiters.push({ line, resolve });
-        exited.then((ex) => reject(new Error(`callee process exited ${JSON.stringify(ex)}: ${err}`)));
-      }),
-      WAIT,
-      `callee process to print ${line}`,
-    );
-  return { child, waitLine, exited, stderr: () => err };
+  return spawnScript(path.join(__dirname, 'lib', 'callee-proc.js'), [url, serializer, procedure], WAIT);
 }
 
 // ---------------------------------------------------------------------------

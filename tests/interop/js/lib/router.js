@@ -138,6 +138,16 @@ function crossbarConfig(port) {
   };
 }
 
+function parseMetrics(text) {
+  const out = {};
+  for (const line of text.split('\n')) {
+    const m = /^switchyard_(\w+)\{shard="(\d+)"\} (-?\d+)$/.exec(line.trim());
+    if (!m) continue;
+    (out[m[1]] = out[m[1]] || [])[Number(m[2])] = Number(m[3]);
+  }
+  return out;
+}
+
 class RouterProcess {
   constructor({ kind, shards, child, port, dir, url }) {
     this.kind = kind;
@@ -196,6 +206,35 @@ class RouterProcess {
       await sleep(upgrade ? 250 : 50);
     }
     throw new Error(`router did not accept ${what} on 127.0.0.1:${this.port} within ${limitMs} ms\n${this.logs()}`);
+  }
+
+  // Whether metrics() can be read: only a switchyard this harness started
+  // (its WebSocket listener serves GET /metrics by default).
+  hasMetrics() {
+    return this.kind === 'switchyard' && !!this.port;
+  }
+
+  // GET /metrics, parsed: { name: [value of shard 0, value of shard 1, ...] }
+  // for every `switchyard_<name>{shard="N"} value` line.
+  metrics(timeoutMs = 5000) {
+    return new Promise((resolve, reject) => {
+      const req = http.get({ host: '127.0.0.1', port: this.port, path: '/metrics', timeout: timeoutMs }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => {
+          body += d;
+        });
+        res.on('end', () => {
+          if (res.statusCode !== 200) {
+            reject(new Error(`GET /metrics: HTTP ${res.statusCode}: ${body.slice(0, 200)}`));
+            return;
+          }
+          resolve(parseMetrics(body));
+        });
+      });
+      req.on('timeout', () => req.destroy(new Error(`GET /metrics timed out after ${timeoutMs} ms`)));
+      req.on('error', reject);
+    });
   }
 
   // Sends SIGTERM and waits for the exit; returns { code, signal }.

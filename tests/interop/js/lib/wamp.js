@@ -10,6 +10,8 @@ console.warn = (...args) => {
 const autobahn = require('autobahn');
 console.warn = realWarn;
 
+const { within, Collector, deferred, rejectionOf } = require('./util');
+
 const SERIALIZERS = {
   json: () => new autobahn.serializer.JSONSerializer(),
   msgpack: () => {
@@ -89,66 +91,6 @@ function closeAll() {
     }
   }
   openConnections.clear();
-}
-
-// Promise that rejects after ms with a message; used to bound every wait so a
-// misbehaving router fails a test instead of hanging it.
-function within(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-// Collects event handler invocations; `until(n)` resolves once n arrived.
-class Collector {
-  constructor() {
-    this.items = [];
-    this.waiters = [];
-    this.handler = (args, kwargs, details) => {
-      this.items.push({ args, kwargs, details });
-      this.waiters = this.waiters.filter((w) => {
-        if (this.items.length >= w.n) {
-          w.resolve(this.items);
-          return false;
-        }
-        return true;
-      });
-    };
-  }
-
-  until(n, ms = 10000, what = `${n} events`) {
-    if (this.items.length >= n) return Promise.resolve(this.items);
-    const p = new Promise((resolve) => this.waiters.push({ n, resolve }));
-    return within(p, ms, `${what} (got ${this.items.length})`).catch((e) => {
-      throw new Error(`${e.message}; received so far: ${JSON.stringify(this.items.map((i) => i.args))}`);
-    });
-  }
-}
-
-// A promise with its resolve/reject exposed.
-function deferred() {
-  const d = {};
-  d.promise = new Promise((resolve, reject) => {
-    d.resolve = resolve;
-    d.reject = reject;
-  });
-  return d;
-}
-
-// Awaits a promise that must reject; returns the rejection value.
-async function rejectionOf(promise, ms, what) {
-  try {
-    const value = await within(promise, ms, what);
-    throw Object.assign(new Error(`expected ${what} to fail, but it succeeded with ${JSON.stringify(value)}`), {
-      unexpectedSuccess: true,
-    });
-  } catch (err) {
-    if (err && err.unexpectedSuccess) throw err;
-    if (err instanceof Error && /^timed out/.test(err.message)) throw err;
-    return err;
-  }
 }
 
 module.exports = {

@@ -1,0 +1,154 @@
+'use strict';
+// Thin wrappers around the wampy client (npm `wampy`,
+// https://github.com/KSDaemon/wampy.js) for the interop tests.
+
+const path = require('node:path');
+const { Wampy, Errors } = require('wampy');
+const { JsonSerializer } = require('wampy/JsonSerializer.js');
+const { MsgpackSerializer } = require('wampy/MsgpackSerializer.js');
+const { Collector } = require('./util');
+
+// On Node without a global WebSocket (Node 20) wampy needs a WebSocket class.
+// Use the `ws` that wampy itself depends on (8.x); the top-level `ws` (7.x) is
+// the one pinned for autobahn.
+const WebSocket = require(require.resolve('ws', { paths: [path.dirname(require.resolve('wampy'))] }));
+
+// WAMP message codes the tests look at.
+const MSG = { HELLO: 1, WELCOME: 2, ABORT: 3, GOODBYE: 6, PUBLISH: 16, SUBSCRIBE: 32 };
+
+// A custom PUBLISH option that the serializer tap turns into exclude_me: false.
+// wampy 8.0.2 sends exclude_me only when it is true (`...exclude_me ? { exclude_me } : {}`),
+// so `publish(..., { exclude_me: false })` goes out without the option and a
+// publisher cannot ask for its own event. wampy passes options matching
+// /^_[a-z0-9_]{3,}$/ through unchanged, and the tap rewrites this one on the wire.
+const INCLUDE_ME = '_include_me';
+
+const SERIALIZERS = {
+  json: () => new JsonSerializer(),
+  msgpack: () => new MsgpackSerializer(),
+};
+
+// Wraps a wampy serializer: records every message as sent and as received
+// (decoded), and applies the INCLUDE_ME rewrite to outgoing PUBLISH messages.
+class Tap {
+  constructor(inner) {
+    this.inner = inner;
+    this.protocol = inner.protocol;
+    this.isBinary = inner.isBinary;
+    this.sent = [];
+    this.received = [];
+  }
+
+  encode(msg) {
+    let out = msg;
+    if (msg[0] === MSG.PUBLISH && msg[2] && msg[2][INCLUDE_ME]) {
+      const { [INCLUDE_ME]: _, ...options } = msg[2];
+      out = [msg[0], msg[1], { ...options, exclude_me: false }, ...msg.slice(3)];
+    }
+    this.sent.push(out);
+    return this.inner.encode(out);
+  }
+
+  decode(data) {
+    const msg = this.inner.decode(data);
+    this.received.push(msg);
+    return msg;
+  }
+}
+
+// Every client opened by the suite whose WebSocket has not closed yet.
+const openClients = new Set();
+
+// Opens a wampy session. Resolves to a handle:
+//   { client, details, tap, errors, closed, serializer }
+// details: WELCOME.Details; errors: what wampy passed to onError (WebSocket
+// errors, protocol violations it detected); closed: resolves once the
+// WebSocket has closed. Rejects with wampy's error (AbortError for ABORT).
+async function connect(url, { realm = 'realm1', serializer = 'json' } = {}) {
+  const tap = new Tap(SERIALIZERS[serializer]());
+  const errors = [];
+  let resolveClosed;
+  const closed = new Promise((resolve) => {
+    resolveClosed = resolve;
+  });
+  const handle = { client: null, details: null, tap, errors, closed, serializer };
+  handle.client = new Wampy(url, {
+    realm,
+    ws: WebSocket,
+    serializer: tap,
+    autoReconnect: false,
+    debug: !!process.env.INTEROP_VERBOSE,
+    onError: (err) => errors.push(err),
+    onClose: () => {
+      openClients.delete(handle);
+      resolveClosed();
+    },
+  });
+  openClients.add(handle);
+  handle.details = await handle.client.connect();
+  // wampy silently falls back to JSON when the router picks wamp.2.json
+  // although another subprotocol was asked for.
+  if (handle.client.getOptions().serializer !== tap) {
+    throw new Error(`the router did not accept wamp.2.${serializer}; wampy fell back to another serializer`);
+  }
+  return handle;
+}
+
+// Closes the session with GOODBYE (wampy's disconnect()) and waits until the
+// WebSocket is closed.
+async function close(handle) {
+  await handle.client.disconnect();
+  return handle.closed;
+}
+
+// Tears down every client still open (used in after() hooks); never throws.
+function closeAll() {
+  for (const h of [...openClients]) {
+    try {
+      if (h.client.getSessionId()) h.client.disconnect().catch(() => {});
+      else h.client.abort();
+    } catch (_) {
+      // already closed
+    }
+  }
+  openClients.clear();
+}
+
+// Number of clients whose WebSocket is still open.
+function openCount() {
+  return openClients.size;
+}
+
+// A Collector for wampy's event callback ({ argsList, argsDict, details }).
+function eventCollector() {
+  return new Collector(({ argsList, argsDict, details }) => ({ args: argsList, kwargs: argsDict, details }));
+}
+
+// subscribe() that works with MessagePack too. wampy always puts `match` and
+// `get_retained` into SUBSCRIBE.Options, `undefined` when not given, and the
+// msgpackr encoder behind wampy's MsgpackSerializer writes `undefined` as the
+// MessagePack extension value d4 00 00, which is not a WAMP type. The router
+// answers ABORT wamp.error.protocol_violation (Crossbar.io drops the
+// connection: autobahn-python rejects a non-string `match`). JSON drops
+// undefined members, so JSON sessions use wampy's defaults unchanged.
+function subscribe(handle, topic, onEvent, options) {
+  const opts = handle.serializer === 'msgpack' ? { match: 'exact', get_retained: false, ...options } : options;
+  return handle.client.subscribe(topic, onEvent, opts);
+}
+
+// publish() with PUBLISH.Options.exclude_me = false on the wire (see INCLUDE_ME).
+function publishIncludingMe(client, topic, payload, options = {}) {
+  return client.publish(topic, payload, { ...options, [INCLUDE_ME]: true });
+}
+
+module.exports = {
+  Errors,
+  MSG,
+  connect,
+  close,
+  closeAll,
+  openCount,
+  eventCollector,
+  subscribe,
+  publishIncludingMe,
+};
