@@ -82,6 +82,8 @@ stats! {
     subscriptions: AtomicI64,
     /// Registrations in this shard's replica.
     registrations: AtomicI64,
+    /// Calls delivered to this shard's callees and not answered yet.
+    pending_invocations: AtomicI64,
 }
 
 impl ShardStats {

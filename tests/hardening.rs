@@ -142,11 +142,13 @@ fn a_callee_at_its_pending_limit_gets_no_more_calls() {
     assert_eq!(refused, vec![5, 6, 7, 8, 9, 10]);
     let invocations: Vec<_> = (0..4).map(|_| callee.expect(INVOCATION)).collect();
     assert_eq!(r.metric_sum("invocations_refused"), 6);
+    assert_eq!(r.metric_sum("pending_invocations"), 4);
     // answering one frees a slot
     let first = invocations[0].at(1).u();
     callee.send_json(&format!(r#"[70, {first}, {{}}, ["done"]]"#));
     let m = caller.expect(RESULT);
     assert_eq!(m.at(1).u(), 1);
+    assert_eq!(r.metric_sum("pending_invocations"), 3);
     caller.send_json(r#"[48, 11, {}, "com.slow", [11]]"#);
     let m = callee.expect(INVOCATION);
     assert_eq!(m.at(4).at(0).u(), 11);
@@ -310,9 +312,11 @@ fn a_client_that_vanishes_with_rst_is_cleaned_up() {
 
 #[test]
 fn churn_leaves_nothing_behind() {
+    // Sessions with subscriptions, registrations and calls pending at both
+    // ends go away (a third without a TCP close); every table is empty after.
     let r = Router::start(2);
     for cycle in 0..3 {
-        let clients: Vec<Client> = (0..150)
+        let mut clients: Vec<Client> = (0..150)
             .map(|i| {
                 let mut c = if i % 2 == 0 {
                     Client::join_ws(r.ws, Ser::Json)
@@ -326,6 +330,22 @@ fn churn_leaves_nothing_behind() {
             .collect();
         assert_eq!(r.metric_sum("sessions"), 150);
         assert_eq!(r.metric("registrations"), vec![150, 150]);
+        // every client calls its neighbour, and nobody answers
+        for (i, c) in clients.iter_mut().enumerate() {
+            let req = c.next_req();
+            c.send_json(&format!(r#"[48, {req}, {{}}, "com.churn.c{cycle}.p{}", [{i}]]"#, (i + 1) % 150));
+        }
+        for _ in 0..500 {
+            if r.metric_sum("pending_invocations") == 150 {
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            r.metric_sum("pending_invocations"),
+            150,
+            "cycle {cycle}: every call reached its callee"
+        );
         for (i, c) in clients.into_iter().enumerate() {
             if i % 3 == 0 {
                 c.drop_connection();
@@ -334,7 +354,11 @@ fn churn_leaves_nothing_behind() {
             }
         }
         for _ in 0..500 {
-            if r.metric_sum("sessions") == 0 && r.metric_sum("registrations") == 0 && r.metric_sum("subscriptions") == 0 {
+            if r.metric_sum("sessions") == 0
+                && r.metric_sum("registrations") == 0
+                && r.metric_sum("subscriptions") == 0
+                && r.metric_sum("pending_invocations") == 0
+            {
                 break;
             }
             thread::sleep(Duration::from_millis(10));
@@ -342,6 +366,7 @@ fn churn_leaves_nothing_behind() {
         assert_eq!(r.metric("sessions"), vec![0, 0], "cycle {cycle}");
         assert_eq!(r.metric("subscriptions"), vec![0, 0], "cycle {cycle}");
         assert_eq!(r.metric("registrations"), vec![0, 0], "cycle {cycle}");
+        assert_eq!(r.metric("pending_invocations"), vec![0, 0], "cycle {cycle}");
     }
 }
 

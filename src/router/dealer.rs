@@ -280,12 +280,8 @@ impl Router {
                 call_request: inv.call_request,
             },
         );
-        let details = match &inv.procedure {
-            Some(p) => Dict::new().with("procedure", Value::Str(p.to_string())),
-            None => Dict::new(),
-        };
-        s.outbox
-            .push(encode::invocation(s.ser, request, inv.registration, &details, &payload));
+        self.stats.pending_invocations.fetch_add(1, Ordering::Relaxed);
+        s.outbox.push(frame);
         ShardStats::inc(&self.stats.messages_out);
     }
 
@@ -296,6 +292,7 @@ impl Router {
             tracing::debug!(session = sid, request, "answer for an unknown invocation ignored");
             return;
         };
+        self.stats.pending_invocations.fetch_sub(1, Ordering::Relaxed);
         let done = CallDone {
             caller: inv.caller,
             call_request: inv.call_request,

@@ -593,6 +593,9 @@ impl Router {
         for ((policy, uri), _) in s.regs_pending {
             self.drop_callee(s.realm, policy, uri, sid, 0, None);
         }
+        self.stats
+            .pending_invocations
+            .fetch_sub(s.invocations.len() as i64, std::sync::atomic::Ordering::Relaxed);
         for (_, inv) in s.invocations {
             let done = CallDone {
                 caller: inv.caller,
