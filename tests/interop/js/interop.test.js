@@ -10,37 +10,21 @@
 //   SERIALIZERS     comma list out of json,msgpack (default json,msgpack)
 //   INTEROP_VERBOSE print router output and autobahn warnings
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
 
-const { startRouter, routerKind, REALM } = require('./lib/router');
+const { REALM } = require('./lib/router');
 const { autobahn, connect, close, closeAll, within, Collector, deferred, rejectionOf, ConnectError } = require('./lib/wamp');
 const { spawnScript } = require('./lib/util');
 const { UNICODE, PAYLOAD_ARGS, PAYLOAD_KWARGS } = require('./lib/payload');
+const { SERIALIZERS, GOODBYE_REPLIES, uriBase, describeEachRouter } = require('./lib/suite');
 
 const TEST_TIMEOUT = 30000; // per test; only a bound against hangs, never asserted
 const WAIT = 10000; // per awaited step inside a test
 
-const SHARDS = (process.env.SHARDS || '1,2')
-  .split(',')
-  .map((s) => s.trim())
-  .filter(Boolean)
-  .map((s) => parseInt(s, 10));
-const SERIALIZERS = (process.env.SERIALIZERS || 'json,msgpack')
-  .split(',')
-  .map((s) => s.trim())
-  .filter(Boolean);
-
-const kind = routerKind();
-
-let uriCounter = 0;
-const RUN = Date.now().toString(36);
-// A fresh URI prefix per test so tests never see each other's traffic.
-function base(name) {
-  uriCounter += 1;
-  return `com.example.r${RUN}n${uriCounter}.${name}`;
-}
+// A fresh URI prefix per test (see uriBase).
+const base = uriBase('r');
 
 function assertSessionId(id, what) {
   assert.ok(Number.isSafeInteger(id) && id >= 1 && id <= 2 ** 53, `${what}: bad session id ${id}`);
@@ -92,10 +76,9 @@ function serializerSuite(getUrl, ser) {
     assert.equal(a.connection.transport.info.protocol, `wamp.2.${ser}`, 'negotiated WebSocket subprotocol');
 
     const res = await closeChecked(a, 'first session');
-    // The spec's GOODBYE reply is wamp.close.goodbye_and_out; Crossbar.io
-    // (the reference router) replies wamp.close.normal instead.
-    const replies = kind === 'crossbar' ? ['wamp.close.goodbye_and_out', 'wamp.close.normal'] : ['wamp.close.goodbye_and_out'];
-    assert.ok(replies.includes(res.details.reason), `router's GOODBYE reply reason: ${JSON.stringify(res)}`);
+    // GOODBYE_REPLIES: wamp.close.goodbye_and_out (wamp.close.normal too
+    // from Crossbar.io, the reference router).
+    assert.ok(GOODBYE_REPLIES.includes(res.details.reason), `router's GOODBYE reply reason: ${JSON.stringify(res)}`);
     await closeChecked(b, 'second session');
   });
 
@@ -444,49 +427,11 @@ function mixedSuite(getUrl, serA, serB) {
 
 // ---------------------------------------------------------------------------
 
-const configs =
-  kind === 'switchyard'
-    ? SHARDS.map((shards) => ({ label: `switchyard shards=${shards}`, shards }))
-    : [{ label: kind === 'external' ? `external router ${process.env.ROUTER_URL}` : kind, shards: 1 }];
-
-for (const cfg of configs) {
-  describe(cfg.label, () => {
-    let router = null;
-    const getUrl = () => {
-      assert.ok(router, 'router did not start');
-      return router.url;
-    };
-
-    before(
-      async () => {
-        router = await startRouter({ shards: cfg.shards });
-      },
-      { timeout: 120000 },
-    );
-
-    after(async () => {
-      closeAll();
-      if (router) await router.kill();
-    });
-
-    for (const ser of SERIALIZERS) {
-      describe(`websocket ${ser}`, () => serializerSuite(getUrl, ser));
-    }
-    if (SERIALIZERS.includes('json') && SERIALIZERS.includes('msgpack')) {
-      describe('websocket json <-> msgpack', () => mixedSuite(getUrl, 'json', 'msgpack'));
-    }
-
-    it('router exits with code 0 on SIGTERM', { timeout: 30000, skip: kind === 'external' }, async () => {
-      closeAll();
-      const res = await router.stop();
-      if (res.code !== 0) process.stderr.write(`${router.logs()}\n`);
-      assert.equal(res.killed, undefined, `router ignored SIGTERM and was killed\n${router.logs()}`);
-      if (kind === 'crossbar') {
-        // Crossbar.io exits with code 1 on SIGTERM; only check that it went away.
-        assert.equal(typeof res.code, 'number', `router exit status ${JSON.stringify(res)}`);
-        return;
-      }
-      assert.deepEqual({ code: res.code, signal: res.signal }, { code: 0, signal: null }, `router exit status\n${router.logs()}`);
-    });
-  });
-}
+describeEachRouter({ closeAll }, (ctx) => {
+  for (const ser of SERIALIZERS) {
+    describe(`websocket ${ser}`, () => serializerSuite(ctx.url, ser));
+  }
+  if (SERIALIZERS.includes('json') && SERIALIZERS.includes('msgpack')) {
+    describe('websocket json <-> msgpack', () => mixedSuite(ctx.url, 'json', 'msgpack'));
+  }
+});

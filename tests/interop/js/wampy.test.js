@@ -11,12 +11,12 @@
 // enough of them. Publishers, subscribers, callers and callees are then picked
 // so that traffic both stays on a shard and crosses between shards.
 
-const { describe, it, before, after } = require('node:test');
+const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
 const { setTimeout: sleep } = require('node:timers/promises');
 
-const { startRouter, routerKind, REALM } = require('./lib/router');
+const { REALM } = require('./lib/router');
 const {
   Errors,
   MSG,
@@ -30,35 +30,15 @@ const {
 } = require('./lib/wampy');
 const { show, within, rejectionOf, spawnScript } = require('./lib/util');
 const { UNICODE, PAYLOAD_ARGS, PAYLOAD_KWARGS } = require('./lib/payload');
+const { SERIALIZERS, GOODBYE_REPLIES, kind, uriBase, describeEachRouter } = require('./lib/suite');
 
 const TEST_TIMEOUT = 30000; // per test; only a bound against hangs, never asserted
 const WAIT = 10000; // per awaited step inside a test
 const MAX_PLACED = 40; // sessions opened at most while filling every shard
 
-const SHARDS = (process.env.SHARDS || '1,2')
-  .split(',')
-  .map((s) => s.trim())
-  .filter(Boolean)
-  .map((s) => parseInt(s, 10));
-const SERIALIZERS = (process.env.SERIALIZERS || 'json,msgpack')
-  .split(',')
-  .map((s) => s.trim())
-  .filter(Boolean);
-
-const kind = routerKind();
-
-// The spec's GOODBYE reply is wamp.close.goodbye_and_out; Crossbar.io (the
-// reference router) replies wamp.close.normal instead.
-const GOODBYE_REPLIES = kind === 'crossbar' ? ['wamp.close.goodbye_and_out', 'wamp.close.normal'] : ['wamp.close.goodbye_and_out'];
-
-let uriCounter = 0;
-const RUN = Date.now().toString(36);
-// A fresh URI prefix per test so tests never see each other's traffic. Only
-// letters, digits and dots: wampy's strict URI check allows nothing else.
-function base(name) {
-  uriCounter += 1;
-  return `com.example.wampy${RUN}n${uriCounter}.${name}`;
-}
+// A fresh URI prefix per test (see uriBase). The tag keeps to letters, as
+// wampy's strict URI check allows only letters, digits and dots.
+const base = uriBase('wampy');
 
 // A WAMP id as a number. wampy's MessagePack decoder (msgpackr) returns 64-bit
 // integers as BigInt, so ids above 2**32 arrive as BigInt over MessagePack.
@@ -165,6 +145,31 @@ function firstOnEach(hs) {
   });
 }
 
+// Opens two sessions per shard (see spread) and splits them into the first
+// session on each shard (`firsts`) and the others (`rest`).
+async function spreadSplit(ctx, open) {
+  const hs = await spread(ctx, open, 2);
+  const firsts = firstOnEach(hs);
+  return { hs, firsts, rest: hs.filter((h) => !firsts.includes(h)) };
+}
+
+// Opens two sessions per shard (see spread) and picks the first one opened
+// (`first`) and, among the others, the first session on each shard (`others`).
+async function spreadFirstAndOthers(ctx, open) {
+  const hs = await spread(ctx, open, 2);
+  return { hs, first: hs[0], others: firstOnEach(hs.slice(1)) };
+}
+
+// Runs fn(caller, k, what) for every caller and every callee, in order:
+// k is the callee's index, what names both sessions and their shards.
+async function eachCallerCallee(callers, callees, fn) {
+  for (const [i, caller] of callers.entries()) {
+    for (const [k, callee] of callees.entries()) {
+      await fn(caller, k, `caller ${i} (shard ${caller.shard}) -> callee ${k} (shard ${callee.shard})`);
+    }
+  }
+}
+
 // Calls proc until the router answers wamp.error.no_such_procedure; returns
 // the error URIs seen. The router drops a registration when it notices that
 // the callee's transport is gone, and other shards learn of it through their
@@ -235,9 +240,8 @@ function wampySuite(ctx, ser) {
 
   it('publish: args and kwargs arrive intact at subscribers on every shard; PUBLISHED acknowledges', t, async () => {
     const topic = base('topic');
-    const hs = await spread(ctx, open, 2);
-    const pubs = firstOnEach(hs); // one publisher per shard, not subscribed
-    const subs = hs.filter((h) => !pubs.includes(h));
+    // One publisher per shard, not subscribed.
+    const { hs, firsts: pubs, rest: subs } = await spreadSplit(ctx, open);
     const cols = subs.map(() => eventCollector());
     const subscribed = await within(
       Promise.all(subs.map((s, i) => subscribe(s, topic, cols[i].handler))),
@@ -280,9 +284,7 @@ function wampySuite(ctx, ser) {
   it('events of one publisher arrive in order at subscribers on every shard', t, async () => {
     const topic = base('order');
     const N = 30;
-    const hs = await spread(ctx, open, 2);
-    const pubs = firstOnEach(hs);
-    const subs = hs.filter((h) => !pubs.includes(h));
+    const { hs, firsts: pubs, rest: subs } = await spreadSplit(ctx, open);
     const cols = subs.map(() => eventCollector());
     await within(Promise.all(subs.map((s, i) => subscribe(s, topic, cols[i].handler))), WAIT, 'all SUBSCRIBED');
     // Every publisher sends N numbered events without waiting in between.
@@ -344,9 +346,7 @@ function wampySuite(ctx, ser) {
 
   it('register + call: args and kwargs round-trip between callers and callees on every shard', t, async () => {
     const root = base('rpc');
-    const hs = await spread(ctx, open, 2);
-    const callees = firstOnEach(hs);
-    const callers = hs.filter((h) => !callees.includes(h));
+    const { hs, firsts: callees, rest: callers } = await spreadSplit(ctx, open);
     const seen = [];
     for (const [k, c] of callees.entries()) {
       const reg = await within(
@@ -360,17 +360,14 @@ function wampySuite(ctx, ser) {
       idOf(reg.registrationId, 'registration id');
       await within(c.client.register(`${root}.add${k}`, ({ argsList }) => [argsList[0] + argsList[1]]), WAIT, 'REGISTERED');
     }
-    for (const [i, caller] of callers.entries()) {
-      for (const [k, callee] of callees.entries()) {
-        const what = `caller ${i} (shard ${caller.shard}) -> callee ${k} (shard ${callee.shard})`;
-        const call = (proc, payload) => within(caller.client.call(`${root}.${proc}${k}`, payload), WAIT, `${what}: RESULT`);
-        const res = await call('echo', { argsList: PAYLOAD_ARGS, argsDict: PAYLOAD_KWARGS });
-        assert.deepEqual(res.argsList, PAYLOAD_ARGS, `${what}: RESULT args`);
-        assert.deepEqual(res.argsDict, PAYLOAD_KWARGS, `${what}: RESULT kwargs`);
-        assert.deepEqual((await call('add', [2 ** 52, 3])).argsList, [2 ** 52 + 3], `${what}: add`);
-        assert.deepEqual((await call('add', [UNICODE, '!'])).argsList, [`${UNICODE}!`], `${what}: add strings`);
-      }
-    }
+    await eachCallerCallee(callers, callees, async (caller, k, what) => {
+      const call = (proc, payload) => within(caller.client.call(`${root}.${proc}${k}`, payload), WAIT, `${what}: RESULT`);
+      const res = await call('echo', { argsList: PAYLOAD_ARGS, argsDict: PAYLOAD_KWARGS });
+      assert.deepEqual(res.argsList, PAYLOAD_ARGS, `${what}: RESULT args`);
+      assert.deepEqual(res.argsDict, PAYLOAD_KWARGS, `${what}: RESULT kwargs`);
+      assert.deepEqual((await call('add', [2 ** 52, 3])).argsList, [2 ** 52 + 3], `${what}: add`);
+      assert.deepEqual((await call('add', [UNICODE, '!'])).argsList, [`${UNICODE}!`], `${what}: add strings`);
+    });
     assert.equal(seen.length, callers.length * callees.length, 'INVOCATION count');
     for (const s of seen) {
       assert.deepEqual(s.argsList, PAYLOAD_ARGS, `INVOCATION args at callee ${s.k}`);
@@ -391,9 +388,7 @@ function wampySuite(ctx, ser) {
 
   it('an error thrown by the callee reaches the caller with its URI, args and kwargs', t, async () => {
     const root = base('errors');
-    const hs = await spread(ctx, open, 2);
-    const callees = firstOnEach(hs);
-    const callers = hs.filter((h) => !callees.includes(h));
+    const { hs, firsts: callees, rest: callers } = await spreadSplit(ctx, open);
     for (const [k, c] of callees.entries()) {
       await within(
         c.client.register(`${root}.fails${k}`, () => {
@@ -411,17 +406,14 @@ function wampySuite(ctx, ser) {
         'REGISTERED',
       );
     }
-    for (const [i, caller] of callers.entries()) {
-      for (const [k, callee] of callees.entries()) {
-        const what = `caller ${i} (shard ${caller.shard}) -> callee ${k} (shard ${callee.shard})`;
-        const err = await rejectionOf(caller.client.call(`${root}.fails${k}`, ['x']), WAIT, `${what}: failing call`);
-        assertCallError(err, 'com.example.error', what);
-        assert.deepEqual(err.argsList, [1, 2, UNICODE], `${what}: ERROR args`);
-        assert.deepEqual(err.argsDict, { foo: 'bar', big: 2 ** 53 }, `${what}: ERROR kwargs`);
-        const crash = await rejectionOf(caller.client.call(`${root}.crashes${k}`), WAIT, `${what}: crashing call`);
-        assertCallError(crash, 'wamp.error.invocation_exception', `${what} (TypeError in the callee)`);
-      }
-    }
+    await eachCallerCallee(callers, callees, async (caller, k, what) => {
+      const err = await rejectionOf(caller.client.call(`${root}.fails${k}`, ['x']), WAIT, `${what}: failing call`);
+      assertCallError(err, 'com.example.error', what);
+      assert.deepEqual(err.argsList, [1, 2, UNICODE], `${what}: ERROR args`);
+      assert.deepEqual(err.argsDict, { foo: 'bar', big: 2 ** 53 }, `${what}: ERROR kwargs`);
+      const crash = await rejectionOf(caller.client.call(`${root}.crashes${k}`), WAIT, `${what}: crashing call`);
+      assertCallError(crash, 'wamp.error.invocation_exception', `${what} (TypeError in the callee)`);
+    });
     await closeEach(hs, 'session');
   });
 
@@ -480,9 +472,7 @@ function wampySuite(ctx, ser) {
 
   it('prefix and wildcard registrations pass details.procedure to the callee', t, async () => {
     const root = base('rpcpatterns');
-    const hs = await spread(ctx, open, 2);
-    const callee = hs[0];
-    const callers = firstOnEach(hs.slice(1));
+    const { hs, first: callee, others: callers } = await spreadFirstAndOthers(ctx, open);
     const who = (tag) => ({ argsList, details }) => [tag, details.procedure, argsList];
     await within(callee.client.register(`${root}.math`, who('prefix'), { match: 'prefix' }), WAIT, 'REGISTERED');
     await within(callee.client.register(`${root}..wc`, who('wildcard'), { match: 'wildcard' }), WAIT, 'REGISTERED');
@@ -503,9 +493,7 @@ function wampySuite(ctx, ser) {
 
   it('a callee that closes its WebSocket without GOODBYE loses its registration', t, async () => {
     const proc = base('leaver');
-    const hs = await spread(ctx, open, 2);
-    const callee = hs[0];
-    const callers = firstOnEach(hs.slice(1));
+    const { hs, first: callee, others: callers } = await spreadFirstAndOthers(ctx, open);
     await within(callee.client.register(proc, () => ['alive']), WAIT, 'REGISTERED');
     for (const c of callers) {
       assert.deepEqual((await within(c.client.call(proc), WAIT, 'RESULT')).argsList, ['alive']);
@@ -591,50 +579,8 @@ function wampySuite(ctx, ser) {
 
 // ---------------------------------------------------------------------------
 
-const configs =
-  kind === 'switchyard'
-    ? SHARDS.map((shards) => ({ label: `switchyard shards=${shards}`, shards }))
-    : [{ label: kind === 'external' ? `external router ${process.env.ROUTER_URL}` : kind, shards: 1 }];
-
-for (const cfg of configs) {
-  describe(`wampy: ${cfg.label}`, () => {
-    let router = null;
-    const ctx = {
-      shards: cfg.shards,
-      router: () => {
-        assert.ok(router, 'router did not start');
-        return router;
-      },
-      url: () => ctx.router().url,
-    };
-
-    before(
-      async () => {
-        router = await startRouter({ shards: cfg.shards });
-      },
-      { timeout: 120000 },
-    );
-
-    after(async () => {
-      closeAll();
-      if (router) await router.kill();
-    });
-
-    for (const ser of SERIALIZERS) {
-      describe(`websocket ${ser}`, () => wampySuite(ctx, ser));
-    }
-
-    it('router exits with code 0 on SIGTERM', { timeout: 30000, skip: kind === 'external' }, async () => {
-      closeAll();
-      const res = await router.stop();
-      if (res.code !== 0) process.stderr.write(`${router.logs()}\n`);
-      assert.equal(res.killed, undefined, `router ignored SIGTERM and was killed\n${router.logs()}`);
-      if (kind === 'crossbar') {
-        // Crossbar.io exits with code 1 on SIGTERM; only check that it went away.
-        assert.equal(typeof res.code, 'number', `router exit status ${JSON.stringify(res)}`);
-        return;
-      }
-      assert.deepEqual({ code: res.code, signal: res.signal }, { code: 0, signal: null }, `router exit status\n${router.logs()}`);
-    });
-  });
-}
+describeEachRouter({ prefix: 'wampy: ', closeAll }, (ctx) => {
+  for (const ser of SERIALIZERS) {
+    describe(`websocket ${ser}`, () => wampySuite(ctx, ser));
+  }
+});
