@@ -57,13 +57,13 @@ fn spawn_reader(mut c: Client, n: u64, progress: std::sync::Arc<std::sync::atomi
     })
 }
 
-fn slow_consumer_router(policy: &str) -> Router {
-    Router::start_with(1, "", &format!("max_outbound_bytes = 65536\nslow_consumer = \"{policy}\""), &[])
-}
-
-#[test]
-fn a_stalled_subscriber_loses_events_but_nobody_else_does() {
-    let r = slow_consumer_router("drop");
+/// A router with a 64 KiB outbound limit and `policy` for slow consumers, a
+/// subscriber that never reads, and 20,000 events of 1 KB published at the
+/// pace of a second subscriber that must get every one of them in order.
+/// Returns the router, the stalled subscriber, and the reading subscriber and
+/// the publisher (still connected).
+fn flood_past_a_stalled_subscriber(policy: &str) -> (Router, Client, [Client; 2]) {
+    let r = Router::start_with(1, "", &format!("max_outbound_bytes = 65536\nslow_consumer = \"{policy}\""), &[]);
     let mut stalled = Client::join_ws(r.ws, Ser::Json);
     stalled.subscribe("com.flood", "{}");
     let mut reader = Client::join_ws(r.ws, Ser::Json);
@@ -73,7 +73,13 @@ fn a_stalled_subscriber_loses_events_but_nobody_else_does() {
     let mut publisher = Client::join_ws(r.ws, Ser::Json);
     paced_flood(&mut publisher, "com.flood", 20_000, 1000, &progress, 20);
     publisher.sync();
-    let _reader = reader.join().expect("the reading subscriber got every event in order");
+    let reader = reader.join().expect("the reading subscriber got every event in order");
+    (r, stalled, [reader, publisher])
+}
+
+#[test]
+fn a_stalled_subscriber_loses_events_but_nobody_else_does() {
+    let (r, mut stalled, _others) = flood_past_a_stalled_subscriber("drop");
     let dropped = r.metric_sum("events_dropped");
     assert!(dropped > 0, "the stalled subscriber's queue never filled");
     // The stalled one is still connected under the drop policy, and what it
@@ -90,17 +96,7 @@ fn a_stalled_subscriber_loses_events_but_nobody_else_does() {
 
 #[test]
 fn a_stalled_subscriber_is_disconnected_by_policy() {
-    let r = slow_consumer_router("disconnect");
-    let mut stalled = Client::join_ws(r.ws, Ser::Json);
-    stalled.subscribe("com.flood", "{}");
-    let mut reader = Client::join_ws(r.ws, Ser::Json);
-    reader.subscribe("com.flood", "{}");
-    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let reader = spawn_reader(reader, 20_000, progress.clone());
-    let mut publisher = Client::join_ws(r.ws, Ser::Json);
-    paced_flood(&mut publisher, "com.flood", 20_000, 1000, &progress, 20);
-    publisher.sync();
-    let _reader = reader.join().expect("the reading subscriber got every event in order");
+    let (r, mut stalled, _others) = flood_past_a_stalled_subscriber("disconnect");
     assert_eq!(r.metric_sum("slow_consumers_disconnected"), 1);
     // The stalled one finds its connection closed when it reads again (after
     // whatever was already in flight; a peer that does not read cannot be

@@ -30,6 +30,7 @@ pub fn start_forwarder(cpu: Option<usize>) -> Result<SocketAddr, String> {
         .name("ceiling-forwarder")
         .preempt_timer(Duration::from_micros(500))
         .spawn(move || async move {
+            let _kicked = crate::run::watchdog().map(|w| w.register());
             let listener = match TcpListener::bind("127.0.0.1:0") {
                 Ok(l) => l,
                 Err(e) => {

@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::net::TcpStream;
 use switchyard::codec::{self, MsgWriter};
-use switchyard::transport::{rawsocket, websocket, Framing};
+use switchyard::transport::{rawsocket, read_more, websocket, Framing};
 use switchyard::wamp::message::Serializer;
 use switchyard::wamp::{Dict, MessageType, Value};
 
@@ -94,7 +94,7 @@ pub async fn connect(target: &Target, ser: Serializer) -> io::Result<(Reader, Wr
                 if buf.len() > 16 * 1024 {
                     return Err(proto_err("HTTP response too large"));
                 }
-                if read_more(&mut stream, &mut buf).await? == 0 {
+                if read_more(&mut stream, &mut buf, READ_CHUNK).await? == 0 {
                     return Err(proto_err("connection closed during the WebSocket handshake"));
                 }
             };
@@ -142,30 +142,8 @@ pub async fn connect(target: &Target, ser: Serializer) -> io::Result<(Reader, Wr
     ))
 }
 
-/// Restores the buffer's length if a read is dropped before it completes.
-struct Fill<'a> {
-    buf: &'a mut BytesMut,
-    keep: usize,
-}
-
-impl Drop for Fill<'_> {
-    fn drop(&mut self) {
-        self.buf.truncate(self.keep);
-    }
-}
-
-/// Reads at least one more byte into `buf`; `Ok(0)` at end of stream. Safe to
-/// cancel: a dropped read leaves `buf` as it was.
-async fn read_more<R: futures_lite::AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + 16 * 1024, 0);
-    let mut fill = Fill { buf, keep: start };
-    let res = r.read(&mut fill.buf[start..]).await;
-    if let Ok(n) = res {
-        fill.keep = start + n;
-    }
-    res
-}
+/// Bytes asked for per read.
+const READ_CHUNK: usize = 16 * 1024;
 
 impl Reader {
     /// The next complete message already in the buffer, if any.
@@ -223,7 +201,7 @@ impl Reader {
             if let Some(m) = self.try_next()? {
                 return Ok(m);
             }
-            if read_more(&mut self.r, &mut self.buf).await? == 0 {
+            if read_more(&mut self.r, &mut self.buf, READ_CHUNK).await? == 0 {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "router closed the connection"));
             }
         }

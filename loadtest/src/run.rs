@@ -13,6 +13,16 @@ use hdrhistogram::Histogram;
 
 static BASE: OnceLock<Instant> = OnceLock::new();
 
+/// The router's safety net against glommio executors that miss a wake-up
+/// (see the router's ARCHITECTURE.md, "Missed wake-ups"): every load thread
+/// and the ceiling forwarder register with it. Without it the forwarder
+/// sometimes slept through the last frames of a run.
+pub fn watchdog() -> Option<&'static switchyard::shard::watchdog::Watchdog> {
+    static DOG: OnceLock<Option<switchyard::shard::watchdog::Watchdog>> = OnceLock::new();
+    DOG.get_or_init(|| switchyard::shard::watchdog::Watchdog::start(Duration::from_millis(10)).ok())
+        .as_ref()
+}
+
 /// Nanoseconds on the process-wide monotonic clock every thread shares; also
 /// what the payload timestamps carry.
 pub fn now_ns() -> u64 {
@@ -154,6 +164,7 @@ where
             .name(&format!("load-{t}"))
             .preempt_timer(Duration::from_micros(500))
             .spawn(move || async move {
+                let _kicked = watchdog().map(|w| w.register());
                 let hist: Hist = Rc::new(RefCell::new(new_hist()));
                 work(t, hist.clone()).await;
                 let h = hist.borrow().clone();

@@ -22,38 +22,13 @@ use crate::router::ConnId;
 use crate::shard::ShardCtx;
 use crate::transport::rawsocket::{self, Handshake, RsEvent};
 use crate::transport::websocket::{self, HttpRequest, WsDecoder, WsEvent};
-use crate::transport::{write_message_header, Framing};
+use crate::transport::{read_more, write_control, write_message_header, Framing};
 use crate::wamp::message::Serializer;
 
 /// Smallest and largest read size; a connection's reads grow while they fill
 /// the buffer and shrink when they don't, so idle sessions stay small.
 const MIN_READ: usize = 1024;
 const MAX_READ: usize = 64 * 1024;
-
-/// Restores the buffer's length if a read is dropped before it completes.
-struct Fill<'a> {
-    buf: &'a mut BytesMut,
-    keep: usize,
-}
-
-impl Drop for Fill<'_> {
-    fn drop(&mut self) {
-        self.buf.truncate(self.keep);
-    }
-}
-
-/// Reads at least one more byte into `buf`; `Ok(0)` at end of stream. Safe to
-/// cancel: a dropped read leaves `buf` as it was.
-async fn read_more<R: futures_lite::AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut, chunk: usize) -> std::io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + chunk, 0);
-    let mut fill = Fill { buf, keep: start };
-    let res = r.read(&mut fill.buf[start..]).await;
-    if let Ok(n) = res {
-        fill.keep = start + n;
-    }
-    res
-}
 
 /// Serves one connection accepted on a WebSocket listener.
 async fn serve_websocket(ctx: Rc<ShardCtx>, mut stream: TcpStream, path: Rc<str>, metrics: bool) {
@@ -397,26 +372,8 @@ async fn write_loop(mut w: WriteHalf<TcpStream>, outbox: Rc<Outbox>, framing: Fr
                     write_message_header(&mut out, framing, ser, m.len());
                     out.extend_from_slice(&m);
                 }
-                Outgoing::Ping(p) => match framing {
-                    Framing::WebSocket => {
-                        websocket::write_header(&mut out, websocket::opcode::PING, p.len());
-                        out.extend_from_slice(&p);
-                    }
-                    Framing::RawSocket => {
-                        rawsocket::write_header(&mut out, rawsocket::frame_type::PING, p.len());
-                        out.extend_from_slice(&p);
-                    }
-                },
-                Outgoing::Pong(p) => match framing {
-                    Framing::WebSocket => {
-                        websocket::write_header(&mut out, websocket::opcode::PONG, p.len());
-                        out.extend_from_slice(&p);
-                    }
-                    Framing::RawSocket => {
-                        rawsocket::write_header(&mut out, rawsocket::frame_type::PONG, p.len());
-                        out.extend_from_slice(&p);
-                    }
-                },
+                Outgoing::Ping(p) => write_control(&mut out, framing, false, &p),
+                Outgoing::Pong(p) => write_control(&mut out, framing, true, &p),
                 Outgoing::Close { code, reason } => {
                     if framing == Framing::WebSocket && code != 0 {
                         websocket::write_close(&mut out, code, reason);

@@ -76,7 +76,7 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let open_connections = Arc::new(AtomicUsize::new(0));
     let watchdog = Arc::new(
-        watchdog::Watchdog::start(n, Duration::from_millis(cfg.router.wake_interval_ms))
+        watchdog::Watchdog::start(Duration::from_millis(cfg.router.wake_interval_ms))
             .map_err(|e| format!("cannot start the watchdog thread: {e}"))?,
     );
     let mut handles = Vec::new();
@@ -95,7 +95,7 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
             .preempt_timer(Duration::from_micros(v.config.router.preempt_timer_us));
         let handle = builder
             .spawn(move || async move {
-                let _kicked = watchdog.register(me);
+                let _kicked = watchdog.register();
                 drop(watchdog);
                 shard_main(me, n, seed, v, all_stats, router_cfg, ready, shutdown, open_connections).await
             })

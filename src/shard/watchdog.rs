@@ -21,7 +21,8 @@ const KICK: libc::c_int = libc::SIGURG;
 
 type Table = Arc<Mutex<Vec<Option<libc::pthread_t>>>>;
 
-/// The kicking thread; stops when dropped.
+/// The kicking thread; stops when dropped. Any glommio thread may register,
+/// the load generator's included.
 #[derive(Debug)]
 pub struct Watchdog {
     table: Table,
@@ -29,8 +30,8 @@ pub struct Watchdog {
     thread: Option<JoinHandle<()>>,
 }
 
-/// One shard's thread on the watchdog's list; taken off when dropped, which
-/// must happen on that thread before it ends.
+/// One thread on the watchdog's list; taken off when dropped, which must
+/// happen on that thread before it ends.
 #[derive(Debug)]
 pub struct Registration {
     table: Table,
@@ -38,9 +39,9 @@ pub struct Registration {
 }
 
 impl Watchdog {
-    /// Starts the watchdog for `shards` threads; `interval` zero disables it.
-    pub fn start(shards: usize, interval: Duration) -> std::io::Result<Watchdog> {
-        let table: Table = Arc::new(Mutex::new(vec![None; shards]));
+    /// Starts the watchdog; `interval` zero disables it.
+    pub fn start(interval: Duration) -> std::io::Result<Watchdog> {
+        let table: Table = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut dog = Watchdog {
             table: table.clone(),
@@ -68,13 +69,21 @@ impl Watchdog {
         Ok(dog)
     }
 
-    /// Puts the calling thread on the list as shard `slot`.
-    pub fn register(&self, slot: usize) -> Registration {
+    /// Puts the calling thread on the list.
+    pub fn register(&self) -> Registration {
         let mut threads = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = threads.get_mut(slot) {
-            // SAFETY: pthread_self has no preconditions.
-            *t = Some(unsafe { libc::pthread_self() });
-        }
+        // SAFETY: pthread_self has no preconditions.
+        let me = Some(unsafe { libc::pthread_self() });
+        let slot = match threads.iter().position(Option::is_none) {
+            Some(free) => {
+                threads[free] = me;
+                free
+            }
+            None => {
+                threads.push(me);
+                threads.len() - 1
+            }
+        };
         Registration {
             table: self.table.clone(),
             slot,
