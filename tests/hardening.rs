@@ -5,6 +5,8 @@
 use std::thread;
 use std::time::Duration;
 
+use switchyard::wamp::Value;
+
 use crate::common::*;
 
 /// Publishes `n` events of about `size` bytes to `topic` from `publisher`.
@@ -490,4 +492,71 @@ fn shutdown_closes_peers_that_never_answer_within_the_grace_period() {
     );
     assert!(firehose.join().expect("firehose thread") > 0);
     drop(deaf);
+}
+
+#[test]
+fn a_caller_that_never_reads_its_results_is_slowed_then_closed() {
+    // RESULTs are never dropped, so a caller that sends CALLs and reads no
+    // RESULT must not grow its queue without bound: past max_outbound_bytes
+    // the router stops reading from it (its writes back up), and when it has
+    // taken nothing for a whole ping interval its connection is closed. The
+    // callee and everybody else carry on.
+    let r = Router::start_with(1, "", "max_outbound_bytes = 65536\nping_interval_ms = 1000", &[]);
+    let mut callee = Client::join_raw(r.rs, Ser::MsgPack);
+    callee.register("com.echo");
+    let echo = thread::spawn(move || {
+        let mut answered = 0u64;
+        loop {
+            match callee.recv() {
+                Incoming::Message(m) => {
+                    let m = decode(Ser::MsgPack, &m);
+                    if m.code() != INVOCATION {
+                        continue;
+                    }
+                    let reply = Value::List(vec![
+                        Value::UInt(YIELD),
+                        m.at(1).clone(),
+                        Value::Dict(Default::default()),
+                        m.at(4).clone(),
+                    ]);
+                    callee.send(&reply);
+                    answered += 1;
+                }
+                _ => return (callee, answered),
+            }
+        }
+    });
+    let mut caller = Client::join_raw(r.rs, Ser::MsgPack);
+    caller.conn.stream.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    let big = "x".repeat(4000);
+    let mut sent = 0u64;
+    let mut backed_up = false;
+    for i in 1..=20_000u64 {
+        let frame = rs_frame(
+            rs_type::WAMP,
+            &encode(Ser::MsgPack, &parse_json(&format!(r#"[48, {i}, {{}}, "com.echo", ["{big}"]]"#))),
+        );
+        match std::io::Write::write_all(&mut caller.conn.stream, &frame) {
+            Ok(()) => sent += 1,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                backed_up = true;
+                break;
+            }
+            Err(e) => panic!("the caller's connection failed before it backed up: {e}"),
+        }
+    }
+    assert!(backed_up, "the router kept reading {sent} calls from a caller that reads nothing");
+    // The caller is closed once a ping interval passes with nothing taken.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while r.metric_sum("slow_consumers_disconnected") == 0 {
+        assert!(std::time::Instant::now() < deadline, "the stalled caller was never closed");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let mut other = Client::join_ws(r.ws, Ser::Json);
+    other.sync();
+    assert_eq!(r.metric_sum("pending_invocations"), 0);
+    drop(caller);
+    drop(r);
+    let (_callee, answered) = echo.join().expect("callee thread");
+    assert!(answered > 0);
 }

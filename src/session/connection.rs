@@ -201,6 +201,16 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
         while ctx.congestion.get() > 0 && !outbox.is_closing() {
             glommio::timer::sleep(Duration::from_micros(100)).await;
         }
+        // Nor while this peer has not taken what it was already sent.
+        if outbox.over_limit() && !peer_keeps_up(&ctx, &outbox).await {
+            debug!(conn, "the peer stopped reading: connection closed");
+            ShardStats::inc(&ctx.stats.slow_consumers_disconnected);
+            outbox.abort(Outgoing::Close {
+                code: websocket::close::POLICY_VIOLATION,
+                reason: "outbound queue full",
+            });
+            break;
+        }
         let read = futures_lite::future::or(
             async { Wake::Read(read_more(&mut reader, &mut buf, chunk).await) },
             futures_lite::future::or(
@@ -254,6 +264,36 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
     .await;
     drop(reader);
     debug!(conn, "connection closed");
+}
+
+/// Waits until the outbox is back under its byte limit. False if the peer
+/// took nothing at all for a whole ping interval while it was over: it has
+/// stopped reading (or vanished), and its connection is closed.
+async fn peer_keeps_up(ctx: &ShardCtx, outbox: &Outbox) -> bool {
+    let mut taken = outbox.taken();
+    loop {
+        let below = futures_lite::future::or(
+            async {
+                outbox.below_limit().await;
+                true
+            },
+            async {
+                match ctx.ping_interval {
+                    Some(d) => glommio::timer::sleep(d).await,
+                    None => futures_lite::future::pending::<()>().await,
+                }
+                false
+            },
+        )
+        .await;
+        if below {
+            return true;
+        }
+        if outbox.taken() == taken {
+            return false;
+        }
+        taken = outbox.taken();
+    }
 }
 
 /// What woke the read loop.

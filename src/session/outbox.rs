@@ -30,10 +30,12 @@ pub struct Outbox {
     max_message: Cell<usize>,
     waker: Cell<Option<Waker>>,
     close_waker: Cell<Option<Waker>>,
+    drain_waker: Cell<Option<Waker>>,
     closing: Cell<bool>,
     killed: Cell<bool>,
     kill_waker: Cell<Option<Waker>>,
     dropped: Cell<u64>,
+    taken: Cell<u64>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -56,10 +58,12 @@ impl Outbox {
             max_message: Cell::new(usize::MAX),
             waker: Cell::new(None),
             close_waker: Cell::new(None),
+            drain_waker: Cell::new(None),
             closing: Cell::new(false),
             killed: Cell::new(false),
             kill_waker: Cell::new(None),
             dropped: Cell::new(0),
+            taken: Cell::new(0),
         }
     }
 
@@ -132,6 +136,9 @@ impl Outbox {
         if let Some(w) = self.close_waker.take() {
             w.wake();
         }
+        if let Some(w) = self.drain_waker.take() {
+            w.wake();
+        }
     }
 
     /// Registers the task to wake when the outbox starts closing.
@@ -181,9 +188,37 @@ impl Outbox {
         .await
     }
 
+    /// True while the queue holds more than its byte limit.
+    pub fn over_limit(&self) -> bool {
+        self.bytes.get() > self.limit
+    }
+
+    /// Resolves once the queue holds no more than its byte limit (or the
+    /// outbox is closing). Only messages that must not be dropped (replies,
+    /// RPC traffic) take it over the limit: the connection stops reading
+    /// until its peer has taken them, so a client that sends calls without
+    /// reading the results is slowed by TCP instead of growing the queue.
+    pub async fn below_limit(&self) {
+        poll_fn(|cx| {
+            if !self.over_limit() || self.closing.get() {
+                Poll::Ready(())
+            } else {
+                self.drain_waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// True once [`Outbox::close`] was called.
     pub fn is_closing(&self) -> bool {
         self.closing.get()
+    }
+
+    /// How many times the writer has taken the queue: progress, for telling a
+    /// slow peer from one that stopped reading.
+    pub fn taken(&self) -> u64 {
+        self.taken.get()
     }
 
     /// Events dropped because the peer did not keep up.
@@ -199,6 +234,10 @@ impl Outbox {
             if !q.is_empty() {
                 batch.extend(q.drain(..));
                 self.bytes.set(0);
+                self.taken.set(self.taken.get() + 1);
+                if let Some(w) = self.drain_waker.take() {
+                    w.wake();
+                }
                 return Poll::Ready(true);
             }
             if self.closing.get() {
