@@ -139,17 +139,7 @@ impl Router {
             request,
             key: key.clone(),
         });
-        let change = TableChange {
-            realm,
-            policy,
-            uri: key.1,
-            shard: self.me,
-            session: sid,
-            origin: self.me,
-            token,
-        };
-        let home = self.home_of(realm, &change.uri);
-        self.send_to(home, ShardMsg::SubscribeReq(change));
+        self.request_change(realm, policy, key.1, sid, token, ShardMsg::SubscribeReq);
     }
 
     pub(super) fn subscribe_done(&mut self, sid: Id, request: Id, key: (MatchPolicy, Arc<str>), id: Id) {
@@ -185,29 +175,19 @@ impl Router {
         s.subs.remove(&key);
         let realm = s.realm;
         let token = self.expect_acks(AckThen::Unsubscribed { session: sid, request });
-        self.drop_subscriber(realm, key.0, key.1, sid, token, None);
+        self.drop_subscriber(realm, key.0, key.1, sid, token);
     }
 
     /// Takes `sid` off delivery at once and asks the home shard to remove it
     /// everywhere.
-    pub(super) fn drop_subscriber(&mut self, realm: RealmIdx, policy: MatchPolicy, uri: Arc<str>, sid: Id, token: u64, _: Option<()>) {
+    pub(super) fn drop_subscriber(&mut self, realm: RealmIdx, policy: MatchPolicy, uri: Arc<str>, sid: Id, token: u64) {
         let r = &mut self.realms[realm as usize];
         if let Some(id) = r.sub_index.get(policy, &uri) {
             if let Some(sub) = r.subscriptions.get_mut(id) {
                 sub.local.retain(|s| *s != sid);
             }
         }
-        let change = TableChange {
-            realm,
-            policy,
-            uri,
-            shard: self.me,
-            session: sid,
-            origin: self.me,
-            token,
-        };
-        let home = self.home_of(realm, &change.uri);
-        self.send_to(home, ShardMsg::UnsubscribeReq(change));
+        self.request_change(realm, policy, uri, sid, token, ShardMsg::UnsubscribeReq);
     }
 
     /// On the home shard: give the subscription its ID and tell every shard.

@@ -44,17 +44,7 @@ impl Router {
             request,
             key: key.clone(),
         });
-        let change = TableChange {
-            realm,
-            policy,
-            uri: key.1,
-            shard: self.me,
-            session: sid,
-            origin: self.me,
-            token,
-        };
-        let home = self.home_of(realm, &change.uri);
-        self.send_to(home, ShardMsg::RegisterReq(change));
+        self.request_change(realm, policy, key.1, sid, token, ShardMsg::RegisterReq);
     }
 
     pub(super) fn register_done(&mut self, sid: Id, request: Id, key: (MatchPolicy, Arc<str>), id: Id) {
@@ -95,12 +85,12 @@ impl Router {
         };
         let realm = s.realm;
         let token = self.expect_acks(AckThen::Unregistered { session: sid, request });
-        self.drop_callee(realm, policy, uri, sid, token, None);
+        self.drop_callee(realm, policy, uri, sid, token);
     }
 
     /// Stops routing calls to `sid` here at once and asks the home shard to
     /// remove it everywhere.
-    pub(super) fn drop_callee(&mut self, realm: RealmIdx, policy: MatchPolicy, uri: Arc<str>, sid: Id, token: u64, _: Option<()>) {
+    pub(super) fn drop_callee(&mut self, realm: RealmIdx, policy: MatchPolicy, uri: Arc<str>, sid: Id, token: u64) {
         let me = self.me;
         let r = &mut self.realms[realm as usize];
         if let Some(id) = r.reg_index.get(policy, &uri) {
@@ -108,17 +98,7 @@ impl Router {
                 reg.callees.retain(|c| *c != (me, sid));
             }
         }
-        let change = TableChange {
-            realm,
-            policy,
-            uri,
-            shard: me,
-            session: sid,
-            origin: me,
-            token,
-        };
-        let home = self.home_of(realm, &change.uri);
-        self.send_to(home, ShardMsg::UnregisterReq(change));
+        self.request_change(realm, policy, uri, sid, token, ShardMsg::UnregisterReq);
     }
 
     /// On the home shard: refuse a second callee, or assign the ID and tell

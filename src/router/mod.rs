@@ -585,13 +585,13 @@ impl Router {
             );
         }
         for ((policy, uri), _) in s.subs {
-            self.drop_subscriber(s.realm, policy, uri, sid, 0, None);
+            self.drop_subscriber(s.realm, policy, uri, sid, 0);
         }
         for (_, (policy, uri)) in s.regs {
-            self.drop_callee(s.realm, policy, uri, sid, 0, None);
+            self.drop_callee(s.realm, policy, uri, sid, 0);
         }
         for ((policy, uri), _) in s.regs_pending {
-            self.drop_callee(s.realm, policy, uri, sid, 0, None);
+            self.drop_callee(s.realm, policy, uri, sid, 0);
         }
         self.stats
             .pending_invocations
@@ -658,6 +658,31 @@ impl Router {
         if change.token != 0 {
             self.send_to(change.origin, ShardMsg::Applied { token: change.token, id });
         }
+    }
+
+    /// Asks the home shard of `uri` to apply a change to the replicated
+    /// tables on every shard (`make` picks the request), acknowledged under
+    /// `token` (0: no acknowledgement wanted).
+    fn request_change(
+        &mut self,
+        realm: RealmIdx,
+        policy: MatchPolicy,
+        uri: Arc<str>,
+        session: Id,
+        token: u64,
+        make: fn(TableChange) -> ShardMsg,
+    ) {
+        let home = self.home_of(realm, &uri);
+        let change = TableChange {
+            realm,
+            policy,
+            uri,
+            shard: self.me,
+            session,
+            origin: self.me,
+            token,
+        };
+        self.send_to(home, make(change));
     }
 
     fn expect_acks(&mut self, then: AckThen) -> u64 {
