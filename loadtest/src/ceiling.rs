@@ -18,7 +18,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 use switchyard::session::outbox::{Outbox, Outgoing};
 
-use crate::client::{self, Target};
+use crate::client::{self, Reader, Target, Writer};
 use crate::run::{now_ns, record, Hist, Shared};
 
 /// Starts the forwarder on its own thread (pinned to `cpu` when given) and
@@ -134,8 +134,9 @@ fn body_ts(b: &[u8]) -> u64 {
     u64::from_be_bytes(t)
 }
 
-/// One pub/sub pair: A sends frames of `size` bytes within `window`, B counts.
-pub async fn pubsub_pair(addr: SocketAddr, shared: Arc<Shared>, size: usize, window: u64, hist: Hist) {
+/// Connects the two RawSocket clients (A, then B) of one pair to the
+/// forwarder and reports both ready.
+async fn connect_pair(addr: SocketAddr, shared: &Shared) -> std::io::Result<((Reader, Writer), (Reader, Writer))> {
     let target = Target {
         addr,
         framing: switchyard::transport::Framing::RawSocket,
@@ -146,10 +147,16 @@ pub async fn pubsub_pair(addr: SocketAddr, shared: Arc<Shared>, size: usize, win
     let pair = async {
         let a = client::connect(&target, ser).await?;
         let b = client::connect(&target, ser).await?;
-        Ok::<_, std::io::Error>((a, b))
+        Ok((a, b))
     }
     .await;
     shared.ready.fetch_add(2, Ordering::AcqRel);
+    pair
+}
+
+/// One pub/sub pair: A sends frames of `size` bytes within `window`, B counts.
+pub async fn pubsub_pair(addr: SocketAddr, shared: Arc<Shared>, size: usize, window: u64, hist: Hist) {
+    let pair = connect_pair(addr, &shared).await;
     let ((_ar, mut aw), (mut br, _bw)) = match pair {
         Ok(p) => p,
         Err(e) => return shared.fail(format!("ceiling: {e}")),
@@ -202,20 +209,7 @@ pub async fn pubsub_pair(addr: SocketAddr, shared: Arc<Shared>, size: usize, win
 /// One ping-pong pair: A sends a frame of `size` bytes, B echoes it, A
 /// measures the round trip; `window` frames in flight.
 pub async fn pingpong_pair(addr: SocketAddr, shared: Arc<Shared>, size: usize, window: u64, hist: Hist) {
-    let target = Target {
-        addr,
-        framing: switchyard::transport::Framing::RawSocket,
-        host: addr.to_string(),
-        path: "/".into(),
-    };
-    let ser = switchyard::wamp::message::Serializer::MsgPack;
-    let pair = async {
-        let a = client::connect(&target, ser).await?;
-        let b = client::connect(&target, ser).await?;
-        Ok::<_, std::io::Error>((a, b))
-    }
-    .await;
-    shared.ready.fetch_add(2, Ordering::AcqRel);
+    let pair = connect_pair(addr, &shared).await;
     let ((mut ar, mut aw), (mut br, mut bw)) = match pair {
         Ok(p) => p,
         Err(e) => return shared.fail(format!("ceiling: {e}")),

@@ -168,18 +168,30 @@ pub async fn publisher(s: Arc<Setup>, shared: Arc<Shared>, id: usize, topic: Str
     w.close().await;
 }
 
-/// A subscriber: counts events, checks per-publisher order, records latency.
-pub async fn subscriber(s: Arc<Setup>, shared: Arc<Shared>, id: usize, topic: String, hist: Hist) {
+/// Joins, sends `m` and waits for its `expect` reply, then reports ready
+/// (also on failure, which is recorded as `who`'s). `None` if it failed.
+async fn join_and_request(s: &Setup, shared: &Shared, who: String, m: &[u8], expect: MessageType) -> Option<(Reader, Writer)> {
     let joined = async {
-        let (mut r, mut w) = join(&s).await?;
-        request(&s, &mut r, &mut w, &msg::subscribe(s.ser, 1, &topic), MessageType::Subscribed).await?;
+        let (mut r, mut w) = join(s).await?;
+        request(s, &mut r, &mut w, m, expect).await?;
         Ok::<_, io::Error>((r, w))
     }
     .await;
     shared.ready.fetch_add(1, Ordering::AcqRel);
-    let (mut r, mut w) = match joined {
-        Ok(x) => x,
-        Err(e) => return shared.fail(format!("subscriber {id}: {e}")),
+    match joined {
+        Ok(x) => Some(x),
+        Err(e) => {
+            shared.fail(format!("{who}: {e}"));
+            None
+        }
+    }
+}
+
+/// A subscriber: counts events, checks per-publisher order, records latency.
+pub async fn subscriber(s: Arc<Setup>, shared: Arc<Shared>, id: usize, topic: String, hist: Hist) {
+    let subscribe = msg::subscribe(s.ser, 1, &topic);
+    let Some((mut r, mut w)) = join_and_request(&s, &shared, format!("subscriber {id}"), &subscribe, MessageType::Subscribed).await else {
+        return;
     };
     let mut next_seq: HashMap<u64, u64> = HashMap::new();
     let event = MessageType::Event as u64;
@@ -230,16 +242,9 @@ pub async fn subscriber(s: Arc<Setup>, shared: Arc<Shared>, id: usize, topic: St
 
 /// A callee: answers every invocation with its arguments.
 pub async fn callee(s: Arc<Setup>, shared: Arc<Shared>, id: usize, procedure: String) {
-    let joined = async {
-        let (mut r, mut w) = join(&s).await?;
-        request(&s, &mut r, &mut w, &msg::register(s.ser, 1, &procedure), MessageType::Registered).await?;
-        Ok::<_, io::Error>((r, w))
-    }
-    .await;
-    shared.ready.fetch_add(1, Ordering::AcqRel);
-    let (mut r, mut w) = match joined {
-        Ok(x) => x,
-        Err(e) => return shared.fail(format!("callee {id}: {e}")),
+    let register = msg::register(s.ser, 1, &procedure);
+    let Some((mut r, mut w)) = join_and_request(&s, &shared, format!("callee {id}"), &register, MessageType::Registered).await else {
+        return;
     };
     let invocation = MessageType::Invocation as u64;
     loop {
