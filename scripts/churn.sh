@@ -22,6 +22,13 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
+# The router and the load generator each need a socket per session (both
+# raise their soft limit to the hard one themselves); stay within it.
+files=$(ulimit -Hn)
+if [ "$files" != unlimited ] && [ "$sessions" -gt $((files - 256)) ]; then
+    echo "note: the open-file limit ($files) allows $((files - 256)) sessions, not $sessions; using that"
+    sessions=$((files - 256))
+fi
 if [ "$profile" = release ]; then cargo build --release -p switchyard -p loadtest; else cargo build -p switchyard -p loadtest; fi
 router="$root/target/$profile/switchyard"
 load="$root/target/$profile/loadtest"

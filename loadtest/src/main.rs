@@ -576,6 +576,8 @@ fn print(r: &Report) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     now_ns();
+    // many sessions need many sockets
+    let _ = switchyard::shard::raise_open_file_limit();
     let (common, result) = match &cli.cmd {
         Cmd::Pubsub {
             common,

@@ -42,6 +42,30 @@ pub struct ShardCtx {
     pub max_connections_per_shard: usize,
 }
 
+/// Raises the soft limit on open files to the hard limit, as servers that
+/// hold many sockets do; returns the limit now in force.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed; nothing
+    // else is touched.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return Ok(lim.rlim_cur);
+            }
+            lim = raised;
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
 /// Starts every shard, reports readiness, and runs until `shutdown` is set
 /// and every shard has finished its graceful shutdown.
 pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
@@ -63,6 +87,10 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
         } else {
             std::net::TcpListener::bind(*addr).map_err(fail)?;
         }
+    }
+    match raise_open_file_limit() {
+        Ok(files) => debug!(files, "open file limit"),
+        Err(e) => warn!(error = %e, "cannot read the open file limit"),
     }
     let n = v.shard_cpus.len();
     let cfg = &v.config;
