@@ -109,6 +109,40 @@ async fn until(t: u64) {
     }
 }
 
+/// An open-loop send schedule: message `seq` (from 1) is due at
+/// `start + (seq - 1) * interval`, whatever came back.
+struct Schedule {
+    start: u64,
+    interval: f64,
+}
+
+impl Schedule {
+    fn new(start: u64, per_second: f64) -> Self {
+        Schedule {
+            start,
+            interval: 1e9 / per_second,
+        }
+    }
+
+    /// Calls `send(seq, intended send time)` for each message due by now
+    /// after `seq` (at most 256 at once), advancing `seq`; returns how many.
+    fn queue_due(&self, seq: &mut u64, mut send: impl FnMut(u64, u64)) -> u64 {
+        let due = ((now_ns() - self.start) as f64 / self.interval) as u64 + 1;
+        let mut n = 0;
+        while *seq < due && n < 256 {
+            *seq += 1;
+            n += 1;
+            send(*seq, self.start + ((*seq - 1) as f64 * self.interval) as u64);
+        }
+        n
+    }
+
+    /// Sleeps until the message after `seq` is due.
+    async fn wait_next(&self, seq: u64) {
+        until(self.start + (seq as f64 * self.interval) as u64).await
+    }
+}
+
 /// A publisher: publishes to `topic` until told to stop.
 pub async fn publisher(s: Arc<Setup>, shared: Arc<Shared>, id: usize, topic: String, fanout: u64) {
     let joined = join(&s).await;
@@ -138,19 +172,14 @@ pub async fn publisher(s: Arc<Setup>, shared: Arc<Shared>, id: usize, topic: Str
                 shared.sent.add(n);
             }
             Pace::Open { per_sender } => {
-                let interval = 1e9 / per_sender;
-                let due = ((now_ns() - start) as f64 / interval) as u64 + 1;
-                let mut n = 0;
-                while seq < due && n < 256 {
-                    seq += 1;
-                    n += 1;
-                    let intended = start + ((seq - 1) as f64 * interval) as u64;
-                    w.queue(&msg::publish(s.ser, seq, &topic, false, &args(id, seq, intended, &pad)));
-                }
+                let schedule = Schedule::new(start, per_sender);
+                let n = schedule.queue_due(&mut seq, |seq, intended| {
+                    w.queue(&msg::publish(s.ser, seq, &topic, false, &args(id, seq, intended, &pad)))
+                });
                 shared.sent_by[id].add(n);
                 shared.sent.add(n);
                 if n == 0 {
-                    until(start + (seq as f64 * interval) as u64).await;
+                    schedule.wait_next(seq).await;
                     continue;
                 }
             }
@@ -331,7 +360,7 @@ pub async fn caller(s: Arc<Setup>, shared: Arc<Shared>, id: usize, procedure: St
             }
         }
         Pace::Open { per_sender } => {
-            let interval = 1e9 / per_sender;
+            let schedule = Schedule::new(start, per_sender);
             let reader = async {
                 let mut outstanding = 0;
                 while let Some(Ok(m)) = shared.next_or_done(&mut r).await {
@@ -340,17 +369,12 @@ pub async fn caller(s: Arc<Setup>, shared: Arc<Shared>, id: usize, procedure: St
             };
             let writer = async {
                 while !shared.stop.load(Ordering::Relaxed) {
-                    let due = ((now_ns() - start) as f64 / interval) as u64 + 1;
-                    let mut n = 0;
-                    while seq < due && n < 256 {
-                        seq += 1;
-                        n += 1;
-                        let intended = start + ((seq - 1) as f64 * interval) as u64;
-                        w.queue(&msg::call(s.ser, seq, &procedure, &args(id, seq, intended, &pad)));
-                    }
+                    let n = schedule.queue_due(&mut seq, |seq, intended| {
+                        w.queue(&msg::call(s.ser, seq, &procedure, &args(id, seq, intended, &pad)))
+                    });
                     shared.sent.add(n);
                     if n == 0 {
-                        until(start + (seq as f64 * interval) as u64).await;
+                        schedule.wait_next(seq).await;
                         continue;
                     }
                     if w.flush().await.is_err() {

@@ -3,10 +3,8 @@
 //! shard's router, and a writer task that frames and writes everything the
 //! outbox holds in one syscall.
 
-use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -215,7 +213,7 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
             async { Wake::Read(read_more(&mut reader, &mut buf, chunk).await) },
             futures_lite::future::or(
                 async {
-                    wait_closing(&outbox).await;
+                    outbox.closing_started().await;
                     Wake::Closing
                 },
                 async {
@@ -385,19 +383,6 @@ async fn refuse(mut stream: TcpStream, kind: ListenerKind) {
     };
     let _ = glommio::timer::timeout(Duration::from_secs(1), async { Ok(stream.write_all(reply).await) }).await;
     let _ = stream.close().await;
-}
-
-async fn wait_closing(outbox: &Outbox) {
-    // The router closes the outbox on ABORT and shutdown; poll it cheaply.
-    poll_fn(|cx| {
-        if outbox.is_closing() {
-            Poll::Ready(())
-        } else {
-            outbox.set_close_waker(cx.waker().clone());
-            Poll::Pending
-        }
-    })
-    .await
 }
 
 async fn write_loop(mut w: WriteHalf<TcpStream>, outbox: Rc<Outbox>, framing: Framing, ser: Serializer) {

@@ -141,9 +141,23 @@ impl Outbox {
         }
     }
 
-    /// Registers the task to wake when the outbox starts closing.
-    pub fn set_close_waker(&self, w: Waker) {
-        self.close_waker.set(Some(w));
+    /// Resolves when `ready` holds, re-checked each time `slot`'s waker is
+    /// woken (every waker slot has one waiting task).
+    async fn until(&self, slot: &Cell<Option<Waker>>, ready: impl Fn() -> bool) {
+        poll_fn(|cx| {
+            if ready() {
+                Poll::Ready(())
+            } else {
+                slot.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Resolves once the outbox starts closing (ABORT, GOODBYE, shutdown).
+    pub async fn closing_started(&self) {
+        self.until(&self.close_waker, || self.closing.get()).await
     }
 
     /// Throws away everything queued and closes with `last`: for a peer that
@@ -165,27 +179,15 @@ impl Outbox {
             code: crate::transport::websocket::close::GOING_AWAY,
             reason: "router shutting down",
         });
-        self.closing.set(true);
         self.killed.set(true);
         if let Some(w) = self.kill_waker.take() {
-            w.wake();
-        }
-        if let Some(w) = self.close_waker.take() {
             w.wake();
         }
     }
 
     /// Resolves once [`Outbox::kill`] was called.
     pub async fn killed(&self) {
-        poll_fn(|cx| {
-            if self.killed.get() {
-                Poll::Ready(())
-            } else {
-                self.kill_waker.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await
+        self.until(&self.kill_waker, || self.killed.get()).await
     }
 
     /// True while the queue holds more than its byte limit.
@@ -199,15 +201,7 @@ impl Outbox {
     /// until its peer has taken them, so a client that sends calls without
     /// reading the results is slowed by TCP instead of growing the queue.
     pub async fn below_limit(&self) {
-        poll_fn(|cx| {
-            if !self.over_limit() || self.closing.get() {
-                Poll::Ready(())
-            } else {
-                self.drain_waker.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await
+        self.until(&self.drain_waker, || !self.over_limit() || self.closing.get()).await
     }
 
     /// True once [`Outbox::close`] was called.
