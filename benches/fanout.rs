@@ -91,7 +91,7 @@ fn hello() -> Message {
 impl Setup {
     fn new(n: usize, pub_ser: Serializer, sub_ser: Serializer) -> Self {
         let cfg = RouterConfig::single_realm("realm1");
-        let mut router = Router::new(0, 1, &cfg, None, Arc::new(ShardStats::default()));
+        let mut router = Router::new(0, 1, &cfg, switchyard::router::ShardLink::None, Arc::new(ShardStats::default()));
         let mut subscribers = Vec::with_capacity(n);
         for i in 0..n {
             let outbox = Rc::new(Outbox::new(usize::MAX));

@@ -31,6 +31,12 @@ enum Ping {
     Stop,
 }
 
+impl mesh::MeshMessage for Ping {
+    fn droppable(&self) -> bool {
+        false
+    }
+}
+
 /// Waits for the next message from the peer, spinning or parking.
 /// Spinning, the thread gives its CPU away this often (in empty polls), so a
 /// descheduled peer on an oversubscribed machine gets to run.
@@ -58,7 +64,7 @@ async fn recv(inbound: &Inbound<Ping>, batch: &mut Vec<Ping>, park: bool) -> Opt
 }
 
 /// Shard 1: sends every `Seq` straight back until `Stop`.
-async fn echo(mut mesh: Mesh<Ping>, inbound: Vec<Inbound<Ping>>, park: bool) {
+async fn echo(mesh: Mesh<Ping>, inbound: Vec<Inbound<Ping>>, park: bool) {
     let inbound = &inbound[0];
     let mut batch = Vec::with_capacity(1);
     while let Some(Ping::Seq(n)) = recv(inbound, &mut batch, park).await {
@@ -82,14 +88,16 @@ impl PingPong {
         let echo_thread = LocalExecutorBuilder::new(Placement::Unbound)
             .name("mesh-echo")
             .spawn(move || async move {
-                let (mesh, inbound) = seed1.connect(Arc::new(ShardStats::default())).await;
+                let ends = seed1.connect(Arc::new(ShardStats::default()), 1024).await;
+                let (mesh, inbound) = (ends.mesh, ends.inbound);
                 echo(mesh, inbound, park).await
             })
             .expect("echo executor");
         let driver_thread = LocalExecutorBuilder::new(Placement::Unbound)
             .name("mesh-driver")
             .spawn(move || async move {
-                let (mut mesh, inbound) = seed0.connect(Arc::new(ShardStats::default())).await;
+                let ends = seed0.connect(Arc::new(ShardStats::default()), 1024).await;
+                let (mesh, inbound) = (ends.mesh, ends.inbound);
                 let inbound = &inbound[0];
                 let mut batch = Vec::with_capacity(1);
                 let mut seq = 0u64;

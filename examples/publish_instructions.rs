@@ -68,7 +68,7 @@ fn main() {
         None => 100_000,
     };
     let cfg = RouterConfig::single_realm("realm1");
-    let mut router = Router::new(0, 1, &cfg, None, Arc::new(ShardStats::default()));
+    let mut router = Router::new(0, 1, &cfg, switchyard::router::ShardLink::None, Arc::new(ShardStats::default()));
     let mut batch = Vec::with_capacity(DRAIN_EVERY);
 
     let sub_box = Rc::new(Outbox::new(usize::MAX));

@@ -64,6 +64,10 @@ pub struct RouterSection {
     pub wake_interval_ms: u64,
     /// How long shutdown waits for clients to answer GOODBYE, in ms.
     pub shutdown_grace_ms: u64,
+    /// Messages that may wait for room in one full cross-shard queue; past
+    /// it, events for that shard are dropped (counted). Every shard stops
+    /// reading from its clients while any such wait is non-empty.
+    pub mesh_overflow_limit: usize,
     /// Log filter (tracing syntax), e.g. "info" or "switchyard=debug".
     pub log: String,
 }
@@ -80,6 +84,7 @@ impl Default for RouterSection {
             preempt_timer_us: 500,
             wake_interval_ms: 10,
             shutdown_grace_ms: 2000,
+            mesh_overflow_limit: 65536,
             log: "info".into(),
         }
     }
@@ -147,6 +152,26 @@ pub struct Limits {
     /// A connection silent this long gets a ping (WebSocket or RawSocket); one
     /// still silent after another such period is closed. 0 = never.
     pub ping_interval_ms: u64,
+    /// Longest URI (topic, procedure, realm) accepted, in bytes.
+    pub max_uri_length: usize,
+    /// Most components (dot-separated parts) in one URI.
+    pub max_uri_components: usize,
+    /// Subscriptions one session may hold (in flight included).
+    pub max_subscriptions_per_session: usize,
+    /// Registrations one session may hold (in flight included).
+    pub max_registrations_per_session: usize,
+    /// Calls one caller may have waiting for their result.
+    pub max_pending_calls: usize,
+}
+
+impl Limits {
+    /// The URI bounds of this configuration.
+    pub fn uri_limits(&self) -> crate::wamp::uri::UriLimits {
+        crate::wamp::uri::UriLimits {
+            max_len: self.max_uri_length,
+            max_components: self.max_uri_components,
+        }
+    }
 }
 
 /// `limits.slow_consumer`
@@ -170,6 +195,11 @@ impl Default for Limits {
             max_connections: 100_000,
             max_connections_per_shard: 0,
             ping_interval_ms: 30_000,
+            max_uri_length: crate::wamp::uri::UriLimits::DEFAULT.max_len,
+            max_uri_components: crate::wamp::uri::UriLimits::DEFAULT.max_components,
+            max_subscriptions_per_session: 10_000,
+            max_registrations_per_session: 10_000,
+            max_pending_calls: 1024,
         }
     }
 }
@@ -275,8 +305,31 @@ impl Config {
         if lim.handshake_timeout_ms == 0 {
             return Err(invalid("limits.handshake_timeout_ms", "must be positive"));
         }
-        if lim.max_pending_invocations == 0 {
-            return Err(invalid("limits.max_pending_invocations", "must be positive"));
+        for (key, value) in [
+            ("limits.max_pending_invocations", lim.max_pending_invocations),
+            ("limits.max_subscriptions_per_session", lim.max_subscriptions_per_session),
+            ("limits.max_registrations_per_session", lim.max_registrations_per_session),
+            ("limits.max_pending_calls", lim.max_pending_calls),
+            ("limits.max_uri_components", lim.max_uri_components),
+            ("router.mesh_overflow_limit", self.router.mesh_overflow_limit),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be positive"));
+            }
+        }
+        if !(64..=lim.max_message_size).contains(&lim.max_uri_length) {
+            return Err(invalid(
+                "limits.max_uri_length",
+                "must be between 64 bytes and limits.max_message_size",
+            ));
+        }
+        for (i, r) in self.realms.iter().enumerate() {
+            if crate::wamp::uri::validate(&r.name, crate::wamp::UriCheck::Concrete, &lim.uri_limits()).is_err() {
+                return Err(invalid(
+                    format!("realm[{i}].name"),
+                    "longer than limits.max_uri_length or limits.max_uri_components allow",
+                ));
+            }
         }
         let r = &self.router;
         if r.mesh_queue_capacity == 0 {
@@ -379,6 +432,16 @@ mod tests {
         let mut c = Config::embedded();
         c.limits.max_message_size = 1 << 30;
         assert!(c.validate(&[0]).unwrap_err().to_string().starts_with("limits.max_message_size"));
+        let mut c = Config::embedded();
+        c.limits.max_pending_calls = 0;
+        assert!(c.validate(&[0]).unwrap_err().to_string().starts_with("limits.max_pending_calls"));
+        let mut c = Config::embedded();
+        c.limits.max_uri_length = 10;
+        assert!(c.validate(&[0]).unwrap_err().to_string().starts_with("limits.max_uri_length"));
+        let mut c = Config::embedded();
+        c.limits.max_uri_components = 2;
+        c.realms[0].name = "a.b.c".into();
+        assert!(c.validate(&[0]).unwrap_err().to_string().starts_with("realm[0].name"));
         let mut c = Config::embedded();
         c.realms[0].name = "bad realm".into();
         assert!(c.validate(&[0]).unwrap_err().to_string().starts_with("realm[0].name"));

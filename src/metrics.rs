@@ -76,14 +76,28 @@ stats! {
     handshake_timeouts: AtomicU64,
     /// Connections closed after an unanswered ping.
     idle_closed: AtomicU64,
-    /// Connection tasks that panicked (and were contained).
+    /// Tasks that panicked (and were contained): connections, mesh drains, timers.
     panics: AtomicU64,
+    /// URIs refused for exceeding limits.max_uri_length or max_uri_components.
+    uris_refused: AtomicU64,
+    /// SUBSCRIBEs refused by limits.max_subscriptions_per_session.
+    subscriptions_refused: AtomicU64,
+    /// REGISTERs refused by limits.max_registrations_per_session.
+    registrations_refused: AtomicU64,
+    /// CALLs refused by limits.max_pending_calls.
+    calls_refused: AtomicU64,
+    /// Events dropped because a full cross-shard queue's overflow was at router.mesh_overflow_limit.
+    mesh_events_dropped: AtomicU64,
+    /// Messages waiting for room in full cross-shard queues.
+    mesh_overflow: AtomicI64,
     /// Subscriptions in this shard's replica.
     subscriptions: AtomicI64,
     /// Registrations in this shard's replica.
     registrations: AtomicI64,
     /// Calls delivered to this shard's callees and not answered yet.
     pending_invocations: AtomicI64,
+    /// Calls of this shard's callers waiting for their result.
+    pending_calls: AtomicI64,
 }
 
 impl ShardStats {

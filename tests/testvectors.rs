@@ -701,7 +701,8 @@ impl Probe {
 enum Want {
     /// Send exactly `replies`, then answer `probe` (the session goes on).
     Alive { replies: Vec<Reply>, probe: Probe },
-    /// ABORT with this reason, a close frame (1000), and the end of the connection.
+    /// ABORT with this reason, a close frame (1002 for a protocol violation,
+    /// else 1000), and the end of the connection.
     Abort(String),
     /// Close the connection without sending anything.
     Closed,
@@ -965,11 +966,8 @@ fn observe(r: &Router, ser: Ser, joined: bool, sample: &[u8], probe: Probe) -> R
                     if as_u64(elem(&v, 0)) == Some(ABORT) {
                         let reason = as_str(elem(&v, 2)).unwrap_or_default().to_owned();
                         let message = as_str(get_in(elem(&v, 1), "message")).unwrap_or_default().to_owned();
-                        break End::Abort {
-                            reason,
-                            message,
-                            close: closing(&mut c),
-                        };
+                        let close = closing(&mut c, &reason);
+                        break End::Abort { reason, message, close };
                     }
                     if probe.answered_by(&v) {
                         break End::ProbeAnswered;
@@ -1002,11 +1000,13 @@ fn observe(r: &Router, ser: Ser, joined: bool, sample: &[u8], probe: Probe) -> R
     })
 }
 
-/// After an ABORT: a close frame with 1000, then the end of the connection.
-fn closing(c: &mut Client) -> Result<(), String> {
+/// After an ABORT: a close frame (1002 after a protocol violation, 1000
+/// otherwise), then the end of the connection.
+fn closing(c: &mut Client, reason: &str) -> Result<(), String> {
+    let want = if reason == "wamp.error.protocol_violation" { 1002 } else { 1000 };
     match c.recv() {
-        Incoming::Close(1000, _) => {}
-        other => return Err(format!("expected a close frame (1000) after ABORT, got {other:?}")),
+        Incoming::Close(code, _) if code == want => {}
+        other => return Err(format!("expected a close frame ({want}) after ABORT {reason}, got {other:?}")),
     }
     match c.recv() {
         Incoming::Eof => Ok(()),

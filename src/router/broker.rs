@@ -13,7 +13,7 @@ use crate::config::SlowConsumerPolicy;
 use crate::metrics::ShardStats;
 use crate::session::outbox::Outgoing;
 use crate::wamp::message::Serializer;
-use crate::wamp::uri::{self, UriCheck};
+use crate::wamp::uri::UriCheck;
 use crate::wamp::{self, uris, Dict, Id, MatchPolicy, MessageType, Payload, Value};
 
 /// One subscription (topic + match policy) in a shard's replica.
@@ -116,9 +116,10 @@ impl Router {
     pub(super) fn subscribe(&mut self, sid: Id, request: Id, options: &Dict, topic: String) {
         // the value was checked with the other options (router/options.rs)
         let policy = options.get_str("match").and_then(MatchPolicy::parse).unwrap_or(MatchPolicy::Exact);
-        if !uri::is_valid(&topic, UriCheck::Pattern(policy)) {
-            return self.error_reply(sid, MessageType::Subscribe, request, uris::INVALID_URI, "invalid topic URI");
+        if !self.uri_ok(sid, MessageType::Subscribe, request, &topic, UriCheck::Pattern(policy), true) {
+            return;
         }
+        let max = self.limits.max_subscriptions_per_session;
         let Some(s) = self.sessions.get_mut(&sid) else { return };
         let realm = s.realm;
         let key: (MatchPolicy, Arc<str>) = (policy, topic.into());
@@ -127,11 +128,17 @@ impl Router {
                 let id = *id;
                 return self.session_reply(sid, |ser| encode::subscribed(ser, request, id));
             }
-            Some(None) => {
+            Some(None) if s.subs.len() + s.sub_waiters.len() < max => {
                 s.sub_waiters.push((key, request));
                 return;
             }
+            Some(None) => {}
             None => {}
+        }
+        if s.subs.len() + s.sub_waiters.len() >= max {
+            ShardStats::inc(&self.stats.subscriptions_refused);
+            let m = format!("this session holds {max} subscriptions (limits.max_subscriptions_per_session)");
+            return self.error_reply(sid, MessageType::Subscribe, request, uris::LIMIT_EXCEEDED, &m);
         }
         s.subs.insert(key.clone(), None);
         let token = self.expect_acks(AckThen::Subscribed {
@@ -249,10 +256,7 @@ impl Router {
 
     pub(super) fn publish(&mut self, sid: Id, request: Id, options: &Dict, topic: String, payload: Payload) {
         let acknowledge = options.get_bool("acknowledge").unwrap_or(false);
-        if !uri::is_valid(&topic, UriCheck::Concrete) {
-            if acknowledge {
-                self.error_reply(sid, MessageType::Publish, request, uris::INVALID_URI, "invalid topic URI");
-            }
+        if !self.uri_ok(sid, MessageType::Publish, request, &topic, UriCheck::Concrete, acknowledge) {
             return;
         }
         let Some(s) = self.sessions.get(&sid) else { return };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{AckThen, CallDone, InvokeMsg, PendingInvocation, RealmIdx, Router, ShardMsg, TableChange};
 use crate::codec::{self, encode};
 use crate::metrics::ShardStats;
-use crate::wamp::uri::{self, UriCheck};
+use crate::wamp::uri::UriCheck;
 use crate::wamp::{uris, Dict, Id, MatchPolicy, MessageType, Payload, Value};
 
 /// One registration (procedure + match policy) in a shard's replica.
@@ -23,9 +23,13 @@ impl Router {
     pub(super) fn register(&mut self, sid: Id, request: Id, options: &Dict, procedure: String) {
         // the value was checked with the other options (router/options.rs)
         let policy = options.get_str("match").and_then(MatchPolicy::parse).unwrap_or(MatchPolicy::Exact);
-        if !uri::is_valid(&procedure, UriCheck::Pattern(policy)) || procedure.is_empty() {
-            return self.error_reply(sid, MessageType::Register, request, uris::INVALID_URI, "invalid procedure URI");
+        if procedure.is_empty() {
+            return self.error_reply(sid, MessageType::Register, request, uris::INVALID_URI, "empty procedure URI");
         }
+        if !self.uri_ok(sid, MessageType::Register, request, &procedure, UriCheck::Pattern(policy), true) {
+            return;
+        }
+        let max = self.limits.max_registrations_per_session;
         let Some(s) = self.sessions.get_mut(&sid) else { return };
         let key: (MatchPolicy, Arc<str>) = (policy, procedure.into());
         if s.regs_pending.contains_key(&key) || s.regs.values().any(|k| *k == key) {
@@ -36,6 +40,11 @@ impl Router {
                 uris::PROCEDURE_ALREADY_EXISTS,
                 "this session already registered the procedure",
             );
+        }
+        if s.regs.len() + s.regs_pending.len() >= max {
+            ShardStats::inc(&self.stats.registrations_refused);
+            let m = format!("this session holds {max} registrations (limits.max_registrations_per_session)");
+            return self.error_reply(sid, MessageType::Register, request, uris::LIMIT_EXCEEDED, &m);
         }
         s.regs_pending.insert(key.clone(), request);
         let realm = s.realm;
@@ -160,10 +169,16 @@ impl Router {
     }
 
     pub(super) fn call(&mut self, sid: Id, request: Id, _options: &Dict, procedure: String, payload: Payload) {
-        if !uri::is_valid(&procedure, UriCheck::Concrete) {
-            return self.error_reply(sid, MessageType::Call, request, uris::INVALID_URI, "invalid procedure URI");
+        if !self.uri_ok(sid, MessageType::Call, request, &procedure, UriCheck::Concrete, true) {
+            return;
         }
+        let max = self.limits.max_pending_calls;
         let Some(s) = self.sessions.get(&sid) else { return };
+        if s.calls_pending >= max {
+            ShardStats::inc(&self.stats.calls_refused);
+            let m = format!("this session has {max} calls waiting for their results (limits.max_pending_calls)");
+            return self.error_reply(sid, MessageType::Call, request, uris::LIMIT_EXCEEDED, &m);
+        }
         let realm = s.realm;
         let r = &self.realms[realm as usize];
         let target = r
@@ -181,6 +196,10 @@ impl Router {
             );
         };
         ShardStats::inc(&self.stats.calls);
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.calls_pending += 1;
+            self.stats.pending_calls.fetch_add(1, Ordering::Relaxed);
+        }
         let inv = InvokeMsg {
             realm,
             registration,
@@ -200,6 +219,17 @@ impl Router {
 
     /// On the callee's shard: send the INVOCATION and remember the caller.
     pub(super) fn invoke_local(&mut self, inv: InvokeMsg) {
+        // Test hook, debug builds only: lets the test suite check that a
+        // panic while routing a call is contained, on whichever task it is.
+        #[cfg(debug_assertions)]
+        if std::env::var_os("SWITCHYARD_TEST_PANIC").is_some()
+            && self.realms[inv.realm as usize]
+                .registrations
+                .get(&inv.registration)
+                .is_some_and(|r| &*r.uri == "switchyard.test.panic")
+        {
+            panic!("test hook: a call to switchyard.test.panic");
+        }
         let fail = |error: &str, message: &str, ser| CallDone {
             caller: inv.caller,
             call_request: inv.call_request,
@@ -211,11 +241,20 @@ impl Router {
             let done = fail(uris::CANCELED, "the callee left before the call reached it", inv.payload.serializer);
             return self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
         };
-        if s.invocations.len() >= self.max_pending_invocations {
+        if s.invocations.len() >= self.limits.max_pending_invocations {
             ShardStats::inc(&self.stats.invocations_refused);
             let done = fail(
                 uris::NO_AVAILABLE_CALLEE,
                 "the callee has too many calls pending; try again later",
+                s.ser,
+            );
+            return self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
+        }
+        if s.outbox.over_limit() {
+            ShardStats::inc(&self.stats.invocations_refused);
+            let done = fail(
+                uris::NO_AVAILABLE_CALLEE,
+                "the callee is not taking its messages (its outbound queue is over limits.max_outbound_bytes); try again later",
                 s.ser,
             );
             return self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
@@ -285,7 +324,11 @@ impl Router {
 
     /// On the caller's shard: RESULT or ERROR to the caller, if still here.
     pub(super) fn call_done(&mut self, done: CallDone) {
-        let Some(s) = self.sessions.get(&done.caller) else { return };
+        let Some(s) = self.sessions.get_mut(&done.caller) else { return };
+        if s.calls_pending > 0 {
+            s.calls_pending -= 1;
+            self.stats.pending_calls.fetch_sub(1, Ordering::Relaxed);
+        }
         let payload = match codec::transcode(&done.payload, s.ser) {
             Ok(p) => p,
             Err(_) => codec::payload_from(s.ser, &[Value::Str("the result payload could not be converted".into())]),

@@ -22,11 +22,12 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 
 use crate::codec::encode;
-use crate::config::SlowConsumerPolicy;
+use crate::config::{Limits, SlowConsumerPolicy};
 use crate::metrics::ShardStats;
 use crate::session::outbox::{Outbox, Outgoing};
 use crate::shard::mesh::Mesh;
 use crate::wamp::message::Serializer;
+use crate::wamp::uri::{UriCheck, UriError, UriLimits};
 use crate::wamp::{self, uris, Dict, Id, IdSeq, MatchPolicy, Message, Payload, Value};
 
 pub use broker::Subscription;
@@ -67,6 +68,65 @@ pub enum ShardMsg {
     Invoke(Box<InvokeMsg>),
     /// A callee's answer for a caller on the receiving shard.
     CallDone(Box<CallDone>),
+}
+
+/// Whom a cross-shard message concerns on the shard that handles it: the
+/// sessions to close (and the call to answer) if handling it panics.
+#[derive(Debug, Clone, Copy)]
+pub enum Concerns {
+    /// No session in particular (an event, an acknowledgement).
+    Nobody,
+    /// One session of the receiving shard, if it is there.
+    Session(Id),
+    /// A call for a callee; its caller is told the call failed.
+    Invocation {
+        callee: Id,
+        caller_shard: usize,
+        caller: Id,
+        call_request: Id,
+    },
+}
+
+impl ShardMsg {
+    /// Whom this message concerns (see [`Concerns`]).
+    pub fn concerns(&self) -> Concerns {
+        match self {
+            ShardMsg::SubscriptionAdd(c, _)
+            | ShardMsg::SubscriptionRemove(c)
+            | ShardMsg::RegistrationAdd(c, _)
+            | ShardMsg::RegistrationRemove(c)
+            | ShardMsg::SubscribeReq(c)
+            | ShardMsg::UnsubscribeReq(c)
+            | ShardMsg::RegisterReq(c)
+            | ShardMsg::UnregisterReq(c) => Concerns::Session(c.session),
+            ShardMsg::Invoke(inv) => Concerns::Invocation {
+                callee: inv.callee,
+                caller_shard: inv.caller_shard,
+                caller: inv.caller,
+                call_request: inv.call_request,
+            },
+            ShardMsg::CallDone(done) => Concerns::Session(done.caller),
+            ShardMsg::RegisterRefused { .. } | ShardMsg::Applied { .. } | ShardMsg::Event(_) => Concerns::Nobody,
+        }
+    }
+}
+
+impl crate::shard::mesh::MeshMessage for ShardMsg {
+    fn droppable(&self) -> bool {
+        matches!(self, ShardMsg::Event(_))
+    }
+}
+
+/// How a router reaches the other shards.
+#[derive(Debug)]
+pub enum ShardLink {
+    /// The cross-shard queues (a running router).
+    Mesh(Mesh<ShardMsg>),
+    /// Messages for other shards are collected, in order, as (shard, message):
+    /// for driving several routers by hand (tests, the router fuzz target).
+    Collect(Rc<std::cell::RefCell<std::collections::VecDeque<(usize, ShardMsg)>>>),
+    /// A single shard without peers.
+    None,
 }
 
 /// A change to one URI's table entry, as it travels to the home shard and
@@ -184,6 +244,8 @@ struct LocalSession {
     regs_pending: AHashMap<(MatchPolicy, Arc<str>), Id>,
     invocations: AHashMap<Id, PendingInvocation>,
     invocation_ids: IdSeq,
+    /// Calls this session made that wait for their RESULT or ERROR.
+    calls_pending: usize,
     goodbye_sent: bool,
 }
 
@@ -198,20 +260,16 @@ struct Conn {
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
     pub realms: Vec<String>,
-    /// Invocations one callee may have pending.
-    pub max_pending_invocations: usize,
-    /// What to do with a subscriber whose outbound queue is full.
-    pub slow_consumer: SlowConsumerPolicy,
+    /// The `[limits]` section: what one session may hold and send.
+    pub limits: Limits,
 }
 
 impl RouterConfig {
     /// One realm, the default limits.
     pub fn single_realm(name: &str) -> Self {
-        let limits = crate::config::Limits::default();
         RouterConfig {
             realms: vec![name.to_owned()],
-            max_pending_invocations: limits.max_pending_invocations,
-            slow_consumer: limits.slow_consumer,
+            limits: Limits::default(),
         }
     }
 }
@@ -229,10 +287,11 @@ pub struct Router {
     pending: AHashMap<u64, PendingAck>,
     next_token: u64,
     next_router_id: u64,
-    max_pending_invocations: usize,
+    limits: Limits,
+    uri_limits: UriLimits,
     slow_consumer: SlowConsumerPolicy,
     shutting_down: bool,
-    pub(crate) mesh: Option<Mesh<ShardMsg>>,
+    link: ShardLink,
     pub(crate) stats: Arc<ShardStats>,
 }
 
@@ -261,9 +320,8 @@ fn welcome_details(realm: &str, authid: &str) -> Dict {
 }
 
 impl Router {
-    /// A router for shard `me` of `nshards`; `mesh` is `None` only for a
-    /// single-shard router used without the mesh (tests, benches).
-    pub fn new(me: usize, nshards: usize, cfg: &RouterConfig, mesh: Option<Mesh<ShardMsg>>, stats: Arc<ShardStats>) -> Self {
+    /// A router for shard `me` of `nshards`, reaching the others over `link`.
+    pub fn new(me: usize, nshards: usize, cfg: &RouterConfig, link: ShardLink, stats: Arc<ShardStats>) -> Self {
         let realms: Vec<Realm> = cfg
             .realms
             .iter()
@@ -284,10 +342,11 @@ impl Router {
             pending: AHashMap::new(),
             next_token: 1,
             next_router_id: 0,
-            max_pending_invocations: cfg.max_pending_invocations,
-            slow_consumer: cfg.slow_consumer,
+            uri_limits: cfg.limits.uri_limits(),
+            slow_consumer: cfg.limits.slow_consumer,
+            limits: cfg.limits.clone(),
             shutting_down: false,
-            mesh,
+            link,
             stats,
         }
     }
@@ -329,10 +388,12 @@ impl Router {
     pub(crate) fn send_to(&mut self, to: usize, msg: ShardMsg) {
         if to == self.me {
             self.on_shard_message(msg);
-        } else if let Some(mesh) = self.mesh.as_mut() {
-            mesh.send(to, msg);
         } else {
-            warn!(to, "no mesh: message to another shard dropped");
+            match &self.link {
+                ShardLink::Mesh(mesh) => mesh.send(to, msg),
+                ShardLink::Collect(out) => out.borrow_mut().push_back((to, msg)),
+                ShardLink::None => warn!(to, "no mesh: message to another shard dropped"),
+            }
         }
     }
 
@@ -406,11 +467,16 @@ impl Router {
     }
 
     fn abort(&mut self, conn: ConnId, reason: &str, message: &str) {
+        self.abort_with(conn, reason, message, crate::transport::websocket::close::NORMAL)
+    }
+
+    /// ABORT with `reason`, then the transport close `code` (WebSocket).
+    fn abort_with(&mut self, conn: ConnId, reason: &str, message: &str, code: u16) {
         let Some(c) = self.conns.get(&conn) else { return };
         let details = Dict::new().with("message", message.into());
         c.outbox.push(encode::abort(c.ser, &details, reason));
         c.outbox.close(Some(Outgoing::Close {
-            code: crate::transport::websocket::close::NORMAL,
+            code,
             reason: "session aborted",
         }));
         if let Some(s) = c.session {
@@ -421,11 +487,49 @@ impl Router {
         }
     }
 
+    /// After handling a message panicked: closes the local sessions it
+    /// concerned (their connections end, and they leave the tables on every
+    /// shard as usual) and fails the call it carried.
+    pub fn contain_panic(&mut self, hit: Concerns) {
+        let session = match hit {
+            Concerns::Nobody => None,
+            Concerns::Session(s) => Some(s),
+            Concerns::Invocation {
+                callee,
+                caller_shard,
+                caller,
+                call_request,
+            } => {
+                let done = CallDone {
+                    caller,
+                    call_request,
+                    error: Some(uris::CANCELED.to_owned()),
+                    details: Dict::new(),
+                    payload: crate::codec::payload_from(Serializer::Json, &[Value::Str("the router failed while routing the call".into())]),
+                };
+                self.send_to(caller_shard, ShardMsg::CallDone(Box::new(done)));
+                Some(callee)
+            }
+        };
+        if let Some(s) = session.and_then(|sid| self.sessions.get(&sid)) {
+            s.outbox.abort(Outgoing::Close {
+                code: crate::transport::websocket::close::INTERNAL_ERROR,
+                reason: "internal error",
+            });
+        }
+    }
+
     /// Aborts the session on `conn` with `wamp.error.protocol_violation`.
     pub fn protocol_violation(&mut self, conn: ConnId, message: &str) {
         debug!(conn, message, "protocol violation");
         ShardStats::inc(&self.stats.protocol_violations);
-        self.abort(conn, uris::PROTOCOL_VIOLATION, message);
+        // WebSocket close 1002 (protocol error), as other routers send.
+        self.abort_with(
+            conn,
+            uris::PROTOCOL_VIOLATION,
+            message,
+            crate::transport::websocket::close::PROTOCOL_ERROR,
+        );
     }
 
     /// Handles one message received on `conn`.
@@ -527,6 +631,12 @@ impl Router {
         if self.shutting_down {
             return self.abort(conn, uris::SYSTEM_SHUTDOWN, "the router is shutting down");
         }
+        if let Err(e @ (UriError::TooLong { .. } | UriError::TooManyComponents { .. })) =
+            wamp::uri::validate(&realm, UriCheck::Concrete, &self.uri_limits)
+        {
+            ShardStats::inc(&self.stats.uris_refused);
+            return self.abort(conn, uris::INVALID_URI, &format!("realm: {e}"));
+        }
         if !matches!(details.get("roles"), Some(Value::Dict(r)) if !r.is_empty()) {
             return self.protocol_violation(conn, "HELLO.Details.roles must be a non-empty dictionary");
         }
@@ -566,6 +676,7 @@ impl Router {
                 regs_pending: AHashMap::new(),
                 invocations: AHashMap::new(),
                 invocation_ids: IdSeq::default(),
+                calls_pending: 0,
                 goodbye_sent: false,
             },
         );
@@ -596,6 +707,9 @@ impl Router {
         self.stats
             .pending_invocations
             .fetch_sub(s.invocations.len() as i64, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .pending_calls
+            .fetch_sub(s.calls_pending as i64, std::sync::atomic::Ordering::Relaxed);
         for (_, inv) in s.invocations {
             let done = CallDone {
                 caller: inv.caller,
@@ -614,6 +728,27 @@ impl Router {
             s.outbox.push(f(s.ser));
             ShardStats::inc(&self.stats.messages_out);
         }
+    }
+
+    /// Checks a URI a session sent against the spec's rules and the URI
+    /// limits; on failure answers ERROR `wamp.error.invalid_uri` (when the
+    /// request wants an answer) and returns false.
+    fn uri_ok(&self, sid: Id, request_type: wamp::MessageType, request: Id, uri: &str, check: UriCheck, answer: bool) -> bool {
+        let Err(e) = wamp::uri::validate(uri, check, &self.uri_limits) else {
+            return true;
+        };
+        if e != UriError::Invalid {
+            ShardStats::inc(&self.stats.uris_refused);
+        }
+        if answer {
+            let what = if matches!(request_type, wamp::MessageType::Publish | wamp::MessageType::Subscribe) {
+                "topic"
+            } else {
+                "procedure"
+            };
+            self.error_reply(sid, request_type, request, uris::INVALID_URI, &format!("invalid {what} URI: {e}"));
+        }
+        false
     }
 
     fn error_reply(&self, sid: Id, request_type: wamp::MessageType, request: Id, error: &str, message: &str) {

@@ -409,55 +409,117 @@ impl<V> WildcardTrie<V> {
         Some(v)
     }
 
+    /// Visits every pattern matching `uri`, depth first, without recursion
+    /// (the depth is the URI's component count, which a client chooses).
     fn for_each_match<'a>(&'a self, uri: &str, mut f: impl FnMut(&'a V)) {
-        self.walk(0, Some(uri), &mut f);
-    }
-
-    /// Visits every pattern matching `rest` below `node`, without allocating.
-    fn walk<'a>(&'a self, node: u32, rest: Option<&str>, f: &mut impl FnMut(&'a V)) {
-        let n = &self.nodes[node as usize];
-        let Some(rest) = rest else {
-            if let Some(v) = &n.value {
-                f(v);
+        let mut stack = WalkStack::new();
+        stack.push((0, 0));
+        while let Some((node, at)) = stack.pop() {
+            let n = &self.nodes[node as usize];
+            let Some(rest) = rest_at(uri, at) else {
+                if let Some(v) = &n.value {
+                    f(v);
+                }
+                continue;
+            };
+            let (comp, next) = split_at_first(rest, at);
+            if let Some(w) = n.wild {
+                stack.push((w, next));
             }
-            return;
-        };
-        let (comp, tail) = split_first(rest);
-        if let Some(&c) = n.children.get(comp) {
-            self.walk(c, tail, f);
-        }
-        if let Some(w) = n.wild {
-            self.walk(w, tail, f);
+            if let Some(&c) = n.children.get(comp) {
+                stack.push((c, next));
+            }
         }
     }
 
     /// The match that prefers a concrete component over a wildcard at the
-    /// first place they differ (the spec's "longest portion" rule).
+    /// first place they differ (the spec's "longest portion" rule): a depth
+    /// first walk that tries the concrete child before the wildcard one.
     fn first_match(&self, uri: &str) -> Option<&V> {
         if self.is_empty() {
             return None;
         }
-        self.first_below(0, Some(uri))
-    }
-
-    fn first_below(&self, node: u32, rest: Option<&str>) -> Option<&V> {
-        let n = &self.nodes[node as usize];
-        let Some(rest) = rest else {
-            return n.value.as_ref();
-        };
-        let (comp, tail) = split_first(rest);
-        n.children
-            .get(comp)
-            .and_then(|&c| self.first_below(c, tail))
-            .or_else(|| n.wild.and_then(|w| self.first_below(w, tail)))
+        let mut stack = WalkStack::new();
+        stack.push((0, 0));
+        while let Some((node, at)) = stack.pop() {
+            let n = &self.nodes[node as usize];
+            let Some(rest) = rest_at(uri, at) else {
+                if let Some(v) = &n.value {
+                    return Some(v);
+                }
+                continue;
+            };
+            let (comp, next) = split_at_first(rest, at);
+            if let Some(w) = n.wild {
+                stack.push((w, next));
+            }
+            if let Some(&c) = n.children.get(comp) {
+                stack.push((c, next));
+            }
+        }
+        None
     }
 }
 
-/// Splits the first component off a URI: ("a", Some("b.c")) for "a.b.c".
-fn split_first(uri: &str) -> (&str, Option<&str>) {
-    match uri.find('.') {
-        Some(i) => (&uri[..i], Some(&uri[i + 1..])),
-        None => (uri, None),
+/// Where a walk stands: a node and the byte offset of the rest of the URI
+/// (`END` once every component is used).
+type WalkStep = (u32, usize);
+
+const END: usize = usize::MAX;
+
+/// The rest of `uri` from `at`, `None` once the walk used every component.
+fn rest_at(uri: &str, at: usize) -> Option<&str> {
+    if at == END {
+        None
+    } else {
+        uri.get(at..)
+    }
+}
+
+/// The first component of `rest` (which starts at offset `at` of the URI)
+/// and the offset of the component after it (`END` if it was the last).
+fn split_at_first(rest: &str, at: usize) -> (&str, usize) {
+    match rest.find('.') {
+        Some(i) => (&rest[..i], at + i + 1),
+        None => (rest, END),
+    }
+}
+
+/// The pending steps of a trie walk: inline for the usual few branch points,
+/// on the heap beyond (the walk stays iterative however deep the URI).
+struct WalkStack {
+    inline: [WalkStep; 16],
+    len: usize,
+    spill: Vec<WalkStep>,
+}
+
+impl WalkStack {
+    fn new() -> Self {
+        WalkStack {
+            inline: [(0, 0); 16],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, step: WalkStep) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = step;
+            self.len += 1;
+        } else {
+            self.spill.push(step);
+        }
+    }
+
+    fn pop(&mut self) -> Option<WalkStep> {
+        if let Some(s) = self.spill.pop() {
+            return Some(s);
+        }
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        Some(self.inline[self.len])
     }
 }
 
@@ -545,6 +607,48 @@ mod tests {
         assert_eq!(only_wild.best_match("a1.b2.c33.d4.e5").map(|(_, v)| *v), Some(5));
         assert_eq!(best("a1.b2.c88.d4.e5.f6.g7"), Some(6));
         assert_eq!(best("a2.b2.c2.d2.e2"), None);
+    }
+
+    #[test]
+    fn deep_uris_are_walked_without_recursion() {
+        // 200,000 components: a recursive walk would overflow a thread's stack.
+        let n = 200_000;
+        let pattern = vec!["a"; n].join(".");
+        let wild = vec![""; n].join(".");
+        let mixed: String = (0..n).map(|i| if i % 2 == 0 { "a" } else { "" }).collect::<Vec<_>>().join(".");
+        let mut idx = UriIndex::default();
+        idx.get_or_insert_with(Wildcard, &pattern, || 1);
+        idx.get_or_insert_with(Wildcard, &wild, || 2);
+        idx.get_or_insert_with(Wildcard, &mixed, || 3);
+        idx.get_or_insert_with(Prefix, &pattern, || 4);
+        assert_eq!(matches(&idx, &pattern), vec![1, 2, 3, 4]);
+        assert_eq!(idx.best_match(&pattern).map(|(_, v)| *v), Some(4));
+        assert_eq!(idx.remove(Prefix, &pattern), Some(4));
+        assert_eq!(idx.best_match(&pattern).map(|(_, v)| *v), Some(1));
+        let other = vec!["b"; n].join(".");
+        assert_eq!(idx.best_match(&other).map(|(_, v)| *v), Some(2));
+        assert_eq!(idx.remove(Wildcard, &wild), Some(2));
+        assert_eq!(idx.best_match(&other), None);
+        assert_eq!(idx.remove(Wildcard, &mixed), Some(3));
+        assert_eq!(idx.remove(Wildcard, &pattern), Some(1));
+        assert!(idx.is_empty());
+    }
+
+    #[test]
+    fn walks_with_many_branch_points_spill_in_order() {
+        // Every level has both a concrete and a wildcard child: more pending
+        // steps than the inline stack holds.
+        let mut idx = UriIndex::default();
+        let depth = 40;
+        for k in 0..depth {
+            let comps: Vec<&str> = (0..depth).map(|i| if i == k { "" } else { "x" }).collect();
+            idx.get_or_insert_with(Wildcard, &comps.join("."), || k as u32 + 1);
+        }
+        let uri = vec!["x"; depth].join(".");
+        assert_eq!(matches(&idx, &uri), (1..=depth as u32).collect::<Vec<_>>());
+        // the concrete path is preferred at the first place patterns differ:
+        // the pattern with its wildcard last
+        assert_eq!(idx.best_match(&uri).map(|(_, v)| *v), Some(depth as u32));
     }
 
     #[test]

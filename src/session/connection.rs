@@ -166,7 +166,18 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
     let mut ping_sent = false;
 
     'conn: loop {
-        while let Some(frame) = next_frame(framing, &mut ws, &mut buf, ctx.max_message_size) {
+        loop {
+            // Backpressure: while any cross-shard queue of the router is over
+            // capacity, handle no more frames (and read no more bytes).
+            if ctx.congestion.active() {
+                futures_lite::future::or(ctx.congestion.cleared(), outbox.closing_started()).await;
+                if outbox.is_closing() {
+                    break 'conn;
+                }
+            }
+            let Some(frame) = next_frame(framing, &mut ws, &mut buf, ctx.max_message_size) else {
+                break;
+            };
             match frame {
                 Frame::Message(data) => {
                     let decoded = codec::decode(ser, &data);
@@ -184,21 +195,20 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
                 }
                 Frame::Error { code, reason } => {
                     debug!(conn, reason, "transport error");
-                    outbox.close(Some(Outgoing::Close { code, reason }));
+                    outbox.replace_close(code, reason);
                     break 'conn;
                 }
             }
             if outbox.is_closing() {
+                // The session was closed (ABORT): a transport error in what
+                // was already received still decides the close code.
+                validate_rest(framing, &mut ws, &mut buf, ctx.max_message_size, &outbox);
                 break 'conn;
             }
         }
         // A peer that always has more to read must not keep the shard to
         // itself: give the other tasks their turn once the time slice is up.
         glommio::yield_if_needed().await;
-        // Backpressure: while a cross-shard queue is over capacity, read no more.
-        while ctx.congestion.get() > 0 && !outbox.is_closing() {
-            glommio::timer::sleep(Duration::from_micros(100)).await;
-        }
         // Nor while this peer has not taken what it was already sent.
         if outbox.over_limit() && !peer_keeps_up(&ctx, &outbox).await {
             debug!(conn, "the peer stopped reading: connection closed");
@@ -262,6 +272,18 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
     .await;
     drop(reader);
     debug!(conn, "connection closed");
+}
+
+/// Checks the frames left in the buffer of a connection that is closing; the
+/// first transport error among them replaces the close code chosen.
+fn validate_rest(framing: Framing, ws: &mut WsDecoder, buf: &mut BytesMut, max: usize, outbox: &Outbox) {
+    while let Some(frame) = next_frame(framing, ws, buf, max) {
+        match frame {
+            Frame::Error { code, reason } => return outbox.replace_close(code, reason),
+            Frame::Close { .. } => return,
+            Frame::Message(_) | Frame::Ping(_) => {}
+        }
+    }
 }
 
 /// Waits until the outbox is back under its byte limit. False if the peer

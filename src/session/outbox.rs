@@ -141,6 +141,24 @@ impl Outbox {
         }
     }
 
+    /// Changes the close code and reason of a close still queued (not yet
+    /// taken by the writer): a transport error found in bytes that were
+    /// already received overrides a clean close chosen before.
+    pub fn replace_close(&self, code: u16, reason: &'static str) {
+        let mut q = self.queue.borrow_mut();
+        match q.back_mut() {
+            Some(Outgoing::Close { code: c, reason: r }) => {
+                *c = code;
+                *r = reason;
+            }
+            _ if !self.closing.get() => {
+                drop(q);
+                self.close(Some(Outgoing::Close { code, reason }));
+            }
+            _ => {}
+        }
+    }
+
     /// Resolves when `ready` holds, re-checked each time `slot`'s waker is
     /// woken (every waker slot has one waiting task).
     async fn until(&self, slot: &Cell<Option<Waker>>, ready: impl Fn() -> bool) {

@@ -1,18 +1,35 @@
 //! The cross-shard mesh: one bounded lock-free FIFO (crossbeam `ArrayQueue`)
-//! per ordered pair of shards, and a data-less doorbell per pair that is rung
-//! only when the consumer may be parked.
+//! per ordered pair of shards, and two data-less doorbells per pair, each rung
+//! only when the other side may be waiting.
 //!
 //! The consumer of a pair is one task on the receiving shard. It drains the
 //! queue in budgeted batches; when the queue stays empty through its spin
 //! window it raises `parked`, checks the queue once more and waits on the
-//! doorbell. A producer rings only if it finds `parked` raised, so a busy
-//! consumer costs the producer nothing but the push.
+//! *data* doorbell. A producer rings only if it finds `parked` raised, so a
+//! busy consumer costs the producer nothing but the push.
+//!
+//! A full queue never blocks the producing shard: the message waits in that
+//! pair's overflow (in order: later messages to the same shard queue behind
+//! it), the pair counts as congested router-wide ([`Congestion`]), and every
+//! shard stops reading from its clients until no pair is congested. The
+//! pair's [`Flusher`] task moves the overflow into the queue as room appears:
+//! it raises `waiting` and sleeps on the *room* doorbell, which the consumer
+//! rings after it has taken messages. Nothing polls.
+//!
+//! The overflow is bounded by `router.mesh_overflow_limit` messages for the
+//! messages that may be dropped (events: they are counted in
+//! `mesh_events_dropped`, as a slow subscriber's are). Replies, calls and
+//! table changes are never dropped; they are bounded by the pause itself:
+//! with every client paused, only what was already read (one frame per
+//! connection) and what the queues already hold can still produce messages.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 
 use crossbeam::queue::ArrayQueue;
 use crossbeam::utils::CachePadded;
@@ -20,32 +37,107 @@ use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender
 
 use crate::metrics::ShardStats;
 
+/// What the mesh needs to know of the messages it carries.
+pub trait MeshMessage: Send + 'static {
+    /// True for a message that may be dropped when its peer's overflow is at
+    /// its limit (an event); false for anything that must arrive.
+    fn droppable(&self) -> bool;
+}
+
 /// The shared state of one ordered pair of shards.
 #[derive(Debug)]
 pub struct Pair<T> {
     queue: ArrayQueue<T>,
+    /// The consumer waits on the data doorbell.
     parked: CachePadded<AtomicBool>,
+    /// The producer has overflow and waits on the room doorbell.
+    waiting: CachePadded<AtomicBool>,
 }
 
-/// A pair's queue with one end of its doorbell.
-type End<T, B> = Option<(Arc<Pair<T>>, B)>;
+/// Router-wide count of congested pairs, and this shard's tasks that wait for
+/// it to reach zero. Every shard stops reading from its clients while any pair
+/// anywhere is congested: a shard's clients can fill another shard's queues
+/// (through table-change replies), so a local pause alone would not bound the
+/// overflow.
+#[derive(Debug)]
+pub struct Congestion {
+    global: Arc<CachePadded<AtomicUsize>>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Congestion {
+    fn new(global: Arc<CachePadded<AtomicUsize>>) -> Self {
+        Congestion {
+            global,
+            waiters: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// A congestion state of its own, for a router without peers.
+    pub fn standalone() -> Rc<Self> {
+        Rc::new(Congestion::new(Arc::new(CachePadded::new(AtomicUsize::new(0)))))
+    }
+
+    /// True while any cross-shard queue of the router has overflow.
+    #[inline]
+    pub fn active(&self) -> bool {
+        self.global.load(Ordering::Relaxed) > 0
+    }
+
+    /// Resolves once no pair of the router is congested. Woken by this
+    /// shard's flushers and drain tasks (see [`Congestion::wake_if_clear`]).
+    pub async fn cleared(&self) {
+        poll_fn(|cx| {
+            if !self.active() {
+                return Poll::Ready(());
+            }
+            self.waiters.borrow_mut().push(cx.waker().clone());
+            // re-check: the count may have dropped since the first look
+            if !self.active() {
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Wakes this shard's waiting tasks if congestion is over. Cheap when
+    /// nobody waits; the drain tasks call it every turn, so a shard learns
+    /// of another shard's clearing from the doorbell that shard rings.
+    #[inline]
+    pub fn wake_if_clear(&self) {
+        if self.waiters.borrow().is_empty() || self.active() {
+            return;
+        }
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
+}
+
+/// A pair's queue with the producer's or the consumer's ends of its doorbells.
+type End<T, Data, Room> = Option<(Arc<Pair<T>>, Data, Room)>;
 
 /// One shard's unconnected ends of the mesh, built on the main thread and
 /// moved to the shard's thread.
 #[derive(Debug)]
 pub struct MeshSeed<T: Send> {
     me: usize,
-    out: Vec<End<T, SharedSender<()>>>,
-    inbound: Vec<End<T, SharedReceiver<()>>>,
+    out: Vec<End<T, SharedSender<()>, SharedReceiver<()>>>,
+    inbound: Vec<End<T, SharedReceiver<()>, SharedSender<()>>>,
+    congestion: Arc<CachePadded<AtomicUsize>>,
 }
 
 /// Builds the seeds of a full mesh of `n` shards with queues of `capacity`.
 pub fn build<T: Send + 'static>(n: usize, capacity: usize) -> Vec<MeshSeed<T>> {
+    let congestion = Arc::new(CachePadded::new(AtomicUsize::new(0)));
     let mut seeds: Vec<MeshSeed<T>> = (0..n)
         .map(|me| MeshSeed {
             me,
             out: (0..n).map(|_| None).collect(),
             inbound: (0..n).map(|_| None).collect(),
+            congestion: congestion.clone(),
         })
         .collect();
     for from in 0..n {
@@ -56,25 +148,55 @@ pub fn build<T: Send + 'static>(n: usize, capacity: usize) -> Vec<MeshSeed<T>> {
             let pair = Arc::new(Pair {
                 queue: ArrayQueue::new(capacity.max(1)),
                 parked: CachePadded::new(AtomicBool::new(false)),
+                waiting: CachePadded::new(AtomicBool::new(false)),
             });
-            let (tx, rx) = shared_channel::new_bounded(1);
-            seeds[from].out[to] = Some((pair.clone(), tx));
-            seeds[to].inbound[from] = Some((pair, rx));
+            let (data_tx, data_rx) = shared_channel::new_bounded(1);
+            let (room_tx, room_rx) = shared_channel::new_bounded(1);
+            seeds[from].out[to] = Some((pair.clone(), data_tx, room_rx));
+            seeds[to].inbound[from] = Some((pair, data_rx, room_tx));
         }
     }
     seeds
 }
 
-/// The sending side of the mesh on one shard.
+/// The sending side of one pair on the producing shard.
+struct Peer<T> {
+    pair: Arc<Pair<T>>,
+    bell: ConnectedSender<()>,
+    /// Messages that found the queue full, in order.
+    overflow: RefCell<VecDeque<T>>,
+    /// The pair's flusher, parked until the overflow is non-empty.
+    flusher: Cell<Option<Waker>>,
+}
+
+impl<T> std::fmt::Debug for Peer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer").field("overflow", &self.overflow.borrow().len()).finish()
+    }
+}
+
+#[derive(Debug)]
+struct Shared<T> {
+    me: usize,
+    peers: Vec<Option<Peer<T>>>,
+    overflow_limit: usize,
+    congestion: Rc<Congestion>,
+    stats: Arc<ShardStats>,
+}
+
+/// The sending side of the mesh on one shard (cheap to clone: the router
+/// holds one, each [`Flusher`] another).
 #[derive(Debug)]
 pub struct Mesh<T: Send> {
-    me: usize,
-    out: Vec<End<T, ConnectedSender<()>>>,
-    /// Messages that found their queue full, kept in order per peer. While a
-    /// peer has overflow, new messages to it queue behind (FIFO per pair).
-    overflow: Vec<VecDeque<T>>,
-    congested: Rc<Cell<usize>>,
-    stats: Arc<ShardStats>,
+    shared: Rc<Shared<T>>,
+}
+
+impl<T: Send> Clone for Mesh<T> {
+    fn clone(&self) -> Self {
+        Mesh {
+            shared: self.shared.clone(),
+        }
+    }
 }
 
 /// The receiving side of one pair, owned by its drain task.
@@ -83,104 +205,211 @@ pub struct Inbound<T: Send> {
     pub from: usize,
     pair: Arc<Pair<T>>,
     bell: ConnectedReceiver<()>,
+    room: ConnectedSender<()>,
 }
 
-impl<T: Send + 'static> MeshSeed<T> {
+/// The task state that moves one pair's overflow into its queue.
+#[derive(Debug)]
+pub struct Flusher<T: Send> {
+    pub to: usize,
+    mesh: Mesh<T>,
+    room: ConnectedReceiver<()>,
+}
+
+/// What [`MeshSeed::connect`] gives a shard.
+#[derive(Debug)]
+pub struct MeshEnds<T: Send> {
+    pub mesh: Mesh<T>,
+    pub inbound: Vec<Inbound<T>>,
+    pub flushers: Vec<Flusher<T>>,
+}
+
+impl<T: MeshMessage> MeshSeed<T> {
     /// Connects every doorbell; all shards must do this concurrently.
-    pub async fn connect(self, stats: Arc<ShardStats>) -> (Mesh<T>, Vec<Inbound<T>>) {
+    pub async fn connect(self, stats: Arc<ShardStats>, overflow_limit: usize) -> MeshEnds<T> {
         let n = self.out.len();
         let mut out_tasks = Vec::new();
         for (to, slot) in self.out.into_iter().enumerate() {
-            if let Some((pair, tx)) = slot {
-                out_tasks.push((to, pair, glommio::spawn_local(tx.connect())));
+            if let Some((pair, data, room)) = slot {
+                out_tasks.push((to, pair, glommio::spawn_local(data.connect()), glommio::spawn_local(room.connect())));
             }
         }
         let mut in_tasks = Vec::new();
         for (from, slot) in self.inbound.into_iter().enumerate() {
-            if let Some((pair, rx)) = slot {
-                in_tasks.push((from, pair, glommio::spawn_local(rx.connect())));
+            if let Some((pair, data, room)) = slot {
+                in_tasks.push((
+                    from,
+                    pair,
+                    glommio::spawn_local(data.connect()),
+                    glommio::spawn_local(room.connect()),
+                ));
             }
         }
-        let mut out: Vec<End<T, ConnectedSender<()>>> = (0..n).map(|_| None).collect();
-        for (to, pair, task) in out_tasks {
-            out[to] = Some((pair, task.await));
+        let mut peers: Vec<Option<Peer<T>>> = (0..n).map(|_| None).collect();
+        let mut rooms = Vec::new();
+        for (to, pair, data, room) in out_tasks {
+            peers[to] = Some(Peer {
+                pair,
+                bell: data.await,
+                overflow: RefCell::new(VecDeque::new()),
+                flusher: Cell::new(None),
+            });
+            rooms.push((to, room.await));
         }
         let mut inbound = Vec::new();
-        for (from, pair, task) in in_tasks {
+        for (from, pair, data, room) in in_tasks {
             inbound.push(Inbound {
                 from,
                 pair,
-                bell: task.await,
+                bell: data.await,
+                room: room.await,
             });
         }
         let mesh = Mesh {
-            me: self.me,
-            out,
-            overflow: (0..n).map(|_| VecDeque::new()).collect(),
-            congested: Rc::new(Cell::new(0)),
-            stats,
+            shared: Rc::new(Shared {
+                me: self.me,
+                peers,
+                overflow_limit: overflow_limit.max(1),
+                congestion: Rc::new(Congestion::new(self.congestion)),
+                stats,
+            }),
         };
-        (mesh, inbound)
+        let flushers = rooms
+            .into_iter()
+            .map(|(to, room)| Flusher {
+                to,
+                mesh: mesh.clone(),
+                room,
+            })
+            .collect();
+        MeshEnds { mesh, inbound, flushers }
     }
 }
 
-impl<T: Send + 'static> Mesh<T> {
+impl<T: MeshMessage> Mesh<T> {
     /// This shard's index.
     pub fn me(&self) -> usize {
-        self.me
+        self.shared.me
     }
 
     /// Sends `msg` to shard `to` (never the own shard: it takes the direct
-    /// path). A full queue keeps the message in order in the local overflow
-    /// and marks the mesh congested, which pauses socket reads.
-    pub fn send(&mut self, to: usize, msg: T) {
-        let Some((pair, bell)) = self.out.get(to).and_then(Option::as_ref) else {
+    /// path). A full queue keeps the message in order in the pair's overflow
+    /// and marks the router congested, which pauses client reads everywhere;
+    /// an event that finds the overflow at its limit is dropped (counted).
+    pub fn send(&self, to: usize, msg: T) {
+        let sh = &*self.shared;
+        let Some(peer) = sh.peers.get(to).and_then(Option::as_ref) else {
             debug_assert!(false, "mesh send to self or unknown shard {to}");
             return;
         };
-        self.stats.mesh_sent.fetch_add(1, Ordering::Relaxed);
-        let overflow = &mut self.overflow[to];
+        sh.stats.mesh_sent.fetch_add(1, Ordering::Relaxed);
+        let mut overflow = peer.overflow.borrow_mut();
         if overflow.is_empty() {
-            match pair.queue.push(msg) {
-                Ok(()) => ring(pair, bell),
+            match peer.pair.queue.push(msg) {
+                Ok(()) => ring(&peer.pair, &peer.bell),
                 Err(msg) => {
-                    self.congested.set(self.congested.get() + 1);
-                    self.stats.mesh_full.fetch_add(1, Ordering::Relaxed);
+                    sh.congestion.global.fetch_add(1, Ordering::SeqCst);
+                    sh.stats.mesh_full.fetch_add(1, Ordering::Relaxed);
+                    sh.stats.mesh_overflow.fetch_add(1, Ordering::Relaxed);
                     overflow.push_back(msg);
-                    ring(pair, bell);
-                    super::wake_flusher();
+                    ring(&peer.pair, &peer.bell);
+                    if let Some(w) = peer.flusher.take() {
+                        w.wake();
+                    }
                 }
             }
+        } else if overflow.len() >= sh.overflow_limit && msg.droppable() {
+            sh.stats.mesh_events_dropped.fetch_add(1, Ordering::Relaxed);
         } else {
+            sh.stats.mesh_overflow.fetch_add(1, Ordering::Relaxed);
             overflow.push_back(msg);
         }
     }
 
-    /// Moves overflowed messages into their queues as room appears. Returns
-    /// true when nothing is left over.
-    pub fn flush_overflow(&mut self) -> bool {
-        for (to, overflow) in self.overflow.iter_mut().enumerate() {
-            if overflow.is_empty() {
-                continue;
-            }
-            let Some((pair, bell)) = self.out[to].as_ref() else { continue };
-            while let Some(msg) = overflow.pop_front() {
-                if let Err(msg) = pair.queue.push(msg) {
-                    overflow.push_front(msg);
-                    break;
-                }
-            }
-            ring(pair, bell);
-            if overflow.is_empty() {
-                self.congested.set(self.congested.get().saturating_sub(1));
-            }
-        }
-        self.congested.get() == 0
+    /// The router-wide congestion state, as seen from this shard.
+    pub fn congestion(&self) -> Rc<Congestion> {
+        self.shared.congestion.clone()
     }
 
-    /// A handle that tells whether any queue is over capacity.
-    pub fn congestion(&self) -> Rc<Cell<usize>> {
-        self.congested.clone()
+    /// Messages waiting in this shard's overflows (all peers).
+    pub fn overflow_len(&self) -> usize {
+        self.shared.peers.iter().flatten().map(|p| p.overflow.borrow().len()).sum()
+    }
+
+    /// Moves as much of the overflow to `to` into its queue as fits; true
+    /// when the overflow is empty afterwards.
+    fn move_overflow(&self, to: usize) -> bool {
+        let sh = &*self.shared;
+        let Some(peer) = sh.peers[to].as_ref() else { return true };
+        let mut overflow = peer.overflow.borrow_mut();
+        let mut moved = 0i64;
+        while let Some(msg) = overflow.pop_front() {
+            if let Err(msg) = peer.pair.queue.push(msg) {
+                overflow.push_front(msg);
+                break;
+            }
+            moved += 1;
+        }
+        if moved > 0 {
+            sh.stats.mesh_overflow.fetch_sub(moved, Ordering::Relaxed);
+            ring(&peer.pair, &peer.bell);
+        }
+        overflow.is_empty()
+    }
+
+    /// The pair to `to` has no overflow any more: one congested pair less;
+    /// the last one rings every peer so their paused clients resume.
+    fn uncongest(&self) {
+        let sh = &*self.shared;
+        if sh.congestion.global.fetch_sub(1, Ordering::SeqCst) == 1 {
+            for peer in sh.peers.iter().flatten() {
+                // a full doorbell is already ringing
+                let _ = peer.bell.try_send(());
+            }
+        }
+        sh.congestion.wake_if_clear();
+    }
+}
+
+impl<T: MeshMessage> Flusher<T> {
+    /// Runs until the peer shard is gone: waits for overflow, then moves it
+    /// into the queue whenever the consumer rings for room.
+    pub async fn run(&self) {
+        let to = self.to;
+        loop {
+            let has_overflow = poll_fn(|cx| {
+                let Some(peer) = self.mesh.shared.peers[to].as_ref() else {
+                    return Poll::Ready(false);
+                };
+                if peer.overflow.borrow().is_empty() {
+                    peer.flusher.set(Some(cx.waker().clone()));
+                    Poll::Pending
+                } else {
+                    Poll::Ready(true)
+                }
+            })
+            .await;
+            if !has_overflow {
+                return;
+            }
+            loop {
+                if self.mesh.move_overflow(to) {
+                    break;
+                }
+                let Some(peer) = self.mesh.shared.peers[to].as_ref() else { return };
+                peer.pair.waiting.store(true, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                // the consumer may have taken messages before it saw `waiting`
+                if self.mesh.move_overflow(to) {
+                    peer.pair.waiting.store(false, Ordering::SeqCst);
+                    break;
+                }
+                if self.room.recv().await.is_none() {
+                    return;
+                }
+            }
+            self.mesh.uncongest();
+        }
     }
 }
 
@@ -192,7 +421,8 @@ fn ring<T>(pair: &Pair<T>, bell: &ConnectedSender<()>) {
 }
 
 impl<T: Send> Inbound<T> {
-    /// Pops up to `budget` messages into `batch`; returns how many.
+    /// Pops up to `budget` messages into `batch`; returns how many. Rings
+    /// the producer's room doorbell if it waits for room.
     pub fn drain(&self, batch: &mut Vec<T>, budget: usize) -> usize {
         let mut n = 0;
         while n < budget {
@@ -202,6 +432,12 @@ impl<T: Send> Inbound<T> {
                     n += 1;
                 }
                 None => break,
+            }
+        }
+        if n > 0 {
+            fence(Ordering::SeqCst);
+            if self.pair.waiting.load(Ordering::SeqCst) && self.pair.waiting.swap(false, Ordering::SeqCst) {
+                let _ = self.room.try_send(());
             }
         }
         n

@@ -5,12 +5,10 @@
 pub mod mesh;
 pub mod watchdog;
 
-use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
@@ -19,7 +17,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{ListenerKind, Validated};
 use crate::metrics::ShardStats;
-use crate::router::{Router, RouterConfig, ShardMsg};
+use crate::router::{Router, RouterConfig, ShardLink, ShardMsg};
 use crate::session::connection;
 
 /// What every task on a shard shares.
@@ -28,8 +26,8 @@ pub struct ShardCtx {
     pub router: RefCell<Router>,
     pub stats: Arc<ShardStats>,
     pub all_stats: Arc<Vec<Arc<ShardStats>>>,
-    /// Number of peer queues over capacity (non-zero pauses socket reads).
-    pub congestion: Rc<Cell<usize>>,
+    /// Router-wide mesh congestion (while active, no client is read from).
+    pub congestion: Rc<mesh::Congestion>,
     pub max_message_size: usize,
     pub max_outbound_bytes: usize,
     pub handshake_timeout: Duration,
@@ -98,8 +96,7 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
     let seeds = mesh::build::<ShardMsg>(n, cfg.router.mesh_queue_capacity);
     let router_cfg = RouterConfig {
         realms: cfg.realms.iter().map(|r| r.name.clone()).collect(),
-        max_pending_invocations: cfg.limits.max_pending_invocations,
-        slow_consumer: cfg.limits.slow_consumer,
+        limits: cfg.limits.clone(),
     };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let open_connections = Arc::new(AtomicUsize::new(0));
@@ -186,11 +183,11 @@ async fn shard_main(
     open_connections: Arc<AtomicUsize>,
 ) {
     let stats = all_stats[me].clone();
-    let (mesh, inbound) = seed.connect(stats.clone()).await;
-    let congestion = mesh.congestion();
     let cfg = &v.config;
+    let ends = seed.connect(stats.clone(), cfg.router.mesh_overflow_limit).await;
+    let congestion = ends.mesh.congestion();
     let ctx = Rc::new(ShardCtx {
-        router: RefCell::new(Router::new(me, n, &router_cfg, Some(mesh), stats.clone())),
+        router: RefCell::new(Router::new(me, n, &router_cfg, ShardLink::Mesh(ends.mesh), stats.clone())),
         stats,
         all_stats,
         congestion,
@@ -206,7 +203,7 @@ async fn shard_main(
 
     let mut listeners = Vec::new();
     for (l, addr) in &v.listeners {
-        match TcpListener::bind(addr) {
+        match bind_listener(*addr) {
             Ok(sock) => listeners.push((l.clone(), sock)),
             Err(e) => {
                 let _ = ready.send(Err(format!("cannot listen on {addr} ({:?}): {e}", l.kind)));
@@ -216,16 +213,27 @@ async fn shard_main(
     }
 
     let mut tasks = Vec::new();
-    for inb in inbound {
-        tasks.push(glommio::spawn_local(drain_peer(
-            ctx.clone(),
-            inb,
-            cfg.router.mesh_batch,
-            Duration::from_micros(cfg.router.mesh_spin_us),
-        )));
+    let (budget, spin) = (cfg.router.mesh_batch, Duration::from_micros(cfg.router.mesh_spin_us));
+    for inb in ends.inbound {
+        let inb = Rc::new(inb);
+        let name = format!("mesh drain from shard {}", inb.from);
+        let c = ctx.clone();
+        tasks.push(spawn_contained(&ctx, name, move || {
+            drain_peer(c.clone(), inb.clone(), budget, spin)
+        }));
     }
-    tasks.push(glommio::spawn_local(flush_overflow(ctx.clone())));
-    tasks.push(glommio::spawn_local(give_back_memory(ctx.clone())));
+    for flusher in ends.flushers {
+        let flusher = Rc::new(flusher);
+        let name = format!("mesh flusher to shard {}", flusher.to);
+        tasks.push(spawn_contained(&ctx, name, move || {
+            let f = flusher.clone();
+            async move { f.run().await }
+        }));
+    }
+    let c = ctx.clone();
+    tasks.push(spawn_contained(&ctx, "memory give-back".into(), move || {
+        give_back_memory(c.clone())
+    }));
     for (l, sock) in listeners {
         tasks.push(glommio::spawn_local(accept_loop(
             ctx.clone(),
@@ -281,17 +289,33 @@ async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener, kind: ListenerKin
 }
 
 /// Drains one peer's queue in budgeted batches; spins briefly when it runs
-/// dry, then parks on the doorbell.
-async fn drain_peer(ctx: Rc<ShardCtx>, inbound: mesh::Inbound<ShardMsg>, budget: usize, spin: Duration) {
+/// dry, then parks on the doorbell. Every turn it also wakes this shard's
+/// paused readers if the router's congestion is over (the shard that cleared
+/// it rings every doorbell).
+///
+/// A message whose handling panics is dropped; the panic is counted and the
+/// local sessions the message was for are closed, so their state leaves the
+/// tables on every shard; the other messages of the batch go on.
+async fn drain_peer(ctx: Rc<ShardCtx>, inbound: Rc<mesh::Inbound<ShardMsg>>, budget: usize, spin: Duration) {
     let mut batch = Vec::with_capacity(budget);
     loop {
+        ctx.congestion.wake_if_clear();
         let n = inbound.drain(&mut batch, budget);
         if n > 0 {
             ctx.stats.mesh_received.fetch_add(n as u64, Ordering::Relaxed);
             {
                 let mut router = ctx.router.borrow_mut();
                 for msg in batch.drain(..) {
-                    router.on_shard_message(msg);
+                    let hit = msg.concerns();
+                    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| router.on_shard_message(msg)));
+                    if handled.is_err() {
+                        ShardStats::inc(&ctx.stats.panics);
+                        error!(
+                            from = inbound.from,
+                            "handling a message from another shard panicked; its sessions are closed"
+                        );
+                        router.contain_panic(hit);
+                    }
                 }
             }
             futures_lite::future::yield_now().await;
@@ -313,6 +337,44 @@ async fn drain_peer(ctx: Rc<ShardCtx>, inbound: mesh::Inbound<ShardMsg>, budget:
     }
 }
 
+/// Spawns a shard task that is restarted if it panics (counted, logged): a
+/// mesh drain or flusher that died would stall its peer for good.
+fn spawn_contained<F, Fut>(ctx: &Rc<ShardCtx>, name: String, make: F) -> glommio::Task<()>
+where
+    F: Fn() -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let stats = ctx.stats.clone();
+    glommio::spawn_local(async move {
+        loop {
+            let run = futures_lite::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(make()));
+            match run.await {
+                Ok(()) => return,
+                Err(_) => {
+                    ShardStats::inc(&stats.panics);
+                    error!(task = %name, "a shard task panicked; restarted");
+                }
+            }
+        }
+    })
+}
+
+/// A listening socket of one shard: `SO_REUSEPORT` so every shard joins the
+/// address, and `SO_REUSEADDR` so the connections it closes leave TIME_WAIT
+/// entries that a restarted router may bind over (Linux refuses a bind
+/// without it while a TIME_WAIT socket of the port lacks it).
+fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::unix::io::{FromRawFd, IntoRawFd};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    // SAFETY: the descriptor is a listening TCP socket that nothing else owns.
+    Ok(unsafe { TcpListener::from_raw_fd(sock.into_raw_fd()) })
+}
+
 /// After many of this shard's connections went away (a reconnect storm, a
 /// load test), asks the allocator to return the freed pages to the system:
 /// an idle shard does not allocate, and mimalloc purges only when called.
@@ -332,46 +394,4 @@ async fn give_back_memory(ctx: Rc<ShardCtx>) {
             peak = now;
         }
     }
-}
-
-/// Moves overflowed cross-shard messages into their queues as room appears.
-async fn flush_overflow(ctx: Rc<ShardCtx>) {
-    loop {
-        wait_congested(&ctx.congestion).await;
-        loop {
-            let clear = match ctx.router.borrow_mut().mesh.as_mut() {
-                Some(m) => m.flush_overflow(),
-                None => true,
-            };
-            if clear {
-                break;
-            }
-            glommio::timer::sleep(Duration::from_micros(50)).await;
-        }
-    }
-}
-
-thread_local! {
-    static CONGESTION_WAKER: Cell<Option<Waker>> = const { Cell::new(None) };
-}
-
-/// Wakes the overflow flusher of this shard (called when a queue overflows).
-pub fn wake_flusher() {
-    CONGESTION_WAKER.with(|w| {
-        if let Some(w) = w.take() {
-            w.wake();
-        }
-    });
-}
-
-async fn wait_congested(congestion: &Cell<usize>) {
-    poll_fn(|cx| {
-        if congestion.get() > 0 {
-            Poll::Ready(())
-        } else {
-            CONGESTION_WAKER.with(|w| w.set(Some(cx.waker().clone())));
-            Poll::Pending
-        }
-    })
-    .await
 }

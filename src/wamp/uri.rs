@@ -42,32 +42,107 @@ pub enum UriCheck {
     Pattern(MatchPolicy),
 }
 
+/// Bounds on the size of every URI a client sends (topics, procedures,
+/// realms), so that nothing that walks a URI component by component can be
+/// made to work without end (`limits.max_uri_length`,
+/// `limits.max_uri_components`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UriLimits {
+    /// Longest URI, in bytes.
+    pub max_len: usize,
+    /// Most components (dot-separated parts) in one URI.
+    pub max_components: usize,
+}
+
+impl UriLimits {
+    /// No bounds beyond the message size.
+    pub const NONE: UriLimits = UriLimits {
+        max_len: usize::MAX,
+        max_components: usize::MAX,
+    };
+
+    /// The defaults of the configuration: far beyond what applications use.
+    pub const DEFAULT: UriLimits = UriLimits {
+        max_len: 8192,
+        max_components: 256,
+    };
+}
+
+/// Why a URI was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UriError {
+    /// It breaks the URI rules of the spec.
+    Invalid,
+    /// It is longer than `limits.max_uri_length`.
+    TooLong { len: usize, max: usize },
+    /// It has more components than `limits.max_uri_components`.
+    TooManyComponents { max: usize },
+}
+
+impl std::fmt::Display for UriError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UriError::Invalid => f.write_str("not a valid URI"),
+            UriError::TooLong { len, max } => {
+                write!(
+                    f,
+                    "URI of {len} bytes is longer than this router accepts (limits.max_uri_length = {max})"
+                )
+            }
+            UriError::TooManyComponents { max } => write!(
+                f,
+                "URI has more components than this router accepts (limits.max_uri_components = {max})"
+            ),
+        }
+    }
+}
+
 /// Checks `uri` against the loose URI rules of the spec: components hold no
 /// `.`, `#` or whitespace and are non-empty (except where the check allows).
-///
-/// One pass over the bytes; only a URI with non-ASCII bytes gets a second
-/// look for Unicode whitespace. This runs on every PUBLISH and CALL.
 pub fn is_valid(uri: &str, check: UriCheck) -> bool {
+    validate(uri, check, &UriLimits::NONE).is_ok()
+}
+
+/// Checks `uri` against the URI rules of the spec (see [`is_valid`]) and
+/// against `limits`.
+///
+/// One pass over the bytes (the length is checked before any); only a URI
+/// with non-ASCII bytes gets a second look for Unicode whitespace. This runs
+/// on every PUBLISH and CALL.
+pub fn validate(uri: &str, check: UriCheck, limits: &UriLimits) -> Result<(), UriError> {
     let (empty_inner, empty_last) = match check {
         UriCheck::Concrete | UriCheck::Pattern(MatchPolicy::Exact) => (false, false),
         UriCheck::Pattern(MatchPolicy::Prefix) => (false, true),
         UriCheck::Pattern(MatchPolicy::Wildcard) => (true, true),
     };
     let bytes = uri.as_bytes();
+    if bytes.len() > limits.max_len {
+        return Err(UriError::TooLong {
+            len: bytes.len(),
+            max: limits.max_len,
+        });
+    }
     if bytes.is_empty() {
-        return empty_inner;
+        return if empty_inner { Ok(()) } else { Err(UriError::Invalid) };
     }
     let mut component_empty = true;
     let mut non_ascii = false;
+    let mut components = 1usize;
     for &b in bytes {
         match b {
             b'.' => {
                 if component_empty && !empty_inner {
-                    return false;
+                    return Err(UriError::Invalid);
                 }
                 component_empty = true;
+                components += 1;
+                if components > limits.max_components {
+                    return Err(UriError::TooManyComponents {
+                        max: limits.max_components,
+                    });
+                }
             }
-            b'#' | b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => return false,
+            b'#' | b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => return Err(UriError::Invalid),
             _ => {
                 non_ascii |= b >= 0x80;
                 component_empty = false;
@@ -75,9 +150,12 @@ pub fn is_valid(uri: &str, check: UriCheck) -> bool {
         }
     }
     if component_empty && !empty_last {
-        return false;
+        return Err(UriError::Invalid);
     }
-    !(non_ascii && uri.chars().any(char::is_whitespace))
+    if non_ascii && uri.chars().any(char::is_whitespace) {
+        return Err(UriError::Invalid);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -110,6 +188,37 @@ mod tests {
         assert!(!is_valid("", prefix));
         assert!(!is_valid(".com", prefix));
         assert!(!is_valid("com.\u{3000}x", UriCheck::Concrete), "ideographic space");
+    }
+
+    #[test]
+    fn limits_bound_length_and_components() {
+        let lim = UriLimits {
+            max_len: 16,
+            max_components: 3,
+        };
+        assert_eq!(validate("a.b.c", UriCheck::Concrete, &lim), Ok(()));
+        assert_eq!(
+            validate("a.b.c.d", UriCheck::Concrete, &lim),
+            Err(UriError::TooManyComponents { max: 3 })
+        );
+        assert_eq!(
+            validate("..", UriCheck::Pattern(MatchPolicy::Wildcard), &lim),
+            Ok(()),
+            "three empty components"
+        );
+        assert_eq!(
+            validate("...", UriCheck::Pattern(MatchPolicy::Wildcard), &lim),
+            Err(UriError::TooManyComponents { max: 3 })
+        );
+        assert_eq!(
+            validate("abcdefghijklmnopq", UriCheck::Concrete, &lim),
+            Err(UriError::TooLong { len: 17, max: 16 })
+        );
+        // the length is checked first: a huge invalid URI is not scanned
+        let huge = "a..".repeat(100_000);
+        assert!(matches!(validate(&huge, UriCheck::Concrete, &lim), Err(UriError::TooLong { .. })));
+        assert_eq!(validate("a..b", UriCheck::Concrete, &lim), Err(UriError::Invalid));
+        assert!(UriError::TooLong { len: 17, max: 16 }.to_string().contains("limits.max_uri_length"));
     }
 
     #[test]

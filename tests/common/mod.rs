@@ -832,13 +832,15 @@ impl Client {
     }
 
     /// Expects ABORT with `reason`, then the close (a WebSocket close frame
-    /// on WebSocket) and the end of the connection.
+    /// on WebSocket: 1002 after a protocol violation, 1000 otherwise) and the
+    /// end of the connection.
     pub fn expect_abort(&mut self, reason: &str) {
         let m = self.expect(ABORT);
         assert_eq!(m.at(2).s(), reason, "{m:?}");
+        let want = if reason == "wamp.error.protocol_violation" { 1002 } else { 1000 };
         if self.conn.framing == Framing::WebSocket {
             match self.recv() {
-                Incoming::Close(code, _) => assert_eq!(code, 1000, "close code after ABORT"),
+                Incoming::Close(code, _) => assert_eq!(code, want, "close code after ABORT {reason}"),
                 other => panic!("expected a close frame after ABORT, got {other:?}"),
             }
         }
