@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test suite of Switchyard on a fresh machine, installing what the
 # tests need: Rust unit and integration tests, bench smoke runs, a short run
-# of every fuzz target (cargo-fuzz, AddressSanitizer), and interop
+# of every fuzz target (cargo-fuzz, AddressSanitizer), WebSocket conformance
+# with the kosoku suite (Autobahn TestSuite cases, PyPI, pinned), and interop
 # with real third-party WAMP clients (autobahn-python from PyPI, autobahn-js
 # from npm, both pinned). Exits non-zero if anything fails.
 set -euo pipefail
@@ -28,6 +29,9 @@ step "churn: 10k sessions opened and closed 3 times; sessions back to zero, RSS 
 step "build the router for the interop suites"
 cargo build --bin switchyard
 export SWITCHYARD_BIN="$root/target/debug/switchyard"
+
+step "WebSocket conformance: kosoku (Autobahn TestSuite cases) against the router (1 and 2 shards)"
+./scripts/ws-conformance.sh
 
 step "interop: autobahn-python (WebSocket JSON/MessagePack, RawSocket MessagePack; 1 and 2 shards)"
 python="$(command -v python3.11 || command -v python3)"

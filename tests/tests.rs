@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod hardening;
 mod rawsocket;
+mod robustness;
 mod routing;
 mod testvectors;
 mod websocket;

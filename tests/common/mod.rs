@@ -96,9 +96,14 @@ impl Router {
 
     /// A router with extra `[router]` and `[limits]` lines and environment.
     pub fn start_with(shards: usize, router_toml: &str, limits_toml: &str, env: &[(&str, &str)]) -> Router {
+        Router::start_bound(shards, router_toml, limits_toml, env, "127.0.0.1:0", "127.0.0.1:0")
+    }
+
+    /// A router whose WebSocket and RawSocket listeners bind `ws` and `rs`.
+    pub fn start_bound(shards: usize, router_toml: &str, limits_toml: &str, env: &[(&str, &str)], ws: &str, rs: &str) -> Router {
         let mut last_err = String::new();
         for _attempt in 0..3 {
-            match Router::try_start(shards, router_toml, limits_toml, env) {
+            match Router::try_start(shards, router_toml, limits_toml, env, ws, rs) {
                 Ok(r) => return r,
                 Err(e) => last_err = e,
             }
@@ -106,14 +111,20 @@ impl Router {
         panic!("router did not start: {last_err}");
     }
 
-    fn try_start(shards: usize, router_toml: &str, limits_toml: &str, env: &[(&str, &str)]) -> Result<Router, String> {
+    fn try_start(shards: usize, router_toml: &str, limits_toml: &str, env: &[(&str, &str)], ws: &str, rs: &str) -> Result<Router, String> {
         let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("switchyard-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         // Port 0: the router picks free ports and names them in its "ready"
         // line, so tests in concurrent processes never collide.
+        // 64 KiB messages unless the test's limits say otherwise
+        let size = if limits_toml.contains("max_message_size") {
+            ""
+        } else {
+            "max_message_size = 65536"
+        };
         let config = format!(
-            "[router]\nshards = {shards}\n{router_toml}\n\n[[realm]]\nname = \"realm1\"\n\n[[listener]]\ntype = \"websocket\"\nbind = \"127.0.0.1:0\"\npath = \"/ws\"\n\n[[listener]]\ntype = \"rawsocket\"\nbind = \"127.0.0.1:0\"\n\n[limits]\nmax_message_size = 65536\n{limits_toml}\n"
+            "[router]\nshards = {shards}\n{router_toml}\n\n[[realm]]\nname = \"realm1\"\n\n[[listener]]\ntype = \"websocket\"\nbind = \"{ws}\"\npath = \"/ws\"\n\n[[listener]]\ntype = \"rawsocket\"\nbind = \"{rs}\"\n\n[limits]\n{size}\n{limits_toml}\n"
         );
         let cfg_path = dir.join("switchyard.toml");
         std::fs::write(&cfg_path, config).map_err(|e| e.to_string())?;
