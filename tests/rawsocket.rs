@@ -7,11 +7,19 @@ use crate::common::*;
 #[test]
 fn handshake_announces_the_message_limit() {
     let r = Router::start(1);
-    // 2^(9+7) = 65536 is the smallest length >= max_message_size.
+    // 2^(9+7) = 65536 = max_message_size.
     let (reply, _c) = rs_handshake(r.rs, [0x7F, 0xF2, 0, 0]);
     assert_eq!(reply, Some([0x7F, 0x72, 0, 0]));
     let (reply, _c) = rs_handshake(r.rs, [0x7F, 0x01, 0, 0]);
     assert_eq!(reply, Some([0x7F, 0x71, 0, 0]));
+}
+
+#[test]
+fn handshake_never_announces_more_than_the_limit_enforced() {
+    // 100,000 bytes is no power of two: 2^16 = 65536 is announced, not 2^17.
+    let r = Router::start_with(1, "", "max_message_size = 100000", &[]);
+    let (reply, _c) = rs_handshake(r.rs, [0x7F, 0xF2, 0, 0]);
+    assert_eq!(reply, Some([0x7F, 0x72, 0, 0]));
 }
 
 #[test]

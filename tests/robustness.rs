@@ -34,8 +34,22 @@ fn bystanders(r: &Router) -> (Client, Client) {
 
 fn still_served(sub: &mut Client, publisher: &mut Client, what: &str) {
     publisher.send_json(&format!(r#"[16, 2, {{"acknowledge": true}}, "com.bystander", ["{what}"]]"#));
-    publisher.expect(PUBLISHED);
-    assert_eq!(sub.expect(EVENT).at(4).at(0).s(), what);
+    assert_eq!(next_message(publisher).code(), PUBLISHED);
+    let ev = next_message(sub);
+    assert_eq!(ev.code(), EVENT, "{ev:?}");
+    assert_eq!(ev.at(4).at(0).s(), what);
+}
+
+/// The next WAMP message; keep-alive pings on the way are answered (the
+/// bystanders idle through long attacks).
+fn next_message(c: &mut Client) -> Value {
+    loop {
+        match c.recv() {
+            Incoming::Message(m) => return decode(c.ser, &m),
+            Incoming::Ping(p) => c.conn.write(&ws_frame(true, ws_op::PONG, &p, true)),
+            other => panic!("expected a WAMP message, got {other:?}"),
+        }
+    }
 }
 
 fn endless_uris_are_refused(shards: usize) {
@@ -385,4 +399,43 @@ fn a_router_restarts_at_once_on_the_ports_it_served() {
         c.sync();
         assert!(again.stop().success());
     }
+}
+
+/// A client that floods pings and reads nothing: the pongs it is owed count
+/// against its outbound limit, so the router stops reading from it (its
+/// writes stall long before 64 MB) and closes it once it has taken nothing
+/// for a ping interval; other sessions carry on.
+#[test]
+fn a_ping_flood_from_a_client_that_never_reads_is_bounded() {
+    use std::io::Write;
+    let r = Router::start_with(1, "", "max_outbound_bytes = 65536\nping_interval_ms = 4000", &[]);
+    let (mut sub, mut publisher) = bystanders(&r);
+    let mut flooder = Client::join_ws(r.ws, Ser::Json);
+    flooder
+        .conn
+        .stream
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .expect("write timeout");
+    let ping = ws_frame(true, ws_op::PING, &[b'p'; 125], true);
+    let burst: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 512).collect();
+    let mut written = 0usize;
+    let stalled = loop {
+        if written > 64 << 20 {
+            break false;
+        }
+        match flooder.conn.stream.write(&burst) {
+            Ok(n) => written += n,
+            Err(_) => break true, // timed out (or closed): the router stopped reading
+        }
+    };
+    assert!(stalled, "the router read {written} bytes of pings from a client that reads nothing");
+    // closed once it has taken nothing for a ping interval; the bystanders
+    // stay busy meanwhile (they would be closed as silent otherwise)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while r.metric_sum("slow_consumers_disconnected") == 0 && Instant::now() < deadline {
+        still_served(&mut sub, &mut publisher, "during the flood");
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(r.metric_sum("slow_consumers_disconnected"), 1);
+    still_served(&mut sub, &mut publisher, "after the flood");
 }

@@ -8,7 +8,8 @@
 //! - the handshake is ignored exactly when it lacks the magic octet; every
 //!   reply starts with 0x7F and has zero reserved bytes; an accept echoes the
 //!   serializer (1 or 2), announces the client's length 2^(9+n) and a length
-//!   exponent that covers our maximum; a refusal has an error code 1..=4;
+//!   exponent of the largest power of two within our maximum (0 below 1 KiB);
+//!   a refusal has an error code 1..=4;
 //! - every decoded frame is at most the maximum, and consumes its 4-byte
 //!   header plus its payload;
 //! - splitting the stream into two reads yields exactly the frames, the
@@ -89,8 +90,12 @@ fuzz_target!(|data: &[u8]| {
                 );
                 assert_eq!(client_max, 1usize << (9 + (h[1] >> 4)));
                 let ours = reply[1] >> 4;
-                assert!(ours == 15 || (1usize << (9 + ours)) >= max, "exponent {ours} below {max}");
-                assert!(ours == 0 || (1usize << (9 + ours - 1)) < max, "exponent {ours} not the smallest for {max}");
+                // never more than enforced, and the largest such power of two
+                assert!(ours == 0 || (1usize << (9 + ours)) <= max, "exponent {ours} above {max}");
+                assert!(
+                    ours == 15 || (1usize << (9 + ours + 1)) > max,
+                    "exponent {ours} not the largest for {max}"
+                );
             }
             Handshake::Refuse { reply, .. } => {
                 assert_eq!(h[0], MAGIC);
@@ -118,11 +123,14 @@ fuzz_target!(|data: &[u8]| {
         Ok(Some(ev)) => {
             assert!(body.len() <= max);
             assert_eq!(payload(&ev), body);
-            assert_eq!(kind, match ev {
-                RsEvent::Message(_) => 0,
-                RsEvent::Ping(_) => 1,
-                RsEvent::Pong(_) => 2,
-            });
+            assert_eq!(
+                kind,
+                match ev {
+                    RsEvent::Message(_) => 0,
+                    RsEvent::Ping(_) => 1,
+                    RsEvent::Pong(_) => 2,
+                }
+            );
             assert!(buf.is_empty());
         }
         Ok(None) => panic!("a complete frame of {} bytes needs more", body.len()),

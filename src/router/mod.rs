@@ -421,6 +421,82 @@ impl Router {
         }
     }
 
+    /// What this shard still holds beyond its empty start: sessions,
+    /// connections, pending acknowledgements, table entries, gauges. Empty
+    /// once every session has left and every cross-shard message has been
+    /// handled (the router fuzz target and tests check this).
+    pub fn leftovers(&self) -> Vec<String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut left = Vec::new();
+        let mut note = |what: &str, n: usize| {
+            if n > 0 {
+                left.push(format!("shard {}: {n} {what}", self.me));
+            }
+        };
+        note("sessions", self.sessions.len());
+        note("connections", self.conns.len());
+        note("pending acknowledgements", self.pending.len());
+        for r in &self.realms {
+            note("subscription index entries", r.sub_index.len());
+            note("subscriptions", r.subscriptions.len());
+            note("registration index entries", r.reg_index.len());
+            note("registrations", r.registrations.len());
+        }
+        let s = &self.stats;
+        for (what, v) in [
+            ("in the sessions gauge", s.sessions.load(Relaxed)),
+            ("in the subscriptions gauge", s.subscriptions.load(Relaxed)),
+            ("in the registrations gauge", s.registrations.load(Relaxed)),
+            ("in the pending_invocations gauge", s.pending_invocations.load(Relaxed)),
+            ("in the pending_calls gauge", s.pending_calls.load(Relaxed)),
+        ] {
+            if v != 0 {
+                left.push(format!("shard {}: {v} {what}", self.me));
+            }
+        }
+        left
+    }
+
+    /// Checks the replicated tables of this shard against its sessions: every
+    /// local subscriber and callee is a session here that holds the entry,
+    /// and every index entry has its table entry. Returns the problems found.
+    pub fn check_consistency(&self) -> Vec<String> {
+        let mut bad = Vec::new();
+        for (ri, r) in self.realms.iter().enumerate() {
+            for (id, sub) in &r.subscriptions {
+                if r.sub_index.get(sub.policy, &sub.uri) != Some(id) {
+                    bad.push(format!("shard {}: subscription {id} not indexed under its URI", self.me));
+                }
+                for sid in &sub.local {
+                    let holds = self
+                        .sessions
+                        .get(sid)
+                        .is_some_and(|s| s.realm as usize == ri && s.subs.contains_key(&(sub.policy, sub.uri.clone())));
+                    if !holds {
+                        bad.push(format!(
+                            "shard {}: subscription {id} delivers to session {sid}, which does not hold it",
+                            self.me
+                        ));
+                    }
+                }
+            }
+            for (id, reg) in &r.registrations {
+                if r.reg_index.get(reg.policy, &reg.uri) != Some(id) {
+                    bad.push(format!("shard {}: registration {id} not indexed under its URI", self.me));
+                }
+                for (shard, sid) in &reg.callees {
+                    if *shard == self.me && !self.sessions.contains_key(sid) {
+                        bad.push(format!(
+                            "shard {}: registration {id} routes to session {sid}, which is gone",
+                            self.me
+                        ));
+                    }
+                }
+            }
+        }
+        bad
+    }
+
     /// Number of connections on this shard.
     pub fn connection_count(&self) -> usize {
         self.conns.len()

@@ -22,6 +22,10 @@ pub enum Outgoing {
     Close { code: u16, reason: &'static str },
 }
 
+/// What a queued ping or pong is counted as beyond its payload (its frame
+/// header and queue slot).
+const CONTROL_OVERHEAD: usize = 16;
+
 /// Outbound queue of one connection, bounded in bytes for droppable traffic.
 pub struct Outbox {
     queue: RefCell<VecDeque<Outgoing>>,
@@ -113,10 +117,15 @@ impl Outbox {
         true
     }
 
-    /// Queues a transport control item.
+    /// Queues a transport control item. Pings and pongs count against the
+    /// byte limit like replies do (with their framing), so a client that
+    /// floods pings and reads nothing is paused and closed like any other.
     pub fn push_control(&self, item: Outgoing) {
         if self.closing.get() {
             return;
+        }
+        if let Outgoing::Ping(p) | Outgoing::Pong(p) = &item {
+            self.bytes.set(self.bytes.get() + p.len() + CONTROL_OVERHEAD);
         }
         self.queue.borrow_mut().push_back(item);
         self.wake();
@@ -236,6 +245,21 @@ impl Outbox {
     /// Events dropped because the peer did not keep up.
     pub fn dropped(&self) -> u64 {
         self.dropped.get()
+    }
+
+    /// Moves everything queued into `batch` at once, as the writer does, for
+    /// code that drives the router without sockets (tests, fuzzing).
+    pub fn take_queued(&self, batch: &mut Vec<Outgoing>) {
+        let mut q = self.queue.borrow_mut();
+        if q.is_empty() {
+            return;
+        }
+        batch.extend(q.drain(..));
+        self.bytes.set(0);
+        self.taken.set(self.taken.get() + 1);
+        if let Some(w) = self.drain_waker.take() {
+            w.wake();
+        }
     }
 
     /// Waits for queued items and moves all of them into `batch`. Returns

@@ -462,3 +462,95 @@ impl<T: Send> Inbound<T> {
         alive
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use glommio::{LocalExecutorBuilder, Placement};
+
+    use super::*;
+
+    #[derive(Debug, PartialEq, Eq, Clone, Copy)]
+    enum Msg {
+        Event(u32),
+        Call(u32),
+    }
+
+    impl MeshMessage for Msg {
+        fn droppable(&self) -> bool {
+            matches!(self, Msg::Event(_))
+        }
+    }
+
+    /// A full queue: messages wait in order in the overflow, events past its
+    /// limit are dropped and counted, calls never; the router counts as
+    /// congested until the flusher, woken by the consumer's room doorbell,
+    /// has moved everything, and nothing is polled for.
+    #[test]
+    fn overflow_is_bounded_ordered_and_flushed_on_the_room_doorbell() {
+        let dog = Arc::new(crate::shard::watchdog::Watchdog::start(Duration::from_millis(10)).expect("watchdog"));
+        let mut seeds = build::<Msg>(2, 2).into_iter();
+        let (seed0, seed1) = (seeds.next().expect("seed 0"), seeds.next().expect("seed 1"));
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (got_tx, got_rx) = mpsc::channel::<Vec<Msg>>();
+        let dog1 = dog.clone();
+        let consumer = LocalExecutorBuilder::new(Placement::Unbound)
+            .spawn(move || async move {
+                let _kicked = dog1.register();
+                let ends = seed1.connect(Arc::new(ShardStats::default()), 4).await;
+                let inbound = &ends.inbound[0];
+                // blocking is fine here: nothing else runs on this executor
+                go_rx.recv().expect("go");
+                let mut got = Vec::new();
+                while got.last() != Some(&Msg::Call(7)) {
+                    if inbound.drain(&mut got, 1) == 0 {
+                        assert!(inbound.park().await, "producer gone");
+                    }
+                }
+                got_tx.send(got).expect("report");
+            })
+            .expect("consumer executor");
+        let producer = LocalExecutorBuilder::new(Placement::Unbound)
+            .spawn(move || async move {
+                let _kicked = dog.register();
+                let stats = Arc::new(ShardStats::default());
+                let ends = seed0.connect(stats.clone(), 4).await;
+                let mesh = ends.mesh;
+                let congestion = mesh.congestion();
+                mesh.send(1, Msg::Call(0));
+                mesh.send(1, Msg::Call(1));
+                assert!(!congestion.active(), "two messages fit the queue");
+                for i in 2..=6 {
+                    mesh.send(1, Msg::Event(i));
+                }
+                mesh.send(1, Msg::Call(7));
+                assert!(congestion.active());
+                assert_eq!(mesh.overflow_len(), 5, "events 2-5 and the call wait; event 6 is dropped");
+                assert_eq!(stats.mesh_events_dropped.load(Ordering::Relaxed), 1);
+                assert_eq!(stats.mesh_overflow.load(Ordering::Relaxed), 5);
+                let flusher = ends.flushers.into_iter().next().expect("one flusher");
+                let flushing = glommio::spawn_local(async move { flusher.run().await });
+                go_tx.send(()).expect("go");
+                congestion.cleared().await;
+                assert_eq!(mesh.overflow_len(), 0);
+                assert_eq!(stats.mesh_overflow.load(Ordering::Relaxed), 0);
+                drop(flushing);
+            })
+            .expect("producer executor");
+        let got = got_rx.recv_timeout(Duration::from_secs(20)).expect("the consumer got everything");
+        let want = vec![
+            Msg::Call(0),
+            Msg::Call(1),
+            Msg::Event(2),
+            Msg::Event(3),
+            Msg::Event(4),
+            Msg::Event(5),
+            Msg::Call(7),
+        ];
+        assert_eq!(got, want);
+        producer.join().expect("producer");
+        consumer.join().expect("consumer");
+    }
+}

@@ -32,10 +32,13 @@ pub enum Handshake {
     NotRawSocket,
 }
 
-/// The length exponent announcing `max` bytes: the smallest `l` with
-/// `2^(9+l) >= max`, at most 15 (16 MiB).
+/// The length exponent announcing at most `max` bytes: the largest `l` with
+/// `2^(9+l) <= max` (0 for anything below 1 KiB, at most 15 = 16 MiB). The
+/// handshake can only announce powers of two, so a limit in between is
+/// announced as the power of two below it: a client that keeps to what was
+/// announced is never cut off for a message the router refuses.
 pub fn length_exponent(max: usize) -> u8 {
-    (0..=15u8).find(|l| (1usize << (9 + l)) >= max).unwrap_or(15)
+    (0..=15u8).rev().find(|l| (1usize << (9 + l)) <= max).unwrap_or(0)
 }
 
 /// Answers a client handshake; `max_message` is the router's limit.
@@ -159,7 +162,15 @@ mod tests {
         assert_eq!(handshake([0x47, 0x45, 0x54, 0x20], 512), Handshake::NotRawSocket);
         assert_eq!(length_exponent(16 << 20), 15);
         assert_eq!(length_exponent(512), 0);
-        assert_eq!(length_exponent(513), 1);
+        assert_eq!(length_exponent(513), 0, "never more than the limit enforced");
+        assert_eq!(length_exponent(1023), 0);
+        assert_eq!(length_exponent(1024), 1);
+        assert_eq!(length_exponent(65536), 7);
+        assert_eq!(length_exponent(100_000), 7);
+        assert_eq!(length_exponent(usize::MAX), 15);
+        for max in [512, 600, 1000, 4096, 5000, 1 << 20, (1 << 20) + 1, 16 << 20] {
+            assert!(1usize << (9 + length_exponent(max)) <= max, "{max}");
+        }
     }
 
     #[test]

@@ -206,11 +206,39 @@ pub enum WsEvent {
     },
 }
 
+/// A fragmented message being reassembled.
+#[derive(Debug)]
+struct Fragments {
+    data: BytesMut,
+    text: bool,
+    /// How much of a text message is known to be valid UTF-8 (an incomplete
+    /// character at the end of a fragment waits for the next one).
+    checked: usize,
+}
+
+impl Fragments {
+    /// Checks the text received so far, so that invalid UTF-8 fails the
+    /// connection at the fragment that carries it (RFC 6455 8.1: fail fast).
+    fn check_utf8(&mut self) -> Result<(), WsError> {
+        if !self.text {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.data[self.checked..]) {
+            Ok(_) => self.checked = self.data.len(),
+            Err(e) if e.error_len().is_some() => {
+                return Err(fail(close::INVALID_PAYLOAD, "text message is not valid UTF-8"));
+            }
+            Err(e) => self.checked += e.valid_up_to(),
+        }
+        Ok(())
+    }
+}
+
 /// Parses client frames; keeps the state of a fragmented message.
 #[derive(Debug)]
 pub struct WsDecoder {
     max_message: usize,
-    fragments: Option<(BytesMut, bool)>,
+    fragments: Option<Fragments>,
 }
 
 fn valid_close_code(code: u16) -> bool {
@@ -273,7 +301,7 @@ impl WsDecoder {
                     return Err(fail(close::PROTOCOL_ERROR, "control frame payload over 125 bytes"));
                 }
             }
-            let pending = self.fragments.as_ref().map_or(0, |(f, _)| f.len()) as u64;
+            let pending = self.fragments.as_ref().map_or(0, |f| f.data.len()) as u64;
             if !is_control && pending + len > self.max_message as u64 {
                 return Err(fail(close::MESSAGE_TOO_BIG, "message exceeds the maximum message size"));
             }
@@ -288,14 +316,15 @@ impl WsDecoder {
             unmask(&mut payload, mask);
             match opcode {
                 0x0 => {
-                    let Some((frag, text)) = self.fragments.as_mut() else {
+                    let Some(frag) = self.fragments.as_mut() else {
                         return Err(fail(close::PROTOCOL_ERROR, "continuation frame without a message to continue"));
                     };
-                    frag.extend_from_slice(&payload);
-                    let text = *text;
+                    frag.data.extend_from_slice(&payload);
+                    frag.check_utf8()?;
                     if fin {
-                        let (data, _) = self.fragments.take().unwrap_or_default();
-                        return finish_message(data.freeze(), text).map(Some);
+                        if let Some(f) = self.fragments.take() {
+                            return finish_message(f.data.freeze(), f.text, f.checked).map(Some);
+                        }
                     }
                 }
                 0x1 | 0x2 => {
@@ -304,9 +333,15 @@ impl WsDecoder {
                     }
                     let text = opcode == 0x1;
                     if fin {
-                        return finish_message(payload.freeze(), text).map(Some);
+                        return finish_message(payload.freeze(), text, 0).map(Some);
                     }
-                    self.fragments = Some((payload, text));
+                    let mut frag = Fragments {
+                        data: payload,
+                        text,
+                        checked: 0,
+                    };
+                    frag.check_utf8()?;
+                    self.fragments = Some(frag);
                 }
                 0x8 => {
                     let p = payload.freeze();
@@ -336,8 +371,10 @@ impl WsDecoder {
     }
 }
 
-fn finish_message(data: Bytes, text: bool) -> Result<WsEvent, WsError> {
-    if text && std::str::from_utf8(&data).is_err() {
+/// A complete message; a text message must be valid UTF-8 from `checked` on
+/// (what came before was checked fragment by fragment).
+fn finish_message(data: Bytes, text: bool, checked: usize) -> Result<WsEvent, WsError> {
+    if text && std::str::from_utf8(&data[checked..]).is_err() {
         return Err(fail(close::INVALID_PAYLOAD, "text message is not valid UTF-8"));
     }
     Ok(WsEvent::Message { data, text })
@@ -463,6 +500,42 @@ mod tests {
         };
         assert_eq!(&data[..], &[7u8; 300][..]);
         assert_eq!(d.decode(&mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn invalid_utf8_fails_at_the_fragment_that_carries_it() {
+        // "€" is E2 82 AC: split over two fragments it is fine
+        let mut d = WsDecoder::new(1 << 20);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&frame(false, 1, b"[\"\xe2\x82"));
+        buf.extend_from_slice(&frame(false, 0, b"\xac"));
+        buf.extend_from_slice(&frame(true, 0, b"\"]"));
+        let Some(WsEvent::Message { data, text: true }) = d.decode(&mut buf).unwrap() else {
+            panic!()
+        };
+        assert_eq!(std::str::from_utf8(&data).unwrap(), "[\"€\"]");
+        // an invalid byte fails before the message is complete
+        let mut d = WsDecoder::new(1 << 20);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&frame(false, 1, b"[\xff"));
+        assert_eq!(d.decode(&mut buf).map_err(|e| e.code), Err(close::INVALID_PAYLOAD));
+        let mut d = WsDecoder::new(1 << 20);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&frame(false, 1, b"[\xe2\x82"));
+        buf.extend_from_slice(&frame(false, 0, b"x"));
+        assert_eq!(d.decode(&mut buf).map_err(|e| e.code), Err(close::INVALID_PAYLOAD));
+        // an incomplete character at the very end is caught at the last fragment
+        let mut d = WsDecoder::new(1 << 20);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&frame(false, 1, b"[\xe2"));
+        buf.extend_from_slice(&frame(true, 0, b"\x82"));
+        assert_eq!(d.decode(&mut buf).map_err(|e| e.code), Err(close::INVALID_PAYLOAD));
+        // binary messages are not text
+        let mut d = WsDecoder::new(1 << 20);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&frame(false, 2, b"\xff"));
+        buf.extend_from_slice(&frame(true, 0, b"\xfe"));
+        assert!(d.decode(&mut buf).unwrap().is_some());
     }
 
     #[test]
