@@ -101,3 +101,17 @@ fn a_port_in_use_is_a_clear_error() {
     assert_ne!(code, 0, "{err}");
     assert!(err.contains(&ws), "{err}");
 }
+
+#[test]
+fn a_second_router_on_the_same_port_is_refused() {
+    // The first router's listeners use SO_REUSEPORT; the second must not
+    // join their group.
+    let ws = format!("127.0.0.1:{}", free_port());
+    let rs = format!("127.0.0.1:{}", free_port());
+    let first = crate::common::Router::start_bound(1, "", "", &[], &ws, &rs);
+    let (code, _, err) = switchyard(&["--shards", "1", "--websocket", &ws, "--rawsocket", &rs]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&ws) && err.contains("Address already in use"), "{err}");
+    let mut c = crate::common::Client::join_ws(first.ws, crate::common::Ser::Json);
+    c.sync();
+}

@@ -70,16 +70,28 @@ fn publish_reaches_subscribers_on_both_shards() {
             assert_eq!(e.at(5), &parse_json(&format!(r#"{{"seq": {i}}}"#)), "subscriber {k}");
         }
     }
+    // A sentinel after the N: one publisher's events reach a subscriber in
+    // order, through the same cross-shard queue when the shards differ, so a
+    // duplicate or stray of the N would arrive before it.
+    publisher.send_json(&format!(r#"[16, {}, {{"acknowledge": true}}, "{topic}", ["sentinel"]]"#, 100 + N));
+    assert_eq!(publisher.expect(PUBLISHED).at(1).u(), 100 + N);
+    // The publisher subscribes to nothing: anything for it would come from
+    // its own shard, before the answer to its own round trip.
     let late = publisher.sync();
     assert!(late.is_empty(), "the publisher received {late:?}");
-    for c in clients.iter_mut() {
-        let late = c.sync();
-        assert!(late.is_empty(), "a subscriber received extra messages: {late:?}");
+    for (k, c) in clients.iter_mut().enumerate() {
+        let e = c.expect(EVENT);
+        assert_eq!(
+            e.at(4),
+            &parse_json(r#"["sentinel"]"#),
+            "subscriber {k} received an extra event: {e:?}"
+        );
     }
 
     assert!(r.metric_sum("mesh_sent") > mesh_before, "no publication crossed the mesh");
     assert!(r.metric_sum("mesh_received") > received_before, "no publication crossed the mesh");
-    let delivered = r.metric_sum("events_delivered") - delivered_before;
+    // (less the sentinels)
+    let delivered = r.metric_sum("events_delivered") - delivered_before - clients.len() as i64;
     assert!(delivered >= 15 * N as i64, "events delivered: {delivered}");
     assert_eq!(delivered, clients.len() as i64 * N as i64);
     assert!(r.metric_sum("publications") >= N as i64);
@@ -382,6 +394,9 @@ fn unsubscribe_and_leaving_update_every_shard() {
     let id = stay.subscribe("com.membership", "{}");
     assert_eq!(go.subscribe("com.membership", "{}"), id);
     assert_eq!(leave.subscribe("com.membership", "{}"), id);
+    // go's sentinel: the publisher's events reach go in order, through the
+    // same queue from shard 0 to shard 1.
+    let sentinel = go.subscribe("com.membership.sentinel", "{}");
 
     go.send_json(&format!(r#"[34, 50, {id}]"#));
     assert_eq!(go.expect(35).at(1).u(), 50);
@@ -397,11 +412,16 @@ fn unsubscribe_and_leaving_update_every_shard() {
     let delivered_before = r.metric_sum("events_delivered");
     publisher.send_json(r#"[16, 1, {"acknowledge": true}, "com.membership", ["only stay"]]"#);
     publisher.expect(PUBLISHED);
+    publisher.send_json(r#"[16, 2, {"acknowledge": true}, "com.membership.sentinel", ["sentinel"]]"#);
+    publisher.expect(PUBLISHED);
     assert_eq!(stay.expect(EVENT).at(4), &parse_json(r#"["only stay"]"#));
-    let extra = go.sync();
-    assert!(extra.is_empty(), "unsubscribed session got {extra:?}");
-    // The publication is delivered once, on shard 0 only.
-    assert_eq!(r.metric_sum("events_delivered") - delivered_before, 1);
+    // An event of com.membership for go would have arrived before the sentinel.
+    let e = go.expect(EVENT);
+    assert_eq!(e.at(1).u(), sentinel, "unsubscribed session got {e:?}");
+    // The publication is delivered once, on shard 0 only (plus go's sentinel).
+    assert_eq!(r.metric_sum("events_delivered") - delivered_before, 2);
+    go.send_json(&format!(r#"[34, 51, {sentinel}]"#));
+    assert_eq!(go.expect(35).at(1).u(), 51);
 
     // The last subscriber leaving removes the subscription from every shard.
     stay.drop_connection();
@@ -456,12 +476,26 @@ fn stray_answers_and_departed_callers_are_harmless() {
     // The caller leaves before the answer; the answer goes nowhere.
     caller.send_json(r#"[48, 1, {}, "com.late", []]"#);
     let inv = callee.expect(INVOCATION);
+    let sessions = r.metric("sessions");
     caller.drop_connection();
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    // Wait until the caller's shard has seen it leave.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while r.metric("sessions")[1] != sessions[1] - 1 {
+        assert!(std::time::Instant::now() < deadline, "sessions: {:?}", r.metric("sessions"));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     callee.send_json(&format!(r#"[70, {}, {{}}, ["too late"]]"#, inv.at(1).u()));
-    assert!(callee.sync().is_empty());
-    // Everything still works.
+    // The sentinel: a call from the callee to a procedure on shard 1 goes
+    // from shard 0 to shard 1 behind the late answer and comes back to the
+    // callee from shard 1, so anything the answer caused would come first.
     let mut caller = r.join_on(1);
+    caller.register("com.late.witness");
+    callee.send_json(r#"[48, 100, {}, "com.late.witness", []]"#);
+    let inv = caller.expect(INVOCATION);
+    caller.send_json(&format!(r#"[70, {}, {{}}, ["witness"]]"#, inv.at(1).u()));
+    let res = callee.expect(RESULT);
+    assert_eq!(res.at(1).u(), 100, "{res:?}");
+    // Everything still works.
     caller.send_json(r#"[48, 2, {}, "com.late", []]"#);
     let inv = callee.expect(INVOCATION);
     callee.send_json(&format!(r#"[70, {}, {{}}, ["on time"]]"#, inv.at(1).u()));

@@ -1363,6 +1363,10 @@ fn compare_router_message(code: u64, msg: &Value, got: &Value, bind: &mut HashMa
 }
 
 /// Everything the router has sent to `c` so far (a round trip makes sure).
+/// The round trip is `c`'s own: it covers what `c`'s own messages caused (on
+/// the one-shard router of this test), not what another session's messages
+/// cause for `c`. A sequence in which one session's message must not reach
+/// another needs a sentinel from that session first.
 fn pull(c: &mut Client, queue: &mut VecDeque<Value>, events: &mut usize) {
     for m in c.sync() {
         if m.code() == EVENT {

@@ -173,33 +173,46 @@ impl Router {
             return;
         }
         let max = self.limits.max_pending_calls;
-        let Some(s) = self.sessions.get(&sid) else { return };
-        if s.calls_pending >= max {
-            ShardStats::inc(&self.stats.calls_refused);
-            let m = format!("this session has {max} calls waiting for their results (limits.max_pending_calls)");
-            return self.error_reply(sid, MessageType::Call, request, uris::LIMIT_EXCEEDED, &m);
-        }
-        let realm = s.realm;
-        let r = &self.realms[realm as usize];
-        let target = r
-            .reg_index
-            .best_match(&procedure)
-            .and_then(|(policy, id)| r.registrations.get(id).map(|reg| (policy, reg)))
-            .and_then(|(policy, reg)| reg.callees.first().map(|&c| (policy, reg.id, c)));
-        let Some((policy, registration, (shard, callee))) = target else {
-            return self.error_reply(
-                sid,
-                MessageType::Call,
-                request,
-                uris::NO_SUCH_PROCEDURE,
-                "no callee registered the procedure",
-            );
+        // one session lookup: the limit, the realm, and the count on success
+        let outcome = {
+            let Some(s) = self.sessions.get_mut(&sid) else { return };
+            let r = &self.realms[s.realm as usize];
+            if s.calls_pending >= max {
+                Err(true)
+            } else {
+                let target = r
+                    .reg_index
+                    .best_match(&procedure)
+                    .and_then(|(policy, id)| r.registrations.get(id).map(|reg| (policy, reg)))
+                    .and_then(|(policy, reg)| reg.callees.first().map(|&c| (policy, reg.id, c)));
+                match target {
+                    Some(t) => {
+                        s.calls_pending += 1;
+                        Ok((s.realm, t))
+                    }
+                    None => Err(false),
+                }
+            }
+        };
+        let (realm, (policy, registration, (shard, callee))) = match outcome {
+            Ok(found) => found,
+            Err(true) => {
+                ShardStats::inc(&self.stats.calls_refused);
+                let m = format!("this session has {max} calls waiting for their results (limits.max_pending_calls)");
+                return self.error_reply(sid, MessageType::Call, request, uris::LIMIT_EXCEEDED, &m);
+            }
+            Err(false) => {
+                return self.error_reply(
+                    sid,
+                    MessageType::Call,
+                    request,
+                    uris::NO_SUCH_PROCEDURE,
+                    "no callee registered the procedure",
+                )
+            }
         };
         ShardStats::inc(&self.stats.calls);
-        if let Some(s) = self.sessions.get_mut(&sid) {
-            s.calls_pending += 1;
-            self.stats.pending_calls.fetch_add(1, Ordering::Relaxed);
-        }
+        self.stats.pending_calls.fetch_add(1, Ordering::Relaxed);
         let inv = InvokeMsg {
             realm,
             registration,

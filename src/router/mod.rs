@@ -68,6 +68,9 @@ pub enum ShardMsg {
     Invoke(Box<InvokeMsg>),
     /// A callee's answer for a caller on the receiving shard.
     CallDone(Box<CallDone>),
+    /// Close this local session (WebSocket 1011): handling a message about
+    /// it panicked on another shard.
+    CloseSession(Id),
 }
 
 /// Whom a cross-shard message concerns on the shard that handles it: the
@@ -76,8 +79,10 @@ pub enum ShardMsg {
 pub enum Concerns {
     /// No session in particular (an event, an acknowledgement).
     Nobody,
-    /// One session of the receiving shard, if it is there.
-    Session(Id),
+    /// One session, on the shard named.
+    Session { shard: usize, session: Id },
+    /// One session of the receiving shard.
+    Here(Id),
     /// A call for a callee; its caller is told the call failed.
     Invocation {
         callee: Id,
@@ -98,14 +103,19 @@ impl ShardMsg {
             | ShardMsg::SubscribeReq(c)
             | ShardMsg::UnsubscribeReq(c)
             | ShardMsg::RegisterReq(c)
-            | ShardMsg::UnregisterReq(c) => Concerns::Session(c.session),
+            | ShardMsg::UnregisterReq(c) => Concerns::Session {
+                shard: c.shard,
+                session: c.session,
+            },
             ShardMsg::Invoke(inv) => Concerns::Invocation {
                 callee: inv.callee,
                 caller_shard: inv.caller_shard,
                 caller: inv.caller,
                 call_request: inv.call_request,
             },
-            ShardMsg::CallDone(done) => Concerns::Session(done.caller),
+            // handled on the caller's shard, which is the receiving one
+            ShardMsg::CallDone(done) => Concerns::Here(done.caller),
+            ShardMsg::CloseSession(sid) => Concerns::Here(*sid),
             ShardMsg::RegisterRefused { .. } | ShardMsg::Applied { .. } | ShardMsg::Event(_) => Concerns::Nobody,
         }
     }
@@ -563,13 +573,17 @@ impl Router {
         }
     }
 
-    /// After handling a message panicked: closes the local sessions it
-    /// concerned (their connections end, and they leave the tables on every
-    /// shard as usual) and fails the call it carried.
+    /// After handling a message panicked: closes the session it concerned,
+    /// here or on its own shard (its connection ends, and it leaves the
+    /// tables on every shard as usual, which also removes whatever the
+    /// failed change left half done), and fails the call it carried.
     pub fn contain_panic(&mut self, hit: Concerns) {
         let session = match hit {
             Concerns::Nobody => None,
-            Concerns::Session(s) => Some(s),
+            Concerns::Session { shard, session } if shard != self.me => {
+                return self.send_to(shard, ShardMsg::CloseSession(session));
+            }
+            Concerns::Session { session, .. } | Concerns::Here(session) => Some(session),
             Concerns::Invocation {
                 callee,
                 caller_shard,
@@ -587,7 +601,14 @@ impl Router {
                 Some(callee)
             }
         };
-        if let Some(s) = session.and_then(|sid| self.sessions.get(&sid)) {
+        if let Some(sid) = session {
+            self.close_session(sid);
+        }
+    }
+
+    /// Closes a local session's connection at once with WebSocket 1011.
+    fn close_session(&mut self, sid: Id) {
+        if let Some(s) = self.sessions.get(&sid) {
             s.outbox.abort(Outgoing::Close {
                 code: crate::transport::websocket::close::INTERNAL_ERROR,
                 reason: "internal error",
@@ -850,6 +871,7 @@ impl Router {
             ShardMsg::Event(ev) => self.remote_event(*ev),
             ShardMsg::Invoke(inv) => self.invoke_local(*inv),
             ShardMsg::CallDone(done) => self.call_done(*done),
+            ShardMsg::CloseSession(sid) => self.close_session(sid),
         }
     }
 
