@@ -17,14 +17,20 @@ fn deep_uris(n: usize) -> (String, String) {
     (pattern.join("."), vec!["a"; n].join("."))
 }
 
-/// A subscriber that must keep receiving events while the attack runs: it
-/// and its publisher are on different shards when there are two.
-fn bystanders(r: &Router) -> (Client, Client) {
-    let (mut sub, mut publisher) = if r.shards == 2 {
+/// Two sessions, on shards 1 and 0 when there are two shards (so what
+/// passes between them crosses the mesh).
+fn apart(r: &Router) -> (Client, Client) {
+    if r.shards == 2 {
         (r.join_on(1), r.join_on(0))
     } else {
         (Client::join_ws(r.ws, Ser::Json), Client::join_ws(r.ws, Ser::Json))
-    };
+    }
+}
+
+/// A subscriber that must keep receiving events while the attack runs: it
+/// and its publisher are on different shards when there are two.
+fn bystanders(r: &Router) -> (Client, Client) {
+    let (mut sub, mut publisher) = apart(r);
     sub.subscribe("com.bystander", "{}");
     publisher.send_json(r#"[16, 1, {"acknowledge": true}, "com.bystander", ["before"]]"#);
     publisher.expect(PUBLISHED);
@@ -107,11 +113,7 @@ fn deep_uris_are_walked_when_allowed(shards: usize) {
     let (mut sub, mut publisher) = bystanders(&r);
     for n in [20_000, 200_000] {
         let (pattern, uri) = deep_uris(n);
-        let (mut deep_sub, mut deep_pub) = if shards == 2 {
-            (r.join_on(1), r.join_on(0))
-        } else {
-            (Client::join_ws(r.ws, Ser::Json), Client::join_ws(r.ws, Ser::Json))
-        };
+        let (mut deep_sub, mut deep_pub) = apart(&r);
         deep_sub.subscribe(&pattern, r#"{"match": "wildcard"}"#);
         let reg = deep_sub.next_req();
         deep_sub.send_json(&format!(r#"[64, {reg}, {{"match": "wildcard"}}, "{pattern}"]"#));
@@ -191,11 +193,7 @@ fn subscriptions_and_registrations_per_session_are_bounded_2_shards() {
 
 fn pending_calls_per_caller_are_bounded(shards: usize) {
     let r = Router::start_with(shards, "", "max_pending_calls = 3", &[]);
-    let (mut callee, mut caller) = if shards == 2 {
-        (r.join_on(1), r.join_on(0))
-    } else {
-        (Client::join_ws(r.ws, Ser::Json), Client::join_ws(r.ws, Ser::Json))
-    };
+    let (mut callee, mut caller) = apart(&r);
     callee.register("com.pending");
     for i in 1..=5 {
         caller.send_json(&format!(r#"[48, {i}, {{}}, "com.pending", [{i}]]"#));
@@ -243,11 +241,7 @@ fn a_callee_that_stops_reading_gets_no_more_calls(shards: usize) {
         "max_outbound_bytes = 65536\nmax_pending_invocations = 100000\nmax_pending_calls = 100000",
         &[],
     );
-    let (mut callee, mut caller) = if shards == 2 {
-        (r.join_on(1), r.join_on(0))
-    } else {
-        (Client::join_ws(r.ws, Ser::Json), Client::join_ws(r.ws, Ser::Json))
-    };
+    let (mut callee, mut caller) = apart(&r);
     callee.register("com.stalled");
     // The sentinel travels the same path as the calls (caller's shard to the
     // callee's shard and back), so every refusal is in before its answer.

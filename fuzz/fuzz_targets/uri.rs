@@ -35,10 +35,7 @@ const CHECKS: [UriCheck; 4] = [
 
 fn reference(uri: &str, check: UriCheck) -> bool {
     let components: Vec<&str> = uri.split('.').collect();
-    if components
-        .iter()
-        .any(|c| c.chars().any(|ch| ch == '#' || ch.is_whitespace()))
-    {
+    if components.iter().any(|c| c.chars().any(|ch| ch == '#' || ch.is_whitespace())) {
         return false;
     }
     match check {

@@ -125,6 +125,30 @@ fn msgpack_non_string_keys_are_refused_in_payloads() {
     assert_eq!(there, back);
 }
 
+#[test]
+fn json_hex_escapes_take_no_sign() {
+    // json_diff: "\u+041" was read as "A" (from_str_radix takes a sign), so
+    // JSON subscribers were sent invalid JSON and MessagePack ones an "A"
+    assert!(json::parse(br#""\u+fff""#).is_err());
+    assert!(json::parse(br#""\u-041""#).is_err());
+    assert!(decode_json(r#"[16,1,{},"t",["\u+041"]]"#).is_err());
+    assert!(decode_json(r#"[16,1,{},"t\u+041"]"#).is_err());
+    assert!(decode_json(r#"[16,1,{"k\u+041":1},"t"]"#).is_err());
+    assert_eq!(json::parse(br#""\u0041\u00e9""#).ok(), Some(Value::Str("Aé".into())));
+}
+
+#[test]
+fn json_numbers_beyond_f64_read_as_infinities() {
+    // a policy, not an accident: the payload validator checks syntax only,
+    // so the value reader must accept every number it lets through
+    assert_eq!(json::parse(b"1e400").ok(), Some(Value::Float(f64::INFINITY)));
+    assert_eq!(json::parse(b"-1e400").ok(), Some(Value::Float(f64::NEG_INFINITY)));
+    let p = payload(decode_json("[16,1,{},\"t\",[1e400]]").expect("accepted"));
+    let (there, back) = through_other(&p);
+    assert_eq!(there, vec![Value::List(vec![Value::Float(f64::INFINITY)])]);
+    assert_eq!(back, vec![Value::List(vec![Value::Null])], "JSON has no infinity");
+}
+
 fn nested_list(n: usize, inner: Value) -> Value {
     (0..n).fold(inner, |v, _| Value::List(vec![v]))
 }

@@ -226,6 +226,11 @@ impl<'a> JsonReader<'a> {
 
     fn hex4(&mut self) -> Result<u32, DecodeError> {
         let s = self.buf.get(self.pos..self.pos + 4).ok_or(err("short \\u escape"))?;
+        // exactly four hex digits: from_str_radix alone would take a sign
+        // ("\u+041"; found by the json_diff fuzz target)
+        if !s.iter().all(u8::is_ascii_hexdigit) {
+            return Err(err("bad \\u escape"));
+        }
         let s = std::str::from_utf8(s).map_err(|_| err("bad \\u escape"))?;
         let v = u32::from_str_radix(s, 16).map_err(|_| err("bad \\u escape"))?;
         self.pos += 4;
@@ -495,6 +500,10 @@ fn number_value(text: &str, is_float: bool) -> Result<Value, DecodeError> {
             return Ok(if i < 0 { Value::Int(i) } else { Value::UInt(0) });
         }
     }
+    // A number beyond f64's range reads as an infinity (as JavaScript's
+    // JSON.parse does) rather than failing: the payload validator of `decode`
+    // checks syntax only, and every payload it accepts must transcode.
+    // MessagePack carries the infinity; JSON writes it as null.
     text.parse::<f64>().map(Value::Float).map_err(|_| err("invalid number"))
 }
 

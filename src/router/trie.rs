@@ -5,6 +5,8 @@
 //!
 //! Every lookup walks the URI once; nothing scans the set of patterns.
 
+use std::ops::ControlFlow;
+
 use ahash::AHashMap;
 
 use crate::wamp::MatchPolicy;
@@ -409,43 +411,43 @@ impl<V> WildcardTrie<V> {
         Some(v)
     }
 
-    /// Visits every pattern matching `uri`, depth first, without recursion
-    /// (the depth is the URI's component count, which a client chooses).
+    /// Visits every pattern matching `uri`.
     fn for_each_match<'a>(&'a self, uri: &str, mut f: impl FnMut(&'a V)) {
-        let mut stack = WalkStack::new();
-        stack.push((0, 0));
-        while let Some((node, at)) = stack.pop() {
-            let n = &self.nodes[node as usize];
-            let Some(rest) = rest_at(uri, at) else {
-                if let Some(v) = &n.value {
-                    f(v);
-                }
-                continue;
-            };
-            let (comp, next) = split_at_first(rest, at);
-            if let Some(w) = n.wild {
-                stack.push((w, next));
-            }
-            if let Some(&c) = n.children.get(comp) {
-                stack.push((c, next));
-            }
-        }
+        self.walk(uri, |v| {
+            f(v);
+            ControlFlow::Continue(())
+        });
     }
 
     /// The match that prefers a concrete component over a wildcard at the
-    /// first place they differ (the spec's "longest portion" rule): a depth
-    /// first walk that tries the concrete child before the wildcard one.
+    /// first place they differ (the spec's "longest portion" rule): the first
+    /// match of the walk, which tries the concrete child before the wildcard.
     fn first_match(&self, uri: &str) -> Option<&V> {
         if self.is_empty() {
             return None;
         }
+        let mut first = None;
+        self.walk(uri, |v| {
+            first = Some(v);
+            ControlFlow::Break(())
+        });
+        first
+    }
+
+    /// Visits the patterns matching `uri` depth first, the concrete child of
+    /// a node before its wildcard child, until `f` breaks. A loop with an
+    /// explicit stack, never recursion: the depth is the URI's component
+    /// count, which a client chooses.
+    fn walk<'a>(&'a self, uri: &str, mut f: impl FnMut(&'a V) -> ControlFlow<()>) {
         let mut stack = WalkStack::new();
         stack.push((0, 0));
         while let Some((node, at)) = stack.pop() {
             let n = &self.nodes[node as usize];
             let Some(rest) = rest_at(uri, at) else {
                 if let Some(v) = &n.value {
-                    return Some(v);
+                    if f(v).is_break() {
+                        return;
+                    }
                 }
                 continue;
             };
@@ -457,7 +459,6 @@ impl<V> WildcardTrie<V> {
                 stack.push((c, next));
             }
         }
-        None
     }
 }
 

@@ -65,8 +65,8 @@ pub fn check_value_round_trip(v: &Value) {
             Serializer::Json => json::write_value(&mut out, v),
             Serializer::MsgPack => msgpack::write_value(&mut out, v),
         }
-        let back = codec::parse_value(ser, &out)
-            .unwrap_or_else(|e| panic!("{ser:?} encoding of {v:?} does not parse back: {e}; bytes {out:?}"));
+        let back =
+            codec::parse_value(ser, &out).unwrap_or_else(|e| panic!("{ser:?} encoding of {v:?} does not parse back: {e}; bytes {out:?}"));
         assert_int_invariant(&back);
         assert_eq!(canon(&back), canon(v), "{ser:?} round trip changed the value; bytes {out:?}");
     }
@@ -122,9 +122,15 @@ pub fn check_payload(p: &Payload, ser: Serializer) {
     assert_eq!(there.serializer, other(ser));
     assert_eq!(there.count, p.count);
     let there_values: Vec<Value> = payload_values(&there).iter().map(canon).collect();
-    assert_eq!(there_values, expected, "transcoding to {:?} changed the payload: {:?}", other(ser), there.raw);
-    let back = codec::transcode(&there, ser)
-        .unwrap_or_else(|e| panic!("transcoded payload {:?} cannot be transcoded back: {e}", there.raw));
+    assert_eq!(
+        there_values,
+        expected,
+        "transcoding to {:?} changed the payload: {:?}",
+        other(ser),
+        there.raw
+    );
+    let back =
+        codec::transcode(&there, ser).unwrap_or_else(|e| panic!("transcoded payload {:?} cannot be transcoded back: {e}", there.raw));
     assert_eq!(back.count, p.count);
     let back_values: Vec<Value> = payload_values(&back).iter().map(canon).collect();
     assert_eq!(back_values, expected, "round trip through {:?} changed the payload", other(ser));
@@ -134,7 +140,9 @@ pub fn check_payload(p: &Payload, ser: Serializer) {
         let details = codec::encode_dict(s, &Dict::new().with("topic", Value::Str("a.b".into())));
         let ev = encode::event(s, 5, 6, &details, pl);
         let parsed = codec::parse_value(s, &ev).unwrap_or_else(|e| panic!("{s:?} EVENT does not parse: {e}; {ev:?}"));
-        let Value::List(items) = parsed else { panic!("{s:?} EVENT is not a list") };
+        let Value::List(items) = parsed else {
+            panic!("{s:?} EVENT is not a list")
+        };
         assert_eq!(items.len(), 4 + p.count as usize, "{s:?} EVENT has the wrong length: {items:?}");
         assert_eq!(items[0], Value::UInt(36));
         assert_eq!(items[1], Value::UInt(5));
@@ -169,7 +177,9 @@ pub fn check_string(s: &str) {
 pub fn check_message(m: &Message, ser: Serializer, frame: &Bytes) {
     // the frame itself is a well-formed value in its serializer
     let whole = codec::parse_value(ser, frame).unwrap_or_else(|e| panic!("decoded frame does not parse as a value: {e}"));
-    let Value::List(items) = &whole else { panic!("decoded frame is not a list") };
+    let Value::List(items) = &whole else {
+        panic!("decoded frame is not a list")
+    };
     assert_eq!(items.first(), Some(&Value::UInt(m.message_type() as u64)), "type code");
     let id_ok = |id: u64| (1..=switchyard::wamp::MAX_ID).contains(&id);
     // the fields decode read are the elements the frame holds
@@ -226,11 +236,7 @@ pub fn check_message(m: &Message, ser: Serializer, frame: &Bytes) {
             check_dict(options);
             check_payload(payload, ser);
         }
-        Message::Yield {
-            request,
-            options,
-            payload,
-        } => {
+        Message::Yield { request, options, payload } => {
             assert!(id_ok(*request));
             check_dict(options);
             check_payload(payload, ser);

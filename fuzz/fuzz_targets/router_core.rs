@@ -1,0 +1,352 @@
+//! The sans-I/O router core, driven as a running router drives it: several
+//! shards (1 to 3 `Router`s linked by `ShardLink::Collect` queues that are
+//! delivered in per-pair FIFO order, interleaved as the input chooses),
+//! sessions on every shard joining, subscribing, publishing, registering,
+//! calling, answering, erring, leaving and sending garbage, in JSON and
+//! MessagePack.
+//!
+//! Invariants, checked after every input:
+//! - nothing panics (a panic is a crash like any other);
+//! - each shard's tables are consistent with its sessions
+//!   (`Router::check_consistency`) whenever every queue is drained;
+//! - once every connection has closed and every cross-shard message has been
+//!   handled, every shard is back to empty: no session, connection, pending
+//!   acknowledgement or table entry, and every gauge at zero
+//!   (`Router::leftovers`).
+
+#![no_main]
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use libfuzzer_sys::arbitrary::{Result as ArbResult, Unstructured};
+use libfuzzer_sys::fuzz_target;
+use switchyard::codec::{self, msgpack};
+use switchyard::config::Limits;
+use switchyard::metrics::ShardStats;
+use switchyard::router::{ConnId, Router, RouterConfig, ShardLink, ShardMsg};
+use switchyard::session::outbox::{Outbox, Outgoing};
+use switchyard::wamp::message::Serializer;
+use switchyard::wamp::Value;
+
+type Queue = Rc<RefCell<VecDeque<(usize, ShardMsg)>>>;
+
+struct Shard {
+    router: Router,
+    queue: Queue,
+}
+
+/// A connection as its read loop sees it, and what it learnt from the router.
+struct Conn {
+    shard: usize,
+    id: ConnId,
+    ser: Serializer,
+    outbox: Rc<Outbox>,
+    subscriptions: Vec<u64>,
+    registrations: Vec<u64>,
+    invocations: Vec<u64>,
+    next_request: u64,
+}
+
+const TOPICS: &[&str] = &["a", "a.b", "a.b.c", "a.x.c", "b", "b.c", "a..c", "..", "a.", "bad uri", ""];
+const POLICIES: &[&str] = &["exact", "prefix", "wildcard"];
+const REALMS: &[&str] = &["realm1", "realm2", "nowhere"];
+
+struct World {
+    shards: Vec<Shard>,
+    conns: Vec<Conn>,
+}
+
+impl World {
+    fn new(n: usize) -> Self {
+        let mut limits = Limits::default();
+        // small enough that inputs reach them
+        limits.max_subscriptions_per_session = 4;
+        limits.max_registrations_per_session = 3;
+        limits.max_pending_calls = 3;
+        limits.max_pending_invocations = 2;
+        limits.max_uri_length = 64;
+        limits.max_uri_components = 4;
+        let cfg = RouterConfig {
+            realms: vec!["realm1".into(), "realm2".into()],
+            limits,
+        };
+        let shards = (0..n)
+            .map(|me| {
+                let queue: Queue = Rc::new(RefCell::new(VecDeque::new()));
+                let router = Router::new(me, n, &cfg, ShardLink::Collect(queue.clone()), Arc::new(ShardStats::default()));
+                Shard { router, queue }
+            })
+            .collect();
+        World { shards, conns: Vec::new() }
+    }
+
+    /// Hands the message of `from`'s queue that is first for shard `to` to
+    /// its router (per-pair FIFO, any interleaving of pairs).
+    fn deliver_one(&mut self, from: usize, to_pick: usize) -> bool {
+        let n = self.shards.len();
+        let msg = {
+            let mut q = self.shards[from].queue.borrow_mut();
+            if q.is_empty() {
+                return false;
+            }
+            // the first message for some destination, chosen by `to_pick`
+            let dests: Vec<usize> = (0..n).filter(|d| q.iter().any(|(t, _)| t == d)).collect();
+            let to = dests[to_pick % dests.len()];
+            let pos = q.iter().position(|(t, _)| *t == to).expect("destination present");
+            q.remove(pos).expect("position valid")
+        };
+        let (to, msg) = msg;
+        assert_ne!(to, from, "a shard sent itself a message over the mesh");
+        self.shards[to].router.on_shard_message(msg);
+        true
+    }
+
+    fn deliver_all(&mut self) {
+        loop {
+            let mut any = false;
+            for from in 0..self.shards.len() {
+                while self.deliver_one(from, 0) {
+                    any = true;
+                }
+            }
+            if !any {
+                return;
+            }
+            self.settle();
+        }
+    }
+
+    /// Reads every outbox as its writer would; a closing outbox ends its
+    /// connection as the read loop does.
+    fn settle(&mut self) {
+        let mut batch = Vec::new();
+        let mut closed = Vec::new();
+        for (i, c) in self.conns.iter_mut().enumerate() {
+            c.outbox.take_queued(&mut batch);
+            for item in batch.drain(..) {
+                if let Outgoing::Wamp(m) = item {
+                    learn(c, &m);
+                }
+            }
+            if c.outbox.is_closing() {
+                closed.push(i);
+            }
+        }
+        for i in closed.into_iter().rev() {
+            let c = self.conns.swap_remove(i);
+            self.shards[c.shard].router.close_connection(c.id);
+        }
+    }
+
+    fn send(&mut self, conn: usize, v: &Value) {
+        let c = &self.conns[conn];
+        let bytes = encode(c.ser, v);
+        self.send_raw(conn, bytes);
+    }
+
+    fn send_raw(&mut self, conn: usize, bytes: Vec<u8>) {
+        let c = &self.conns[conn];
+        let (shard, id, ser) = (c.shard, c.id, c.ser);
+        let router = &mut self.shards[shard].router;
+        match codec::decode(ser, &Bytes::from(bytes)) {
+            Ok(msg) => router.on_message(id, msg),
+            Err(e) => router.protocol_violation(id, &e.to_string()),
+        }
+    }
+}
+
+/// Remembers the IDs the router handed out, so later messages can use them.
+fn learn(c: &mut Conn, frame: &[u8]) {
+    let Ok(Value::List(m)) = codec::parse_value(c.ser, frame) else {
+        panic!("the router sent a message that does not parse: {frame:?}");
+    };
+    let int = |i: usize| match m.get(i) {
+        Some(Value::UInt(u)) => *u,
+        _ => 0,
+    };
+    match int(0) {
+        33 => c.subscriptions.push(int(2)),
+        65 => c.registrations.push(int(2)),
+        68 => c.invocations.push(int(1)),
+        _ => {}
+    }
+}
+
+fn encode(ser: Serializer, v: &Value) -> Vec<u8> {
+    match ser {
+        Serializer::Json => {
+            let mut out = Vec::new();
+            codec::json::write_value(&mut out, v);
+            out
+        }
+        Serializer::MsgPack => {
+            let mut out = Vec::new();
+            msgpack::write_value(&mut out, v);
+            out
+        }
+    }
+}
+
+fn s(x: &str) -> Value {
+    Value::Str(x.to_owned())
+}
+
+fn n(x: u64) -> Value {
+    Value::UInt(x)
+}
+
+fn dict(pairs: &[(&str, Value)]) -> Value {
+    let mut d = switchyard::wamp::Dict::new();
+    for (k, v) in pairs {
+        d.insert(*k, v.clone());
+    }
+    Value::Dict(d)
+}
+
+fn pick<'a, T>(u: &mut Unstructured, from: &'a [T]) -> ArbResult<&'a T> {
+    Ok(&from[u.choose_index(from.len())?])
+}
+
+/// An ID the connection learnt, or any number.
+fn some_id(u: &mut Unstructured, known: &[u64]) -> ArbResult<u64> {
+    if !known.is_empty() && u.ratio(7, 8)? {
+        Ok(*pick(u, known)?)
+    } else {
+        Ok(u.int_in_range(0..=5)?)
+    }
+}
+
+fn payload(u: &mut Unstructured) -> ArbResult<Vec<Value>> {
+    Ok(match u.int_in_range(0..=3)? {
+        0 => vec![],
+        1 => vec![Value::List(vec![n(1), s("x")])],
+        2 => vec![Value::List(vec![Value::Bytes(vec![0, 1, 2])]), dict(&[("k", Value::Float(1.5))])],
+        _ => vec![Value::List(vec![]), dict(&[])],
+    })
+}
+
+fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
+    let op = u.int_in_range(0..=15)?;
+    if op == 0 || w.conns.is_empty() {
+        if w.conns.len() < 8 {
+            let shard = u.choose_index(w.shards.len())?;
+            let ser = if u.arbitrary()? { Serializer::Json } else { Serializer::MsgPack };
+            let outbox = Rc::new(Outbox::new(1 << 20));
+            let id = w.shards[shard].router.open_connection(outbox.clone(), ser);
+            w.conns.push(Conn {
+                shard,
+                id,
+                ser,
+                outbox,
+                subscriptions: Vec::new(),
+                registrations: Vec::new(),
+                invocations: Vec::new(),
+                next_request: 0,
+            });
+        }
+        return Ok(());
+    }
+    let ci = u.choose_index(w.conns.len())?;
+    w.conns[ci].next_request += 1;
+    let req = w.conns[ci].next_request;
+    let roles = dict(&[("roles", dict(&[("subscriber", dict(&[])), ("caller", dict(&[]))]))]);
+    let msg = match op {
+        1 => Some(Value::List(vec![n(1), s(pick(u, REALMS)?), roles])),
+        2 => {
+            let policy = *pick(u, POLICIES)?;
+            Some(Value::List(vec![n(32), n(req), dict(&[("match", s(policy))]), s(pick(u, TOPICS)?)]))
+        }
+        3 => {
+            let id = some_id(u, &w.conns[ci].subscriptions)?;
+            Some(Value::List(vec![n(34), n(req), n(id)]))
+        }
+        4 => {
+            let opts = dict(&[
+                ("acknowledge", Value::Bool(u.arbitrary()?)),
+                ("exclude_me", Value::Bool(u.arbitrary()?)),
+            ]);
+            let mut m = vec![n(16), n(req), opts, s(pick(u, TOPICS)?)];
+            m.extend(payload(u)?);
+            Some(Value::List(m))
+        }
+        5 => {
+            let policy = *pick(u, POLICIES)?;
+            Some(Value::List(vec![n(64), n(req), dict(&[("match", s(policy))]), s(pick(u, TOPICS)?)]))
+        }
+        6 => {
+            let id = some_id(u, &w.conns[ci].registrations)?;
+            Some(Value::List(vec![n(66), n(req), n(id)]))
+        }
+        7 => {
+            let mut m = vec![n(48), n(req), dict(&[]), s(pick(u, TOPICS)?)];
+            m.extend(payload(u)?);
+            Some(Value::List(m))
+        }
+        8 | 9 => {
+            let inv = some_id(u, &w.conns[ci].invocations)?;
+            w.conns[ci].invocations.retain(|i| *i != inv);
+            let mut m = if op == 8 {
+                vec![n(70), n(inv), dict(&[])]
+            } else {
+                vec![n(8), n(68), n(inv), dict(&[]), s("com.app.failed")]
+            };
+            m.extend(payload(u)?);
+            Some(Value::List(m))
+        }
+        10 => Some(Value::List(vec![n(6), dict(&[]), s("wamp.close.normal")])),
+        11 => Some(Value::List(vec![n(3), dict(&[]), s("wamp.close.normal")])),
+        12 => {
+            let c = w.conns.swap_remove(ci);
+            w.shards[c.shard].router.close_connection(c.id);
+            None
+        }
+        13 => {
+            let len = u.int_in_range(0..=24)?;
+            let bytes = u.bytes(len)?.to_vec();
+            w.send_raw(ci, bytes);
+            None
+        }
+        _ => {
+            // deliver some cross-shard messages, interleaving the pairs
+            for _ in 0..u.int_in_range(1..=4)? {
+                let from = u.choose_index(w.shards.len())?;
+                let to_pick = u.int_in_range(0..=2)?;
+                w.deliver_one(from, to_pick);
+            }
+            None
+        }
+    };
+    if let Some(m) = msg {
+        w.send(ci, &m);
+    }
+    w.settle();
+    Ok(())
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut u = Unstructured::new(data);
+    let Ok(n) = u.int_in_range(1..=3usize) else { return };
+    let mut w = World::new(n);
+    for _ in 0..64 {
+        if u.is_empty() || step(&mut w, &mut u).is_err() {
+            break;
+        }
+    }
+    // quiescence: the tables agree with the sessions
+    w.deliver_all();
+    for sh in &w.shards {
+        let bad = sh.router.check_consistency();
+        assert!(bad.is_empty(), "inconsistent tables: {bad:?}");
+    }
+    // everyone leaves: everything goes back to zero
+    for c in std::mem::take(&mut w.conns) {
+        w.shards[c.shard].router.close_connection(c.id);
+    }
+    w.deliver_all();
+    let left: Vec<String> = w.shards.iter().flat_map(|sh| sh.router.leftovers()).collect();
+    assert!(left.is_empty(), "state left after every session left: {left:?}");
+});
