@@ -379,6 +379,9 @@ fn full_cross_shard_queues_pause_reading_and_lose_nothing() {
     publisher.sync();
     sub.join().expect("every event arrived, in order");
     assert!(r.metric("mesh_full")[0] > 0, "the queue to shard 1 never filled");
+    // every event arrived, so nothing waits in an overflow any more
+    assert_eq!(r.metric("mesh_overflow"), vec![0, 0]);
+    assert_eq!(r.metric_sum("mesh_events_dropped"), 0);
 }
 
 #[test]

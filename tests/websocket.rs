@@ -215,6 +215,30 @@ fn bad_json_after_welcome_aborts_with_protocol_violation() {
     assert!(r.metric_sum("protocol_violations") >= 1);
 }
 
+/// A frame that breaks RFC 6455, received in the same read as a message that
+/// breaks WAMP, decides the close code: the ABORT is sent, but the close is
+/// the frame error's (Autobahn cases 3.2-3.4, 4.x, 5.15, 6.x).
+#[test]
+fn a_frame_error_after_a_protocol_violation_decides_the_close_code() {
+    let r = Router::start(1);
+    for (bad_frame, code) in [
+        (ws_frame(true, ws_op::TEXT, &[0xff, 0xfe], true), 1007), // invalid UTF-8
+        (ws_frame(true, 0x3, b"", true), 1002),                   // reserved opcode
+    ] {
+        let mut c = Client::join_ws(r.ws, Ser::Json);
+        let mut bytes = ws_frame(true, ws_op::TEXT, b"not wamp", true);
+        bytes.extend(bad_frame);
+        c.conn.write(&bytes);
+        let m = c.expect(ABORT);
+        assert_eq!(m.at(2).s(), "wamp.error.protocol_violation");
+        match c.recv() {
+            Incoming::Close(got, _) => assert_eq!(got, code),
+            other => panic!("expected close {code}, got {other:?}"),
+        }
+        c.conn.expect_eof();
+    }
+}
+
 #[test]
 fn message_type_never_sent_by_clients_aborts() {
     let r = Router::start(1);
