@@ -7,7 +7,9 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use tracing::debug;
 
-use super::{AckThen, EventMsg, LocalSession, RealmIdx, Router, ShardMsg, TableChange};
+use super::session::LocalSession;
+use super::tables::AckThen;
+use super::{EventMsg, RealmIdx, Router, ShardMsg, TableChange};
 use crate::codec::{self, encode};
 use crate::config::SlowConsumerPolicy;
 use crate::metrics::ShardStats;

@@ -3,7 +3,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{AckThen, CallDone, InvokeMsg, PendingInvocation, RealmIdx, Router, ShardMsg, TableChange};
+use super::tables::AckThen;
+use super::{CallDone, InvokeMsg, RealmIdx, Router, ShardMsg, TableChange};
 use crate::codec::{self, encode};
 use crate::metrics::ShardStats;
 use crate::wamp::uri::UriCheck;
@@ -17,6 +18,14 @@ pub struct Registration {
     pub uri: Arc<str>,
     /// Every callee, on every shard: (shard, session).
     pub callees: Vec<(usize, Id)>,
+}
+
+/// A call this shard delivered to a local callee and awaits the answer of.
+#[derive(Debug)]
+pub(super) struct PendingInvocation {
+    pub(super) caller_shard: usize,
+    pub(super) caller: Id,
+    pub(super) call_request: Id,
 }
 
 impl Router {

@@ -1,0 +1,389 @@
+//! Sessions and connections on this shard: HELLO to WELCOME, GOODBYE and
+//! ABORT, a session leaving (everything it holds disposed of on every
+//! shard), and the dispatch of every message a session sends.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use tracing::debug;
+
+use super::dealer::PendingInvocation;
+use super::{options, CallDone, Concerns, ConnId, RealmIdx, Router, ShardMsg};
+use crate::codec::encode;
+use crate::metrics::ShardStats;
+use crate::session::outbox::{Outbox, Outgoing};
+use crate::wamp::message::Serializer;
+use crate::wamp::uri::{UriCheck, UriError};
+use crate::wamp::{self, uris, Dict, Id, IdSeq, MatchPolicy, Message, Value};
+
+/// What a local session holds.
+#[derive(Debug)]
+pub(super) struct LocalSession {
+    pub(super) realm: RealmIdx,
+    pub(super) outbox: Rc<Outbox>,
+    pub(super) ser: Serializer,
+    /// Subscriptions by pattern; `None` while the change is in flight.
+    pub(super) subs: AHashMap<(MatchPolicy, Arc<str>), Option<Id>>,
+    pub(super) sub_ids: AHashMap<Id, (MatchPolicy, Arc<str>)>,
+    /// Requests that wait for an in-flight subscribe of the same pattern.
+    pub(super) sub_waiters: Vec<((MatchPolicy, Arc<str>), Id)>,
+    pub(super) regs: AHashMap<Id, (MatchPolicy, Arc<str>)>,
+    pub(super) regs_pending: AHashMap<(MatchPolicy, Arc<str>), Id>,
+    pub(super) invocations: AHashMap<Id, PendingInvocation>,
+    pub(super) invocation_ids: IdSeq,
+    /// Calls this session made that wait for their RESULT or ERROR.
+    pub(super) calls_pending: usize,
+    pub(super) goodbye_sent: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub(super) outbox: Rc<Outbox>,
+    pub(super) ser: Serializer,
+    pub(super) session: Option<Id>,
+}
+
+fn welcome_details(realm: &str, authid: &str) -> Dict {
+    let features = |pairs: &[&str]| Value::Dict(pairs.iter().fold(Dict::new(), |d, f| d.with(*f, Value::Bool(true))));
+    Dict::new()
+        .with("realm", realm.into())
+        .with("authid", authid.into())
+        .with("authrole", "anonymous".into())
+        .with("authmethod", "anonymous".into())
+        .with("authprovider", "static".into())
+        .with(
+            "roles",
+            Value::Dict(
+                Dict::new()
+                    .with(
+                        "broker",
+                        Value::Dict(Dict::new().with("features", features(&["pattern_based_subscription", "publisher_exclusion"]))),
+                    )
+                    .with(
+                        "dealer",
+                        Value::Dict(Dict::new().with("features", features(&["pattern_based_registration"]))),
+                    ),
+            ),
+        )
+}
+
+impl Router {
+    /// Registers a new connection; messages for it go to `outbox`.
+    pub fn open_connection(&mut self, outbox: Rc<Outbox>, ser: Serializer) -> ConnId {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                outbox,
+                ser,
+                session: None,
+            },
+        );
+        id
+    }
+
+    /// Forgets a connection; its session, if any, leaves.
+    pub fn close_connection(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.remove(&conn) {
+            if let Some(s) = c.session {
+                self.leave(s);
+            }
+        }
+    }
+
+    /// Sends GOODBYE `wamp.close.system_shutdown` to every session and
+    /// closes connections without one.
+    pub fn shutdown(&mut self) {
+        self.shutting_down = true;
+        for c in self.conns.values() {
+            match c.session.and_then(|s| self.sessions.get_mut(&s)) {
+                Some(s) => {
+                    s.goodbye_sent = true;
+                    s.outbox.push(encode::goodbye(s.ser, &Dict::new(), uris::SYSTEM_SHUTDOWN));
+                }
+                None => c.outbox.close(Some(Outgoing::Close {
+                    code: crate::transport::websocket::close::GOING_AWAY,
+                    reason: "router shutting down",
+                })),
+            }
+        }
+    }
+
+    /// Ends every connection still open at once (the shutdown grace period
+    /// is over); each leaves the tables as its task finishes.
+    pub fn kill_all(&mut self) {
+        for c in self.conns.values() {
+            c.outbox.kill();
+        }
+    }
+
+    pub(super) fn abort(&mut self, conn: ConnId, reason: &str, message: &str) {
+        self.abort_with(conn, reason, message, crate::transport::websocket::close::NORMAL)
+    }
+
+    /// ABORT with `reason`, then the transport close `code` (WebSocket).
+    pub(super) fn abort_with(&mut self, conn: ConnId, reason: &str, message: &str, code: u16) {
+        let Some(c) = self.conns.get(&conn) else { return };
+        let details = Dict::new().with("message", message.into());
+        c.outbox.push(encode::abort(c.ser, &details, reason));
+        c.outbox.close(Some(Outgoing::Close {
+            code,
+            reason: "session aborted",
+        }));
+        if let Some(s) = c.session {
+            self.leave(s);
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session = None;
+        }
+    }
+
+    /// After handling a message panicked: closes the session it concerned,
+    /// here or on its own shard (its connection ends, and it leaves the
+    /// tables on every shard as usual, which also removes whatever the
+    /// failed change left half done), and fails the call it carried.
+    pub fn contain_panic(&mut self, hit: Concerns) {
+        let session = match hit {
+            Concerns::Nobody => None,
+            Concerns::Session { shard, session } if shard != self.me => {
+                return self.send_to(shard, ShardMsg::CloseSession(session));
+            }
+            Concerns::Session { session, .. } | Concerns::Here(session) => Some(session),
+            Concerns::Invocation {
+                callee,
+                caller_shard,
+                caller,
+                call_request,
+            } => {
+                let done = CallDone {
+                    caller,
+                    call_request,
+                    error: Some(uris::CANCELED.to_owned()),
+                    details: Dict::new(),
+                    payload: crate::codec::payload_from(Serializer::Json, &[Value::Str("the router failed while routing the call".into())]),
+                };
+                self.send_to(caller_shard, ShardMsg::CallDone(Box::new(done)));
+                Some(callee)
+            }
+        };
+        if let Some(sid) = session {
+            self.close_session(sid);
+        }
+    }
+
+    /// Closes a local session's connection at once with WebSocket 1011.
+    pub(super) fn close_session(&mut self, sid: Id) {
+        if let Some(s) = self.sessions.get(&sid) {
+            s.outbox.abort(Outgoing::Close {
+                code: crate::transport::websocket::close::INTERNAL_ERROR,
+                reason: "internal error",
+            });
+        }
+    }
+
+    /// Aborts the session on `conn` with `wamp.error.protocol_violation`.
+    pub fn protocol_violation(&mut self, conn: ConnId, message: &str) {
+        debug!(conn, message, "protocol violation");
+        ShardStats::inc(&self.stats.protocol_violations);
+        // WebSocket close 1002 (protocol error), as other routers send.
+        self.abort_with(
+            conn,
+            uris::PROTOCOL_VIOLATION,
+            message,
+            crate::transport::websocket::close::PROTOCOL_ERROR,
+        );
+    }
+
+    /// Handles one message received on `conn`.
+    pub fn on_message(&mut self, conn: ConnId, msg: Message) {
+        ShardStats::inc(&self.stats.messages_in);
+        let Some(c) = self.conns.get(&conn) else { return };
+        let Some(sid) = c.session else {
+            return self.on_message_before_session(conn, msg);
+        };
+        if let Err(problem) = options::check(&msg) {
+            return self.protocol_violation(conn, &problem);
+        }
+        match msg {
+            Message::Hello { .. } => self.protocol_violation(conn, "HELLO received after the session was established"),
+            Message::Authenticate { .. } => self.protocol_violation(conn, "AUTHENTICATE received after the session was established"),
+            Message::Abort { .. } => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.session = None;
+                    c.outbox.close(None);
+                }
+                self.leave(sid);
+            }
+            Message::Goodbye { .. } => {
+                let we_started = self.sessions.get(&sid).is_some_and(|s| s.goodbye_sent);
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.session = None;
+                    if we_started || self.shutting_down {
+                        c.outbox.close(Some(Outgoing::Close {
+                            code: crate::transport::websocket::close::NORMAL,
+                            reason: "goodbye",
+                        }));
+                    } else {
+                        c.outbox.push(encode::goodbye(c.ser, &Dict::new(), uris::GOODBYE_AND_OUT));
+                    }
+                }
+                self.leave(sid);
+            }
+            Message::Error {
+                request_type,
+                request,
+                details,
+                error,
+                payload,
+            } => {
+                if request_type != wamp::MessageType::Invocation.code() {
+                    return self.protocol_violation(conn, "ERROR with an invalid REQUEST.Type");
+                }
+                self.callee_answer(sid, request, Some(error), details, payload);
+            }
+            Message::Publish {
+                request,
+                options,
+                topic,
+                payload,
+            } => self.publish(sid, request, &options, topic, payload),
+            Message::Subscribe { request, options, topic } => self.subscribe(sid, request, &options, topic),
+            Message::Unsubscribe { request, subscription } => self.unsubscribe(sid, request, subscription),
+            Message::Call {
+                request,
+                options,
+                procedure,
+                payload,
+            } => self.call(sid, request, &options, procedure, payload),
+            Message::Cancel { request, .. } => {
+                debug!(session = sid, request, "CANCEL ignored: call canceling is not offered");
+            }
+            Message::Register {
+                request,
+                options,
+                procedure,
+            } => self.register(sid, request, &options, procedure),
+            Message::Unregister { request, registration } => self.unregister(sid, request, registration),
+            Message::Yield { request, payload, .. } => self.callee_answer(sid, request, None, Dict::new(), payload),
+        }
+    }
+
+    pub(super) fn on_message_before_session(&mut self, conn: ConnId, msg: Message) {
+        match msg {
+            Message::Hello { realm, details } => self.hello(conn, realm, details),
+            Message::Abort { .. } => {
+                if let Some(c) = self.conns.get(&conn) {
+                    c.outbox.close(None);
+                }
+            }
+            other => {
+                let m = format!("{:?} received before the session was established", other.message_type());
+                self.protocol_violation(conn, &m)
+            }
+        }
+    }
+
+    pub(super) fn hello(&mut self, conn: ConnId, realm: String, details: Dict) {
+        // Test hook, debug builds only: lets the test suite check that a
+        // panicking connection task is contained.
+        #[cfg(debug_assertions)]
+        if realm == "switchyard.test.panic" && std::env::var_os("SWITCHYARD_TEST_PANIC").is_some() {
+            panic!("test hook: HELLO asked for a panic");
+        }
+        if self.shutting_down {
+            return self.abort(conn, uris::SYSTEM_SHUTDOWN, "the router is shutting down");
+        }
+        if let Err(e @ (UriError::TooLong { .. } | UriError::TooManyComponents { .. })) =
+            wamp::uri::validate(&realm, UriCheck::Concrete, &self.uri_limits)
+        {
+            ShardStats::inc(&self.stats.uris_refused);
+            return self.abort(conn, uris::INVALID_URI, &format!("realm: {e}"));
+        }
+        if !matches!(details.get("roles"), Some(Value::Dict(r)) if !r.is_empty()) {
+            return self.protocol_violation(conn, "HELLO.Details.roles must be a non-empty dictionary");
+        }
+        if let Some(Value::List(methods)) = details.get("authmethods") {
+            if !methods.iter().any(|m| matches!(m, Value::Str(s) if s == "anonymous")) {
+                return self.abort(
+                    conn,
+                    "wamp.error.no_auth_method",
+                    "this router offers anonymous authentication only",
+                );
+            }
+        }
+        let Some(&realm_idx) = self.realm_names.get(&realm) else {
+            let m = format!("no realm named '{realm}' exists on this router");
+            return self.abort(conn, uris::NO_SUCH_REALM, &m);
+        };
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let sid = wamp::random_id();
+        let authid = details
+            .get_str("authid")
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("anonymous-{sid}"));
+        c.session = Some(sid);
+        let outbox = c.outbox.clone();
+        let ser = c.ser;
+        outbox.push(encode::welcome(ser, sid, &welcome_details(&realm, &authid)));
+        self.sessions.insert(
+            sid,
+            LocalSession {
+                realm: realm_idx,
+                outbox,
+                ser,
+                subs: AHashMap::new(),
+                sub_ids: AHashMap::new(),
+                sub_waiters: Vec::new(),
+                regs: AHashMap::new(),
+                regs_pending: AHashMap::new(),
+                invocations: AHashMap::new(),
+                invocation_ids: IdSeq::default(),
+                calls_pending: 0,
+                goodbye_sent: false,
+            },
+        );
+        self.stats.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        debug!(session = sid, realm = %realm, shard = self.me, "session joined");
+    }
+
+    /// Disposes of everything a session holds.
+    pub(super) fn leave(&mut self, sid: Id) {
+        let Some(s) = self.sessions.remove(&sid) else { return };
+        self.stats.sessions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if s.outbox.dropped() > 0 {
+            tracing::info!(
+                session = sid,
+                dropped = s.outbox.dropped(),
+                "session left; events were dropped for it (slow consumer)"
+            );
+        }
+        for ((policy, uri), _) in s.subs {
+            self.drop_subscriber(s.realm, policy, uri, sid, 0);
+        }
+        for (_, (policy, uri)) in s.regs {
+            self.drop_callee(s.realm, policy, uri, sid, 0);
+        }
+        for ((policy, uri), _) in s.regs_pending {
+            self.drop_callee(s.realm, policy, uri, sid, 0);
+        }
+        self.stats
+            .pending_invocations
+            .fetch_sub(s.invocations.len() as i64, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .pending_calls
+            .fetch_sub(s.calls_pending as i64, std::sync::atomic::Ordering::Relaxed);
+        for (_, inv) in s.invocations {
+            let done = CallDone {
+                caller: inv.caller,
+                call_request: inv.call_request,
+                error: Some(uris::CANCELED.to_owned()),
+                details: Dict::new(),
+                payload: crate::codec::payload_from(Serializer::Json, &[Value::Str("the callee left before answering the call".into())]),
+            };
+            self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
+        }
+        debug!(session = sid, shard = self.me, "session left");
+    }
+}
