@@ -13,7 +13,7 @@ use super::{EventMsg, RealmIdx, Router, ShardMsg, TableChange};
 use crate::codec::{self, encode};
 use crate::config::SlowConsumerPolicy;
 use crate::metrics::ShardStats;
-use crate::session::outbox::Outgoing;
+use crate::session::outbox::{CloseReason, Outgoing};
 use crate::wamp::message::Serializer;
 use crate::wamp::uri::UriCheck;
 use crate::wamp::{self, uris, Dict, Id, MatchPolicy, MessageType, Payload, Value};
@@ -103,10 +103,8 @@ fn deliver_local(
                 if policy == SlowConsumerPolicy::Disconnect {
                     ShardStats::inc(&stats.slow_consumers_disconnected);
                     tracing::info!(session = sid, "slow consumer disconnected");
-                    s.outbox.abort(Outgoing::Close {
-                        code: crate::transport::websocket::close::POLICY_VIOLATION,
-                        reason: "slow consumer: outbound queue full",
-                    });
+                    s.outbox
+                        .abort(Outgoing::close(CloseReason::PolicyViolation, "slow consumer: outbound queue full"));
                 }
             }
         }

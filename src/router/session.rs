@@ -12,7 +12,7 @@ use super::dealer::PendingInvocation;
 use super::{options, CallDone, Concerns, ConnId, RealmIdx, Router, ShardMsg};
 use crate::codec::encode;
 use crate::metrics::ShardStats;
-use crate::session::outbox::{Outbox, Outgoing};
+use crate::session::outbox::{CloseReason, Outbox, Outgoing};
 use crate::wamp::message::Serializer;
 use crate::wamp::uri::{UriCheck, UriError};
 use crate::wamp::{self, uris, Dict, Id, IdSeq, MatchPolicy, Message, Value};
@@ -103,10 +103,9 @@ impl Router {
                     s.goodbye_sent = true;
                     s.outbox.push(encode::goodbye(s.ser, &Dict::new(), uris::SYSTEM_SHUTDOWN));
                 }
-                None => c.outbox.close(Some(Outgoing::Close {
-                    code: crate::transport::websocket::close::GOING_AWAY,
-                    reason: "router shutting down",
-                })),
+                None => c
+                    .outbox
+                    .close(Some(Outgoing::close(CloseReason::GoingAway, "router shutting down"))),
             }
         }
     }
@@ -120,18 +119,15 @@ impl Router {
     }
 
     pub(super) fn abort(&mut self, conn: ConnId, reason: &str, message: &str) {
-        self.abort_with(conn, reason, message, crate::transport::websocket::close::NORMAL)
+        self.abort_with(conn, reason, message, CloseReason::Normal)
     }
 
-    /// ABORT with `reason`, then the transport close `code` (WebSocket).
-    pub(super) fn abort_with(&mut self, conn: ConnId, reason: &str, message: &str, code: u16) {
+    /// ABORT with `reason`, then the transport's close for `why`.
+    pub(super) fn abort_with(&mut self, conn: ConnId, reason: &str, message: &str, why: CloseReason) {
         let Some(c) = self.conns.get(&conn) else { return };
         let details = Dict::new().with("message", message.into());
         c.outbox.push(encode::abort(c.ser, &details, reason));
-        c.outbox.close(Some(Outgoing::Close {
-            code,
-            reason: "session aborted",
-        }));
+        c.outbox.close(Some(Outgoing::close(why, "session aborted")));
         if let Some(s) = c.session {
             self.leave(s);
         }
@@ -176,10 +172,7 @@ impl Router {
     /// Closes a local session's connection at once with WebSocket 1011.
     pub(super) fn close_session(&mut self, sid: Id) {
         if let Some(s) = self.sessions.get(&sid) {
-            s.outbox.abort(Outgoing::Close {
-                code: crate::transport::websocket::close::INTERNAL_ERROR,
-                reason: "internal error",
-            });
+            s.outbox.abort(Outgoing::close(CloseReason::InternalError, "internal error"));
         }
     }
 
@@ -187,13 +180,8 @@ impl Router {
     pub fn protocol_violation(&mut self, conn: ConnId, message: &str) {
         debug!(conn, message, "protocol violation");
         ShardStats::inc(&self.stats.protocol_violations);
-        // WebSocket close 1002 (protocol error), as other routers send.
-        self.abort_with(
-            conn,
-            uris::PROTOCOL_VIOLATION,
-            message,
-            crate::transport::websocket::close::PROTOCOL_ERROR,
-        );
+        // the transport's protocol error (WebSocket 1002), as other routers send
+        self.abort_with(conn, uris::PROTOCOL_VIOLATION, message, CloseReason::ProtocolError);
     }
 
     /// Handles one message received on `conn`.
@@ -221,10 +209,7 @@ impl Router {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.session = None;
                     if we_started || self.shutting_down {
-                        c.outbox.close(Some(Outgoing::Close {
-                            code: crate::transport::websocket::close::NORMAL,
-                            reason: "goodbye",
-                        }));
+                        c.outbox.close(Some(Outgoing::close(CloseReason::Normal, "goodbye")));
                     } else {
                         c.outbox.push(encode::goodbye(c.ser, &Dict::new(), uris::GOODBYE_AND_OUT));
                     }

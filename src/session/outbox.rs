@@ -22,6 +22,38 @@ pub enum Outgoing {
     Close { code: u16, reason: &'static str },
 }
 
+/// Why the router ends a connection, in its own words; [`Outgoing::close`]
+/// turns it into the transport's close (the WebSocket close code), so the
+/// routing core never names a transport's codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The session ended normally (GOODBYE, a clean ABORT).
+    Normal,
+    /// The router is shutting down.
+    GoingAway,
+    /// The peer broke the protocol.
+    ProtocolError,
+    /// The peer broke a policy (it does not read what it is sent).
+    PolicyViolation,
+    /// The router failed (a contained panic).
+    InternalError,
+}
+
+impl Outgoing {
+    /// The close item for `why`, with a short `reason` text.
+    pub fn close(why: CloseReason, reason: &'static str) -> Outgoing {
+        use crate::transport::websocket::close;
+        let code = match why {
+            CloseReason::Normal => close::NORMAL,
+            CloseReason::GoingAway => close::GOING_AWAY,
+            CloseReason::ProtocolError => close::PROTOCOL_ERROR,
+            CloseReason::PolicyViolation => close::POLICY_VIOLATION,
+            CloseReason::InternalError => close::INTERNAL_ERROR,
+        };
+        Outgoing::Close { code, reason }
+    }
+}
+
 /// What a queued ping or pong is counted as beyond its payload (its frame
 /// header and queue slot).
 const CONTROL_OVERHEAD: usize = 16;
