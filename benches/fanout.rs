@@ -16,7 +16,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use futures_lite::future;
 use switchyard::codec::{self, msgpack};
 use switchyard::metrics::ShardStats;
-use switchyard::router::{ConnId, Router, RouterConfig};
+use switchyard::router::{ConnId, Router, RouterConfig, TransportInfo, TransportKind};
 use switchyard::session::outbox::{Outbox, Outgoing};
 use switchyard::wamp::message::Serializer;
 use switchyard::wamp::{Dict, Message, MessageType, Value};
@@ -95,7 +95,7 @@ impl Setup {
         let mut subscribers = Vec::with_capacity(n);
         for i in 0..n {
             let outbox = Rc::new(Outbox::new(usize::MAX));
-            let conn = router.open_connection(outbox.clone(), sub_ser);
+            let conn = router.open_connection(outbox.clone(), TransportInfo::local(TransportKind::RawSocket, sub_ser));
             router.on_message(conn, hello());
             router.on_message(
                 conn,
@@ -110,7 +110,7 @@ impl Setup {
             subscribers.push(outbox);
         }
         let pub_outbox = Rc::new(Outbox::new(usize::MAX));
-        let publisher = router.open_connection(pub_outbox.clone(), pub_ser);
+        let publisher = router.open_connection(pub_outbox.clone(), TransportInfo::local(TransportKind::RawSocket, pub_ser));
         router.on_message(publisher, hello());
         expect_only(pub_ser, &pub_outbox, &[MessageType::Welcome]);
         Setup {

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures_lite::future;
 use switchyard::codec::{self, msgpack};
 use switchyard::metrics::ShardStats;
-use switchyard::router::{Router, RouterConfig};
+use switchyard::router::{Router, RouterConfig, TransportInfo, TransportKind};
 use switchyard::session::outbox::{Outbox, Outgoing};
 use switchyard::wamp::message::Serializer;
 use switchyard::wamp::{Dict, Message, Value};
@@ -72,7 +72,7 @@ fn main() {
     let mut batch = Vec::with_capacity(DRAIN_EVERY);
 
     let sub_box = Rc::new(Outbox::new(usize::MAX));
-    let sub = router.open_connection(sub_box.clone(), Serializer::MsgPack);
+    let sub = router.open_connection(sub_box.clone(), TransportInfo::local(TransportKind::RawSocket, Serializer::MsgPack));
     router.on_message(sub, hello());
     router.on_message(
         sub,
@@ -85,7 +85,7 @@ fn main() {
     assert_eq!(drain(&sub_box, &mut batch), [2, 33], "expected WELCOME and SUBSCRIBED");
 
     let pub_box = Rc::new(Outbox::new(usize::MAX));
-    let publisher = router.open_connection(pub_box.clone(), Serializer::MsgPack);
+    let publisher = router.open_connection(pub_box.clone(), TransportInfo::local(TransportKind::RawSocket, Serializer::MsgPack));
     router.on_message(publisher, hello());
     assert_eq!(drain(&pub_box, &mut batch), [2], "expected WELCOME");
     batch.clear();

@@ -27,7 +27,7 @@ use libfuzzer_sys::fuzz_target;
 use switchyard::codec::{self, msgpack};
 use switchyard::config::Limits;
 use switchyard::metrics::ShardStats;
-use switchyard::router::{ConnId, Router, RouterConfig, ShardLink, ShardMsg};
+use switchyard::router::{ConnId, Router, RouterConfig, ShardLink, ShardMsg, TransportInfo, TransportKind};
 use switchyard::session::outbox::{Outbox, Outgoing};
 use switchyard::wamp::message::Serializer;
 use switchyard::wamp::Value;
@@ -236,7 +236,9 @@ fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
             let shard = u.choose_index(w.shards.len())?;
             let ser = if u.arbitrary()? { Serializer::Json } else { Serializer::MsgPack };
             let outbox = Rc::new(Outbox::new(1 << 20));
-            let id = w.shards[shard].router.open_connection(outbox.clone(), ser);
+            let id = w.shards[shard]
+                .router
+                .open_connection(outbox.clone(), TransportInfo::local(TransportKind::WebSocket, ser));
             w.conns.push(Conn {
                 shard,
                 id,

@@ -48,6 +48,7 @@ pub use broker::Subscription;
 pub use dealer::Registration;
 pub use messages::{CallDone, Concerns, EventMsg, InvokeMsg, ShardLink, ShardMsg, TableChange};
 use session::{Conn, LocalSession};
+pub use session::{SessionIdentity, TransportInfo, TransportKind};
 use tables::PendingAck;
 
 /// A connection on this shard.

@@ -17,10 +17,64 @@ use crate::wamp::message::Serializer;
 use crate::wamp::uri::{UriCheck, UriError};
 use crate::wamp::{self, uris, Dict, Id, IdSeq, MatchPolicy, Message, Value};
 
+/// Who a session is: what WELCOME said, kept for the features that tell
+/// others (caller and publisher identification, the session meta API) and
+/// for authorization.
+#[derive(Debug, Clone)]
+pub struct SessionIdentity {
+    pub realm: Arc<str>,
+    pub authid: Arc<str>,
+    pub authrole: Arc<str>,
+    pub authmethod: Arc<str>,
+    pub authprovider: Arc<str>,
+}
+
+/// The transport a connection came over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    WebSocket,
+    RawSocket,
+}
+
+/// What the router knows of a connection's transport (for the session meta
+/// API and logs).
+#[derive(Debug, Clone)]
+pub struct TransportInfo {
+    pub kind: TransportKind,
+    pub serializer: Serializer,
+    /// The peer's address, when the socket could tell it.
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+impl TransportInfo {
+    /// A transport without a known peer (tests, the fuzz harness, benches).
+    pub fn local(kind: TransportKind, serializer: Serializer) -> Self {
+        TransportInfo {
+            kind,
+            serializer,
+            peer: None,
+        }
+    }
+}
+
+/// Where a connection's session stands. The spec's lifecycle is HELLO →
+/// [CHALLENGE → AUTHENTICATE] → WELCOME → GOODBYE / ABORT; anonymous
+/// sessions go from `Idle` to `Established` at once (authentication adds
+/// its states between them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// No session: the next message must be HELLO (again after GOODBYE).
+    Idle,
+    /// WELCOME was sent: the session with this ID is open.
+    Established(Id),
+}
+
 /// What a local session holds.
 #[derive(Debug)]
 pub(super) struct LocalSession {
     pub(super) realm: RealmIdx,
+    pub(super) identity: SessionIdentity,
+    pub(super) transport: TransportInfo,
     pub(super) outbox: Rc<Outbox>,
     pub(super) ser: Serializer,
     /// Subscriptions by pattern; `None` while the change is in flight.
@@ -41,17 +95,29 @@ pub(super) struct LocalSession {
 pub(super) struct Conn {
     pub(super) outbox: Rc<Outbox>,
     pub(super) ser: Serializer,
-    pub(super) session: Option<Id>,
+    pub(super) transport: TransportInfo,
+    pub(super) phase: Phase,
 }
 
-fn welcome_details(realm: &str, authid: &str) -> Dict {
+impl Conn {
+    /// The session open on this connection, if any.
+    pub(super) fn session(&self) -> Option<Id> {
+        match self.phase {
+            Phase::Established(sid) => Some(sid),
+            Phase::Idle => None,
+        }
+    }
+}
+
+fn welcome_details(who: &SessionIdentity) -> Dict {
     let features = |pairs: &[&str]| Value::Dict(pairs.iter().fold(Dict::new(), |d, f| d.with(*f, Value::Bool(true))));
+    let s = |v: &Arc<str>| Value::Str(v.to_string());
     Dict::new()
-        .with("realm", realm.into())
-        .with("authid", authid.into())
-        .with("authrole", "anonymous".into())
-        .with("authmethod", "anonymous".into())
-        .with("authprovider", "static".into())
+        .with("realm", s(&who.realm))
+        .with("authid", s(&who.authid))
+        .with("authrole", s(&who.authrole))
+        .with("authmethod", s(&who.authmethod))
+        .with("authprovider", s(&who.authprovider))
         .with(
             "roles",
             Value::Dict(
@@ -70,24 +136,30 @@ fn welcome_details(realm: &str, authid: &str) -> Dict {
 
 impl Router {
     /// Registers a new connection; messages for it go to `outbox`.
-    pub fn open_connection(&mut self, outbox: Rc<Outbox>, ser: Serializer) -> ConnId {
+    pub fn open_connection(&mut self, outbox: Rc<Outbox>, transport: TransportInfo) -> ConnId {
         let id = self.next_conn;
         self.next_conn += 1;
         self.conns.insert(
             id,
             Conn {
                 outbox,
-                ser,
-                session: None,
+                ser: transport.serializer,
+                transport,
+                phase: Phase::Idle,
             },
         );
         id
     }
 
+    /// Who the session `sid` of this shard is, and how it is connected.
+    pub fn session_info(&self, sid: Id) -> Option<(&SessionIdentity, &TransportInfo)> {
+        self.sessions.get(&sid).map(|s| (&s.identity, &s.transport))
+    }
+
     /// Forgets a connection; its session, if any, leaves.
     pub fn close_connection(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.remove(&conn) {
-            if let Some(s) = c.session {
+            if let Some(s) = c.session() {
                 self.leave(s);
             }
         }
@@ -98,7 +170,7 @@ impl Router {
     pub fn shutdown(&mut self) {
         self.shutting_down = true;
         for c in self.conns.values() {
-            match c.session.and_then(|s| self.sessions.get_mut(&s)) {
+            match c.session().and_then(|s| self.sessions.get_mut(&s)) {
                 Some(s) => {
                     s.goodbye_sent = true;
                     s.outbox.push(encode::goodbye(s.ser, &Dict::new(), uris::SYSTEM_SHUTDOWN));
@@ -128,11 +200,11 @@ impl Router {
         let details = Dict::new().with("message", message.into());
         c.outbox.push(encode::abort(c.ser, &details, reason));
         c.outbox.close(Some(Outgoing::close(why, "session aborted")));
-        if let Some(s) = c.session {
+        if let Some(s) = c.session() {
             self.leave(s);
         }
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.session = None;
+            c.phase = Phase::Idle;
         }
     }
 
@@ -188,7 +260,7 @@ impl Router {
     pub fn on_message(&mut self, conn: ConnId, msg: Message) {
         ShardStats::inc(&self.stats.messages_in);
         let Some(c) = self.conns.get(&conn) else { return };
-        let Some(sid) = c.session else {
+        let Some(sid) = c.session() else {
             return self.on_message_before_session(conn, msg);
         };
         if let Err(problem) = options::check(&msg) {
@@ -199,7 +271,7 @@ impl Router {
             Message::Authenticate { .. } => self.protocol_violation(conn, "AUTHENTICATE received after the session was established"),
             Message::Abort { .. } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.session = None;
+                    c.phase = Phase::Idle;
                     c.outbox.close(None);
                 }
                 self.leave(sid);
@@ -207,7 +279,7 @@ impl Router {
             Message::Goodbye { .. } => {
                 let we_started = self.sessions.get(&sid).is_some_and(|s| s.goodbye_sent);
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.session = None;
+                    c.phase = Phase::Idle;
                     if we_started || self.shutting_down {
                         c.outbox.close(Some(Outgoing::close(CloseReason::Normal, "goodbye")));
                     } else {
@@ -308,14 +380,24 @@ impl Router {
             .get_str("authid")
             .map(str::to_owned)
             .unwrap_or_else(|| format!("anonymous-{sid}"));
-        c.session = Some(sid);
+        let identity = SessionIdentity {
+            realm: self.realms[realm_idx as usize].name.clone(),
+            authid: authid.into(),
+            authrole: "anonymous".into(),
+            authmethod: "anonymous".into(),
+            authprovider: "static".into(),
+        };
+        c.phase = Phase::Established(sid);
         let outbox = c.outbox.clone();
         let ser = c.ser;
-        outbox.push(encode::welcome(ser, sid, &welcome_details(&realm, &authid)));
+        let transport = c.transport.clone();
+        outbox.push(encode::welcome(ser, sid, &welcome_details(&identity)));
         self.sessions.insert(
             sid,
             LocalSession {
                 realm: realm_idx,
+                identity,
+                transport,
                 outbox,
                 ser,
                 subs: AHashMap::new(),
@@ -330,7 +412,8 @@ impl Router {
             },
         );
         self.stats.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        debug!(session = sid, realm = %realm, shard = self.me, "session joined");
+        let peer = self.sessions.get(&sid).and_then(|s| s.transport.peer);
+        debug!(session = sid, realm = %realm, shard = self.me, ?peer, "session joined");
     }
 
     /// Disposes of everything a session holds.
@@ -370,5 +453,75 @@ impl Router {
             self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
         }
         debug!(session = sid, shard = self.me, "session left");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::router::{RouterConfig, ShardLink};
+    use crate::session::outbox::Outgoing;
+
+    fn welcome(router: &mut Router, conn: ConnId, outbox: &Outbox, hello: &str) -> Value {
+        let msg = crate::codec::decode(Serializer::Json, &Bytes::copy_from_slice(hello.as_bytes())).expect("HELLO decodes");
+        router.on_message(conn, msg);
+        let mut out = Vec::new();
+        outbox.take_queued(&mut out);
+        match out.pop() {
+            Some(Outgoing::Wamp(m)) => crate::codec::parse_value(Serializer::Json, &m).expect("WELCOME parses"),
+            other => panic!("expected WELCOME, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_session_keeps_its_identity_and_transport() {
+        let mut router = Router::new(0, 1, &RouterConfig::single_realm("realm1"), ShardLink::None, Arc::default());
+        let outbox = Rc::new(Outbox::new(1 << 20));
+        let transport = TransportInfo {
+            kind: TransportKind::RawSocket,
+            serializer: Serializer::Json,
+            peer: Some("127.0.0.1:4000".parse().expect("address")),
+        };
+        let conn = router.open_connection(outbox.clone(), transport);
+        let w = welcome(
+            &mut router,
+            conn,
+            &outbox,
+            r#"[1, "realm1", {"roles": {"caller": {}}, "authid": "joe"}]"#,
+        );
+        let Value::List(w) = w else { panic!("{w:?}") };
+        let Some(Value::UInt(sid)) = w.get(1) else { panic!("{w:?}") };
+        let Some(Value::Dict(details)) = w.get(2) else { panic!("{w:?}") };
+        let (who, how) = router.session_info(*sid).expect("the session is known");
+        assert_eq!(&*who.realm, "realm1");
+        assert_eq!(&*who.authid, "joe");
+        assert_eq!(&*who.authrole, "anonymous");
+        assert_eq!(how.kind, TransportKind::RawSocket);
+        assert_eq!(how.peer.map(|p| p.port()), Some(4000));
+        for (key, want) in [
+            ("authid", "joe"),
+            ("authrole", "anonymous"),
+            ("authmethod", "anonymous"),
+            ("realm", "realm1"),
+        ] {
+            assert_eq!(details.get_str(key), Some(want), "WELCOME.Details.{key}");
+        }
+        // GOODBYE: the connection goes back to Idle, the session is gone
+        let bye = crate::codec::decode(Serializer::Json, &Bytes::from_static(br#"[6, {}, "wamp.close.close_realm"]"#)).expect("GOODBYE");
+        router.on_message(conn, bye);
+        assert!(router.session_info(*sid).is_none());
+        assert_eq!(router.conns.get(&conn).map(|c| c.phase), Some(Phase::Idle));
+        // and a new HELLO opens a new session on the same connection
+        let w = welcome(&mut router, conn, &outbox, r#"[1, "realm1", {"roles": {"caller": {}}}]"#);
+        let Value::List(w) = w else { panic!("{w:?}") };
+        let Some(Value::UInt(again)) = w.get(1) else { panic!("{w:?}") };
+        assert_ne!(again, sid);
+        assert!(router
+            .session_info(*again)
+            .is_some_and(|(who, _)| who.authid.starts_with("anonymous-")));
     }
 }

@@ -16,7 +16,7 @@ use super::outbox::{Outbox, Outgoing};
 use crate::codec;
 use crate::config::ListenerKind;
 use crate::metrics::ShardStats;
-use crate::router::ConnId;
+use crate::router::{ConnId, TransportInfo, TransportKind};
 use crate::shard::ShardCtx;
 use crate::transport::rawsocket::{self, Handshake, RsEvent};
 use crate::transport::websocket::{self, HttpRequest, WsDecoder, WsEvent};
@@ -156,7 +156,15 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
     let _ = stream.set_nodelay(true);
     let outbox = Rc::new(Outbox::new(ctx.max_outbound_bytes));
     outbox.set_max_message(peer_max);
-    let conn = ctx.router.borrow_mut().open_connection(outbox.clone(), ser);
+    let transport = TransportInfo {
+        kind: match framing {
+            Framing::WebSocket => TransportKind::WebSocket,
+            Framing::RawSocket => TransportKind::RawSocket,
+        },
+        serializer: ser,
+        peer: stream.peer_addr().ok(),
+    };
+    let conn = ctx.router.borrow_mut().open_connection(outbox.clone(), transport);
     // Leaves the router's tables on every way out of here, a panic included.
     let registered = Registered { ctx: &ctx, conn };
     let (mut reader, writer) = futures_lite::io::split(stream);
