@@ -7,6 +7,7 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use tracing::debug;
 
+use super::options::{PublishOptions, SubscribeOptions};
 use super::session::LocalSession;
 use super::tables::AckThen;
 use super::{EventMsg, RealmIdx, Router, ShardMsg, TableChange};
@@ -113,9 +114,8 @@ fn deliver_local(
 }
 
 impl Router {
-    pub(super) fn subscribe(&mut self, sid: Id, request: Id, options: &Dict, topic: String) {
-        // the value was checked with the other options (router/options.rs)
-        let policy = options.get_str("match").and_then(MatchPolicy::parse).unwrap_or(MatchPolicy::Exact);
+    pub(super) fn subscribe(&mut self, sid: Id, request: Id, options: SubscribeOptions, topic: String) {
+        let policy = options.policy;
         if !self.uri_ok(sid, MessageType::Subscribe, request, &topic, UriCheck::Pattern(policy), true) {
             return;
         }
@@ -254,14 +254,14 @@ impl Router {
         self.ack(&change, id);
     }
 
-    pub(super) fn publish(&mut self, sid: Id, request: Id, options: &Dict, topic: String, payload: Payload) {
-        let acknowledge = options.get_bool("acknowledge").unwrap_or(false);
+    pub(super) fn publish(&mut self, sid: Id, request: Id, options: PublishOptions, topic: String, payload: Payload) {
+        let acknowledge = options.acknowledge;
         if !self.uri_ok(sid, MessageType::Publish, request, &topic, UriCheck::Concrete, acknowledge) {
             return;
         }
         let Some(s) = self.sessions.get(&sid) else { return };
         let realm = s.realm;
-        let exclude = if options.get_bool("exclude_me").unwrap_or(true) { sid } else { 0 };
+        let exclude = if options.exclude_me { sid } else { 0 };
         let publication = wamp::random_id();
         ShardStats::inc(&self.stats.publications);
 

@@ -3,6 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::options::RegisterOptions;
 use super::tables::AckThen;
 use super::{CallDone, InvokeMsg, RealmIdx, Router, ShardMsg, TableChange};
 use crate::codec::{self, encode};
@@ -29,9 +30,8 @@ pub(super) struct PendingInvocation {
 }
 
 impl Router {
-    pub(super) fn register(&mut self, sid: Id, request: Id, options: &Dict, procedure: String) {
-        // the value was checked with the other options (router/options.rs)
-        let policy = options.get_str("match").and_then(MatchPolicy::parse).unwrap_or(MatchPolicy::Exact);
+    pub(super) fn register(&mut self, sid: Id, request: Id, options: RegisterOptions, procedure: String) {
+        let policy = options.policy;
         if procedure.is_empty() {
             return self.error_reply(sid, MessageType::Register, request, uris::INVALID_URI, "empty procedure URI");
         }

@@ -90,6 +90,59 @@ pub(super) fn check(msg: &Message) -> Result<(), String> {
     }
 }
 
+// The typed forms, read once from options that passed `check`: the core
+// reads fields, never a string key. Defaults are the spec's.
+
+fn flag(options: &Dict, key: &str, default: bool) -> bool {
+    options.get_bool(key).unwrap_or(default)
+}
+
+fn policy(options: &Dict) -> MatchPolicy {
+    options.get_str("match").and_then(MatchPolicy::parse).unwrap_or(MatchPolicy::Exact)
+}
+
+/// PUBLISH.Options the Broker acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PublishOptions {
+    /// Answer PUBLISHED (or ERROR).
+    pub(super) acknowledge: bool,
+    /// Leave the publisher out of the receivers (default true).
+    pub(super) exclude_me: bool,
+}
+
+impl PublishOptions {
+    pub(super) fn read(options: &Dict) -> Self {
+        PublishOptions {
+            acknowledge: flag(options, "acknowledge", false),
+            exclude_me: flag(options, "exclude_me", true),
+        }
+    }
+}
+
+/// SUBSCRIBE.Options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SubscribeOptions {
+    pub(super) policy: MatchPolicy,
+}
+
+impl SubscribeOptions {
+    pub(super) fn read(options: &Dict) -> Self {
+        SubscribeOptions { policy: policy(options) }
+    }
+}
+
+/// REGISTER.Options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RegisterOptions {
+    pub(super) policy: MatchPolicy,
+}
+
+impl RegisterOptions {
+    pub(super) fn read(options: &Dict) -> Self {
+        RegisterOptions { policy: policy(options) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +176,31 @@ mod tests {
         assert!(check(&sub(Value::Str("prefix".into()))).is_ok());
         assert!(check(&sub(Value::Str("regex".into()))).is_err());
         assert!(check(&sub(Value::UInt(1))).is_err());
+    }
+
+    #[test]
+    fn typed_options_carry_the_spec_defaults() {
+        let none = Dict::new();
+        assert_eq!(
+            PublishOptions::read(&none),
+            PublishOptions {
+                acknowledge: false,
+                exclude_me: true
+            }
+        );
+        let set = Dict::new()
+            .with("acknowledge", Value::Bool(true))
+            .with("exclude_me", Value::Bool(false));
+        assert_eq!(
+            PublishOptions::read(&set),
+            PublishOptions {
+                acknowledge: true,
+                exclude_me: false
+            }
+        );
+        assert_eq!(SubscribeOptions::read(&none).policy, MatchPolicy::Exact);
+        let wild = Dict::new().with("match", Value::Str("wildcard".into()));
+        assert_eq!(SubscribeOptions::read(&wild).policy, MatchPolicy::Wildcard);
+        assert_eq!(RegisterOptions::read(&wild).policy, MatchPolicy::Wildcard);
     }
 }

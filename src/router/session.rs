@@ -305,8 +305,10 @@ impl Router {
                 options,
                 topic,
                 payload,
-            } => self.publish(sid, request, &options, topic, payload),
-            Message::Subscribe { request, options, topic } => self.subscribe(sid, request, &options, topic),
+            } => self.publish(sid, request, options::PublishOptions::read(&options), topic, payload),
+            Message::Subscribe { request, options, topic } => {
+                self.subscribe(sid, request, options::SubscribeOptions::read(&options), topic)
+            }
             Message::Unsubscribe { request, subscription } => self.unsubscribe(sid, request, subscription),
             Message::Call {
                 request,
@@ -321,7 +323,7 @@ impl Router {
                 request,
                 options,
                 procedure,
-            } => self.register(sid, request, &options, procedure),
+            } => self.register(sid, request, options::RegisterOptions::read(&options), procedure),
             Message::Unregister { request, registration } => self.unregister(sid, request, registration),
             Message::Yield { request, payload, .. } => self.callee_answer(sid, request, None, Dict::new(), payload),
         }
