@@ -433,3 +433,37 @@ fn a_ping_flood_from_a_client_that_never_reads_is_bounded() {
     assert_eq!(r.metric_sum("slow_consumers_disconnected"), 1);
     still_served(&mut sub, &mut publisher, "after the flood");
 }
+
+/// The caller's shard keeps a table of its pending calls by request ID; a
+/// CALL that reuses the ID of a pending one is a protocol violation (the
+/// spec's non-sequential request ID), not a second entry that would swallow
+/// the first call's RESULT.
+#[test]
+fn a_call_reusing_a_pending_request_id_is_a_protocol_violation() {
+    for shards in [1, 2] {
+        let r = Router::start(shards);
+        let (mut callee, mut caller) = apart(&r);
+        callee.register("com.dup");
+        caller.send_json(r#"[48, 7, {}, "com.dup", [1]]"#);
+        let first = callee.expect(INVOCATION);
+        caller.send_json(r#"[48, 7, {}, "com.dup", [2]]"#);
+        caller.expect_abort("wamp.error.protocol_violation");
+        // the callee's answer for the first call finds no caller: harmless
+        callee.send_json(&format!(r#"[70, {}, {{}}, ["late"]]"#, first.at(1).u()));
+        let mut other = if shards == 2 {
+            r.join_on(0)
+        } else {
+            Client::join_ws(r.ws, Ser::Json)
+        };
+        other.send_json(r#"[48, 7, {}, "com.dup", [3]]"#);
+        let inv = callee.expect(INVOCATION);
+        assert_eq!(inv.at(4).at(0).u(), 3);
+        callee.send_json(&format!(r#"[70, {}, {{}}, ["ok"]]"#, inv.at(1).u()));
+        assert_eq!(other.expect(RESULT).at(3).at(0).s(), "ok");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while r.metric_sum("pending_calls") != 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(r.metric("pending_calls"), vec![0; shards]);
+    }
+}

@@ -8,7 +8,10 @@
 //! Invariants, checked after every input:
 //! - nothing panics (a panic is a crash like any other);
 //! - each shard's tables are consistent with its sessions
-//!   (`Router::check_consistency`) whenever every queue is drained;
+//!   (`Router::check_consistency`) whenever every queue is drained, and so
+//!   are the calls router-wide: every call a caller waits on is an
+//!   invocation its callee owes, and every invocation owed to a caller still
+//!   there is a call it waits on;
 //! - once every connection has closed and every cross-shard message has been
 //!   handled, every shard is back to empty: no session, connection, pending
 //!   acknowledgement or table entry, and every gauge at zero
@@ -343,6 +346,20 @@ fuzz_target!(|data: &[u8]| {
     for sh in &w.shards {
         let bad = sh.router.check_consistency();
         assert!(bad.is_empty(), "inconsistent tables: {bad:?}");
+    }
+    // every call a caller waits on is owed by its callee, and every
+    // invocation owed to a caller still here is a call it waits on
+    let calls: Vec<_> = w.shards.iter().flat_map(|sh| sh.router.calls_in_flight()).collect();
+    let owed: Vec<_> = w.shards.iter().flat_map(|sh| sh.router.invocations_pending()).collect();
+    for c in &calls {
+        assert!(owed.contains(c), "call {c:?} waits on an invocation nobody owes: {owed:?}");
+    }
+    for o in &owed {
+        let caller_here = w.shards[o.0].router.has_session(o.1);
+        assert!(
+            !caller_here || calls.contains(o),
+            "invocation {o:?} owed for a call its caller does not wait on"
+        );
     }
     // everyone leaves: everything goes back to zero
     for c in std::mem::take(&mut w.conns) {

@@ -29,6 +29,17 @@ pub(super) struct PendingInvocation {
     pub(super) call_request: Id,
 }
 
+/// A call this shard's session made, on the caller's shard, from CALL until
+/// its RESULT or ERROR: where it went, so that what the caller sends later
+/// about it (CANCEL, progressive chunks) and its timeout can find it. The
+/// call is known router-wide by (caller shard, caller session, CALL request
+/// ID), which every message about it carries.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OutgoingCall {
+    pub(super) callee_shard: usize,
+    pub(super) callee: Id,
+}
+
 impl Router {
     pub(super) fn register(&mut self, sid: Id, request: Id, options: RegisterOptions, procedure: String) {
         let policy = options.policy;
@@ -177,16 +188,21 @@ impl Router {
         self.ack(&change, id);
     }
 
-    pub(super) fn call(&mut self, sid: Id, request: Id, _options: &Dict, procedure: String, payload: Payload) {
+    /// A CALL from `sid`. `Err` is a protocol violation (a request ID that
+    /// is already pending), for the caller to abort the session with.
+    pub(super) fn call(&mut self, sid: Id, request: Id, _options: &Dict, procedure: String, payload: Payload) -> Result<(), String> {
         if !self.uri_ok(sid, MessageType::Call, request, &procedure, UriCheck::Concrete, true) {
-            return;
+            return Ok(());
         }
         let max = self.limits.max_pending_calls;
-        // one session lookup: the limit, the realm, and the count on success
+        // one session lookup: the limit, the realm, and the call on success
         let outcome = {
-            let Some(s) = self.sessions.get_mut(&sid) else { return };
+            let Some(s) = self.sessions.get_mut(&sid) else { return Ok(()) };
             let r = &self.realms[s.realm as usize];
-            if s.calls_pending >= max {
+            if s.calls.contains_key(&request) {
+                return Err(format!("CALL with request ID {request}, which a pending call of this session has"));
+            }
+            if s.calls.len() >= max {
                 Err(true)
             } else {
                 let target = r
@@ -195,9 +211,10 @@ impl Router {
                     .and_then(|(policy, id)| r.registrations.get(id).map(|reg| (policy, reg)))
                     .and_then(|(policy, reg)| reg.callees.first().map(|&c| (policy, reg.id, c)));
                 match target {
-                    Some(t) => {
-                        s.calls_pending += 1;
-                        Ok((s.realm, t))
+                    Some((policy, registration, (callee_shard, callee))) => {
+                        let call = OutgoingCall { callee_shard, callee };
+                        s.calls.insert(request, call);
+                        Ok((s.realm, (policy, registration, (callee_shard, callee))))
                     }
                     None => Err(false),
                 }
@@ -208,16 +225,18 @@ impl Router {
             Err(true) => {
                 ShardStats::inc(&self.stats.calls_refused);
                 let m = format!("this session has {max} calls waiting for their results (limits.max_pending_calls)");
-                return self.error_reply(sid, MessageType::Call, request, uris::LIMIT_EXCEEDED, &m);
+                self.error_reply(sid, MessageType::Call, request, uris::LIMIT_EXCEEDED, &m);
+                return Ok(());
             }
             Err(false) => {
-                return self.error_reply(
+                self.error_reply(
                     sid,
                     MessageType::Call,
                     request,
                     uris::NO_SUCH_PROCEDURE,
                     "no callee registered the procedure",
-                )
+                );
+                return Ok(());
             }
         };
         ShardStats::inc(&self.stats.calls);
@@ -237,6 +256,7 @@ impl Router {
         } else {
             self.send_to(shard, ShardMsg::Invoke(Box::new(inv)));
         }
+        Ok(())
     }
 
     /// On the callee's shard: send the INVOCATION and remember the caller.
@@ -347,10 +367,15 @@ impl Router {
     /// On the caller's shard: RESULT or ERROR to the caller, if still here.
     pub(super) fn call_done(&mut self, done: CallDone) {
         let Some(s) = self.sessions.get_mut(&done.caller) else { return };
-        if s.calls_pending > 0 {
-            s.calls_pending -= 1;
-            self.stats.pending_calls.fetch_sub(1, Ordering::Relaxed);
+        if s.calls.remove(&done.call_request).is_none() {
+            tracing::debug!(
+                session = done.caller,
+                request = done.call_request,
+                "answer for a call that is not pending dropped"
+            );
+            return;
         }
+        self.stats.pending_calls.fetch_sub(1, Ordering::Relaxed);
         let payload = match codec::transcode(&done.payload, s.ser) {
             Ok(p) => p,
             Err(_) => codec::payload_from(s.ser, &[Value::Str("the result payload could not be converted".into())]),

@@ -192,6 +192,36 @@ impl Router {
         left
     }
 
+    /// The calls this shard's sessions wait on, as (caller shard, caller,
+    /// CALL request ID, callee shard, callee): with the pending invocations
+    /// of every shard, the call table can be checked router-wide.
+    pub fn calls_in_flight(&self) -> Vec<(usize, Id, Id, usize, Id)> {
+        let mut out = Vec::new();
+        for (sid, s) in &self.sessions {
+            for (request, c) in &s.calls {
+                out.push((self.me, *sid, *request, c.callee_shard, c.callee));
+            }
+        }
+        out
+    }
+
+    /// The invocations this shard's callees owe, as (caller shard, caller,
+    /// CALL request ID, callee shard, callee).
+    pub fn invocations_pending(&self) -> Vec<(usize, Id, Id, usize, Id)> {
+        let mut out = Vec::new();
+        for (sid, s) in &self.sessions {
+            for inv in s.invocations.values() {
+                out.push((inv.caller_shard, inv.caller, inv.call_request, self.me, *sid));
+            }
+        }
+        out
+    }
+
+    /// True if session `sid` is on this shard.
+    pub fn has_session(&self, sid: Id) -> bool {
+        self.sessions.contains_key(&sid)
+    }
+
     /// Checks the replicated tables of this shard against its sessions: every
     /// local subscriber and callee is a session here that holds the entry,
     /// and every index entry has its table entry. Returns the problems found.

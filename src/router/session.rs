@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use tracing::debug;
 
-use super::dealer::PendingInvocation;
+use super::dealer::{OutgoingCall, PendingInvocation};
 use super::{options, CallDone, Concerns, ConnId, RealmIdx, Router, ShardMsg};
 use crate::codec::encode;
 use crate::metrics::ShardStats;
@@ -86,8 +86,9 @@ pub(super) struct LocalSession {
     pub(super) regs_pending: AHashMap<(MatchPolicy, Arc<str>), Id>,
     pub(super) invocations: AHashMap<Id, PendingInvocation>,
     pub(super) invocation_ids: IdSeq,
-    /// Calls this session made that wait for their RESULT or ERROR.
-    pub(super) calls_pending: usize,
+    /// Calls this session made that wait for their RESULT or ERROR, by CALL
+    /// request ID.
+    pub(super) calls: AHashMap<Id, OutgoingCall>,
     pub(super) goodbye_sent: bool,
 }
 
@@ -315,7 +316,11 @@ impl Router {
                 options,
                 procedure,
                 payload,
-            } => self.call(sid, request, &options, procedure, payload),
+            } => {
+                if let Err(problem) = self.call(sid, request, &options, procedure, payload) {
+                    self.protocol_violation(conn, &problem);
+                }
+            }
             Message::Cancel { request, .. } => {
                 debug!(session = sid, request, "CANCEL ignored: call canceling is not offered");
             }
@@ -409,7 +414,7 @@ impl Router {
                 regs_pending: AHashMap::new(),
                 invocations: AHashMap::new(),
                 invocation_ids: IdSeq::default(),
-                calls_pending: 0,
+                calls: AHashMap::new(),
                 goodbye_sent: false,
             },
         );
@@ -443,7 +448,7 @@ impl Router {
             .fetch_sub(s.invocations.len() as i64, std::sync::atomic::Ordering::Relaxed);
         self.stats
             .pending_calls
-            .fetch_sub(s.calls_pending as i64, std::sync::atomic::Ordering::Relaxed);
+            .fetch_sub(s.calls.len() as i64, std::sync::atomic::Ordering::Relaxed);
         for (_, inv) in s.invocations {
             let done = CallDone {
                 caller: inv.caller,
