@@ -86,6 +86,10 @@ stats! {
     registrations_refused: AtomicU64,
     /// CALLs refused by limits.max_pending_calls.
     calls_refused: AtomicU64,
+    /// Calls canceled by their caller (CANCEL).
+    calls_canceled: AtomicU64,
+    /// Calls that reached their CALL.Options.timeout.
+    calls_timed_out: AtomicU64,
     /// Events dropped because a full cross-shard queue's overflow was at router.mesh_overflow_limit.
     mesh_events_dropped: AtomicU64,
     /// Messages waiting for room in full cross-shard queues.

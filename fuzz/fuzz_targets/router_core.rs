@@ -2,8 +2,9 @@
 //! shards (1 to 3 `Router`s linked by `ShardLink::Collect` queues that are
 //! delivered in per-pair FIFO order, interleaved as the input chooses),
 //! sessions on every shard joining, subscribing, publishing, registering,
-//! calling, answering, erring, leaving and sending garbage, in JSON and
-//! MessagePack.
+//! calling (some calls with a timeout), canceling in every mode, answering,
+//! erring, leaving and sending garbage, in JSON and MessagePack, while a
+//! hand-moved clock runs the routers' timers.
 //!
 //! Invariants, checked after every input:
 //! - nothing panics (a panic is a crash like any other);
@@ -30,7 +31,7 @@ use libfuzzer_sys::fuzz_target;
 use switchyard::codec::{self, msgpack};
 use switchyard::config::Limits;
 use switchyard::metrics::ShardStats;
-use switchyard::router::{ConnId, Router, RouterConfig, ShardLink, ShardMsg, TransportInfo, TransportKind};
+use switchyard::router::{Clock, ConnId, Router, RouterConfig, ShardLink, ShardMsg, TransportInfo, TransportKind};
 use switchyard::session::outbox::{Outbox, Outgoing};
 use switchyard::wamp::message::Serializer;
 use switchyard::wamp::Value;
@@ -61,6 +62,8 @@ const REALMS: &[&str] = &["realm1", "realm2", "nowhere"];
 struct World {
     shards: Vec<Shard>,
     conns: Vec<Conn>,
+    /// The hand-moved clock every router reads.
+    time: Rc<std::cell::Cell<std::time::Instant>>,
 }
 
 impl World {
@@ -77,14 +80,20 @@ impl World {
             realms: vec!["realm1".into(), "realm2".into()],
             limits,
         };
+        let (clock, time) = Clock::manual();
         let shards = (0..n)
             .map(|me| {
                 let queue: Queue = Rc::new(RefCell::new(VecDeque::new()));
-                let router = Router::new(me, n, &cfg, ShardLink::Collect(queue.clone()), Arc::new(ShardStats::default()));
+                let mut router = Router::new(me, n, &cfg, ShardLink::Collect(queue.clone()), Arc::new(ShardStats::default()));
+                router.set_clock(clock.clone());
                 Shard { router, queue }
             })
             .collect();
-        World { shards, conns: Vec::new() }
+        World {
+            shards,
+            conns: Vec::new(),
+            time,
+        }
     }
 
     /// Hands the message of `from`'s queue that is first for shard `to` to
@@ -233,7 +242,7 @@ fn payload(u: &mut Unstructured) -> ArbResult<Vec<Value>> {
 }
 
 fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
-    let op = u.int_in_range(0..=15)?;
+    let op = u.int_in_range(0..=18)?;
     if op == 0 || w.conns.is_empty() {
         if w.conns.len() < 8 {
             let shard = u.choose_index(w.shards.len())?;
@@ -287,9 +296,32 @@ fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
             Some(Value::List(vec![n(66), n(req), n(id)]))
         }
         7 => {
-            let mut m = vec![n(48), n(req), dict(&[]), s(pick(u, TOPICS)?)];
+            let options = if u.arbitrary()? {
+                dict(&[("timeout", n(u.int_in_range(0..=50)?))])
+            } else {
+                dict(&[])
+            };
+            let mut m = vec![n(48), n(req), options, s(pick(u, TOPICS)?)];
             m.extend(payload(u)?);
             Some(Value::List(m))
+        }
+        15 => {
+            // CANCEL one of the connection's recent calls (or any number)
+            let back = u.int_in_range(0..=3)?;
+            let call = req.saturating_sub(back).max(1);
+            let mode = *pick(u, &["skip", "kill", "killnowait", "bogus"])?;
+            let options = if u.ratio(1, 5)? { dict(&[]) } else { dict(&[("mode", s(mode))]) };
+            Some(Value::List(vec![n(49), n(call), options]))
+        }
+        16 => {
+            // time passes: every router runs what is due
+            let ms = u.int_in_range(0..=60)?;
+            w.time.set(w.time.get() + std::time::Duration::from_millis(ms));
+            let now = w.time.get();
+            for sh in &mut w.shards {
+                sh.router.on_time(now);
+            }
+            None
         }
         8 | 9 => {
             let inv = some_id(u, &w.conns[ci].invocations)?;
@@ -361,7 +393,7 @@ fuzz_target!(|data: &[u8]| {
             "invocation {o:?} owed for a call its caller does not wait on"
         );
     }
-    // everyone leaves: everything goes back to zero
+    // everyone leaves: everything goes back to zero, timers included
     for c in std::mem::take(&mut w.conns) {
         w.shards[c.shard].router.close_connection(c.id);
     }

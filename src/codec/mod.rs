@@ -460,6 +460,13 @@ pub mod encode {
         w.finish()
     }
 
+    /// `[INTERRUPT, INVOCATION.Request|id, Options|dict]`
+    pub fn interrupt(ser: Serializer, request: Id, options: &Dict) -> Bytes {
+        let mut w = MsgWriter::new(ser, 3, MessageType::Interrupt, 32);
+        w.uint(request).dict(options);
+        w.finish()
+    }
+
     /// `[INVOCATION, Request|id, REGISTERED.Registration|id, Details|dict, CALL.Arguments|list, CALL.ArgumentsKw|dict]`
     pub fn invocation(ser: Serializer, request: Id, registration: Id, details: &Dict, payload: &Payload) -> Bytes {
         let mut w = MsgWriter::new(ser, 4 + payload.count as u32, MessageType::Invocation, 48 + payload.raw.len());

@@ -3,11 +3,13 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::options::RegisterOptions;
+use super::options::{CallOptions, CancelMode, RegisterOptions};
 use super::tables::AckThen;
-use super::{CallDone, InvokeMsg, RealmIdx, Router, ShardMsg, TableChange};
+use super::timers::{Due, TimerKey};
+use super::{CallDone, InterruptMsg, InvokeMsg, RealmIdx, Router, ShardMsg, TableChange};
 use crate::codec::{self, encode};
 use crate::metrics::ShardStats;
+use crate::wamp::message::Serializer;
 use crate::wamp::uri::UriCheck;
 use crate::wamp::{uris, Dict, Id, MatchPolicy, MessageType, Payload, Value};
 
@@ -38,7 +40,12 @@ pub(super) struct PendingInvocation {
 pub(super) struct OutgoingCall {
     pub(super) callee_shard: usize,
     pub(super) callee: Id,
+    /// The call's dealer-side timeout, while it runs.
+    pub(super) timer: Option<TimerKey>,
 }
+
+/// The router-wide key of a call: (caller's shard, caller, CALL request ID).
+pub(super) type CallKey = (usize, Id, Id);
 
 impl Router {
     pub(super) fn register(&mut self, sid: Id, request: Id, options: RegisterOptions, procedure: String) {
@@ -190,7 +197,7 @@ impl Router {
 
     /// A CALL from `sid`. `Err` is a protocol violation (a request ID that
     /// is already pending), for the caller to abort the session with.
-    pub(super) fn call(&mut self, sid: Id, request: Id, _options: &Dict, procedure: String, payload: Payload) -> Result<(), String> {
+    pub(super) fn call(&mut self, sid: Id, request: Id, options: CallOptions, procedure: String, payload: Payload) -> Result<(), String> {
         if !self.uri_ok(sid, MessageType::Call, request, &procedure, UriCheck::Concrete, true) {
             return Ok(());
         }
@@ -212,7 +219,15 @@ impl Router {
                     .and_then(|(policy, reg)| reg.callees.first().map(|&c| (policy, reg.id, c)));
                 match target {
                     Some((policy, registration, (callee_shard, callee))) => {
-                        let call = OutgoingCall { callee_shard, callee };
+                        let timer = options.timeout.map(|after| {
+                            self.timers
+                                .start(self.clock.now(), after, Due::CallTimeout { caller: sid, request })
+                        });
+                        let call = OutgoingCall {
+                            callee_shard,
+                            callee,
+                            timer,
+                        };
                         s.calls.insert(request, call);
                         Ok((s.realm, (policy, registration, (callee_shard, callee))))
                     }
@@ -341,6 +356,8 @@ impl Router {
                 call_request: inv.call_request,
             },
         );
+        s.invocation_by_call
+            .insert((inv.caller_shard, inv.caller, inv.call_request), request);
         self.stats.pending_invocations.fetch_add(1, Ordering::Relaxed);
         s.outbox.push(frame);
         ShardStats::inc(&self.stats.messages_out);
@@ -353,6 +370,7 @@ impl Router {
             tracing::debug!(session = sid, request, "answer for an unknown invocation ignored");
             return;
         };
+        s.invocation_by_call.remove(&(inv.caller_shard, inv.caller, inv.call_request));
         self.stats.pending_invocations.fetch_sub(1, Ordering::Relaxed);
         let done = CallDone {
             caller: inv.caller,
@@ -367,13 +385,16 @@ impl Router {
     /// On the caller's shard: RESULT or ERROR to the caller, if still here.
     pub(super) fn call_done(&mut self, done: CallDone) {
         let Some(s) = self.sessions.get_mut(&done.caller) else { return };
-        if s.calls.remove(&done.call_request).is_none() {
+        let Some(call) = s.calls.remove(&done.call_request) else {
             tracing::debug!(
                 session = done.caller,
                 request = done.call_request,
                 "answer for a call that is not pending dropped"
             );
             return;
+        };
+        if let Some(key) = call.timer {
+            self.timers.cancel(key);
         }
         self.stats.pending_calls.fetch_sub(1, Ordering::Relaxed);
         let payload = match codec::transcode(&done.payload, s.ser) {
@@ -400,5 +421,103 @@ impl Router {
         }
         s.outbox.push(frame);
         ShardStats::inc(&self.stats.messages_out);
+    }
+
+    /// A caller's CANCEL. `skip` and `killnowait` answer the caller with
+    /// ERROR `wamp.error.canceled` at once (the callee's answer will be
+    /// discarded); `kill` leaves the answer to the callee. The callee's shard
+    /// is told in every mode: it drops the pending invocation (skip,
+    /// killnowait) and sends INTERRUPT to a callee that announced call
+    /// canceling (kill, killnowait). A CANCEL for a call that is not pending
+    /// (answered meanwhile, or never made) is ignored.
+    pub(super) fn cancel(&mut self, sid: Id, request: Id, mode: CancelMode) {
+        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        let Some(call) = s.calls.get(&request).copied() else {
+            tracing::debug!(session = sid, request, "CANCEL for a call that is not pending ignored");
+            return;
+        };
+        ShardStats::inc(&self.stats.calls_canceled);
+        if mode != CancelMode::Kill {
+            s.calls.remove(&request);
+            if let Some(key) = call.timer {
+                self.timers.cancel(key);
+            }
+            self.stats.pending_calls.fetch_sub(1, Ordering::Relaxed);
+            self.error_reply(sid, MessageType::Call, request, uris::CANCELED, "the call was canceled");
+        }
+        self.interrupt(sid, request, call, mode);
+    }
+
+    /// Tells the callee's shard that the call `(me, caller, request)` to
+    /// `call` is canceled in `mode`.
+    pub(super) fn interrupt(&mut self, caller: Id, request: Id, call: OutgoingCall, mode: CancelMode) {
+        let msg = InterruptMsg {
+            callee: call.callee,
+            caller_shard: self.me,
+            caller,
+            call_request: request,
+            mode,
+        };
+        self.send_to(call.callee_shard, ShardMsg::Interrupt(msg));
+    }
+
+    /// A call's dealer-side timeout: ERROR `wamp.error.timeout` to the caller
+    /// and, as the spec orders, `killnowait` to a callee that announced call
+    /// canceling (`skip` to one that did not).
+    pub(super) fn call_timed_out(&mut self, caller: Id, request: Id) {
+        let Some(s) = self.sessions.get_mut(&caller) else { return };
+        let Some(call) = s.calls.remove(&request) else { return };
+        self.stats.pending_calls.fetch_sub(1, Ordering::Relaxed);
+        ShardStats::inc(&self.stats.calls_timed_out);
+        self.error_reply(
+            caller,
+            MessageType::Call,
+            request,
+            uris::TIMEOUT,
+            "the call timed out (CALL.Options.timeout)",
+        );
+        self.interrupt(caller, request, call, CancelMode::KillNoWait);
+    }
+
+    /// On the callee's shard: a call was canceled (see [`Router::cancel`]).
+    pub(super) fn interrupt_local(&mut self, msg: InterruptMsg) {
+        let key: CallKey = (msg.caller_shard, msg.caller, msg.call_request);
+        // the callee left (its leave answered the caller) or answered already
+        let Some(s) = self.sessions.get_mut(&msg.callee) else { return };
+        let Some(&invocation) = s.invocation_by_call.get(&key) else {
+            return;
+        };
+        let interrupt = |mode: CancelMode| {
+            let options = Dict::new().with("mode", Value::Str(mode.as_str().into()));
+            encode::interrupt(s.ser, invocation, &options)
+        };
+        let keep = msg.mode == CancelMode::Kill && s.cancels;
+        if msg.mode != CancelMode::Skip && s.cancels {
+            s.outbox.push(interrupt(msg.mode));
+            ShardStats::inc(&self.stats.messages_out);
+        }
+        if keep {
+            return; // the callee's answer goes to the caller as usual
+        }
+        s.invocations.remove(&invocation);
+        s.invocation_by_call.remove(&key);
+        self.stats.pending_invocations.fetch_sub(1, Ordering::Relaxed);
+        if msg.mode == CancelMode::Kill {
+            // kill for a callee that cannot be interrupted is skip: the
+            // caller, still waiting, is answered now
+            let done = CallDone {
+                caller: msg.caller,
+                call_request: msg.call_request,
+                error: Some(uris::CANCELED.to_owned()),
+                details: Dict::new(),
+                payload: codec::payload_from(
+                    Serializer::Json,
+                    &[Value::Str(
+                        "the call was canceled (the callee does not support call canceling)".into(),
+                    )],
+                ),
+            };
+            self.send_to(msg.caller_shard, ShardMsg::CallDone(Box::new(done)));
+        }
     }
 }

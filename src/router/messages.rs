@@ -4,6 +4,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+use super::options::CancelMode;
 use super::RealmIdx;
 use crate::shard::mesh::Mesh;
 use crate::wamp::{Dict, Id, MatchPolicy, Payload};
@@ -40,6 +41,9 @@ pub enum ShardMsg {
     /// Close this local session (WebSocket 1011): handling a message about
     /// it panicked on another shard.
     CloseSession(Id),
+    /// To the callee's shard: the caller canceled a call, it timed out, or
+    /// its caller left.
+    Interrupt(InterruptMsg),
 }
 
 /// Whom a cross-shard message concerns on the shard that handles it: the
@@ -85,6 +89,7 @@ impl ShardMsg {
             // handled on the caller's shard, which is the receiving one
             ShardMsg::CallDone(done) => Concerns::Here(done.caller),
             ShardMsg::CloseSession(sid) => Concerns::Here(*sid),
+            ShardMsg::Interrupt(i) => Concerns::Here(i.callee),
             ShardMsg::RegisterRefused { .. } | ShardMsg::Applied { .. } | ShardMsg::Event(_) => Concerns::Nobody,
         }
     }
@@ -147,6 +152,17 @@ pub struct InvokeMsg {
     /// The concrete procedure, for pattern-based registrations.
     pub procedure: Option<Arc<str>>,
     pub payload: Payload,
+}
+
+/// A canceled call on its way to its callee's shard, named by the call's
+/// router-wide key (caller's shard, caller, CALL request ID).
+#[derive(Debug, Clone, Copy)]
+pub struct InterruptMsg {
+    pub callee: Id,
+    pub caller_shard: usize,
+    pub caller: Id,
+    pub call_request: Id,
+    pub mode: CancelMode,
 }
 
 /// The outcome of a call on its way back to the caller's shard.

@@ -29,6 +29,7 @@ mod messages;
 mod options;
 mod session;
 mod tables;
+mod timers;
 pub mod trie;
 
 use std::sync::Arc;
@@ -46,10 +47,12 @@ use crate::wamp::{self, uris, Dict, Id, Value};
 
 pub use broker::Subscription;
 pub use dealer::Registration;
-pub use messages::{CallDone, Concerns, EventMsg, InvokeMsg, ShardLink, ShardMsg, TableChange};
+pub use messages::{CallDone, Concerns, EventMsg, InterruptMsg, InvokeMsg, ShardLink, ShardMsg, TableChange};
+pub use options::CancelMode;
 use session::{Conn, LocalSession};
 pub use session::{SessionIdentity, TransportInfo, TransportKind};
 use tables::PendingAck;
+pub use timers::Clock;
 
 /// A connection on this shard.
 pub type ConnId = u64;
@@ -103,6 +106,8 @@ pub struct Router {
     slow_consumer: SlowConsumerPolicy,
     shutting_down: bool,
     link: ShardLink,
+    timers: timers::Timers,
+    clock: Clock,
     pub(crate) stats: Arc<ShardStats>,
 }
 
@@ -134,7 +139,33 @@ impl Router {
             limits: cfg.limits.clone(),
             shutting_down: false,
             link,
+            timers: timers::Timers::default(),
+            clock: Clock::System,
             stats,
+        }
+    }
+
+    /// Replaces the clock the core reads (tests and fuzzing move time by hand).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
+    /// When the next timer of this shard is due, if any.
+    pub fn next_deadline(&self) -> Option<std::time::Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// The shard's timer task, woken when an earlier deadline is set.
+    pub fn set_timer_waker(&mut self, waker: &std::task::Waker) {
+        self.timers.set_waker(waker);
+    }
+
+    /// Runs every timer due at `now` (call timeouts).
+    pub fn on_time(&mut self, now: std::time::Instant) {
+        while let Some(due) = self.timers.pop_due(now) {
+            match due {
+                timers::Due::CallTimeout { caller, request } => self.call_timed_out(caller, request),
+            }
         }
     }
 
@@ -171,6 +202,7 @@ impl Router {
         note("sessions", self.sessions.len());
         note("connections", self.conns.len());
         note("pending acknowledgements", self.pending.len());
+        note("timers", self.timers.len());
         for r in &self.realms {
             note("subscription index entries", r.sub_index.len());
             note("subscriptions", r.subscriptions.len());

@@ -18,6 +18,11 @@ enum Kind {
     Dicts,
     /// `match`: one of the match policies.
     Policy,
+    /// `mode` of CANCEL: skip, kill or killnowait.
+    CancelMode,
+    /// A duration in ms: a non-negative integer, or a non-negative finite
+    /// float (autobahn-python sends what the application gives it).
+    Millis,
 }
 
 const PUBLISH: &[(&str, Kind)] = &[
@@ -46,7 +51,7 @@ const REGISTER: &[(&str, Kind)] = &[
 ];
 
 const CALL: &[(&str, Kind)] = &[
-    ("timeout", Kind::UInt),
+    ("timeout", Kind::Millis),
     ("receive_progress", Kind::Bool),
     ("progress", Kind::Bool),
     ("disclose_me", Kind::Bool),
@@ -54,6 +59,8 @@ const CALL: &[(&str, Kind)] = &[
 ];
 
 const YIELD: &[(&str, Kind)] = &[("progress", Kind::Bool), ("forward_for", Kind::Dicts)];
+
+const CANCEL: &[(&str, Kind)] = &[("mode", Kind::CancelMode), ("forward_for", Kind::Dicts)];
 
 fn fits(v: &Value, kind: Kind) -> bool {
     match kind {
@@ -64,6 +71,12 @@ fn fits(v: &Value, kind: Kind) -> bool {
         Kind::Strs => matches!(v, Value::List(l) if l.iter().all(|x| matches!(x, Value::Str(_)))),
         Kind::Dicts => matches!(v, Value::List(l) if l.iter().all(|x| matches!(x, Value::Dict(_)))),
         Kind::Policy => matches!(v, Value::Str(s) if MatchPolicy::parse(s).is_some()),
+        Kind::CancelMode => matches!(v, Value::Str(s) if CancelMode::parse(s).is_some()),
+        Kind::Millis => match v {
+            Value::UInt(_) => true,
+            Value::Float(f) => f.is_finite() && *f >= 0.0,
+            _ => false,
+        },
     }
 }
 
@@ -86,6 +99,7 @@ pub(super) fn check(msg: &Message) -> Result<(), String> {
         Message::Register { options, .. } => check_dict("REGISTER", options, REGISTER),
         Message::Call { options, .. } => check_dict("CALL", options, CALL),
         Message::Yield { options, .. } => check_dict("YIELD", options, YIELD),
+        Message::Cancel { options, .. } => check_dict("CANCEL", options, CANCEL),
         _ => Ok(()),
     }
 }
@@ -128,6 +142,65 @@ pub(super) struct SubscribeOptions {
 impl SubscribeOptions {
     pub(super) fn read(options: &Dict) -> Self {
         SubscribeOptions { policy: policy(options) }
+    }
+}
+
+/// CALL.Options the Dealer acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct CallOptions {
+    /// Dealer-side timeout; `None` for none (absent or 0).
+    pub(super) timeout: Option<std::time::Duration>,
+}
+
+impl CallOptions {
+    pub(super) fn read(options: &Dict) -> Self {
+        let timeout = match options.get("timeout") {
+            Some(Value::UInt(ms)) if *ms > 0 => Some(std::time::Duration::from_millis(*ms)),
+            // a fraction of a millisecond still times out, a millisecond later
+            Some(Value::Float(ms)) if *ms > 0.0 => Some(std::time::Duration::from_millis(ms.ceil().min(u64::MAX as f64) as u64)),
+            _ => None,
+        };
+        CallOptions { timeout }
+    }
+}
+
+/// How a call is canceled (CANCEL.Options.mode, or a timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelMode {
+    /// ERROR to the caller at once; no INTERRUPT; the callee's answer is
+    /// discarded.
+    Skip,
+    /// INTERRUPT to the callee; the caller gets the callee's answer.
+    Kill,
+    /// ERROR to the caller at once and INTERRUPT to the callee, whose answer
+    /// is discarded.
+    KillNoWait,
+}
+
+impl CancelMode {
+    /// Parses the `mode` option.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "skip" => Some(CancelMode::Skip),
+            "kill" => Some(CancelMode::Kill),
+            "killnowait" => Some(CancelMode::KillNoWait),
+            _ => None,
+        }
+    }
+
+    /// The option's wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelMode::Skip => "skip",
+            CancelMode::Kill => "kill",
+            CancelMode::KillNoWait => "killnowait",
+        }
+    }
+
+    /// The mode of a CANCEL: `skip` when it names none (the spec sets no
+    /// default; skip is the one that asks nothing of the callee).
+    pub(super) fn read(options: &Dict) -> Self {
+        options.get_str("mode").and_then(CancelMode::parse).unwrap_or(CancelMode::Skip)
     }
 }
 
@@ -202,5 +275,19 @@ mod tests {
         let wild = Dict::new().with("match", Value::Str("wildcard".into()));
         assert_eq!(SubscribeOptions::read(&wild).policy, MatchPolicy::Wildcard);
         assert_eq!(RegisterOptions::read(&wild).policy, MatchPolicy::Wildcard);
+        let ms = |v: Value| CallOptions::read(&Dict::new().with("timeout", v)).timeout;
+        assert_eq!(ms(Value::UInt(0)), None, "0 is no timeout");
+        assert_eq!(ms(Value::UInt(250)), Some(std::time::Duration::from_millis(250)));
+        assert_eq!(ms(Value::Float(0.2)), Some(std::time::Duration::from_millis(1)));
+        assert_eq!(CancelMode::read(&Dict::new()), CancelMode::Skip);
+        let call = |v: Value| Message::Call {
+            request: 1,
+            options: Dict::new().with("timeout", v),
+            procedure: "p".into(),
+            payload: Payload::empty(Serializer::Json),
+        };
+        assert!(check(&call(Value::Float(1.5))).is_ok());
+        assert!(check(&call(Value::Float(-1.0))).is_err());
+        assert!(check(&call(Value::Str("1s".into()))).is_err());
     }
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use tracing::debug;
 
-use super::dealer::{OutgoingCall, PendingInvocation};
+use super::dealer::{CallKey, OutgoingCall, PendingInvocation};
+use super::options::CancelMode;
 use super::{options, CallDone, Concerns, ConnId, RealmIdx, Router, ShardMsg};
 use crate::codec::encode;
 use crate::metrics::ShardStats;
@@ -85,6 +86,11 @@ pub(super) struct LocalSession {
     pub(super) regs: AHashMap<Id, (MatchPolicy, Arc<str>)>,
     pub(super) regs_pending: AHashMap<(MatchPolicy, Arc<str>), Id>,
     pub(super) invocations: AHashMap<Id, PendingInvocation>,
+    /// The same invocations by the call's router-wide key, for CANCEL.
+    pub(super) invocation_by_call: AHashMap<CallKey, Id>,
+    /// The session announced call canceling as a callee: it may be sent
+    /// INTERRUPT.
+    pub(super) cancels: bool,
     pub(super) invocation_ids: IdSeq,
     /// Calls this session made that wait for their RESULT or ERROR, by CALL
     /// request ID.
@@ -110,6 +116,23 @@ impl Conn {
     }
 }
 
+/// Whether HELLO announced call canceling for the callee role (also under
+/// the older spelling `call_cancelling`).
+fn callee_cancels(details: &Dict) -> bool {
+    let Some(Value::Dict(roles)) = details.get("roles") else {
+        return false;
+    };
+    let Some(Value::Dict(callee)) = roles.get("callee") else {
+        return false;
+    };
+    let Some(Value::Dict(features)) = callee.get("features") else {
+        return false;
+    };
+    ["call_canceling", "call_cancelling"]
+        .iter()
+        .any(|f| features.get_bool(f) == Some(true))
+}
+
 fn welcome_details(who: &SessionIdentity) -> Dict {
     let features = |pairs: &[&str]| Value::Dict(pairs.iter().fold(Dict::new(), |d, f| d.with(*f, Value::Bool(true))));
     let s = |v: &Arc<str>| Value::Str(v.to_string());
@@ -129,7 +152,10 @@ fn welcome_details(who: &SessionIdentity) -> Dict {
                     )
                     .with(
                         "dealer",
-                        Value::Dict(Dict::new().with("features", features(&["pattern_based_registration"]))),
+                        Value::Dict(Dict::new().with(
+                            "features",
+                            features(&["pattern_based_registration", "call_canceling", "call_timeout"]),
+                        )),
                     ),
             ),
         )
@@ -317,13 +343,11 @@ impl Router {
                 procedure,
                 payload,
             } => {
-                if let Err(problem) = self.call(sid, request, &options, procedure, payload) {
+                if let Err(problem) = self.call(sid, request, options::CallOptions::read(&options), procedure, payload) {
                     self.protocol_violation(conn, &problem);
                 }
             }
-            Message::Cancel { request, .. } => {
-                debug!(session = sid, request, "CANCEL ignored: call canceling is not offered");
-            }
+            Message::Cancel { request, options } => self.cancel(sid, request, CancelMode::read(&options)),
             Message::Register {
                 request,
                 options,
@@ -387,6 +411,7 @@ impl Router {
             .get_str("authid")
             .map(str::to_owned)
             .unwrap_or_else(|| format!("anonymous-{sid}"));
+        let cancels = callee_cancels(&details);
         let identity = SessionIdentity {
             realm: self.realms[realm_idx as usize].name.clone(),
             authid: authid.into(),
@@ -413,6 +438,8 @@ impl Router {
                 regs: AHashMap::new(),
                 regs_pending: AHashMap::new(),
                 invocations: AHashMap::new(),
+                invocation_by_call: AHashMap::new(),
+                cancels,
                 invocation_ids: IdSeq::default(),
                 calls: AHashMap::new(),
                 goodbye_sent: false,
@@ -449,6 +476,13 @@ impl Router {
         self.stats
             .pending_calls
             .fetch_sub(s.calls.len() as i64, std::sync::atomic::Ordering::Relaxed);
+        // its calls: no timeout any more, and their callees need not finish
+        for (request, call) in s.calls {
+            if let Some(key) = call.timer {
+                self.timers.cancel(key);
+            }
+            self.interrupt(sid, request, call, CancelMode::KillNoWait);
+        }
         for (_, inv) in s.invocations {
             let done = CallDone {
                 caller: inv.caller,
@@ -466,6 +500,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use bytes::Bytes;
 
@@ -530,5 +565,82 @@ mod tests {
         assert!(router
             .session_info(*again)
             .is_some_and(|(who, _)| who.authid.starts_with("anonymous-")));
+    }
+
+    fn send(router: &mut Router, conn: ConnId, text: &str) {
+        let msg = crate::codec::decode(Serializer::Json, &Bytes::copy_from_slice(text.as_bytes())).expect("decodes");
+        router.on_message(conn, msg);
+    }
+
+    fn taken(outbox: &Outbox) -> Vec<Value> {
+        let mut out = Vec::new();
+        outbox.take_queued(&mut out);
+        out.into_iter()
+            .filter_map(|o| match o {
+                Outgoing::Wamp(m) => Some(crate::codec::parse_value(Serializer::Json, &m).expect("parses")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn code(m: &Value) -> u64 {
+        match m {
+            Value::List(l) => match l.first() {
+                Some(Value::UInt(c)) => *c,
+                _ => 0,
+            },
+            _ => 0,
+        }
+    }
+
+    /// A call's timeout, driven by a hand-moved clock: nothing happens before
+    /// the deadline; at it, ERROR `wamp.error.timeout` to the caller and
+    /// INTERRUPT to the callee; no timer is left behind.
+    #[test]
+    fn call_timeouts_run_on_the_core_clock() {
+        let (clock, hand) = crate::router::Clock::manual();
+        let mut router = Router::new(0, 1, &RouterConfig::single_realm("realm1"), ShardLink::None, Arc::default());
+        router.set_clock(clock);
+        let open = |router: &mut Router| {
+            let outbox = Rc::new(Outbox::new(1 << 20));
+            let conn = router.open_connection(outbox.clone(), TransportInfo::local(TransportKind::WebSocket, Serializer::Json));
+            (conn, outbox)
+        };
+        let (callee, callee_out) = open(&mut router);
+        send(
+            &mut router,
+            callee,
+            r#"[1, "realm1", {"roles": {"callee": {"features": {"call_canceling": true}}}}]"#,
+        );
+        send(&mut router, callee, r#"[64, 1, {}, "com.slow"]"#);
+        let (caller, caller_out) = open(&mut router);
+        send(&mut router, caller, r#"[1, "realm1", {"roles": {"caller": {}}}]"#);
+        taken(&callee_out);
+        taken(&caller_out);
+        let t0 = hand.get();
+        send(&mut router, caller, r#"[48, 7, {"timeout": 500}, "com.slow", []]"#);
+        assert_eq!(taken(&callee_out).iter().map(code).collect::<Vec<_>>(), vec![68]);
+        assert_eq!(router.next_deadline(), Some(t0 + Duration::from_millis(500)));
+        router.on_time(t0 + Duration::from_millis(499));
+        assert!(taken(&caller_out).is_empty(), "not before the deadline");
+        hand.set(t0 + Duration::from_millis(500));
+        router.on_time(hand.get());
+        let to_caller = taken(&caller_out);
+        assert_eq!(to_caller.len(), 1);
+        let Value::List(e) = &to_caller[0] else { panic!() };
+        assert_eq!(e.get(4), Some(&Value::Str("wamp.error.timeout".into())));
+        assert_eq!(taken(&callee_out).iter().map(code).collect::<Vec<_>>(), vec![69]);
+        assert_eq!(router.next_deadline(), None);
+        // a call answered in time leaves no timer
+        send(&mut router, caller, r#"[48, 8, {"timeout": 500}, "com.slow", []]"#);
+        let inv = taken(&callee_out);
+        let Some(Value::List(inv)) = inv.first() else { panic!("{inv:?}") };
+        let Some(Value::UInt(inv_id)) = inv.get(1) else { panic!() };
+        send(&mut router, callee, &format!(r#"[70, {inv_id}, {{}}, []]"#));
+        assert_eq!(taken(&caller_out).iter().map(code).collect::<Vec<_>>(), vec![50]);
+        assert_eq!(router.next_deadline(), None);
+        router.close_connection(caller);
+        router.close_connection(callee);
+        assert!(router.leftovers().is_empty(), "{:?}", router.leftovers());
     }
 }

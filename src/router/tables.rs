@@ -84,6 +84,7 @@ impl Router {
             ShardMsg::Invoke(inv) => self.invoke_local(*inv),
             ShardMsg::CallDone(done) => self.call_done(*done),
             ShardMsg::CloseSession(sid) => self.close_session(sid),
+            ShardMsg::Interrupt(msg) => self.interrupt_local(msg),
         }
     }
 

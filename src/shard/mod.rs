@@ -234,6 +234,8 @@ async fn shard_main(
     tasks.push(spawn_contained(&ctx, "memory give-back".into(), move || {
         give_back_memory(c.clone())
     }));
+    let c = ctx.clone();
+    tasks.push(spawn_contained(&ctx, "router timers".into(), move || run_timers(c.clone())));
     for (l, sock) in listeners {
         tasks.push(glommio::spawn_local(accept_loop(
             ctx.clone(),
@@ -334,6 +336,35 @@ async fn drain_peer(ctx: Rc<ShardCtx>, inbound: Rc<mesh::Inbound<ShardMsg>>, bud
             debug!(from = inbound.from, "peer shard gone");
             return;
         }
+    }
+}
+
+/// Runs the router core's timers (call timeouts): sleeps until the earliest
+/// deadline, or until the core sets an earlier one, then hands it the time.
+async fn run_timers(ctx: Rc<ShardCtx>) {
+    loop {
+        let next = ctx.router.borrow().next_deadline();
+        let sleep = async {
+            match next {
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if deadline > now {
+                        glommio::timer::sleep(deadline - now).await;
+                    }
+                }
+                None => futures_lite::future::pending::<()>().await,
+            }
+        };
+        let earlier = std::future::poll_fn(|cx| {
+            let mut router = ctx.router.borrow_mut();
+            if router.next_deadline() != next {
+                return std::task::Poll::Ready(());
+            }
+            router.set_timer_waker(cx.waker());
+            std::task::Poll::Pending
+        });
+        futures_lite::future::or(sleep, earlier).await;
+        ctx.router.borrow_mut().on_time(Instant::now());
     }
 }
 

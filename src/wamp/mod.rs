@@ -46,6 +46,7 @@ pub mod uris {
     pub const INVALID_URI: &str = "wamp.error.invalid_uri";
     pub const INVALID_ARGUMENT: &str = "wamp.error.invalid_argument";
     pub const CANCELED: &str = "wamp.error.canceled";
+    pub const TIMEOUT: &str = "wamp.error.timeout";
     pub const NO_AVAILABLE_CALLEE: &str = "wamp.error.no_available_callee";
     pub const PAYLOAD_SIZE_EXCEEDED: &str = "wamp.error.payload_size_exceeded";
     pub const NOT_AUTHORIZED: &str = "wamp.error.not_authorized";

@@ -1,0 +1,183 @@
+//! Advanced RPC over real sockets: call timeouts and call canceling (skip,
+//! kill, killnowait), with callees that announce call canceling and callees
+//! that do not, on 1 shard and with caller and callee on different shards.
+//! Whatever must *not* arrive is shown by a later message on the same path:
+//! a sentinel call from the same caller to the same callee.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use switchyard::wamp::Value;
+
+use crate::common::*;
+
+const CANCELING_CALLEE: &str = r#"{"roles": {"caller": {}, "callee": {"features": {"call_canceling": true}}}}"#;
+const PLAIN_CALLEE: &str = r#"{"roles": {"caller": {}, "callee": {}}}"#;
+
+/// A callee (with `roles`) and a caller, on shards 1 and 0 when there are
+/// two; the callee registers `procedure`.
+fn pair(r: &Router, roles: &str, procedure: &str) -> (Client, Client) {
+    let (mut callee, caller) = if r.shards == 2 {
+        (r.join_on(1), r.join_on(0))
+    } else {
+        (Client::join_ws(r.ws, Ser::Json), Client::join_ws(r.ws, Ser::Json))
+    };
+    // the same connection (so the same shard) joins again with these roles
+    callee.send_json(r#"[6, {}, "wamp.close.close_realm"]"#);
+    callee.expect(GOODBYE);
+    callee.send_json(&format!(r#"[1, "realm1", {roles}]"#));
+    callee.session = callee.expect(WELCOME).at(1).u();
+    callee.register(procedure);
+    (callee, caller)
+}
+
+/// A call the callee answers at once: everything the router owed either
+/// side about earlier calls on this path has arrived before its RESULT
+/// (caller) and its INVOCATION (callee).
+fn sentinel(callee: &mut Client, caller: &mut Client, procedure: &str, request: u64) {
+    caller.send_json(&format!(r#"[48, {request}, {{}}, "{procedure}", ["sentinel"]]"#));
+    let inv = callee.expect(INVOCATION);
+    assert_eq!(inv.at(4).at(0).s(), "sentinel", "the callee got {inv:?} before the sentinel");
+    callee.send_json(&format!(r#"[70, {}, {{}}, ["sentinel"]]"#, inv.at(1).u()));
+    let m = caller.expect(RESULT);
+    assert_eq!(m.at(1).u(), request, "the caller got {m:?} before the sentinel's RESULT");
+}
+
+fn gauges_back_to_zero(r: &Router) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (r.metric_sum("pending_calls") != 0 || r.metric_sum("pending_invocations") != 0) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(r.metric("pending_calls"), vec![0; r.shards]);
+    assert_eq!(r.metric("pending_invocations"), vec![0; r.shards]);
+}
+
+fn interrupt_mode(m: &Value) -> String {
+    m.at(2).key("mode").s().to_owned()
+}
+
+fn a_call_times_out(shards: usize) {
+    let r = Router::start(shards);
+    for (roles, interrupted) in [(CANCELING_CALLEE, true), (PLAIN_CALLEE, false)] {
+        let (mut callee, mut caller) = pair(&r, roles, "com.slow");
+        caller.send_json(r#"[48, 1, {"timeout": 150}, "com.slow", ["wait"]]"#);
+        let inv = callee.expect(INVOCATION);
+        let e = caller.expect_error(CALL, 1, "wamp.error.timeout");
+        assert!(e.at(5).at(0).s().contains("timed out"), "{e:?}");
+        if interrupted {
+            let i = callee.expect(INTERRUPT);
+            assert_eq!(i.at(1).u(), inv.at(1).u());
+            assert_eq!(interrupt_mode(&i), "killnowait");
+        }
+        // the late answer is discarded: the caller's next message is the
+        // sentinel's RESULT, the callee's next the sentinel's INVOCATION
+        callee.send_json(&format!(r#"[70, {}, {{}}, ["too late"]]"#, inv.at(1).u()));
+        sentinel(&mut callee, &mut caller, "com.slow", 2);
+        // a call answered in time is not timed out
+        caller.send_json(r#"[48, 3, {"timeout": 60000}, "com.slow", ["quick"]]"#);
+        let inv = callee.expect(INVOCATION);
+        callee.send_json(&format!(r#"[70, {}, {{}}, ["done"]]"#, inv.at(1).u()));
+        assert_eq!(caller.expect(RESULT).at(3).at(0).s(), "done");
+        callee.drop_connection();
+        caller.drop_connection();
+    }
+    assert_eq!(r.metric_sum("calls_timed_out"), 2);
+    gauges_back_to_zero(&r);
+}
+
+#[test]
+fn a_call_times_out_1_shard() {
+    a_call_times_out(1);
+}
+
+#[test]
+fn a_call_times_out_2_shards() {
+    a_call_times_out(2);
+}
+
+fn a_call_is_canceled(shards: usize) {
+    let r = Router::start(shards);
+    // (mode, callee roles, caller answered at once, INTERRUPT mode)
+    let cases = [
+        ("skip", CANCELING_CALLEE, true, None),
+        ("killnowait", CANCELING_CALLEE, true, Some("killnowait")),
+        ("killnowait", PLAIN_CALLEE, true, None),
+        ("kill", CANCELING_CALLEE, false, Some("kill")),
+        ("kill", PLAIN_CALLEE, true, None),
+    ];
+    for (mode, roles, at_once, interrupt) in cases {
+        let (mut callee, mut caller) = pair(&r, roles, "com.long");
+        caller.send_json(r#"[48, 1, {}, "com.long", ["work"]]"#);
+        let inv = callee.expect(INVOCATION);
+        caller.send_json(&format!(r#"[49, 1, {{"mode": "{mode}"}}]"#));
+        if at_once {
+            caller.expect_error(CALL, 1, "wamp.error.canceled");
+        }
+        if let Some(want) = interrupt {
+            let i = callee.expect(INTERRUPT);
+            assert_eq!(i.at(1).u(), inv.at(1).u(), "{mode}");
+            assert_eq!(interrupt_mode(&i), want);
+        }
+        if !at_once {
+            // kill: the caller gets the callee's answer to the INTERRUPT
+            callee.send_json(&format!(r#"[8, 68, {}, {{}}, "wamp.error.canceled", ["stopped"]]"#, inv.at(1).u()));
+            let e = caller.expect_error(CALL, 1, "wamp.error.canceled");
+            assert_eq!(e.at(5).at(0).s(), "stopped");
+        } else {
+            // anything the callee still sends for it is discarded
+            callee.send_json(&format!(r#"[70, {}, {{}}, ["too late"]]"#, inv.at(1).u()));
+        }
+        sentinel(&mut callee, &mut caller, "com.long", 2);
+        // a CANCEL for a call that is no longer pending is ignored
+        caller.send_json(&format!(r#"[49, 1, {{"mode": "{mode}"}}]"#));
+        sentinel(&mut callee, &mut caller, "com.long", 3);
+        callee.drop_connection();
+        caller.drop_connection();
+    }
+    assert_eq!(r.metric_sum("calls_canceled"), 5);
+    gauges_back_to_zero(&r);
+}
+
+#[test]
+fn a_call_is_canceled_1_shard() {
+    a_call_is_canceled(1);
+}
+
+#[test]
+fn a_call_is_canceled_2_shards() {
+    a_call_is_canceled(2);
+}
+
+/// A caller that leaves mid-call: its callee, if it can be interrupted, gets
+/// INTERRUPT `killnowait`, and nothing stays pending anywhere.
+fn a_caller_that_leaves_interrupts_its_calls(shards: usize) {
+    let r = Router::start(shards);
+    let (mut callee, mut caller) = pair(&r, CANCELING_CALLEE, "com.orphan");
+    caller.send_json(r#"[48, 1, {"timeout": 60000}, "com.orphan", []]"#);
+    let inv = callee.expect(INVOCATION);
+    caller.drop_connection();
+    let i = callee.expect(INTERRUPT);
+    assert_eq!(i.at(1).u(), inv.at(1).u());
+    assert_eq!(interrupt_mode(&i), "killnowait");
+    gauges_back_to_zero(&r);
+}
+
+#[test]
+fn a_caller_that_leaves_interrupts_its_calls_1_shard() {
+    a_caller_that_leaves_interrupts_its_calls(1);
+}
+
+#[test]
+fn a_caller_that_leaves_interrupts_its_calls_2_shards() {
+    a_caller_that_leaves_interrupts_its_calls(2);
+}
+
+#[test]
+fn a_cancel_mode_that_does_not_exist_is_a_protocol_violation() {
+    let r = Router::start(1);
+    let (mut callee, mut caller) = pair(&r, CANCELING_CALLEE, "com.x");
+    caller.send_json(r#"[48, 1, {}, "com.x", []]"#);
+    callee.expect(INVOCATION);
+    caller.send_json(r#"[49, 1, {"mode": "abort"}]"#);
+    caller.expect_abort("wamp.error.protocol_violation");
+}

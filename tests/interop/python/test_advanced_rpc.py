@@ -1,0 +1,116 @@
+"""Advanced RPC with autobahn-python: dealer-side call timeouts and call canceling.
+
+autobahn-python announces call_canceling for its callee role, so the router
+interrupts a timed-out invocation (killnowait), which autobahn turns into a
+CancelledError inside the endpoint; cancelling a call's future sends CANCEL
+(no mode: skip), which the router answers at once with ERROR.
+"""
+
+import asyncio
+
+import pytest
+from autobahn.wamp import message
+from autobahn.wamp.types import CallOptions
+
+from harness import Harness, expect_app_error, run
+
+
+def test_welcome_announces_canceling_and_timeout(router, transport):
+    async def main():
+        async with Harness(router) as h:
+            s = await h.open(transport)
+            dealer = s.welcome.roles["dealer"]
+            assert dealer.call_canceling is True, dealer
+            assert dealer.call_timeout is True, dealer
+
+    run(main())
+
+
+def test_call_timeout_interrupts_the_callee(router, transport):
+    proc = "com.example.adv.slow"
+
+    async def main():
+        async with Harness(router) as h:
+            callee = await h.open(transport, name="callee")
+            caller = await h.open(transport, name="caller")
+            interrupted = asyncio.Event()
+
+            async def slow():
+                try:
+                    await asyncio.sleep(30)
+                except asyncio.CancelledError:
+                    interrupted.set()
+                    raise
+                return "too late"
+
+            await callee.register(slow, proc)
+            err = await expect_app_error(caller.call(proc, options=CallOptions(timeout=200)))
+            assert err.error == "wamp.error.timeout", err
+            # the router sent INTERRUPT, and autobahn cancelled the endpoint
+            await asyncio.wait_for(interrupted.wait(), 5)
+
+            # a call answered within its timeout is answered
+            await callee.register(lambda: "quick", proc + ".quick")
+            assert await caller.call(proc + ".quick", options=CallOptions(timeout=5000)) == "quick"
+            # and nothing is left pending on the caller's side
+            assert not caller._call_reqs, caller._call_reqs
+
+    run(main())
+
+
+def test_a_canceled_call_is_answered_at_once(router, transport):
+    proc = "com.example.adv.long"
+
+    async def main():
+        async with Harness(router) as h:
+            callee = await h.open(transport, name="callee")
+            caller = await h.open(transport, name="caller")
+            started = asyncio.Event()
+            release = asyncio.Event()
+
+            async def long():
+                started.set()
+                await release.wait()
+                return "finished"
+
+            await callee.register(long, proc)
+            # what reaches the caller's session, as autobahn parsed it
+            seen = []
+            deliver = caller.onMessage
+
+            def spy(msg):
+                seen.append(msg)
+                return deliver(msg)
+
+            caller.onMessage = spy
+            call = asyncio.ensure_future(caller.call(proc))
+            await asyncio.wait_for(started.wait(), 5)
+            call.cancel()  # autobahn sends CANCEL
+            with pytest.raises(asyncio.CancelledError):
+                await call
+
+            def canceled():
+                return [m for m in seen if isinstance(m, message.Error) and m.error == "wamp.error.canceled"]
+
+            # skip: the router answers at once, without the callee
+            for _ in range(500):
+                if canceled():
+                    break
+                await asyncio.sleep(0.01)
+            # the callee is not interrupted; its late answer is discarded
+            release.set()
+
+            # a later call on the same path is answered normally, and by then
+            # the router's ERROR for the canceled call has been received
+            # (same connection, sent first), so autobahn forgot the call
+            await callee.register(lambda: "next", proc + ".next")
+            assert await caller.call(proc + ".next") == "next"
+            # the router answered the CANCEL with ERROR wamp.error.canceled,
+            # and the callee's late RESULT never reached the caller
+            errors = canceled()
+            assert len(errors) == 1, seen
+            assert errors[0].request_type == message.Call.MESSAGE_TYPE, errors
+            late = [m for m in seen if isinstance(m, message.Result) and m.request == errors[0].request]
+            assert not late, late
+
+    run(main())
