@@ -245,6 +245,52 @@ function serializerSuite(getUrl, ser) {
     await closeChecked(caller, 'caller');
   });
 
+  it('a call past its timeout fails with wamp.error.timeout (callee not interrupted: it announces no call_canceling)', t, async () => {
+    const proc = base('slow');
+    const callee = await open();
+    const caller = await open();
+    const late = deferred();
+    await within(callee.session.register(proc, () => late.promise), WAIT, 'REGISTERED');
+    const err = await rejectionOf(caller.session.call(proc, [], {}, { timeout: 200 }), WAIT, 'timed-out call');
+    assertWampError(err, 'wamp.error.timeout', 'call timeout');
+    // the callee answers late: the router discards it, and a later call on
+    // the same path gets its own RESULT
+    late.resolve('too late');
+    await within(callee.session.register(`${proc}.next`, () => 'next'), WAIT, 'REGISTERED');
+    assert.equal(await within(caller.session.call(`${proc}.next`, [], {}, { timeout: 5000 }), WAIT, 'RESULT'), 'next');
+    await closeChecked(callee, 'callee');
+    await closeChecked(caller, 'caller');
+  });
+
+  it('a call canceled with mode kill, at a callee that cannot be interrupted, fails with wamp.error.canceled', t, async () => {
+    // autobahn-js keeps a call it cancels only in mode "kill"; after "skip" or
+    // "killnowait" it forgets the call and takes the ERROR the spec has the
+    // dealer send as a protocol violation (see README)
+    const proc = base('long');
+    const callee = await open();
+    const caller = await open();
+    const started = deferred();
+    const release = deferred();
+    await within(
+      callee.session.register(proc, () => {
+        started.resolve();
+        return release.promise;
+      }),
+      WAIT,
+      'REGISTERED',
+    );
+    const call = caller.session.call(proc);
+    await within(started.promise, WAIT, 'INVOCATION');
+    call.cancel({ mode: 'kill' });
+    const err = await rejectionOf(call, WAIT, 'canceled call');
+    assertWampError(err, 'wamp.error.canceled', 'cancel kill');
+    release.resolve('finished');
+    await within(callee.session.register(`${proc}.next`, () => 'next'), WAIT, 'REGISTERED');
+    assert.equal(await within(caller.session.call(`${proc}.next`), WAIT, 'RESULT'), 'next');
+    await closeChecked(callee, 'callee');
+    await closeChecked(caller, 'caller');
+  });
+
   it('prefix subscription gets matching events with details.topic', t, async () => {
     const root = base('pfx');
     const prefix = `${root}.sensors`;
