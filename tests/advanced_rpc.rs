@@ -181,3 +181,70 @@ fn a_cancel_mode_that_does_not_exist_is_a_protocol_violation() {
     caller.send_json(r#"[49, 1, {"mode": "abort"}]"#);
     caller.expect_abort("wamp.error.protocol_violation");
 }
+
+const PROGRESSIVE_CALLEE: &str =
+    r#"{"roles": {"caller": {}, "callee": {"features": {"call_canceling": true, "progressive_call_results": true}}}}"#;
+
+/// Progressive call results: every progressive YIELD becomes a progressive
+/// RESULT, in order, then the final one; a callee that cannot take them (or
+/// a caller that did not ask) gets no `receive_progress`, and progressive
+/// YIELDs for such a call are dropped.
+fn progressive_results_arrive_in_order(shards: usize) {
+    let r = Router::start(shards);
+    let (mut callee, mut caller) = pair(&r, PROGRESSIVE_CALLEE, "com.chunks");
+    caller.send_json(r#"[48, 1, {"receive_progress": true}, "com.chunks", [3]]"#);
+    let inv = callee.expect(INVOCATION);
+    assert_eq!(inv.at(3).key("receive_progress"), &Value::Bool(true), "{inv:?}");
+    let id = inv.at(1).u();
+    for i in 0..50 {
+        callee.send_json(&format!(r#"[70, {id}, {{"progress": true}}, [{i}]]"#));
+    }
+    callee.send_json(&format!(r#"[70, {id}, {{}}, ["final"]]"#));
+    for i in 0..50 {
+        let m = caller.expect(RESULT);
+        assert_eq!(m.at(1).u(), 1);
+        assert_eq!(m.at(2).key("progress"), &Value::Bool(true), "{m:?}");
+        assert_eq!(m.at(3).at(0).u(), i);
+    }
+    let last = caller.expect(RESULT);
+    assert_eq!(last.at(3).at(0).s(), "final");
+    assert!(last.at(2).get("progress").is_none(), "{last:?}");
+    // a call that did not ask: no receive_progress, progress dropped
+    caller.send_json(r#"[48, 2, {}, "com.chunks", []]"#);
+    let inv = callee.expect(INVOCATION);
+    assert!(inv.at(3).get("receive_progress").is_none(), "{inv:?}");
+    callee.send_json(&format!(r#"[70, {}, {{"progress": true}}, ["dropped"]]"#, inv.at(1).u()));
+    callee.send_json(&format!(r#"[70, {}, {{}}, ["only"]]"#, inv.at(1).u()));
+    assert_eq!(caller.expect(RESULT).at(3).at(0).s(), "only");
+    // a callee without the feature is not asked for progress
+    let (mut plain, mut caller2) = pair(&r, CANCELING_CALLEE, "com.plain");
+    caller2.send_json(r#"[48, 1, {"receive_progress": true}, "com.plain", []]"#);
+    let inv = plain.expect(INVOCATION);
+    assert!(inv.at(3).get("receive_progress").is_none(), "{inv:?}");
+    plain.send_json(&format!(r#"[70, {}, {{}}, ["whole"]]"#, inv.at(1).u()));
+    assert_eq!(caller2.expect(RESULT).at(3).at(0).s(), "whole");
+    // progressive results end with the call's timeout too
+    caller.send_json(r#"[48, 3, {"receive_progress": true, "timeout": 150}, "com.chunks", []]"#);
+    let inv = callee.expect(INVOCATION);
+    callee.send_json(&format!(r#"[70, {}, {{"progress": true}}, ["one"]]"#, inv.at(1).u()));
+    let m = caller.expect(RESULT);
+    assert_eq!(m.at(3).at(0).s(), "one");
+    caller.expect_error(CALL, 3, "wamp.error.timeout");
+    assert_eq!(interrupt_mode(&callee.expect(INTERRUPT)), "killnowait");
+    callee.send_json(&format!(r#"[70, {}, {{"progress": true}}, ["after"]]"#, inv.at(1).u()));
+    sentinel(&mut callee, &mut caller, "com.chunks", 4);
+    for c in [callee, caller, plain, caller2] {
+        c.drop_connection();
+    }
+    gauges_back_to_zero(&r);
+}
+
+#[test]
+fn progressive_results_arrive_in_order_1_shard() {
+    progressive_results_arrive_in_order(1);
+}
+
+#[test]
+fn progressive_results_arrive_in_order_2_shards() {
+    progressive_results_arrive_in_order(2);
+}

@@ -267,7 +267,15 @@ fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
     let ci = u.choose_index(w.conns.len())?;
     w.conns[ci].next_request += 1;
     let req = w.conns[ci].next_request;
-    let roles = dict(&[("roles", dict(&[("subscriber", dict(&[])), ("caller", dict(&[]))]))]);
+    let features = dict(&[
+        ("call_canceling", Value::Bool(u.arbitrary()?)),
+        ("progressive_call_results", Value::Bool(u.arbitrary()?)),
+    ]);
+    let callee = dict(&[("features", features)]);
+    let roles = dict(&[(
+        "roles",
+        dict(&[("subscriber", dict(&[])), ("caller", dict(&[])), ("callee", callee)]),
+    )]);
     let msg = match op {
         1 => Some(Value::List(vec![n(1), s(pick(u, REALMS)?), roles])),
         2 => {
@@ -296,11 +304,14 @@ fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
             Some(Value::List(vec![n(66), n(req), n(id)]))
         }
         7 => {
-            let options = if u.arbitrary()? {
-                dict(&[("timeout", n(u.int_in_range(0..=50)?))])
-            } else {
-                dict(&[])
-            };
+            let mut pairs = Vec::new();
+            if u.arbitrary()? {
+                pairs.push(("timeout", n(u.int_in_range(0..=50)?)));
+            }
+            if u.arbitrary()? {
+                pairs.push(("receive_progress", Value::Bool(true)));
+            }
+            let options = dict(&pairs);
             let mut m = vec![n(48), n(req), options, s(pick(u, TOPICS)?)];
             m.extend(payload(u)?);
             Some(Value::List(m))
@@ -325,9 +336,18 @@ fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
         }
         8 | 9 => {
             let inv = some_id(u, &w.conns[ci].invocations)?;
-            w.conns[ci].invocations.retain(|i| *i != inv);
+            // a progressive YIELD leaves the invocation pending
+            let progress = op == 8 && u.ratio(1, 3)?;
+            if !progress {
+                w.conns[ci].invocations.retain(|i| *i != inv);
+            }
             let mut m = if op == 8 {
-                vec![n(70), n(inv), dict(&[])]
+                let options = if progress {
+                    dict(&[("progress", Value::Bool(true))])
+                } else {
+                    dict(&[])
+                };
+                vec![n(70), n(inv), options]
             } else {
                 vec![n(8), n(68), n(inv), dict(&[]), s("com.app.failed")]
             };

@@ -29,6 +29,9 @@ pub(super) struct PendingInvocation {
     pub(super) caller_shard: usize,
     pub(super) caller: Id,
     pub(super) call_request: Id,
+    /// The INVOCATION said `receive_progress`: progressive YIELDs go on to
+    /// the caller.
+    pub(super) progress: bool,
 }
 
 /// A call this shard's session made, on the caller's shard, from CALL until
@@ -264,6 +267,7 @@ impl Router {
             caller: sid,
             call_request: request,
             procedure: (policy != MatchPolicy::Exact).then(|| procedure.into()),
+            receive_progress: options.receive_progress,
             payload,
         };
         if shard == self.me {
@@ -288,6 +292,7 @@ impl Router {
             panic!("test hook: a call to switchyard.test.panic");
         }
         let fail = |error: &str, message: &str, ser| CallDone {
+            progress: false,
             caller: inv.caller,
             call_request: inv.call_request,
             error: Some(error.to_owned()),
@@ -334,10 +339,16 @@ impl Router {
         if s.ser != inv.payload.serializer && !inv.payload.is_empty() {
             ShardStats::inc(&self.stats.transcodes);
         }
-        let details = match &inv.procedure {
+        let mut details = match &inv.procedure {
             Some(p) => Dict::new().with("procedure", Value::Str(p.to_string())),
             None => Dict::new(),
         };
+        // the spec's rule: only a callee that can also be interrupted gets
+        // progressive results asked of it
+        let progress = inv.receive_progress && s.progressive && s.cancels;
+        if progress {
+            details.insert("receive_progress", Value::Bool(true));
+        }
         let request = s.invocation_ids.next_id();
         let frame = encode::invocation(s.ser, request, inv.registration, &details, &payload);
         if !s.outbox.fits(frame.len()) {
@@ -354,6 +365,7 @@ impl Router {
                 caller_shard: inv.caller_shard,
                 caller: inv.caller,
                 call_request: inv.call_request,
+                progress,
             },
         );
         s.invocation_by_call
@@ -364,8 +376,36 @@ impl Router {
     }
 
     /// A callee's YIELD (`error` = None) or ERROR for an invocation.
-    pub(super) fn callee_answer(&mut self, sid: Id, request: Id, error: Option<String>, details: Dict, payload: Payload) {
+    /// A callee's YIELD (`error` = None) or ERROR for an invocation; a
+    /// progressive YIELD (`progress`) keeps the invocation pending, and is
+    /// dropped if the INVOCATION did not ask for progress.
+    pub(super) fn callee_answer(&mut self, sid: Id, request: Id, error: Option<String>, progress: bool, details: Dict, payload: Payload) {
         let Some(s) = self.sessions.get_mut(&sid) else { return };
+        let progress = progress && error.is_none();
+        if progress {
+            let Some(inv) = s.invocations.get(&request) else {
+                tracing::debug!(session = sid, request, "progress for an unknown invocation ignored");
+                return;
+            };
+            if !inv.progress {
+                tracing::debug!(
+                    session = sid,
+                    request,
+                    "progressive YIELD for a call that did not ask for progress dropped"
+                );
+                return;
+            }
+            let done = CallDone {
+                progress: true,
+                caller: inv.caller,
+                call_request: inv.call_request,
+                error: None,
+                details,
+                payload,
+            };
+            let to = inv.caller_shard;
+            return self.send_to(to, ShardMsg::CallDone(Box::new(done)));
+        }
         let Some(inv) = s.invocations.remove(&request) else {
             tracing::debug!(session = sid, request, "answer for an unknown invocation ignored");
             return;
@@ -373,6 +413,7 @@ impl Router {
         s.invocation_by_call.remove(&(inv.caller_shard, inv.caller, inv.call_request));
         self.stats.pending_invocations.fetch_sub(1, Ordering::Relaxed);
         let done = CallDone {
+            progress: false,
             caller: inv.caller,
             call_request: inv.call_request,
             error,
@@ -385,6 +426,22 @@ impl Router {
     /// On the caller's shard: RESULT or ERROR to the caller, if still here.
     pub(super) fn call_done(&mut self, done: CallDone) {
         let Some(s) = self.sessions.get_mut(&done.caller) else { return };
+        if done.progress {
+            // a progressive RESULT: the call stays in the table
+            if !s.calls.contains_key(&done.call_request) {
+                return;
+            }
+            let payload = match codec::transcode(&done.payload, s.ser) {
+                Ok(p) => p,
+                Err(_) => return, // a chunk that cannot be converted is not sent
+            };
+            let frame = encode::result(s.ser, done.call_request, &Dict::new().with("progress", Value::Bool(true)), &payload);
+            if s.outbox.fits(frame.len()) {
+                s.outbox.push(frame);
+                ShardStats::inc(&self.stats.messages_out);
+            }
+            return;
+        }
         let Some(call) = s.calls.remove(&done.call_request) else {
             tracing::debug!(
                 session = done.caller,
@@ -506,6 +563,7 @@ impl Router {
             // kill for a callee that cannot be interrupted is skip: the
             // caller, still waiting, is answered now
             let done = CallDone {
+                progress: false,
                 caller: msg.caller,
                 call_request: msg.call_request,
                 error: Some(uris::CANCELED.to_owned()),

@@ -151,6 +151,8 @@ pub struct InvokeMsg {
     pub call_request: Id,
     /// The concrete procedure, for pattern-based registrations.
     pub procedure: Option<Arc<str>>,
+    /// The caller asked for progressive results.
+    pub receive_progress: bool,
     pub payload: Payload,
 }
 
@@ -172,6 +174,8 @@ pub struct CallDone {
     pub call_request: Id,
     /// `None` for a result, the error URI for an error.
     pub error: Option<String>,
+    /// A progressive result: the call goes on.
+    pub progress: bool,
     pub details: Dict,
     pub payload: Payload,
 }

@@ -150,6 +150,8 @@ impl SubscribeOptions {
 pub(super) struct CallOptions {
     /// Dealer-side timeout; `None` for none (absent or 0).
     pub(super) timeout: Option<std::time::Duration>,
+    /// The caller takes progressive results.
+    pub(super) receive_progress: bool,
 }
 
 impl CallOptions {
@@ -160,7 +162,25 @@ impl CallOptions {
             Some(Value::Float(ms)) if *ms > 0.0 => Some(std::time::Duration::from_millis(ms.ceil().min(u64::MAX as f64) as u64)),
             _ => None,
         };
-        CallOptions { timeout }
+        CallOptions {
+            timeout,
+            receive_progress: flag(options, "receive_progress", false),
+        }
+    }
+}
+
+/// YIELD.Options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct YieldOptions {
+    /// A progressive result; more follow.
+    pub(super) progress: bool,
+}
+
+impl YieldOptions {
+    pub(super) fn read(options: &Dict) -> Self {
+        YieldOptions {
+            progress: flag(options, "progress", false),
+        }
     }
 }
 

@@ -91,6 +91,8 @@ pub(super) struct LocalSession {
     /// The session announced call canceling as a callee: it may be sent
     /// INTERRUPT.
     pub(super) cancels: bool,
+    /// The session announced progressive call results as a callee.
+    pub(super) progressive: bool,
     pub(super) invocation_ids: IdSeq,
     /// Calls this session made that wait for their RESULT or ERROR, by CALL
     /// request ID.
@@ -116,9 +118,9 @@ impl Conn {
     }
 }
 
-/// Whether HELLO announced call canceling for the callee role (also under
-/// the older spelling `call_cancelling`).
-fn callee_cancels(details: &Dict) -> bool {
+/// Whether HELLO announced one of `names` as a feature of the callee role
+/// (call canceling also goes by its older spelling `call_cancelling`).
+fn callee_feature(details: &Dict, names: &[&str]) -> bool {
     let Some(Value::Dict(roles)) = details.get("roles") else {
         return false;
     };
@@ -128,9 +130,7 @@ fn callee_cancels(details: &Dict) -> bool {
     let Some(Value::Dict(features)) = callee.get("features") else {
         return false;
     };
-    ["call_canceling", "call_cancelling"]
-        .iter()
-        .any(|f| features.get_bool(f) == Some(true))
+    names.iter().any(|f| features.get_bool(f) == Some(true))
 }
 
 fn welcome_details(who: &SessionIdentity) -> Dict {
@@ -154,7 +154,12 @@ fn welcome_details(who: &SessionIdentity) -> Dict {
                         "dealer",
                         Value::Dict(Dict::new().with(
                             "features",
-                            features(&["pattern_based_registration", "call_canceling", "call_timeout"]),
+                            features(&[
+                                "pattern_based_registration",
+                                "call_canceling",
+                                "call_timeout",
+                                "progressive_call_results",
+                            ]),
                         )),
                     ),
             ),
@@ -253,6 +258,7 @@ impl Router {
                 call_request,
             } => {
                 let done = CallDone {
+                    progress: false,
                     caller,
                     call_request,
                     error: Some(uris::CANCELED.to_owned()),
@@ -325,7 +331,7 @@ impl Router {
                 if request_type != wamp::MessageType::Invocation.code() {
                     return self.protocol_violation(conn, "ERROR with an invalid REQUEST.Type");
                 }
-                self.callee_answer(sid, request, Some(error), details, payload);
+                self.callee_answer(sid, request, Some(error), false, details, payload);
             }
             Message::Publish {
                 request,
@@ -354,7 +360,10 @@ impl Router {
                 procedure,
             } => self.register(sid, request, options::RegisterOptions::read(&options), procedure),
             Message::Unregister { request, registration } => self.unregister(sid, request, registration),
-            Message::Yield { request, payload, .. } => self.callee_answer(sid, request, None, Dict::new(), payload),
+            Message::Yield { request, options, payload } => {
+                let progress = options::YieldOptions::read(&options).progress;
+                self.callee_answer(sid, request, None, progress, Dict::new(), payload)
+            }
         }
     }
 
@@ -411,7 +420,7 @@ impl Router {
             .get_str("authid")
             .map(str::to_owned)
             .unwrap_or_else(|| format!("anonymous-{sid}"));
-        let cancels = callee_cancels(&details);
+        let cancels = callee_feature(&details, &["call_canceling", "call_cancelling"]);
         let identity = SessionIdentity {
             realm: self.realms[realm_idx as usize].name.clone(),
             authid: authid.into(),
@@ -440,6 +449,7 @@ impl Router {
                 invocations: AHashMap::new(),
                 invocation_by_call: AHashMap::new(),
                 cancels,
+                progressive: callee_feature(&details, &["progressive_call_results"]),
                 invocation_ids: IdSeq::default(),
                 calls: AHashMap::new(),
                 goodbye_sent: false,
@@ -485,6 +495,7 @@ impl Router {
         }
         for (_, inv) in s.invocations {
             let done = CallDone {
+                progress: false,
                 caller: inv.caller,
                 call_request: inv.call_request,
                 error: Some(uris::CANCELED.to_owned()),

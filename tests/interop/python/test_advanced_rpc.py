@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 from autobahn.wamp import message
-from autobahn.wamp.types import CallOptions
+from autobahn.wamp.types import CallOptions, RegisterOptions
 
 from harness import Harness, expect_app_error, run
 
@@ -22,6 +22,7 @@ def test_welcome_announces_canceling_and_timeout(router, transport):
             dealer = s.welcome.roles["dealer"]
             assert dealer.call_canceling is True, dealer
             assert dealer.call_timeout is True, dealer
+            assert dealer.progressive_call_results is True, dealer
 
     run(main())
 
@@ -112,5 +113,28 @@ def test_a_canceled_call_is_answered_at_once(router, transport):
             assert errors[0].request_type == message.Call.MESSAGE_TYPE, errors
             late = [m for m in seen if isinstance(m, message.Result) and m.request == errors[0].request]
             assert not late, late
+
+    run(main())
+
+
+def test_progressive_results_arrive_in_order(router, transport):
+    proc = "com.example.adv.chunks"
+
+    async def main():
+        async with Harness(router) as h:
+            callee = await h.open(transport, name="callee")
+            caller = await h.open(transport, name="caller")
+
+            async def chunks(n, details=None):
+                assert details.progress is not None, "the router did not pass receive_progress"
+                for i in range(n):
+                    details.progress(i, chunk="#{}".format(i))
+                return "done"
+
+            await callee.register(chunks, proc, options=RegisterOptions(details_arg="details"))
+            got = []
+            res = await caller.call(proc, 20, options=CallOptions(on_progress=lambda *a, **kw: got.append((a, kw))))
+            assert res == "done", res
+            assert got == [((i,), {"chunk": "#{}".format(i)}) for i in range(20)], got
 
     run(main())
