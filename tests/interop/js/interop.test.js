@@ -291,6 +291,26 @@ function serializerSuite(getUrl, ser) {
     await closeChecked(caller, 'caller');
   });
 
+  it('an autobahn-js callee (progressive results without call canceling) is not asked for progress, as the spec says', t, async () => {
+    const proc = base('chunks');
+    const callee = await open();
+    const caller = await open();
+    let askedForProgress = null;
+    await within(
+      callee.session.register(proc, (args, kwargs, details) => {
+        askedForProgress = Boolean(details.progress);
+        return 'whole';
+      }),
+      WAIT,
+      'REGISTERED',
+    );
+    const res = await within(caller.session.call(proc, [], {}, { receive_progress: true }), WAIT, 'RESULT');
+    assert.equal(res, 'whole');
+    assert.equal(askedForProgress, false, 'INVOCATION carried receive_progress to a callee without call_canceling');
+    await closeChecked(callee, 'callee');
+    await closeChecked(caller, 'caller');
+  });
+
   it('prefix subscription gets matching events with details.topic', t, async () => {
     const root = base('pfx');
     const prefix = `${root}.sensors`;
