@@ -95,6 +95,34 @@ impl Default for RouterSection {
 #[serde(deny_unknown_fields)]
 pub struct RealmConfig {
     pub name: String,
+    /// When callers are named to callees (INVOCATION.Details.caller).
+    #[serde(default)]
+    pub caller_disclosure: CallerDisclosure,
+}
+
+/// `realm[i].caller_disclosure`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallerDisclosure {
+    /// When the caller asks (`disclose_me`: session, authid, authrole) or
+    /// the registration does (`disclose_caller`: the session).
+    #[default]
+    OnRequest,
+    /// Every caller, with session, authid and authrole (as routers that
+    /// configure disclosure per role do).
+    Always,
+    /// Nobody; `disclose_me` gets ERROR `wamp.error.disclose_me.not_allowed`.
+    Never,
+}
+
+impl RealmConfig {
+    /// A realm with the default settings.
+    pub fn named(name: &str) -> Self {
+        RealmConfig {
+            name: name.to_owned(),
+            caller_disclosure: CallerDisclosure::OnRequest,
+        }
+    }
 }
 
 /// Kind of a listener.
@@ -445,6 +473,21 @@ mod tests {
         let mut c = Config::embedded();
         c.realms[0].name = "bad realm".into();
         assert!(c.validate(&[0]).unwrap_err().to_string().starts_with("realm[0].name"));
+    }
+
+    #[test]
+    fn realm_settings_parse_and_name_their_key() {
+        let c = Config::parse(
+            "[[realm]]\nname = \"a\"\ncaller_disclosure = \"always\"\n[[realm]]\nname = \"b\"\n",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(c.realms[0].caller_disclosure, CallerDisclosure::Always);
+        assert_eq!(c.realms[1].caller_disclosure, CallerDisclosure::OnRequest);
+        let e = Config::parse("[[realm]]\nname = \"a\"\ncaller_disclosure = \"sometimes\"\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("caller_disclosure") || e.contains("sometimes"), "{e}");
     }
 
     #[test]

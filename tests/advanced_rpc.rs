@@ -248,3 +248,59 @@ fn progressive_results_arrive_in_order_1_shard() {
 fn progressive_results_arrive_in_order_2_shards() {
     progressive_results_arrive_in_order(2);
 }
+
+/// Caller identification: `disclose_me` names the caller (session, authid,
+/// authrole) in INVOCATION.Details; a registration with `disclose_caller`
+/// gets the caller's session for every call; a realm with
+/// `caller_disclosure = "never"` refuses `disclose_me` and discloses nothing.
+fn callers_are_disclosed_when_asked_and_allowed(shards: usize) {
+    let r = Router::start_with(shards, "\n[[realm]]\nname = \"closed\"\ncaller_disclosure = \"never\"", "", &[]);
+    let (mut callee, mut caller) = pair(&r, PLAIN_CALLEE, "com.who");
+    caller.send_json(r#"[48, 1, {"disclose_me": true}, "com.who", []]"#);
+    let inv = callee.expect(INVOCATION);
+    assert_eq!(inv.at(3).key("caller").u(), caller.session, "{inv:?}");
+    assert!(inv.at(3).key("caller_authid").s().starts_with("anonymous-"), "{inv:?}");
+    assert_eq!(inv.at(3).key("caller_authrole").s(), "anonymous");
+    callee.send_json(&format!(r#"[70, {}, {{}}, []]"#, inv.at(1).u()));
+    caller.expect(RESULT);
+    caller.send_json(r#"[48, 2, {}, "com.who", []]"#);
+    let inv = callee.expect(INVOCATION);
+    assert!(inv.at(3).get("caller").is_none(), "not asked: {inv:?}");
+    callee.send_json(&format!(r#"[70, {}, {{}}, []]"#, inv.at(1).u()));
+    caller.expect(RESULT);
+    // the callee asks for every caller
+    callee.send_json(r#"[64, 90, {"disclose_caller": true}, "com.who.always"]"#);
+    callee.expect(REGISTERED);
+    caller.send_json(r#"[48, 3, {}, "com.who.always", []]"#);
+    let inv = callee.expect(INVOCATION);
+    assert_eq!(inv.at(3).key("caller").u(), caller.session, "{inv:?}");
+    assert!(inv.at(3).get("caller_authid").is_none(), "only the session is owed: {inv:?}");
+    callee.send_json(&format!(r#"[70, {}, {{}}, []]"#, inv.at(1).u()));
+    caller.expect(RESULT);
+    // a realm that forbids it
+    let join = |c: &mut Client, roles: &str| {
+        c.send_json(&format!(r#"[1, "closed", {roles}]"#));
+        c.session = c.expect(WELCOME).at(1).u();
+    };
+    let mut closed_callee = Client::ws(r.ws, Ser::Json);
+    join(&mut closed_callee, PLAIN_CALLEE);
+    closed_callee.send_json(r#"[64, 1, {"disclose_caller": true}, "com.who"]"#);
+    closed_callee.expect(REGISTERED);
+    let mut closed_caller = Client::ws(r.ws, Ser::Json);
+    join(&mut closed_caller, PLAIN_CALLEE);
+    closed_caller.send_json(r#"[48, 1, {"disclose_me": true}, "com.who", []]"#);
+    closed_caller.expect_error(CALL, 1, "wamp.error.disclose_me.not_allowed");
+    closed_caller.send_json(r#"[48, 2, {}, "com.who", []]"#);
+    let inv = closed_callee.expect(INVOCATION);
+    assert!(inv.at(3).get("caller").is_none(), "the realm discloses nobody: {inv:?}");
+}
+
+#[test]
+fn callers_are_disclosed_when_asked_and_allowed_1_shard() {
+    callers_are_disclosed_when_asked_and_allowed(1);
+}
+
+#[test]
+fn callers_are_disclosed_when_asked_and_allowed_2_shards() {
+    callers_are_disclosed_when_asked_and_allowed(2);
+}

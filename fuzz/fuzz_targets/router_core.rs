@@ -29,7 +29,7 @@ use bytes::Bytes;
 use libfuzzer_sys::arbitrary::{Result as ArbResult, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use switchyard::codec::{self, msgpack};
-use switchyard::config::Limits;
+use switchyard::config::{CallerDisclosure, Limits, RealmConfig};
 use switchyard::metrics::ShardStats;
 use switchyard::router::{Clock, ConnId, Router, RouterConfig, ShardLink, ShardMsg, TransportInfo, TransportKind};
 use switchyard::session::outbox::{Outbox, Outgoing};
@@ -77,7 +77,14 @@ impl World {
         limits.max_uri_length = 64;
         limits.max_uri_components = 4;
         let cfg = RouterConfig {
-            realms: vec!["realm1".into(), "realm2".into()],
+            // realm2 never discloses callers
+            realms: vec![
+                RealmConfig::named("realm1"),
+                RealmConfig {
+                    caller_disclosure: CallerDisclosure::Never,
+                    ..RealmConfig::named("realm2")
+                },
+            ],
             limits,
         };
         let (clock, time) = Clock::manual();

@@ -8,6 +8,7 @@ use super::tables::AckThen;
 use super::timers::{Due, TimerKey};
 use super::{CallDone, InterruptMsg, InvokeMsg, RealmIdx, Router, ShardMsg, TableChange};
 use crate::codec::{self, encode};
+use crate::config::CallerDisclosure;
 use crate::metrics::ShardStats;
 use crate::wamp::message::Serializer;
 use crate::wamp::uri::UriCheck;
@@ -77,6 +78,9 @@ impl Router {
             return self.error_reply(sid, MessageType::Register, request, uris::LIMIT_EXCEEDED, &m);
         }
         s.regs_pending.insert(key.clone(), request);
+        if options.disclose_caller {
+            s.disclose_caller.insert(key.clone());
+        }
         let realm = s.realm;
         let token = self.expect_acks(AckThen::Registered {
             session: sid,
@@ -100,6 +104,7 @@ impl Router {
         if let AckThen::Registered { session, request, key } = p.then {
             if let Some(s) = self.sessions.get_mut(&session) {
                 s.regs_pending.remove(&key);
+                s.disclose_caller.remove(&key);
             }
             self.error_reply(
                 session,
@@ -122,6 +127,7 @@ impl Router {
                 "no such registration",
             );
         };
+        s.disclose_caller.remove(&(policy, uri.clone()));
         let realm = s.realm;
         let token = self.expect_acks(AckThen::Unregistered { session: sid, request });
         self.drop_callee(realm, policy, uri, sid, token);
@@ -205,6 +211,23 @@ impl Router {
             return Ok(());
         }
         let max = self.limits.max_pending_calls;
+        // caller identification: refused where the realm forbids it
+        let mut disclose = None;
+        let Some(s) = self.sessions.get(&sid) else { return Ok(()) };
+        let policy = self.realms[s.realm as usize].caller_disclosure;
+        if options.disclose_me || policy == CallerDisclosure::Always {
+            if policy == CallerDisclosure::Never {
+                self.error_reply(
+                    sid,
+                    MessageType::Call,
+                    request,
+                    uris::DISCLOSE_ME_NOT_ALLOWED,
+                    "this realm does not disclose callers",
+                );
+                return Ok(());
+            }
+            disclose = Some((s.identity.authid.clone(), s.identity.authrole.clone()));
+        }
         // one session lookup: the limit, the realm, and the call on success
         let outcome = {
             let Some(s) = self.sessions.get_mut(&sid) else { return Ok(()) };
@@ -268,6 +291,7 @@ impl Router {
             call_request: request,
             procedure: (policy != MatchPolicy::Exact).then(|| procedure.into()),
             receive_progress: options.receive_progress,
+            disclose,
             payload,
         };
         if shard == self.me {
@@ -346,6 +370,15 @@ impl Router {
         // the spec's rule: only a callee that can also be interrupted gets
         // progressive results asked of it
         let progress = inv.receive_progress && s.progressive && s.cancels;
+        let callee_asks = !s.disclose_caller.is_empty() && s.regs.get(&inv.registration).is_some_and(|key| s.disclose_caller.contains(key));
+        let disclosure = self.realms[inv.realm as usize].caller_disclosure;
+        if disclosure != CallerDisclosure::Never && (inv.disclose.is_some() || callee_asks) {
+            details.insert("caller", Value::UInt(inv.caller));
+            if let Some((authid, authrole)) = &inv.disclose {
+                details.insert("caller_authid", Value::Str(authid.to_string()));
+                details.insert("caller_authrole", Value::Str(authrole.to_string()));
+            }
+        }
         if progress {
             details.insert("receive_progress", Value::Bool(true));
         }

@@ -153,6 +153,9 @@ pub struct InvokeMsg {
     pub procedure: Option<Arc<str>>,
     /// The caller asked for progressive results.
     pub receive_progress: bool,
+    /// The caller's authid and authrole, when it asked to be disclosed
+    /// (its session ID travels in `caller` anyway).
+    pub disclose: Option<(Arc<str>, Arc<str>)>,
     pub payload: Payload,
 }
 

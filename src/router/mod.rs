@@ -39,7 +39,7 @@ use bytes::Bytes;
 use tracing::warn;
 
 use crate::codec::encode;
-use crate::config::{Limits, SlowConsumerPolicy};
+use crate::config::{Limits, RealmConfig, SlowConsumerPolicy};
 use crate::metrics::ShardStats;
 use crate::wamp::message::Serializer;
 use crate::wamp::uri::{UriCheck, UriError, UriLimits};
@@ -64,6 +64,8 @@ pub type RealmIdx = u32;
 #[derive(Debug, Default)]
 pub struct Realm {
     pub name: Arc<str>,
+    /// When callers are named to callees (`realm.caller_disclosure`).
+    pub caller_disclosure: crate::config::CallerDisclosure,
     pub(crate) sub_index: trie::UriIndex<Id>,
     pub(crate) subscriptions: AHashMap<Id, Subscription>,
     pub(crate) reg_index: trie::UriIndex<Id>,
@@ -73,7 +75,7 @@ pub struct Realm {
 /// Static facts every shard's router needs.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
-    pub realms: Vec<String>,
+    pub realms: Vec<RealmConfig>,
     /// The `[limits]` section: what one session may hold and send.
     pub limits: Limits,
 }
@@ -82,7 +84,7 @@ impl RouterConfig {
     /// One realm, the default limits.
     pub fn single_realm(name: &str) -> Self {
         RouterConfig {
-            realms: vec![name.to_owned()],
+            realms: vec![RealmConfig::named(name)],
             limits: Limits::default(),
         }
     }
@@ -117,12 +119,18 @@ impl Router {
         let realms: Vec<Realm> = cfg
             .realms
             .iter()
-            .map(|n| Realm {
-                name: n.as_str().into(),
+            .map(|r| Realm {
+                name: r.name.as_str().into(),
+                caller_disclosure: r.caller_disclosure,
                 ..Realm::default()
             })
             .collect();
-        let realm_names = cfg.realms.iter().enumerate().map(|(i, n)| (n.clone(), i as RealmIdx)).collect();
+        let realm_names = cfg
+            .realms
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), i as RealmIdx))
+            .collect();
         Router {
             me,
             nshards,

@@ -152,6 +152,8 @@ pub(super) struct CallOptions {
     pub(super) timeout: Option<std::time::Duration>,
     /// The caller takes progressive results.
     pub(super) receive_progress: bool,
+    /// The caller asks to be named to the callee.
+    pub(super) disclose_me: bool,
 }
 
 impl CallOptions {
@@ -165,6 +167,7 @@ impl CallOptions {
         CallOptions {
             timeout,
             receive_progress: flag(options, "receive_progress", false),
+            disclose_me: flag(options, "disclose_me", false),
         }
     }
 }
@@ -228,11 +231,16 @@ impl CancelMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct RegisterOptions {
     pub(super) policy: MatchPolicy,
+    /// The callee asks for every caller to be named to it.
+    pub(super) disclose_caller: bool,
 }
 
 impl RegisterOptions {
     pub(super) fn read(options: &Dict) -> Self {
-        RegisterOptions { policy: policy(options) }
+        RegisterOptions {
+            policy: policy(options),
+            disclose_caller: flag(options, "disclose_caller", false),
+        }
     }
 }
 

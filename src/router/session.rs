@@ -93,6 +93,8 @@ pub(super) struct LocalSession {
     pub(super) cancels: bool,
     /// The session announced progressive call results as a callee.
     pub(super) progressive: bool,
+    /// Its registrations (by pattern) that asked for callers to be disclosed.
+    pub(super) disclose_caller: ahash::AHashSet<(MatchPolicy, Arc<str>)>,
     pub(super) invocation_ids: IdSeq,
     /// Calls this session made that wait for their RESULT or ERROR, by CALL
     /// request ID.
@@ -159,6 +161,7 @@ fn welcome_details(who: &SessionIdentity) -> Dict {
                                 "call_canceling",
                                 "call_timeout",
                                 "progressive_call_results",
+                                "caller_identification",
                             ]),
                         )),
                     ),
@@ -450,6 +453,7 @@ impl Router {
                 invocation_by_call: AHashMap::new(),
                 cancels,
                 progressive: callee_feature(&details, &["progressive_call_results"]),
+                disclose_caller: ahash::AHashSet::new(),
                 invocation_ids: IdSeq::default(),
                 calls: AHashMap::new(),
                 goodbye_sent: false,

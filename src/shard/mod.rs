@@ -95,7 +95,7 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
     let all_stats: Arc<Vec<Arc<ShardStats>>> = Arc::new((0..n).map(|_| Arc::new(ShardStats::default())).collect());
     let seeds = mesh::build::<ShardMsg>(n, cfg.router.mesh_queue_capacity);
     let router_cfg = RouterConfig {
-        realms: cfg.realms.iter().map(|r| r.name.clone()).collect(),
+        realms: cfg.realms.clone(),
         limits: cfg.limits.clone(),
     };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();

@@ -47,6 +47,7 @@ pub mod uris {
     pub const INVALID_ARGUMENT: &str = "wamp.error.invalid_argument";
     pub const CANCELED: &str = "wamp.error.canceled";
     pub const TIMEOUT: &str = "wamp.error.timeout";
+    pub const DISCLOSE_ME_NOT_ALLOWED: &str = "wamp.error.disclose_me.not_allowed";
     pub const NO_AVAILABLE_CALLEE: &str = "wamp.error.no_available_callee";
     pub const PAYLOAD_SIZE_EXCEEDED: &str = "wamp.error.payload_size_exceeded";
     pub const NOT_AUTHORIZED: &str = "wamp.error.not_authorized";

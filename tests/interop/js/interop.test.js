@@ -311,6 +311,17 @@ function serializerSuite(getUrl, ser) {
     await closeChecked(caller, 'caller');
   });
 
+  it('a caller with disclose_me is named to the callee (details.caller)', t, async () => {
+    const proc = base('who');
+    const callee = await open();
+    const caller = await open();
+    await within(callee.session.register(proc, (args, kwargs, details) => (details.caller === undefined ? null : details.caller)), WAIT, 'REGISTERED');
+    assert.deepEqual(await within(caller.session.call(proc, [], {}, { disclose_me: true }), WAIT, 'RESULT'), caller.session.id);
+    assert.deepEqual(await within(caller.session.call(proc), WAIT, 'RESULT'), null);
+    await closeChecked(callee, 'callee');
+    await closeChecked(caller, 'caller');
+  });
+
   it('prefix subscription gets matching events with details.topic', t, async () => {
     const root = base('pfx');
     const prefix = `${root}.sensors`;

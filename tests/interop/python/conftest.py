@@ -84,6 +84,10 @@ shards = {shards}
 [[realm]]
 name = "realm1"
 
+[[realm]]
+name = "realm.disclosed"
+caller_disclosure = "always"
+
 [[listener]]
 type = "websocket"
 bind = "127.0.0.1:{ws_port}"

@@ -23,6 +23,7 @@ def test_welcome_announces_canceling_and_timeout(router, transport):
             assert dealer.call_canceling is True, dealer
             assert dealer.call_timeout is True, dealer
             assert dealer.progressive_call_results is True, dealer
+            assert dealer.caller_identification is True, dealer
 
     run(main())
 
@@ -136,5 +137,32 @@ def test_progressive_results_arrive_in_order(router, transport):
             res = await caller.call(proc, 20, options=CallOptions(on_progress=lambda *a, **kw: got.append((a, kw))))
             assert res == "done", res
             assert got == [((i,), {"chunk": "#{}".format(i)}) for i in range(20)], got
+
+    run(main())
+
+
+def test_caller_identification(router, transport):
+    # autobahn-python 24.4 has no disclose_me / disclose_caller options (the
+    # Rust suite tests those); a realm with caller_disclosure = "always"
+    # names every caller, as routers that configure disclosure per role do
+    if router.kind != "switchyard":
+        pytest.skip("the realm setting is Switchyard's")
+    proc = "com.example.adv.who"
+
+    async def main():
+        async with Harness(router) as h:
+            def who(details=None):
+                return [details.caller, details.caller_authid, details.caller_authrole]
+
+            plain_callee = await h.open(transport, name="callee")
+            plain_caller = await h.open(transport, name="caller")
+            await plain_callee.register(who, proc, options=RegisterOptions(details_arg="details"))
+            assert await plain_caller.call(proc) == [None, None, None]
+
+            callee = await h.open(transport, realm="realm.disclosed", name="callee")
+            caller = await h.open(transport, realm="realm.disclosed", name="caller")
+            await callee.register(who, proc, options=RegisterOptions(details_arg="details"))
+            named = await caller.call(proc)
+            assert named == [caller.session_id, caller.join_details.authid, "anonymous"], named
 
     run(main())
