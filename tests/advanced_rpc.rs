@@ -304,3 +304,97 @@ fn callers_are_disclosed_when_asked_and_allowed_1_shard() {
 fn callers_are_disclosed_when_asked_and_allowed_2_shards() {
     callers_are_disclosed_when_asked_and_allowed(2);
 }
+
+/// Finds the callee an INVOCATION went to, answers it with the callee's
+/// index, and returns the index.
+fn answer_where_it_went(callees: &mut [Client]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for (i, c) in callees.iter_mut().enumerate() {
+            if c.readable_within(Duration::from_millis(5)) {
+                let inv = c.expect(INVOCATION);
+                c.send_json(&format!(r#"[70, {}, {{}}, [{i}]]"#, inv.at(1).u()));
+                return i;
+            }
+        }
+        assert!(Instant::now() < deadline, "the call reached no callee");
+    }
+}
+
+/// Shared registration: callees of one procedure under one invocation
+/// policy, spread over the shards; a REGISTER with another policy (or any
+/// second REGISTER of a single one) is refused.
+fn shared_registrations_pick_callees_by_policy(shards: usize) {
+    let r = Router::start(shards);
+    let on = |i: usize| {
+        if shards == 2 {
+            r.join_on(i % 2)
+        } else {
+            Client::join_ws(r.ws, Ser::Json)
+        }
+    };
+    let mut caller = on(0);
+    for policy in ["roundrobin", "first", "last", "random"] {
+        let proc = format!("com.shared.{policy}");
+        let mut callees: Vec<Client> = (0..3).map(|i| on(i + 1)).collect();
+        for c in callees.iter_mut() {
+            let req = c.next_req();
+            c.send_json(&format!(r#"[64, {req}, {{"invoke": "{policy}"}}, "{proc}"]"#));
+            c.expect(REGISTERED);
+        }
+        // another policy, or none (single), is refused
+        let mut other = on(1);
+        other.send_json(&format!(r#"[64, 1, {{"invoke": "single"}}, "{proc}"]"#));
+        other.expect_error(REGISTER, 1, "wamp.error.procedure_already_exists");
+        let mismatch = if policy == "first" { "last" } else { "first" };
+        other.send_json(&format!(r#"[64, 2, {{"invoke": "{mismatch}"}}, "{proc}"]"#));
+        other.expect_error(REGISTER, 2, "wamp.error.procedure_already_exists");
+        other.send_json(&format!(r#"[64, 3, {{"invoke": "fastest"}}, "{proc}.x"]"#));
+        other.expect_error(REGISTER, 3, "wamp.error.invalid_argument");
+        // who gets each of 30 calls (each callee answers with its index)
+        let mut got = Vec::new();
+        for n in 1..=30u64 {
+            caller.send_json(&format!(r#"[48, {n}, {{}}, "{proc}", [{n}]]"#));
+            let i = answer_where_it_went(&mut callees);
+            assert_eq!(caller.expect(RESULT).at(3).at(0).u(), i as u64);
+            got.push(i);
+        }
+        match policy {
+            "roundrobin" => assert_eq!(got, (0..30).map(|n| n % 3).collect::<Vec<_>>(), "in registration order"),
+            "first" => assert!(got.iter().all(|&i| i == 0), "{got:?}"),
+            "last" => assert!(got.iter().all(|&i| i == 2), "{got:?}"),
+            _ => assert!((0..3).all(|i| got.contains(&i)), "random reached every callee: {got:?}"),
+        }
+        if policy == "first" {
+            // the first leaves: the next in registration order takes over
+            // (a call may still meet the one leaving and be canceled)
+            callees.remove(0).drop_connection();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                assert!(Instant::now() < deadline, "the first callee never left");
+                caller.send_json(&format!(r#"[48, 100, {{}}, "{proc}", []]"#));
+                if callees[0].readable_within(Duration::from_millis(500)) {
+                    let inv = callees[0].expect(INVOCATION);
+                    callees[0].send_json(&format!(r#"[70, {}, {{}}, ["second"]]"#, inv.at(1).u()));
+                    assert_eq!(caller.expect(RESULT).at(3).at(0).s(), "second");
+                    break;
+                }
+                caller.expect_error(CALL, 100, "wamp.error.canceled");
+            }
+        }
+        for c in callees {
+            c.drop_connection();
+        }
+        other.drop_connection();
+    }
+}
+
+#[test]
+fn shared_registrations_pick_callees_by_policy_1_shard() {
+    shared_registrations_pick_callees_by_policy(1);
+}
+
+#[test]
+fn shared_registrations_pick_callees_by_policy_2_shards() {
+    shared_registrations_pick_callees_by_policy(2);
+}

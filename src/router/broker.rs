@@ -7,7 +7,7 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use tracing::debug;
 
-use super::options::{PublishOptions, SubscribeOptions};
+use super::options::{InvokePolicy, PublishOptions, SubscribeOptions};
 use super::session::LocalSession;
 use super::tables::AckThen;
 use super::{EventMsg, RealmIdx, Router, ShardMsg, TableChange};
@@ -146,7 +146,7 @@ impl Router {
             request,
             key: key.clone(),
         });
-        self.request_change(realm, policy, key.1, sid, token, ShardMsg::SubscribeReq);
+        self.request_change(realm, (policy, key.1), sid, token, InvokePolicy::Single, ShardMsg::SubscribeReq);
     }
 
     pub(super) fn subscribe_done(&mut self, sid: Id, request: Id, key: (MatchPolicy, Arc<str>), id: Id) {
@@ -194,7 +194,7 @@ impl Router {
                 sub.local.retain(|s| *s != sid);
             }
         }
-        self.request_change(realm, policy, uri, sid, token, ShardMsg::UnsubscribeReq);
+        self.request_change(realm, (policy, uri), sid, token, InvokePolicy::Single, ShardMsg::UnsubscribeReq);
     }
 
     /// On the home shard: give the subscription its ID and tell every shard.

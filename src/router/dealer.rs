@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::options::{CallOptions, CancelMode, RegisterOptions};
+use super::options::{CallOptions, CancelMode, InvokePolicy, RegisterOptions};
 use super::tables::AckThen;
 use super::timers::{Due, TimerKey};
 use super::{CallDone, InterruptMsg, InvokeMsg, RealmIdx, Router, ShardMsg, TableChange};
@@ -20,8 +20,34 @@ pub struct Registration {
     pub id: Id,
     pub policy: MatchPolicy,
     pub uri: Arc<str>,
-    /// Every callee, on every shard: (shard, session).
+    /// How a call picks one of the callees.
+    pub invoke: InvokePolicy,
+    /// Every callee, on every shard: (shard, session), in registration
+    /// order (the home shard orders the additions, so every replica agrees).
     pub callees: Vec<(usize, Id)>,
+    /// This shard's round-robin cursor (each shard cycles on its own).
+    next: usize,
+}
+
+impl Registration {
+    /// The callee the next call goes to, by the invocation policy.
+    fn pick(&mut self) -> Option<(usize, Id)> {
+        let n = self.callees.len();
+        if n == 0 {
+            return None;
+        }
+        let i = match self.invoke {
+            InvokePolicy::Single | InvokePolicy::First => 0,
+            InvokePolicy::Last => n - 1,
+            InvokePolicy::Random => rand::Rng::gen_range(&mut rand::thread_rng(), 0..n),
+            InvokePolicy::RoundRobin => {
+                let i = self.next % n;
+                self.next = (i + 1) % n;
+                i
+            }
+        };
+        self.callees.get(i).copied()
+    }
 }
 
 /// A call this shard delivered to a local callee and awaits the answer of.
@@ -60,6 +86,15 @@ impl Router {
         if !self.uri_ok(sid, MessageType::Register, request, &procedure, UriCheck::Pattern(policy), true) {
             return;
         }
+        let Some(invoke) = options.invoke else {
+            return self.error_reply(
+                sid,
+                MessageType::Register,
+                request,
+                uris::INVALID_ARGUMENT,
+                "unknown invocation policy (REGISTER.Options.invoke): single, roundrobin, random, first or last",
+            );
+        };
         let max = self.limits.max_registrations_per_session;
         let Some(s) = self.sessions.get_mut(&sid) else { return };
         let key: (MatchPolicy, Arc<str>) = (policy, procedure.into());
@@ -87,7 +122,7 @@ impl Router {
             request,
             key: key.clone(),
         });
-        self.request_change(realm, policy, key.1, sid, token, ShardMsg::RegisterReq);
+        self.request_change(realm, (policy, key.1), sid, token, invoke, ShardMsg::RegisterReq);
     }
 
     pub(super) fn register_done(&mut self, sid: Id, request: Id, key: (MatchPolicy, Arc<str>), id: Id) {
@@ -143,7 +178,7 @@ impl Router {
                 reg.callees.retain(|c| *c != (me, sid));
             }
         }
-        self.request_change(realm, policy, uri, sid, token, ShardMsg::UnregisterReq);
+        self.request_change(realm, (policy, uri), sid, token, InvokePolicy::Single, ShardMsg::UnregisterReq);
     }
 
     /// On the home shard: refuse a second callee, or assign the ID and tell
@@ -152,7 +187,11 @@ impl Router {
         let r = &self.realms[change.realm as usize];
         let existing = r.reg_index.get(change.policy, &change.uri).copied();
         if let Some(id) = existing {
-            let taken = r.registrations.get(&id).is_some_and(|reg| !reg.callees.is_empty());
+            // a shared registration takes callees of its own policy only
+            let taken = r
+                .registrations
+                .get(&id)
+                .is_some_and(|reg| !reg.callees.is_empty() && (reg.invoke == InvokePolicy::Single || reg.invoke != change.invoke));
             if taken {
                 let (origin, token) = (change.origin, change.token);
                 return self.send_to(
@@ -177,9 +216,16 @@ impl Router {
                 id: entry_id,
                 policy: change.policy,
                 uri: change.uri.clone(),
+                invoke: change.invoke,
                 callees: Vec::new(),
+                next: 0,
             }
         });
+        if reg.callees.is_empty() {
+            // a registration whose last callee is on its way out takes the
+            // policy of the one that comes now
+            reg.invoke = change.invoke;
+        }
         let callee = (change.shard, change.session);
         let gone = change.shard == self.me && !self.sessions.contains_key(&change.session);
         if !gone && !reg.callees.contains(&callee) {
@@ -231,18 +277,18 @@ impl Router {
         // one session lookup: the limit, the realm, and the call on success
         let outcome = {
             let Some(s) = self.sessions.get_mut(&sid) else { return Ok(()) };
-            let r = &self.realms[s.realm as usize];
+            let r = &mut self.realms[s.realm as usize];
             if s.calls.contains_key(&request) {
                 return Err(format!("CALL with request ID {request}, which a pending call of this session has"));
             }
             if s.calls.len() >= max {
                 Err(true)
             } else {
-                let target = r
-                    .reg_index
-                    .best_match(&procedure)
-                    .and_then(|(policy, id)| r.registrations.get(id).map(|reg| (policy, reg)))
-                    .and_then(|(policy, reg)| reg.callees.first().map(|&c| (policy, reg.id, c)));
+                let found = r.reg_index.best_match(&procedure).map(|(policy, id)| (policy, *id));
+                let target = found.and_then(|(policy, id)| {
+                    let reg = r.registrations.get_mut(&id)?;
+                    reg.pick().map(|c| (policy, id, c))
+                });
                 match target {
                     Some((policy, registration, (callee_shard, callee))) => {
                         let timer = options.timeout.map(|after| {

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::options::CancelMode;
+use super::options::{CancelMode, InvokePolicy};
 use super::RealmIdx;
 use crate::shard::mesh::Mesh;
 use crate::wamp::{Dict, Id, MatchPolicy, Payload};
@@ -126,6 +126,8 @@ pub struct TableChange {
     /// The shard to notify with `Applied` (and its token; 0 = no notice).
     pub origin: usize,
     pub token: u64,
+    /// A registration's invocation policy (`Single` for anything else).
+    pub invoke: InvokePolicy,
 }
 
 /// A publication on its way to another shard.

@@ -227,10 +227,43 @@ impl CancelMode {
     }
 }
 
+/// How a shared registration picks the callee of a call (REGISTER's
+/// `invoke`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InvokePolicy {
+    /// One callee only; a second REGISTER is refused.
+    #[default]
+    Single,
+    /// The callees in turn, in registration order.
+    RoundRobin,
+    /// Any callee, at random.
+    Random,
+    /// The first callee that registered (the next one when it leaves).
+    First,
+    /// The last callee that registered.
+    Last,
+}
+
+impl InvokePolicy {
+    /// Parses the `invoke` option.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "single" => Some(InvokePolicy::Single),
+            "roundrobin" => Some(InvokePolicy::RoundRobin),
+            "random" => Some(InvokePolicy::Random),
+            "first" => Some(InvokePolicy::First),
+            "last" => Some(InvokePolicy::Last),
+            _ => None,
+        }
+    }
+}
+
 /// REGISTER.Options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct RegisterOptions {
     pub(super) policy: MatchPolicy,
+    /// The invocation policy; `None` for a value this router does not know.
+    pub(super) invoke: Option<InvokePolicy>,
     /// The callee asks for every caller to be named to it.
     pub(super) disclose_caller: bool,
 }
@@ -239,6 +272,10 @@ impl RegisterOptions {
     pub(super) fn read(options: &Dict) -> Self {
         RegisterOptions {
             policy: policy(options),
+            invoke: match options.get_str("invoke") {
+                None => Some(InvokePolicy::Single),
+                Some(s) => InvokePolicy::parse(s),
+            },
             disclose_caller: flag(options, "disclose_caller", false),
         }
     }

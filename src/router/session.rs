@@ -162,6 +162,7 @@ fn welcome_details(who: &SessionIdentity) -> Dict {
                                 "call_timeout",
                                 "progressive_call_results",
                                 "caller_identification",
+                                "shared_registration",
                             ]),
                         )),
                     ),

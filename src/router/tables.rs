@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::options::InvokePolicy;
 use super::{RealmIdx, Router, ShardMsg, TableChange};
 use crate::codec::encode;
 use crate::wamp::{self, Id, MatchPolicy};
@@ -112,10 +113,10 @@ impl Router {
     pub(super) fn request_change(
         &mut self,
         realm: RealmIdx,
-        policy: MatchPolicy,
-        uri: Arc<str>,
+        (policy, uri): (MatchPolicy, Arc<str>),
         session: Id,
         token: u64,
+        invoke: InvokePolicy,
         make: fn(TableChange) -> ShardMsg,
     ) {
         let home = self.home_of(realm, &uri);
@@ -127,6 +128,7 @@ impl Router {
             session,
             origin: self.me,
             token,
+            invoke,
         };
         self.send_to(home, make(change));
     }

@@ -233,14 +233,25 @@ impl Router {
     /// Connects, upgrades and joins `realm1` over WebSocket (JSON), and
     /// returns the client with the shard its session landed on (found from
     /// the `sessions` gauge; only meaningful when nothing else joins meanwhile).
+    ///
+    /// Sessions of earlier connections may still be leaving: a shard whose
+    /// count went up by one has the new session (nothing else joins), but a
+    /// leave on the same shard can hide it; then the session is kept aside
+    /// and another one tried.
     pub fn join_counted(&self) -> (Client, usize) {
-        let before = self.metric("sessions");
-        let c = Client::join_ws(self.ws, Ser::Json);
-        let after = self.metric("sessions");
-        let shard = (0..self.shards)
-            .find(|&i| after[i] == before[i] + 1)
-            .unwrap_or_else(|| panic!("no shard gained the session: {before:?} -> {after:?}"));
-        (c, shard)
+        let mut last = String::new();
+        for _ in 0..20 {
+            let before = self.metric("sessions");
+            let c = Client::join_ws(self.ws, Ser::Json);
+            let after = self.metric("sessions");
+            if let Some(shard) = (0..self.shards).find(|&i| after[i] == before[i] + 1) {
+                return (c, shard);
+            }
+            last = format!("{before:?} -> {after:?}");
+            self.spare.borrow_mut().push(c);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no shard gained the session (sessions elsewhere kept leaving): {last}");
     }
 
     /// A session (WebSocket, JSON) on shard `shard`; sessions that land
@@ -907,5 +918,23 @@ impl Client {
     /// Closes the TCP connection abruptly.
     pub fn drop_connection(self) {
         let _ = self.conn.stream.shutdown(Shutdown::Both);
+    }
+}
+
+impl Client {
+    /// True once bytes from the router are waiting (or already buffered),
+    /// within `timeout`: for finding which of several peers a message went
+    /// to. Says nothing about what did *not* arrive.
+    pub fn readable_within(&mut self, timeout: Duration) -> bool {
+        if !self.conn.buf.is_empty() {
+            return true;
+        }
+        let s = &self.conn.stream;
+        s.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .expect("read timeout");
+        let mut b = [0u8; 1];
+        let ready = matches!(s.peek(&mut b), Ok(n) if n > 0);
+        s.set_read_timeout(Some(READ_TIMEOUT)).expect("read timeout");
+        ready
     }
 }

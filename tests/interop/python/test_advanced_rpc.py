@@ -24,6 +24,7 @@ def test_welcome_announces_canceling_and_timeout(router, transport):
             assert dealer.call_timeout is True, dealer
             assert dealer.progressive_call_results is True, dealer
             assert dealer.caller_identification is True, dealer
+            assert dealer.shared_registration is True, dealer
 
     run(main())
 
@@ -164,5 +165,24 @@ def test_caller_identification(router, transport):
             await callee.register(who, proc, options=RegisterOptions(details_arg="details"))
             named = await caller.call(proc)
             assert named == [caller.session_id, caller.join_details.authid, "anonymous"], named
+
+    run(main())
+
+
+def test_shared_registration_round_robin(router, transport):
+    proc = "com.example.adv.shared"
+
+    async def main():
+        async with Harness(router) as h:
+            callees = [await h.open(transport, name="callee{}".format(i)) for i in range(3)]
+            caller = await h.open(transport, name="caller")
+            for i, c in enumerate(callees):
+                await c.register(lambda i=i: i, proc, options=RegisterOptions(invoke="roundrobin"))
+            got = [await caller.call(proc) for _ in range(9)]
+            assert got == [0, 1, 2] * 3, got
+            # another policy is refused while the registration stands
+            other = await h.open(transport, name="other")
+            err = await expect_app_error(other.register(lambda: "x", proc, options=RegisterOptions(invoke="first")))
+            assert err.error == "wamp.error.procedure_already_exists", err
 
     run(main())
