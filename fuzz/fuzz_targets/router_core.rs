@@ -2,7 +2,8 @@
 //! shards (1 to 3 `Router`s linked by `ShardLink::Collect` queues that are
 //! delivered in per-pair FIFO order, interleaved as the input chooses),
 //! sessions on every shard joining, subscribing, publishing, registering,
-//! calling (some calls with a timeout), canceling in every mode, answering,
+//! registering under every invocation policy, calling (some calls with a
+//! timeout, progress or disclosure), canceling in every mode, answering,
 //! erring, leaving and sending garbage, in JSON and MessagePack, while a
 //! hand-moved clock runs the routers' timers.
 //!
@@ -304,7 +305,15 @@ fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
         }
         5 => {
             let policy = *pick(u, POLICIES)?;
-            Some(Value::List(vec![n(64), n(req), dict(&[("match", s(policy))]), s(pick(u, TOPICS)?)]))
+            let mut options = vec![("match", s(policy))];
+            if u.arbitrary()? {
+                let invoke = *pick(u, &["single", "roundrobin", "random", "first", "last", "bogus"])?;
+                options.push(("invoke", s(invoke)));
+            }
+            if u.ratio(1, 4)? {
+                options.push(("disclose_caller", Value::Bool(true)));
+            }
+            Some(Value::List(vec![n(64), n(req), dict(&options), s(pick(u, TOPICS)?)]))
         }
         6 => {
             let id = some_id(u, &w.conns[ci].registrations)?;
@@ -317,6 +326,9 @@ fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
             }
             if u.arbitrary()? {
                 pairs.push(("receive_progress", Value::Bool(true)));
+            }
+            if u.ratio(1, 4)? {
+                pairs.push(("disclose_me", Value::Bool(true)));
             }
             let options = dict(&pairs);
             let mut m = vec![n(48), n(req), options, s(pick(u, TOPICS)?)];
