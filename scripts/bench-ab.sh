@@ -42,6 +42,7 @@ for run in $(seq "$runs"); do
         L pubsub --url "rs://127.0.0.1:$rs" --payload 64 --window 1024 --json "$out/$side-pubsub-$run.json" >/dev/null
         L rpc --url "rs://127.0.0.1:$rs" --payload 64 --window 1 --json "$out/$side-rpc1-$run.json" >/dev/null
         L rpc --url "rs://127.0.0.1:$rs" --payload 64 --window 16 --json "$out/$side-rpc16-$run.json" >/dev/null
+        L rpc --url "rs://127.0.0.1:$rs" --payload 64 --window 512 --json "$out/$side-rpc512-$run.json" >/dev/null
         L fanout --url "rs://127.0.0.1:$rs" --subscribers 100 --payload 64 --json "$out/$side-fanout-$run.json" >/dev/null
         kill -TERM "$pid"; wait "$pid" || true
     done
@@ -63,6 +64,7 @@ rows = [
     ("RPC 1 in flight calls/s", "rpc1", "received_per_s", None),
     ("RPC 1 in flight p50 us", "rpc1", "p50_us", "latency"),
     ("RPC 16 in flight calls/s", "rpc16", "received_per_s", None),
+    ("RPC 512 in flight calls/s", "rpc512", "received_per_s", None),
     ("fan-out 1->100 deliveries/s", "fanout", "received_per_s", None),
 ]
 print(f"\nmedians of {runs} runs, A then B each round ({out})")

@@ -258,31 +258,26 @@ impl Router {
         }
         let max = self.limits.max_pending_calls;
         // caller identification: refused where the realm forbids it
-        let mut disclose = None;
-        let Some(s) = self.sessions.get(&sid) else { return Ok(()) };
-        let policy = self.realms[s.realm as usize].caller_disclosure;
-        if options.disclose_me || policy == CallerDisclosure::Always {
-            if policy == CallerDisclosure::Never {
-                self.error_reply(
-                    sid,
-                    MessageType::Call,
-                    request,
-                    uris::DISCLOSE_ME_NOT_ALLOWED,
-                    "this realm does not disclose callers",
-                );
-                return Ok(());
-            }
-            disclose = Some((s.identity.authid.clone(), s.identity.authrole.clone()));
+        /// Why a call is not routed.
+        enum Refused {
+            Limit,
+            NoProcedure,
+            Disclosure,
         }
-        // one session lookup: the limit, the realm, and the call on success
+        // one session lookup: the limit, the realm's disclosure, and the
+        // call on success
         let outcome = {
             let Some(s) = self.sessions.get_mut(&sid) else { return Ok(()) };
             let r = &mut self.realms[s.realm as usize];
             if s.calls.contains_key(&request) {
                 return Err(format!("CALL with request ID {request}, which a pending call of this session has"));
             }
+            // caller identification: refused where the realm forbids it
+            let disclosure = r.caller_disclosure;
             if s.calls.len() >= max {
-                Err(true)
+                Err(Refused::Limit)
+            } else if options.disclose_me && disclosure == CallerDisclosure::Never {
+                Err(Refused::Disclosure)
             } else {
                 let found = r.reg_index.best_match(&procedure).map(|(policy, id)| (policy, *id));
                 let target = found.and_then(|(policy, id)| {
@@ -301,21 +296,33 @@ impl Router {
                             timer,
                         };
                         s.calls.insert(request, call);
-                        Ok((s.realm, (policy, registration, (callee_shard, callee))))
+                        let disclose = (options.disclose_me || disclosure == CallerDisclosure::Always)
+                            .then(|| (s.identity.authid.clone(), s.identity.authrole.clone()));
+                        Ok((s.realm, disclose, (policy, registration, (callee_shard, callee))))
                     }
-                    None => Err(false),
+                    None => Err(Refused::NoProcedure),
                 }
             }
         };
-        let (realm, (policy, registration, (shard, callee))) = match outcome {
+        let (realm, disclose, (policy, registration, (shard, callee))) = match outcome {
             Ok(found) => found,
-            Err(true) => {
+            Err(Refused::Limit) => {
                 ShardStats::inc(&self.stats.calls_refused);
                 let m = format!("this session has {max} calls waiting for their results (limits.max_pending_calls)");
                 self.error_reply(sid, MessageType::Call, request, uris::LIMIT_EXCEEDED, &m);
                 return Ok(());
             }
-            Err(false) => {
+            Err(Refused::Disclosure) => {
+                self.error_reply(
+                    sid,
+                    MessageType::Call,
+                    request,
+                    uris::DISCLOSE_ME_NOT_ALLOWED,
+                    "this realm does not disclose callers",
+                );
+                return Ok(());
+            }
+            Err(Refused::NoProcedure) => {
                 self.error_reply(
                     sid,
                     MessageType::Call,
@@ -447,8 +454,6 @@ impl Router {
                 progress,
             },
         );
-        s.invocation_by_call
-            .insert((inv.caller_shard, inv.caller, inv.call_request), request);
         self.stats.pending_invocations.fetch_add(1, Ordering::Relaxed);
         s.outbox.push(frame);
         ShardStats::inc(&self.stats.messages_out);
@@ -489,7 +494,6 @@ impl Router {
             tracing::debug!(session = sid, request, "answer for an unknown invocation ignored");
             return;
         };
-        s.invocation_by_call.remove(&(inv.caller_shard, inv.caller, inv.call_request));
         self.stats.pending_invocations.fetch_sub(1, Ordering::Relaxed);
         let done = CallDone {
             progress: false,
@@ -620,7 +624,15 @@ impl Router {
         let key: CallKey = (msg.caller_shard, msg.caller, msg.call_request);
         // the callee left (its leave answered the caller) or answered already
         let Some(s) = self.sessions.get_mut(&msg.callee) else { return };
-        let Some(&invocation) = s.invocation_by_call.get(&key) else {
+        // a scan of the callee's pending invocations (at most
+        // limits.max_pending_invocations): cancels are rare, and an index
+        // would cost every call two more hash operations
+        let found = s
+            .invocations
+            .iter()
+            .find(|(_, inv)| (inv.caller_shard, inv.caller, inv.call_request) == key)
+            .map(|(id, _)| *id);
+        let Some(invocation) = found else {
             return;
         };
         let interrupt = |mode: CancelMode| {
@@ -636,7 +648,6 @@ impl Router {
             return; // the callee's answer goes to the caller as usual
         }
         s.invocations.remove(&invocation);
-        s.invocation_by_call.remove(&key);
         self.stats.pending_invocations.fetch_sub(1, Ordering::Relaxed);
         if msg.mode == CancelMode::Kill {
             // kill for a callee that cannot be interrupted is skip: the

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use tracing::debug;
 
-use super::dealer::{CallKey, OutgoingCall, PendingInvocation};
+use super::dealer::{OutgoingCall, PendingInvocation};
 use super::options::CancelMode;
 use super::{options, CallDone, Concerns, ConnId, RealmIdx, Router, ShardMsg};
 use crate::codec::encode;
@@ -86,8 +86,6 @@ pub(super) struct LocalSession {
     pub(super) regs: AHashMap<Id, (MatchPolicy, Arc<str>)>,
     pub(super) regs_pending: AHashMap<(MatchPolicy, Arc<str>), Id>,
     pub(super) invocations: AHashMap<Id, PendingInvocation>,
-    /// The same invocations by the call's router-wide key, for CANCEL.
-    pub(super) invocation_by_call: AHashMap<CallKey, Id>,
     /// The session announced call canceling as a callee: it may be sent
     /// INTERRUPT.
     pub(super) cancels: bool,
@@ -451,7 +449,6 @@ impl Router {
                 regs: AHashMap::new(),
                 regs_pending: AHashMap::new(),
                 invocations: AHashMap::new(),
-                invocation_by_call: AHashMap::new(),
                 cancels,
                 progressive: callee_feature(&details, &["progressive_call_results"]),
                 disclose_caller: ahash::AHashSet::new(),
