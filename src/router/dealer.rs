@@ -514,41 +514,41 @@ impl Router {
             if !s.calls.contains_key(&done.call_request) {
                 return;
             }
-            let payload = match codec::transcode(&done.payload, s.ser) {
-                Ok(p) => p,
-                Err(_) => return, // a chunk that cannot be converted is not sent
+        } else {
+            let Some(call) = s.calls.remove(&done.call_request) else {
+                tracing::debug!(
+                    session = done.caller,
+                    request = done.call_request,
+                    "answer for a call that is not pending dropped"
+                );
+                return;
             };
-            let frame = encode::result(s.ser, done.call_request, &Dict::new().with("progress", Value::Bool(true)), &payload);
-            if s.outbox.fits(frame.len()) {
-                s.outbox.push(frame);
-                ShardStats::inc(&self.stats.messages_out);
+            if let Some(key) = call.timer {
+                self.timers.cancel(key);
             }
-            return;
+            self.stats.pending_calls.fetch_sub(1, Ordering::Relaxed);
         }
-        let Some(call) = s.calls.remove(&done.call_request) else {
-            tracing::debug!(
-                session = done.caller,
-                request = done.call_request,
-                "answer for a call that is not pending dropped"
-            );
-            return;
-        };
-        if let Some(key) = call.timer {
-            self.timers.cancel(key);
-        }
-        self.stats.pending_calls.fetch_sub(1, Ordering::Relaxed);
         let payload = match codec::transcode(&done.payload, s.ser) {
             Ok(p) => p,
+            // a progressive chunk that cannot be converted is not sent
+            Err(_) if done.progress => return,
             Err(_) => codec::payload_from(s.ser, &[Value::Str("the result payload could not be converted".into())]),
         };
         if s.ser != done.payload.serializer && !done.payload.is_empty() {
             ShardStats::inc(&self.stats.transcodes);
         }
         let mut frame = match &done.error {
+            None if done.progress => {
+                let details = Dict::new().with("progress", Value::Bool(true));
+                encode::result(s.ser, done.call_request, &details, &payload)
+            }
             None => encode::result(s.ser, done.call_request, &Dict::new(), &payload),
             Some(e) => encode::error(s.ser, MessageType::Call, done.call_request, &done.details, e, &payload),
         };
         if !s.outbox.fits(frame.len()) {
+            if done.progress {
+                return; // a chunk larger than the caller accepts is left out
+            }
             let why = codec::payload_from(s.ser, &[Value::Str("the result is larger than the caller accepts".into())]);
             frame = encode::error(
                 s.ser,

@@ -282,9 +282,15 @@ impl Outbox {
     /// Moves everything queued into `batch` at once, as the writer does, for
     /// code that drives the router without sockets (tests, fuzzing).
     pub fn take_queued(&self, batch: &mut Vec<Outgoing>) {
-        let mut q = self.queue.borrow_mut();
+        self.take_into(&mut self.queue.borrow_mut(), batch);
+    }
+
+    /// Moves a non-empty queue into `batch`: the byte count starts again,
+    /// progress is counted, and a read loop waiting for room is woken.
+    /// Returns false for an empty queue.
+    fn take_into(&self, q: &mut VecDeque<Outgoing>, batch: &mut Vec<Outgoing>) -> bool {
         if q.is_empty() {
-            return;
+            return false;
         }
         batch.extend(q.drain(..));
         self.bytes.set(0);
@@ -292,20 +298,14 @@ impl Outbox {
         if let Some(w) = self.drain_waker.take() {
             w.wake();
         }
+        true
     }
 
     /// Waits for queued items and moves all of them into `batch`. Returns
     /// false when the outbox is closing and empty: the writer should finish.
     pub async fn next_batch(&self, batch: &mut Vec<Outgoing>) -> bool {
         poll_fn(|cx| {
-            let mut q = self.queue.borrow_mut();
-            if !q.is_empty() {
-                batch.extend(q.drain(..));
-                self.bytes.set(0);
-                self.taken.set(self.taken.get() + 1);
-                if let Some(w) = self.drain_waker.take() {
-                    w.wake();
-                }
+            if self.take_into(&mut self.queue.borrow_mut(), batch) {
                 return Poll::Ready(true);
             }
             if self.closing.get() {
