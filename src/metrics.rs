@@ -90,6 +90,14 @@ stats! {
     calls_canceled: AtomicU64,
     /// Calls that reached their CALL.Options.timeout.
     calls_timed_out: AtomicU64,
+    /// Further chunks of progressive call invocations routed.
+    call_chunks: AtomicU64,
+    /// Progressive CALL chunks discarded: they continued a call already completed.
+    call_chunks_discarded: AtomicU64,
+    /// Calls routed to another callee after one answered wamp.error.unavailable.
+    calls_rerouted: AtomicU64,
+    /// Callees removed from registrations by the router (registration revocation).
+    registrations_revoked: AtomicU64,
     /// Events dropped because a full cross-shard queue's overflow was at router.mesh_overflow_limit.
     mesh_events_dropped: AtomicU64,
     /// Messages waiting for room in full cross-shard queues.

@@ -16,25 +16,30 @@ const PLAIN_CALLEE: &str = r#"{"roles": {"caller": {}, "callee": {}}}"#;
 
 /// A callee (with `roles`) and a caller, on shards 1 and 0 when there are
 /// two; the callee registers `procedure`.
-fn pair(r: &Router, roles: &str, procedure: &str) -> (Client, Client) {
+pub(crate) fn pair(r: &Router, roles: &str, procedure: &str) -> (Client, Client) {
     let (mut callee, caller) = if r.shards == 2 {
         (r.join_on(1), r.join_on(0))
     } else {
         (Client::join_ws(r.ws, Ser::Json), Client::join_ws(r.ws, Ser::Json))
     };
-    // the same connection (so the same shard) joins again with these roles
-    callee.send_json(r#"[6, {}, "wamp.close.close_realm"]"#);
-    callee.expect(GOODBYE);
-    callee.send_json(&format!(r#"[1, "realm1", {roles}]"#));
-    callee.session = callee.expect(WELCOME).at(1).u();
+    rejoin(&mut callee, roles);
     callee.register(procedure);
     (callee, caller)
+}
+
+/// The same connection (so the same shard) leaves and joins again, with the
+/// HELLO details `roles`.
+pub(crate) fn rejoin(c: &mut Client, roles: &str) {
+    c.send_json(r#"[6, {}, "wamp.close.close_realm"]"#);
+    c.expect(GOODBYE);
+    c.send_json(&format!(r#"[1, "realm1", {roles}]"#));
+    c.session = c.expect(WELCOME).at(1).u();
 }
 
 /// A call the callee answers at once: everything the router owed either
 /// side about earlier calls on this path has arrived before its RESULT
 /// (caller) and its INVOCATION (callee).
-fn sentinel(callee: &mut Client, caller: &mut Client, procedure: &str, request: u64) {
+pub(crate) fn sentinel(callee: &mut Client, caller: &mut Client, procedure: &str, request: u64) {
     caller.send_json(&format!(r#"[48, {request}, {{}}, "{procedure}", ["sentinel"]]"#));
     let inv = callee.expect(INVOCATION);
     assert_eq!(inv.at(4).at(0).s(), "sentinel", "the callee got {inv:?} before the sentinel");
@@ -43,7 +48,7 @@ fn sentinel(callee: &mut Client, caller: &mut Client, procedure: &str, request: 
     assert_eq!(m.at(1).u(), request, "the caller got {m:?} before the sentinel's RESULT");
 }
 
-fn gauges_back_to_zero(r: &Router) {
+pub(crate) fn gauges_back_to_zero(r: &Router) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while (r.metric_sum("pending_calls") != 0 || r.metric_sum("pending_invocations") != 0) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(10));
@@ -52,7 +57,7 @@ fn gauges_back_to_zero(r: &Router) {
     assert_eq!(r.metric("pending_invocations"), vec![0; r.shards]);
 }
 
-fn interrupt_mode(m: &Value) -> String {
+pub(crate) fn interrupt_mode(m: &Value) -> String {
     m.at(2).key("mode").s().to_owned()
 }
 
@@ -307,7 +312,7 @@ fn callers_are_disclosed_when_asked_and_allowed_2_shards() {
 
 /// Finds the callee an INVOCATION went to, answers it with the callee's
 /// index, and returns the index.
-fn answer_where_it_went(callees: &mut [Client]) -> usize {
+pub(crate) fn answer_where_it_went(callees: &mut [Client]) -> usize {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         for (i, c) in callees.iter_mut().enumerate() {

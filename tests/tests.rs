@@ -7,5 +7,6 @@ mod hardening;
 mod rawsocket;
 mod robustness;
 mod routing;
+mod rpc_routing;
 mod testvectors;
 mod websocket;

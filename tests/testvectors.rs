@@ -16,9 +16,9 @@
 //!    then the probe (the session goes on), or it aborts and closes.
 //!
 //! Samples with `expected_error`, messages only a router sends, and
-//! transparent payloads (payload passthru mode, which the router does not
-//! announce) must get ABORT `wamp.error.protocol_violation` and a closed
-//! connection. Valid client messages must be answered as the spec says (see
+//! transparent payloads (payload passthru mode) when the router does not
+//! announce that mode must get ABORT `wamp.error.protocol_violation` and a
+//! closed connection; the sessions announce the mode themselves. Valid client messages must be answered as the spec says (see
 //! [`plan`]). A client-to-router sample of an advanced feature the router
 //! does not announce in WELCOME only needs a sane answer (a normal reply, or
 //! ERROR/ABORT with a `wamp.error.*` URI) and a router that still accepts
@@ -56,6 +56,8 @@ const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/spec/testv
 const KNOWN_FAILURES: &[(&str, &str, &str)] = &[];
 
 const PV: &str = "wamp.error.protocol_violation";
+/// HELLO.Details of the sessions that play single-message samples.
+const PPT_ROLES: &str = r#"{"roles": {"publisher": {"features": {"payload_passthru_mode": true}}, "subscriber": {"features": {"payload_passthru_mode": true}}, "caller": {"features": {"payload_passthru_mode": true}}, "callee": {"features": {"payload_passthru_mode": true}}}}"#;
 const NO_SUCH_REALM: &str = "wamp.error.no_such_realm";
 const REALM: &str = "realm1";
 const PROBE_REQUEST: u64 = 7_000_001;
@@ -544,7 +546,8 @@ fn attributes(m: &Message) -> Result<Dict, String> {
 }
 
 /// `args` and `kwargs` of a raw payload: transcoded to JSON by the codec and
-/// parsed. `payload` (a transparent payload) is always null: the codec has none.
+/// parsed; or `payload` (hex), for a transparent payload (one binary; the
+/// `wmsg` samples write theirs as a string, which stays under `args`).
 fn payload_attributes(d: &mut Dict, p: &Payload) -> Result<(), String> {
     let js = codec::transcode(p, Serializer::Json).map_err(|e| format!("the payload does not transcode to JSON: {e}"))?;
     let values = if js.count == 0 {
@@ -555,9 +558,20 @@ fn payload_attributes(d: &mut Dict, p: &Payload) -> Result<(), String> {
     if values.len() != p.count as usize {
         return Err(format!("the payload claims {} element(s) and holds {}", p.count, values.len()));
     }
-    d.insert("args", values.first().cloned().unwrap_or(Value::Null));
-    d.insert("kwargs", values.get(1).cloned().unwrap_or(Value::Null));
-    d.insert("payload", Value::Null);
+    match values.first() {
+        // a transparent payload: one opaque element instead of Arguments
+        Some(Value::Bytes(b)) => {
+            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            d.insert("args", Value::Null);
+            d.insert("kwargs", Value::Null);
+            d.insert("payload", Value::Str(hex));
+        }
+        _ => {
+            d.insert("args", values.first().cloned().unwrap_or(Value::Null));
+            d.insert("kwargs", values.get(1).cloned().unwrap_or(Value::Null));
+            d.insert("payload", Value::Null);
+        }
+    }
     Ok(())
 }
 
@@ -946,11 +960,13 @@ fn describe(obs: &Observed) -> String {
 /// GOODBYE, so that it leaves before the next case.
 fn observe(r: &Router, ser: Ser, joined: bool, sample: &[u8], probe: Probe) -> Result<Observed, String> {
     guarded(|| {
-        let mut c = if joined {
-            Client::join_ws(r.ws, ser)
-        } else {
-            Client::ws(r.ws, ser)
-        };
+        let mut c = Client::ws(r.ws, ser);
+        if joined {
+            // a client that announces payload passthru mode, as one that
+            // sends the transparent samples must
+            c.send_json(&format!(r#"[1, "{REALM}", {PPT_ROLES}]"#));
+            c.session = c.expect(WELCOME).at(1).u();
+        }
         let op = match ser {
             Ser::Json => ws_op::TEXT,
             Ser::MsgPack => ws_op::BINARY,

@@ -3,8 +3,10 @@
 //! delivered in per-pair FIFO order, interleaved as the input chooses),
 //! sessions on every shard joining, subscribing, publishing, registering,
 //! registering under every invocation policy, calling (some calls with a
-//! timeout, progress or disclosure), canceling in every mode, answering,
-//! erring, leaving and sending garbage, in JSON and MessagePack, while a
+//! timeout, progress, disclosure or payload passthru; progressive call
+//! invocations, their chunks continuing calls in progress or completed),
+//! canceling in every mode, answering, erring (`wamp.error.unavailable`
+//! reroutes), leaving and sending garbage, in JSON and MessagePack, while a
 //! hand-moved clock runs the routers' timers.
 //!
 //! Invariants, checked after every input:
@@ -278,11 +280,20 @@ fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
     let features = dict(&[
         ("call_canceling", Value::Bool(u.arbitrary()?)),
         ("progressive_call_results", Value::Bool(u.arbitrary()?)),
+        ("progressive_call_invocations", Value::Bool(u.arbitrary()?)),
+        ("payload_passthru_mode", Value::Bool(u.arbitrary()?)),
     ]);
     let callee = dict(&[("features", features)]);
+    let caller = dict(&[(
+        "features",
+        dict(&[
+            ("progressive_call_invocations", Value::Bool(u.arbitrary()?)),
+            ("payload_passthru_mode", Value::Bool(u.arbitrary()?)),
+        ]),
+    )]);
     let roles = dict(&[(
         "roles",
-        dict(&[("subscriber", dict(&[])), ("caller", dict(&[])), ("callee", callee)]),
+        dict(&[("subscriber", dict(&[])), ("caller", caller), ("callee", callee)]),
     )]);
     let msg = match op {
         1 => Some(Value::List(vec![n(1), s(pick(u, REALMS)?), roles])),
@@ -330,8 +341,18 @@ fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
             if u.ratio(1, 4)? {
                 pairs.push(("disclose_me", Value::Bool(true)));
             }
+            if u.ratio(1, 4)? {
+                pairs.push(("ppt_scheme", s("x_fuzz")));
+            }
+            // a progressive call invocation, or the next chunk of a recent
+            // call (continuing one, or one already completed)
+            let mut request = req;
+            if u.ratio(1, 3)? {
+                pairs.push(("progress", Value::Bool(u.arbitrary()?)));
+                request = req.saturating_sub(u.int_in_range(0..=2)?).max(1);
+            }
             let options = dict(&pairs);
-            let mut m = vec![n(48), n(req), options, s(pick(u, TOPICS)?)];
+            let mut m = vec![n(48), n(request), options, s(pick(u, TOPICS)?)];
             m.extend(payload(u)?);
             Some(Value::List(m))
         }
@@ -361,14 +382,20 @@ fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
                 w.conns[ci].invocations.retain(|i| *i != inv);
             }
             let mut m = if op == 8 {
-                let options = if progress {
-                    dict(&[("progress", Value::Bool(true))])
-                } else {
-                    dict(&[])
-                };
+                let mut pairs = Vec::new();
+                if progress {
+                    pairs.push(("progress", Value::Bool(true)));
+                }
+                if u.ratio(1, 5)? {
+                    pairs.push(("ppt_scheme", s("x_fuzz")));
+                }
+                let options = dict(&pairs);
                 vec![n(70), n(inv), options]
             } else {
-                vec![n(8), n(68), n(inv), dict(&[]), s("com.app.failed")]
+                // unavailable: rerouted to another callee of a shared
+                // registration
+                let error = *pick(u, &["com.app.failed", "wamp.error.unavailable"])?;
+                vec![n(8), n(68), n(inv), dict(&[]), s(error)]
             };
             m.extend(payload(u)?);
             Some(Value::List(m))

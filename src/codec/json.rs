@@ -117,13 +117,22 @@ impl<'a> JsonReader<'a> {
     }
 
     /// Reads the optional Arguments list and ArgumentsKw dictionary that end a
-    /// message, validated, as one raw span of `frame`.
-    pub fn payload(&mut self, frame: &Bytes) -> Result<(u8, Bytes), DecodeError> {
+    /// message, validated, as one raw span of `frame`. With `opaque` (a
+    /// message in payload passthru mode) the Arguments may instead be one
+    /// string (a binary is a `\u0000`-prefixed one), and nothing follows it.
+    pub fn payload(&mut self, frame: &Bytes, opaque: bool) -> Result<(u8, Bytes), DecodeError> {
         if !self.has_more() {
             return Ok((0, Bytes::new()));
         }
         self.elem()?;
         let start = self.pos;
+        if opaque && self.peek() == Some(b'"') {
+            self.skip_value()?;
+            if self.has_more() {
+                return Err(err("a transparent payload is one element"));
+            }
+            return Ok((1, frame.slice(start..self.pos)));
+        }
         if self.peek() != Some(b'[') {
             return Err(err("Arguments must be a list"));
         }

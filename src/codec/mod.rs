@@ -38,7 +38,7 @@ trait Reader {
     fn u64(&mut self) -> Result<u64, DecodeError>;
     fn string(&mut self) -> Result<String, DecodeError>;
     fn dict(&mut self) -> Result<Dict, DecodeError>;
-    fn payload(&mut self, frame: &Bytes) -> Result<(u8, Bytes), DecodeError>;
+    fn payload(&mut self, frame: &Bytes, opaque: bool) -> Result<(u8, Bytes), DecodeError>;
     fn finish(&mut self) -> Result<(), DecodeError>;
 }
 
@@ -60,8 +60,8 @@ macro_rules! impl_reader {
             fn dict(&mut self) -> Result<Dict, DecodeError> {
                 <$t>::dict(self)
             }
-            fn payload(&mut self, frame: &Bytes) -> Result<(u8, Bytes), DecodeError> {
-                <$t>::payload(self, frame)
+            fn payload(&mut self, frame: &Bytes, opaque: bool) -> Result<(u8, Bytes), DecodeError> {
+                <$t>::payload(self, frame, opaque)
             }
             fn finish(&mut self) -> Result<(), DecodeError> {
                 <$t>::finish(self)
@@ -94,6 +94,13 @@ fn id(r: &mut impl Reader) -> Result<Id, DecodeError> {
 fn decode_with(r: &mut impl Reader, ser: Serializer, frame: &Bytes) -> Result<Message, DecodeError> {
     r.list_start()?;
     let code = r.u64()?;
+    // payload passthru mode: the spec's `ppt_scheme`, or autobahn's
+    // `enc_algo` (its "payload transparency")
+    let opaque = |d: &Dict| {
+        ["ppt_scheme", "enc_algo"]
+            .iter()
+            .any(|k| d.get_str(k).is_some_and(|s| !s.is_empty()))
+    };
     let payload = |r: &mut dyn FnMut() -> Result<(u8, Bytes), DecodeError>| -> Result<Payload, DecodeError> {
         let (count, raw) = r()?;
         Ok(Payload {
@@ -124,23 +131,25 @@ fn decode_with(r: &mut impl Reader, ser: Serializer, frame: &Bytes) -> Result<Me
             let request = id(r)?;
             let details = r.dict()?;
             let error = r.string()?;
+            let opaque = opaque(&details);
             Message::Error {
                 request_type,
                 request,
                 details,
                 error,
-                payload: payload(&mut || r.payload(frame))?,
+                payload: payload(&mut || r.payload(frame, opaque))?,
             }
         }
         16 => {
             let request = id(r)?;
             let options = r.dict()?;
             let topic = r.string()?;
+            let opaque = opaque(&options);
             Message::Publish {
                 request,
                 options,
                 topic,
-                payload: payload(&mut || r.payload(frame))?,
+                payload: payload(&mut || r.payload(frame, opaque))?,
             }
         }
         32 => Message::Subscribe {
@@ -156,11 +165,12 @@ fn decode_with(r: &mut impl Reader, ser: Serializer, frame: &Bytes) -> Result<Me
             let request = id(r)?;
             let options = r.dict()?;
             let procedure = r.string()?;
+            let opaque = opaque(&options);
             Message::Call {
                 request,
                 options,
                 procedure,
-                payload: payload(&mut || r.payload(frame))?,
+                payload: payload(&mut || r.payload(frame, opaque))?,
             }
         }
         49 => Message::Cancel {
@@ -179,10 +189,11 @@ fn decode_with(r: &mut impl Reader, ser: Serializer, frame: &Bytes) -> Result<Me
         70 => {
             let request = id(r)?;
             let options = r.dict()?;
+            let opaque = opaque(&options);
             Message::Yield {
                 request,
                 options,
-                payload: payload(&mut || r.payload(frame))?,
+                payload: payload(&mut || r.payload(frame, opaque))?,
             }
         }
         other => return Err(DecodeError::UnexpectedType(other)),

@@ -126,12 +126,26 @@ impl<'a> MsgPackReader<'a> {
     }
 
     /// Reads the optional Arguments and ArgumentsKw as one raw span of `frame`.
-    pub fn payload(&mut self, frame: &Bytes) -> Result<(u8, Bytes), DecodeError> {
+    /// With `opaque` (a message in payload passthru mode) the Arguments may
+    /// instead be one binary or string, and nothing follows it.
+    pub fn payload(&mut self, frame: &Bytes, opaque: bool) -> Result<(u8, Bytes), DecodeError> {
         if self.remaining == 0 {
             return Ok((0, Bytes::new()));
         }
         let start = self.pos;
         self.elem()?;
+        if opaque
+            && matches!(
+                Marker::from_u8(*self.buf.get(self.pos).unwrap_or(&0xc1)),
+                Marker::Bin8 | Marker::Bin16 | Marker::Bin32 | Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32
+            )
+        {
+            self.skip_value()?;
+            if self.remaining > 0 {
+                return Err(err("a transparent payload is one element"));
+            }
+            return Ok((1, frame.slice(start..self.pos)));
+        }
         if !matches!(
             Marker::from_u8(*self.buf.get(self.pos).unwrap_or(&0xc1)),
             Marker::FixArray(_) | Marker::Array16 | Marker::Array32

@@ -65,36 +65,42 @@ impl<'a> PayloadCache<'a> {
     }
 }
 
+/// What every EVENT of one publication shares.
+struct Publication<'a> {
+    id: Id,
+    topic: &'a str,
+    /// The publisher, when it excluded itself (0 = none).
+    exclude: Id,
+    /// Payload passthru attributes, forwarded in EVENT.Details.
+    ppt: &'a Dict,
+}
+
 /// Delivers one publication to the local subscribers of `sub`, encoding one
 /// EVENT per serializer and sharing it among all of them.
-#[allow(clippy::too_many_arguments)]
 fn deliver_local(
     sessions: &AHashMap<Id, LocalSession>,
     stats: &ShardStats,
     policy: SlowConsumerPolicy,
     sub: &Subscription,
-    publication: Id,
-    topic: &str,
+    publication: &Publication<'_>,
     cache: &mut PayloadCache<'_>,
-    exclude: Id,
 ) {
     let mut frames: [Option<Bytes>; Serializer::COUNT] = [None, None];
     let mut delivered = 0u64;
     for sid in &sub.local {
-        if *sid == exclude {
+        if *sid == publication.exclude {
             continue;
         }
         let Some(s) = sessions.get(sid) else { continue };
         let slot = &mut frames[s.ser.index()];
         if slot.is_none() {
             let Some(payload) = cache.get(s.ser, stats) else { continue };
-            let details = if sub.policy == MatchPolicy::Exact {
-                Dict::new()
-            } else {
-                Dict::new().with("topic", Value::Str(topic.to_owned()))
-            };
+            let mut details = publication.ppt.clone();
+            if sub.policy != MatchPolicy::Exact {
+                details.insert("topic", Value::Str(publication.topic.to_owned()));
+            }
             let details = codec::encode_dict(s.ser, &details);
-            *slot = Some(encode::event(s.ser, sub.id, publication, &details, payload));
+            *slot = Some(encode::event(s.ser, sub.id, publication.id, &details, payload));
         }
         if let Some(frame) = slot {
             if s.outbox.push_event(frame.clone()) {
@@ -262,8 +268,14 @@ impl Router {
         let Some(s) = self.sessions.get(&sid) else { return };
         let realm = s.realm;
         let exclude = if options.exclude_me { sid } else { 0 };
-        let publication = wamp::random_id();
+        let id = wamp::random_id();
         ShardStats::inc(&self.stats.publications);
+        let publication = Publication {
+            id,
+            topic: &topic,
+            exclude,
+            ppt: &options.ppt,
+        };
 
         let mut remote: Vec<Vec<Id>> = Vec::new();
         let mut cache = PayloadCache::new(&payload);
@@ -272,16 +284,7 @@ impl Router {
         r.sub_index.for_each_match(&topic, |_, id| {
             let Some(sub) = r.subscriptions.get(id) else { return };
             if !sub.local.is_empty() {
-                deliver_local(
-                    &self.sessions,
-                    &self.stats,
-                    self.slow_consumer,
-                    sub,
-                    publication,
-                    &topic,
-                    &mut cache,
-                    exclude,
-                );
+                deliver_local(&self.sessions, &self.stats, self.slow_consumer, sub, &publication, &mut cache);
             }
             for (shard, &n) in sub.remote.iter().enumerate() {
                 if n > 0 && shard != me {
@@ -293,7 +296,7 @@ impl Router {
             }
         });
         if !remote.is_empty() {
-            let topic: Arc<str> = topic.into();
+            let topic: Arc<str> = topic.as_str().into();
             for (shard, subscriptions) in remote.into_iter().enumerate() {
                 if subscriptions.is_empty() {
                     continue;
@@ -301,34 +304,32 @@ impl Router {
                 let ev = EventMsg {
                     realm,
                     subscriptions,
-                    publication,
+                    publication: id,
                     topic: topic.clone(),
                     payload: payload.clone(),
                     exclude,
+                    ppt: options.ppt.clone(),
                 };
                 self.send_to(shard, ShardMsg::Event(Box::new(ev)));
             }
         }
         if acknowledge {
-            self.session_reply(sid, |ser| encode::published(ser, request, publication));
+            self.session_reply(sid, |ser| encode::published(ser, request, id));
         }
     }
 
     pub(super) fn remote_event(&mut self, ev: EventMsg) {
         let r = &self.realms[ev.realm as usize];
         let mut cache = PayloadCache::new(&ev.payload);
+        let publication = Publication {
+            id: ev.publication,
+            topic: &ev.topic,
+            exclude: ev.exclude,
+            ppt: &ev.ppt,
+        };
         for id in &ev.subscriptions {
             match r.subscriptions.get(id) {
-                Some(sub) => deliver_local(
-                    &self.sessions,
-                    &self.stats,
-                    self.slow_consumer,
-                    sub,
-                    ev.publication,
-                    &ev.topic,
-                    &mut cache,
-                    ev.exclude,
-                ),
+                Some(sub) => deliver_local(&self.sessions, &self.stats, self.slow_consumer, sub, &publication, &mut cache),
                 None => debug!(subscription = id, "event for a subscription no longer here"),
             }
         }

@@ -4,9 +4,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::options::{CallOptions, CancelMode, InvokePolicy, RegisterOptions};
+use super::session::LocalSession;
 use super::tables::AckThen;
 use super::timers::{Due, TimerKey};
-use super::{CallDone, InterruptMsg, InvokeMsg, RealmIdx, Router, ShardMsg, TableChange};
+use super::{CallChunk, CallDone, InterruptMsg, InvokeMsg, RealmIdx, Router, ShardMsg, TableChange};
 use crate::codec::{self, encode};
 use crate::config::CallerDisclosure;
 use crate::metrics::ShardStats;
@@ -48,6 +49,34 @@ impl Registration {
         };
         self.callees.get(i).copied()
     }
+
+    /// The callee a rerouted call goes to: the policy's choice among the
+    /// callees not in `tried` (those that answered `wamp.error.unavailable`),
+    /// as the spec's rerouting rules say (`first`: the next one registered
+    /// after, `last`: the one registered before, `roundrobin`: the next in
+    /// turn, `random`: another one). `single` is never rerouted.
+    fn pick_excluding(&mut self, tried: &[(usize, Id)]) -> Option<(usize, Id)> {
+        let mut open = self.callees.iter().enumerate().filter(|(_, c)| !tried.contains(c));
+        let i = match self.invoke {
+            InvokePolicy::Single => return None,
+            InvokePolicy::First => open.next()?.0,
+            InvokePolicy::Last => open.next_back()?.0,
+            InvokePolicy::Random => {
+                let left: Vec<usize> = open.map(|(i, _)| i).collect();
+                if left.is_empty() {
+                    return None;
+                }
+                left[rand::Rng::gen_range(&mut rand::thread_rng(), 0..left.len())]
+            }
+            InvokePolicy::RoundRobin => {
+                let n = self.callees.len();
+                let i = (0..n).map(|k| (self.next + k) % n).find(|&i| !tried.contains(&self.callees[i]))?;
+                self.next = (i + 1) % n;
+                i
+            }
+        };
+        self.callees.get(i).copied()
+    }
 }
 
 /// A call this shard delivered to a local callee and awaits the answer of.
@@ -59,6 +88,15 @@ pub(super) struct PendingInvocation {
     /// The INVOCATION said `receive_progress`: progressive YIELDs go on to
     /// the caller.
     pub(super) progress: bool,
+    /// A progressive call invocation whose last chunk has not come yet (the
+    /// call is in the callee's `streams` index).
+    pub(super) streaming: bool,
+    /// The caller announced payload passthru mode.
+    pub(super) caller_ppt: bool,
+    /// The call as it came, kept while it may be rerouted (a call of a
+    /// shared registration with other callees); the payload is a copy, so
+    /// that it holds no read buffer.
+    pub(super) retry: Option<Box<InvokeMsg>>,
 }
 
 /// A call this shard's session made, on the caller's shard, from CALL until
@@ -72,6 +110,8 @@ pub(super) struct OutgoingCall {
     pub(super) callee: Id,
     /// The call's dealer-side timeout, while it runs.
     pub(super) timer: Option<TimerKey>,
+    /// A progressive call invocation whose final CALL has not come yet.
+    pub(super) streaming: bool,
 }
 
 /// The router-wide key of a call: (caller's shard, caller, CALL request ID).
@@ -251,13 +291,54 @@ impl Router {
     }
 
     /// A CALL from `sid`. `Err` is a protocol violation (a request ID that
-    /// is already pending), for the caller to abort the session with.
+    /// is already pending, or a progressive call the caller did not
+    /// announce), for the caller to abort the session with.
+    ///
+    /// A CALL whose request ID is that of a progressive call invocation in
+    /// progress is its next chunk: it goes to the call's callee, whatever
+    /// its options say (the first CALL's options hold for the whole call).
+    /// One that continues a progressive call completed meanwhile is
+    /// discarded, as the spec allows.
     pub(super) fn call(&mut self, sid: Id, request: Id, options: CallOptions, procedure: String, payload: Payload) -> Result<(), String> {
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            if let Some(call) = s.calls.get_mut(&request) {
+                if !call.streaming {
+                    return Err(format!("CALL with request ID {request}, which a pending call of this session has"));
+                }
+                call.streaming = options.progress;
+                let (shard, callee) = (call.callee_shard, call.callee);
+                let chunk = CallChunk {
+                    callee,
+                    caller_shard: self.me,
+                    caller: sid,
+                    call_request: request,
+                    progress: options.progress,
+                    payload,
+                };
+                ShardStats::inc(&self.stats.call_chunks);
+                if shard == self.me {
+                    self.invoke_more(chunk);
+                } else {
+                    self.send_to(shard, ShardMsg::InvokeMore(Box::new(chunk)));
+                }
+                return Ok(());
+            }
+            if s.finished_streams.contains(&request) {
+                ShardStats::inc(&self.stats.call_chunks_discarded);
+                tracing::debug!(session = sid, request, "CALL chunk for a completed progressive call discarded");
+                return Ok(());
+            }
+            if options.progress && !s.features.progressive_calls {
+                return Err("CALL with progress, but the caller did not announce progressive_call_invocations".into());
+            }
+            if !options.ppt.is_empty() && !s.features.ppt_caller {
+                return Err("CALL in payload passthru mode, but the caller did not announce payload_passthru_mode".into());
+            }
+        }
         if !self.uri_ok(sid, MessageType::Call, request, &procedure, UriCheck::Concrete, true) {
             return Ok(());
         }
         let max = self.limits.max_pending_calls;
-        // caller identification: refused where the realm forbids it
         /// Why a call is not routed.
         enum Refused {
             Limit,
@@ -269,9 +350,6 @@ impl Router {
         let outcome = {
             let Some(s) = self.sessions.get_mut(&sid) else { return Ok(()) };
             let r = &mut self.realms[s.realm as usize];
-            if s.calls.contains_key(&request) {
-                return Err(format!("CALL with request ID {request}, which a pending call of this session has"));
-            }
             // caller identification: refused where the realm forbids it
             let disclosure = r.caller_disclosure;
             if s.calls.len() >= max {
@@ -294,17 +372,23 @@ impl Router {
                             callee_shard,
                             callee,
                             timer,
+                            streaming: options.progress,
                         };
                         s.calls.insert(request, call);
                         let disclose = (options.disclose_me || disclosure == CallerDisclosure::Always)
                             .then(|| (s.identity.authid.clone(), s.identity.authrole.clone()));
-                        Ok((s.realm, disclose, (policy, registration, (callee_shard, callee))))
+                        Ok((
+                            s.realm,
+                            disclose,
+                            s.features.ppt_caller,
+                            (policy, registration, (callee_shard, callee)),
+                        ))
                     }
                     None => Err(Refused::NoProcedure),
                 }
             }
         };
-        let (realm, disclose, (policy, registration, (shard, callee))) = match outcome {
+        let (realm, disclose, caller_ppt, (policy, registration, (shard, callee))) = match outcome {
             Ok(found) => found,
             Err(Refused::Limit) => {
                 ShardStats::inc(&self.stats.calls_refused);
@@ -345,6 +429,10 @@ impl Router {
             procedure: (policy != MatchPolicy::Exact).then(|| procedure.into()),
             receive_progress: options.receive_progress,
             disclose,
+            progress: options.progress,
+            ppt: options.ppt,
+            caller_ppt,
+            tried: Vec::new(),
             payload,
         };
         if shard == self.me {
@@ -353,6 +441,45 @@ impl Router {
             self.send_to(shard, ShardMsg::Invoke(Box::new(inv)));
         }
         Ok(())
+    }
+
+    /// On the caller's shard: a callee answered `wamp.error.unavailable`;
+    /// the call goes to the next callee by the registration's policy, or
+    /// ends with `wamp.error.no_available_callee` when every callee
+    /// declined (or left). A call canceled or timed out meanwhile is not
+    /// rerouted.
+    pub(super) fn reroute(&mut self, mut inv: InvokeMsg) {
+        let Some(s) = self.sessions.get_mut(&inv.caller) else { return };
+        let Some(call) = s.calls.get_mut(&inv.call_request) else { return };
+        let next = self.realms[inv.realm as usize]
+            .registrations
+            .get_mut(&inv.registration)
+            .and_then(|reg| reg.pick_excluding(&inv.tried));
+        let Some((shard, callee)) = next else {
+            let (caller, request) = (inv.caller, inv.call_request);
+            if let Some(call) = s.forget_call(request) {
+                if let Some(key) = call.timer {
+                    self.timers.cancel(key);
+                }
+            }
+            self.stats.pending_calls.fetch_sub(1, Ordering::Relaxed);
+            return self.error_reply(
+                caller,
+                MessageType::Call,
+                request,
+                uris::NO_AVAILABLE_CALLEE,
+                "every callee of the procedure is unavailable",
+            );
+        };
+        ShardStats::inc(&self.stats.calls_rerouted);
+        call.callee_shard = shard;
+        call.callee = callee;
+        inv.callee = callee;
+        if shard == self.me {
+            self.invoke_local(inv);
+        } else {
+            self.send_to(shard, ShardMsg::Invoke(Box::new(inv)));
+        }
     }
 
     /// On the callee's shard: send the INVOCATION and remember the caller.
@@ -402,6 +529,19 @@ impl Router {
             let done = fail(uris::NO_SUCH_PROCEDURE, "the callee unregistered the procedure", s.ser);
             return self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
         }
+        // the spec: a callee takes CALL chunks only if it also announced
+        // call canceling
+        let unsupported = if inv.progress && !(s.features.progressive_invocations && s.features.cancels) {
+            Some("the callee does not support progressive call invocations")
+        } else if !inv.ppt.is_empty() && !s.features.ppt_callee {
+            Some("the callee does not support payload passthru mode")
+        } else {
+            None
+        };
+        if let Some(why) = unsupported {
+            let done = fail(uris::FEATURE_NOT_SUPPORTED, why, s.ser);
+            return self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
+        }
         let payload = match codec::transcode(&inv.payload, s.ser) {
             Ok(p) => p,
             Err(e) => {
@@ -422,7 +562,7 @@ impl Router {
         };
         // the spec's rule: only a callee that can also be interrupted gets
         // progressive results asked of it
-        let progress = inv.receive_progress && s.progressive && s.cancels;
+        let progress = inv.receive_progress && s.features.progressive_results && s.features.cancels;
         let callee_asks = !s.disclose_caller.is_empty() && s.regs.get(&inv.registration).is_some_and(|key| s.disclose_caller.contains(key));
         let disclosure = self.realms[inv.realm as usize].caller_disclosure;
         if disclosure != CallerDisclosure::Never && (inv.disclose.is_some() || callee_asks) {
@@ -435,6 +575,12 @@ impl Router {
         if progress {
             details.insert("receive_progress", Value::Bool(true));
         }
+        if inv.progress {
+            details.insert("progress", Value::Bool(true));
+        }
+        for (k, v) in &inv.ppt.0 {
+            details.insert(k.clone(), v.clone());
+        }
         let request = s.invocation_ids.next_id();
         let frame = encode::invocation(s.ser, request, inv.registration, &details, &payload);
         if !s.outbox.fits(frame.len()) {
@@ -445,27 +591,71 @@ impl Router {
             );
             return self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
         }
-        s.invocations.insert(
-            request,
-            PendingInvocation {
-                caller_shard: inv.caller_shard,
-                caller: inv.caller,
-                call_request: inv.call_request,
-                progress,
-            },
-        );
+        let reroutable = !inv.progress
+            && self.realms[inv.realm as usize]
+                .registrations
+                .get(&inv.registration)
+                .is_some_and(|r| r.invoke != InvokePolicy::Single && r.callees.len() > 1);
+        if inv.progress {
+            s.streams
+                .insert((inv.caller_shard, inv.caller, inv.call_request), (request, inv.registration));
+        }
+        let pending = PendingInvocation {
+            caller_shard: inv.caller_shard,
+            caller: inv.caller,
+            call_request: inv.call_request,
+            progress,
+            streaming: inv.progress,
+            caller_ppt: inv.caller_ppt,
+            retry: reroutable.then(|| {
+                let mut inv = inv;
+                inv.payload.raw = bytes::Bytes::copy_from_slice(&inv.payload.raw);
+                Box::new(inv)
+            }),
+        };
+        s.invocations.insert(request, pending);
         self.stats.pending_invocations.fetch_add(1, Ordering::Relaxed);
         s.outbox.push(frame);
         ShardStats::inc(&self.stats.messages_out);
     }
 
-    /// A callee's YIELD (`error` = None) or ERROR for an invocation.
-    /// A callee's YIELD (`error` = None) or ERROR for an invocation; a
-    /// progressive YIELD (`progress`) keeps the invocation pending, and is
-    /// dropped if the INVOCATION did not ask for progress.
+    /// A callee's YIELD (`error` = None, `details` = its payload passthru
+    /// attributes) or ERROR for an invocation. A progressive YIELD
+    /// (`progress`) keeps the invocation pending, and is dropped if the
+    /// INVOCATION did not ask for progress. An ERROR
+    /// `wamp.error.unavailable` sends the call on to another callee (see
+    /// [`Router::reroute`]); the error's URI is the signal, announced
+    /// `call_reroute` or not (no client we test with announces it).
     pub(super) fn callee_answer(&mut self, sid: Id, request: Id, error: Option<String>, progress: bool, details: Dict, payload: Payload) {
+        let me = self.me;
         let Some(s) = self.sessions.get_mut(&sid) else { return };
         let progress = progress && error.is_none();
+        // a passthru YIELD for a caller that cannot take it: the spec's
+        // answer goes to the callee, and the call ends for the caller
+        if error.is_none() && !details.is_empty() && s.invocations.get(&request).is_some_and(|inv| !inv.caller_ppt) {
+            const WHY: &str = "the caller does not support payload passthru mode";
+            let why = codec::payload_from(s.ser, &[Value::Str(WHY.into())]);
+            s.outbox.push(encode::error(
+                s.ser,
+                MessageType::Invocation,
+                request,
+                &Dict::new(),
+                uris::FEATURE_NOT_SUPPORTED,
+                &why,
+            ));
+            ShardStats::inc(&self.stats.messages_out);
+            let Some(inv) = s.take_invocation(request) else { return };
+            self.stats.pending_invocations.fetch_sub(1, Ordering::Relaxed);
+            let done = CallDone {
+                progress: false,
+                caller: inv.caller,
+                call_request: inv.call_request,
+                error: Some(uris::FEATURE_NOT_SUPPORTED.to_owned()),
+                details: Dict::new(),
+                payload: codec::payload_from(Serializer::Json, &[Value::Str(WHY.into())]),
+            };
+            return self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
+        }
         if progress {
             let Some(inv) = s.invocations.get(&request) else {
                 tracing::debug!(session = sid, request, "progress for an unknown invocation ignored");
@@ -490,11 +680,21 @@ impl Router {
             let to = inv.caller_shard;
             return self.send_to(to, ShardMsg::CallDone(Box::new(done)));
         }
-        let Some(inv) = s.invocations.remove(&request) else {
+        let Some(inv) = s.take_invocation(request) else {
             tracing::debug!(session = sid, request, "answer for an unknown invocation ignored");
             return;
         };
         self.stats.pending_invocations.fetch_sub(1, Ordering::Relaxed);
+        let mut error = error;
+        if error.as_deref() == Some(uris::UNAVAILABLE) {
+            if let Some(mut retry) = inv.retry {
+                retry.tried.push((me, sid));
+                return self.send_to(inv.caller_shard, ShardMsg::Reroute(retry));
+            }
+            // the spec's answer when no other callee can take the call
+            // (`single`, or the last callee of a shared registration)
+            error = Some(uris::NO_AVAILABLE_CALLEE.to_owned());
+        }
         let done = CallDone {
             progress: false,
             caller: inv.caller,
@@ -506,6 +706,65 @@ impl Router {
         self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
     }
 
+    /// On the callee's shard: the next chunk of a progressive call
+    /// invocation, as an INVOCATION with the first one's request ID. A chunk
+    /// for an invocation that ended meanwhile (answered, canceled, its
+    /// callee gone) is dropped; one the callee cannot take (over its
+    /// outbound limit or its message size) ends the call: INTERRUPT to the
+    /// callee, ERROR to the caller.
+    pub(super) fn invoke_more(&mut self, chunk: CallChunk) {
+        let key: CallKey = (chunk.caller_shard, chunk.caller, chunk.call_request);
+        let Some(s) = self.sessions.get_mut(&chunk.callee) else { return };
+        let Some(&(invocation, registration)) = s.streams.get(&key) else {
+            tracing::debug!(session = chunk.callee, "chunk for an invocation that ended dropped");
+            return;
+        };
+        if !chunk.progress {
+            s.streams.remove(&key);
+            if let Some(inv) = s.invocations.get_mut(&invocation) {
+                inv.streaming = false;
+            }
+        }
+        let details = if chunk.progress {
+            Dict::new().with("progress", Value::Bool(true))
+        } else {
+            Dict::new()
+        };
+        let frame = codec::transcode(&chunk.payload, s.ser)
+            .ok()
+            .map(|p| encode::invocation(s.ser, invocation, registration, &details, &p))
+            .filter(|f| !s.outbox.over_limit() && s.outbox.fits(f.len()));
+        if s.ser != chunk.payload.serializer && !chunk.payload.is_empty() {
+            ShardStats::inc(&self.stats.transcodes);
+        }
+        if let Some(frame) = frame {
+            s.outbox.push(frame);
+            ShardStats::inc(&self.stats.messages_out);
+            return;
+        }
+        let options = Dict::new().with("mode", Value::Str(CancelMode::KillNoWait.as_str().into()));
+        s.outbox.push(encode::interrupt(s.ser, invocation, &options));
+        ShardStats::inc(&self.stats.messages_out);
+        if s.take_invocation(invocation).is_none() {
+            return;
+        }
+        self.stats.pending_invocations.fetch_sub(1, Ordering::Relaxed);
+        let done = CallDone {
+            progress: false,
+            caller: chunk.caller,
+            call_request: chunk.call_request,
+            error: Some(uris::CANCELED.to_owned()),
+            details: Dict::new(),
+            payload: codec::payload_from(
+                Serializer::Json,
+                &[Value::Str(
+                    "the callee could not take a chunk of the call (not converted, too large, or its outbound queue is full)".into(),
+                )],
+            ),
+        };
+        self.send_to(chunk.caller_shard, ShardMsg::CallDone(Box::new(done)));
+    }
+
     /// On the caller's shard: RESULT or ERROR to the caller, if still here.
     pub(super) fn call_done(&mut self, done: CallDone) {
         let Some(s) = self.sessions.get_mut(&done.caller) else { return };
@@ -515,7 +774,7 @@ impl Router {
                 return;
             }
         } else {
-            let Some(call) = s.calls.remove(&done.call_request) else {
+            let Some(call) = s.forget_call(done.call_request) else {
                 tracing::debug!(
                     session = done.caller,
                     request = done.call_request,
@@ -539,10 +798,11 @@ impl Router {
         }
         let mut frame = match &done.error {
             None if done.progress => {
-                let details = Dict::new().with("progress", Value::Bool(true));
+                let mut details = Dict::new().with("progress", Value::Bool(true));
+                details.0.extend(done.details.0.iter().cloned());
                 encode::result(s.ser, done.call_request, &details, &payload)
             }
-            None => encode::result(s.ser, done.call_request, &Dict::new(), &payload),
+            None => encode::result(s.ser, done.call_request, &done.details, &payload),
             Some(e) => encode::error(s.ser, MessageType::Call, done.call_request, &done.details, e, &payload),
         };
         if !s.outbox.fits(frame.len()) {
@@ -578,7 +838,7 @@ impl Router {
         };
         ShardStats::inc(&self.stats.calls_canceled);
         if mode != CancelMode::Kill {
-            s.calls.remove(&request);
+            s.forget_call(request);
             if let Some(key) = call.timer {
                 self.timers.cancel(key);
             }
@@ -606,7 +866,7 @@ impl Router {
     /// canceling (`skip` to one that did not).
     pub(super) fn call_timed_out(&mut self, caller: Id, request: Id) {
         let Some(s) = self.sessions.get_mut(&caller) else { return };
-        let Some(call) = s.calls.remove(&request) else { return };
+        let Some(call) = s.forget_call(request) else { return };
         self.stats.pending_calls.fetch_sub(1, Ordering::Relaxed);
         ShardStats::inc(&self.stats.calls_timed_out);
         self.error_reply(
@@ -639,15 +899,15 @@ impl Router {
             let options = Dict::new().with("mode", Value::Str(mode.as_str().into()));
             encode::interrupt(s.ser, invocation, &options)
         };
-        let keep = msg.mode == CancelMode::Kill && s.cancels;
-        if msg.mode != CancelMode::Skip && s.cancels {
+        let keep = msg.mode == CancelMode::Kill && s.features.cancels;
+        if msg.mode != CancelMode::Skip && s.features.cancels {
             s.outbox.push(interrupt(msg.mode));
             ShardStats::inc(&self.stats.messages_out);
         }
         if keep {
             return; // the callee's answer goes to the caller as usual
         }
-        s.invocations.remove(&invocation);
+        s.take_invocation(invocation);
         self.stats.pending_invocations.fetch_sub(1, Ordering::Relaxed);
         if msg.mode == CancelMode::Kill {
             // kill for a callee that cannot be interrupted is skip: the
@@ -669,3 +929,35 @@ impl Router {
         }
     }
 }
+
+impl LocalSession {
+    /// Removes a pending invocation of this callee, and its chunk index
+    /// entry if it was a progressive call invocation.
+    pub(super) fn take_invocation(&mut self, request: Id) -> Option<PendingInvocation> {
+        let inv = self.invocations.remove(&request)?;
+        if inv.streaming {
+            self.streams.remove(&(inv.caller_shard, inv.caller, inv.call_request));
+        }
+        Some(inv)
+    }
+
+    /// Removes a call of this caller from its table. A progressive call
+    /// invocation still open is remembered for a while (the last
+    /// [`FINISHED_STREAMS`] of them), so that chunks the caller sent before
+    /// it learned of the end are discarded, not taken for new calls.
+    pub(super) fn forget_call(&mut self, request: Id) -> Option<OutgoingCall> {
+        let call = self.calls.remove(&request)?;
+        if call.streaming {
+            if self.finished_streams.len() >= FINISHED_STREAMS {
+                self.finished_streams.pop_front();
+            }
+            self.finished_streams.push_back(request);
+        }
+        Some(call)
+    }
+}
+
+/// How many completed progressive call invocations a caller's session
+/// remembers the request IDs of (see [`LocalSession::forget_call`]): a fixed
+/// bound, 8 bytes each.
+pub(super) const FINISHED_STREAMS: usize = 64;

@@ -44,6 +44,13 @@ pub enum ShardMsg {
     /// To the callee's shard: the caller canceled a call, it timed out, or
     /// its caller left.
     Interrupt(InterruptMsg),
+    /// To the callee's shard: a further chunk of a progressive call
+    /// invocation.
+    InvokeMore(Box<CallChunk>),
+    /// Back to the caller's shard: the callee answered
+    /// `wamp.error.unavailable`; route the call to another callee of the
+    /// shared registration (`tried` names those that declined).
+    Reroute(Box<InvokeMsg>),
 }
 
 /// Whom a cross-shard message concerns on the shard that handles it: the
@@ -90,6 +97,8 @@ impl ShardMsg {
             ShardMsg::CallDone(done) => Concerns::Here(done.caller),
             ShardMsg::CloseSession(sid) => Concerns::Here(*sid),
             ShardMsg::Interrupt(i) => Concerns::Here(i.callee),
+            ShardMsg::InvokeMore(c) => Concerns::Here(c.callee),
+            ShardMsg::Reroute(inv) => Concerns::Here(inv.caller),
             ShardMsg::RegisterRefused { .. } | ShardMsg::Applied { .. } | ShardMsg::Event(_) => Concerns::Nobody,
         }
     }
@@ -140,6 +149,8 @@ pub struct EventMsg {
     pub payload: Payload,
     /// The publisher, when it excluded itself (0 = none).
     pub exclude: Id,
+    /// Payload passthru attributes for EVENT.Details (empty: none).
+    pub ppt: Dict,
 }
 
 /// A call on its way to the callee's shard.
@@ -158,6 +169,28 @@ pub struct InvokeMsg {
     /// The caller's authid and authrole, when it asked to be disclosed
     /// (its session ID travels in `caller` anyway).
     pub disclose: Option<(Arc<str>, Arc<str>)>,
+    /// The first chunk of a progressive call invocation: more follow.
+    pub progress: bool,
+    /// Payload passthru attributes for INVOCATION.Details (empty: none).
+    pub ppt: Dict,
+    /// The caller announced payload passthru mode (a passthru YIELD may go
+    /// to it).
+    pub caller_ppt: bool,
+    /// Callees that answered `wamp.error.unavailable` to this call already.
+    pub tried: Vec<(usize, Id)>,
+    pub payload: Payload,
+}
+
+/// A further chunk of a progressive call invocation, on its way to the
+/// callee's shard: the call is named by its router-wide key.
+#[derive(Debug)]
+pub struct CallChunk {
+    pub callee: Id,
+    pub caller_shard: usize,
+    pub caller: Id,
+    pub call_request: Id,
+    /// More chunks follow.
+    pub progress: bool,
     pub payload: Payload,
 }
 

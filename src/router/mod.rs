@@ -47,7 +47,7 @@ use crate::wamp::{self, uris, Dict, Id, Value};
 
 pub use broker::Subscription;
 pub use dealer::Registration;
-pub use messages::{CallDone, Concerns, EventMsg, InterruptMsg, InvokeMsg, ShardLink, ShardMsg, TableChange};
+pub use messages::{CallChunk, CallDone, Concerns, EventMsg, InterruptMsg, InvokeMsg, ShardLink, ShardMsg, TableChange};
 pub use options::CancelMode;
 use session::{Conn, LocalSession};
 pub use session::{SessionIdentity, TransportInfo, TransportKind};

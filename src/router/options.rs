@@ -23,6 +23,10 @@ enum Kind {
     /// A duration in ms: a non-negative integer, or a non-negative finite
     /// float (autobahn-python sends what the application gives it).
     Millis,
+    /// autobahn's payload transparency: `enc_algo` (null, cryptobox, mqtt,
+    /// xbr) and `enc_serializer`.
+    EncAlgo,
+    EncSerializer,
 }
 
 const PUBLISH: &[(&str, Kind)] = &[
@@ -38,6 +42,13 @@ const PUBLISH: &[(&str, Kind)] = &[
     ("disclose_me", Kind::Bool),
     ("transaction_hash", Kind::Str),
     ("forward_for", Kind::Dicts),
+    ("ppt_scheme", Kind::Str),
+    ("ppt_serializer", Kind::Str),
+    ("ppt_cipher", Kind::Str),
+    ("ppt_keyid", Kind::Str),
+    ("enc_algo", Kind::EncAlgo),
+    ("enc_serializer", Kind::EncSerializer),
+    ("enc_key", Kind::Str),
 ];
 
 const SUBSCRIBE: &[(&str, Kind)] = &[("match", Kind::Policy), ("get_retained", Kind::Bool), ("forward_for", Kind::Dicts)];
@@ -56,9 +67,26 @@ const CALL: &[(&str, Kind)] = &[
     ("progress", Kind::Bool),
     ("disclose_me", Kind::Bool),
     ("forward_for", Kind::Dicts),
+    ("ppt_scheme", Kind::Str),
+    ("ppt_serializer", Kind::Str),
+    ("ppt_cipher", Kind::Str),
+    ("ppt_keyid", Kind::Str),
+    ("enc_algo", Kind::EncAlgo),
+    ("enc_serializer", Kind::EncSerializer),
+    ("enc_key", Kind::Str),
 ];
 
-const YIELD: &[(&str, Kind)] = &[("progress", Kind::Bool), ("forward_for", Kind::Dicts)];
+const YIELD: &[(&str, Kind)] = &[
+    ("progress", Kind::Bool),
+    ("forward_for", Kind::Dicts),
+    ("ppt_scheme", Kind::Str),
+    ("ppt_serializer", Kind::Str),
+    ("ppt_cipher", Kind::Str),
+    ("ppt_keyid", Kind::Str),
+    ("enc_algo", Kind::EncAlgo),
+    ("enc_serializer", Kind::EncSerializer),
+    ("enc_key", Kind::Str),
+];
 
 const CANCEL: &[(&str, Kind)] = &[("mode", Kind::CancelMode), ("forward_for", Kind::Dicts)];
 
@@ -72,6 +100,10 @@ fn fits(v: &Value, kind: Kind) -> bool {
         Kind::Dicts => matches!(v, Value::List(l) if l.iter().all(|x| matches!(x, Value::Dict(_)))),
         Kind::Policy => matches!(v, Value::Str(s) if MatchPolicy::parse(s).is_some()),
         Kind::CancelMode => matches!(v, Value::Str(s) if CancelMode::parse(s).is_some()),
+        Kind::EncAlgo => matches!(v, Value::Str(s) if ["null", "cryptobox", "mqtt", "xbr"].contains(&s.as_str())),
+        Kind::EncSerializer => {
+            matches!(v, Value::Str(s) if ["null", "json", "msgpack", "cbor", "ubjson", "opaque", "flatbuffers"].contains(&s.as_str()))
+        }
         Kind::Millis => match v {
             Value::UInt(_) => true,
             Value::Float(f) => f.is_finite() && *f >= 0.0,
@@ -111,17 +143,44 @@ fn flag(options: &Dict, key: &str, default: bool) -> bool {
     options.get_bool(key).unwrap_or(default)
 }
 
+/// The payload passthru attributes of CALL, YIELD or PUBLISH options, to be
+/// forwarded in the Details of INVOCATION, RESULT or EVENT: empty unless the
+/// mode is in use, which the spec tells by a non-empty `ppt_scheme`
+/// (autobahn's older "payload transparency" by `enc_algo`, with
+/// `enc_serializer` and `enc_key`, forwarded the same way). The payload is
+/// routed as ever, spliced as received or converted between serializers
+/// like any other; in this mode it may also be one opaque binary instead of
+/// an Arguments list (see the codec).
+pub(super) fn passthru(options: &Dict) -> Dict {
+    const KEYS: [&str; 7] = [
+        "ppt_scheme",
+        "ppt_serializer",
+        "ppt_cipher",
+        "ppt_keyid",
+        "enc_algo",
+        "enc_serializer",
+        "enc_key",
+    ];
+    let in_use = |k| options.get_str(k).is_some_and(|s| !s.is_empty());
+    if !in_use("ppt_scheme") && !in_use("enc_algo") {
+        return Dict::new();
+    }
+    Dict(options.0.iter().filter(|(k, _)| KEYS.contains(&k.as_str())).cloned().collect())
+}
+
 fn policy(options: &Dict) -> MatchPolicy {
     options.get_str("match").and_then(MatchPolicy::parse).unwrap_or(MatchPolicy::Exact)
 }
 
 /// PUBLISH.Options the Broker acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct PublishOptions {
     /// Answer PUBLISHED (or ERROR).
     pub(super) acknowledge: bool,
     /// Leave the publisher out of the receivers (default true).
     pub(super) exclude_me: bool,
+    /// Payload passthru attributes (see [`passthru`]).
+    pub(super) ppt: Dict,
 }
 
 impl PublishOptions {
@@ -129,6 +188,7 @@ impl PublishOptions {
         PublishOptions {
             acknowledge: flag(options, "acknowledge", false),
             exclude_me: flag(options, "exclude_me", true),
+            ppt: passthru(options),
         }
     }
 }
@@ -146,7 +206,7 @@ impl SubscribeOptions {
 }
 
 /// CALL.Options the Dealer acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct CallOptions {
     /// Dealer-side timeout; `None` for none (absent or 0).
     pub(super) timeout: Option<std::time::Duration>,
@@ -154,6 +214,10 @@ pub(super) struct CallOptions {
     pub(super) receive_progress: bool,
     /// The caller asks to be named to the callee.
     pub(super) disclose_me: bool,
+    /// A progressive call invocation: more CALLs with this request ID follow.
+    pub(super) progress: bool,
+    /// Payload passthru attributes (see [`passthru`]).
+    pub(super) ppt: Dict,
 }
 
 impl CallOptions {
@@ -168,21 +232,26 @@ impl CallOptions {
             timeout,
             receive_progress: flag(options, "receive_progress", false),
             disclose_me: flag(options, "disclose_me", false),
+            progress: flag(options, "progress", false),
+            ppt: passthru(options),
         }
     }
 }
 
 /// YIELD.Options.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct YieldOptions {
     /// A progressive result; more follow.
     pub(super) progress: bool,
+    /// Payload passthru attributes (see [`passthru`]).
+    pub(super) ppt: Dict,
 }
 
 impl YieldOptions {
     pub(super) fn read(options: &Dict) -> Self {
         YieldOptions {
             progress: flag(options, "progress", false),
+            ppt: passthru(options),
         }
     }
 }
@@ -317,13 +386,36 @@ mod tests {
     }
 
     #[test]
+    fn passthru_attributes_are_kept_only_in_passthru_mode() {
+        let s = |v: &str| Value::Str(v.into());
+        let ppt = Dict::new()
+            .with("ppt_scheme", s("mqtt"))
+            .with("ppt_keyid", s("k"))
+            .with("acknowledge", Value::Bool(true));
+        assert_eq!(passthru(&ppt), Dict::new().with("ppt_scheme", s("mqtt")).with("ppt_keyid", s("k")));
+        assert!(
+            passthru(&Dict::new().with("ppt_keyid", s("k"))).is_empty(),
+            "no scheme: not the mode"
+        );
+        assert!(
+            passthru(&Dict::new().with("ppt_scheme", s(""))).is_empty(),
+            "an empty scheme neither"
+        );
+        let enc = Dict::new().with("enc_algo", s("cryptobox")).with("enc_serializer", s("cbor"));
+        assert_eq!(passthru(&enc), enc, "autobahn's names");
+        assert!(check(&publish(Dict::new().with("enc_algo", s("rot13")))).is_err());
+        assert!(check(&publish(Dict::new().with("ppt_scheme", Value::UInt(1)))).is_err());
+    }
+
+    #[test]
     fn typed_options_carry_the_spec_defaults() {
         let none = Dict::new();
         assert_eq!(
             PublishOptions::read(&none),
             PublishOptions {
                 acknowledge: false,
-                exclude_me: true
+                exclude_me: true,
+                ppt: Dict::new(),
             }
         );
         let set = Dict::new()
@@ -333,7 +425,8 @@ mod tests {
             PublishOptions::read(&set),
             PublishOptions {
                 acknowledge: true,
-                exclude_me: false
+                exclude_me: false,
+                ppt: Dict::new(),
             }
         );
         assert_eq!(SubscribeOptions::read(&none).policy, MatchPolicy::Exact);

@@ -86,17 +86,21 @@ pub(super) struct LocalSession {
     pub(super) regs: AHashMap<Id, (MatchPolicy, Arc<str>)>,
     pub(super) regs_pending: AHashMap<(MatchPolicy, Arc<str>), Id>,
     pub(super) invocations: AHashMap<Id, PendingInvocation>,
-    /// The session announced call canceling as a callee: it may be sent
-    /// INTERRUPT.
-    pub(super) cancels: bool,
-    /// The session announced progressive call results as a callee.
-    pub(super) progressive: bool,
+    /// What the session's HELLO announced.
+    pub(super) features: Features,
     /// Its registrations (by pattern) that asked for callers to be disclosed.
     pub(super) disclose_caller: ahash::AHashSet<(MatchPolicy, Arc<str>)>,
     pub(super) invocation_ids: IdSeq,
     /// Calls this session made that wait for their RESULT or ERROR, by CALL
     /// request ID.
     pub(super) calls: AHashMap<Id, OutgoingCall>,
+    /// As a callee: its progressive call invocations still taking chunks,
+    /// by the call's router-wide key, to (INVOCATION request ID,
+    /// registration). Only such calls are indexed.
+    pub(super) streams: AHashMap<super::dealer::CallKey, (Id, Id)>,
+    /// As a caller: request IDs of its progressive call invocations that
+    /// ended before their final chunk (bounded, see `forget_call`).
+    pub(super) finished_streams: std::collections::VecDeque<Id>,
     pub(super) goodbye_sent: bool,
 }
 
@@ -118,19 +122,60 @@ impl Conn {
     }
 }
 
-/// Whether HELLO announced one of `names` as a feature of the callee role
-/// (call canceling also goes by its older spelling `call_cancelling`).
-fn callee_feature(details: &Dict, names: &[&str]) -> bool {
+/// Whether HELLO announced one of `names` as a feature of `role` (call
+/// canceling also goes by its older spelling `call_cancelling`).
+fn role_feature(details: &Dict, role: &str, names: &[&str]) -> bool {
     let Some(Value::Dict(roles)) = details.get("roles") else {
         return false;
     };
-    let Some(Value::Dict(callee)) = roles.get("callee") else {
+    let Some(Value::Dict(role)) = roles.get(role) else {
         return false;
     };
-    let Some(Value::Dict(features)) = callee.get("features") else {
+    let Some(Value::Dict(features)) = role.get("features") else {
         return false;
     };
     names.iter().any(|f| features.get_bool(f) == Some(true))
+}
+
+/// The features a session's HELLO announced that change what the router
+/// sends it or accepts from it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Features {
+    /// Callee: call canceling (it may be sent INTERRUPT).
+    pub(super) cancels: bool,
+    /// Callee: progressive call results.
+    pub(super) progressive_results: bool,
+    /// Callee: progressive call invocations (INVOCATION chunks).
+    pub(super) progressive_invocations: bool,
+    /// Caller: progressive call invocations (it may send CALL chunks).
+    pub(super) progressive_calls: bool,
+    /// Callee: registration revocation (UNREGISTERED with request 0).
+    pub(super) revocation: bool,
+    /// Payload passthru mode, as caller, callee, publisher and subscriber.
+    pub(super) ppt_caller: bool,
+    pub(super) ppt_callee: bool,
+    pub(super) ppt_publisher: bool,
+    pub(super) ppt_subscriber: bool,
+}
+
+impl Features {
+    /// Reads HELLO.Details.roles.
+    pub(super) fn read(details: &Dict) -> Self {
+        const CANCELING: &[&str] = &["call_canceling", "call_cancelling"];
+        // autobahn-python announces its older name for the mode
+        const PPT: &[&str] = &["payload_passthru_mode", "payload_transparency"];
+        Features {
+            cancels: role_feature(details, "callee", CANCELING),
+            progressive_results: role_feature(details, "callee", &["progressive_call_results"]),
+            progressive_invocations: role_feature(details, "callee", &["progressive_call_invocations"]),
+            progressive_calls: role_feature(details, "caller", &["progressive_call_invocations"]),
+            revocation: role_feature(details, "callee", &["registration_revocation"]),
+            ppt_caller: role_feature(details, "caller", PPT),
+            ppt_callee: role_feature(details, "callee", PPT),
+            ppt_publisher: role_feature(details, "publisher", PPT),
+            ppt_subscriber: role_feature(details, "subscriber", PPT),
+        }
+    }
 }
 
 fn welcome_details(who: &SessionIdentity) -> Dict {
@@ -148,7 +193,10 @@ fn welcome_details(who: &SessionIdentity) -> Dict {
                 Dict::new()
                     .with(
                         "broker",
-                        Value::Dict(Dict::new().with("features", features(&["pattern_based_subscription", "publisher_exclusion"]))),
+                        Value::Dict(Dict::new().with(
+                            "features",
+                            features(&["pattern_based_subscription", "publisher_exclusion", "payload_passthru_mode"]),
+                        )),
                     )
                     .with(
                         "dealer",
@@ -161,6 +209,9 @@ fn welcome_details(who: &SessionIdentity) -> Dict {
                                 "progressive_call_results",
                                 "caller_identification",
                                 "shared_registration",
+                                "progressive_call_invocations",
+                                "call_reroute",
+                                "payload_passthru_mode",
                             ]),
                         )),
                     ),
@@ -340,7 +391,16 @@ impl Router {
                 options,
                 topic,
                 payload,
-            } => self.publish(sid, request, options::PublishOptions::read(&options), topic, payload),
+            } => {
+                let options = options::PublishOptions::read(&options);
+                if !options.ppt.is_empty() && !self.sessions.get(&sid).is_some_and(|s| s.features.ppt_publisher) {
+                    return self.protocol_violation(
+                        conn,
+                        "PUBLISH in payload passthru mode, but the publisher did not announce payload_passthru_mode",
+                    );
+                }
+                self.publish(sid, request, options, topic, payload)
+            }
             Message::Subscribe { request, options, topic } => {
                 self.subscribe(sid, request, options::SubscribeOptions::read(&options), topic)
             }
@@ -363,8 +423,14 @@ impl Router {
             } => self.register(sid, request, options::RegisterOptions::read(&options), procedure),
             Message::Unregister { request, registration } => self.unregister(sid, request, registration),
             Message::Yield { request, options, payload } => {
-                let progress = options::YieldOptions::read(&options).progress;
-                self.callee_answer(sid, request, None, progress, Dict::new(), payload)
+                let options = options::YieldOptions::read(&options);
+                if !options.ppt.is_empty() && !self.sessions.get(&sid).is_some_and(|s| s.features.ppt_callee) {
+                    return self.protocol_violation(
+                        conn,
+                        "YIELD in payload passthru mode, but the callee did not announce payload_passthru_mode",
+                    );
+                }
+                self.callee_answer(sid, request, None, options.progress, options.ppt, payload)
             }
         }
     }
@@ -422,7 +488,7 @@ impl Router {
             .get_str("authid")
             .map(str::to_owned)
             .unwrap_or_else(|| format!("anonymous-{sid}"));
-        let cancels = callee_feature(&details, &["call_canceling", "call_cancelling"]);
+        let features = Features::read(&details);
         let identity = SessionIdentity {
             realm: self.realms[realm_idx as usize].name.clone(),
             authid: authid.into(),
@@ -449,11 +515,12 @@ impl Router {
                 regs: AHashMap::new(),
                 regs_pending: AHashMap::new(),
                 invocations: AHashMap::new(),
-                cancels,
-                progressive: callee_feature(&details, &["progressive_call_results"]),
+                features,
                 disclose_caller: ahash::AHashSet::new(),
                 invocation_ids: IdSeq::default(),
                 calls: AHashMap::new(),
+                streams: AHashMap::new(),
+                finished_streams: std::collections::VecDeque::new(),
                 goodbye_sent: false,
             },
         );

@@ -86,6 +86,8 @@ impl Router {
             ShardMsg::CallDone(done) => self.call_done(*done),
             ShardMsg::CloseSession(sid) => self.close_session(sid),
             ShardMsg::Interrupt(msg) => self.interrupt_local(msg),
+            ShardMsg::InvokeMore(chunk) => self.invoke_more(*chunk),
+            ShardMsg::Reroute(inv) => self.reroute(*inv),
         }
     }
 

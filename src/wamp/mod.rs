@@ -49,6 +49,8 @@ pub mod uris {
     pub const TIMEOUT: &str = "wamp.error.timeout";
     pub const DISCLOSE_ME_NOT_ALLOWED: &str = "wamp.error.disclose_me.not_allowed";
     pub const NO_AVAILABLE_CALLEE: &str = "wamp.error.no_available_callee";
+    pub const UNAVAILABLE: &str = "wamp.error.unavailable";
+    pub const FEATURE_NOT_SUPPORTED: &str = "wamp.error.feature_not_supported";
     pub const PAYLOAD_SIZE_EXCEEDED: &str = "wamp.error.payload_size_exceeded";
     pub const NOT_AUTHORIZED: &str = "wamp.error.not_authorized";
     pub const AUTHORIZATION_FAILED: &str = "wamp.error.authorization_failed";
