@@ -321,3 +321,192 @@ fn passthru_attributes_travel_with_the_payload_1_shard() {
 fn passthru_attributes_travel_with_the_payload_2_shards() {
     passthru_attributes_travel_with_the_payload(2);
 }
+
+/// The router's own procedures: `wamp.session.count`, `list` and `get`
+/// gather every shard's sessions of the caller's realm (with the authrole
+/// filter); the `wamp.` namespace cannot be registered.
+fn the_router_answers_session_procedures(shards: usize) {
+    let r = Router::start(shards);
+    let mut clients: Vec<Client> = (0..4)
+        .map(|i| {
+            if shards == 2 {
+                r.join_on(i % 2)
+            } else {
+                Client::join_ws(r.ws, Ser::Json)
+            }
+        })
+        .collect();
+    let ids: Vec<u64> = clients.iter().map(|c| c.session).collect();
+    let asker = &mut clients[0];
+    asker.send_json(r#"[48, 1, {}, "wamp.session.count", []]"#);
+    let total = asker.expect(RESULT).at(3).at(0).u();
+    // join_on leaves spare sessions open on the other shard: count them all
+    asker.send_json(r#"[48, 2, {}, "wamp.session.list", []]"#);
+    let list = asker.expect(RESULT);
+    let listed: Vec<u64> = match list.at(3).at(0) {
+        Value::List(l) => l.iter().map(|v| v.u()).collect(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(listed.len() as u64, total, "count and list agree");
+    assert!(
+        ids.iter().all(|id| listed.contains(id)),
+        "every session listed: {ids:?} in {listed:?}"
+    );
+    asker.send_json(r#"[48, 3, {}, "wamp.session.count", [["anonymous"]]]"#);
+    assert_eq!(asker.expect(RESULT).at(3).at(0).u(), total);
+    asker.send_json(r#"[48, 4, {}, "wamp.session.count", [["admin"]]]"#);
+    assert_eq!(asker.expect(RESULT).at(3).at(0).u(), 0);
+    asker.send_json(r#"[48, 5, {}, "wamp.session.list", [["admin"]]]"#);
+    assert_eq!(asker.expect(RESULT).at(3).at(0), &Value::List(vec![]));
+    // a session on the other shard
+    asker.send_json(&format!(r#"[48, 6, {{}}, "wamp.session.get", [{}]]"#, ids[1]));
+    let got = asker.expect(RESULT);
+    let d = got.at(3).at(0);
+    assert_eq!(d.key("session").u(), ids[1]);
+    assert_eq!(d.key("authrole").s(), "anonymous");
+    assert_eq!(d.key("authmethod").s(), "anonymous");
+    assert_eq!(d.key("transport").key("type").s(), "websocket");
+    assert_eq!(d.key("transport").key("serializer").s(), "json");
+    asker.send_json(r#"[48, 7, {}, "wamp.session.get", [12345]]"#);
+    asker.expect_error(CALL, 7, "wamp.error.no_such_session");
+    asker.send_json(r#"[48, 8, {}, "wamp.session.get", ["x"]]"#);
+    asker.expect_error(CALL, 8, "wamp.error.invalid_argument");
+    asker.send_json(r#"[48, 9, {}, "wamp.session.count", ["admin"]]"#);
+    asker.expect_error(CALL, 9, "wamp.error.invalid_argument");
+    asker.send_json(r#"[64, 10, {}, "wamp.session.count"]"#);
+    asker.expect_error(REGISTER, 10, "wamp.error.invalid_uri");
+    // a session that leaves is no longer counted
+    clients.pop().expect("a client").drop_connection();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut n = 11;
+    loop {
+        clients[0].send_json(&format!(r#"[48, {n}, {{}}, "wamp.session.count", []]"#));
+        if clients[0].expect(RESULT).at(3).at(0).u() == total - 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the session that left is still counted");
+        n += 1;
+    }
+    // sessions of another realm are not counted
+    let r2 = Router::start_with(shards, "\n[[realm]]\nname = \"other\"", "", &[]);
+    let mut alone = Client::ws(r2.ws, Ser::Json);
+    alone.send_json(&format!(r#"[1, "other", {ROLES}]"#));
+    alone.expect(WELCOME);
+    let _others: Vec<Client> = (0..3).map(|_| Client::join_ws(r2.ws, Ser::Json)).collect();
+    alone.send_json(r#"[48, 1, {}, "wamp.session.count", []]"#);
+    assert_eq!(alone.expect(RESULT).at(3).at(0).u(), 1);
+    for c in clients {
+        c.drop_connection();
+    }
+    gauges_back_to_zero(&r);
+}
+
+#[test]
+fn the_router_answers_session_procedures_1_shard() {
+    the_router_answers_session_procedures(1);
+}
+
+#[test]
+fn the_router_answers_session_procedures_2_shards() {
+    the_router_answers_session_procedures(2);
+}
+
+const REVOCABLE_CALLEE: &str = r#"{"roles": {"callee": {"features": {"registration_revocation": true}}}}"#;
+
+/// Registration revocation: `wamp.registration.remove_callee` removes a
+/// callee from a registration on every shard; a callee that announced
+/// `registration_revocation` gets `[UNREGISTERED, 0, {registration,
+/// reason}]`, one that did not gets nothing; the other callees of a shared
+/// registration keep taking its calls.
+fn callees_are_removed_from_registrations(shards: usize) {
+    let r = Router::start(shards);
+    let (mut callee, mut caller) = pair(&r, REVOCABLE_CALLEE, "com.revoked");
+    callee.send_json(r#"[48, 1, {}, "wamp.session.count", []]"#);
+    callee.expect(RESULT);
+    let reg = {
+        caller.send_json(r#"[48, 1, {}, "com.revoked", []]"#);
+        let inv = callee.expect(INVOCATION);
+        callee.send_json(&format!(r#"[70, {}, {{}}, []]"#, inv.at(1).u()));
+        caller.expect(RESULT);
+        inv.at(2).u()
+    };
+    caller.send_json(&format!(
+        r#"[48, 2, {{}}, "wamp.registration.remove_callee", [{reg}, {}, "com.example.moved"]]"#,
+        callee.session
+    ));
+    caller.expect(RESULT);
+    let m = callee.expect(UNREGISTERED);
+    assert_eq!(m.at(1).u(), 0, "{m:?}");
+    assert_eq!(m.at(2).key("registration").u(), reg);
+    assert_eq!(m.at(2).key("reason").s(), "com.example.moved");
+    caller.send_json(r#"[48, 3, {}, "com.revoked", []]"#);
+    caller.expect_error(CALL, 3, "wamp.error.no_such_procedure");
+    caller.send_json(&format!(
+        r#"[48, 4, {{}}, "wamp.registration.remove_callee", [{reg}, {}]]"#,
+        callee.session
+    ));
+    caller.expect_error(CALL, 4, "wamp.error.no_such_registration");
+
+    // a shared registration: one callee (that did not announce the feature)
+    // is removed, the other keeps the calls
+    let on = |i: usize| {
+        if shards == 2 {
+            r.join_on(i % 2)
+        } else {
+            Client::join_ws(r.ws, Ser::Json)
+        }
+    };
+    let mut callees: Vec<Client> = (0..2).map(|i| on(i + 1)).collect();
+    for (k, c) in callees.iter_mut().enumerate() {
+        c.send_json(r#"[64, 1, {"invoke": "roundrobin"}, "com.shared.revoked"]"#);
+        c.expect(REGISTERED);
+        c.register(&format!("com.sentinel.{k}"));
+    }
+    caller.send_json(r#"[48, 5, {}, "com.shared.revoked", []]"#);
+    let i = answer_where_it_went(&mut callees);
+    caller.expect(RESULT);
+    let shared = {
+        caller.send_json(r#"[48, 6, {}, "com.shared.revoked", []]"#);
+        let j = 1 - i;
+        let inv = callees[j].expect(INVOCATION);
+        callees[j].send_json(&format!(r#"[70, {}, {{}}, []]"#, inv.at(1).u()));
+        caller.expect(RESULT);
+        inv.at(2).u()
+    };
+    let gone = callees[0].session;
+    caller.send_json(&format!(
+        r#"[48, 7, {{}}, "wamp.registration.remove_callee", [{shared}, {gone}], {{"reason": "wamp.close.normal"}}]"#
+    ));
+    caller.expect(RESULT);
+    for n in 8..14u64 {
+        caller.send_json(&format!(r#"[48, {n}, {{}}, "com.shared.revoked", [{n}]]"#));
+        let inv = callees[1].expect(INVOCATION);
+        callees[1].send_json(&format!(r#"[70, {}, {{}}, []]"#, inv.at(1).u()));
+        caller.expect(RESULT);
+    }
+    // the removed callee got no UNREGISTERED (it did not announce the
+    // feature): its next message is the sentinel's INVOCATION
+    let mut removed = callees.remove(0);
+    sentinel(&mut removed, &mut caller, "com.sentinel.0", 20);
+    caller.send_json(r#"[48, 21, {}, "wamp.registration.remove_callee", [1, 2]]"#);
+    caller.expect_error(CALL, 21, "wamp.error.no_such_registration");
+    caller.send_json(&format!(r#"[48, 22, {{}}, "wamp.registration.remove_callee", [{shared}, 2]]"#));
+    caller.expect_error(CALL, 22, "wamp.error.no_such_session");
+    for c in [callee, caller, removed] {
+        c.drop_connection();
+    }
+    for c in callees {
+        c.drop_connection();
+    }
+    gauges_back_to_zero(&r);
+}
+
+#[test]
+fn callees_are_removed_from_registrations_1_shard() {
+    callees_are_removed_from_registrations(1);
+}
+
+#[test]
+fn callees_are_removed_from_registrations_2_shards() {
+    callees_are_removed_from_registrations(2);
+}

@@ -5,7 +5,8 @@
 //! registering under every invocation policy, calling (some calls with a
 //! timeout, progress, disclosure or payload passthru; progressive call
 //! invocations, their chunks continuing calls in progress or completed),
-//! canceling in every mode, answering, erring (`wamp.error.unavailable`
+//! calling the router's own procedures (session count, list and get,
+//! removing callees), canceling in every mode, answering, erring (`wamp.error.unavailable`
 //! reroutes), leaving and sending garbage, in JSON and MessagePack, while a
 //! hand-moved clock runs the routers' timers.
 //!
@@ -56,6 +57,8 @@ struct Conn {
     registrations: Vec<u64>,
     invocations: Vec<u64>,
     next_request: u64,
+    /// The session the last WELCOME opened.
+    session: u64,
 }
 
 const TOPICS: &[&str] = &["a", "a.b", "a.b.c", "a.x.c", "b", "b.c", "a..c", "..", "a.", "bad uri", ""];
@@ -191,6 +194,7 @@ fn learn(c: &mut Conn, frame: &[u8]) {
         _ => 0,
     };
     match int(0) {
+        2 => c.session = int(1),
         33 => c.subscriptions.push(int(2)),
         65 => c.registrations.push(int(2)),
         68 => c.invocations.push(int(1)),
@@ -270,6 +274,7 @@ fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
                 registrations: Vec::new(),
                 invocations: Vec::new(),
                 next_request: 0,
+                session: 0,
             });
         }
         return Ok(());
@@ -352,6 +357,20 @@ fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
                 request = req.saturating_sub(u.int_in_range(0..=2)?).max(1);
             }
             let options = dict(&pairs);
+            if u.ratio(1, 6)? {
+                // one of the router's own procedures, with IDs it knows
+                let c = &w.conns[u.choose_index(w.conns.len())?];
+                let (session, registration) = (n(c.session), n(some_id(u, &c.registrations)?));
+                let (procedure, args) = match u.int_in_range(0..=4)? {
+                    0 => ("wamp.session.count", vec![]),
+                    1 => ("wamp.session.list", vec![Value::List(vec![s("anonymous")])]),
+                    2 => ("wamp.session.get", vec![session]),
+                    3 => ("wamp.registration.remove_callee", vec![registration, session]),
+                    _ => ("wamp.session.count", vec![n(3)]),
+                };
+                w.send(ci, &Value::List(vec![n(48), n(req), options, s(procedure), Value::List(args)]));
+                return Ok(());
+            }
             let mut m = vec![n(48), n(request), options, s(pick(u, TOPICS)?)];
             m.extend(payload(u)?);
             Some(Value::List(m))

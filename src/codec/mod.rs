@@ -336,6 +336,18 @@ pub fn encode_dict(ser: Serializer, d: &Dict) -> Vec<u8> {
     out
 }
 
+/// The values of a payload (Arguments, then ArgumentsKw), for what the
+/// router reads itself (the arguments of its own procedures).
+pub fn payload_values(p: &Payload) -> Result<Vec<Value>, DecodeError> {
+    if p.count == 0 {
+        return Ok(Vec::new());
+    }
+    match p.serializer {
+        Serializer::Json => json::parse_payload(&p.raw),
+        Serializer::MsgPack => msgpack::parse_payload(&p.raw, p.count),
+    }
+}
+
 /// Converts a payload to `to`, parsing and re-encoding it once. A payload
 /// already in `to` is returned as it is (a cheap `Bytes` clone).
 pub fn transcode(p: &Payload, to: Serializer) -> Result<Payload, DecodeError> {
@@ -346,10 +358,7 @@ pub fn transcode(p: &Payload, to: Serializer) -> Result<Payload, DecodeError> {
             raw: p.raw.clone(),
         });
     }
-    let values = match p.serializer {
-        Serializer::Json => json::parse_payload(&p.raw)?,
-        Serializer::MsgPack => msgpack::parse_payload(&p.raw, p.count)?,
-    };
+    let values = payload_values(p)?;
     let mut out = Vec::with_capacity(p.raw.len() + 8);
     for (i, v) in values.iter().enumerate() {
         match to {
@@ -468,6 +477,13 @@ pub mod encode {
     pub fn unregistered(ser: Serializer, request: Id) -> Bytes {
         let mut w = MsgWriter::new(ser, 2, MessageType::Unregistered, 16);
         w.uint(request);
+        w.finish()
+    }
+
+    /// `[UNREGISTERED, 0, Details|dict]`: a registration revoked by the router.
+    pub fn unregistered_revoked(ser: Serializer, details: &Dict) -> Bytes {
+        let mut w = MsgWriter::new(ser, 3, MessageType::Unregistered, 64);
+        w.uint(0).dict(details);
         w.finish()
     }
 

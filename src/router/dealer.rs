@@ -126,6 +126,15 @@ impl Router {
         if !self.uri_ok(sid, MessageType::Register, request, &procedure, UriCheck::Pattern(policy), true) {
             return;
         }
+        if procedure.starts_with("wamp.") {
+            return self.error_reply(
+                sid,
+                MessageType::Register,
+                request,
+                uris::INVALID_URI,
+                "procedures in the wamp. namespace are the router's",
+            );
+        }
         let Some(invoke) = options.invoke else {
             return self.error_reply(
                 sid,
@@ -336,6 +345,10 @@ impl Router {
             }
         }
         if !self.uri_ok(sid, MessageType::Call, request, &procedure, UriCheck::Concrete, true) {
+            return Ok(());
+        }
+        if let Some(builtin) = super::builtins::Builtin::parse(&procedure) {
+            self.builtin_call(sid, request, builtin, payload);
             return Ok(());
         }
         let max = self.limits.max_pending_calls;

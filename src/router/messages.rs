@@ -51,6 +51,10 @@ pub enum ShardMsg {
     /// `wamp.error.unavailable`; route the call to another callee of the
     /// shared registration (`tried` names those that declined).
     Reroute(Box<InvokeMsg>),
+    /// A scatter/gather's question for the receiving shard.
+    Query(Box<super::QueryMsg>),
+    /// Its answer, back to the shard that asked.
+    Answer { gather: u64, answer: super::Answer },
 }
 
 /// Whom a cross-shard message concerns on the shard that handles it: the
@@ -99,7 +103,11 @@ impl ShardMsg {
             ShardMsg::Interrupt(i) => Concerns::Here(i.callee),
             ShardMsg::InvokeMore(c) => Concerns::Here(c.callee),
             ShardMsg::Reroute(inv) => Concerns::Here(inv.caller),
-            ShardMsg::RegisterRefused { .. } | ShardMsg::Applied { .. } | ShardMsg::Event(_) => Concerns::Nobody,
+            ShardMsg::RegisterRefused { .. }
+            | ShardMsg::Applied { .. }
+            | ShardMsg::Event(_)
+            | ShardMsg::Query(_)
+            | ShardMsg::Answer { .. } => Concerns::Nobody,
         }
     }
 }

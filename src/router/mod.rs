@@ -24,7 +24,9 @@
 //!   index.
 
 mod broker;
+mod builtins;
 mod dealer;
+mod gather;
 mod messages;
 mod options;
 mod session;
@@ -47,6 +49,7 @@ use crate::wamp::{self, uris, Dict, Id, Value};
 
 pub use broker::Subscription;
 pub use dealer::Registration;
+pub use gather::{Answer, Query, QueryMsg};
 pub use messages::{CallChunk, CallDone, Concerns, EventMsg, InterruptMsg, InvokeMsg, ShardLink, ShardMsg, TableChange};
 pub use options::CancelMode;
 use session::{Conn, LocalSession};
@@ -110,6 +113,8 @@ pub struct Router {
     link: ShardLink,
     timers: timers::Timers,
     clock: Clock,
+    /// Scatter/gathers this shard started and waits on.
+    gathers: AHashMap<u64, gather::Gather>,
     pub(crate) stats: Arc<ShardStats>,
 }
 
@@ -149,6 +154,7 @@ impl Router {
             link,
             timers: timers::Timers::default(),
             clock: Clock::System,
+            gathers: AHashMap::new(),
             stats,
         }
     }
@@ -173,6 +179,7 @@ impl Router {
         while let Some(due) = self.timers.pop_due(now) {
             match due {
                 timers::Due::CallTimeout { caller, request } => self.call_timed_out(caller, request),
+                timers::Due::Gather { id } => self.gather_timed_out(id),
             }
         }
     }
@@ -211,6 +218,7 @@ impl Router {
         note("connections", self.conns.len());
         note("pending acknowledgements", self.pending.len());
         note("timers", self.timers.len());
+        note("gathers", self.gathers.len());
         for r in &self.realms {
             note("subscription index entries", r.sub_index.len());
             note("subscriptions", r.subscriptions.len());

@@ -101,6 +101,9 @@ pub(super) struct LocalSession {
     /// As a caller: request IDs of its progressive call invocations that
     /// ended before their final chunk (bounded, see `forget_call`).
     pub(super) finished_streams: std::collections::VecDeque<Id>,
+    /// Its CALLs to the router's own procedures still being answered
+    /// (bounded by `limits.max_pending_calls` like its other calls).
+    pub(super) builtin_calls: usize,
     pub(super) goodbye_sent: bool,
 }
 
@@ -212,6 +215,7 @@ fn welcome_details(who: &SessionIdentity) -> Dict {
                                 "progressive_call_invocations",
                                 "call_reroute",
                                 "payload_passthru_mode",
+                                "registration_revocation",
                             ]),
                         )),
                     ),
@@ -521,6 +525,7 @@ impl Router {
                 calls: AHashMap::new(),
                 streams: AHashMap::new(),
                 finished_streams: std::collections::VecDeque::new(),
+                builtin_calls: 0,
                 goodbye_sent: false,
             },
         );

@@ -88,6 +88,8 @@ impl Router {
             ShardMsg::Interrupt(msg) => self.interrupt_local(msg),
             ShardMsg::InvokeMore(chunk) => self.invoke_more(*chunk),
             ShardMsg::Reroute(inv) => self.reroute(*inv),
+            ShardMsg::Query(q) => self.on_query(*q),
+            ShardMsg::Answer { gather, answer } => self.on_answer(gather, answer),
         }
     }
 

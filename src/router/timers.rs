@@ -48,6 +48,8 @@ impl Clock {
 pub(super) enum Due {
     /// A call's `timeout`: (caller session, CALL request ID).
     CallTimeout { caller: Id, request: Id },
+    /// A scatter/gather's deadline.
+    Gather { id: u64 },
 }
 
 /// The key of one timer: its deadline, then a sequence number.

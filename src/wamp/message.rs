@@ -58,6 +58,14 @@ impl Serializer {
         self as usize
     }
 
+    /// The serializer's name (`json`, `msgpack`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Serializer::Json => "json",
+            Serializer::MsgPack => "msgpack",
+        }
+    }
+
     /// The WebSocket subprotocol name.
     pub fn subprotocol(self) -> &'static str {
         match self {

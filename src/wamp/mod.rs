@@ -42,6 +42,7 @@ pub mod uris {
     pub const NO_SUCH_PROCEDURE: &str = "wamp.error.no_such_procedure";
     pub const NO_SUCH_SUBSCRIPTION: &str = "wamp.error.no_such_subscription";
     pub const NO_SUCH_REGISTRATION: &str = "wamp.error.no_such_registration";
+    pub const NO_SUCH_SESSION: &str = "wamp.error.no_such_session";
     pub const PROCEDURE_ALREADY_EXISTS: &str = "wamp.error.procedure_already_exists";
     pub const INVALID_URI: &str = "wamp.error.invalid_uri";
     pub const INVALID_ARGUMENT: &str = "wamp.error.invalid_argument";

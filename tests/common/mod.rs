@@ -44,6 +44,7 @@ pub const RESULT: u64 = 50;
 pub const REGISTER: u64 = 64;
 pub const REGISTERED: u64 = 65;
 pub const UNREGISTER: u64 = 66;
+pub const UNREGISTERED: u64 = 67;
 pub const INVOCATION: u64 = 68;
 pub const INTERRUPT: u64 = 69;
 pub const YIELD: u64 = 70;
