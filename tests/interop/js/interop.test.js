@@ -322,6 +322,67 @@ function serializerSuite(getUrl, ser) {
     await closeChecked(caller, 'caller');
   });
 
+  it('a callee answering wamp.error.unavailable has the call rerouted to the next callee (roundrobin)', t, async () => {
+    const proc = base('reroute');
+    const callees = [await open(), await open(), await open()];
+    let declined = 0;
+    await within(
+      callees[0].session.register(
+        proc,
+        () => {
+          declined += 1;
+          throw new autobahn.Error('wamp.error.unavailable');
+        },
+        { invoke: 'roundrobin' },
+      ),
+      WAIT,
+      'REGISTERED',
+    );
+    for (const k of [1, 2]) {
+      await within(callees[k].session.register(proc, () => k, { invoke: 'roundrobin' }), WAIT, 'REGISTERED');
+    }
+    const caller = await open();
+    const got = [];
+    for (let i = 0; i < 6; i += 1) got.push(await within(caller.session.call(proc), WAIT, 'RESULT'));
+    assert.deepEqual(got, [1, 2, 1, 2, 1, 2], 'the busy callee declined, the next in turn answered');
+    assert.equal(declined, 3);
+    for (const h of [...callees, caller]) await closeChecked(h, 'session');
+  });
+
+  it('a callee removed by wamp.registration.remove_callee is told (registration.on_unregister)', t, async () => {
+    const proc = base('revoked');
+    const callee = await open();
+    const caller = await open();
+    const reg = await within(callee.session.register(proc, () => 'here'), WAIT, 'REGISTERED');
+    assert.equal(await within(caller.session.call(proc), WAIT, 'RESULT'), 'here');
+    await within(
+      caller.session.call('wamp.registration.remove_callee', [reg.id, callee.session.id], { reason: 'com.example.moved' }),
+      WAIT,
+      'remove_callee',
+    );
+    assert.equal(await within(reg.on_unregister, WAIT, 'on_unregister'), 'com.example.moved');
+    assert.equal(reg.active, false);
+    const err = await rejectionOf(caller.session.call(proc), WAIT, 'call after the revocation');
+    assertWampError(err, 'wamp.error.no_such_procedure', 'call after the revocation');
+    await closeChecked(callee, 'callee');
+    await closeChecked(caller, 'caller');
+  });
+
+  it('the session meta procedures count, list and describe the sessions of the realm', t, async () => {
+    const a = await open();
+    const b = await open();
+    const listed = await within(a.session.call('wamp.session.list'), WAIT, 'list');
+    assert.ok(listed.includes(a.session.id) && listed.includes(b.session.id), `listed ${JSON.stringify(listed)}`);
+    assert.equal(await within(a.session.call('wamp.session.count'), WAIT, 'count'), listed.length);
+    const info = await within(a.session.call('wamp.session.get', [b.session.id]), WAIT, 'get');
+    assert.equal(info.session, b.session.id);
+    assert.equal(info.authrole, 'anonymous');
+    const err = await rejectionOf(a.session.call('wamp.session.get', [1]), WAIT, 'get of an unknown session');
+    assertWampError(err, 'wamp.error.no_such_session', 'get of an unknown session');
+    await closeChecked(a, 'a');
+    await closeChecked(b, 'b');
+  });
+
   it('prefix subscription gets matching events with details.topic', t, async () => {
     const root = base('pfx');
     const prefix = `${root}.sensors`;

@@ -417,6 +417,39 @@ function wampySuite(ctx, ser) {
     await closeEach(hs, 'session');
   });
 
+  it('payload passthru mode: ppt_* options reach INVOCATION, RESULT and EVENT details with the payload (wampy packs it)', t, async () => {
+    const root = base('ppt');
+    const { hs, firsts: callees, rest: callers } = await spreadSplit(ctx, open);
+    const ppt = { ppt_scheme: 'x_custom', ppt_serializer: 'json' };
+    for (const [k, c] of callees.entries()) {
+      await within(
+        c.client.register(`${root}.sealed${k}`, ({ argsList, argsDict, details }) => {
+          assert.equal(details.ppt_scheme, 'x_custom', 'INVOCATION.Details.ppt_scheme');
+          assert.equal(details.ppt_serializer, 'json', 'INVOCATION.Details.ppt_serializer');
+          return { argsList: [argsList[0] * 2], argsDict, options: { ppt_scheme: 'x_custom', ppt_serializer: 'json' } };
+        }),
+        WAIT,
+        'REGISTERED',
+      );
+    }
+    await eachCallerCallee(callers, callees, async (caller, k, what) => {
+      const res = await within(caller.client.call(`${root}.sealed${k}`, { argsList: [21], argsDict: { k } }, ppt), WAIT, `${what}: RESULT`);
+      assert.deepEqual(res.argsList, [42], `${what}: RESULT args`);
+      assert.deepEqual(res.argsDict, { k }, `${what}: RESULT kwargs`);
+      assert.equal(res.details.ppt_scheme, 'x_custom', `${what}: RESULT.Details.ppt_scheme`);
+    });
+    // events
+    const [sub, pub] = [callees[0], callers[callers.length - 1]];
+    const got = eventCollector();
+    await within(subscribe(sub, `${root}.topic`, got.handler), WAIT, 'SUBSCRIBED');
+    await within(pub.client.publish(`${root}.topic`, { argsList: [1, 'two'], argsDict: { three: 3 } }, { ...ppt, acknowledge: true }), WAIT, 'PUBLISHED');
+    const [ev] = await got.until(1, WAIT);
+    assert.deepEqual(ev.args, [1, 'two'], 'EVENT args');
+    assert.deepEqual(ev.kwargs, { three: 3 }, 'EVENT kwargs');
+    assert.equal(ev.details.ppt_scheme, 'x_custom', 'EVENT.Details.ppt_scheme');
+    await closeEach(hs, 'session');
+  });
+
   it('prefix and wildcard subscriptions get matching events with details.topic', t, async () => {
     const root = base('patterns');
     const prefix = `${root}.sensors`;

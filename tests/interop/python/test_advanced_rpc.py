@@ -10,6 +10,7 @@ import asyncio
 
 import pytest
 from autobahn.wamp import message
+from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions, RegisterOptions
 
 from harness import Harness, expect_app_error, run
@@ -184,5 +185,79 @@ def test_shared_registration_round_robin(router, transport):
             other = await h.open(transport, name="other")
             err = await expect_app_error(other.register(lambda: "x", proc, options=RegisterOptions(invoke="first")))
             assert err.error == "wamp.error.procedure_already_exists", err
+
+    run(main())
+
+
+def test_unavailable_callees_get_the_call_rerouted(router, transport):
+    # autobahn-python does not announce call_reroute; the router reroutes on
+    # the error URI from any callee
+    if router.kind != "switchyard":
+        pytest.skip("call rerouting is not a Crossbar feature")
+    proc = "com.example.adv.reroute"
+
+    async def main():
+        async with Harness(router) as h:
+            callees = [await h.open(transport, name="callee{}".format(i)) for i in range(3)]
+            caller = await h.open(transport, name="caller")
+            declined = []
+
+            def busy():
+                declined.append(1)
+                raise ApplicationError("wamp.error.unavailable")
+
+            await callees[0].register(busy, proc, options=RegisterOptions(invoke="roundrobin"))
+            for i, c in enumerate(callees[1:], start=1):
+                await c.register(lambda i=i: i, proc, options=RegisterOptions(invoke="roundrobin"))
+            got = [await caller.call(proc) for _ in range(9)]
+            # in turn: the busy callee declines, the next takes it, the one
+            # after takes the next call, and the turn comes back to the busy one
+            assert got == [1, 2] * 4 + [1], got
+            assert len(declined) == 5, declined
+            # when every callee is busy, the caller hears so
+            await callees[1].register(busy, proc + ".all", options=RegisterOptions(invoke="first"))
+            await callees[2].register(busy, proc + ".all", options=RegisterOptions(invoke="first"))
+            err = await expect_app_error(caller.call(proc + ".all"))
+            assert err.error == "wamp.error.no_available_callee", err
+
+    run(main())
+
+
+def test_session_meta_procedures(router, transport):
+    async def main():
+        async with Harness(router) as h:
+            a = await h.open(transport, name="a")
+            b = await h.open(transport, name="b")
+            listed = await a.call("wamp.session.list")
+            assert a.session_id in listed and b.session_id in listed, listed
+            assert await a.call("wamp.session.count") == len(listed)
+            info = await a.call("wamp.session.get", b.session_id)
+            assert info["session"] == b.session_id, info
+            assert info["authid"] == b.join_details.authid, info
+            assert info["authrole"] == "anonymous", info
+            err = await expect_app_error(a.call("wamp.session.get", 1))
+            assert err.error == "wamp.error.no_such_session", err
+
+    run(main())
+
+
+def test_registration_revocation(router, transport):
+    # autobahn-python announces registration_revocation and logs the
+    # UNREGISTERED (its reason must be a URI for it to parse); the session
+    # goes on
+    proc = "com.example.adv.revoked"
+
+    async def main():
+        async with Harness(router) as h:
+            callee = await h.open(transport, name="callee")
+            caller = await h.open(transport, name="caller")
+            reg = await callee.register(lambda: "here", proc)
+            await callee.register(lambda: "still here", proc + ".other")
+            assert await caller.call(proc) == "here"
+            await caller.call("wamp.registration.remove_callee", reg.id, callee.session_id, reason="com.example.moved")
+            err = await expect_app_error(caller.call(proc))
+            assert err.error == "wamp.error.no_such_procedure", err
+            assert await caller.call(proc + ".other") == "still here"
+            assert callee.is_attached()
 
     run(main())
