@@ -300,7 +300,7 @@ macro_rules! peek_with {
             r.u64().ok()?;
         }
         r.dict().ok()?;
-        let (count, raw) = r.payload($frame).ok()?;
+        let (count, raw) = r.payload($frame, false).ok()?;
         Some(Peek {
             code,
             request: if has_request { first } else { 0 },

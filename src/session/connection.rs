@@ -12,12 +12,12 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use glommio::net::TcpStream;
 use tracing::debug;
 
+use super::handle::ConnCtx;
 use super::outbox::{Outbox, Outgoing};
 use crate::codec;
 use crate::config::ListenerKind;
 use crate::metrics::ShardStats;
 use crate::router::{ConnId, TransportInfo, TransportKind};
-use crate::shard::ShardCtx;
 use crate::transport::rawsocket::{self, Handshake, RsEvent};
 use crate::transport::websocket::{self, HttpRequest, WsDecoder, WsEvent};
 use crate::transport::{read_more, write_control, write_message_header, Framing};
@@ -29,7 +29,7 @@ const MIN_READ: usize = 1024;
 const MAX_READ: usize = 64 * 1024;
 
 /// Serves one connection accepted on a WebSocket listener.
-async fn serve_websocket(ctx: Rc<ShardCtx>, mut stream: TcpStream, path: Rc<str>, metrics: bool) {
+async fn serve_websocket(ctx: Rc<ConnCtx>, mut stream: TcpStream, path: Rc<str>, metrics: bool) {
     let mut buf = BytesMut::with_capacity(MIN_READ);
     let handshake = async {
         loop {
@@ -44,7 +44,7 @@ async fn serve_websocket(ctx: Rc<ShardCtx>, mut stream: TcpStream, path: Rc<str>
             }
         }
     };
-    let result = glommio::timer::timeout(ctx.handshake_timeout, async { Ok(handshake.await) }).await;
+    let result = glommio::timer::timeout(ctx.limits.handshake_timeout, async { Ok(handshake.await) }).await;
     let (request, consumed) = match result {
         Ok(Ok(r)) => r,
         Ok(Err(Some(reject))) => {
@@ -82,9 +82,9 @@ async fn serve_websocket(ctx: Rc<ShardCtx>, mut stream: TcpStream, path: Rc<str>
 }
 
 /// Serves one connection accepted on a RawSocket listener.
-async fn serve_rawsocket(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
+async fn serve_rawsocket(ctx: Rc<ConnCtx>, mut stream: TcpStream) {
     let mut hs = [0u8; 4];
-    let read = glommio::timer::timeout(ctx.handshake_timeout, async { Ok(stream.read_exact(&mut hs).await) }).await;
+    let read = glommio::timer::timeout(ctx.limits.handshake_timeout, async { Ok(stream.read_exact(&mut hs).await) }).await;
     match read {
         Ok(Ok(())) => {}
         Ok(Err(_)) => return debug!("RawSocket handshake not completed"),
@@ -93,7 +93,7 @@ async fn serve_rawsocket(ctx: Rc<ShardCtx>, mut stream: TcpStream) {
             return debug!("RawSocket handshake timed out");
         }
     }
-    match rawsocket::handshake(hs, ctx.max_message_size) {
+    match rawsocket::handshake(hs, ctx.limits.max_message_size) {
         Handshake::NotRawSocket => debug!("not a RawSocket client: connection dropped"),
         Handshake::Refuse { reply, reason } => {
             debug!(reason, "RawSocket handshake refused");
@@ -152,9 +152,9 @@ fn next_frame(framing: Framing, ws: &mut WsDecoder, buf: &mut BytesMut, max: usi
     }
 }
 
-async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: Framing, ser: Serializer, peer_max: usize) {
+async fn run(ctx: Rc<ConnCtx>, stream: TcpStream, mut buf: BytesMut, framing: Framing, ser: Serializer, peer_max: usize) {
     let _ = stream.set_nodelay(true);
-    let outbox = Rc::new(Outbox::new(ctx.max_outbound_bytes));
+    let outbox = Rc::new(Outbox::new(ctx.limits.max_outbound_bytes));
     outbox.set_max_message(peer_max);
     let transport = TransportInfo {
         kind: match framing {
@@ -169,7 +169,7 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
     let registered = Registered { ctx: &ctx, conn };
     let (mut reader, writer) = futures_lite::io::split(stream);
     let writer_task = glommio::spawn_local(write_loop(writer, outbox.clone(), framing, ser));
-    let mut ws = WsDecoder::new(ctx.max_message_size);
+    let mut ws = WsDecoder::new(ctx.limits.max_message_size);
     let mut chunk = MIN_READ;
     let mut ping_sent = false;
 
@@ -183,7 +183,7 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
                     break 'conn;
                 }
             }
-            let Some(frame) = next_frame(framing, &mut ws, &mut buf, ctx.max_message_size) else {
+            let Some(frame) = next_frame(framing, &mut ws, &mut buf, ctx.limits.max_message_size) else {
                 break;
             };
             match frame {
@@ -210,7 +210,7 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
             if outbox.is_closing() {
                 // The session was closed (ABORT): a transport error in what
                 // was already received still decides the close code.
-                validate_rest(framing, &mut ws, &mut buf, ctx.max_message_size, &outbox);
+                validate_rest(framing, &mut ws, &mut buf, ctx.limits.max_message_size, &outbox);
                 break 'conn;
             }
         }
@@ -235,7 +235,7 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
                     Wake::Closing
                 },
                 async {
-                    match ctx.ping_interval {
+                    match ctx.limits.ping_interval {
                         Some(d) => glommio::timer::sleep(d).await,
                         None => futures_lite::future::pending::<()>().await,
                     }
@@ -273,7 +273,7 @@ async fn run(ctx: Rc<ShardCtx>, stream: TcpStream, mut buf: BytesMut, framing: F
     outbox.close(None);
     // A peer that reads nothing cannot be flushed to: after the grace period
     // the writer is dropped, which cancels it.
-    let _ = glommio::timer::timeout(ctx.shutdown_grace, async {
+    let _ = glommio::timer::timeout(ctx.limits.shutdown_grace, async {
         writer_task.await;
         Ok(())
     })
@@ -297,7 +297,7 @@ fn validate_rest(framing: Framing, ws: &mut WsDecoder, buf: &mut BytesMut, max: 
 /// Waits until the outbox is back under its byte limit. False if the peer
 /// took nothing at all for a whole ping interval while it was over: it has
 /// stopped reading (or vanished), and its connection is closed.
-async fn peer_keeps_up(ctx: &ShardCtx, outbox: &Outbox) -> bool {
+async fn peer_keeps_up(ctx: &ConnCtx, outbox: &Outbox) -> bool {
     let mut taken = outbox.taken();
     loop {
         let below = futures_lite::future::or(
@@ -306,7 +306,7 @@ async fn peer_keeps_up(ctx: &ShardCtx, outbox: &Outbox) -> bool {
                 true
             },
             async {
-                match ctx.ping_interval {
+                match ctx.limits.ping_interval {
                     Some(d) => glommio::timer::sleep(d).await,
                     None => futures_lite::future::pending::<()>().await,
                 }
@@ -334,7 +334,7 @@ enum Wake {
 /// A connection known to the router; dropping it (normally or while a panic
 /// unwinds) makes its session leave.
 struct Registered<'a> {
-    ctx: &'a ShardCtx,
+    ctx: &'a ConnCtx,
     conn: ConnId,
 }
 
@@ -348,17 +348,17 @@ impl Drop for Registered<'_> {
 
 /// Holds one of the shard's and the router's connection slots.
 pub struct ConnSlot {
-    ctx: Rc<ShardCtx>,
+    ctx: Rc<ConnCtx>,
 }
 
 impl ConnSlot {
     /// Takes a slot, or `None` when a connection limit is reached.
-    pub fn take(ctx: &Rc<ShardCtx>) -> Option<ConnSlot> {
+    pub fn take(ctx: &Rc<ConnCtx>) -> Option<ConnSlot> {
         let global = ctx.open_connections.fetch_add(1, Ordering::AcqRel) + 1;
         let local = ctx.stats.connections.fetch_add(1, Ordering::Relaxed) + 1;
         let slot = ConnSlot { ctx: ctx.clone() };
-        let over_global = ctx.max_connections > 0 && global > ctx.max_connections;
-        let over_local = ctx.max_connections_per_shard > 0 && local as usize > ctx.max_connections_per_shard;
+        let over_global = ctx.limits.max_connections > 0 && global > ctx.limits.max_connections;
+        let over_local = ctx.limits.max_connections_per_shard > 0 && local as usize > ctx.limits.max_connections_per_shard;
         if over_global || over_local {
             return None; // the slot is given back as it drops
         }
@@ -381,7 +381,7 @@ impl std::fmt::Debug for ConnSlot {
 
 /// Serves one accepted connection within its slot; a panic in it is caught
 /// and counted, and the shard and every other connection carry on.
-pub async fn serve(ctx: Rc<ShardCtx>, stream: TcpStream, kind: ListenerKind, path: Rc<str>, metrics: bool) {
+pub async fn serve(ctx: Rc<ConnCtx>, stream: TcpStream, kind: ListenerKind, path: Rc<str>, metrics: bool) {
     let Some(slot) = ConnSlot::take(&ctx) else {
         ShardStats::inc(&ctx.stats.connections_refused);
         debug!("connection refused: connection limit reached");

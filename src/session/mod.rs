@@ -2,4 +2,7 @@
 //! that feeds the router, and the writer that flushes the outbox.
 
 pub mod connection;
+pub mod handle;
 pub mod outbox;
+
+pub use handle::{ConnCtx, ConnLimits};

@@ -18,26 +18,18 @@ use tracing::{debug, error, info, warn};
 use crate::config::{ListenerKind, Validated};
 use crate::metrics::ShardStats;
 use crate::router::{Router, RouterConfig, ShardLink, ShardMsg};
-use crate::session::connection;
+use crate::session::{connection, ConnCtx, ConnLimits};
 
-/// What every task on a shard shares.
+/// What every task on a shard shares. Connections get only `conns`, the
+/// narrow handle of `session/handle.rs`.
 #[derive(Debug)]
 pub struct ShardCtx {
-    pub router: RefCell<Router>,
+    pub router: Rc<RefCell<Router>>,
     pub stats: Arc<ShardStats>,
-    pub all_stats: Arc<Vec<Arc<ShardStats>>>,
-    /// Router-wide mesh congestion (while active, no client is read from).
+    /// Router-wide mesh congestion (the mesh drains wake paused readers).
     pub congestion: Rc<mesh::Congestion>,
-    pub max_message_size: usize,
-    pub max_outbound_bytes: usize,
-    pub handshake_timeout: Duration,
-    pub shutdown_grace: Duration,
-    /// Silence after which a connection is pinged (and closed after twice).
-    pub ping_interval: Option<Duration>,
-    /// Connections open on the whole router (all shards).
-    pub open_connections: Arc<AtomicUsize>,
-    pub max_connections: usize,
-    pub max_connections_per_shard: usize,
+    /// What the connection tasks of this shard hold.
+    pub conns: Rc<ConnCtx>,
 }
 
 /// Raises the soft limit on open files to the hard limit, as servers that
@@ -186,19 +178,34 @@ async fn shard_main(
     let cfg = &v.config;
     let ends = seed.connect(stats.clone(), cfg.router.mesh_overflow_limit).await;
     let congestion = ends.mesh.congestion();
-    let ctx = Rc::new(ShardCtx {
-        router: RefCell::new(Router::new(me, n, &router_cfg, ShardLink::Mesh(ends.mesh), stats.clone())),
-        stats,
+    let router = Rc::new(RefCell::new(Router::new(
+        me,
+        n,
+        &router_cfg,
+        ShardLink::Mesh(ends.mesh),
+        stats.clone(),
+    )));
+    let conns = Rc::new(ConnCtx {
+        router: router.clone(),
+        stats: stats.clone(),
         all_stats,
-        congestion,
-        max_message_size: cfg.limits.max_message_size,
-        max_outbound_bytes: cfg.limits.max_outbound_bytes,
-        handshake_timeout: Duration::from_millis(cfg.limits.handshake_timeout_ms),
-        shutdown_grace: Duration::from_millis(cfg.router.shutdown_grace_ms),
-        ping_interval: (cfg.limits.ping_interval_ms > 0).then(|| Duration::from_millis(cfg.limits.ping_interval_ms)),
+        congestion: congestion.clone(),
+        limits: ConnLimits {
+            max_message_size: cfg.limits.max_message_size,
+            max_outbound_bytes: cfg.limits.max_outbound_bytes,
+            handshake_timeout: Duration::from_millis(cfg.limits.handshake_timeout_ms),
+            shutdown_grace: Duration::from_millis(cfg.router.shutdown_grace_ms),
+            ping_interval: (cfg.limits.ping_interval_ms > 0).then(|| Duration::from_millis(cfg.limits.ping_interval_ms)),
+            max_connections: cfg.limits.max_connections,
+            max_connections_per_shard: cfg.limits.max_connections_per_shard,
+        },
         open_connections,
-        max_connections: cfg.limits.max_connections,
-        max_connections_per_shard: cfg.limits.max_connections_per_shard,
+    });
+    let ctx = Rc::new(ShardCtx {
+        router,
+        stats,
+        congestion,
+        conns,
     });
 
     let mut listeners = Vec::new();
@@ -238,7 +245,7 @@ async fn shard_main(
     tasks.push(spawn_contained(&ctx, "router timers".into(), move || run_timers(c.clone())));
     for (l, sock) in listeners {
         tasks.push(glommio::spawn_local(accept_loop(
-            ctx.clone(),
+            ctx.conns.clone(),
             sock,
             l.kind,
             l.path.as_str().into(),
@@ -254,7 +261,7 @@ async fn shard_main(
     // Stop accepting, say GOODBYE to every session, wait for them to go.
     drop(tasks.split_off(tasks.len() - v.listeners.len()));
     ctx.router.borrow_mut().shutdown();
-    let deadline = Instant::now() + ctx.shutdown_grace;
+    let deadline = Instant::now() + ctx.conns.limits.shutdown_grace;
     while ctx.router.borrow().connection_count() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
@@ -276,7 +283,7 @@ async fn shard_main(
     drop(tasks);
 }
 
-async fn accept_loop(ctx: Rc<ShardCtx>, listener: TcpListener, kind: ListenerKind, path: Rc<str>, metrics: bool) {
+async fn accept_loop(ctx: Rc<ConnCtx>, listener: TcpListener, kind: ListenerKind, path: Rc<str>, metrics: bool) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
