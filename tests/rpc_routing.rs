@@ -185,6 +185,60 @@ fn unavailable_callees_get_the_call_rerouted_2_shards() {
     unavailable_callees_get_the_call_rerouted(2);
 }
 
+/// A callee of a shared registration at `limits.max_pending_invocations`
+/// passes the call on to the next callee instead of refusing it; when every
+/// callee is at its limit the caller gets `wamp.error.no_available_callee`.
+fn busy_callees_pass_calls_on(shards: usize) {
+    let r = Router::start_with(shards, "", "max_pending_invocations = 1", &[]);
+    let on = |i: usize| {
+        if shards == 2 {
+            r.join_on(i % 2)
+        } else {
+            Client::join_ws(r.ws, Ser::Json)
+        }
+    };
+    let mut caller = on(0);
+    let mut callees: Vec<Client> = (0..2).map(|i| on(i + 1)).collect();
+    for c in callees.iter_mut() {
+        c.send_json(r#"[64, 1, {"invoke": "roundrobin"}, "com.busy"]"#);
+        c.expect(REGISTERED);
+    }
+    caller.send_json(r#"[48, 1, {}, "com.busy", [1]]"#);
+    let first = callees[0].expect(INVOCATION);
+    caller.send_json(r#"[48, 2, {}, "com.busy", [2]]"#);
+    let second = callees[1].expect(INVOCATION);
+    // both busy: no callee can take it
+    caller.send_json(r#"[48, 3, {}, "com.busy", [3]]"#);
+    caller.expect_error(CALL, 3, "wamp.error.no_available_callee");
+    // the second is free again; the turn is the first's (the reroute moved
+    // the cursor past the second), which is busy: it passes the call on
+    callees[1].send_json(&format!(r#"[70, {}, {{}}, ["two"]]"#, second.at(1).u()));
+    assert_eq!(caller.expect(RESULT).at(3).at(0).s(), "two");
+    caller.send_json(r#"[48, 4, {}, "com.busy", [4]]"#);
+    let passed = callees[1].expect(INVOCATION);
+    assert_eq!(passed.at(4).at(0).u(), 4, "the busy callee's turn went to the free one");
+    callees[1].send_json(&format!(r#"[70, {}, {{}}, ["four"]]"#, passed.at(1).u()));
+    assert_eq!(caller.expect(RESULT).at(3).at(0).s(), "four");
+    callees[0].send_json(&format!(r#"[70, {}, {{}}, ["one"]]"#, first.at(1).u()));
+    assert_eq!(caller.expect(RESULT).at(3).at(0).s(), "one");
+    assert!(r.metric_sum("calls_rerouted") >= 2, "{}", r.metrics_text());
+    caller.drop_connection();
+    for c in callees {
+        c.drop_connection();
+    }
+    gauges_back_to_zero(&r);
+}
+
+#[test]
+fn busy_callees_pass_calls_on_1_shard() {
+    busy_callees_pass_calls_on(1);
+}
+
+#[test]
+fn busy_callees_pass_calls_on_2_shards() {
+    busy_callees_pass_calls_on(2);
+}
+
 const PPT_CALLEE: &str = r#"{"roles": {"caller": {"features": {"payload_passthru_mode": true}}, "callee": {"features": {"payload_passthru_mode": true}}, "subscriber": {"features": {"payload_passthru_mode": true}}, "publisher": {"features": {"payload_passthru_mode": true}}}}"#;
 
 /// Payload passthru mode: `ppt_*` options of CALL, YIELD and PUBLISH reach

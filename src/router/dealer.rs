@@ -373,10 +373,11 @@ impl Router {
                 let found = r.reg_index.best_match(&procedure).map(|(policy, id)| (policy, *id));
                 let target = found.and_then(|(policy, id)| {
                     let reg = r.registrations.get_mut(&id)?;
-                    reg.pick().map(|c| (policy, id, c))
+                    let shared = reg.invoke != InvokePolicy::Single && reg.callees.len() > 1;
+                    reg.pick().map(|c| (policy, id, c, shared))
                 });
                 match target {
-                    Some((policy, registration, (callee_shard, callee))) => {
+                    Some((policy, registration, (callee_shard, callee), shared)) => {
                         let timer = options.timeout.map(|after| {
                             self.timers
                                 .start(self.clock.now(), after, Due::CallTimeout { caller: sid, request })
@@ -394,6 +395,7 @@ impl Router {
                             s.realm,
                             disclose,
                             s.features.ppt_caller,
+                            shared,
                             (policy, registration, (callee_shard, callee)),
                         ))
                     }
@@ -401,7 +403,7 @@ impl Router {
                 }
             }
         };
-        let (realm, disclose, caller_ppt, (policy, registration, (shard, callee))) = match outcome {
+        let (realm, disclose, caller_ppt, shared, (policy, registration, (shard, callee))) = match outcome {
             Ok(found) => found,
             Err(Refused::Limit) => {
                 ShardStats::inc(&self.stats.calls_refused);
@@ -445,6 +447,7 @@ impl Router {
             progress: options.progress,
             ppt: options.ppt,
             caller_ppt,
+            shared,
             tried: Vec::new(),
             payload,
         };
@@ -481,7 +484,7 @@ impl Router {
                 MessageType::Call,
                 request,
                 uris::NO_AVAILABLE_CALLEE,
-                "every callee of the procedure is unavailable",
+                "no callee of the procedure can take the call (each answered wamp.error.unavailable or is at its limits)",
             );
         };
         ShardStats::inc(&self.stats.calls_rerouted);
@@ -520,6 +523,14 @@ impl Router {
             let done = fail(uris::CANCELED, "the callee left before the call reached it", inv.payload.serializer);
             return self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
         };
+        let busy = s.invocations.len() >= self.limits.max_pending_invocations || s.outbox.over_limit();
+        if busy && inv.shared && !inv.progress {
+            // another callee of the shared registration may take it
+            ShardStats::inc(&self.stats.invocations_refused);
+            let mut inv = inv;
+            inv.tried.push((self.me, inv.callee));
+            return self.send_to(inv.caller_shard, ShardMsg::Reroute(Box::new(inv)));
+        }
         if s.invocations.len() >= self.limits.max_pending_invocations {
             ShardStats::inc(&self.stats.invocations_refused);
             let done = fail(
@@ -604,11 +615,7 @@ impl Router {
             );
             return self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
         }
-        let reroutable = !inv.progress
-            && self.realms[inv.realm as usize]
-                .registrations
-                .get(&inv.registration)
-                .is_some_and(|r| r.invoke != InvokePolicy::Single && r.callees.len() > 1);
+        let reroutable = inv.shared && !inv.progress;
         if inv.progress {
             s.streams
                 .insert((inv.caller_shard, inv.caller, inv.call_request), (request, inv.registration));
@@ -960,13 +967,18 @@ impl LocalSession {
     /// it learned of the end are discarded, not taken for new calls.
     pub(super) fn forget_call(&mut self, request: Id) -> Option<OutgoingCall> {
         let call = self.calls.remove(&request)?;
-        if call.streaming {
-            if self.finished_streams.len() >= FINISHED_STREAMS {
-                self.finished_streams.pop_front();
-            }
-            self.finished_streams.push_back(request);
-        }
+        remember_finished(&mut self.finished_streams, request, &call);
         Some(call)
+    }
+}
+
+/// Adds a call that ended while still streaming to `finished` (bounded).
+fn remember_finished(finished: &mut std::collections::VecDeque<Id>, request: Id, call: &OutgoingCall) {
+    if call.streaming {
+        if finished.len() >= FINISHED_STREAMS {
+            finished.pop_front();
+        }
+        finished.push_back(request);
     }
 }
 
@@ -974,3 +986,73 @@ impl LocalSession {
 /// remembers the request IDs of (see [`LocalSession::forget_call`]): a fixed
 /// bound, 8 bytes each.
 pub(super) const FINISHED_STREAMS: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(invoke: InvokePolicy) -> Registration {
+        Registration {
+            id: 1,
+            policy: MatchPolicy::Exact,
+            uri: "p".into(),
+            invoke,
+            callees: vec![(0, 10), (1, 11), (0, 12), (1, 13)],
+            next: 0,
+        }
+    }
+
+    /// The spec's rerouting rules, callee by callee.
+    #[test]
+    fn rerouting_follows_the_invocation_policy() {
+        let mut first = reg(InvokePolicy::First);
+        assert_eq!(first.pick(), Some((0, 10)));
+        assert_eq!(first.pick_excluding(&[(0, 10)]), Some((1, 11)), "the one registered after");
+        assert_eq!(first.pick_excluding(&[(0, 10), (1, 11)]), Some((0, 12)));
+        let mut last = reg(InvokePolicy::Last);
+        assert_eq!(last.pick(), Some((1, 13)));
+        assert_eq!(last.pick_excluding(&[(1, 13)]), Some((0, 12)), "the one registered before");
+        let mut rr = reg(InvokePolicy::RoundRobin);
+        assert_eq!(rr.pick(), Some((0, 10)));
+        assert_eq!(rr.pick_excluding(&[(0, 10)]), Some((1, 11)), "the next in turn");
+        assert_eq!(rr.pick(), Some((0, 12)), "and the turn goes on after it");
+        assert_eq!(rr.pick_excluding(&[(0, 12), (1, 13)]), Some((0, 10)), "wrapping around");
+        let mut random = reg(InvokePolicy::Random);
+        for _ in 0..50 {
+            assert_eq!(random.pick_excluding(&[(0, 10), (1, 11), (1, 13)]), Some((0, 12)), "another one");
+        }
+        let all = [(0, 10), (1, 11), (0, 12), (1, 13)];
+        for policy in [
+            InvokePolicy::First,
+            InvokePolicy::Last,
+            InvokePolicy::RoundRobin,
+            InvokePolicy::Random,
+        ] {
+            assert_eq!(reg(policy).pick_excluding(&all), None, "{policy:?}: every callee declined");
+        }
+        assert_eq!(reg(InvokePolicy::Single).pick_excluding(&[]), None, "single is never rerouted");
+    }
+
+    /// A caller remembers the progressive calls that ended while it was
+    /// still sending chunks, the last FINISHED_STREAMS of them.
+    #[test]
+    fn finished_streams_are_bounded() {
+        let mut calls = ahash::AHashMap::new();
+        let mut finished = std::collections::VecDeque::new();
+        let call = |streaming| OutgoingCall {
+            callee_shard: 0,
+            callee: 1,
+            timer: None,
+            streaming,
+        };
+        for request in 1..=(FINISHED_STREAMS as u64 + 10) {
+            calls.insert(request, call(true));
+            let c = calls.remove(&request).expect("inserted");
+            remember_finished(&mut finished, request, &c);
+        }
+        assert_eq!(finished.len(), FINISHED_STREAMS);
+        assert_eq!(finished.front(), Some(&11), "the oldest are forgotten");
+        remember_finished(&mut finished, 1000, &call(false));
+        assert!(!finished.contains(&1000), "a call whose final chunk came is not remembered");
+    }
+}

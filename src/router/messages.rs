@@ -184,7 +184,12 @@ pub struct InvokeMsg {
     /// The caller announced payload passthru mode (a passthru YIELD may go
     /// to it).
     pub caller_ppt: bool,
-    /// Callees that answered `wamp.error.unavailable` to this call already.
+    /// The registration is shared with other callees: the call may be
+    /// rerouted (a callee at its limits or answering
+    /// `wamp.error.unavailable`).
+    pub shared: bool,
+    /// Callees that declined this call already (unavailable, or at their
+    /// limits).
     pub tried: Vec<(usize, Id)>,
     pub payload: Payload,
 }
