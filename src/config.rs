@@ -98,6 +98,18 @@ pub struct RealmConfig {
     /// When callers are named to callees (INVOCATION.Details.caller).
     #[serde(default)]
     pub caller_disclosure: CallerDisclosure,
+    /// Authroles whose sessions may call the router's read-only meta
+    /// procedures (`wamp.session.count`, ...); `"*"` is every role.
+    #[serde(default = "every_role")]
+    pub meta_roles: Vec<String>,
+    /// Authroles whose sessions may call the meta procedures that act on
+    /// other sessions (`wamp.registration.remove_callee`); none by default.
+    #[serde(default)]
+    pub meta_admin_roles: Vec<String>,
+}
+
+fn every_role() -> Vec<String> {
+    vec!["*".into()]
 }
 
 /// `realm[i].caller_disclosure`
@@ -121,6 +133,8 @@ impl RealmConfig {
         RealmConfig {
             name: name.to_owned(),
             caller_disclosure: CallerDisclosure::OnRequest,
+            meta_roles: every_role(),
+            meta_admin_roles: Vec::new(),
         }
     }
 }

@@ -442,13 +442,24 @@ fn the_router_answers_session_procedures(shards: usize) {
         n += 1;
     }
     // sessions of another realm are not counted
-    let r2 = Router::start_with(shards, "\n[[realm]]\nname = \"other\"", "", &[]);
+    let r2 = Router::start_with(
+        shards,
+        "\n[[realm]]\nname = \"other\"\n[[realm]]\nname = \"closed\"\nmeta_roles = []",
+        "",
+        &[],
+    );
     let mut alone = Client::ws(r2.ws, Ser::Json);
     alone.send_json(&format!(r#"[1, "other", {ROLES}]"#));
     alone.expect(WELCOME);
     let _others: Vec<Client> = (0..3).map(|_| Client::join_ws(r2.ws, Ser::Json)).collect();
     alone.send_json(r#"[48, 1, {}, "wamp.session.count", []]"#);
     assert_eq!(alone.expect(RESULT).at(3).at(0).u(), 1);
+    // a realm whose meta_roles name nobody
+    let mut shut_out = Client::ws(r2.ws, Ser::Json);
+    shut_out.send_json(&format!(r#"[1, "closed", {ROLES}]"#));
+    shut_out.expect(WELCOME);
+    shut_out.send_json(r#"[48, 1, {}, "wamp.session.list", []]"#);
+    shut_out.expect_error(CALL, 1, "wamp.error.not_authorized");
     for c in clients {
         c.drop_connection();
     }
@@ -465,6 +476,7 @@ fn the_router_answers_session_procedures_2_shards() {
     the_router_answers_session_procedures(2);
 }
 
+const PLAIN_ROLES: &str = r#"{"roles": {"caller": {}, "callee": {}}}"#;
 const REVOCABLE_CALLEE: &str = r#"{"roles": {"callee": {"features": {"registration_revocation": true}}}}"#;
 
 /// Registration revocation: `wamp.registration.remove_callee` removes a
@@ -473,7 +485,18 @@ const REVOCABLE_CALLEE: &str = r#"{"roles": {"callee": {"features": {"registrati
 /// reason}]`, one that did not gets nothing; the other callees of a shared
 /// registration keep taking its calls.
 fn callees_are_removed_from_registrations(shards: usize) {
-    let r = Router::start(shards);
+    // by default nobody may remove callees
+    let closed = Router::start(shards);
+    let (mut c, mut asker) = pair(&closed, PLAIN_ROLES, "com.kept");
+    asker.send_json(&format!(r#"[48, 1, {{}}, "wamp.registration.remove_callee", [1, {}]]"#, c.session));
+    asker.expect_error(CALL, 1, "wamp.error.not_authorized");
+    sentinel(&mut c, &mut asker, "com.kept", 2);
+    let r = Router::start_with(
+        shards,
+        "\n[[realm]]\nname = \"realm1\"\nmeta_admin_roles = [\"anonymous\"]",
+        "",
+        &[],
+    );
     let (mut callee, mut caller) = pair(&r, REVOCABLE_CALLEE, "com.revoked");
     callee.send_json(r#"[48, 1, {}, "wamp.session.count", []]"#);
     callee.expect(RESULT);

@@ -85,7 +85,12 @@ impl World {
         let cfg = RouterConfig {
             // realm2 never discloses callers
             realms: vec![
-                RealmConfig::named("realm1"),
+                // realm1 lets every session remove callees (revocation is
+                // fuzzed there); realm2 keeps the default (refused)
+                RealmConfig {
+                    meta_admin_roles: vec!["anonymous".into()],
+                    ..RealmConfig::named("realm1")
+                },
                 RealmConfig {
                     caller_disclosure: CallerDisclosure::Never,
                     ..RealmConfig::named("realm2")

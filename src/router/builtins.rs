@@ -10,7 +10,9 @@
 //!   (also `reason` in kwargs): removes a callee from a registration, the
 //!   router side of registration revocation (as Crossbar names it).
 //!
-//! Until authorization exists every session may call them.
+//! Per realm, `meta_roles` (default: every role) may call the read-only
+//! ones and `meta_admin_roles` (default: none) the ones that act on other
+//! sessions; others get `wamp.error.not_authorized`.
 
 use std::sync::atomic::Ordering;
 
@@ -31,6 +33,12 @@ pub(super) enum Builtin {
 }
 
 impl Builtin {
+    /// Whether the procedure acts on other sessions (`meta_admin_roles`), or
+    /// only reads (`meta_roles`).
+    fn acts_on_others(self) -> bool {
+        matches!(self, Builtin::RemoveCallee)
+    }
+
     pub(super) fn parse(procedure: &str) -> Option<Self> {
         match procedure {
             "wamp.session.count" => Some(Builtin::SessionCount),
@@ -70,6 +78,21 @@ impl Router {
     pub(super) fn builtin_call(&mut self, sid: Id, request: Id, procedure: Builtin, payload: Payload) {
         let Some(s) = self.sessions.get(&sid) else { return };
         let realm = s.realm;
+        let r = &self.realms[realm as usize];
+        let roles = if procedure.acts_on_others() {
+            &r.meta_admin_roles
+        } else {
+            &r.meta_roles
+        };
+        if !roles.iter().any(|role| role == "*" || **role == *s.identity.authrole) {
+            let key = if procedure.acts_on_others() {
+                "meta_admin_roles"
+            } else {
+                "meta_roles"
+            };
+            let m = format!("the realm's {key} does not include the role '{}'", s.identity.authrole);
+            return self.error_reply(sid, MessageType::Call, request, uris::NOT_AUTHORIZED, &m);
+        }
         let max = self.limits.max_pending_calls;
         if s.builtin_calls >= max {
             ShardStats::inc(&self.stats.calls_refused);

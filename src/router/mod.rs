@@ -69,6 +69,10 @@ pub struct Realm {
     pub name: Arc<str>,
     /// When callers are named to callees (`realm.caller_disclosure`).
     pub caller_disclosure: crate::config::CallerDisclosure,
+    /// Who may call the router's read-only meta procedures, and the ones
+    /// that act on other sessions (`realm.meta_roles`, `meta_admin_roles`).
+    pub meta_roles: Vec<String>,
+    pub meta_admin_roles: Vec<String>,
     pub(crate) sub_index: trie::UriIndex<Id>,
     pub(crate) subscriptions: AHashMap<Id, Subscription>,
     pub(crate) reg_index: trie::UriIndex<Id>,
@@ -127,6 +131,8 @@ impl Router {
             .map(|r| Realm {
                 name: r.name.as_str().into(),
                 caller_disclosure: r.caller_disclosure,
+                meta_roles: r.meta_roles.clone(),
+                meta_admin_roles: r.meta_admin_roles.clone(),
                 ..Realm::default()
             })
             .collect();

@@ -125,8 +125,14 @@ impl Router {
         } else {
             "max_message_size = 65536"
         };
+        // realm1, unless the test defines it itself
+        let realm1 = if router_toml.contains("name = \"realm1\"") {
+            ""
+        } else {
+            "[[realm]]\nname = \"realm1\""
+        };
         let config = format!(
-            "[router]\nshards = {shards}\n{router_toml}\n\n[[realm]]\nname = \"realm1\"\n\n[[listener]]\ntype = \"websocket\"\nbind = \"{ws}\"\npath = \"/ws\"\n\n[[listener]]\ntype = \"rawsocket\"\nbind = \"{rs}\"\n\n[limits]\n{size}\n{limits_toml}\n"
+            "[router]\nshards = {shards}\n{router_toml}\n\n{realm1}\n\n[[listener]]\ntype = \"websocket\"\nbind = \"{ws}\"\npath = \"/ws\"\n\n[[listener]]\ntype = \"rawsocket\"\nbind = \"{rs}\"\n\n[limits]\n{size}\n{limits_toml}\n"
         );
         let cfg_path = dir.join("switchyard.toml");
         std::fs::write(&cfg_path, config).map_err(|e| e.to_string())?;

@@ -1,6 +1,8 @@
 'use strict';
 // Interop tests: Switchyard (or a reference router) driven by the real
-// autobahn-js client over WebSocket, with the JSON and MessagePack serializers.
+// autobahn-js client over WebSocket, with the JSON and MessagePack serializers,
+// and over RawSocket (TCP; autobahn-js speaks only JSON there, and only
+// switchyard gets a RawSocket listener from the harness).
 //
 // Environment:
 //   SWITCHYARD_BIN  router binary (default <repo>/target/debug/switchyard)
@@ -18,7 +20,7 @@ const { REALM } = require('./lib/router');
 const { autobahn, connect, close, closeAll, within, Collector, deferred, rejectionOf, ConnectError } = require('./lib/wamp');
 const { spawnScript } = require('./lib/util');
 const { UNICODE, PAYLOAD_ARGS, PAYLOAD_KWARGS } = require('./lib/payload');
-const { SERIALIZERS, GOODBYE_REPLIES, uriBase, describeEachRouter } = require('./lib/suite');
+const { SERIALIZERS, GOODBYE_REPLIES, RAWSOCKET, kind, uriBase, describeEachRouter } = require('./lib/suite');
 
 const TEST_TIMEOUT = 30000; // per test; only a bound against hangs, never asserted
 const WAIT = 10000; // per awaited step inside a test
@@ -50,15 +52,31 @@ async function closeChecked(h, what) {
   return res;
 }
 
+// Session openers, each bounded by WAIT; opts: more connect() options (realm).
+// A WebSocket session with serializer ser:
+function openWebSocket(url, ser, opts = {}) {
+  return within(connect(url, { serializer: ser, ...opts }), WAIT, `websocket ${ser} session to open`);
+}
+
+// A RawSocket session to 127.0.0.1:port, on JSON (autobahn-js's RawSocket
+// transport speaks nothing else):
+function openRawSocket(port, opts = {}) {
+  const transport = { type: 'rawsocket', host: '127.0.0.1', port };
+  return within(connect(null, { serializer: 'json', transport, ...opts }), WAIT, 'rawsocket json session to open');
+}
+
 function spawnCallee(url, serializer, procedure) {
   return spawnScript(path.join(__dirname, 'lib', 'callee-proc.js'), [url, serializer, procedure], WAIT);
 }
 
 // ---------------------------------------------------------------------------
-// The suite for one serializer, all sessions using it.
+// Test bodies shared by the transports. Each opens its sessions with
+// open(opts): a promise of a connect() handle (opts: connect() options such as
+// realm) on one transport and serializer, bounded by WAIT.
 
-function serializerSuite(getUrl, ser) {
-  const open = (opts = {}) => within(connect(getUrl(), { serializer: ser, ...opts }), WAIT, `${ser} session to open`);
+// Opening and closing sessions, and one pub/sub and one RPC round trip.
+// transport: 'websocket' | 'rawsocket'; ser: the serializer open() uses.
+function roundTripSuite(open, { transport, ser }) {
   const t = { timeout: TEST_TIMEOUT };
 
   it('session opens with a session id and realm, and closes with GOODBYE', t, async () => {
@@ -73,7 +91,11 @@ function serializerSuite(getUrl, ser) {
     assert.equal(typeof a.details.roles.broker, 'object', 'WELCOME does not announce the broker role');
     assert.equal(typeof a.details.roles.dealer, 'object', 'WELCOME does not announce the dealer role');
     assert.equal(a.details.realm, REALM, 'WELCOME.Details.realm');
-    assert.equal(a.connection.transport.info.protocol, `wamp.2.${ser}`, 'negotiated WebSocket subprotocol');
+    assert.equal(a.connection.transport.info.type, transport, 'transport in use');
+    // over WebSocket the negotiated subprotocol; over RawSocket autobahn names
+    // the serializer its handshake asked for (and it closes the connection if
+    // the router's handshake reply names another)
+    assert.equal(a.connection.transport.info.protocol, `wamp.2.${ser}`, 'WAMP serializer in use');
 
     const res = await closeChecked(a, 'first session');
     // GOODBYE_REPLIES: wamp.close.goodbye_and_out (wamp.close.normal too
@@ -83,11 +105,7 @@ function serializerSuite(getUrl, ser) {
   });
 
   it('joining an unknown realm is rejected with wamp.error.no_such_realm', t, async () => {
-    const err = await rejectionOf(
-      connect(getUrl(), { serializer: ser, realm: 'com.example.no_such_realm' }),
-      WAIT,
-      'join of an unknown realm',
-    );
+    const err = await rejectionOf(open({ realm: 'com.example.no_such_realm' }), WAIT, 'join of an unknown realm');
     assert.ok(err instanceof ConnectError, `expected the connection to close before WELCOME, got ${err && err.stack}`);
     assert.equal(err.details.reason, 'wamp.error.no_such_realm', `ABORT reason: ${JSON.stringify(err.details)}`);
   });
@@ -132,41 +150,6 @@ function serializerSuite(getUrl, ser) {
     await closeChecked(pub, 'publisher');
   });
 
-  it('6 subscriber sessions each receive 50 numbered events in order', t, async () => {
-    const topic = base('fanout');
-    const subs = await Promise.all(Array.from({ length: 6 }, () => open()));
-    const collectors = subs.map(() => new Collector());
-    await within(
-      Promise.all(subs.map((s, i) => s.session.subscribe(topic, collectors[i].handler))),
-      WAIT,
-      'all SUBSCRIBED',
-    );
-    const pub = await open();
-    const acks = await within(
-      Promise.all(
-        Array.from({ length: 50 }, (_, i) => pub.session.publish(topic, [i], { n: i }, { acknowledge: true })),
-      ),
-      WAIT,
-      '50 PUBLISHED',
-    );
-    const expected = Array.from({ length: 50 }, (_, i) => [i]);
-    for (let k = 0; k < subs.length; k++) {
-      const got = await collectors[k].until(50, WAIT, `subscriber ${k} events`);
-      assert.deepEqual(
-        got.map((e) => e.args),
-        expected,
-        `subscriber ${k} got events out of order or altered`,
-      );
-      assert.deepEqual(
-        got.map((e) => e.details.publication),
-        acks.map((a) => a.id),
-        `subscriber ${k}: publication ids differ from the PUBLISHED acks`,
-      );
-    }
-    await Promise.all(subs.map((s, k) => closeChecked(s, `subscriber ${k}`)));
-    await closeChecked(pub, 'publisher');
-  });
-
   it('register/call round-trips args and kwargs (unicode, nested, 2**53, booleans, null)', t, async () => {
     const proc = base('echo');
     const procAdd = base('add');
@@ -196,54 +179,12 @@ function serializerSuite(getUrl, ser) {
     await closeChecked(callee, 'callee');
     await closeChecked(caller, 'caller');
   });
+}
 
-  it('call to an unknown procedure fails with wamp.error.no_such_procedure', t, async () => {
-    const caller = await open();
-    const err = await rejectionOf(caller.session.call(base('nobody_home'), [1]), WAIT, 'call to unknown procedure');
-    assertWampError(err, 'wamp.error.no_such_procedure', 'unknown procedure');
-    await closeChecked(caller, 'caller');
-  });
-
-  it('registering a taken procedure from another session fails with wamp.error.procedure_already_exists', t, async () => {
-    const proc = base('taken');
-    const first = await open();
-    const second = await open();
-    await within(first.session.register(proc, () => 'first'), WAIT, 'REGISTERED');
-    const err = await rejectionOf(second.session.register(proc, () => 'second'), WAIT, 'duplicate REGISTER');
-    assertWampError(err, 'wamp.error.procedure_already_exists', 'duplicate register (other session)');
-    // the original registration still works
-    assert.equal(await within(second.session.call(proc), WAIT, 'RESULT'), 'first');
-    await closeChecked(first, 'first');
-    await closeChecked(second, 'second');
-  });
-
-  it('registering a taken procedure from the same session fails with wamp.error.procedure_already_exists', t, async () => {
-    const proc = base('taken_twice');
-    const callee = await open();
-    await within(callee.session.register(proc, () => 'first'), WAIT, 'REGISTERED');
-    const err = await rejectionOf(callee.session.register(proc, () => 'again'), WAIT, 'duplicate REGISTER');
-    assertWampError(err, 'wamp.error.procedure_already_exists', 'duplicate register (same session)');
-    await closeChecked(callee, 'callee');
-  });
-
-  it('an application error raised by the callee reaches the caller with uri, args and kwargs', t, async () => {
-    const proc = base('fails');
-    const callee = await open();
-    const caller = await open();
-    await within(
-      callee.session.register(proc, () => {
-        throw new autobahn.Error('com.example.error', [1, 2], { foo: 'bar' });
-      }),
-      WAIT,
-      'REGISTERED',
-    );
-    const err = await rejectionOf(caller.session.call(proc, ['x']), WAIT, 'failing call');
-    assertWampError(err, 'com.example.error', 'callee error');
-    assert.deepEqual(err.args, [1, 2]);
-    assert.deepEqual(err.kwargs, { foo: 'bar' });
-    await closeChecked(callee, 'callee');
-    await closeChecked(caller, 'caller');
-  });
+// Advanced RPC: call timeouts and canceling, progressive results, caller
+// disclosure, call rerouting, registration revocation, session meta procedures.
+function advancedRpcSuite(open) {
+  const t = { timeout: TEST_TIMEOUT };
 
   it('a call past its timeout fails with wamp.error.timeout (callee not interrupted: it announces no call_canceling)', t, async () => {
     const proc = base('slow');
@@ -382,6 +323,101 @@ function serializerSuite(getUrl, ser) {
     await closeChecked(a, 'a');
     await closeChecked(b, 'b');
   });
+}
+
+// ---------------------------------------------------------------------------
+// The WebSocket suite for one serializer, all sessions using it.
+
+function serializerSuite(getUrl, ser) {
+  const open = (opts) => openWebSocket(getUrl(), ser, opts);
+  const t = { timeout: TEST_TIMEOUT };
+
+  roundTripSuite(open, { transport: 'websocket', ser });
+
+  it('6 subscriber sessions each receive 50 numbered events in order', t, async () => {
+    const topic = base('fanout');
+    const subs = await Promise.all(Array.from({ length: 6 }, () => open()));
+    const collectors = subs.map(() => new Collector());
+    await within(
+      Promise.all(subs.map((s, i) => s.session.subscribe(topic, collectors[i].handler))),
+      WAIT,
+      'all SUBSCRIBED',
+    );
+    const pub = await open();
+    const acks = await within(
+      Promise.all(
+        Array.from({ length: 50 }, (_, i) => pub.session.publish(topic, [i], { n: i }, { acknowledge: true })),
+      ),
+      WAIT,
+      '50 PUBLISHED',
+    );
+    const expected = Array.from({ length: 50 }, (_, i) => [i]);
+    for (let k = 0; k < subs.length; k++) {
+      const got = await collectors[k].until(50, WAIT, `subscriber ${k} events`);
+      assert.deepEqual(
+        got.map((e) => e.args),
+        expected,
+        `subscriber ${k} got events out of order or altered`,
+      );
+      assert.deepEqual(
+        got.map((e) => e.details.publication),
+        acks.map((a) => a.id),
+        `subscriber ${k}: publication ids differ from the PUBLISHED acks`,
+      );
+    }
+    await Promise.all(subs.map((s, k) => closeChecked(s, `subscriber ${k}`)));
+    await closeChecked(pub, 'publisher');
+  });
+
+  it('call to an unknown procedure fails with wamp.error.no_such_procedure', t, async () => {
+    const caller = await open();
+    const err = await rejectionOf(caller.session.call(base('nobody_home'), [1]), WAIT, 'call to unknown procedure');
+    assertWampError(err, 'wamp.error.no_such_procedure', 'unknown procedure');
+    await closeChecked(caller, 'caller');
+  });
+
+  it('registering a taken procedure from another session fails with wamp.error.procedure_already_exists', t, async () => {
+    const proc = base('taken');
+    const first = await open();
+    const second = await open();
+    await within(first.session.register(proc, () => 'first'), WAIT, 'REGISTERED');
+    const err = await rejectionOf(second.session.register(proc, () => 'second'), WAIT, 'duplicate REGISTER');
+    assertWampError(err, 'wamp.error.procedure_already_exists', 'duplicate register (other session)');
+    // the original registration still works
+    assert.equal(await within(second.session.call(proc), WAIT, 'RESULT'), 'first');
+    await closeChecked(first, 'first');
+    await closeChecked(second, 'second');
+  });
+
+  it('registering a taken procedure from the same session fails with wamp.error.procedure_already_exists', t, async () => {
+    const proc = base('taken_twice');
+    const callee = await open();
+    await within(callee.session.register(proc, () => 'first'), WAIT, 'REGISTERED');
+    const err = await rejectionOf(callee.session.register(proc, () => 'again'), WAIT, 'duplicate REGISTER');
+    assertWampError(err, 'wamp.error.procedure_already_exists', 'duplicate register (same session)');
+    await closeChecked(callee, 'callee');
+  });
+
+  it('an application error raised by the callee reaches the caller with uri, args and kwargs', t, async () => {
+    const proc = base('fails');
+    const callee = await open();
+    const caller = await open();
+    await within(
+      callee.session.register(proc, () => {
+        throw new autobahn.Error('com.example.error', [1, 2], { foo: 'bar' });
+      }),
+      WAIT,
+      'REGISTERED',
+    );
+    const err = await rejectionOf(caller.session.call(proc, ['x']), WAIT, 'failing call');
+    assertWampError(err, 'com.example.error', 'callee error');
+    assert.deepEqual(err.args, [1, 2]);
+    assert.deepEqual(err.kwargs, { foo: 'bar' });
+    await closeChecked(callee, 'callee');
+    await closeChecked(caller, 'caller');
+  });
+
+  advancedRpcSuite(open);
 
   it('prefix subscription gets matching events with details.topic', t, async () => {
     const root = base('pfx');
@@ -503,21 +539,31 @@ function serializerSuite(getUrl, ser) {
 }
 
 // ---------------------------------------------------------------------------
-// Sessions with different serializers talking to each other (the router
-// transcodes payloads between JSON and MessagePack).
+// The RawSocket suite: autobahn-js's RawSocket transport (TCP), JSON only.
 
-function mixedSuite(getUrl, serA, serB) {
-  const open = (ser) => within(connect(getUrl(), { serializer: ser }), WAIT, `${ser} session to open`);
+function rawSocketSuite(getPort) {
+  const open = (opts) => openRawSocket(getPort(), opts);
+  roundTripSuite(open, { transport: 'rawsocket', ser: 'json' });
+  advancedRpcSuite(open);
+}
+
+// ---------------------------------------------------------------------------
+// Sessions on different serializers or transports talking to each other (the
+// router transcodes payloads between JSON and MessagePack). a and b:
+// { label, open }, open() a promise of a connect() handle bounded by WAIT.
+
+function mixedSuite(a, b) {
   const t = { timeout: TEST_TIMEOUT };
 
-  for (const [from, to] of [
-    [serA, serB],
-    [serB, serA],
+  for (const [src, dst] of [
+    [a, b],
+    [b, a],
   ]) {
+    const [from, to] = [src.label, dst.label];
     it(`${from} publisher -> ${to} subscriber: payload intact`, t, async () => {
       const topic = base('mixed_topic');
-      const sub = await open(to);
-      const pub = await open(from);
+      const sub = await dst.open();
+      const pub = await src.open();
       const events = new Collector();
       await within(sub.session.subscribe(topic, events.handler), WAIT, 'SUBSCRIBED');
       await within(pub.session.publish(topic, PAYLOAD_ARGS, PAYLOAD_KWARGS, { acknowledge: true }), WAIT, 'PUBLISHED');
@@ -531,8 +577,8 @@ function mixedSuite(getUrl, serA, serB) {
     it(`${from} caller -> ${to} callee: payload and errors intact`, t, async () => {
       const proc = base('mixed_echo');
       const procErr = base('mixed_error');
-      const callee = await open(to);
-      const caller = await open(from);
+      const callee = await dst.open();
+      const caller = await src.open();
       let seen = null;
       await within(
         callee.session.register(proc, (args, kwargs) => {
@@ -569,7 +615,17 @@ describeEachRouter({ closeAll }, (ctx) => {
   for (const ser of SERIALIZERS) {
     describe(`websocket ${ser}`, () => serializerSuite(ctx.url, ser));
   }
+  const ws = (ser, label = ser) => ({ label, open: () => openWebSocket(ctx.url(), ser) });
   if (SERIALIZERS.includes('json') && SERIALIZERS.includes('msgpack')) {
-    describe('websocket json <-> msgpack', () => mixedSuite(ctx.url, 'json', 'msgpack'));
+    describe('websocket json <-> msgpack', () => mixedSuite(ws('json'), ws('msgpack')));
   }
+  // RawSocket: switchyard only (the harness gives Crossbar.io and ROUTER_URL
+  // routers no RawSocket listener); autobahn-js speaks JSON alone over it.
+  const noRawSocket = !RAWSOCKET && `the harness starts a RawSocket listener for switchyard only (router: ${kind})`;
+  describe('rawsocket json', { skip: noRawSocket }, () => rawSocketSuite(ctx.rsPort));
+  // Across transports: RawSocket JSON sessions and WebSocket sessions (MessagePack
+  // where the suite runs it) in both roles.
+  const wsSer = SERIALIZERS.includes('msgpack') ? 'msgpack' : SERIALIZERS[0];
+  const rs = { label: 'rawsocket json', open: () => openRawSocket(ctx.rsPort()) };
+  describe(`rawsocket json <-> websocket ${wsSer}`, { skip: noRawSocket }, () => mixedSuite(rs, ws(wsSer, `websocket ${wsSer}`)));
 });

@@ -83,6 +83,7 @@ shards = {shards}
 
 [[realm]]
 name = "realm1"
+meta_admin_roles = ["anonymous"]  # test_registration_revocation removes callees
 
 [[realm]]
 name = "realm.disclosed"

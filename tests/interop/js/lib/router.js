@@ -2,7 +2,8 @@
 // Starts and stops the router under test for the autobahn-js interop suite.
 //
 // ROUTER=switchyard (default): runs `$SWITCHYARD_BIN --config FILE`
-//   (default binary: <repo root>/target/debug/switchyard).
+//   (default binary: <repo root>/target/debug/switchyard), with a WebSocket
+//   and a RawSocket listener, each on a free port on 127.0.0.1.
 // ROUTER=crossbar: runs Crossbar.io as a reference router
 //   (`$CROSSBAR_BIN start --cbdir DIR`, default `crossbar` from PATH).
 // ROUTER_URL=ws://host:port/path: use an already running router; nothing is
@@ -94,18 +95,35 @@ function tryUpgrade(port) {
   });
 }
 
-function switchyardConfig(port, shards) {
+// n distinct free ports on 127.0.0.1 (a port just released may be handed
+// out again at once).
+async function freePorts(n) {
+  const ports = [];
+  while (ports.length < n) {
+    const p = await freePort();
+    if (!ports.includes(p)) ports.push(p);
+  }
+  return ports;
+}
+
+// port: the WebSocket listener's; rsPort: the RawSocket listener's.
+function switchyardConfig(port, shards, rsPort) {
   return [
     '[router]',
     `shards = ${shards}`,
     '',
     '[[realm]]',
     `name = "${REALM}"`,
+    'meta_admin_roles = ["anonymous"]  # the remove_callee tests revoke registrations',
     '',
     '[[listener]]',
     'type = "websocket"',
     `bind = "127.0.0.1:${port}"`,
     `path = "${WS_PATH}"`,
+    '',
+    '[[listener]]',
+    'type = "rawsocket"',
+    `bind = "127.0.0.1:${rsPort}"`,
     '',
   ].join('\n');
 }
@@ -149,11 +167,14 @@ function parseMetrics(text) {
 }
 
 class RouterProcess {
-  constructor({ kind, shards, child, port, dir, url }) {
+  // port: the WebSocket listener's; rsPort: the RawSocket listener's (null
+  // where the harness started none: Crossbar.io, ROUTER_URL).
+  constructor({ kind, shards, child, port, rsPort = null, dir, url }) {
     this.kind = kind;
     this.shards = shards;
     this.child = child;
     this.port = port;
+    this.rsPort = rsPort;
     this.dir = dir;
     this.url = url;
     this.stdout = '';
@@ -278,7 +299,8 @@ async function startRouter({ shards = 2 } = {}) {
     return new RouterProcess({ kind, shards, child: null, port: null, dir: null, url: process.env.ROUTER_URL });
   }
 
-  const port = await freePort();
+  // switchyard gets a RawSocket listener too; Crossbar.io only a WebSocket one.
+  const [port, rsPort] = kind === 'switchyard' ? await freePorts(2) : [await freePort(), null];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${kind}-interop-`));
   const url = `ws://127.0.0.1:${port}${WS_PATH}`;
   let child;
@@ -290,7 +312,7 @@ async function startRouter({ shards = 2 } = {}) {
       throw new Error(`switchyard binary not found at ${bin} (build it with \`cargo build\` or set SWITCHYARD_BIN)`);
     }
     const cfg = path.join(dir, 'switchyard.toml');
-    fs.writeFileSync(cfg, switchyardConfig(port, shards));
+    fs.writeFileSync(cfg, switchyardConfig(port, shards, rsPort));
     child = spawn(bin, ['--config', cfg], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     readyLimit = 10000;
   } else {
@@ -305,7 +327,7 @@ async function startRouter({ shards = 2 } = {}) {
     readyLimit = 90000; // Crossbar.io starts a controller and a worker process
   }
 
-  const router = new RouterProcess({ kind, shards, child, port, dir, url });
+  const router = new RouterProcess({ kind, shards, child, port, rsPort, dir, url });
   try {
     await router.waitReady(readyLimit, { upgrade: kind === 'crossbar' });
   } catch (err) {

@@ -23,6 +23,11 @@ const SERIALIZERS = envList('SERIALIZERS', 'json,msgpack');
 
 const kind = routerKind();
 
+// Whether the router under test has a RawSocket listener: only a switchyard
+// the harness starts (lib/router.js) gets one; Crossbar.io and ROUTER_URL
+// routers are driven over WebSocket alone.
+const RAWSOCKET = kind === 'switchyard';
+
 // The spec's GOODBYE reply is wamp.close.goodbye_and_out; Crossbar.io (the
 // reference router) replies wamp.close.normal instead.
 const GOODBYE_REPLIES = kind === 'crossbar' ? ['wamp.close.goodbye_and_out', 'wamp.close.normal'] : ['wamp.close.goodbye_and_out'];
@@ -52,6 +57,7 @@ function uriBase(tag) {
 //   shards: the router's shard count
 //   router(): the running RouterProcess (fails the test if it did not start)
 //   url(): its WebSocket URL
+//   rsPort(): the port of its RawSocket listener on 127.0.0.1 (RAWSOCKET only)
 function describeEachRouter({ prefix = '', closeAll }, body) {
   for (const cfg of configs) {
     describe(`${prefix}${cfg.label}`, () => {
@@ -63,6 +69,11 @@ function describeEachRouter({ prefix = '', closeAll }, body) {
           return router;
         },
         url: () => ctx.router().url,
+        rsPort: () => {
+          const { rsPort } = ctx.router();
+          assert.ok(rsPort, 'router has no RawSocket listener');
+          return rsPort;
+        },
       };
 
       before(
@@ -95,4 +106,4 @@ function describeEachRouter({ prefix = '', closeAll }, body) {
   }
 }
 
-module.exports = { SHARDS, SERIALIZERS, GOODBYE_REPLIES, kind, uriBase, describeEachRouter };
+module.exports = { SHARDS, SERIALIZERS, GOODBYE_REPLIES, RAWSOCKET, kind, uriBase, describeEachRouter };

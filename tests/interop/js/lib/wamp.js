@@ -33,15 +33,31 @@ class ConnectError extends Error {
   }
 }
 
-// Opens a WAMP session. Resolves to a handle:
-//   { connection, session, details, closed, userErrors, internalErrors }
+// autobahn's transport options for connect()'s `transport`: a WebSocket to
+// `url` (the default), or { type: 'rawsocket', host, port }: RawSocket over TCP.
+// autobahn-js's RawSocket transport (lib/transport/rawsocket.js) speaks JSON
+// only: its handshake always asks for serializer 1 (JSON), with a maximum
+// message length of 2**24 (rawsocket_max_len_exp, its default).
+function transportOptions(url, transport, serializer) {
+  if (!transport || transport.type === 'websocket') return [{ type: 'websocket', url }];
+  if (transport.type !== 'rawsocket') throw new Error(`unknown transport ${JSON.stringify(transport)}`);
+  if (serializer !== 'json') throw new Error(`autobahn-js RawSocket speaks JSON only, not ${serializer}`);
+  const { host = '127.0.0.1', port } = transport;
+  if (!port) throw new Error('a rawsocket transport needs a port');
+  return [{ type: 'rawsocket', host, port }];
+}
+
+// Opens a WAMP session, over a WebSocket to `url` unless opts.transport says
+// otherwise (see transportOptions). Resolves to a handle:
+//   { connection, session, details, closed, userErrors, internalErrors, serializer, transport }
 // `closed` resolves to { reason, details } when the connection closes.
 // Rejects with ConnectError if the connection closes before WELCOME.
-function connect(url, { realm = 'realm1', serializer = 'json' } = {}) {
+function connect(url, { realm = 'realm1', serializer = 'json', transport } = {}) {
   const userErrors = [];
   const internalErrors = [];
+  const transports = transportOptions(url, transport, serializer);
   const connection = new autobahn.Connection({
-    url,
+    transports,
     realm,
     serializers: [SERIALIZERS[serializer]()],
     use_es6_promises: true,
@@ -61,7 +77,7 @@ function connect(url, { realm = 'realm1', serializer = 'json' } = {}) {
     let opened = false;
     connection.onopen = (session, details) => {
       opened = true;
-      resolve({ connection, session, details, closed, userErrors, internalErrors, serializer });
+      resolve({ connection, session, details, closed, userErrors, internalErrors, serializer, transport: transports[0].type });
     };
     connection.onclose = (reason, details) => {
       openConnections.delete(connection);
