@@ -97,9 +97,10 @@ fn decode_with(r: &mut impl Reader, ser: Serializer, frame: &Bytes) -> Result<Me
     // payload passthru mode: the spec's `ppt_scheme`, or autobahn's
     // `enc_algo` (its "payload transparency")
     let opaque = |d: &Dict| {
-        ["ppt_scheme", "enc_algo"]
-            .iter()
-            .any(|k| d.get_str(k).is_some_and(|s| !s.is_empty()))
+        !d.0.is_empty()
+            && ["ppt_scheme", "enc_algo"]
+                .iter()
+                .any(|k| d.get_str(k).is_some_and(|s| !s.is_empty()))
     };
     let payload = |r: &mut dyn FnMut() -> Result<(u8, Bytes), DecodeError>| -> Result<Payload, DecodeError> {
         let (count, raw) = r()?;

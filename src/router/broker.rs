@@ -72,7 +72,7 @@ struct Publication<'a> {
     /// The publisher, when it excluded itself (0 = none).
     exclude: Id,
     /// Payload passthru attributes, forwarded in EVENT.Details.
-    ppt: &'a Dict,
+    ppt: Option<&'a Dict>,
 }
 
 /// Delivers one publication to the local subscribers of `sub`, encoding one
@@ -95,7 +95,7 @@ fn deliver_local(
         let slot = &mut frames[s.ser.index()];
         if slot.is_none() {
             let Some(payload) = cache.get(s.ser, stats) else { continue };
-            let mut details = publication.ppt.clone();
+            let mut details = publication.ppt.cloned().unwrap_or_default();
             if sub.policy != MatchPolicy::Exact {
                 details.insert("topic", Value::Str(publication.topic.to_owned()));
             }
@@ -274,7 +274,7 @@ impl Router {
             id,
             topic: &topic,
             exclude,
-            ppt: &options.ppt,
+            ppt: options.ppt.as_deref(),
         };
 
         let mut remote: Vec<Vec<Id>> = Vec::new();
@@ -325,7 +325,7 @@ impl Router {
             id: ev.publication,
             topic: &ev.topic,
             exclude: ev.exclude,
-            ppt: &ev.ppt,
+            ppt: ev.ppt.as_deref(),
         };
         for id in &ev.subscriptions {
             match r.subscriptions.get(id) {

@@ -340,7 +340,7 @@ impl Router {
             if options.progress && !s.features.progressive_calls {
                 return Err("CALL with progress, but the caller did not announce progressive_call_invocations".into());
             }
-            if !options.ppt.is_empty() && !s.features.ppt_caller {
+            if options.ppt.is_some() && !s.features.ppt_caller {
                 return Err("CALL in payload passthru mode, but the caller did not announce payload_passthru_mode".into());
             }
         }
@@ -557,7 +557,7 @@ impl Router {
         // call canceling
         let unsupported = if inv.progress && !(s.features.progressive_invocations && s.features.cancels) {
             Some("the callee does not support progressive call invocations")
-        } else if !inv.ppt.is_empty() && !s.features.ppt_callee {
+        } else if inv.ppt.is_some() && !s.features.ppt_callee {
             Some("the callee does not support payload passthru mode")
         } else {
             None
@@ -602,8 +602,10 @@ impl Router {
         if inv.progress {
             details.insert("progress", Value::Bool(true));
         }
-        for (k, v) in &inv.ppt.0 {
-            details.insert(k.clone(), v.clone());
+        if let Some(ppt) = &inv.ppt {
+            for (k, v) in &ppt.0 {
+                details.insert(k.clone(), v.clone());
+            }
         }
         let request = s.invocation_ids.next_id();
         let frame = encode::invocation(s.ser, request, inv.registration, &details, &payload);

@@ -157,8 +157,8 @@ pub struct EventMsg {
     pub payload: Payload,
     /// The publisher, when it excluded itself (0 = none).
     pub exclude: Id,
-    /// Payload passthru attributes for EVENT.Details (empty: none).
-    pub ppt: Dict,
+    /// Payload passthru attributes for EVENT.Details.
+    pub ppt: Option<Box<Dict>>,
 }
 
 /// A call on its way to the callee's shard.
@@ -179,8 +179,8 @@ pub struct InvokeMsg {
     pub disclose: Option<(Arc<str>, Arc<str>)>,
     /// The first chunk of a progressive call invocation: more follow.
     pub progress: bool,
-    /// Payload passthru attributes for INVOCATION.Details (empty: none).
-    pub ppt: Dict,
+    /// Payload passthru attributes for INVOCATION.Details.
+    pub ppt: Option<Box<Dict>>,
     /// The caller announced payload passthru mode (a passthru YIELD may go
     /// to it).
     pub caller_ppt: bool,

@@ -150,8 +150,17 @@ fn flag(options: &Dict, key: &str, default: bool) -> bool {
 /// `enc_serializer` and `enc_key`, forwarded the same way). The payload is
 /// routed as ever, spliced as received or converted between serializers
 /// like any other; in this mode it may also be one opaque binary instead of
-/// an Arguments list (see the codec).
-pub(super) fn passthru(options: &Dict) -> Dict {
+/// an Arguments list (see the codec). `None` (no allocation, nothing to
+/// drop) for the options of almost every message.
+#[inline]
+pub(super) fn passthru(options: &Dict) -> Option<Box<Dict>> {
+    if options.0.is_empty() {
+        return None;
+    }
+    passthru_in(options)
+}
+
+fn passthru_in(options: &Dict) -> Option<Box<Dict>> {
     const KEYS: [&str; 7] = [
         "ppt_scheme",
         "ppt_serializer",
@@ -163,9 +172,11 @@ pub(super) fn passthru(options: &Dict) -> Dict {
     ];
     let in_use = |k| options.get_str(k).is_some_and(|s| !s.is_empty());
     if !in_use("ppt_scheme") && !in_use("enc_algo") {
-        return Dict::new();
+        return None;
     }
-    Dict(options.0.iter().filter(|(k, _)| KEYS.contains(&k.as_str())).cloned().collect())
+    Some(Box::new(Dict(
+        options.0.iter().filter(|(k, _)| KEYS.contains(&k.as_str())).cloned().collect(),
+    )))
 }
 
 fn policy(options: &Dict) -> MatchPolicy {
@@ -180,10 +191,11 @@ pub(super) struct PublishOptions {
     /// Leave the publisher out of the receivers (default true).
     pub(super) exclude_me: bool,
     /// Payload passthru attributes (see [`passthru`]).
-    pub(super) ppt: Dict,
+    pub(super) ppt: Option<Box<Dict>>,
 }
 
 impl PublishOptions {
+    #[inline]
     pub(super) fn read(options: &Dict) -> Self {
         PublishOptions {
             acknowledge: flag(options, "acknowledge", false),
@@ -217,7 +229,7 @@ pub(super) struct CallOptions {
     /// A progressive call invocation: more CALLs with this request ID follow.
     pub(super) progress: bool,
     /// Payload passthru attributes (see [`passthru`]).
-    pub(super) ppt: Dict,
+    pub(super) ppt: Option<Box<Dict>>,
 }
 
 impl CallOptions {
@@ -244,7 +256,7 @@ pub(super) struct YieldOptions {
     /// A progressive result; more follow.
     pub(super) progress: bool,
     /// Payload passthru attributes (see [`passthru`]).
-    pub(super) ppt: Dict,
+    pub(super) ppt: Option<Box<Dict>>,
 }
 
 impl YieldOptions {
@@ -392,17 +404,20 @@ mod tests {
             .with("ppt_scheme", s("mqtt"))
             .with("ppt_keyid", s("k"))
             .with("acknowledge", Value::Bool(true));
-        assert_eq!(passthru(&ppt), Dict::new().with("ppt_scheme", s("mqtt")).with("ppt_keyid", s("k")));
+        assert_eq!(
+            passthru(&ppt).as_deref(),
+            Some(&Dict::new().with("ppt_scheme", s("mqtt")).with("ppt_keyid", s("k")))
+        );
         assert!(
-            passthru(&Dict::new().with("ppt_keyid", s("k"))).is_empty(),
+            passthru(&Dict::new().with("ppt_keyid", s("k"))).is_none(),
             "no scheme: not the mode"
         );
         assert!(
-            passthru(&Dict::new().with("ppt_scheme", s(""))).is_empty(),
+            passthru(&Dict::new().with("ppt_scheme", s(""))).is_none(),
             "an empty scheme neither"
         );
         let enc = Dict::new().with("enc_algo", s("cryptobox")).with("enc_serializer", s("cbor"));
-        assert_eq!(passthru(&enc), enc, "autobahn's names");
+        assert_eq!(passthru(&enc).as_deref(), Some(&enc), "autobahn's names");
         assert!(check(&publish(Dict::new().with("enc_algo", s("rot13")))).is_err());
         assert!(check(&publish(Dict::new().with("ppt_scheme", Value::UInt(1)))).is_err());
     }
@@ -415,7 +430,7 @@ mod tests {
             PublishOptions {
                 acknowledge: false,
                 exclude_me: true,
-                ppt: Dict::new(),
+                ppt: None,
             }
         );
         let set = Dict::new()
@@ -426,7 +441,7 @@ mod tests {
             PublishOptions {
                 acknowledge: true,
                 exclude_me: false,
-                ppt: Dict::new(),
+                ppt: None,
             }
         );
         assert_eq!(SubscribeOptions::read(&none).policy, MatchPolicy::Exact);

@@ -397,7 +397,7 @@ impl Router {
                 payload,
             } => {
                 let options = options::PublishOptions::read(&options);
-                if !options.ppt.is_empty() && !self.sessions.get(&sid).is_some_and(|s| s.features.ppt_publisher) {
+                if options.ppt.is_some() && !self.sessions.get(&sid).is_some_and(|s| s.features.ppt_publisher) {
                     return self.protocol_violation(
                         conn,
                         "PUBLISH in payload passthru mode, but the publisher did not announce payload_passthru_mode",
@@ -428,13 +428,14 @@ impl Router {
             Message::Unregister { request, registration } => self.unregister(sid, request, registration),
             Message::Yield { request, options, payload } => {
                 let options = options::YieldOptions::read(&options);
-                if !options.ppt.is_empty() && !self.sessions.get(&sid).is_some_and(|s| s.features.ppt_callee) {
+                if options.ppt.is_some() && !self.sessions.get(&sid).is_some_and(|s| s.features.ppt_callee) {
                     return self.protocol_violation(
                         conn,
                         "YIELD in payload passthru mode, but the callee did not announce payload_passthru_mode",
                     );
                 }
-                self.callee_answer(sid, request, None, options.progress, options.ppt, payload)
+                let ppt = options.ppt.map(|d| *d).unwrap_or_default();
+                self.callee_answer(sid, request, None, options.progress, ppt, payload)
             }
         }
     }
