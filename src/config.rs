@@ -98,6 +98,10 @@ pub struct RealmConfig {
     /// When callers are named to callees (INVOCATION.Details.caller).
     #[serde(default)]
     pub caller_disclosure: CallerDisclosure,
+    /// When publishers are named to subscribers (EVENT.Details.publisher):
+    /// the same three settings, for PUBLISH `disclose_me`.
+    #[serde(default)]
+    pub publisher_disclosure: CallerDisclosure,
     /// Authroles whose sessions may call the router's read-only meta
     /// procedures (`wamp.session.count`, ...); `"*"` is every role.
     #[serde(default = "every_role")]
@@ -133,6 +137,7 @@ impl RealmConfig {
         RealmConfig {
             name: name.to_owned(),
             caller_disclosure: CallerDisclosure::OnRequest,
+            publisher_disclosure: CallerDisclosure::OnRequest,
             meta_roles: every_role(),
             meta_admin_roles: Vec::new(),
         }

@@ -1,5 +1,6 @@
 //! Black-box integration tests: the router binary over real sockets.
 
+mod advanced_pubsub;
 mod advanced_rpc;
 mod cli;
 mod common;

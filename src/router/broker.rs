@@ -7,12 +7,12 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use tracing::debug;
 
-use super::options::{InvokePolicy, PublishOptions, SubscribeOptions};
+use super::options::{InvokePolicy, PublishOptions, Receivers, SubscribeOptions};
 use super::session::LocalSession;
 use super::tables::AckThen;
 use super::{EventMsg, RealmIdx, Router, ShardMsg, TableChange};
 use crate::codec::{self, encode};
-use crate::config::SlowConsumerPolicy;
+use crate::config::{CallerDisclosure, SlowConsumerPolicy};
 use crate::metrics::ShardStats;
 use crate::session::outbox::{CloseReason, Outgoing};
 use crate::wamp::message::Serializer;
@@ -65,14 +65,25 @@ impl<'a> PayloadCache<'a> {
     }
 }
 
+/// What a publication carries beyond its payload, for the few that do (one
+/// pointer, `None`, for the others).
+#[derive(Debug, Clone, Default)]
+pub struct EventExtras {
+    /// Payload passthru attributes, forwarded in EVENT.Details.
+    pub ppt: Option<Box<Dict>>,
+    /// The publisher named to the subscribers: session, authid, authrole.
+    pub publisher: Option<(Id, Arc<str>, Arc<str>)>,
+    /// Subscriber black- and whitelists.
+    pub receivers: Option<Box<Receivers>>,
+}
+
 /// What every EVENT of one publication shares.
 struct Publication<'a> {
     id: Id,
     topic: &'a str,
     /// The publisher, when it excluded itself (0 = none).
     exclude: Id,
-    /// Payload passthru attributes, forwarded in EVENT.Details.
-    ppt: Option<&'a Dict>,
+    extras: Option<&'a EventExtras>,
 }
 
 /// Delivers one publication to the local subscribers of `sub`, encoding one
@@ -92,10 +103,25 @@ fn deliver_local(
             continue;
         }
         let Some(s) = sessions.get(sid) else { continue };
+        if let Some(r) = publication.extras.and_then(|e| e.receivers.as_deref()) {
+            if !r.admit(*sid, &s.identity.authid, &s.identity.authrole) {
+                continue;
+            }
+        }
         let slot = &mut frames[s.ser.index()];
         if slot.is_none() {
             let Some(payload) = cache.get(s.ser, stats) else { continue };
-            let mut details = publication.ppt.cloned().unwrap_or_default();
+            let mut details = Dict::new();
+            if let Some(e) = publication.extras {
+                if let Some(ppt) = &e.ppt {
+                    details.0.extend(ppt.0.iter().cloned());
+                }
+                if let Some((id, authid, authrole)) = &e.publisher {
+                    details.insert("publisher", Value::UInt(*id));
+                    details.insert("publisher_authid", Value::Str(authid.to_string()));
+                    details.insert("publisher_authrole", Value::Str(authrole.to_string()));
+                }
+            }
             if sub.policy != MatchPolicy::Exact {
                 details.insert("topic", Value::Str(publication.topic.to_owned()));
             }
@@ -267,6 +293,29 @@ impl Router {
         }
         let Some(s) = self.sessions.get(&sid) else { return };
         let realm = s.realm;
+        // publisher identification: refused where the realm forbids it
+        let disclosure = self.realms[realm as usize].publisher_disclosure;
+        if options.disclose_me && disclosure == CallerDisclosure::Never {
+            if acknowledge {
+                self.error_reply(
+                    sid,
+                    MessageType::Publish,
+                    request,
+                    uris::OPTION_DISALLOWED_DISCLOSE_ME,
+                    "this realm does not disclose publishers",
+                );
+            }
+            return;
+        }
+        let publisher = (options.disclose_me || disclosure == CallerDisclosure::Always)
+            .then(|| (sid, s.identity.authid.clone(), s.identity.authrole.clone()));
+        let extras = (options.ppt.is_some() || publisher.is_some() || options.receivers.is_some()).then(|| {
+            Box::new(EventExtras {
+                ppt: options.ppt,
+                publisher,
+                receivers: options.receivers,
+            })
+        });
         let exclude = if options.exclude_me { sid } else { 0 };
         let id = wamp::random_id();
         ShardStats::inc(&self.stats.publications);
@@ -274,7 +323,7 @@ impl Router {
             id,
             topic: &topic,
             exclude,
-            ppt: options.ppt.as_deref(),
+            extras: extras.as_deref(),
         };
 
         let mut remote: Vec<Vec<Id>> = Vec::new();
@@ -308,7 +357,7 @@ impl Router {
                     topic: topic.clone(),
                     payload: payload.clone(),
                     exclude,
-                    ppt: options.ppt.clone(),
+                    extras: extras.clone(),
                 };
                 self.send_to(shard, ShardMsg::Event(Box::new(ev)));
             }
@@ -325,7 +374,7 @@ impl Router {
             id: ev.publication,
             topic: &ev.topic,
             exclude: ev.exclude,
-            ppt: ev.ppt.as_deref(),
+            extras: ev.extras.as_deref(),
         };
         for id in &ev.subscriptions {
             match r.subscriptions.get(id) {

@@ -157,8 +157,8 @@ pub struct EventMsg {
     pub payload: Payload,
     /// The publisher, when it excluded itself (0 = none).
     pub exclude: Id,
-    /// Payload passthru attributes for EVENT.Details.
-    pub ppt: Option<Box<Dict>>,
+    /// Passthru attributes, the publisher's identity, receiver lists.
+    pub extras: Option<Box<super::EventExtras>>,
 }
 
 /// A call on its way to the callee's shard.

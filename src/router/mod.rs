@@ -47,11 +47,12 @@ use crate::wamp::message::Serializer;
 use crate::wamp::uri::{UriCheck, UriError, UriLimits};
 use crate::wamp::{self, uris, Dict, Id, Value};
 
-pub use broker::Subscription;
+pub use broker::{EventExtras, Subscription};
 pub use dealer::Registration;
 pub use gather::{Answer, Query, QueryMsg};
 pub use messages::{CallChunk, CallDone, Concerns, EventMsg, InterruptMsg, InvokeMsg, ShardLink, ShardMsg, TableChange};
 pub use options::CancelMode;
+pub use options::Receivers;
 use session::{Conn, LocalSession};
 pub use session::{SessionIdentity, TransportInfo, TransportKind};
 use tables::PendingAck;
@@ -69,6 +70,8 @@ pub struct Realm {
     pub name: Arc<str>,
     /// When callers are named to callees (`realm.caller_disclosure`).
     pub caller_disclosure: crate::config::CallerDisclosure,
+    /// When publishers are named to subscribers (`realm.publisher_disclosure`).
+    pub publisher_disclosure: crate::config::CallerDisclosure,
     /// Who may call the router's read-only meta procedures, and the ones
     /// that act on other sessions (`realm.meta_roles`, `meta_admin_roles`).
     pub meta_roles: Vec<String>,
@@ -131,6 +134,7 @@ impl Router {
             .map(|r| Realm {
                 name: r.name.as_str().into(),
                 caller_disclosure: r.caller_disclosure,
+                publisher_disclosure: r.publisher_disclosure,
                 meta_roles: r.meta_roles.clone(),
                 meta_admin_roles: r.meta_admin_roles.clone(),
                 ..Realm::default()

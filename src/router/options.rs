@@ -3,7 +3,7 @@
 //! test vectors expect ABORT `wamp.error.protocol_violation`). Unknown options
 //! are ignored, as the spec requires.
 
-use crate::wamp::{Dict, MatchPolicy, Message, Value};
+use crate::wamp::{Dict, Id, MatchPolicy, Message, Value};
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -183,6 +183,74 @@ fn policy(options: &Dict) -> MatchPolicy {
     options.get_str("match").and_then(MatchPolicy::parse).unwrap_or(MatchPolicy::Exact)
 }
 
+/// Subscriber black- and whitelisting (PUBLISH `exclude`, `eligible`,
+/// `exclude_authid`, `eligible_authid`, `exclude_authrole`,
+/// `eligible_authrole`): a subscriber receives the event only if it is in
+/// every whitelist given and in no blacklist.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Receivers {
+    pub exclude: Vec<Id>,
+    pub eligible: Option<Vec<Id>>,
+    pub exclude_authid: Vec<String>,
+    pub eligible_authid: Option<Vec<String>>,
+    pub exclude_authrole: Vec<String>,
+    pub eligible_authrole: Option<Vec<String>>,
+}
+
+impl Receivers {
+    /// Reads the lists from options that passed `check`; `None` when none
+    /// is given.
+    fn read(options: &Dict) -> Option<Box<Self>> {
+        const KEYS: [&str; 6] = [
+            "exclude",
+            "eligible",
+            "exclude_authid",
+            "eligible_authid",
+            "exclude_authrole",
+            "eligible_authrole",
+        ];
+        if !options.0.iter().any(|(k, _)| KEYS.contains(&k.as_str())) {
+            return None;
+        }
+        let ids = |key| match options.get(key) {
+            Some(Value::List(l)) => Some(
+                l.iter()
+                    .filter_map(|v| if let Value::UInt(u) = v { Some(*u) } else { None })
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let strs = |key| match options.get(key) {
+            Some(Value::List(l)) => Some(
+                l.iter()
+                    .filter_map(|v| if let Value::Str(s) = v { Some(s.clone()) } else { None })
+                    .collect(),
+            ),
+            _ => None,
+        };
+        Some(Box::new(Receivers {
+            exclude: ids("exclude").unwrap_or_default(),
+            eligible: ids("eligible"),
+            exclude_authid: strs("exclude_authid").unwrap_or_default(),
+            eligible_authid: strs("eligible_authid"),
+            exclude_authrole: strs("exclude_authrole").unwrap_or_default(),
+            eligible_authrole: strs("eligible_authrole"),
+        }))
+    }
+
+    /// Whether the subscriber `session` (with `authid`, `authrole`) gets
+    /// the event, as the spec combines the lists.
+    pub fn admit(&self, session: Id, authid: &str, authrole: &str) -> bool {
+        let has = |l: &[String], v: &str| l.iter().any(|x| x == v);
+        self.eligible.as_ref().is_none_or(|l| l.contains(&session))
+            && self.eligible_authid.as_ref().is_none_or(|l| has(l, authid))
+            && self.eligible_authrole.as_ref().is_none_or(|l| has(l, authrole))
+            && !self.exclude.contains(&session)
+            && !has(&self.exclude_authid, authid)
+            && !has(&self.exclude_authrole, authrole)
+    }
+}
+
 /// PUBLISH.Options the Broker acts on.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct PublishOptions {
@@ -190,6 +258,10 @@ pub(super) struct PublishOptions {
     pub(super) acknowledge: bool,
     /// Leave the publisher out of the receivers (default true).
     pub(super) exclude_me: bool,
+    /// The publisher asks to be named to the subscribers.
+    pub(super) disclose_me: bool,
+    /// Black- and whitelists of subscribers.
+    pub(super) receivers: Option<Box<Receivers>>,
     /// Payload passthru attributes (see [`passthru`]).
     pub(super) ppt: Option<Box<Dict>>,
 }
@@ -197,9 +269,20 @@ pub(super) struct PublishOptions {
 impl PublishOptions {
     #[inline]
     pub(super) fn read(options: &Dict) -> Self {
+        if options.0.is_empty() {
+            return PublishOptions {
+                acknowledge: false,
+                exclude_me: true,
+                disclose_me: false,
+                receivers: None,
+                ppt: None,
+            };
+        }
         PublishOptions {
             acknowledge: flag(options, "acknowledge", false),
             exclude_me: flag(options, "exclude_me", true),
+            disclose_me: flag(options, "disclose_me", false),
+            receivers: Receivers::read(options),
             ppt: passthru(options),
         }
     }
@@ -430,6 +513,8 @@ mod tests {
             PublishOptions {
                 acknowledge: false,
                 exclude_me: true,
+                disclose_me: false,
+                receivers: None,
                 ppt: None,
             }
         );
@@ -441,6 +526,8 @@ mod tests {
             PublishOptions {
                 acknowledge: true,
                 exclude_me: false,
+                disclose_me: false,
+                receivers: None,
                 ppt: None,
             }
         );

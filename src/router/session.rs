@@ -198,7 +198,13 @@ fn welcome_details(who: &SessionIdentity) -> Dict {
                         "broker",
                         Value::Dict(Dict::new().with(
                             "features",
-                            features(&["pattern_based_subscription", "publisher_exclusion", "payload_passthru_mode"]),
+                            features(&[
+                                "pattern_based_subscription",
+                                "publisher_exclusion",
+                                "payload_passthru_mode",
+                                "publisher_identification",
+                                "subscriber_blackwhite_listing",
+                            ]),
                         )),
                     )
                     .with(

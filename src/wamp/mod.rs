@@ -49,6 +49,7 @@ pub mod uris {
     pub const CANCELED: &str = "wamp.error.canceled";
     pub const TIMEOUT: &str = "wamp.error.timeout";
     pub const DISCLOSE_ME_NOT_ALLOWED: &str = "wamp.error.disclose_me.not_allowed";
+    pub const OPTION_DISALLOWED_DISCLOSE_ME: &str = "wamp.error.option_disallowed.disclose_me";
     pub const NO_AVAILABLE_CALLEE: &str = "wamp.error.no_available_callee";
     pub const UNAVAILABLE: &str = "wamp.error.unavailable";
     pub const FEATURE_NOT_SUPPORTED: &str = "wamp.error.feature_not_supported";
