@@ -192,6 +192,9 @@ pub struct Limits {
     /// Invocations one callee may have pending; further calls to it get
     /// ERROR `wamp.error.no_available_callee` at once.
     pub max_pending_invocations: usize,
+    /// Bytes (topics and payloads) of the testaments one session may leave
+    /// (`wamp.session.add_testament`); more are refused.
+    pub max_testament_bytes: usize,
     /// Connections the whole router accepts at once (0 = no limit).
     pub max_connections: usize,
     /// Connections one shard accepts at once (0 = no limit).
@@ -239,6 +242,7 @@ impl Default for Limits {
             handshake_timeout_ms: 10_000,
             slow_consumer: SlowConsumerPolicy::Drop,
             max_pending_invocations: 1024,
+            max_testament_bytes: 65_536,
             max_connections: 100_000,
             max_connections_per_shard: 0,
             ping_interval_ms: 30_000,

@@ -98,6 +98,14 @@ stats! {
     calls_rerouted: AtomicU64,
     /// Callees removed from registrations by the router (registration revocation).
     registrations_revoked: AtomicU64,
+    /// Meta events the router published (session joins and leaves, ...).
+    meta_events: AtomicU64,
+    /// Sessions closed by the kill meta procedures.
+    sessions_killed: AtomicU64,
+    /// Testaments published for sessions that left.
+    testaments_published: AtomicU64,
+    /// wamp.session.add_testament calls refused by limits.max_testament_bytes.
+    testaments_refused: AtomicU64,
     /// Events dropped because a full cross-shard queue's overflow was at router.mesh_overflow_limit.
     mesh_events_dropped: AtomicU64,
     /// Messages waiting for room in full cross-shard queues.

@@ -5,6 +5,7 @@ mod advanced_rpc;
 mod cli;
 mod common;
 mod hardening;
+mod meta_api;
 mod rawsocket;
 mod robustness;
 mod routing;

@@ -379,6 +379,32 @@ pub fn transcode(p: &Payload, to: Serializer) -> Result<Payload, DecodeError> {
     })
 }
 
+/// Builds a payload of Arguments and, if given, ArgumentsKw.
+pub fn payload_of(ser: Serializer, args: &[Value], kwargs: Option<&Dict>) -> Payload {
+    let Some(kwargs) = kwargs else {
+        return payload_from(ser, args);
+    };
+    let mut out = Vec::new();
+    let list = Value::List(args.to_vec());
+    let dict = Value::Dict(kwargs.clone());
+    match ser {
+        Serializer::Json => {
+            json::write_value(&mut out, &list);
+            out.push(b',');
+            json::write_value(&mut out, &dict);
+        }
+        Serializer::MsgPack => {
+            msgpack::write_value(&mut out, &list);
+            msgpack::write_value(&mut out, &dict);
+        }
+    }
+    Payload {
+        serializer: ser,
+        count: 2,
+        raw: Bytes::from(out),
+    }
+}
+
 /// Builds a payload from values (for errors the router itself raises).
 pub fn payload_from(ser: Serializer, args: &[Value]) -> Payload {
     let mut out = Vec::new();

@@ -246,6 +246,9 @@ impl Router {
         let entry_id = *r.sub_index.get_or_insert_with(change.policy, &change.uri, || id);
         let sub = r.subscriptions.entry(entry_id).or_insert_with(|| {
             self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
+            if change.uri.starts_with("wamp.") {
+                r.meta_subscriptions += 1;
+            }
             Subscription {
                 id: entry_id,
                 policy: change.policy,
@@ -281,6 +284,9 @@ impl Router {
                 r.subscriptions.remove(&id);
                 r.sub_index.remove(change.policy, &change.uri);
                 self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                if change.uri.starts_with("wamp.") {
+                    r.meta_subscriptions -= 1;
+                }
             }
         }
         self.ack(&change, id);
@@ -317,20 +323,38 @@ impl Router {
             })
         });
         let exclude = if options.exclude_me { sid } else { 0 };
+        let id = self.route_publication(realm, &topic, &payload, extras, exclude);
+        if acknowledge {
+            self.session_reply(sid, |ser| encode::published(ser, request, id));
+        }
+    }
+
+    /// Delivers a publication to the subscribers of `topic` on this shard
+    /// and sends it to the other shards with subscribers; returns its ID.
+    /// Used for the sessions' PUBLISHes and the router's own events (meta
+    /// events, testaments).
+    pub(super) fn route_publication(
+        &mut self,
+        realm: RealmIdx,
+        topic: &str,
+        payload: &Payload,
+        extras: Option<Box<EventExtras>>,
+        exclude: Id,
+    ) -> Id {
         let id = wamp::random_id();
         ShardStats::inc(&self.stats.publications);
         let publication = Publication {
             id,
-            topic: &topic,
+            topic,
             exclude,
             extras: extras.as_deref(),
         };
 
         let mut remote: Vec<Vec<Id>> = Vec::new();
-        let mut cache = PayloadCache::new(&payload);
+        let mut cache = PayloadCache::new(payload);
         let r = &self.realms[realm as usize];
         let me = self.me;
-        r.sub_index.for_each_match(&topic, |_, id| {
+        r.sub_index.for_each_match(topic, |_, id| {
             let Some(sub) = r.subscriptions.get(id) else { return };
             if !sub.local.is_empty() {
                 deliver_local(&self.sessions, &self.stats, self.slow_consumer, sub, &publication, &mut cache);
@@ -345,7 +369,7 @@ impl Router {
             }
         });
         if !remote.is_empty() {
-            let topic: Arc<str> = topic.as_str().into();
+            let topic: Arc<str> = topic.into();
             for (shard, subscriptions) in remote.into_iter().enumerate() {
                 if subscriptions.is_empty() {
                     continue;
@@ -362,9 +386,19 @@ impl Router {
                 self.send_to(shard, ShardMsg::Event(Box::new(ev)));
             }
         }
-        if acknowledge {
-            self.session_reply(sid, |ser| encode::published(ser, request, id));
+        id
+    }
+
+    /// A meta event of the router (`wamp.session.on_join`, ...) with
+    /// positional `args`, published in `realm` if anyone there subscribed
+    /// to a `wamp.` topic (otherwise nothing is built: one check).
+    pub(super) fn meta_event(&mut self, realm: RealmIdx, topic: &str, args: impl FnOnce() -> Vec<Value>) {
+        if self.realms[realm as usize].meta_subscriptions == 0 {
+            return;
         }
+        let payload = codec::payload_from(Serializer::Json, &args());
+        ShardStats::inc(&self.stats.meta_events);
+        self.route_publication(realm, topic, &payload, None, 0);
     }
 
     pub(super) fn remote_event(&mut self, ev: EventMsg) {

@@ -16,12 +16,15 @@
 
 use std::sync::atomic::Ordering;
 
-use super::gather::{Answer, Query, Reply};
-use super::session::TransportKind;
-use super::{RealmIdx, Router};
+use super::gather::{Answer, KillTarget, Query, Reply};
+use super::options::{self, PublishOptions};
+use super::session::{LocalSession, Phase, Testament, TransportKind};
+use super::{EventExtras, RealmIdx, Router};
 use crate::codec::{self, encode};
+use crate::config::CallerDisclosure;
 use crate::metrics::ShardStats;
-use crate::wamp::{uris, Dict, Id, MessageType, Payload, Value};
+use crate::wamp::uri::UriCheck;
+use crate::wamp::{self, uris, Dict, Id, MessageType, Payload, Value};
 
 /// A procedure the router serves itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,14 +32,37 @@ pub(super) enum Builtin {
     SessionCount,
     SessionList,
     SessionGet,
+    SessionKill,
+    SessionKillByAuthid,
+    SessionKillByAuthrole,
+    SessionKillAll,
+    AddTestament,
+    FlushTestaments,
     RemoveCallee,
 }
 
+/// Who may call a procedure of the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Every session: it acts on the caller's own session (testaments).
+    Own,
+    /// `realm.meta_roles`: it only reads.
+    Read,
+    /// `realm.meta_admin_roles`: it acts on other sessions.
+    Admin,
+}
+
 impl Builtin {
-    /// Whether the procedure acts on other sessions (`meta_admin_roles`), or
-    /// only reads (`meta_roles`).
-    fn acts_on_others(self) -> bool {
-        matches!(self, Builtin::RemoveCallee)
+    fn access(self) -> Access {
+        match self {
+            Builtin::AddTestament | Builtin::FlushTestaments => Access::Own,
+            Builtin::SessionCount | Builtin::SessionList | Builtin::SessionGet => Access::Read,
+            Builtin::SessionKill
+            | Builtin::SessionKillByAuthid
+            | Builtin::SessionKillByAuthrole
+            | Builtin::SessionKillAll
+            | Builtin::RemoveCallee => Access::Admin,
+        }
     }
 
     pub(super) fn parse(procedure: &str) -> Option<Self> {
@@ -44,6 +70,12 @@ impl Builtin {
             "wamp.session.count" => Some(Builtin::SessionCount),
             "wamp.session.list" => Some(Builtin::SessionList),
             "wamp.session.get" => Some(Builtin::SessionGet),
+            "wamp.session.kill" => Some(Builtin::SessionKill),
+            "wamp.session.kill_by_authid" => Some(Builtin::SessionKillByAuthid),
+            "wamp.session.kill_by_authrole" => Some(Builtin::SessionKillByAuthrole),
+            "wamp.session.kill_all" => Some(Builtin::SessionKillAll),
+            "wamp.session.add_testament" => Some(Builtin::AddTestament),
+            "wamp.session.flush_testaments" => Some(Builtin::FlushTestaments),
             "wamp.registration.remove_callee" => Some(Builtin::RemoveCallee),
             _ => None,
         }
@@ -79,19 +111,16 @@ impl Router {
         let Some(s) = self.sessions.get(&sid) else { return };
         let realm = s.realm;
         let r = &self.realms[realm as usize];
-        let roles = if procedure.acts_on_others() {
-            &r.meta_admin_roles
-        } else {
-            &r.meta_roles
+        let roles = match procedure.access() {
+            Access::Own => None,
+            Access::Read => Some(("meta_roles", &r.meta_roles)),
+            Access::Admin => Some(("meta_admin_roles", &r.meta_admin_roles)),
         };
-        if !roles.iter().any(|role| role == "*" || **role == *s.identity.authrole) {
-            let key = if procedure.acts_on_others() {
-                "meta_admin_roles"
-            } else {
-                "meta_roles"
-            };
-            let m = format!("the realm's {key} does not include the role '{}'", s.identity.authrole);
-            return self.error_reply(sid, MessageType::Call, request, uris::NOT_AUTHORIZED, &m);
+        if let Some((key, roles)) = roles {
+            if !roles.iter().any(|role| role == "*" || **role == *s.identity.authrole) {
+                let m = format!("the realm's {key} does not include the role '{}'", s.identity.authrole);
+                return self.error_reply(sid, MessageType::Call, request, uris::NOT_AUTHORIZED, &m);
+            }
         }
         let max = self.limits.max_pending_calls;
         if s.builtin_calls >= max {
@@ -111,7 +140,11 @@ impl Router {
             Some(Value::Dict(d)) => d.clone(),
             _ => Dict::new(),
         };
-        let reply = Reply::Call { caller: sid, request };
+        let reply = Reply::Call {
+            caller: sid,
+            request,
+            procedure,
+        };
         let every: Vec<usize> = (0..self.nshards).collect();
         match procedure {
             Builtin::SessionCount | Builtin::SessionList => {
@@ -130,6 +163,54 @@ impl Router {
                     return invalid(self, "wamp.session.get takes a session ID");
                 };
                 self.scatter(reply, realm, Query::SessionGet { session }, &every);
+            }
+            Builtin::SessionKill | Builtin::SessionKillByAuthid | Builtin::SessionKillByAuthrole | Builtin::SessionKillAll => {
+                let reason = match kwargs.get("reason") {
+                    None | Some(Value::Null) => uris::CLOSE_KILLED.to_owned(),
+                    Some(Value::Str(r)) if wamp::uri::validate(r, UriCheck::Concrete, &self.uri_limits).is_ok() => r.clone(),
+                    Some(_) => {
+                        return self.error_reply(
+                            sid,
+                            MessageType::Call,
+                            request,
+                            uris::INVALID_URI,
+                            "the reason must be a valid, non-empty URI",
+                        )
+                    }
+                };
+                let message = match kwargs.get("message") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Str(m)) => Some(m.clone()),
+                    Some(_) => return invalid(self, "the message must be a string"),
+                };
+                let target = match (procedure, args.first()) {
+                    (Builtin::SessionKill, arg) => match id_arg(arg) {
+                        Some(session) => KillTarget::Session(session),
+                        None => return invalid(self, "wamp.session.kill takes a session ID"),
+                    },
+                    (Builtin::SessionKillByAuthid, Some(Value::Str(a))) => KillTarget::Authid(a.clone()),
+                    (Builtin::SessionKillByAuthrole, Some(Value::Str(a))) => KillTarget::Authrole(a.clone()),
+                    (Builtin::SessionKillAll, _) => KillTarget::All,
+                    _ => return invalid(self, "an authid or authrole (a string) is needed"),
+                };
+                let query = Query::Kill {
+                    target,
+                    except: sid,
+                    reason,
+                    message,
+                };
+                self.scatter(reply, realm, query, &every);
+            }
+            Builtin::AddTestament | Builtin::FlushTestaments => {
+                let result = if procedure == Builtin::AddTestament {
+                    self.add_testament(sid, args, &kwargs)
+                } else {
+                    self.flush_testaments(sid, &kwargs)
+                };
+                match result {
+                    Ok(()) => self.session_reply(sid, |ser| encode::result(ser, request, &Dict::new(), &Payload::empty(ser))),
+                    Err((error, message)) => self.error_reply(sid, MessageType::Call, request, error, &message),
+                }
             }
             Builtin::RemoveCallee => {
                 let (Some(registration), Some(session)) = (id_arg(args.first()), id_arg(args.get(1))) else {
@@ -188,6 +269,12 @@ impl Router {
                 session,
                 reason,
             } => Answer::Removed(self.revoke(realm, registration, session, reason)),
+            Query::Kill {
+                target,
+                except,
+                reason,
+                message,
+            } => Answer::Killed(self.kill_local(realm, &target, except, &reason, message.as_deref())),
         }
     }
 
@@ -222,7 +309,11 @@ impl Router {
     /// All answers of a gather are in (`complete`), or its deadline came:
     /// the caller gets its RESULT or ERROR.
     pub(super) fn gathered(&mut self, reply: Reply, answers: Vec<Answer>, complete: bool) {
-        let Reply::Call { caller, request } = reply;
+        let Reply::Call {
+            caller,
+            request,
+            procedure,
+        } = reply;
         let Some(s) = self.sessions.get_mut(&caller) else {
             return; // the caller left meanwhile
         };
@@ -250,6 +341,20 @@ impl Router {
                 )]),
                 Some(Answer::Session(None)) => Err((uris::NO_SUCH_SESSION, "no session with this ID in the realm")),
                 Some(Answer::Removed(Ok(()))) => Ok(Vec::new()),
+                Some(Answer::Killed(_)) => {
+                    let killed: Vec<Id> = answers
+                        .into_iter()
+                        .flat_map(|a| if let Answer::Killed(ids) = a { ids } else { Vec::new() })
+                        .collect();
+                    match procedure {
+                        Builtin::SessionKill if killed.is_empty() => {
+                            Err((uris::NO_SUCH_SESSION, "no other session with this ID in the realm"))
+                        }
+                        Builtin::SessionKill => Ok(Vec::new()),
+                        Builtin::SessionKillByAuthid => Ok(vec![Value::List(killed.into_iter().map(Value::UInt).collect())]),
+                        _ => Ok(vec![Value::UInt(killed.len() as u64)]),
+                    }
+                }
                 Some(Answer::Removed(Err(e))) => Err((*e, "the callee could not be removed")),
                 Some(Answer::Session(Some(_))) | None => Err((uris::CANCELED, "no shard answered")),
             }
@@ -268,8 +373,146 @@ impl Router {
     }
 }
 
-/// `wamp.session.get`'s answer: who the session is and how it is connected.
-fn session_details(id: Id, s: &super::LocalSession) -> Dict {
+impl Router {
+    /// On each shard: closes the local sessions of `realm` that `target`
+    /// names (never `except`, the caller) with GOODBYE `reason`; each leaves
+    /// at once (its testaments and `on_leave` too, except for `kill_all`),
+    /// and its connection waits for the client's GOODBYE reply.
+    fn kill_local(&mut self, realm: RealmIdx, target: &KillTarget, except: Id, reason: &str, message: Option<&str>) -> Vec<Id> {
+        let hit: Vec<Id> = self
+            .sessions
+            .iter()
+            .filter(|(id, s)| {
+                **id != except
+                    && s.realm == realm
+                    && match target {
+                        KillTarget::Session(x) => **id == *x,
+                        KillTarget::Authid(a) => *s.identity.authid == **a,
+                        KillTarget::Authrole(a) => *s.identity.authrole == **a,
+                        KillTarget::All => true,
+                    }
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let details = match message {
+            Some(m) => Dict::new().with("message", Value::Str(m.to_owned())),
+            None => Dict::new(),
+        };
+        for sid in &hit {
+            let Some(s) = self.sessions.get(sid) else { continue };
+            s.outbox.push(encode::goodbye(s.ser, &details, reason));
+            ShardStats::inc(&self.stats.messages_out);
+            ShardStats::inc(&self.stats.sessions_killed);
+            if let Some(c) = self.conns.get_mut(&s.conn) {
+                c.phase = Phase::Closing;
+            }
+            self.leave_with(*sid, *target != KillTarget::All);
+        }
+        hit
+    }
+
+    /// `wamp.session.add_testament(topic, args, kwargs, publish_options=,
+    /// scope=)`.
+    fn add_testament(&mut self, sid: Id, args: &[Value], kwargs: &Dict) -> Result<(), (&'static str, String)> {
+        let invalid = |m: &str| Err((uris::INVALID_ARGUMENT, m.to_owned()));
+        let Some(Value::Str(topic)) = args.first() else {
+            return invalid("wamp.session.add_testament takes a topic");
+        };
+        if let Err(e) = wamp::uri::validate(topic, UriCheck::Concrete, &self.uri_limits) {
+            return Err((uris::INVALID_URI, format!("invalid topic URI: {e}")));
+        }
+        let event_args = match args.get(1) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::List(l)) => l.clone(),
+            Some(_) => return invalid("the event's args must be a list"),
+        };
+        let event_kwargs = match args.get(2) {
+            None | Some(Value::Null) => None,
+            Some(Value::Dict(d)) => Some(d.clone()),
+            Some(_) => return invalid("the event's kwargs must be a dictionary"),
+        };
+        let options = match kwargs.get("publish_options") {
+            None | Some(Value::Null) => Dict::new(),
+            Some(Value::Dict(d)) => d.clone(),
+            Some(_) => return invalid("publish_options must be a dictionary"),
+        };
+        if let Err(e) = options::check_publish(&options) {
+            return invalid(&e);
+        }
+        let detached = scope(kwargs)?;
+        let max = self.limits.max_testament_bytes;
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return Ok(());
+        };
+        let payload = codec::payload_of(s.ser, &event_args, event_kwargs.as_ref());
+        let bytes = topic.len() + payload.raw.len();
+        if s.testament_bytes + bytes > max {
+            ShardStats::inc(&self.stats.testaments_refused);
+            return Err((
+                uris::LIMIT_EXCEEDED,
+                format!("this session's testaments would exceed {max} bytes (limits.max_testament_bytes)"),
+            ));
+        }
+        s.testament_bytes += bytes;
+        s.testaments.push(Testament {
+            topic: topic.clone(),
+            payload,
+            options: PublishOptions::read(&options),
+            detached,
+        });
+        Ok(())
+    }
+
+    /// `wamp.session.flush_testaments(scope=)`.
+    fn flush_testaments(&mut self, sid: Id, kwargs: &Dict) -> Result<(), (&'static str, String)> {
+        let detached = scope(kwargs)?;
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.testaments.retain(|t| t.detached != detached);
+            s.testament_bytes = s.testaments.iter().map(|t| t.topic.len() + t.payload.raw.len()).sum();
+        }
+        Ok(())
+    }
+
+    /// Publishes a leaving session's testaments: the `detached` ones, then
+    /// the `destroyed` ones, each in the order added (this router has no
+    /// session resumption, so a session is detached and destroyed at once).
+    pub(super) fn publish_testaments(&mut self, sid: Id, s: &mut LocalSession) {
+        if s.testaments.is_empty() {
+            return;
+        }
+        let mut testaments = std::mem::take(&mut s.testaments);
+        testaments.sort_by_key(|t| !t.detached);
+        let disclosure = self.realms[s.realm as usize].publisher_disclosure;
+        for t in testaments {
+            let publisher = ((t.options.disclose_me && disclosure != CallerDisclosure::Never) || disclosure == CallerDisclosure::Always)
+                .then(|| (sid, s.identity.authid.clone(), s.identity.authrole.clone()));
+            let extras = (publisher.is_some() || t.options.receivers.is_some()).then(|| {
+                Box::new(EventExtras {
+                    ppt: None,
+                    publisher,
+                    receivers: t.options.receivers,
+                })
+            });
+            ShardStats::inc(&self.stats.testaments_published);
+            self.route_publication(s.realm, &t.topic, &t.payload, extras, 0);
+        }
+    }
+}
+
+/// The `scope` keyword of the testament procedures: `detached` (true) or
+/// `destroyed` (false, the default).
+fn scope(kwargs: &Dict) -> Result<bool, (&'static str, String)> {
+    match kwargs.get("scope") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Str(s)) if s == "destroyed" => Ok(false),
+        Some(Value::Str(s)) if s == "detached" => Ok(true),
+        Some(_) => Err((uris::INVALID_ARGUMENT, "scope must be \"detached\" or \"destroyed\"".to_owned())),
+    }
+}
+
+/// `wamp.session.get`'s answer (and `wamp.session.on_join`'s): who the
+/// session is and how it is connected.
+pub(super) fn session_details(id: Id, s: &super::LocalSession) -> Dict {
     let who = &s.identity;
     let text = |v: &str| Value::Str(v.to_owned());
     let mut transport = Dict::new()

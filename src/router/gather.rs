@@ -29,6 +29,23 @@ pub enum Query {
         session: Id,
         reason: Option<String>,
     },
+    /// Close the sessions `target` names, but never `except` (the caller),
+    /// with GOODBYE `reason` (and `message`).
+    Kill {
+        target: KillTarget,
+        except: Id,
+        reason: String,
+        message: Option<String>,
+    },
+}
+
+/// Which sessions a kill closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KillTarget {
+    Session(Id),
+    Authid(String),
+    Authrole(String),
+    All,
 }
 
 /// One shard's answer to a [`Query`].
@@ -39,6 +56,8 @@ pub enum Answer {
     Session(Option<Dict>),
     /// The callee was removed, or the error URI why not.
     Removed(Result<(), &'static str>),
+    /// The sessions closed.
+    Killed(Vec<Id>),
 }
 
 /// A query on its way to a shard.
@@ -55,7 +74,11 @@ pub struct QueryMsg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Reply {
     /// RESULT or ERROR to this CALL of a local session.
-    Call { caller: Id, request: Id },
+    Call {
+        caller: Id,
+        request: Id,
+        procedure: super::builtins::Builtin,
+    },
 }
 
 /// A gather in progress on the shard that asked.

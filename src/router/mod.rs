@@ -76,6 +76,9 @@ pub struct Realm {
     /// that act on other sessions (`realm.meta_roles`, `meta_admin_roles`).
     pub meta_roles: Vec<String>,
     pub meta_admin_roles: Vec<String>,
+    /// Subscriptions (entries) to `wamp.` topics in this replica: meta
+    /// events are built only when there is one.
+    pub(crate) meta_subscriptions: usize,
     pub(crate) sub_index: trie::UriIndex<Id>,
     pub(crate) subscriptions: AHashMap<Id, Subscription>,
     pub(crate) reg_index: trie::UriIndex<Id>,

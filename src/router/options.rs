@@ -123,6 +123,11 @@ fn check_dict(message: &str, options: &Dict, rules: &[(&str, Kind)]) -> Result<(
     Ok(())
 }
 
+/// Checks PUBLISH options given another way (a testament's).
+pub(super) fn check_publish(options: &Dict) -> Result<(), String> {
+    check_dict("PUBLISH", options, PUBLISH)
+}
+
 /// Checks the Options of a message from a client.
 pub(super) fn check(msg: &Message) -> Result<(), String> {
     match msg {

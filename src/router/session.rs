@@ -68,12 +68,29 @@ pub(super) enum Phase {
     Idle,
     /// WELCOME was sent: the session with this ID is open.
     Established(Id),
+    /// The router closed the session with GOODBYE (a kill): it has left,
+    /// and the client's GOODBYE reply ends the connection; anything else
+    /// it sends meanwhile is ignored.
+    Closing,
+}
+
+/// An event a session left to be published when it goes
+/// (`wamp.session.add_testament`).
+#[derive(Debug)]
+pub(super) struct Testament {
+    pub(super) topic: String,
+    pub(super) payload: crate::wamp::Payload,
+    pub(super) options: options::PublishOptions,
+    /// `detached` (true) or `destroyed`.
+    pub(super) detached: bool,
 }
 
 /// What a local session holds.
 #[derive(Debug)]
 pub(super) struct LocalSession {
     pub(super) realm: RealmIdx,
+    /// The connection the session is on.
+    pub(super) conn: ConnId,
     pub(super) identity: SessionIdentity,
     pub(super) transport: TransportInfo,
     pub(super) outbox: Rc<Outbox>,
@@ -104,6 +121,10 @@ pub(super) struct LocalSession {
     /// Its CALLs to the router's own procedures still being answered
     /// (bounded by `limits.max_pending_calls` like its other calls).
     pub(super) builtin_calls: usize,
+    /// Its testaments, published when it leaves (`detached` first, then
+    /// `destroyed`), and their bytes (bounded by `limits.max_testament_bytes`).
+    pub(super) testaments: Vec<Testament>,
+    pub(super) testament_bytes: usize,
     pub(super) goodbye_sent: bool,
 }
 
@@ -120,7 +141,7 @@ impl Conn {
     pub(super) fn session(&self) -> Option<Id> {
         match self.phase {
             Phase::Established(sid) => Some(sid),
-            Phase::Idle => None,
+            Phase::Idle | Phase::Closing => None,
         }
     }
 }
@@ -204,6 +225,7 @@ fn welcome_details(who: &SessionIdentity) -> Dict {
                                 "payload_passthru_mode",
                                 "publisher_identification",
                                 "subscriber_blackwhite_listing",
+                                "session_meta_api",
                             ]),
                         )),
                     )
@@ -222,6 +244,8 @@ fn welcome_details(who: &SessionIdentity) -> Dict {
                                 "call_reroute",
                                 "payload_passthru_mode",
                                 "registration_revocation",
+                                "session_meta_api",
+                                "testament_meta_api",
                             ]),
                         )),
                     ),
@@ -447,6 +471,17 @@ impl Router {
     }
 
     pub(super) fn on_message_before_session(&mut self, conn: ConnId, msg: Message) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if c.phase == Phase::Closing {
+                // after the router's GOODBYE: the reply (or an ABORT) ends
+                // the connection, anything else is ignored
+                if matches!(msg, Message::Goodbye { .. } | Message::Abort { .. }) {
+                    c.phase = Phase::Idle;
+                    c.outbox.close(Some(Outgoing::close(CloseReason::Normal, "goodbye")));
+                }
+                return;
+            }
+        }
         match msg {
             Message::Hello { realm, details } => self.hello(conn, realm, details),
             Message::Abort { .. } => {
@@ -516,6 +551,7 @@ impl Router {
             sid,
             LocalSession {
                 realm: realm_idx,
+                conn,
                 identity,
                 transport,
                 outbox,
@@ -533,17 +569,37 @@ impl Router {
                 streams: AHashMap::new(),
                 finished_streams: std::collections::VecDeque::new(),
                 builtin_calls: 0,
+                testaments: Vec::new(),
+                testament_bytes: 0,
                 goodbye_sent: false,
             },
         );
         self.stats.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let peer = self.sessions.get(&sid).and_then(|s| s.transport.peer);
         debug!(session = sid, realm = %realm, shard = self.me, ?peer, "session joined");
+        if let Some(s) = self.sessions.get(&sid) {
+            let details = super::builtins::session_details(sid, s);
+            self.meta_event(realm_idx, "wamp.session.on_join", || vec![Value::Dict(details)]);
+        }
     }
 
-    /// Disposes of everything a session holds.
+    /// Disposes of everything a session holds; its testaments are
+    /// published and `wamp.session.on_leave` fires.
     pub(super) fn leave(&mut self, sid: Id) {
-        let Some(s) = self.sessions.remove(&sid) else { return };
+        self.leave_with(sid, true)
+    }
+
+    /// [`Router::leave`]; `announce` false leaves out the testaments and the
+    /// meta event (`wamp.session.kill_all`: nobody would be left to get them).
+    pub(super) fn leave_with(&mut self, sid: Id, announce: bool) {
+        let Some(mut s) = self.sessions.remove(&sid) else { return };
+        if announce {
+            self.publish_testaments(sid, &mut s);
+            let (authid, authrole) = (s.identity.authid.to_string(), s.identity.authrole.to_string());
+            self.meta_event(s.realm, "wamp.session.on_leave", || {
+                vec![Value::UInt(sid), Value::Str(authid), Value::Str(authrole)]
+            });
+        }
         self.stats.sessions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if s.outbox.dropped() > 0 {
             tracing::info!(

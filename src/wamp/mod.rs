@@ -61,6 +61,7 @@ pub mod uris {
     pub const GOODBYE_AND_OUT: &str = "wamp.close.goodbye_and_out";
     pub const SYSTEM_SHUTDOWN: &str = "wamp.close.system_shutdown";
     pub const CLOSE_REALM: &str = "wamp.close.close_realm";
+    pub const CLOSE_KILLED: &str = "wamp.close.killed";
     /// Not of the spec: a request that would take a session past one of the
     /// router's `[limits]` (the message names the key).
     pub const LIMIT_EXCEEDED: &str = "switchyard.error.limit_exceeded";
