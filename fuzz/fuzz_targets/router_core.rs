@@ -5,8 +5,9 @@
 //! registering under every invocation policy, calling (some calls with a
 //! timeout, progress, disclosure or payload passthru; progressive call
 //! invocations, their chunks continuing calls in progress or completed),
-//! calling the router's own procedures (session count, list and get,
-//! removing callees), canceling in every mode, answering, erring (`wamp.error.unavailable`
+//! calling the router's own procedures (session count, list and get, the
+//! kills, testaments, removing callees; subscribing to the session meta
+//! events), canceling in every mode, answering, erring (`wamp.error.unavailable`
 //! reroutes), leaving and sending garbage, in JSON and MessagePack, while a
 //! hand-moved clock runs the routers' timers.
 //!
@@ -61,7 +62,21 @@ struct Conn {
     session: u64,
 }
 
-const TOPICS: &[&str] = &["a", "a.b", "a.b.c", "a.x.c", "b", "b.c", "a..c", "..", "a.", "bad uri", ""];
+const TOPICS: &[&str] = &[
+    "a",
+    "a.b",
+    "a.b.c",
+    "a.x.c",
+    "b",
+    "b.c",
+    "a..c",
+    "..",
+    "a.",
+    "bad uri",
+    "",
+    "wamp.session.on_join",
+    "wamp.session.on_leave",
+];
 const POLICIES: &[&str] = &["exact", "prefix", "wildcard"];
 const REALMS: &[&str] = &["realm1", "realm2", "nowhere"];
 
@@ -366,11 +381,16 @@ fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
                 // one of the router's own procedures, with IDs it knows
                 let c = &w.conns[u.choose_index(w.conns.len())?];
                 let (session, registration) = (n(c.session), n(some_id(u, &c.registrations)?));
-                let (procedure, args) = match u.int_in_range(0..=4)? {
+                let (procedure, args) = match u.int_in_range(0..=9)? {
                     0 => ("wamp.session.count", vec![]),
                     1 => ("wamp.session.list", vec![Value::List(vec![s("anonymous")])]),
                     2 => ("wamp.session.get", vec![session]),
                     3 => ("wamp.registration.remove_callee", vec![registration, session]),
+                    4 => ("wamp.session.kill", vec![session]),
+                    5 => ("wamp.session.kill_by_authrole", vec![s("anonymous")]),
+                    6 => ("wamp.session.kill_all", vec![]),
+                    7 => ("wamp.session.add_testament", vec![s(pick(u, TOPICS)?), Value::List(vec![n(1)])]),
+                    8 => ("wamp.session.flush_testaments", vec![]),
                     _ => ("wamp.session.count", vec![n(3)]),
                 };
                 w.send(ci, &Value::List(vec![n(48), n(req), options, s(procedure), Value::List(args)]));
