@@ -98,6 +98,8 @@ stats! {
     calls_rerouted: AtomicU64,
     /// Callees removed from registrations by the router (registration revocation).
     registrations_revoked: AtomicU64,
+    /// Subscribers removed from subscriptions by the router (subscription revocation).
+    subscriptions_revoked: AtomicU64,
     /// Meta events the router published (session joins and leaves, ...).
     meta_events: AtomicU64,
     /// Sessions closed by the kill meta procedures.

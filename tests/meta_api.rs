@@ -255,3 +255,247 @@ fn testaments_are_published_when_a_session_goes_1_shard() {
 fn testaments_are_published_when_a_session_goes_2_shards() {
     testaments_are_published_when_a_session_goes(2);
 }
+
+/// A RESULT's first argument.
+fn result(c: &mut Client, call: &str) -> Value {
+    let req = c.next_req();
+    c.send_json(&format!(r#"[48, {req}, {{}}, {call}]"#));
+    let m = c.expect(RESULT);
+    assert_eq!(m.at(1).u(), req, "{m:?}");
+    match &m {
+        Value::List(l) if l.len() > 3 => l[3].at(0).clone(),
+        _ => Value::Null,
+    }
+}
+
+fn ids(v: &Value) -> Vec<u64> {
+    match v {
+        Value::List(l) => {
+            let mut out: Vec<u64> = l.iter().map(|x| x.u()).collect();
+            out.sort_unstable();
+            out
+        }
+        other => panic!("not a list: {other:?}"),
+    }
+}
+
+/// The subscription meta API: events on_create, on_subscribe,
+/// on_unsubscribe, on_delete, once each, in order, wherever the sessions
+/// are; list, lookup, match, get, list_subscribers, count_subscribers the
+/// same from every shard; remove_subscriber (subscription revocation).
+fn subscriptions_are_described(shards: usize) {
+    let r = Router::start_with(shards, ADMIN, "", &[]);
+    let mut watchers: Vec<Client> = (0..shards).map(|i| on(&r, i, "admin", ROLES)).collect();
+    for w in watchers.iter_mut() {
+        for t in ["on_create", "on_subscribe", "on_unsubscribe", "on_delete"] {
+            w.subscribe(&format!("wamp.subscription.{t}"), "{}");
+        }
+    }
+    let details = r#"{"roles": {"subscriber": {"features": {"subscription_revocation": true}}}}"#;
+    let mut a = on(&r, 0, "admin", details);
+    let mut b = on(&r, 1, "admin", details);
+    let sub = a.subscribe("com.topic", "{}");
+    assert_eq!(b.subscribe("com.topic", "{}"), sub);
+    let pattern = b.subscribe("com.", r#"{"match": "prefix"}"#);
+    // every watcher, wherever it is, sees the same sequence
+    for w in watchers.iter_mut() {
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let ev = w.expect(EVENT);
+            seen.push(ev.at(4).clone());
+        }
+        let created = &seen[0];
+        assert_eq!(created.at(0).u(), a.session);
+        assert_eq!(created.at(1).key("id").u(), sub);
+        assert_eq!(created.at(1).key("uri").s(), "com.topic");
+        assert_eq!(created.at(1).key("match").s(), "exact");
+        assert!(created.at(1).key("created").s().ends_with('Z'), "{created:?}");
+        assert_eq!(
+            seen[1],
+            Value::List(vec![Value::UInt(a.session), Value::UInt(sub)]),
+            "on_subscribe a"
+        );
+        assert_eq!(
+            seen[2],
+            Value::List(vec![Value::UInt(b.session), Value::UInt(sub)]),
+            "on_subscribe b, no second on_create"
+        );
+        assert_eq!(seen[3].at(1).key("id").u(), pattern, "on_create of the pattern");
+        assert_eq!(seen[4], Value::List(vec![Value::UInt(b.session), Value::UInt(pattern)]));
+        assert!(seen[3].at(1).key("created").s().contains('T'));
+    }
+    // the same answers from every shard
+    for w in watchers.iter_mut() {
+        let list = result(w, r#""wamp.subscription.list", []"#);
+        assert!(ids(list.key("exact")).contains(&sub), "{list:?}");
+        assert!(ids(list.key("prefix")).contains(&pattern), "{list:?}");
+        assert_eq!(result(w, r#""wamp.subscription.lookup", ["com.topic"]"#), Value::UInt(sub));
+        assert_eq!(
+            result(w, r#""wamp.subscription.lookup", ["com.", {"match": "prefix"}]"#),
+            Value::UInt(pattern)
+        );
+        assert_eq!(result(w, r#""wamp.subscription.lookup", ["com.none"]"#), Value::Null);
+        let mut both = vec![sub, pattern];
+        both.sort_unstable();
+        assert_eq!(ids(&result(w, r#""wamp.subscription.match", ["com.topic"]"#)), both);
+        assert_eq!(result(w, r#""wamp.subscription.match", ["org.none"]"#), Value::Null);
+        let got = result(w, &format!(r#""wamp.subscription.get", [{sub}]"#));
+        assert_eq!(got.key("uri").s(), "com.topic");
+        let mut subscribers = vec![a.session, b.session];
+        subscribers.sort_unstable();
+        assert_eq!(
+            ids(&result(w, &format!(r#""wamp.subscription.list_subscribers", [{sub}]"#))),
+            subscribers
+        );
+        assert_eq!(
+            result(w, &format!(r#""wamp.subscription.count_subscribers", [{sub}]"#)),
+            Value::UInt(2)
+        );
+        w.send_json(r#"[48, 900, {}, "wamp.subscription.get", [12345]]"#);
+        w.expect_error(CALL, 900, "wamp.error.no_such_subscription");
+    }
+    // remove_subscriber: b is told (it announced the feature) and gets no more events
+    let w = &mut watchers[0];
+    w.send_json(&format!(
+        r#"[48, 902, {{}}, "wamp.subscription.remove_subscriber", [{sub}, {}], {{"reason": "com.example.out"}}]"#,
+        b.session
+    ));
+    let revoked = b.expect(UNSUBSCRIBED);
+    assert_eq!(revoked.at(1).u(), 0);
+    assert_eq!(revoked.at(2).key("subscription").u(), sub);
+    assert_eq!(revoked.at(2).key("reason").s(), "com.example.out");
+    // on_unsubscribe of b at every watcher (the caller's RESULT and its event
+    // in either order)
+    for (i, w) in watchers.iter_mut().enumerate() {
+        let mut ev = w.recv_msg();
+        if i == 0 {
+            let other = w.recv_msg();
+            let (res, e) = if ev.code() == RESULT { (ev, other) } else { (other, ev) };
+            assert_eq!(res.code(), RESULT, "{res:?}");
+            ev = e;
+        }
+        assert_eq!(ev.code(), EVENT, "{ev:?}");
+        assert_eq!(
+            ev.at(4),
+            &Value::List(vec![Value::UInt(b.session), Value::UInt(sub)]),
+            "on_unsubscribe of b: {ev:?}"
+        );
+    }
+    a.send_json(&format!(r#"[34, 77, {sub}]"#));
+    a.expect(UNSUBSCRIBED);
+    for w in watchers.iter_mut() {
+        let un = w.expect(EVENT);
+        assert_eq!(un.at(4), &Value::List(vec![Value::UInt(a.session), Value::UInt(sub)]));
+        let del = w.expect(EVENT);
+        assert_eq!(
+            del.at(4),
+            &Value::List(vec![Value::UInt(a.session), Value::UInt(sub)]),
+            "on_delete: {del:?}"
+        );
+        w.send_json(&format!(r#"[48, 901, {{}}, "wamp.subscription.count_subscribers", [{sub}]]"#));
+        w.expect_error(CALL, 901, "wamp.error.no_such_subscription");
+    }
+    // b still gets events of its pattern, not of the removed subscription
+    let mut p = on(&r, 0, "admin", ROLES);
+    p.send_json(r#"[16, 1, {"acknowledge": true}, "com.topic", ["x"]]"#);
+    p.expect(PUBLISHED);
+    let ev = b.expect(EVENT);
+    assert_eq!(ev.at(1).u(), pattern, "only the pattern subscription delivers: {ev:?}");
+    // another realm's subscriptions are not listed
+    let mut other = on(&r, 1, "realm1", ROLES);
+    let list = result(&mut other, r#""wamp.subscription.list", []"#);
+    assert!(!ids(list.key("prefix")).contains(&pattern), "{list:?}");
+}
+
+#[test]
+fn subscriptions_are_described_1_shard() {
+    subscriptions_are_described(1);
+}
+
+#[test]
+fn subscriptions_are_described_2_shards() {
+    subscriptions_are_described(2);
+}
+
+/// The registration meta API: events on_create, on_register, on_unregister,
+/// on_delete, in order (none for a REGISTER that was refused); list, lookup,
+/// match, get, list_callees, count_callees.
+fn registrations_are_described(shards: usize) {
+    let r = Router::start(shards);
+    let mut watcher = on(&r, 0, "realm1", ROLES);
+    for t in ["on_create", "on_register", "on_unregister", "on_delete"] {
+        watcher.subscribe(&format!("wamp.registration.{t}"), "{}");
+    }
+    let mut a = on(&r, 1, "realm1", ROLES);
+    let mut b = on(&r, 0, "realm1", ROLES);
+    a.send_json(r#"[64, 1, {"invoke": "roundrobin"}, "com.proc"]"#);
+    let reg = a.expect(REGISTERED).at(2).u();
+    b.send_json(r#"[64, 1, {"invoke": "roundrobin"}, "com.proc"]"#);
+    b.expect(REGISTERED);
+    // refused: no event
+    let mut c = on(&r, 1, "realm1", ROLES);
+    c.send_json(r#"[64, 1, {"invoke": "first"}, "com.proc"]"#);
+    c.expect_error(REGISTER, 1, "wamp.error.procedure_already_exists");
+    let created = watcher.expect(EVENT);
+    assert_eq!(created.at(4).at(0).u(), a.session);
+    assert_eq!(created.at(4).at(1).key("id").u(), reg);
+    assert_eq!(created.at(4).at(1).key("invoke").s(), "roundrobin");
+    for who in [a.session, b.session] {
+        let ev = watcher.expect(EVENT);
+        assert_eq!(
+            ev.at(4),
+            &Value::List(vec![Value::UInt(who), Value::UInt(reg)]),
+            "on_register: {ev:?}"
+        );
+    }
+    let list = result(&mut watcher, r#""wamp.registration.list", []"#);
+    assert_eq!(ids(list.key("exact")), vec![reg]);
+    assert_eq!(
+        result(&mut watcher, r#""wamp.registration.lookup", ["com.proc"]"#),
+        Value::UInt(reg)
+    );
+    assert_eq!(result(&mut watcher, r#""wamp.registration.match", ["com.proc"]"#), Value::UInt(reg));
+    assert_eq!(result(&mut watcher, r#""wamp.registration.match", ["com.other"]"#), Value::Null);
+    assert_eq!(
+        result(&mut watcher, &format!(r#""wamp.registration.get", [{reg}]"#)).key("uri").s(),
+        "com.proc"
+    );
+    let mut both = vec![a.session, b.session];
+    both.sort_unstable();
+    assert_eq!(
+        ids(&result(&mut watcher, &format!(r#""wamp.registration.list_callees", [{reg}]"#))),
+        both
+    );
+    assert_eq!(
+        result(&mut watcher, &format!(r#""wamp.registration.count_callees", [{reg}]"#)),
+        Value::UInt(2)
+    );
+    // a leaves, b unregisters: on_unregister twice, then on_delete
+    let gone = a.session;
+    a.drop_connection();
+    let ev = watcher.expect(EVENT);
+    assert_eq!(ev.at(4), &Value::List(vec![Value::UInt(gone), Value::UInt(reg)]));
+    b.send_json(&format!(r#"[66, 9, {reg}]"#));
+    b.expect(67);
+    let ev = watcher.expect(EVENT);
+    assert_eq!(ev.at(4), &Value::List(vec![Value::UInt(b.session), Value::UInt(reg)]));
+    let ev = watcher.expect(EVENT);
+    assert_eq!(ev.at(4), &Value::List(vec![Value::UInt(b.session), Value::UInt(reg)]), "on_delete");
+    // the refused session leaving sends nothing either: the next event is a new registration's
+    let refused = c.session;
+    c.drop_connection();
+    let mut d = on(&r, 1, "realm1", ROLES);
+    let next = d.register("com.next");
+    let ev = watcher.expect(EVENT);
+    assert_eq!(ev.at(4).at(1).key("id").u(), next, "no event for the refused {refused}: {ev:?}");
+}
+
+#[test]
+fn registrations_are_described_1_shard() {
+    registrations_are_described(1);
+}
+
+#[test]
+fn registrations_are_described_2_shards() {
+    registrations_are_described(2);
+}

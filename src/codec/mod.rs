@@ -473,6 +473,13 @@ pub mod encode {
         w.finish()
     }
 
+    /// `[UNSUBSCRIBED, 0, Details|dict]`: a subscription revoked by the router.
+    pub fn unsubscribed_revoked(ser: Serializer, details: &Dict) -> Bytes {
+        let mut w = MsgWriter::new(ser, 3, MessageType::Unsubscribed, 64);
+        w.uint(0).dict(details);
+        w.finish()
+    }
+
     /// `[EVENT, Subscription|id, Publication|id, Details|dict, Arguments|list, ArgumentsKw|dict]`
     /// with `details` already encoded in `ser`.
     pub fn event(ser: Serializer, subscription: Id, publication: Id, details: &[u8], payload: &Payload) -> Bytes {

@@ -29,6 +29,8 @@ pub struct Subscription {
     pub local: Vec<Id>,
     /// Number of subscribers on each shard (this one's entry unused).
     pub remote: Box<[u32]>,
+    /// When it was created (ms since the Unix epoch, the home shard's clock).
+    pub created_ms: u64,
 }
 
 impl Subscription {
@@ -229,14 +231,49 @@ impl Router {
         self.request_change(realm, (policy, uri), sid, token, InvokePolicy::Single, ShardMsg::UnsubscribeReq);
     }
 
-    /// On the home shard: give the subscription its ID and tell every shard.
-    pub(super) fn home_subscribe(&mut self, change: TableChange) {
+    /// On the home shard: give the subscription its ID and tell every shard;
+    /// then the meta events, here, in the order of the URI's changes.
+    pub(super) fn home_subscribe(&mut self, mut change: TableChange) {
         let r = &self.realms[change.realm as usize];
-        let id = match r.sub_index.get(change.policy, &change.uri) {
-            Some(id) => *id,
-            None => self.new_router_id(),
+        let (id, created) = match r.sub_index.get(change.policy, &change.uri) {
+            Some(id) => (*id, false),
+            None => (self.new_router_id(), true),
         };
+        if created {
+            change.created_ms = super::now_ms();
+        }
+        let (realm, session, meta) = (change.realm, change.session, !change.uri.starts_with("wamp."));
         self.broadcast(change, |c| ShardMsg::SubscriptionAdd(c, id));
+        if meta {
+            if created {
+                let details = self.realms[realm as usize].subscriptions.get(&id).map(subscription_details);
+                if let Some(details) = details {
+                    self.meta_event(realm, "wamp.subscription.on_create", || {
+                        vec![Value::UInt(session), Value::Dict(details)]
+                    });
+                }
+            }
+            self.meta_event(realm, "wamp.subscription.on_subscribe", || {
+                vec![Value::UInt(session), Value::UInt(id)]
+            });
+        }
+    }
+
+    /// On the home shard: remove a subscriber everywhere; then
+    /// `on_unsubscribe` (and `on_delete` when it was the last).
+    pub(super) fn home_unsubscribe(&mut self, change: TableChange) {
+        let r = &self.realms[change.realm as usize];
+        let id = r.sub_index.get(change.policy, &change.uri).copied();
+        let (realm, session, meta) = (change.realm, change.session, !change.uri.starts_with("wamp."));
+        self.broadcast(change, ShardMsg::SubscriptionRemove);
+        if let (Some(id), true) = (id, meta) {
+            self.meta_event(realm, "wamp.subscription.on_unsubscribe", || {
+                vec![Value::UInt(session), Value::UInt(id)]
+            });
+            if !self.realms[realm as usize].subscriptions.contains_key(&id) {
+                self.meta_event(realm, "wamp.subscription.on_delete", || vec![Value::UInt(session), Value::UInt(id)]);
+            }
+        }
     }
 
     pub(super) fn apply_subscription_add(&mut self, change: TableChange, id: Id) {
@@ -255,6 +292,7 @@ impl Router {
                 uri: change.uri.clone(),
                 local: Vec::new(),
                 remote: vec![0; n].into_boxed_slice(),
+                created_ms: change.created_ms,
             }
         });
         if change.shard == me {
@@ -417,4 +455,14 @@ impl Router {
             }
         }
     }
+}
+
+/// `SubscriptionDetails` of the meta API: id, created (ISO 8601), uri,
+/// match.
+pub(super) fn subscription_details(sub: &Subscription) -> Dict {
+    Dict::new()
+        .with("id", Value::UInt(sub.id))
+        .with("created", Value::Str(super::iso_time(sub.created_ms)))
+        .with("uri", Value::Str(sub.uri.to_string()))
+        .with("match", Value::Str(sub.policy.as_str().into()))
 }

@@ -24,7 +24,7 @@ use crate::codec::{self, encode};
 use crate::config::CallerDisclosure;
 use crate::metrics::ShardStats;
 use crate::wamp::uri::UriCheck;
-use crate::wamp::{self, uris, Dict, Id, MessageType, Payload, Value};
+use crate::wamp::{self, uris, Dict, Id, MatchPolicy, MessageType, Payload, Value};
 
 /// A procedure the router serves itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +38,19 @@ pub(super) enum Builtin {
     SessionKillAll,
     AddTestament,
     FlushTestaments,
+    SubscriptionList,
+    SubscriptionLookup,
+    SubscriptionMatch,
+    SubscriptionGet,
+    SubscriptionListSubscribers,
+    SubscriptionCountSubscribers,
+    SubscriptionRemoveSubscriber,
+    RegistrationList,
+    RegistrationLookup,
+    RegistrationMatch,
+    RegistrationGet,
+    RegistrationListCallees,
+    RegistrationCountCallees,
     RemoveCallee,
 }
 
@@ -56,8 +69,23 @@ impl Builtin {
     fn access(self) -> Access {
         match self {
             Builtin::AddTestament | Builtin::FlushTestaments => Access::Own,
-            Builtin::SessionCount | Builtin::SessionList | Builtin::SessionGet => Access::Read,
-            Builtin::SessionKill
+            Builtin::SessionCount
+            | Builtin::SessionList
+            | Builtin::SessionGet
+            | Builtin::SubscriptionList
+            | Builtin::SubscriptionLookup
+            | Builtin::SubscriptionMatch
+            | Builtin::SubscriptionGet
+            | Builtin::SubscriptionListSubscribers
+            | Builtin::SubscriptionCountSubscribers
+            | Builtin::RegistrationList
+            | Builtin::RegistrationLookup
+            | Builtin::RegistrationMatch
+            | Builtin::RegistrationGet
+            | Builtin::RegistrationListCallees
+            | Builtin::RegistrationCountCallees => Access::Read,
+            Builtin::SubscriptionRemoveSubscriber
+            | Builtin::SessionKill
             | Builtin::SessionKillByAuthid
             | Builtin::SessionKillByAuthrole
             | Builtin::SessionKillAll
@@ -76,6 +104,19 @@ impl Builtin {
             "wamp.session.kill_all" => Some(Builtin::SessionKillAll),
             "wamp.session.add_testament" => Some(Builtin::AddTestament),
             "wamp.session.flush_testaments" => Some(Builtin::FlushTestaments),
+            "wamp.subscription.list" => Some(Builtin::SubscriptionList),
+            "wamp.subscription.lookup" => Some(Builtin::SubscriptionLookup),
+            "wamp.subscription.match" => Some(Builtin::SubscriptionMatch),
+            "wamp.subscription.get" => Some(Builtin::SubscriptionGet),
+            "wamp.subscription.list_subscribers" => Some(Builtin::SubscriptionListSubscribers),
+            "wamp.subscription.count_subscribers" => Some(Builtin::SubscriptionCountSubscribers),
+            "wamp.subscription.remove_subscriber" => Some(Builtin::SubscriptionRemoveSubscriber),
+            "wamp.registration.list" => Some(Builtin::RegistrationList),
+            "wamp.registration.lookup" => Some(Builtin::RegistrationLookup),
+            "wamp.registration.match" => Some(Builtin::RegistrationMatch),
+            "wamp.registration.get" => Some(Builtin::RegistrationGet),
+            "wamp.registration.list_callees" => Some(Builtin::RegistrationListCallees),
+            "wamp.registration.count_callees" => Some(Builtin::RegistrationCountCallees),
             "wamp.registration.remove_callee" => Some(Builtin::RemoveCallee),
             _ => None,
         }
@@ -201,6 +242,54 @@ impl Router {
                 };
                 self.scatter(reply, realm, query, &every);
             }
+            Builtin::SubscriptionListSubscribers => {
+                let Some(subscription) = id_arg(args.first()) else {
+                    return invalid(self, "a subscription ID is needed");
+                };
+                if !self.realms[realm as usize].subscriptions.contains_key(&subscription) {
+                    return self.error_reply(sid, MessageType::Call, request, uris::NO_SUCH_SUBSCRIPTION, "no such subscription");
+                }
+                self.scatter(reply, realm, Query::Subscribers { subscription }, &every);
+            }
+            Builtin::SubscriptionRemoveSubscriber => {
+                let (Some(subscription), Some(session)) = (id_arg(args.first()), id_arg(args.get(1))) else {
+                    return invalid(self, "wamp.subscription.remove_subscriber takes a subscription ID and a session ID");
+                };
+                let reason = match args.get(2).or_else(|| kwargs.get("reason")) {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Str(r)) => Some(r.clone()),
+                    Some(_) => return invalid(self, "the reason must be a string"),
+                };
+                if !self.realms[realm as usize].subscriptions.contains_key(&subscription) {
+                    return self.error_reply(sid, MessageType::Call, request, uris::NO_SUCH_SUBSCRIPTION, "no such subscription");
+                }
+                let query = Query::RemoveSubscriber {
+                    subscription,
+                    session,
+                    reason,
+                };
+                self.scatter(reply, realm, query, &every);
+            }
+            Builtin::SubscriptionList
+            | Builtin::SubscriptionLookup
+            | Builtin::SubscriptionMatch
+            | Builtin::SubscriptionGet
+            | Builtin::SubscriptionCountSubscribers
+            | Builtin::RegistrationList
+            | Builtin::RegistrationLookup
+            | Builtin::RegistrationMatch
+            | Builtin::RegistrationGet
+            | Builtin::RegistrationListCallees
+            | Builtin::RegistrationCountCallees => match self.table_meta(realm, procedure, args) {
+                Ok(result) => {
+                    let Some(ser) = self.sessions.get(&sid).map(|s| s.ser) else {
+                        return;
+                    };
+                    let payload = codec::payload_from(ser, &result);
+                    self.session_reply(sid, |ser| encode::result(ser, request, &Dict::new(), &payload));
+                }
+                Err((error, message)) => self.error_reply(sid, MessageType::Call, request, error, message),
+            },
             Builtin::AddTestament | Builtin::FlushTestaments => {
                 let result = if procedure == Builtin::AddTestament {
                     self.add_testament(sid, args, &kwargs)
@@ -269,6 +358,18 @@ impl Router {
                 session,
                 reason,
             } => Answer::Removed(self.revoke(realm, registration, session, reason)),
+            Query::Subscribers { subscription } => Answer::Ids(
+                self.realms[realm as usize]
+                    .subscriptions
+                    .get(&subscription)
+                    .map(|sub| sub.local.clone())
+                    .unwrap_or_default(),
+            ),
+            Query::RemoveSubscriber {
+                subscription,
+                session,
+                reason,
+            } => Answer::Removed(self.revoke_subscriber(realm, subscription, session, reason)),
             Query::Kill {
                 target,
                 except,
@@ -340,7 +441,15 @@ impl Router {
                         .collect(),
                 )]),
                 Some(Answer::Session(None)) => Err((uris::NO_SUCH_SESSION, "no session with this ID in the realm")),
-                Some(Answer::Removed(Ok(()))) => Ok(Vec::new()),
+                // any shard that removed it: done; otherwise the most telling error
+                Some(Answer::Removed(_)) if answers.iter().any(|a| matches!(a, Answer::Removed(Ok(())))) => Ok(Vec::new()),
+                Some(Answer::Removed(_))
+                    if answers
+                        .iter()
+                        .any(|a| matches!(a, Answer::Removed(Err(e)) if *e == uris::NO_SUCH_SUBSCRIPTION)) =>
+                {
+                    Err((uris::NO_SUCH_SUBSCRIPTION, "the session is not subscribed to the subscription"))
+                }
                 Some(Answer::Killed(_)) => {
                     let killed: Vec<Id> = answers
                         .into_iter()
@@ -355,7 +464,8 @@ impl Router {
                         _ => Ok(vec![Value::UInt(killed.len() as u64)]),
                     }
                 }
-                Some(Answer::Removed(Err(e))) => Err((*e, "the callee could not be removed")),
+                Some(Answer::Removed(Err(e))) => Err((*e, "it could not be removed")),
+                Some(Answer::Removed(Ok(()))) => Ok(Vec::new()),
                 Some(Answer::Session(Some(_))) | None => Err((uris::CANCELED, "no shard answered")),
             }
         };
@@ -496,6 +606,107 @@ impl Router {
             ShardStats::inc(&self.stats.testaments_published);
             self.route_publication(s.realm, &t.topic, &t.payload, extras, 0);
         }
+    }
+}
+
+impl Router {
+    /// The subscription and registration meta procedures that this shard's
+    /// replica answers by itself (the same on every shard).
+    fn table_meta(&self, realm: RealmIdx, procedure: Builtin, args: &[Value]) -> Result<Vec<Value>, (&'static str, &'static str)> {
+        let r = &self.realms[realm as usize];
+        let ids = |ids: Vec<Id>| Value::List(ids.into_iter().map(Value::UInt).collect());
+        let uri_arg = || match args.first() {
+            Some(Value::Str(s)) => Ok(s.as_str()),
+            _ => Err((uris::INVALID_ARGUMENT, "a URI is needed")),
+        };
+        let policy_arg = || match args.get(1) {
+            Some(Value::Dict(o)) => match o.get_str("match") {
+                None => Ok(MatchPolicy::Exact),
+                Some(m) => MatchPolicy::parse(m).ok_or((uris::INVALID_ARGUMENT, "unknown match policy")),
+            },
+            None | Some(Value::Null) => Ok(MatchPolicy::Exact),
+            Some(_) => Err((uris::INVALID_ARGUMENT, "the options must be a dictionary")),
+        };
+        let id = || id_arg(args.first()).ok_or((uris::INVALID_ARGUMENT, "an ID is needed"));
+        let by_policy = |entries: Vec<(MatchPolicy, Id)>| {
+            let list = |p| ids(entries.iter().filter(|(q, _)| *q == p).map(|(_, id)| *id).collect());
+            Value::Dict(
+                Dict::new()
+                    .with("exact", list(MatchPolicy::Exact))
+                    .with("prefix", list(MatchPolicy::Prefix))
+                    .with("wildcard", list(MatchPolicy::Wildcard)),
+            )
+        };
+        let no_sub = (uris::NO_SUCH_SUBSCRIPTION, "no such subscription");
+        let no_reg = (uris::NO_SUCH_REGISTRATION, "no such registration");
+        Ok(match procedure {
+            Builtin::SubscriptionList => vec![by_policy(r.subscriptions.values().map(|s| (s.policy, s.id)).collect())],
+            Builtin::SubscriptionLookup => {
+                let (uri, policy) = (uri_arg()?, policy_arg()?);
+                vec![r.sub_index.get(policy, uri).map_or(Value::Null, |id| Value::UInt(*id))]
+            }
+            Builtin::SubscriptionMatch => {
+                let mut found = Vec::new();
+                r.sub_index.for_each_match(uri_arg()?, |_, id| found.push(*id));
+                vec![if found.is_empty() { Value::Null } else { ids(found) }]
+            }
+            Builtin::SubscriptionGet => vec![Value::Dict(super::broker::subscription_details(
+                r.subscriptions.get(&id()?).ok_or(no_sub)?,
+            ))],
+            Builtin::SubscriptionCountSubscribers => {
+                let sub = r.subscriptions.get(&id()?).ok_or(no_sub)?;
+                let others: u64 = sub
+                    .remote
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != self.me)
+                    .map(|(_, n)| u64::from(*n))
+                    .sum();
+                vec![Value::UInt(sub.local.len() as u64 + others)]
+            }
+            Builtin::RegistrationList => vec![by_policy(r.registrations.values().map(|g| (g.policy, g.id)).collect())],
+            Builtin::RegistrationLookup => {
+                let (uri, policy) = (uri_arg()?, policy_arg()?);
+                vec![r.reg_index.get(policy, uri).map_or(Value::Null, |id| Value::UInt(*id))]
+            }
+            Builtin::RegistrationMatch => vec![r.reg_index.best_match(uri_arg()?).map_or(Value::Null, |(_, id)| Value::UInt(*id))],
+            Builtin::RegistrationGet => vec![Value::Dict(super::dealer::registration_details(
+                r.registrations.get(&id()?).ok_or(no_reg)?,
+            ))],
+            Builtin::RegistrationListCallees => {
+                let reg = r.registrations.get(&id()?).ok_or(no_reg)?;
+                vec![ids(reg.callees.iter().map(|(_, s)| *s).collect())]
+            }
+            Builtin::RegistrationCountCallees => vec![Value::UInt(r.registrations.get(&id()?).ok_or(no_reg)?.callees.len() as u64)],
+            _ => return Err((uris::INVALID_ARGUMENT, "not a table procedure")),
+        })
+    }
+
+    /// Removes the local subscriber `session` from `subscription` on every
+    /// shard; one that announced `subscription_revocation` is told with
+    /// `[UNSUBSCRIBED, 0, {subscription, reason}]`.
+    fn revoke_subscriber(&mut self, realm: RealmIdx, subscription: Id, session: Id, reason: Option<String>) -> Result<(), &'static str> {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return Err(uris::NO_SUCH_SESSION);
+        };
+        if s.realm != realm {
+            return Err(uris::NO_SUCH_SESSION);
+        }
+        let Some(key) = s.sub_ids.remove(&subscription) else {
+            return Err(uris::NO_SUCH_SUBSCRIPTION);
+        };
+        s.subs.remove(&key);
+        if s.features.sub_revocation {
+            let mut details = Dict::new().with("subscription", Value::UInt(subscription));
+            if let Some(r) = reason {
+                details.insert("reason", Value::Str(r));
+            }
+            s.outbox.push(encode::unsubscribed_revoked(s.ser, &details));
+            ShardStats::inc(&self.stats.messages_out);
+        }
+        ShardStats::inc(&self.stats.subscriptions_revoked);
+        self.drop_subscriber(realm, key.0, key.1, session, 0);
+        Ok(())
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Registration {
     pub callees: Vec<(usize, Id)>,
     /// This shard's round-robin cursor (each shard cycles on its own).
     next: usize,
+    /// When it was created (ms since the Unix epoch, the home shard's clock).
+    pub created_ms: u64,
 }
 
 impl Registration {
@@ -222,12 +224,22 @@ impl Router {
     pub(super) fn drop_callee(&mut self, realm: RealmIdx, policy: MatchPolicy, uri: Arc<str>, sid: Id, token: u64) {
         let me = self.me;
         let r = &mut self.realms[realm as usize];
+        let mut member = false;
         if let Some(id) = r.reg_index.get(policy, &uri) {
             if let Some(reg) = r.registrations.get_mut(id) {
+                member = reg.callees.contains(&(me, sid));
                 reg.callees.retain(|c| *c != (me, sid));
             }
         }
-        self.request_change(realm, (policy, uri), sid, token, InvokePolicy::Single, ShardMsg::UnregisterReq);
+        self.request_change_from(
+            realm,
+            (policy, uri),
+            sid,
+            token,
+            InvokePolicy::Single,
+            member,
+            ShardMsg::UnregisterReq,
+        );
     }
 
     /// On the home shard: refuse a second callee, or assign the ID and tell
@@ -253,7 +265,52 @@ impl Router {
             }
         }
         let id = existing.unwrap_or_else(|| self.new_router_id());
+        let mut change = change;
+        let created = existing.is_none();
+        if created {
+            change.created_ms = super::now_ms();
+        }
+        let (realm, session, meta) = (change.realm, change.session, !change.uri.starts_with("wamp."));
         self.broadcast(change, |c| ShardMsg::RegistrationAdd(c, id));
+        if meta {
+            if created {
+                let details = self.realms[realm as usize].registrations.get(&id).map(registration_details);
+                if let Some(details) = details {
+                    self.meta_event(realm, "wamp.registration.on_create", || {
+                        vec![Value::UInt(session), Value::Dict(details)]
+                    });
+                }
+            }
+            self.meta_event(realm, "wamp.registration.on_register", || {
+                vec![Value::UInt(session), Value::UInt(id)]
+            });
+        }
+    }
+
+    /// On the home shard: remove a callee everywhere; then
+    /// `on_unregister` (and `on_delete` when it was the last).
+    pub(super) fn home_unregister(&mut self, change: TableChange) {
+        let r = &self.realms[change.realm as usize];
+        let id = r.reg_index.get(change.policy, &change.uri).copied();
+        // only a callee that held the registration unregisters (not one whose
+        // REGISTER was refused while it left): its own shard knows for a
+        // callee here, this replica for one elsewhere
+        let held = if change.shard == self.me {
+            change.member
+        } else {
+            id.and_then(|id| r.registrations.get(&id))
+                .is_some_and(|reg| reg.callees.contains(&(change.shard, change.session)))
+        };
+        let (realm, session, meta) = (change.realm, change.session, held && !change.uri.starts_with("wamp."));
+        self.broadcast(change, ShardMsg::RegistrationRemove);
+        if let (Some(id), true) = (id, meta) {
+            self.meta_event(realm, "wamp.registration.on_unregister", || {
+                vec![Value::UInt(session), Value::UInt(id)]
+            });
+            if !self.realms[realm as usize].registrations.contains_key(&id) {
+                self.meta_event(realm, "wamp.registration.on_delete", || vec![Value::UInt(session), Value::UInt(id)]);
+            }
+        }
     }
 
     pub(super) fn apply_registration_add(&mut self, change: TableChange, id: Id) {
@@ -268,6 +325,7 @@ impl Router {
                 invoke: change.invoke,
                 callees: Vec::new(),
                 next: 0,
+                created_ms: change.created_ms,
             }
         });
         if reg.callees.is_empty() {
@@ -989,6 +1047,17 @@ fn remember_finished(finished: &mut std::collections::VecDeque<Id>, request: Id,
 /// bound, 8 bytes each.
 pub(super) const FINISHED_STREAMS: usize = 64;
 
+/// `RegistrationDetails` of the meta API: id, created (ISO 8601), uri,
+/// match, invoke.
+pub(super) fn registration_details(reg: &Registration) -> Dict {
+    Dict::new()
+        .with("id", Value::UInt(reg.id))
+        .with("created", Value::Str(super::iso_time(reg.created_ms)))
+        .with("uri", Value::Str(reg.uri.to_string()))
+        .with("match", Value::Str(reg.policy.as_str().into()))
+        .with("invoke", Value::Str(reg.invoke.as_str().into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1001,6 +1070,7 @@ mod tests {
             invoke,
             callees: vec![(0, 10), (1, 11), (0, 12), (1, 13)],
             next: 0,
+            created_ms: 0,
         }
     }
 

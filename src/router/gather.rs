@@ -29,6 +29,14 @@ pub enum Query {
         session: Id,
         reason: Option<String>,
     },
+    /// The local subscribers of a subscription.
+    Subscribers { subscription: Id },
+    /// Remove the subscriber `session` from `subscription` (revocation).
+    RemoveSubscriber {
+        subscription: Id,
+        session: Id,
+        reason: Option<String>,
+    },
     /// Close the sessions `target` names, but never `except` (the caller),
     /// with GOODBYE `reason` (and `message`).
     Kill {

@@ -145,6 +145,12 @@ pub struct TableChange {
     pub token: u64,
     /// A registration's invocation policy (`Single` for anything else).
     pub invoke: InvokePolicy,
+    /// When the home shard created the entry (ms since the Unix epoch; 0
+    /// until then), so that every replica tells the same time.
+    pub created_ms: u64,
+    /// For a callee's removal: whether its own shard's replica held it
+    /// (true for anything else).
+    pub member: bool,
 }
 
 /// A publication on its way to another shard.

@@ -128,6 +128,21 @@ pub struct Router {
     pub(crate) stats: Arc<ShardStats>,
 }
 
+/// The wall-clock time in ms since the Unix epoch (for the `created` of
+/// the meta API; timers use the core's `Clock`).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// ms since the Unix epoch as an ISO 8601 (RFC 3339) UTC time.
+pub(crate) fn iso_time(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 impl Router {
     /// A router for shard `me` of `nshards`, reaching the others over `link`.
     pub fn new(me: usize, nshards: usize, cfg: &RouterConfig, link: ShardLink, stats: Arc<ShardStats>) -> Self {

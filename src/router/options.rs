@@ -414,6 +414,17 @@ pub enum InvokePolicy {
 }
 
 impl InvokePolicy {
+    /// The option's wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvokePolicy::Single => "single",
+            InvokePolicy::RoundRobin => "roundrobin",
+            InvokePolicy::Random => "random",
+            InvokePolicy::First => "first",
+            InvokePolicy::Last => "last",
+        }
+    }
+
     /// Parses the `invoke` option.
     pub fn parse(s: &str) -> Option<Self> {
         match s {

@@ -175,6 +175,8 @@ pub(super) struct Features {
     pub(super) progressive_calls: bool,
     /// Callee: registration revocation (UNREGISTERED with request 0).
     pub(super) revocation: bool,
+    /// Subscriber: subscription revocation (UNSUBSCRIBED with request 0).
+    pub(super) sub_revocation: bool,
     /// Payload passthru mode, as caller, callee, publisher and subscriber.
     pub(super) ppt_caller: bool,
     pub(super) ppt_callee: bool,
@@ -194,12 +196,26 @@ impl Features {
             progressive_invocations: role_feature(details, "callee", &["progressive_call_invocations"]),
             progressive_calls: role_feature(details, "caller", &["progressive_call_invocations"]),
             revocation: role_feature(details, "callee", &["registration_revocation"]),
+            sub_revocation: role_feature(details, "subscriber", &["subscription_revocation"]),
             ppt_caller: role_feature(details, "caller", PPT),
             ppt_callee: role_feature(details, "callee", PPT),
             ppt_publisher: role_feature(details, "publisher", PPT),
             ppt_subscriber: role_feature(details, "subscriber", PPT),
         }
     }
+}
+
+/// WELCOME.Details without the feature lists, for peers whose maximum
+/// message size is below the full WELCOME.
+fn compact_welcome_details(who: &SessionIdentity) -> Dict {
+    let s = |v: &Arc<str>| Value::Str(v.to_string());
+    let role = || Value::Dict(Dict::new());
+    Dict::new()
+        .with("realm", s(&who.realm))
+        .with("authid", s(&who.authid))
+        .with("authrole", s(&who.authrole))
+        .with("authmethod", s(&who.authmethod))
+        .with("roles", Value::Dict(Dict::new().with("broker", role()).with("dealer", role())))
 }
 
 fn welcome_details(who: &SessionIdentity) -> Dict {
@@ -226,6 +242,8 @@ fn welcome_details(who: &SessionIdentity) -> Dict {
                                 "publisher_identification",
                                 "subscriber_blackwhite_listing",
                                 "session_meta_api",
+                                "subscription_meta_api",
+                                "subscription_revocation",
                             ]),
                         )),
                     )
@@ -245,6 +263,7 @@ fn welcome_details(who: &SessionIdentity) -> Dict {
                                 "payload_passthru_mode",
                                 "registration_revocation",
                                 "session_meta_api",
+                                "registration_meta_api",
                                 "testament_meta_api",
                             ]),
                         )),
@@ -546,7 +565,13 @@ impl Router {
         let outbox = c.outbox.clone();
         let ser = c.ser;
         let transport = c.transport.clone();
-        outbox.push(encode::welcome(ser, sid, &welcome_details(&identity)));
+        let mut welcome = encode::welcome(ser, sid, &welcome_details(&identity));
+        if !outbox.fits(welcome.len()) {
+            // a peer that takes less than the feature lists (RawSocket
+            // allows 512 bytes): the roles without their features
+            welcome = encode::welcome(ser, sid, &compact_welcome_details(&identity));
+        }
+        outbox.push(welcome);
         self.sessions.insert(
             sid,
             LocalSession {

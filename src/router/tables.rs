@@ -72,11 +72,11 @@ impl Router {
     pub fn on_shard_message(&mut self, msg: ShardMsg) {
         match msg {
             ShardMsg::SubscribeReq(c) => self.home_subscribe(c),
-            ShardMsg::UnsubscribeReq(c) => self.broadcast(c, ShardMsg::SubscriptionRemove),
+            ShardMsg::UnsubscribeReq(c) => self.home_unsubscribe(c),
             ShardMsg::SubscriptionAdd(c, id) => self.apply_subscription_add(c, id),
             ShardMsg::SubscriptionRemove(c) => self.apply_subscription_remove(c),
             ShardMsg::RegisterReq(c) => self.home_register(c),
-            ShardMsg::UnregisterReq(c) => self.broadcast(c, ShardMsg::RegistrationRemove),
+            ShardMsg::UnregisterReq(c) => self.home_unregister(c),
             ShardMsg::RegistrationAdd(c, id) => self.apply_registration_add(c, id),
             ShardMsg::RegistrationRemove(c) => self.apply_registration_remove(c),
             ShardMsg::RegisterRefused { token, error } => self.register_refused(token, error),
@@ -123,6 +123,23 @@ impl Router {
         invoke: InvokePolicy,
         make: fn(TableChange) -> ShardMsg,
     ) {
+        self.request_change_from(realm, (policy, uri), session, token, invoke, true, make)
+    }
+
+    /// [`Router::request_change`]; `member` says whether a local callee
+    /// being removed held the registration (the home shard fires the meta
+    /// event only then, see `home_unregister`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn request_change_from(
+        &mut self,
+        realm: RealmIdx,
+        (policy, uri): (MatchPolicy, Arc<str>),
+        session: Id,
+        token: u64,
+        invoke: InvokePolicy,
+        member: bool,
+        make: fn(TableChange) -> ShardMsg,
+    ) {
         let home = self.home_of(realm, &uri);
         let change = TableChange {
             realm,
@@ -133,6 +150,8 @@ impl Router {
             origin: self.me,
             token,
             invoke,
+            created_ms: 0,
+            member,
         };
         self.send_to(home, make(change));
     }

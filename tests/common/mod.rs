@@ -38,6 +38,7 @@ pub const PUBLISHED: u64 = 17;
 pub const SUBSCRIBE: u64 = 32;
 pub const SUBSCRIBED: u64 = 33;
 pub const UNSUBSCRIBE: u64 = 34;
+pub const UNSUBSCRIBED: u64 = 35;
 pub const EVENT: u64 = 36;
 pub const CALL: u64 = 48;
 pub const RESULT: u64 = 50;
