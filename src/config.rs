@@ -110,6 +110,27 @@ pub struct RealmConfig {
     /// other sessions (`wamp.registration.remove_callee`); none by default.
     #[serde(default)]
     pub meta_admin_roles: Vec<String>,
+    /// Whether PUBLISH `retain` keeps the topic's last event.
+    #[serde(default = "yes")]
+    pub retention: bool,
+    /// Retained events (topics) and their payload bytes the realm keeps, at
+    /// most (each shard keeps its share: this divided by the shard count).
+    #[serde(default = "default_retained_events")]
+    pub max_retained_events: usize,
+    #[serde(default = "default_retained_bytes")]
+    pub max_retained_bytes: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_retained_events() -> usize {
+    10_000
+}
+
+fn default_retained_bytes() -> usize {
+    16 * 1024 * 1024
 }
 
 fn every_role() -> Vec<String> {
@@ -140,6 +161,9 @@ impl RealmConfig {
             publisher_disclosure: CallerDisclosure::OnRequest,
             meta_roles: every_role(),
             meta_admin_roles: Vec::new(),
+            retention: true,
+            max_retained_events: default_retained_events(),
+            max_retained_bytes: default_retained_bytes(),
         }
     }
 }

@@ -100,6 +100,10 @@ stats! {
     registrations_revoked: AtomicU64,
     /// Subscribers removed from subscriptions by the router (subscription revocation).
     subscriptions_revoked: AtomicU64,
+    /// Retained events not kept: the realm's share of max_retained_events or max_retained_bytes was full.
+    retained_refused: AtomicU64,
+    /// Retained events (topics) this shard keeps.
+    retained_events: AtomicI64,
     /// Meta events the router published (session joins and leaves, ...).
     meta_events: AtomicU64,
     /// Sessions closed by the kill meta procedures.

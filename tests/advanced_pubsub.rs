@@ -3,6 +3,8 @@
 //! subscribers spread over 2 shards. An event that must *not* arrive is
 //! shown by a later sentinel event from the same publisher on the same topic.
 
+use switchyard::wamp::Value;
+
 use crate::advanced_rpc::rejoin;
 use crate::common::*;
 
@@ -178,4 +180,124 @@ fn publishers_choose_their_receivers_1_shard() {
 #[test]
 fn publishers_choose_their_receivers_2_shards() {
     publishers_choose_their_receivers(2);
+}
+
+/// Reads EVENTs until the sentinel; returns the first arguments before it.
+fn until_sentinel(c: &mut Client) -> Vec<Value> {
+    let mut got = Vec::new();
+    loop {
+        let ev = c.expect(EVENT);
+        if ev.at(4).at(0) == &Value::Str("sentinel".into()) {
+            return got;
+        }
+        got.push(ev);
+    }
+}
+
+fn sentinel(publisher: &mut Client, topic: &str) {
+    let req = publisher.next_req();
+    publisher.send_json(&format!(r#"[16, {req}, {{"acknowledge": true}}, "{topic}", ["sentinel"]]"#));
+    publisher.expect(PUBLISHED);
+}
+
+/// Event retention: `retain` keeps the topic's last event router-wide; a
+/// SUBSCRIBE with `get_retained` gets it first (`retained: true`), for an
+/// exact subscription or every matching topic of a pattern; others do not;
+/// black/white lists hold for it; a realm may switch it off; it is bounded.
+fn retained_events_reach_new_subscribers(shards: usize) {
+    let r = Router::start_with(
+        shards,
+        "\n[[realm]]\nname = \"forgetful\"\nretention = false\n[[realm]]\nname = \"small\"\nmax_retained_events = 1",
+        "",
+        &[],
+    );
+    let mut publisher = on(&r, 0);
+    for (n, (topic, v)) in [("com.r.a", "a1"), ("com.r.a", "a2"), ("com.r.b", "b1")].iter().enumerate() {
+        publisher.send_json(&format!(
+            r#"[16, {}, {{"acknowledge": true, "retain": true}}, "{topic}", ["{v}"]]"#,
+            n + 1
+        ));
+        publisher.expect(PUBLISHED);
+    }
+    // not retained: an event without `retain`
+    publisher.send_json(r#"[16, 9, {"acknowledge": true}, "com.r.a", ["live"]]"#);
+    publisher.expect(PUBLISHED);
+    let mut sub = on(&r, 1);
+    let id = sub.subscribe("com.r.a", r#"{"get_retained": true}"#);
+    let got = {
+        let ev = sub.expect(EVENT);
+        assert_eq!(ev.at(1).u(), id);
+        assert_eq!(ev.at(3).key("retained"), &Value::Bool(true), "{ev:?}");
+        ev.at(4).at(0).clone()
+    };
+    assert_eq!(got, Value::Str("a2".into()), "the last retained event");
+    sentinel(&mut publisher, "com.r.a");
+    assert!(until_sentinel(&mut sub).is_empty(), "one retained event only");
+    // without get_retained: nothing
+    let mut plain = on(&r, 1);
+    plain.subscribe("com.r.a", "{}");
+    sentinel(&mut publisher, "com.r.a");
+    assert!(until_sentinel(&mut plain).is_empty());
+    // a pattern: every matching topic's, with the topic
+    let mut wide = on(&r, 0);
+    wide.subscribe("com.r.", r#"{"match": "prefix", "get_retained": true}"#);
+    let mut seen: Vec<(String, String)> = (0..2)
+        .map(|_| {
+            let ev = wide.expect(EVENT);
+            assert_eq!(ev.at(3).key("retained"), &Value::Bool(true));
+            (ev.at(3).key("topic").s().to_owned(), ev.at(4).at(0).s().to_owned())
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, vec![("com.r.a".into(), "a2".into()), ("com.r.b".into(), "b1".into())]);
+    sentinel(&mut publisher, "com.r.b");
+    assert!(until_sentinel(&mut wide).is_empty());
+    // a retained event its whitelist keeps from this subscriber
+    publisher.send_json(r#"[16, 20, {"acknowledge": true, "retain": true, "eligible_authid": ["nobody"]}, "com.r.c", ["secret"]]"#);
+    publisher.expect(PUBLISHED);
+    let mut nosy = on(&r, 1);
+    nosy.subscribe("com.r.c", r#"{"get_retained": true}"#);
+    sentinel(&mut publisher, "com.r.c");
+    assert!(until_sentinel(&mut nosy).is_empty(), "the whitelist holds for retained events");
+    // a realm without retention
+    let join = |c: &mut Client, realm: &str| {
+        c.send_json(r#"[6, {}, "wamp.close.close_realm"]"#);
+        c.expect(GOODBYE);
+        c.send_json(&format!(r#"[1, "{realm}", {ROLES}]"#));
+        c.session = c.expect(WELCOME).at(1).u();
+    };
+    let (mut p2, mut s2) = (on(&r, 0), on(&r, 1));
+    join(&mut p2, "forgetful");
+    join(&mut s2, "forgetful");
+    p2.send_json(r#"[16, 1, {"acknowledge": true, "retain": true}, "com.r.a", ["kept?"]]"#);
+    p2.expect(PUBLISHED);
+    s2.subscribe("com.r.a", r#"{"get_retained": true}"#);
+    sentinel(&mut p2, "com.r.a");
+    assert!(until_sentinel(&mut s2).is_empty(), "retention is off in this realm");
+    // bounded: one topic per shard in the realm "small"
+    let (mut p3, mut s3) = (on(&r, 0), on(&r, 1));
+    join(&mut p3, "small");
+    join(&mut s3, "small");
+    for n in 0..6 {
+        p3.send_json(&format!(
+            r#"[16, {}, {{"acknowledge": true, "retain": true}}, "com.s.t{n}", [{n}]]"#,
+            n + 1
+        ));
+        p3.expect(PUBLISHED);
+    }
+    s3.subscribe("com.s.", r#"{"match": "prefix", "get_retained": true}"#);
+    sentinel(&mut p3, "com.s.x");
+    let kept = until_sentinel(&mut s3);
+    assert!(!kept.is_empty() && kept.len() <= shards, "kept {} retained events", kept.len());
+    assert!(r.metric_sum("retained_refused") >= (6 - shards) as i64, "{}", r.metrics_text());
+}
+
+#[test]
+fn retained_events_reach_new_subscribers_1_shard() {
+    retained_events_reach_new_subscribers(1);
+}
+
+#[test]
+fn retained_events_reach_new_subscribers_2_shards() {
+    retained_events_reach_new_subscribers(2);
 }

@@ -7,6 +7,7 @@ use ahash::AHashMap;
 use bytes::Bytes;
 use tracing::debug;
 
+use super::gather::{Answer, Query, Reply};
 use super::options::{InvokePolicy, PublishOptions, Receivers, SubscribeOptions};
 use super::session::LocalSession;
 use super::tables::AckThen;
@@ -79,6 +80,42 @@ pub struct EventExtras {
     pub receivers: Option<Box<Receivers>>,
 }
 
+/// EVENT.Details a publication's extras give (passthru attributes, the
+/// publisher); the topic and `retained` are added by the caller.
+fn event_details(extras: Option<&EventExtras>) -> Dict {
+    let mut details = Dict::new();
+    if let Some(e) = extras {
+        if let Some(ppt) = &e.ppt {
+            details.0.extend(ppt.0.iter().cloned());
+        }
+        if let Some((id, authid, authrole)) = &e.publisher {
+            details.insert("publisher", Value::UInt(*id));
+            details.insert("publisher_authid", Value::Str(authid.to_string()));
+            details.insert("publisher_authrole", Value::Str(authrole.to_string()));
+        }
+    }
+    details
+}
+
+/// A topic's retained event, kept on the topic's home shard.
+#[derive(Debug, Clone)]
+pub struct Retained {
+    pub publication: Id,
+    /// A copy (it holds no read buffer).
+    pub payload: Payload,
+    pub extras: Option<Box<EventExtras>>,
+    /// The publisher, when it excluded itself (it does not get it either).
+    pub exclude: Id,
+}
+
+/// A retained event on its way to its topic's home shard.
+#[derive(Debug)]
+pub struct RetainMsg {
+    pub realm: RealmIdx,
+    pub topic: Arc<str>,
+    pub event: Retained,
+}
+
 /// What every EVENT of one publication shares.
 struct Publication<'a> {
     id: Id,
@@ -113,17 +150,7 @@ fn deliver_local(
         let slot = &mut frames[s.ser.index()];
         if slot.is_none() {
             let Some(payload) = cache.get(s.ser, stats) else { continue };
-            let mut details = Dict::new();
-            if let Some(e) = publication.extras {
-                if let Some(ppt) = &e.ppt {
-                    details.0.extend(ppt.0.iter().cloned());
-                }
-                if let Some((id, authid, authrole)) = &e.publisher {
-                    details.insert("publisher", Value::UInt(*id));
-                    details.insert("publisher_authid", Value::Str(authid.to_string()));
-                    details.insert("publisher_authrole", Value::Str(authrole.to_string()));
-                }
-            }
+            let mut details = event_details(publication.extras);
             if sub.policy != MatchPolicy::Exact {
                 details.insert("topic", Value::Str(publication.topic.to_owned()));
             }
@@ -160,10 +187,14 @@ impl Router {
         match s.subs.get(&key) {
             Some(Some(id)) => {
                 let id = *id;
-                return self.session_reply(sid, |ser| encode::subscribed(ser, request, id));
+                self.session_reply(sid, |ser| encode::subscribed(ser, request, id));
+                if options.get_retained {
+                    self.fetch_retained(sid, id, key);
+                }
+                return;
             }
             Some(None) if s.subs.len() + s.sub_waiters.len() < max => {
-                s.sub_waiters.push((key, request));
+                s.sub_waiters.push((key, request, options.get_retained));
                 return;
             }
             Some(None) => {}
@@ -179,26 +210,126 @@ impl Router {
             session: sid,
             request,
             key: key.clone(),
+            get_retained: options.get_retained,
         });
         self.request_change(realm, (policy, key.1), sid, token, InvokePolicy::Single, ShardMsg::SubscribeReq);
     }
 
-    pub(super) fn subscribe_done(&mut self, sid: Id, request: Id, key: (MatchPolicy, Arc<str>), id: Id) {
+    pub(super) fn subscribe_done(&mut self, sid: Id, request: Id, key: (MatchPolicy, Arc<str>), get_retained: bool, id: Id) {
         let Some(s) = self.sessions.get_mut(&sid) else { return };
         let Some(slot) = s.subs.get_mut(&key) else { return };
         *slot = Some(id);
         s.sub_ids.insert(id, key.clone());
-        let mut requests = vec![request];
-        s.sub_waiters.retain(|(k, r)| {
+        let mut requests = vec![(request, get_retained)];
+        s.sub_waiters.retain(|(k, r, g)| {
             if *k == key {
-                requests.push(*r);
+                requests.push((*r, *g));
                 false
             } else {
                 true
             }
         });
-        for r in requests {
+        for (r, get_retained) in requests {
             self.session_reply(sid, |ser| encode::subscribed(ser, r, id));
+            if get_retained {
+                self.fetch_retained(sid, id, key.clone());
+            }
+        }
+    }
+
+    /// After SUBSCRIBED with `get_retained`: asks the shards that keep the
+    /// matching topics' retained events (the topic's home for an exact
+    /// subscription, every shard for a pattern) to send them.
+    fn fetch_retained(&mut self, sid: Id, subscription: Id, (policy, uri): (MatchPolicy, Arc<str>)) {
+        let Some(s) = self.sessions.get(&sid) else { return };
+        let realm = s.realm;
+        if s.builtin_calls >= self.limits.max_pending_calls {
+            ShardStats::inc(&self.stats.calls_refused);
+            return;
+        }
+        let shards: Vec<usize> = if policy == MatchPolicy::Exact {
+            vec![self.home_of(realm, &uri)]
+        } else {
+            (0..self.nshards).collect()
+        };
+        let reply = Reply::Retained {
+            session: sid,
+            subscription,
+            policy,
+        };
+        self.scatter(reply, realm, Query::Retained { policy, uri }, &shards);
+    }
+
+    /// On a topic's home shard: keeps an event as the topic's retained one,
+    /// replacing the one before; a new topic past the realm's share of
+    /// `max_retained_events` / `max_retained_bytes` is not kept (counted).
+    pub(super) fn store_retained(&mut self, msg: RetainMsg) {
+        let r = &mut self.realms[msg.realm as usize];
+        let bytes = msg.topic.len() + msg.event.payload.raw.len();
+        let before = r.retained.get(&msg.topic).map(|old| msg.topic.len() + old.payload.raw.len());
+        let count = r.retained.len() + usize::from(before.is_none());
+        if count > r.max_retained_events || r.retained_bytes - before.unwrap_or(0) + bytes > r.max_retained_bytes {
+            ShardStats::inc(&self.stats.retained_refused);
+            return;
+        }
+        r.retained_bytes = r.retained_bytes - before.unwrap_or(0) + bytes;
+        if before.is_none() {
+            self.stats.retained_events.fetch_add(1, Ordering::Relaxed);
+        }
+        r.retained.insert(msg.topic, msg.event);
+    }
+
+    /// This shard's retained events of topics that `(policy, uri)` matches.
+    pub(super) fn retained_matching(&self, realm: RealmIdx, policy: MatchPolicy, uri: &str) -> Vec<(Arc<str>, Retained)> {
+        let r = &self.realms[realm as usize];
+        if policy == MatchPolicy::Exact {
+            return r
+                .retained
+                .get_key_value(uri)
+                .map(|(t, e)| (t.clone(), e.clone()))
+                .into_iter()
+                .collect();
+        }
+        r.retained
+            .iter()
+            .filter(|(t, _)| wamp::uri::pattern_matches(policy, uri, t))
+            .map(|(t, e)| (t.clone(), e.clone()))
+            .collect()
+    }
+
+    /// The retained events for a new subscription, to its session: each one
+    /// it would have received when it was published, with `retained`.
+    pub(super) fn deliver_retained(&mut self, sid: Id, subscription: Id, policy: MatchPolicy, answers: Vec<Answer>) {
+        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        s.builtin_calls = s.builtin_calls.saturating_sub(1);
+        let Some(s) = self.sessions.get(&sid) else { return };
+        for answer in answers {
+            let Answer::Retained(events) = answer else { continue };
+            for (topic, e) in events {
+                if e.exclude == sid {
+                    continue;
+                }
+                let extras = e.extras.as_deref();
+                if let Some(r) = extras.and_then(|x| x.receivers.as_deref()) {
+                    if !r.admit(sid, &s.identity.authid, &s.identity.authrole) {
+                        continue;
+                    }
+                }
+                let Ok(payload) = codec::transcode(&e.payload, s.ser) else {
+                    continue;
+                };
+                let mut details = event_details(extras);
+                if policy != MatchPolicy::Exact {
+                    details.insert("topic", Value::Str(topic.to_string()));
+                }
+                details.insert("retained", Value::Bool(true));
+                let details = codec::encode_dict(s.ser, &details);
+                let frame = encode::event(s.ser, subscription, e.publication, &details, &payload);
+                if s.outbox.fits(frame.len()) {
+                    s.outbox.push(frame);
+                    ShardStats::inc(&self.stats.messages_out);
+                }
+            }
         }
     }
 
@@ -361,7 +492,27 @@ impl Router {
             })
         });
         let exclude = if options.exclude_me { sid } else { 0 };
+        let keep = (options.retain && self.realms[realm as usize].retention).then(|| extras.clone());
         let id = self.route_publication(realm, &topic, &payload, extras, exclude);
+        if let Some(extras) = keep {
+            let topic: Arc<str> = topic.as_str().into();
+            let event = Retained {
+                publication: id,
+                payload: Payload {
+                    raw: Bytes::copy_from_slice(&payload.raw),
+                    ..payload
+                },
+                extras,
+                exclude,
+            };
+            let msg = RetainMsg { realm, topic, event };
+            let home = self.home_of(realm, &msg.topic);
+            if home == self.me {
+                self.store_retained(msg);
+            } else {
+                self.send_to(home, ShardMsg::Retain(Box::new(msg)));
+            }
+        }
         if acknowledge {
             self.session_reply(sid, |ser| encode::published(ser, request, id));
         }

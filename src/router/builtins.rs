@@ -358,6 +358,7 @@ impl Router {
                 session,
                 reason,
             } => Answer::Removed(self.revoke(realm, registration, session, reason)),
+            Query::Retained { policy, uri } => Answer::Retained(self.retained_matching(realm, policy, &uri)),
             Query::Subscribers { subscription } => Answer::Ids(
                 self.realms[realm as usize]
                     .subscriptions
@@ -410,11 +411,18 @@ impl Router {
     /// All answers of a gather are in (`complete`), or its deadline came:
     /// the caller gets its RESULT or ERROR.
     pub(super) fn gathered(&mut self, reply: Reply, answers: Vec<Answer>, complete: bool) {
-        let Reply::Call {
-            caller,
-            request,
-            procedure,
-        } = reply;
+        let (caller, request, procedure) = match reply {
+            Reply::Call {
+                caller,
+                request,
+                procedure,
+            } => (caller, request, procedure),
+            Reply::Retained {
+                session,
+                subscription,
+                policy,
+            } => return self.deliver_retained(session, subscription, policy, answers),
+        };
         let Some(s) = self.sessions.get_mut(&caller) else {
             return; // the caller left meanwhile
         };
@@ -466,7 +474,7 @@ impl Router {
                 }
                 Some(Answer::Removed(Err(e))) => Err((*e, "it could not be removed")),
                 Some(Answer::Removed(Ok(()))) => Ok(Vec::new()),
-                Some(Answer::Session(Some(_))) | None => Err((uris::CANCELED, "no shard answered")),
+                Some(Answer::Session(Some(_)) | Answer::Retained(_)) | None => Err((uris::CANCELED, "no shard answered")),
             }
         };
         match result {

@@ -6,7 +6,9 @@
 
 use super::timers::{Due, TimerKey};
 use super::{RealmIdx, Router, ShardMsg};
-use crate::wamp::{Dict, Id};
+use std::sync::Arc;
+
+use crate::wamp::{Dict, Id, MatchPolicy};
 
 /// How long a gather waits for the shards' answers. Shards answer within
 /// microseconds when they run; one that has not answered after this long is
@@ -29,6 +31,8 @@ pub enum Query {
         session: Id,
         reason: Option<String>,
     },
+    /// The retained events of this shard's topics that match.
+    Retained { policy: MatchPolicy, uri: Arc<str> },
     /// The local subscribers of a subscription.
     Subscribers { subscription: Id },
     /// Remove the subscriber `session` from `subscription` (revocation).
@@ -66,6 +70,8 @@ pub enum Answer {
     Removed(Result<(), &'static str>),
     /// The sessions closed.
     Killed(Vec<Id>),
+    /// Retained events: (topic, the event).
+    Retained(Vec<(Arc<str>, super::broker::Retained)>),
 }
 
 /// A query on its way to a shard.
@@ -87,6 +93,22 @@ pub(super) enum Reply {
         request: Id,
         procedure: super::builtins::Builtin,
     },
+    /// The retained events for a new subscription of a local session.
+    Retained {
+        session: Id,
+        subscription: Id,
+        policy: MatchPolicy,
+    },
+}
+
+impl Reply {
+    /// The local session the answer goes to.
+    pub(super) fn session(&self) -> Id {
+        match self {
+            Reply::Call { caller, .. } => *caller,
+            Reply::Retained { session, .. } => *session,
+        }
+    }
 }
 
 /// A gather in progress on the shard that asked.
@@ -106,8 +128,7 @@ impl Router {
     pub(super) fn scatter(&mut self, reply: Reply, realm: RealmIdx, query: Query, shards: &[usize]) {
         let id = self.next_token;
         self.next_token += 1;
-        let Reply::Call { caller, .. } = reply;
-        if let Some(s) = self.sessions.get_mut(&caller) {
+        if let Some(s) = self.sessions.get_mut(&reply.session()) {
             s.builtin_calls += 1;
         }
         let timer = self.timers.start(self.clock.now(), GATHER_DEADLINE, Due::Gather { id });

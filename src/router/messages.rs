@@ -51,6 +51,8 @@ pub enum ShardMsg {
     /// `wamp.error.unavailable`; route the call to another callee of the
     /// shared registration (`tried` names those that declined).
     Reroute(Box<InvokeMsg>),
+    /// To a topic's home shard: keep this event as the topic's retained one.
+    Retain(Box<super::RetainMsg>),
     /// A scatter/gather's question for the receiving shard.
     Query(Box<super::QueryMsg>),
     /// Its answer, back to the shard that asked.
@@ -107,6 +109,7 @@ impl ShardMsg {
             | ShardMsg::Applied { .. }
             | ShardMsg::Event(_)
             | ShardMsg::Query(_)
+            | ShardMsg::Retain(_)
             | ShardMsg::Answer { .. } => Concerns::Nobody,
         }
     }

@@ -47,7 +47,7 @@ use crate::wamp::message::Serializer;
 use crate::wamp::uri::{UriCheck, UriError, UriLimits};
 use crate::wamp::{self, uris, Dict, Id, Value};
 
-pub use broker::{EventExtras, Subscription};
+pub use broker::{EventExtras, RetainMsg, Retained, Subscription};
 pub use dealer::Registration;
 pub use gather::{Answer, Query, QueryMsg};
 pub use messages::{CallChunk, CallDone, Concerns, EventMsg, InterruptMsg, InvokeMsg, ShardLink, ShardMsg, TableChange};
@@ -76,6 +76,13 @@ pub struct Realm {
     /// that act on other sessions (`realm.meta_roles`, `meta_admin_roles`).
     pub meta_roles: Vec<String>,
     pub meta_admin_roles: Vec<String>,
+    /// Event retention: on or off, and this shard's share of the bounds.
+    pub retention: bool,
+    pub max_retained_events: usize,
+    pub max_retained_bytes: usize,
+    /// The retained events of the topics whose home is this shard.
+    pub(crate) retained: AHashMap<Arc<str>, broker::Retained>,
+    pub(crate) retained_bytes: usize,
     /// Subscriptions (entries) to `wamp.` topics in this replica: meta
     /// events are built only when there is one.
     pub(crate) meta_subscriptions: usize,
@@ -155,6 +162,9 @@ impl Router {
                 publisher_disclosure: r.publisher_disclosure,
                 meta_roles: r.meta_roles.clone(),
                 meta_admin_roles: r.meta_admin_roles.clone(),
+                retention: r.retention,
+                max_retained_events: r.max_retained_events.div_ceil(nshards.max(1)),
+                max_retained_bytes: r.max_retained_bytes.div_ceil(nshards.max(1)),
                 ..Realm::default()
             })
             .collect();

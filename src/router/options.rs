@@ -267,6 +267,8 @@ pub(super) struct PublishOptions {
     pub(super) disclose_me: bool,
     /// Black- and whitelists of subscribers.
     pub(super) receivers: Option<Box<Receivers>>,
+    /// Keep it as the topic's retained event.
+    pub(super) retain: bool,
     /// Payload passthru attributes (see [`passthru`]).
     pub(super) ppt: Option<Box<Dict>>,
 }
@@ -280,6 +282,7 @@ impl PublishOptions {
                 exclude_me: true,
                 disclose_me: false,
                 receivers: None,
+                retain: false,
                 ppt: None,
             };
         }
@@ -288,6 +291,7 @@ impl PublishOptions {
             exclude_me: flag(options, "exclude_me", true),
             disclose_me: flag(options, "disclose_me", false),
             receivers: Receivers::read(options),
+            retain: flag(options, "retain", false),
             ppt: passthru(options),
         }
     }
@@ -297,11 +301,16 @@ impl PublishOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct SubscribeOptions {
     pub(super) policy: MatchPolicy,
+    /// Send the retained events of the matching topics first.
+    pub(super) get_retained: bool,
 }
 
 impl SubscribeOptions {
     pub(super) fn read(options: &Dict) -> Self {
-        SubscribeOptions { policy: policy(options) }
+        SubscribeOptions {
+            policy: policy(options),
+            get_retained: flag(options, "get_retained", false),
+        }
     }
 }
 
@@ -531,6 +540,7 @@ mod tests {
                 exclude_me: true,
                 disclose_me: false,
                 receivers: None,
+                retain: false,
                 ppt: None,
             }
         );
@@ -544,6 +554,7 @@ mod tests {
                 exclude_me: false,
                 disclose_me: false,
                 receivers: None,
+                retain: false,
                 ppt: None,
             }
         );

@@ -98,8 +98,9 @@ pub(super) struct LocalSession {
     /// Subscriptions by pattern; `None` while the change is in flight.
     pub(super) subs: AHashMap<(MatchPolicy, Arc<str>), Option<Id>>,
     pub(super) sub_ids: AHashMap<Id, (MatchPolicy, Arc<str>)>,
-    /// Requests that wait for an in-flight subscribe of the same pattern.
-    pub(super) sub_waiters: Vec<((MatchPolicy, Arc<str>), Id)>,
+    /// Requests that wait for an in-flight subscribe of the same pattern
+    /// (and whether each asked for the retained events).
+    pub(super) sub_waiters: Vec<((MatchPolicy, Arc<str>), Id, bool)>,
     pub(super) regs: AHashMap<Id, (MatchPolicy, Arc<str>)>,
     pub(super) regs_pending: AHashMap<(MatchPolicy, Arc<str>), Id>,
     pub(super) invocations: AHashMap<Id, PendingInvocation>,
@@ -244,6 +245,7 @@ fn welcome_details(who: &SessionIdentity) -> Dict {
                                 "session_meta_api",
                                 "subscription_meta_api",
                                 "subscription_revocation",
+                                "event_retention",
                             ]),
                         )),
                     )

@@ -16,6 +16,7 @@ pub(super) enum AckThen {
         session: Id,
         request: Id,
         key: (MatchPolicy, Arc<str>),
+        get_retained: bool,
     },
     Unsubscribed {
         session: Id,
@@ -88,6 +89,7 @@ impl Router {
             ShardMsg::Interrupt(msg) => self.interrupt_local(msg),
             ShardMsg::InvokeMore(chunk) => self.invoke_more(*chunk),
             ShardMsg::Reroute(inv) => self.reroute(*inv),
+            ShardMsg::Retain(msg) => self.store_retained(*msg),
             ShardMsg::Query(q) => self.on_query(*q),
             ShardMsg::Answer { gather, answer } => self.on_answer(gather, answer),
         }
@@ -180,7 +182,12 @@ impl Router {
         }
         let Some(p) = self.pending.remove(&token) else { return };
         match p.then {
-            AckThen::Subscribed { session, request, key } => self.subscribe_done(session, request, key, p.id),
+            AckThen::Subscribed {
+                session,
+                request,
+                key,
+                get_retained,
+            } => self.subscribe_done(session, request, key, get_retained, p.id),
             AckThen::Registered { session, request, key } => self.register_done(session, request, key, p.id),
             AckThen::Unsubscribed { session, request } => {
                 self.session_reply(session, |ser| encode::unsubscribed(ser, request));

@@ -32,6 +32,25 @@ impl MatchPolicy {
     }
 }
 
+/// Whether `topic` matches `pattern` under `policy` (exact, prefix, or
+/// wildcard: empty pattern components match any one component).
+pub fn pattern_matches(policy: MatchPolicy, pattern: &str, topic: &str) -> bool {
+    match policy {
+        MatchPolicy::Exact => pattern == topic,
+        MatchPolicy::Prefix => topic.starts_with(pattern),
+        MatchPolicy::Wildcard => {
+            let (mut p, mut t) = (pattern.split('.'), topic.split('.'));
+            loop {
+                match (p.next(), t.next()) {
+                    (None, None) => return true,
+                    (Some(a), Some(b)) if a.is_empty() || a == b => {}
+                    _ => return false,
+                }
+            }
+        }
+    }
+}
+
 /// What a URI is checked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UriCheck {
