@@ -119,6 +119,38 @@ pub struct RealmConfig {
     pub max_retained_events: usize,
     #[serde(default = "default_retained_bytes")]
     pub max_retained_bytes: usize,
+    /// Topics whose events are kept for `wamp.subscription.get_events`.
+    #[serde(default)]
+    pub history: Vec<HistoryRule>,
+    /// Bytes of events the realm's history keeps at most (each shard keeps
+    /// its share); past it a topic's oldest events go first, then new ones
+    /// are not kept.
+    #[serde(default = "default_history_bytes")]
+    pub max_history_bytes: usize,
+}
+
+/// `realm[i].history[j]`: events of the topics this matches are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryRule {
+    pub uri: String,
+    /// "exact" (default), "prefix" or "wildcard".
+    #[serde(default, rename = "match")]
+    pub policy: Option<String>,
+    /// Events kept per topic.
+    #[serde(default = "default_history_limit")]
+    pub limit: usize,
+    /// Events older than this are dropped (0: kept until the limit).
+    #[serde(default)]
+    pub max_age_ms: u64,
+}
+
+fn default_history_limit() -> usize {
+    100
+}
+
+fn default_history_bytes() -> usize {
+    64 * 1024 * 1024
 }
 
 fn yes() -> bool {
@@ -164,6 +196,8 @@ impl RealmConfig {
             retention: true,
             max_retained_events: default_retained_events(),
             max_retained_bytes: default_retained_bytes(),
+            history: Vec::new(),
+            max_history_bytes: default_history_bytes(),
         }
     }
 }
@@ -346,6 +380,24 @@ impl Config {
         for (i, r) in self.realms.iter().enumerate() {
             if !crate::wamp::uri::is_valid(&r.name, crate::wamp::UriCheck::Concrete) {
                 return Err(invalid(format!("realm[{i}].name"), format!("'{}' is not a valid WAMP URI", r.name)));
+            }
+            for (j, h) in r.history.iter().enumerate() {
+                let policy = h.policy.as_deref().unwrap_or("exact");
+                let Some(policy) = crate::wamp::MatchPolicy::parse(policy) else {
+                    return Err(invalid(
+                        format!("realm[{i}].history[{j}].match"),
+                        format!("'{policy}' is not exact, prefix or wildcard"),
+                    ));
+                };
+                if !crate::wamp::uri::is_valid(&h.uri, crate::wamp::UriCheck::Pattern(policy)) {
+                    return Err(invalid(
+                        format!("realm[{i}].history[{j}].uri"),
+                        format!("'{}' is not a valid {} pattern", h.uri, policy.as_str()),
+                    ));
+                }
+                if h.limit == 0 {
+                    return Err(invalid(format!("realm[{i}].history[{j}].limit"), "must be positive"));
+                }
             }
             if self.realms[..i].iter().any(|o| o.name == r.name) {
                 return Err(invalid(format!("realm[{i}].name"), format!("realm '{}' is defined twice", r.name)));

@@ -104,6 +104,10 @@ stats! {
     retained_refused: AtomicU64,
     /// Retained events (topics) this shard keeps.
     retained_events: AtomicI64,
+    /// Events kept in an event history.
+    history_events: AtomicU64,
+    /// Events not kept in history: the realm's share of max_history_bytes was full.
+    history_dropped: AtomicU64,
     /// Meta events the router published (session joins and leaves, ...).
     meta_events: AtomicU64,
     /// Sessions closed by the kill meta procedures.

@@ -301,3 +301,143 @@ fn retained_events_reach_new_subscribers_1_shard() {
 fn retained_events_reach_new_subscribers_2_shards() {
     retained_events_reach_new_subscribers(2);
 }
+
+const HISTORY: &str = "\n[[realm]]\nname = \"realm1\"\n[[realm.history]]\nuri = \"com.h.\"\nmatch = \"prefix\"\nlimit = 5";
+
+/// `wamp.subscription.get_events` for `sub` with kwargs; the events' first
+/// arguments, or the whole Event dictionaries.
+fn get_events(c: &mut Client, sub: u64, kwargs: &str) -> Vec<Value> {
+    let req = c.next_req();
+    c.send_json(&format!(r#"[48, {req}, {{}}, "wamp.subscription.get_events", [{sub}], {kwargs}]"#));
+    // live events of the same subscriptions may still be arriving
+    let m = loop {
+        let m = c.recv_msg();
+        if m.code() != EVENT {
+            break m;
+        }
+    };
+    assert_eq!(m.code(), RESULT, "{m:?}");
+    match m.at(3).at(0) {
+        Value::List(l) => l.clone(),
+        other => panic!("not a list of events: {other:?}"),
+    }
+}
+
+fn firsts(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match e.key("args").at(0) {
+            Value::Str(s) => s.clone(),
+            Value::UInt(n) => n.to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+/// Event history: events of topics a realm's `history` rule matches are
+/// kept (up to the rule's limit per topic), whichever shard they were
+/// published on, and `wamp.subscription.get_events` returns them for a
+/// subscription, in order, with the spec's filters; events sent to
+/// session-ID lists are not kept, and whitelists hold for the caller.
+fn history_is_kept_and_queried(shards: usize) {
+    let r = Router::start_with(shards, HISTORY, "", &[]);
+    let mut publisher = on(&r, 1);
+    let mut reader = on(&r, 0);
+    let exact = reader.subscribe("com.h.a", "{}");
+    let pattern = reader.subscribe("com.h.", r#"{"match": "prefix"}"#);
+    let mut ids = Vec::new();
+    let publish = |p: &mut Client, topic: &str, arg: &str, extra: &str| {
+        let req = p.next_req();
+        p.send_json(&format!(
+            r#"[16, {req}, {{"acknowledge": true{extra}}}, "{topic}", ["{arg}"], {{"n": {req}}}]"#
+        ));
+        let m = p.expect(PUBLISHED);
+        m.at(2).u()
+    };
+    for n in 0..7 {
+        ids.push(publish(&mut publisher, "com.h.a", &format!("a{n}"), ""));
+    }
+    publish(&mut publisher, "com.h.b", "b0", "");
+    publish(
+        &mut publisher,
+        "com.h.b",
+        "private",
+        &format!(r#", "eligible": [{}]"#, reader.session),
+    );
+    publish(&mut publisher, "com.h.b", "hidden", r#", "eligible_authid": ["nobody"]"#);
+    publish(&mut publisher, "com.h.b", "b1", "");
+    publish(&mut publisher, "com.other", "none", "");
+    let events = get_events(&mut reader, exact, "{}");
+    assert_eq!(
+        firsts(&events),
+        ["a2", "a3", "a4", "a5", "a6"],
+        "the last 5 (the rule's limit), oldest first"
+    );
+    let e = &events[0];
+    assert_eq!(e.key("subscription").u(), exact);
+    assert_eq!(e.key("publication").u(), ids[2]);
+    assert!(e.key("timestamp").s().ends_with('Z'), "{e:?}");
+    assert_eq!(e.key("kwargs").key("n").u(), 3);
+    assert!(e.key("details").get("topic").is_none(), "no topic for an exact subscription");
+    assert_eq!(
+        firsts(&get_events(&mut reader, exact, r#"{"reverse": true, "limit": 2}"#)),
+        ["a6", "a5"]
+    );
+    let all = get_events(&mut reader, pattern, "{}");
+    assert_eq!(
+        firsts(&all),
+        ["a2", "a3", "a4", "a5", "a6", "b0", "b1"],
+        "both topics, in order; private and hidden left out"
+    );
+    assert_eq!(all[5].key("details").key("topic").s(), "com.h.b");
+    assert_eq!(firsts(&get_events(&mut reader, pattern, r#"{"topic": "com.h.b"}"#)), ["b0", "b1"]);
+    let p4 = ids[4];
+    assert_eq!(
+        firsts(&get_events(&mut reader, exact, &format!(r#"{{"from_publication": {p4}}}"#))),
+        ["a4", "a5", "a6"]
+    );
+    assert_eq!(
+        firsts(&get_events(&mut reader, exact, &format!(r#"{{"after_publication": {p4}}}"#))),
+        ["a5", "a6"]
+    );
+    assert_eq!(
+        firsts(&get_events(&mut reader, exact, &format!(r#"{{"before_publication": {p4}}}"#))),
+        ["a2", "a3"]
+    );
+    assert_eq!(
+        firsts(&get_events(&mut reader, exact, &format!(r#"{{"until_publication": {p4}}}"#))),
+        ["a2", "a3", "a4"]
+    );
+    assert!(get_events(&mut reader, exact, r#"{"from_time": "2999-01-01T00:00:00Z"}"#).is_empty());
+    assert_eq!(get_events(&mut reader, exact, r#"{"until_time": "2999-01-01T00:00:00Z"}"#).len(), 5);
+    assert_eq!(get_events(&mut reader, exact, r#"{"after_time": "2000-01-01T00:00:00Z"}"#).len(), 5);
+    // the whitelist's authid: a reader with that authid sees the hidden one
+    let mut nobody = on(&r, 1);
+    rejoin(&mut nobody, r#"{"roles": {"subscriber": {}, "caller": {}}, "authid": "nobody"}"#);
+    let sub_b = nobody.subscribe("com.h.b", "{}");
+    assert_eq!(firsts(&get_events(&mut nobody, sub_b, "{}")), ["b0", "hidden", "b1"]);
+    // errors
+    reader.send_json(r#"[48, 100, {}, "wamp.subscription.get_events", [12345]]"#);
+    reader.expect_error(CALL, 100, "wamp.error.no_such_subscription");
+    reader.send_json(&format!(
+        r#"[48, 101, {{}}, "wamp.subscription.get_events", [{exact}], {{"limit": 0}}]"#
+    ));
+    reader.expect_error(CALL, 101, "wamp.error.invalid_argument");
+    reader.send_json(&format!(
+        r#"[48, 102, {{}}, "wamp.subscription.get_events", [{exact}], {{"from_time": "yesterday"}}]"#
+    ));
+    reader.expect_error(CALL, 102, "wamp.error.invalid_argument");
+    // a topic without a history rule keeps nothing
+    let other = reader.subscribe("com.other", "{}");
+    assert!(get_events(&mut reader, other, "{}").is_empty());
+}
+
+#[test]
+fn history_is_kept_and_queried_1_shard() {
+    history_is_kept_and_queried(1);
+}
+
+#[test]
+fn history_is_kept_and_queried_2_shards() {
+    history_is_kept_and_queried(2);
+}

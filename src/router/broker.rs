@@ -82,7 +82,7 @@ pub struct EventExtras {
 
 /// EVENT.Details a publication's extras give (passthru attributes, the
 /// publisher); the topic and `retained` are added by the caller.
-fn event_details(extras: Option<&EventExtras>) -> Dict {
+pub(super) fn event_details(extras: Option<&EventExtras>) -> Dict {
     let mut details = Dict::new();
     if let Some(e) = extras {
         if let Some(ppt) = &e.ppt {
@@ -108,12 +108,36 @@ pub struct Retained {
     pub exclude: Id,
 }
 
-/// A retained event on its way to its topic's home shard.
+/// An event to keep, on its way to its topic's home shard: as the topic's
+/// retained event, in its history, or both.
 #[derive(Debug)]
 pub struct RetainMsg {
     pub realm: RealmIdx,
     pub topic: Arc<str>,
     pub event: Retained,
+    pub retain: bool,
+    pub history: bool,
+    /// When it was published (µs since the Unix epoch), and its place among
+    /// the publishing shard's kept ones.
+    pub at_us: u64,
+    pub seq: (u64, usize),
+}
+
+/// One event of a topic's history, kept on the topic's home shard.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// When it was published (µs since the Unix epoch).
+    pub at_us: u64,
+    /// Its place among its publishing shard's kept events (sequence,
+    /// shard): with the time, the order of a history.
+    pub seq: (u64, usize),
+    pub event: Retained,
+}
+
+impl Stored {
+    fn bytes(&self, topic: &str) -> usize {
+        topic.len() + self.event.payload.raw.len() + 64
+    }
 }
 
 /// What every EVENT of one publication shares.
@@ -264,6 +288,12 @@ impl Router {
     /// replacing the one before; a new topic past the realm's share of
     /// `max_retained_events` / `max_retained_bytes` is not kept (counted).
     pub(super) fn store_retained(&mut self, msg: RetainMsg) {
+        if msg.history {
+            self.store_history(msg.realm, msg.topic.clone(), msg.at_us, msg.seq, msg.event.clone());
+        }
+        if !msg.retain {
+            return;
+        }
         let r = &mut self.realms[msg.realm as usize];
         let bytes = msg.topic.len() + msg.event.payload.raw.len();
         let before = r.retained.get(&msg.topic).map(|old| msg.topic.len() + old.payload.raw.len());
@@ -277,6 +307,73 @@ impl Router {
             self.stats.retained_events.fetch_add(1, Ordering::Relaxed);
         }
         r.retained.insert(msg.topic, msg.event);
+    }
+
+    /// On a topic's home shard: appends an event to the topic's history,
+    /// dropping the topic's events past its rule's limit and age, then its
+    /// oldest ones while the realm's share of `max_history_bytes` is
+    /// exceeded (a new topic's event that still does not fit is not kept).
+    pub(super) fn store_history(&mut self, realm: RealmIdx, topic: Arc<str>, at_us: u64, seq: (u64, usize), event: Retained) {
+        let r = &mut self.realms[realm as usize];
+        let Some(&(_, _, limit, max_age)) = r
+            .history_rules
+            .iter()
+            .find(|(p, u, _, _)| wamp::uri::pattern_matches(*p, u, &topic))
+        else {
+            return;
+        };
+        let stored = Stored { at_us, seq, event };
+        let max_age = max_age * 1000;
+        let bytes = stored.bytes(&topic);
+        let events = r.history.entry(topic.clone()).or_default();
+        let mut freed = 0;
+        while events.len() >= limit || (max_age > 0 && events.front().is_some_and(|e| e.at_us + max_age < at_us)) {
+            match events.pop_front() {
+                Some(old) => freed += old.bytes(&topic),
+                None => break,
+            }
+        }
+        while r.history_bytes - freed + bytes > r.max_history_bytes {
+            match events.pop_front() {
+                Some(old) => freed += old.bytes(&topic),
+                None => break,
+            }
+        }
+        r.history_bytes -= freed;
+        if r.history_bytes + bytes > r.max_history_bytes {
+            ShardStats::inc(&self.stats.history_dropped);
+            if events.is_empty() {
+                r.history.remove(&topic);
+            }
+            return;
+        }
+        r.history_bytes += bytes;
+        events.push_back(stored);
+        ShardStats::inc(&self.stats.history_events);
+    }
+
+    /// This shard's kept events of topics that `(policy, uri)` matches
+    /// (and `topic`, if given), the expired ones left out.
+    pub(super) fn history_matching(&self, realm: RealmIdx, policy: MatchPolicy, uri: &str, topic: Option<&str>) -> Vec<(Arc<str>, Stored)> {
+        let r = &self.realms[realm as usize];
+        let now = super::now_us();
+        let mut out = Vec::new();
+        for (t, events) in &r.history {
+            if !wamp::uri::pattern_matches(policy, uri, t) || topic.is_some_and(|x| x != &**t) {
+                continue;
+            }
+            let max_age = r
+                .history_rules
+                .iter()
+                .find(|(p, u, _, _)| wamp::uri::pattern_matches(*p, u, t))
+                .map_or(0, |rule| rule.3 * 1000);
+            for e in events {
+                if max_age == 0 || e.at_us + max_age >= now {
+                    out.push((t.clone(), e.clone()));
+                }
+            }
+        }
+        out
     }
 
     /// This shard's retained events of topics that `(policy, uri)` matches.
@@ -492,7 +589,16 @@ impl Router {
             })
         });
         let exclude = if options.exclude_me { sid } else { 0 };
-        let keep = (options.retain && self.realms[realm as usize].retention).then(|| extras.clone());
+        let r = &self.realms[realm as usize];
+        let retain = options.retain && r.retention;
+        // the spec: events sent to session-ID lists are not kept in history
+        let history = !r.history_rules.is_empty()
+            && !extras
+                .as_deref()
+                .and_then(|e| e.receivers.as_deref())
+                .is_some_and(|l| l.eligible.is_some() || !l.exclude.is_empty())
+            && r.history_rules.iter().any(|(p, u, _, _)| wamp::uri::pattern_matches(*p, u, &topic));
+        let keep = (retain || history).then(|| extras.clone());
         let id = self.route_publication(realm, &topic, &payload, extras, exclude);
         if let Some(extras) = keep {
             let topic: Arc<str> = topic.as_str().into();
@@ -505,7 +611,16 @@ impl Router {
                 extras,
                 exclude,
             };
-            let msg = RetainMsg { realm, topic, event };
+            let msg = RetainMsg {
+                realm,
+                topic,
+                event,
+                retain,
+                history,
+                at_us: super::now_us(),
+                seq: (self.keep_seq, self.me),
+            };
+            self.keep_seq += 1;
             let home = self.home_of(realm, &msg.topic);
             if home == self.me {
                 self.store_retained(msg);

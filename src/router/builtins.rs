@@ -15,7 +15,9 @@
 //! sessions; others get `wamp.error.not_authorized`.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
+use super::broker::Stored;
 use super::gather::{Answer, KillTarget, Query, Reply};
 use super::options::{self, PublishOptions};
 use super::session::{LocalSession, Phase, Testament, TransportKind};
@@ -52,6 +54,97 @@ pub(super) enum Builtin {
     RegistrationListCallees,
     RegistrationCountCallees,
     RemoveCallee,
+    GetEvents,
+}
+
+/// The filters of `wamp.subscription.get_events` (times in ms since the
+/// Unix epoch).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryFilter {
+    pub reverse: bool,
+    pub limit: Option<usize>,
+    pub from_time: Option<u64>,
+    pub after_time: Option<u64>,
+    pub before_time: Option<u64>,
+    pub until_time: Option<u64>,
+    pub from_publication: Option<Id>,
+    pub after_publication: Option<Id>,
+    pub before_publication: Option<Id>,
+    pub until_publication: Option<Id>,
+}
+
+impl HistoryFilter {
+    fn read(kwargs: &Dict) -> Result<Self, String> {
+        let time = |key: &str| -> Result<Option<u64>, String> {
+            match kwargs.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Str(s)) => humantime::parse_rfc3339_weak(s)
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| Some(d.as_millis() as u64))
+                    .ok_or_else(|| format!("{key} is not an RFC 3339 time")),
+                Some(_) => Err(format!("{key} must be an RFC 3339 string")),
+            }
+        };
+        let id = |key: &str| -> Result<Option<Id>, String> {
+            match kwargs.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::UInt(u)) => Ok(Some(*u)),
+                Some(_) => Err(format!("{key} must be a publication ID")),
+            }
+        };
+        Ok(HistoryFilter {
+            reverse: matches!(kwargs.get("reverse"), Some(Value::Bool(true))),
+            limit: match kwargs.get("limit") {
+                None | Some(Value::Null) => None,
+                Some(Value::UInt(n)) if *n > 0 => Some(*n as usize),
+                Some(_) => return Err("limit must be a positive integer".into()),
+            },
+            from_time: time("from_time")?,
+            after_time: time("after_time")?,
+            before_time: time("before_time")?,
+            until_time: time("until_time")?,
+            from_publication: id("from_publication")?,
+            after_publication: id("after_publication")?,
+            before_publication: id("before_publication")?,
+            until_publication: id("until_publication")?,
+        })
+    }
+
+    /// Applies the filters to events in the order they occurred.
+    fn apply(&self, events: &mut Vec<(Arc<str>, Stored)>) {
+        events.retain(|(_, e)| {
+            let ms = e.at_us / 1000;
+            self.from_time.is_none_or(|t| ms >= t)
+                && self.after_time.is_none_or(|t| ms > t)
+                && self.before_time.is_none_or(|t| ms < t)
+                && self.until_time.is_none_or(|t| ms <= t)
+        });
+        // a publication bound that names no kept event keeps nothing
+        let at = |events: &Vec<(Arc<str>, Stored)>, p: Id| events.iter().position(|(_, e)| e.event.publication == p);
+        if let Some(p) = self.from_publication {
+            let i = at(events, p).unwrap_or(events.len());
+            events.drain(..i);
+        }
+        if let Some(p) = self.after_publication {
+            let i = at(events, p).map_or(events.len(), |i| i + 1);
+            events.drain(..i);
+        }
+        if let Some(p) = self.before_publication {
+            let i = at(events, p).unwrap_or(0);
+            events.truncate(i);
+        }
+        if let Some(p) = self.until_publication {
+            let i = at(events, p).map_or(0, |i| i + 1);
+            events.truncate(i);
+        }
+        if self.reverse {
+            events.reverse();
+        }
+        if let Some(n) = self.limit {
+            events.truncate(n);
+        }
+    }
 }
 
 /// Who may call a procedure of the router.
@@ -83,7 +176,8 @@ impl Builtin {
             | Builtin::RegistrationMatch
             | Builtin::RegistrationGet
             | Builtin::RegistrationListCallees
-            | Builtin::RegistrationCountCallees => Access::Read,
+            | Builtin::RegistrationCountCallees
+            | Builtin::GetEvents => Access::Read,
             Builtin::SubscriptionRemoveSubscriber
             | Builtin::SessionKill
             | Builtin::SessionKillByAuthid
@@ -111,6 +205,7 @@ impl Builtin {
             "wamp.subscription.list_subscribers" => Some(Builtin::SubscriptionListSubscribers),
             "wamp.subscription.count_subscribers" => Some(Builtin::SubscriptionCountSubscribers),
             "wamp.subscription.remove_subscriber" => Some(Builtin::SubscriptionRemoveSubscriber),
+            "wamp.subscription.get_events" => Some(Builtin::GetEvents),
             "wamp.registration.list" => Some(Builtin::RegistrationList),
             "wamp.registration.lookup" => Some(Builtin::RegistrationLookup),
             "wamp.registration.match" => Some(Builtin::RegistrationMatch),
@@ -242,6 +337,37 @@ impl Router {
                 };
                 self.scatter(reply, realm, query, &every);
             }
+            Builtin::GetEvents => {
+                let Some(subscription) = id_arg(args.first()) else {
+                    return invalid(self, "a subscription ID is needed");
+                };
+                let filter = match HistoryFilter::read(&kwargs) {
+                    Ok(f) => f,
+                    Err(e) => return invalid(self, &e),
+                };
+                let topic = match kwargs.get("topic") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Str(t)) => Some(t.clone()),
+                    Some(_) => return invalid(self, "topic must be a URI"),
+                };
+                let Some(sub) = self.realms[realm as usize].subscriptions.get(&subscription) else {
+                    return self.error_reply(sid, MessageType::Call, request, uris::NO_SUCH_SUBSCRIPTION, "no such subscription");
+                };
+                let (policy, uri) = (sub.policy, sub.uri.clone());
+                let shards: Vec<usize> = if policy == MatchPolicy::Exact {
+                    vec![self.home_of(realm, &uri)]
+                } else {
+                    every.clone()
+                };
+                let reply = Reply::History {
+                    caller: sid,
+                    request,
+                    subscription,
+                    pattern: policy != MatchPolicy::Exact,
+                    filter: Box::new(filter),
+                };
+                self.scatter(reply, realm, Query::History { policy, uri, topic }, &shards);
+            }
             Builtin::SubscriptionListSubscribers => {
                 let Some(subscription) = id_arg(args.first()) else {
                     return invalid(self, "a subscription ID is needed");
@@ -359,6 +485,7 @@ impl Router {
                 reason,
             } => Answer::Removed(self.revoke(realm, registration, session, reason)),
             Query::Retained { policy, uri } => Answer::Retained(self.retained_matching(realm, policy, &uri)),
+            Query::History { policy, uri, topic } => Answer::History(self.history_matching(realm, policy, &uri, topic.as_deref())),
             Query::Subscribers { subscription } => Answer::Ids(
                 self.realms[realm as usize]
                     .subscriptions
@@ -422,6 +549,13 @@ impl Router {
                 subscription,
                 policy,
             } => return self.deliver_retained(session, subscription, policy, answers),
+            Reply::History {
+                caller,
+                request,
+                subscription,
+                pattern,
+                filter,
+            } => return self.history_result(caller, request, subscription, pattern, &filter, answers, complete),
         };
         let Some(s) = self.sessions.get_mut(&caller) else {
             return; // the caller left meanwhile
@@ -474,7 +608,9 @@ impl Router {
                 }
                 Some(Answer::Removed(Err(e))) => Err((*e, "it could not be removed")),
                 Some(Answer::Removed(Ok(()))) => Ok(Vec::new()),
-                Some(Answer::Session(Some(_)) | Answer::Retained(_)) | None => Err((uris::CANCELED, "no shard answered")),
+                Some(Answer::Session(Some(_)) | Answer::Retained(_) | Answer::History(_)) | None => {
+                    Err((uris::CANCELED, "no shard answered"))
+                }
             }
         };
         match result {
@@ -715,6 +851,94 @@ impl Router {
         ShardStats::inc(&self.stats.subscriptions_revoked);
         self.drop_subscriber(realm, key.0, key.1, session, 0);
         Ok(())
+    }
+}
+
+impl Router {
+    /// `wamp.subscription.get_events`' RESULT: the events the shards kept,
+    /// in the order they occurred (or reversed), filtered, as Event
+    /// dictionaries; only those the caller would have received (black and
+    /// whitelists by authid and authrole).
+    #[allow(clippy::too_many_arguments)]
+    fn history_result(
+        &mut self,
+        caller: Id,
+        request: Id,
+        subscription: Id,
+        pattern: bool,
+        filter: &HistoryFilter,
+        answers: Vec<Answer>,
+        complete: bool,
+    ) {
+        let Some(s) = self.sessions.get_mut(&caller) else { return };
+        s.builtin_calls = s.builtin_calls.saturating_sub(1);
+        if !complete {
+            return self.error_reply(
+                caller,
+                MessageType::Call,
+                request,
+                uris::TIMEOUT,
+                "not every shard answered in time",
+            );
+        }
+        let Some(s) = self.sessions.get(&caller) else { return };
+        let (authid, authrole) = (s.identity.authid.clone(), s.identity.authrole.clone());
+        let mut events: Vec<(Arc<str>, Stored)> = answers
+            .into_iter()
+            .flat_map(|a| if let Answer::History(e) = a { e } else { Vec::new() })
+            .filter(|(_, e)| {
+                e.event.extras.as_deref().and_then(|x| x.receivers.as_deref()).is_none_or(|r| {
+                    r.eligible_authid.as_ref().is_none_or(|l| l.iter().any(|a| **a == *authid))
+                        && r.eligible_authrole.as_ref().is_none_or(|l| l.iter().any(|a| **a == *authrole))
+                        && !r.exclude_authid.iter().any(|a| **a == *authid)
+                        && !r.exclude_authrole.iter().any(|a| **a == *authrole)
+                })
+            })
+            .collect();
+        events.sort_by_key(|(_, e)| (e.at_us, e.seq));
+        filter.apply(&mut events);
+        let list: Vec<Value> = events
+            .iter()
+            .map(|(topic, e)| {
+                let mut details = super::broker::event_details(e.event.extras.as_deref());
+                if pattern {
+                    details.insert("topic", Value::Str(topic.to_string()));
+                }
+                let values = codec::payload_values(&e.event.payload).unwrap_or_default();
+                let mut d = Dict::new()
+                    .with("timestamp", Value::Str(super::iso_time(e.at_us / 1000)))
+                    .with("subscription", Value::UInt(subscription))
+                    .with("publication", Value::UInt(e.event.publication))
+                    .with("details", Value::Dict(details));
+                let mut values = values.into_iter();
+                if let Some(args) = values.next() {
+                    d.insert("args", args);
+                }
+                if let Some(kwargs) = values.next() {
+                    d.insert("kwargs", kwargs);
+                }
+                Value::Dict(d)
+            })
+            .collect();
+        let Some(ser) = self.sessions.get(&caller).map(|s| s.ser) else {
+            return;
+        };
+        let payload = codec::payload_from(ser, &[Value::List(list)]);
+        let frame = encode::result(ser, request, &Dict::new(), &payload);
+        match self.sessions.get(&caller) {
+            Some(s) if s.outbox.fits(frame.len()) => {
+                s.outbox.push(frame);
+                ShardStats::inc(&self.stats.messages_out);
+            }
+            Some(_) => self.error_reply(
+                caller,
+                MessageType::Call,
+                request,
+                uris::PAYLOAD_SIZE_EXCEEDED,
+                "the events are more than the caller accepts in one message; ask for fewer (limit)",
+            ),
+            None => {}
+        }
     }
 }
 

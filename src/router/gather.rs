@@ -33,6 +33,13 @@ pub enum Query {
     },
     /// The retained events of this shard's topics that match.
     Retained { policy: MatchPolicy, uri: Arc<str> },
+    /// The kept events (history) of this shard's topics that match (and
+    /// `topic`, if given).
+    History {
+        policy: MatchPolicy,
+        uri: Arc<str>,
+        topic: Option<String>,
+    },
     /// The local subscribers of a subscription.
     Subscribers { subscription: Id },
     /// Remove the subscriber `session` from `subscription` (revocation).
@@ -72,6 +79,8 @@ pub enum Answer {
     Killed(Vec<Id>),
     /// Retained events: (topic, the event).
     Retained(Vec<(Arc<str>, super::broker::Retained)>),
+    /// History: (topic, the kept event).
+    History(Vec<(Arc<str>, super::broker::Stored)>),
 }
 
 /// A query on its way to a shard.
@@ -85,13 +94,21 @@ pub struct QueryMsg {
 }
 
 /// What the asking shard does with the answers once all are in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Reply {
     /// RESULT or ERROR to this CALL of a local session.
     Call {
         caller: Id,
         request: Id,
         procedure: super::builtins::Builtin,
+    },
+    /// `wamp.subscription.get_events` of a local session.
+    History {
+        caller: Id,
+        request: Id,
+        subscription: Id,
+        pattern: bool,
+        filter: Box<super::builtins::HistoryFilter>,
     },
     /// The retained events for a new subscription of a local session.
     Retained {
@@ -105,7 +122,7 @@ impl Reply {
     /// The local session the answer goes to.
     pub(super) fn session(&self) -> Id {
         match self {
-            Reply::Call { caller, .. } => *caller,
+            Reply::Call { caller, .. } | Reply::History { caller, .. } => *caller,
             Reply::Retained { session, .. } => *session,
         }
     }

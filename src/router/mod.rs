@@ -45,7 +45,7 @@ use crate::config::{Limits, RealmConfig, SlowConsumerPolicy};
 use crate::metrics::ShardStats;
 use crate::wamp::message::Serializer;
 use crate::wamp::uri::{UriCheck, UriError, UriLimits};
-use crate::wamp::{self, uris, Dict, Id, Value};
+use crate::wamp::{self, uris, Dict, Id, MatchPolicy, Value};
 
 pub use broker::{EventExtras, RetainMsg, Retained, Subscription};
 pub use dealer::Registration;
@@ -83,6 +83,13 @@ pub struct Realm {
     /// The retained events of the topics whose home is this shard.
     pub(crate) retained: AHashMap<Arc<str>, broker::Retained>,
     pub(crate) retained_bytes: usize,
+    /// Event history: the rules (policy, pattern, events per topic, max
+    /// age in ms), the kept events of the topics whose home is this shard,
+    /// and this shard's share of the bound.
+    pub history_rules: Vec<(MatchPolicy, String, usize, u64)>,
+    pub(crate) history: AHashMap<Arc<str>, std::collections::VecDeque<broker::Stored>>,
+    pub(crate) history_bytes: usize,
+    pub max_history_bytes: usize,
     /// Subscriptions (entries) to `wamp.` topics in this replica: meta
     /// events are built only when there is one.
     pub(crate) meta_subscriptions: usize,
@@ -132,6 +139,9 @@ pub struct Router {
     clock: Clock,
     /// Scatter/gathers this shard started and waits on.
     gathers: AHashMap<u64, gather::Gather>,
+    /// Publications to keep this shard has sent, in order (ties of equal
+    /// timestamps in a history).
+    keep_seq: u64,
     pub(crate) stats: Arc<ShardStats>,
 }
 
@@ -141,6 +151,14 @@ pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The wall-clock time in µs since the Unix epoch (the order of kept events).
+pub(crate) fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
 }
 
@@ -163,6 +181,15 @@ impl Router {
                 meta_roles: r.meta_roles.clone(),
                 meta_admin_roles: r.meta_admin_roles.clone(),
                 retention: r.retention,
+                history_rules: r
+                    .history
+                    .iter()
+                    .map(|h| {
+                        let policy = h.policy.as_deref().and_then(MatchPolicy::parse).unwrap_or(MatchPolicy::Exact);
+                        (policy, h.uri.clone(), h.limit, h.max_age_ms)
+                    })
+                    .collect(),
+                max_history_bytes: r.max_history_bytes.div_ceil(nshards.max(1)),
                 max_retained_events: r.max_retained_events.div_ceil(nshards.max(1)),
                 max_retained_bytes: r.max_retained_bytes.div_ceil(nshards.max(1)),
                 ..Realm::default()
@@ -193,6 +220,7 @@ impl Router {
             timers: timers::Timers::default(),
             clock: Clock::System,
             gathers: AHashMap::new(),
+            keep_seq: 0,
             stats,
         }
     }

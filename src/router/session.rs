@@ -246,6 +246,7 @@ fn welcome_details(who: &SessionIdentity) -> Dict {
                                 "subscription_meta_api",
                                 "subscription_revocation",
                                 "event_retention",
+                                "event_history",
                             ]),
                         )),
                     )

@@ -325,6 +325,394 @@ function advancedRpcSuite(open) {
   });
 }
 
+// Advanced PubSub and the meta API around it: publisher identification,
+// subscriber black/white listing, event retention, session meta events,
+// wamp.session.kill, the subscription and registration meta API, testaments,
+// subscription revocation. Where a test needs "X did not arrive", a later
+// sentinel event from the same publisher, which every subscriber gets, must
+// be the next one there: the spec orders one publisher's events to one
+// subscriber, across topics too.
+function advancedPubSubSuite(open) {
+  const t = { timeout: TEST_TIMEOUT };
+  const argsOf = (col) => col.items.map((e) => e.args);
+  const isNull = (v) => v === null || v === undefined;
+
+  // Subscribes each handle's collector to topic; resolves to the subscriptions.
+  async function subscribeAll(topic, entries, options) {
+    return within(Promise.all(entries.map(([h, col]) => h.session.subscribe(topic, col.handler, options))), WAIT, 'all SUBSCRIBED');
+  }
+  const publisher = (pub, topic) => (args, options = {}) =>
+    within(pub.session.publish(topic, args, {}, { acknowledge: true, ...options }), WAIT, `PUBLISHED ${JSON.stringify(args)}`);
+
+  it('a publisher with disclose_me is named to subscribers (details.publisher, publisher_authid, publisher_authrole)', t, async () => {
+    const topic = base('disclosed');
+    const sub = await open();
+    const pub = await open({ authid: 'com.example.publisher' });
+    const events = new Collector();
+    await subscribeAll(topic, [[sub, events]]);
+    const publish = publisher(pub, topic);
+    await publish(['named'], { disclose_me: true });
+    await publish(['anonymous']);
+    await publish(['anonymous too'], { disclose_me: false });
+    const got = await events.until(3, WAIT, 'events');
+    assert.deepEqual(argsOf(events), [['named'], ['anonymous'], ['anonymous too']]);
+    assert.equal(got[0].details.publisher, pub.session.id, 'EVENT.Details.publisher');
+    assert.equal(got[0].details.publisher_authid, 'com.example.publisher', 'EVENT.Details.publisher_authid');
+    assert.equal(got[0].details.publisher_authrole, 'anonymous', 'EVENT.Details.publisher_authrole');
+    for (const e of got.slice(1)) {
+      assert.ok(isNull(e.details.publisher), `publisher disclosed without disclose_me: ${e.details.publisher}`);
+      assert.ok(isNull(e.details.publisher_authid), `publisher_authid disclosed: ${e.details.publisher_authid}`);
+    }
+    await closeChecked(sub, 'subscriber');
+    await closeChecked(pub, 'publisher');
+  });
+
+  it('exclude and eligible (session ids) pick the receivers; excluded subscribers see the sentinel next', t, async () => {
+    const topic = base('bw_session');
+    const [a, b, c] = [await open(), await open(), await open()];
+    const pub = await open();
+    const col = [new Collector(), new Collector(), new Collector()];
+    await subscribeAll(topic, [
+      [a, col[0]],
+      [b, col[1]],
+      [c, col[2]],
+    ]);
+    const [ia, ib] = [a.session.id, b.session.id];
+    const publish = publisher(pub, topic);
+    await publish(['not b'], { exclude: [ib] });
+    await publish(['only b'], { eligible: [ib] });
+    await publish(['a or b, not a'], { eligible: [ia, ib], exclude: [ia] });
+    await publish(['nobody'], { eligible: [] });
+    await publish(['sentinel']);
+    const expected = [
+      [['not b'], ['sentinel']],
+      [['only b'], ['a or b, not a'], ['sentinel']],
+      [['not b'], ['sentinel']],
+    ];
+    for (let k = 0; k < 3; k++) {
+      await col[k].until(expected[k].length, WAIT, `subscriber ${'abc'[k]} events`);
+      assert.deepEqual(argsOf(col[k]), expected[k], `subscriber ${'abc'[k]}`);
+    }
+    for (const h of [a, b, c, pub]) await closeChecked(h, 'session');
+  });
+
+  it('exclude_authid and eligible_authid (authids chosen in HELLO) pick the receivers', t, async () => {
+    const topic = base('bw_authid');
+    const names = ['alice', 'bob', 'carol'].map((n) => `com.example.${n}`);
+    const subs = [];
+    for (const authid of names) subs.push(await open({ authid }));
+    subs.forEach((h, k) => assert.equal(h.details.authid, names[k], 'WELCOME.Details.authid is the authid asked for'));
+    const info = await within(subs[0].session.call('wamp.session.get', [subs[1].session.id]), WAIT, 'wamp.session.get');
+    assert.equal(info.authid, names[1], 'wamp.session.get authid');
+    const pub = await open();
+    const col = names.map(() => new Collector());
+    await subscribeAll(
+      topic,
+      subs.map((h, k) => [h, col[k]]),
+    );
+    const [alice, bob, carol] = names;
+    const publish = publisher(pub, topic);
+    await publish(['not bob'], { exclude_authid: [bob] });
+    await publish(['bob or carol'], { eligible_authid: [bob, carol] });
+    await publish(['alice, but not alice'], { eligible_authid: [alice], exclude_authid: [alice] });
+    await publish(['carol'], { eligible_authid: [alice, carol], exclude: [subs[0].session.id] });
+    await publish(['sentinel']);
+    const expected = [
+      [['not bob'], ['sentinel']],
+      [['bob or carol'], ['sentinel']],
+      [['not bob'], ['bob or carol'], ['carol'], ['sentinel']],
+    ];
+    for (let k = 0; k < 3; k++) {
+      await col[k].until(expected[k].length, WAIT, `${names[k]} events`);
+      assert.deepEqual(argsOf(col[k]), expected[k], names[k]);
+    }
+    for (const h of [...subs, pub]) await closeChecked(h, 'session');
+  });
+
+  it('exclude_authrole and eligible_authrole pick the receivers (every session is anonymous)', t, async () => {
+    const topic = base('bw_authrole');
+    const [a, b] = [await open(), await open()];
+    const pub = await open();
+    const col = [new Collector(), new Collector()];
+    await subscribeAll(topic, [
+      [a, col[0]],
+      [b, col[1]],
+    ]);
+    const publish = publisher(pub, topic);
+    await publish(['no anonymous'], { exclude_authrole: ['anonymous'] });
+    await publish(['nobody role'], { eligible_authrole: ['com.example.nobody'] });
+    await publish(['anonymous'], { eligible_authrole: ['anonymous'], exclude_authrole: ['com.example.nobody'] });
+    await publish(['anonymous, not b'], { eligible_authrole: ['anonymous'], exclude: [b.session.id] });
+    await publish(['sentinel']);
+    await col[0].until(3, WAIT, 'subscriber a events');
+    assert.deepEqual(argsOf(col[0]), [['anonymous'], ['anonymous, not b'], ['sentinel']]);
+    await col[1].until(2, WAIT, 'subscriber b events');
+    assert.deepEqual(argsOf(col[1]), [['anonymous'], ['sentinel']]);
+    for (const h of [a, b, pub]) await closeChecked(h, 'session');
+  });
+
+  it('retain: a subscriber with get_retained gets the last retained event first (details.retained), others only live events', t, async () => {
+    // autobahn-js 22.11 passes EVENT.Details.retained on (Event.retained,
+    // false when absent)
+    const topic = base('retained');
+    const pub = await open();
+    const publish = publisher(pub, topic);
+    await publish(['old'], { retain: true });
+    const last = await publish(['last'], { retain: true, disclose_me: true });
+    await publish(['not kept']); // no subscriber yet, and not retained
+    const late = await open();
+    const plain = await open();
+    const withRetained = new Collector();
+    const without = new Collector();
+    await within(late.session.subscribe(topic, withRetained.handler, { get_retained: true }), WAIT, 'SUBSCRIBED get_retained');
+    await within(plain.session.subscribe(topic, without.handler), WAIT, 'SUBSCRIBED');
+    const [first] = await withRetained.until(1, WAIT, 'the retained event');
+    assert.deepEqual(first.args, ['last'], 'the last retained event, not an older one nor the unretained one');
+    assert.equal(first.details.retained, true, 'EVENT.Details.retained');
+    assert.equal(first.details.publication, last.id, 'the retained event keeps its publication id');
+    assert.equal(first.details.publisher, pub.session.id, 'the retained event keeps its disclosed publisher');
+    const live = await publish(['live']);
+    const got = await withRetained.until(2, WAIT, 'the live event');
+    assert.deepEqual(argsOf(withRetained), [['last'], ['live']]);
+    assert.equal(got[1].details.retained, false, 'a live event is not marked retained');
+    assert.equal(got[1].details.publication, live.id);
+    // the subscriber without get_retained: its first event is the live one
+    await without.until(1, WAIT, 'the live event without get_retained');
+    assert.deepEqual(argsOf(without), [['live']]);
+    for (const h of [pub, late, plain]) await closeChecked(h, 'session');
+  });
+
+  it('wamp.session.on_join and on_leave announce another session joining and leaving', t, async () => {
+    const watcher = await open();
+    const joins = new Collector();
+    const leaves = new Collector();
+    await within(watcher.session.subscribe('wamp.session.on_join', joins.handler), WAIT, 'SUBSCRIBED on_join');
+    await within(watcher.session.subscribe('wamp.session.on_leave', leaves.handler), WAIT, 'SUBSCRIBED on_leave');
+    const other = await open({ authid: 'com.example.visitor' });
+    const id = other.session.id;
+    const joined = await joins.find((e) => e.args[0] && e.args[0].session === id, WAIT, 'on_join of the other session');
+    const info = joined.args[0];
+    assert.equal(info.authid, 'com.example.visitor', 'on_join authid');
+    assert.equal(info.authrole, 'anonymous', 'on_join authrole');
+    assert.equal(info.transport && info.transport.type, other.transport, 'on_join transport.type');
+    await closeChecked(other, 'other session');
+    const left = await leaves.find((e) => e.args[0] === id, WAIT, 'on_leave of the other session');
+    assert.deepEqual(left.args, [id, 'com.example.visitor', 'anonymous'], 'on_leave args: session, authid, authrole');
+    assert.ok(!leaves.items.some((e) => e.args[0] === watcher.session.id), 'on_leave for the watcher itself');
+    await closeChecked(watcher, 'watcher');
+  });
+
+  it('wamp.session.kill closes another session with the reason and message (its testament is published); not the caller', t, async () => {
+    const will = base('victim_will');
+    const killer = await open();
+    const victim = await open();
+    const victimId = victim.session.id;
+    const testament = new Collector();
+    await within(killer.session.subscribe(will, testament.handler), WAIT, 'SUBSCRIBED');
+    await within(victim.session.call('wamp.session.add_testament', [will, ['killed'], {}]), WAIT, 'add_testament');
+    const res = await within(
+      killer.session.call('wamp.session.kill', [victimId], { reason: 'com.example.bye', message: 'go away' }),
+      WAIT,
+      'wamp.session.kill',
+    );
+    assert.ok(isNull(res), `kill result ${JSON.stringify(res)}`);
+    // the router's GOODBYE: autobahn answers it and closes the transport;
+    // Connection.onclose gets the GOODBYE reason and message in its details
+    const closed = await within(victim.closed, WAIT, 'the killed connection to close');
+    assert.equal(closed.details.reason, 'com.example.bye', `killed session's close details: ${JSON.stringify(closed)}`);
+    assert.equal(closed.details.message, 'go away', 'GOODBYE.Details.message');
+    assert.equal(closed.reason, 'closed', 'a clean close');
+    assert.equal(victim.session.isOpen, false);
+    assert.deepEqual(
+      victim.internalErrors.map((e) => String(e.err)),
+      [],
+      'autobahn reported internal errors at the victim',
+    );
+    await testament.until(1, WAIT, "the killed session's testament");
+    assert.deepEqual(argsOf(testament), [['killed']]);
+    const listed = await within(killer.session.call('wamp.session.list'), WAIT, 'wamp.session.list');
+    assert.ok(!listed.includes(victimId), 'the killed session is still listed');
+    const own = await rejectionOf(killer.session.call('wamp.session.kill', [killer.session.id]), WAIT, 'kill of the own session');
+    assertWampError(own, 'wamp.error.no_such_session', 'kill of the own session');
+    const unknown = await rejectionOf(killer.session.call('wamp.session.kill', [1]), WAIT, 'kill of an unknown session');
+    assertWampError(unknown, 'wamp.error.no_such_session', 'kill of an unknown session');
+    assert.equal(killer.session.isOpen, true, 'the killer is still open');
+    await closeChecked(killer, 'killer');
+  });
+
+  it('wamp.session.kill_by_authid closes the sessions with that authid, never the caller, and lists them', t, async () => {
+    const authid = `com.example.doomed${base('x').split('.')[2]}`;
+    const killer = await open({ authid });
+    const doomed = [await open({ authid }), await open({ authid })];
+    const spared = await open({ authid: `${authid}.spared` });
+    const ids = doomed.map((h) => h.session.id);
+    const res = await within(killer.session.call('wamp.session.kill_by_authid', [authid], { reason: 'com.example.bye' }), WAIT, 'kill_by_authid');
+    assert.deepEqual([...res].sort(), [...ids].sort(), 'kill_by_authid lists the killed sessions');
+    for (const h of doomed) {
+      const closed = await within(h.closed, WAIT, 'a killed connection to close');
+      assert.equal(closed.details.reason, 'com.example.bye');
+    }
+    assert.equal(killer.session.isOpen, true, 'the caller, with the same authid, is still open');
+    assert.equal(spared.session.isOpen, true, 'a session with another authid is still open');
+    await closeChecked(spared, 'spared');
+    await closeChecked(killer, 'killer');
+  });
+
+  it('wamp.subscription.lookup, get, count_subscribers, list_subscribers describe the subscriptions', t, async () => {
+    const topic = base('looked_up');
+    const root = base('pfx');
+    const [a, b] = [await open(), await open()];
+    const s1 = await within(a.session.subscribe(topic, () => {}), WAIT, 'SUBSCRIBED');
+    await within(b.session.subscribe(topic, () => {}), WAIT, 'SUBSCRIBED');
+    const sp = await within(a.session.subscribe(root, () => {}, { match: 'prefix' }), WAIT, 'SUBSCRIBED prefix');
+    const call = (proc, args) => within(b.session.call(proc, args), WAIT, proc);
+    assert.equal(await call('wamp.subscription.lookup', [topic]), s1.id, 'lookup (exact)');
+    assert.equal(await call('wamp.subscription.lookup', [root, { match: 'prefix' }]), sp.id, 'lookup (prefix)');
+    assert.ok(isNull(await call('wamp.subscription.lookup', [root])), 'lookup of an exact subscription nobody has');
+    assert.ok(isNull(await call('wamp.subscription.lookup', [`${topic}.nobody`])), 'lookup of an unknown topic');
+    const info = await call('wamp.subscription.get', [s1.id]);
+    assert.equal(info.id, s1.id);
+    assert.equal(info.uri, topic);
+    assert.equal(info.match, 'exact');
+    assert.ok(typeof info.created === 'string' && !Number.isNaN(Date.parse(info.created)), `created: ${info.created}`);
+    assert.equal((await call('wamp.subscription.get', [sp.id])).match, 'prefix');
+    assert.equal(await call('wamp.subscription.count_subscribers', [s1.id]), 2);
+    assert.equal(await call('wamp.subscription.count_subscribers', [sp.id]), 1);
+    const listed = await call('wamp.subscription.list_subscribers', [s1.id]);
+    assert.deepEqual([...listed].sort(), [a.session.id, b.session.id].sort());
+    const matched = await call('wamp.subscription.match', [`${root}.x`]);
+    assert.deepEqual(matched, [sp.id], 'match');
+    const err = await rejectionOf(b.session.call('wamp.subscription.get', [1]), WAIT, 'get of an unknown subscription');
+    assertWampError(err, 'wamp.error.no_such_subscription', 'get of an unknown subscription');
+    await closeChecked(a, 'a');
+    await closeChecked(b, 'b');
+  });
+
+  it('wamp.registration.lookup and list_callees describe the registrations', t, async () => {
+    const proc = base('looked_up_proc');
+    const callee = await open();
+    const caller = await open();
+    const reg = await within(callee.session.register(proc, () => null), WAIT, 'REGISTERED');
+    const call = (p, args) => within(caller.session.call(p, args), WAIT, p);
+    assert.equal(await call('wamp.registration.lookup', [proc]), reg.id, 'lookup');
+    assert.ok(isNull(await call('wamp.registration.lookup', [`${proc}.nobody`])), 'lookup of an unknown procedure');
+    assert.deepEqual(await call('wamp.registration.list_callees', [reg.id]), [callee.session.id], 'list_callees');
+    assert.equal(await call('wamp.registration.count_callees', [reg.id]), 1, 'count_callees');
+    const info = await call('wamp.registration.get', [reg.id]);
+    assert.equal(info.uri, proc);
+    assert.equal(info.match, 'exact');
+    const err = await rejectionOf(caller.session.call('wamp.registration.list_callees', [1]), WAIT, 'list_callees of an unknown registration');
+    assertWampError(err, 'wamp.error.no_such_registration', 'list_callees of an unknown registration');
+    await closeChecked(callee, 'callee');
+    await closeChecked(caller, 'caller');
+  });
+
+  it('wamp.subscription.on_create / on_subscribe and wamp.registration.on_create / on_register announce another session', t, async () => {
+    const topic = base('watched_topic');
+    const proc = base('watched_proc');
+    const watcher = await open();
+    const meta = {};
+    for (const ev of ['wamp.subscription.on_create', 'wamp.subscription.on_subscribe', 'wamp.registration.on_create', 'wamp.registration.on_register']) {
+      meta[ev] = new Collector();
+      await within(watcher.session.subscribe(ev, meta[ev].handler), WAIT, `SUBSCRIBED ${ev}`);
+    }
+    const other = await open();
+    const id = other.session.id;
+    const sub = await within(other.session.subscribe(topic, () => {}), WAIT, 'SUBSCRIBED');
+    const reg = await within(other.session.register(proc, () => null), WAIT, 'REGISTERED');
+    const bySession = (e) => e.args[0] === id;
+    const subCreated = await meta['wamp.subscription.on_create'].find(bySession, WAIT, 'subscription on_create');
+    assert.equal(subCreated.args[1].id, sub.id, 'on_create SubscriptionDetails.id');
+    assert.equal(subCreated.args[1].uri, topic, 'on_create SubscriptionDetails.uri');
+    assert.equal(subCreated.args[1].match, 'exact');
+    const subscribed = await meta['wamp.subscription.on_subscribe'].find(bySession, WAIT, 'on_subscribe');
+    assert.deepEqual(subscribed.args, [id, sub.id], 'on_subscribe args: session, subscription');
+    const regCreated = await meta['wamp.registration.on_create'].find(bySession, WAIT, 'registration on_create');
+    assert.equal(regCreated.args[1].id, reg.id, 'on_create RegistrationDetails.id');
+    assert.equal(regCreated.args[1].uri, proc, 'on_create RegistrationDetails.uri');
+    const registered = await meta['wamp.registration.on_register'].find(bySession, WAIT, 'on_register');
+    assert.deepEqual(registered.args, [id, reg.id], 'on_register args: session, registration');
+    // the watcher's own subscriptions to wamp. topics are not announced
+    assert.ok(
+      !meta['wamp.subscription.on_subscribe'].items.some((e) => e.args[0] === watcher.session.id),
+      'on_subscribe announced a subscription to a wamp. topic',
+    );
+    await closeChecked(other, 'other');
+    await closeChecked(watcher, 'watcher');
+  });
+
+  it('testaments are published when the testator leaves: the detached ones, then the destroyed ones', t, async () => {
+    const will = base('will');
+    const heir = await open();
+    const testator = await open();
+    const events = new Collector();
+    await within(heir.session.subscribe(will, events.handler), WAIT, 'SUBSCRIBED');
+    const add = (args, kwargs) => within(testator.session.call('wamp.session.add_testament', args, kwargs), WAIT, 'add_testament');
+    assert.ok(isNull(await add([will, ['bye'], { k: 1 }])), 'add_testament result');
+    await add([will, ['detached'], { k: 2 }], { scope: 'detached' });
+    await add([will, ['destroyed, disclosed']], { publish_options: { disclose_me: true } });
+    const err = await rejectionOf(testator.session.call('wamp.session.add_testament', [will], { scope: 'forever' }), WAIT, 'add_testament with a bad scope');
+    assertWampError(err, 'wamp.error.invalid_argument', 'add_testament with a bad scope');
+    assert.equal(events.items.length, 0, 'a testament was published while the testator was still there');
+    const testatorId = testator.session.id;
+    await closeChecked(testator, 'testator');
+    const got = await events.until(3, WAIT, 'the testaments');
+    assert.deepEqual(
+      got.map((e) => [e.args, e.kwargs]),
+      [
+        [['detached'], { k: 2 }],
+        [['bye'], { k: 1 }],
+        [['destroyed, disclosed'], {}],
+      ],
+    );
+    assert.ok(isNull(got[0].details.publisher), 'a testament without disclose_me names its testator');
+    assert.equal(got[2].details.publisher, testatorId, 'publish_options disclose_me names the testator');
+    await closeChecked(heir, 'heir');
+  });
+
+  it('wamp.subscription.remove_subscriber revokes a subscription: autobahn-js resolves subscription.on_unsubscribe with the reason', t, async () => {
+    const topic = base('revoked_topic');
+    const sentinel = base('sentinel');
+    const [removed, kept] = [await open(), await open()];
+    const admin = await open();
+    const onTopic = [new Collector(), new Collector()];
+    const onSentinel = new Collector();
+    const subs = await subscribeAll(topic, [
+      [removed, onTopic[0]],
+      [kept, onTopic[1]],
+    ]);
+    await within(removed.session.subscribe(sentinel, onSentinel.handler), WAIT, 'SUBSCRIBED sentinel');
+    const id = subs[0].id;
+    const res = await within(
+      admin.session.call('wamp.subscription.remove_subscriber', [id, removed.session.id], { reason: 'com.example.moved' }),
+      WAIT,
+      'remove_subscriber',
+    );
+    assert.ok(isNull(res), `remove_subscriber result ${JSON.stringify(res)}`);
+    // [UNSUBSCRIBED, 0, {subscription, reason}]: autobahn-js marks the
+    // subscription inactive and resolves its on_unsubscribe with the reason
+    assert.equal(await within(subs[0].on_unsubscribe, WAIT, 'on_unsubscribe'), 'com.example.moved');
+    assert.equal(subs[0].active, false, 'subscription.active after the revocation');
+    assert.equal(subs[1].active, true, "the other session's subscription");
+    assert.deepEqual(await within(admin.session.call('wamp.subscription.list_subscribers', [id]), WAIT, 'list_subscribers'), [kept.session.id]);
+    assert.equal(await within(admin.session.call('wamp.subscription.count_subscribers', [id]), WAIT, 'count_subscribers'), 1);
+    // a second removal finds nothing to remove
+    const again = await rejectionOf(admin.session.call('wamp.subscription.remove_subscriber', [id, removed.session.id]), WAIT, 'second remove_subscriber');
+    assertWampError(again, 'wamp.error.no_such_subscription', 'second remove_subscriber');
+    // the revoked session gets no more events on the topic (an EVENT for it
+    // would be an autobahn-js protocol violation, closing the connection):
+    // the sentinel, published after, is its next event
+    await within(admin.session.publish(topic, ['after'], {}, { acknowledge: true }), WAIT, 'PUBLISHED');
+    await within(admin.session.publish(sentinel, ['sentinel'], {}, { acknowledge: true }), WAIT, 'PUBLISHED');
+    await onSentinel.until(1, WAIT, 'the sentinel');
+    await onTopic[1].until(1, WAIT, "the kept subscriber's event");
+    assert.deepEqual(argsOf(onTopic[0]), [], 'the revoked subscriber got an event');
+    assert.deepEqual(argsOf(onTopic[1]), [['after']]);
+    assert.equal(removed.session.isOpen, true);
+    for (const h of [removed, kept, admin]) await closeChecked(h, 'session');
+  });
+}
+
 // ---------------------------------------------------------------------------
 // The WebSocket suite for one serializer, all sessions using it.
 
@@ -418,6 +806,7 @@ function serializerSuite(getUrl, ser) {
   });
 
   advancedRpcSuite(open);
+  advancedPubSubSuite(open);
 
   it('prefix subscription gets matching events with details.topic', t, async () => {
     const root = base('pfx');
@@ -545,6 +934,7 @@ function rawSocketSuite(getPort) {
   const open = (opts) => openRawSocket(getPort(), opts);
   roundTripSuite(open, { transport: 'rawsocket', ser: 'json' });
   advancedRpcSuite(open);
+  advancedPubSubSuite(open);
 }
 
 // ---------------------------------------------------------------------------

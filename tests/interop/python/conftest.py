@@ -88,6 +88,7 @@ meta_admin_roles = ["anonymous"]  # test_registration_revocation removes callees
 [[realm]]
 name = "realm.disclosed"
 caller_disclosure = "always"
+publisher_disclosure = "always"
 
 [[listener]]
 type = "websocket"

@@ -44,10 +44,11 @@ class JoinAborted(Exception):
 class Client(ApplicationSession):
     """An ApplicationSession that exposes its lifecycle as futures."""
 
-    def __init__(self, config, name):
+    def __init__(self, config, name, authid=None):
         super().__init__(config)
         loop = asyncio.get_running_loop()
         self.name = name
+        self.hello_authid = authid              # HELLO.Details.authid asked for, if any
         self.joined = loop.create_future()      # -> SessionDetails
         self.left = loop.create_future()        # -> CloseDetails
         self.disconnected = loop.create_future()  # -> was_clean (bool)
@@ -58,7 +59,7 @@ class Client(ApplicationSession):
     # -- lifecycle ---------------------------------------------------------
 
     def onConnect(self):
-        self.join(self.config.realm)
+        self.join(self.config.realm, authid=self.hello_authid)
 
     def onWelcome(self, msg):
         self.welcome = msg
@@ -131,11 +132,15 @@ class Harness:
     async def __aexit__(self, *exc):
         await self.close_all()
 
-    async def open(self, transport, realm="realm1", name=None, timeout=WAIT):
-        """Connect and wait for WELCOME. Raises JoinAborted on ABORT."""
+    async def open(self, transport, realm="realm1", name=None, timeout=WAIT, authid=None):
+        """Connect and wait for WELCOME. Raises JoinAborted on ABORT.
+
+        authid: sent in HELLO (anonymous authentication; Switchyard takes it as
+        the session's authid).
+        """
         loop = asyncio.get_running_loop()
         name = name or "{}#{}".format(transport, len(self.clients))
-        session = Client(ComponentConfig(realm=realm), name)
+        session = Client(ComponentConfig(realm=realm), name, authid=authid)
 
         def make():
             return session
@@ -305,3 +310,23 @@ async def expect_app_error(coro, timeout=WAIT):
     except ApplicationError as e:
         return e
     raise AssertionError("expected an ApplicationError, got result {!r}".format(res))
+
+
+SENTINEL = "sentinel"
+
+
+async def until_sentinel(sink, start=0, sentinel=SENTINEL, timeout=WAIT):
+    """Waits for the next event after sink.events[start:] whose first argument is sentinel.
+
+    Returns (the first arguments of the events before it, the index after it),
+    so that a test can check that an event did *not* arrive: events from one
+    publisher reach a subscriber in publication order, so once a later
+    sentinel has arrived, an earlier event would be here.
+    """
+    n = start
+    while True:
+        n += 1
+        events = await sink.wait_for(n, timeout)
+        args = events[n - 1][0]
+        if args and args[0] == sentinel:
+            return [e[0][0] if e[0] else None for e in events[start:n - 1]], n

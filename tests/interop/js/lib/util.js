@@ -28,8 +28,17 @@ class Collector {
   constructor(map = (args, kwargs, details) => ({ args, kwargs, details })) {
     this.items = [];
     this.waiters = [];
+    this.finders = [];
     this.handler = (...a) => {
-      this.items.push(map(...a));
+      const item = map(...a);
+      this.items.push(item);
+      this.finders = this.finders.filter((f) => {
+        if (f.pred(item)) {
+          f.resolve(item);
+          return false;
+        }
+        return true;
+      });
       this.waiters = this.waiters.filter((w) => {
         if (this.items.length >= w.n) {
           w.resolve(this.items);
@@ -44,6 +53,17 @@ class Collector {
     if (this.items.length >= n) return Promise.resolve(this.items);
     const p = new Promise((resolve) => this.waiters.push({ n, resolve }));
     return within(p, ms, `${what} (got ${this.items.length})`).catch((e) => {
+      throw new Error(`${e.message}; received so far: ${show(this.items.map((i) => i.args))}`);
+    });
+  }
+
+  // The first item, collected already or still to come, for which pred(item)
+  // holds (for streams that may carry other traffic, such as meta events).
+  find(pred, ms = 10000, what = 'a matching event') {
+    const hit = this.items.find(pred);
+    if (hit !== undefined) return Promise.resolve(hit);
+    const p = new Promise((resolve) => this.finders.push({ pred, resolve }));
+    return within(p, ms, what).catch((e) => {
       throw new Error(`${e.message}; received so far: ${show(this.items.map((i) => i.args))}`);
     });
   }

@@ -52,13 +52,17 @@ function transportOptions(url, transport, serializer) {
 //   { connection, session, details, closed, userErrors, internalErrors, serializer, transport }
 // `closed` resolves to { reason, details } when the connection closes.
 // Rejects with ConnectError if the connection closes before WELCOME.
-function connect(url, { realm = 'realm1', serializer = 'json', transport } = {}) {
+// authid: sent in HELLO.Details.authid (autobahn.Connection's `authid`); the
+// router takes it for its anonymous sessions (the default is its own
+// `anonymous-<session id>`).
+function connect(url, { realm = 'realm1', serializer = 'json', transport, authid } = {}) {
   const userErrors = [];
   const internalErrors = [];
   const transports = transportOptions(url, transport, serializer);
   const connection = new autobahn.Connection({
     transports,
     realm,
+    ...(authid === undefined ? {} : { authid }),
     serializers: [SERIALIZERS[serializer]()],
     use_es6_promises: true,
     max_retries: 0,
