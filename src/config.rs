@@ -70,6 +70,9 @@ pub struct RouterSection {
     pub mesh_overflow_limit: usize,
     /// Log filter (tracing syntax), e.g. "info" or "switchyard=debug".
     pub log: String,
+    /// Directory of the durable event history (`history.redb`); empty: the
+    /// history lives in memory only.
+    pub history_path: String,
 }
 
 impl Default for RouterSection {
@@ -86,6 +89,7 @@ impl Default for RouterSection {
             shutdown_grace_ms: 2000,
             mesh_overflow_limit: 65536,
             log: "info".into(),
+            history_path: String::new(),
         }
     }
 }

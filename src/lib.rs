@@ -19,6 +19,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod history_store;
 pub mod metrics;
 pub mod router;
 pub mod session;

@@ -108,6 +108,8 @@ stats! {
     history_events: AtomicU64,
     /// Events not kept in history: the realm's share of max_history_bytes was full.
     history_dropped: AtomicU64,
+    /// History writes to the durable store dropped: its queue was full.
+    history_store_dropped: AtomicU64,
     /// Meta events the router published (session joins and leaves, ...).
     meta_events: AtomicU64,
     /// Sessions closed by the kill meta procedures.

@@ -441,3 +441,51 @@ fn history_is_kept_and_queried_1_shard() {
 fn history_is_kept_and_queried_2_shards() {
     history_is_kept_and_queried(2);
 }
+
+/// A durable history (`router.history_path`): the kept events survive a
+/// restart, also one with another shard count, within the rules' limits.
+#[test]
+fn a_durable_history_survives_a_restart() {
+    let dir = std::env::temp_dir().join(format!("switchyard-history-{}-{}", std::process::id(), free_port()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = format!("history_path = \"{}\"{HISTORY}", dir.display());
+    let mut first = Router::start_with(2, &config, "", &[]);
+    let mut publisher = on(&first, 1);
+    for n in 0..8 {
+        publisher.send_json(&format!(
+            r#"[16, {}, {{"acknowledge": true, "disclose_me": true}}, "com.h.{}", ["e{n}"]]"#,
+            n + 1,
+            if n % 2 == 0 { "a" } else { "b" }
+        ));
+        publisher.expect(PUBLISHED);
+    }
+    let mut reader = on(&first, 0);
+    let sub = reader.subscribe("com.h.", r#"{"match": "prefix"}"#);
+    let before = firsts(&get_events(&mut reader, sub, "{}"));
+    assert_eq!(before, ["e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7"]);
+    drop((publisher, reader));
+    assert!(first.stop().success());
+    // one shard now: every topic's home moves
+    let again = Router::start_with(1, &config, "", &[]);
+    let mut reader = on(&again, 0);
+    let sub = reader.subscribe("com.h.", r#"{"match": "prefix"}"#);
+    let events = get_events(&mut reader, sub, "{}");
+    assert_eq!(firsts(&events), before, "the history after the restart");
+    assert!(
+        events[0].key("details").get("publisher").is_some(),
+        "the publisher was kept: {:?}",
+        events[0]
+    );
+    // and it goes on within the limit (5 per topic): 4 + 3 more of com.h.a
+    let mut publisher = on(&again, 0);
+    let mut other = on(&again, 0);
+    let a = other.subscribe("com.h.a", "{}");
+    for n in 8..11 {
+        publisher.send_json(&format!(r#"[16, {}, {{"acknowledge": true}}, "com.h.a", ["e{n}"]]"#, n + 1));
+        publisher.expect(PUBLISHED);
+    }
+    let mut reader = other;
+    assert_eq!(firsts(&get_events(&mut reader, a, "{}")), ["e4", "e6", "e8", "e9", "e10"]);
+    drop(again);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -97,6 +97,67 @@ pub(super) fn event_details(extras: Option<&EventExtras>) -> Dict {
     details
 }
 
+/// The extras of a kept event that outlive its session, as the durable
+/// history writes them.
+pub(super) fn extras_to_dict(e: &EventExtras) -> Dict {
+    let strs = |l: &[String]| Value::List(l.iter().map(|s| Value::Str(s.clone())).collect());
+    let mut d = Dict::new();
+    if let Some(ppt) = &e.ppt {
+        d.insert("ppt", Value::Dict((**ppt).clone()));
+    }
+    if let Some((id, authid, authrole)) = &e.publisher {
+        d.insert("publisher", Value::UInt(*id));
+        d.insert("publisher_authid", Value::Str(authid.to_string()));
+        d.insert("publisher_authrole", Value::Str(authrole.to_string()));
+    }
+    if let Some(r) = &e.receivers {
+        if let Some(l) = &r.eligible_authid {
+            d.insert("eligible_authid", strs(l));
+        }
+        if let Some(l) = &r.eligible_authrole {
+            d.insert("eligible_authrole", strs(l));
+        }
+        d.insert("exclude_authid", strs(&r.exclude_authid));
+        d.insert("exclude_authrole", strs(&r.exclude_authrole));
+    }
+    d
+}
+
+/// [`extras_to_dict`] read back.
+pub(super) fn extras_from_dict(d: &Dict) -> Box<EventExtras> {
+    let strs = |key| match d.get(key) {
+        Some(Value::List(l)) => Some(
+            l.iter()
+                .filter_map(|v| if let Value::Str(s) = v { Some(s.clone()) } else { None })
+                .collect::<Vec<_>>(),
+        ),
+        _ => None,
+    };
+    let publisher = match (d.get("publisher"), d.get_str("publisher_authid"), d.get_str("publisher_authrole")) {
+        (Some(Value::UInt(id)), Some(a), Some(r)) => Some((*id, a.into(), r.into())),
+        _ => None,
+    };
+    let receivers =
+        (d.get("exclude_authid").is_some() || d.get("eligible_authid").is_some() || d.get("eligible_authrole").is_some()).then(|| {
+            Box::new(Receivers {
+                exclude: Vec::new(),
+                eligible: None,
+                exclude_authid: strs("exclude_authid").unwrap_or_default(),
+                eligible_authid: strs("eligible_authid"),
+                exclude_authrole: strs("exclude_authrole").unwrap_or_default(),
+                eligible_authrole: strs("eligible_authrole"),
+            })
+        });
+    Box::new(EventExtras {
+        ppt: match d.get("ppt") {
+            Some(Value::Dict(p)) => Some(Box::new(p.clone())),
+            _ => None,
+        },
+        publisher,
+        receivers,
+    })
+}
+
 /// A topic's retained event, kept on the topic's home shard.
 #[derive(Debug, Clone)]
 pub struct Retained {
@@ -289,7 +350,7 @@ impl Router {
     /// `max_retained_events` / `max_retained_bytes` is not kept (counted).
     pub(super) fn store_retained(&mut self, msg: RetainMsg) {
         if msg.history {
-            self.store_history(msg.realm, msg.topic.clone(), msg.at_us, msg.seq, msg.event.clone());
+            self.keep_history(msg.realm, msg.topic.clone(), msg.at_us, msg.seq, msg.event.clone(), true);
         }
         if !msg.retain {
             return;
@@ -313,7 +374,25 @@ impl Router {
     /// dropping the topic's events past its rule's limit and age, then its
     /// oldest ones while the realm's share of `max_history_bytes` is
     /// exceeded (a new topic's event that still does not fit is not kept).
-    pub(super) fn store_history(&mut self, realm: RealmIdx, topic: Arc<str>, at_us: u64, seq: (u64, usize), event: Retained) {
+    /// `persist`: write it through to the durable store (not for events
+    /// read back from it); evicted events are removed from it either way.
+    pub(super) fn keep_history(&mut self, realm: RealmIdx, topic: Arc<str>, at_us: u64, seq: (u64, usize), event: Retained, persist: bool) {
+        let store = self.history_store.clone();
+        let realm_name = self.realms[realm as usize].name.clone();
+        let mut lost = 0u64;
+        let mut gone = |old: &Stored| {
+            if let Some(s) = &store {
+                let op = crate::history_store::StoreOp::Remove {
+                    realm: realm_name.to_string(),
+                    topic: topic.to_string(),
+                    at_us: old.at_us,
+                    seq: old.seq,
+                };
+                if !s.send(op) {
+                    lost += 1;
+                }
+            }
+        };
         let r = &mut self.realms[realm as usize];
         let Some(&(_, _, limit, max_age)) = r
             .history_rules
@@ -329,27 +408,54 @@ impl Router {
         let mut freed = 0;
         while events.len() >= limit || (max_age > 0 && events.front().is_some_and(|e| e.at_us + max_age < at_us)) {
             match events.pop_front() {
-                Some(old) => freed += old.bytes(&topic),
+                Some(old) => {
+                    freed += old.bytes(&topic);
+                    gone(&old);
+                }
                 None => break,
             }
         }
         while r.history_bytes - freed + bytes > r.max_history_bytes {
             match events.pop_front() {
-                Some(old) => freed += old.bytes(&topic),
+                Some(old) => {
+                    freed += old.bytes(&topic);
+                    gone(&old);
+                }
                 None => break,
             }
         }
         r.history_bytes -= freed;
-        if r.history_bytes + bytes > r.max_history_bytes {
+        let fits = r.history_bytes + bytes <= r.max_history_bytes;
+        if !fits {
             ShardStats::inc(&self.stats.history_dropped);
             if events.is_empty() {
                 r.history.remove(&topic);
             }
-            return;
+            if !persist {
+                gone(&stored);
+            }
+        } else {
+            r.history_bytes += bytes;
+            if persist {
+                if let Some(s) = &store {
+                    let op = crate::history_store::StoreOp::Append(Box::new(crate::history_store::StoredEvent {
+                        realm: realm_name.to_string(),
+                        topic: topic.to_string(),
+                        at_us,
+                        seq,
+                        publication: stored.event.publication,
+                        payload: stored.event.payload.clone(),
+                        extras: stored.event.extras.as_deref().map(extras_to_dict),
+                    }));
+                    if !s.send(op) {
+                        lost += 1;
+                    }
+                }
+            }
+            events.push_back(stored);
+            ShardStats::inc(&self.stats.history_events);
         }
-        r.history_bytes += bytes;
-        events.push_back(stored);
-        ShardStats::inc(&self.stats.history_events);
+        self.stats.history_store_dropped.fetch_add(lost, Ordering::Relaxed);
     }
 
     /// This shard's kept events of topics that `(policy, uri)` matches

@@ -142,6 +142,8 @@ pub struct Router {
     /// Publications to keep this shard has sent, in order (ties of equal
     /// timestamps in a history).
     keep_seq: u64,
+    /// Where kept history events are written through (a durable history).
+    history_store: Option<crate::history_store::StoreHandle>,
     pub(crate) stats: Arc<ShardStats>,
 }
 
@@ -221,7 +223,34 @@ impl Router {
             clock: Clock::System,
             gathers: AHashMap::new(),
             keep_seq: 0,
+            history_store: None,
             stats,
+        }
+    }
+
+    /// Makes the history durable: kept events are written through `store`.
+    pub fn set_history_store(&mut self, store: crate::history_store::StoreHandle) {
+        self.history_store = Some(store);
+    }
+
+    /// Takes back the events a durable history kept, those of the topics
+    /// whose home is this shard, under today's rules and limits (what no
+    /// longer fits is removed from the store too).
+    pub fn load_history<'a>(&mut self, events: impl IntoIterator<Item = &'a crate::history_store::StoredEvent>) {
+        let mut events: Vec<&crate::history_store::StoredEvent> = events.into_iter().collect();
+        events.sort_by_key(|e| (e.at_us, e.seq));
+        for e in events {
+            let Some(&realm) = self.realm_names.get(&e.realm) else { continue };
+            if self.home_of(realm, &e.topic) != self.me {
+                continue;
+            }
+            let event = broker::Retained {
+                publication: e.publication,
+                payload: e.payload.clone(),
+                extras: e.extras.as_ref().map(broker::extras_from_dict),
+                exclude: 0,
+            };
+            self.keep_history(realm, e.topic.as_str().into(), e.at_us, e.seq, event, false);
         }
     }
 

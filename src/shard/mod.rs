@@ -96,6 +96,17 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
         watchdog::Watchdog::start(Duration::from_millis(cfg.router.wake_interval_ms))
             .map_err(|e| format!("cannot start the watchdog thread: {e}"))?,
     );
+    // a durable history: its store, and what it kept, before any shard starts
+    let store = if cfg.router.history_path.is_empty() {
+        None
+    } else {
+        Some(crate::history_store::Store::open(std::path::Path::new(&cfg.router.history_path))?)
+    };
+    let history: Option<(crate::history_store::StoreHandle, Arc<Vec<crate::history_store::StoredEvent>>)> =
+        store.as_ref().map(|s| (s.handle.clone(), Arc::new(s.loaded.clone())));
+    if let Some(s) = &store {
+        info!(path = %cfg.router.history_path, events = s.loaded.len(), "durable event history opened");
+    }
     let mut handles = Vec::new();
     for (me, seed) in seeds.into_iter().enumerate() {
         let cpu = v.shard_cpus[me];
@@ -106,6 +117,7 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
         let shutdown = shutdown.clone();
         let open_connections = open_connections.clone();
         let watchdog = watchdog.clone();
+        let history = history.clone();
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{me}"))
             .spin_before_park(Duration::from_micros(v.config.router.spin_before_park_us))
@@ -114,7 +126,7 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
             .spawn(move || async move {
                 let _kicked = watchdog.register();
                 drop(watchdog);
-                shard_main(me, n, seed, v, all_stats, router_cfg, ready, shutdown, open_connections).await
+                shard_main(me, n, seed, v, all_stats, router_cfg, ready, shutdown, open_connections, history).await
             })
             .map_err(|e| format!("cannot start shard {me} on CPU {cpu}: {e}"))?;
         handles.push(handle);
@@ -138,15 +150,26 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
         for h in handles {
             let _ = h.join();
         }
+        drop(history);
+        if let Some(s) = store {
+            s.close();
+        }
         return Err(e);
     }
     drop(reserved);
     let addrs: Vec<String> = v.listeners.iter().map(|(l, a)| format!("{:?} {a}", l.kind)).collect();
     info!(shards = n, cpus = ?v.shard_cpus, listeners = ?addrs, "switchyard ready");
+    let mut failed = false;
     for h in handles {
-        if h.join().is_err() {
-            return Err("a shard failed".into());
-        }
+        failed |= h.join().is_err();
+    }
+    // every shard has stopped: the store writes what is queued and closes
+    drop(history);
+    if let Some(s) = store {
+        s.close();
+    }
+    if failed {
+        return Err("a shard failed".into());
     }
     Ok(())
 }
@@ -173,18 +196,18 @@ async fn shard_main(
     ready: mpsc::Sender<Result<usize, String>>,
     shutdown: Arc<AtomicBool>,
     open_connections: Arc<AtomicUsize>,
+    history: Option<(crate::history_store::StoreHandle, Arc<Vec<crate::history_store::StoredEvent>>)>,
 ) {
     let stats = all_stats[me].clone();
     let cfg = &v.config;
     let ends = seed.connect(stats.clone(), cfg.router.mesh_overflow_limit).await;
     let congestion = ends.mesh.congestion();
-    let router = Rc::new(RefCell::new(Router::new(
-        me,
-        n,
-        &router_cfg,
-        ShardLink::Mesh(ends.mesh),
-        stats.clone(),
-    )));
+    let mut core = Router::new(me, n, &router_cfg, ShardLink::Mesh(ends.mesh), stats.clone());
+    if let Some((store, kept)) = history {
+        core.load_history(kept.iter());
+        core.set_history_store(store);
+    }
+    let router = Rc::new(RefCell::new(core));
     let conns = Rc::new(ConnCtx {
         router: router.clone(),
         stats: stats.clone(),
