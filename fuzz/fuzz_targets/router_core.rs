@@ -1,7 +1,9 @@
 //! The sans-I/O router core, driven as a running router drives it: several
 //! shards (1 to 3 `Router`s linked by `ShardLink::Collect` queues that are
 //! delivered in per-pair FIFO order, interleaved as the input chooses),
-//! sessions on every shard joining, subscribing, publishing, registering,
+//! sessions on every shard joining, subscribing (with `get_retained`),
+//! publishing (retained, kept in a history, disclosed, to black/white
+//! lists), registering,
 //! registering under every invocation policy, calling (some calls with a
 //! timeout, progress, disclosure or payload passthru; progressive call
 //! invocations, their chunks continuing calls in progress or completed),
@@ -104,6 +106,15 @@ impl World {
                 // fuzzed there); realm2 keeps the default (refused)
                 RealmConfig {
                     meta_admin_roles: vec!["anonymous".into()],
+                    // a small history and retention bound, so inputs reach them
+                    history: vec![switchyard::config::HistoryRule {
+                        uri: "a".into(),
+                        policy: Some("prefix".into()),
+                        limit: 3,
+                        max_age_ms: 0,
+                    }],
+                    max_history_bytes: 4096,
+                    max_retained_events: 3,
                     ..RealmConfig::named("realm1")
                 },
                 RealmConfig {
@@ -324,17 +335,31 @@ fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
         1 => Some(Value::List(vec![n(1), s(pick(u, REALMS)?), roles])),
         2 => {
             let policy = *pick(u, POLICIES)?;
-            Some(Value::List(vec![n(32), n(req), dict(&[("match", s(policy))]), s(pick(u, TOPICS)?)]))
+            let options = dict(&[("match", s(policy)), ("get_retained", Value::Bool(u.arbitrary()?))]);
+            Some(Value::List(vec![n(32), n(req), options, s(pick(u, TOPICS)?)]))
         }
         3 => {
             let id = some_id(u, &w.conns[ci].subscriptions)?;
             Some(Value::List(vec![n(34), n(req), n(id)]))
         }
         4 => {
-            let opts = dict(&[
+            let mut pairs = vec![
                 ("acknowledge", Value::Bool(u.arbitrary()?)),
                 ("exclude_me", Value::Bool(u.arbitrary()?)),
-            ]);
+                ("retain", Value::Bool(u.arbitrary()?)),
+            ];
+            if u.ratio(1, 4)? {
+                pairs.push(("disclose_me", Value::Bool(true)));
+            }
+            if u.ratio(1, 4)? {
+                let c = &w.conns[u.choose_index(w.conns.len())?];
+                let lists = ["exclude", "eligible"];
+                pairs.push((*pick(u, &lists)?, Value::List(vec![n(c.session)])));
+            }
+            if u.ratio(1, 6)? {
+                pairs.push(("eligible_authrole", Value::List(vec![s("anonymous")])));
+            }
+            let opts = dict(&pairs);
             let mut m = vec![n(16), n(req), opts, s(pick(u, TOPICS)?)];
             m.extend(payload(u)?);
             Some(Value::List(m))
@@ -381,7 +406,11 @@ fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
                 // one of the router's own procedures, with IDs it knows
                 let c = &w.conns[u.choose_index(w.conns.len())?];
                 let (session, registration) = (n(c.session), n(some_id(u, &c.registrations)?));
-                let (procedure, args) = match u.int_in_range(0..=9)? {
+                let subscription = n(some_id(u, &c.subscriptions)?);
+                let (procedure, args) = match u.int_in_range(0..=12)? {
+                    10 => ("wamp.subscription.get_events", vec![subscription]),
+                    11 => ("wamp.subscription.remove_subscriber", vec![subscription, session]),
+                    12 => ("wamp.subscription.list_subscribers", vec![subscription]),
                     0 => ("wamp.session.count", vec![]),
                     1 => ("wamp.session.list", vec![Value::List(vec![s("anonymous")])]),
                     2 => ("wamp.session.get", vec![session]),
