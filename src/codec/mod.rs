@@ -328,6 +328,14 @@ pub fn parse_value(ser: Serializer, frame: &[u8]) -> Result<Value, DecodeError> 
 }
 
 /// Encodes a dictionary on its own, for headers shared by many messages.
+/// An empty dictionary, encoded.
+pub fn empty_dict(ser: Serializer) -> &'static [u8] {
+    match ser {
+        Serializer::Json => b"{}",
+        Serializer::MsgPack => &[0x80],
+    }
+}
+
 pub fn encode_dict(ser: Serializer, d: &Dict) -> Vec<u8> {
     let mut out = Vec::new();
     match ser {

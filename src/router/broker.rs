@@ -235,12 +235,17 @@ fn deliver_local(
         let slot = &mut frames[s.ser.index()];
         if slot.is_none() {
             let Some(payload) = cache.get(s.ser, stats) else { continue };
-            let mut details = event_details(publication.extras);
-            if sub.policy != MatchPolicy::Exact {
-                details.insert("topic", Value::Str(publication.topic.to_owned()));
+            if publication.extras.is_none() && sub.policy == MatchPolicy::Exact {
+                // nearly every EVENT: empty Details, nothing to build
+                *slot = Some(encode::event(s.ser, sub.id, publication.id, codec::empty_dict(s.ser), payload));
+            } else {
+                let mut details = event_details(publication.extras);
+                if sub.policy != MatchPolicy::Exact {
+                    details.insert("topic", Value::Str(publication.topic.to_owned()));
+                }
+                let details = codec::encode_dict(s.ser, &details);
+                *slot = Some(encode::event(s.ser, sub.id, publication.id, &details, payload));
             }
-            let details = codec::encode_dict(s.ser, &details);
-            *slot = Some(encode::event(s.ser, sub.id, publication.id, &details, payload));
         }
         if let Some(frame) = slot {
             if s.outbox.push_event(frame.clone()) {

@@ -112,7 +112,15 @@ fn fits(v: &Value, kind: Kind) -> bool {
     }
 }
 
+#[inline]
 fn check_dict(message: &str, options: &Dict, rules: &[(&str, Kind)]) -> Result<(), String> {
+    if options.0.is_empty() {
+        return Ok(());
+    }
+    check_keys(message, options, rules)
+}
+
+fn check_keys(message: &str, options: &Dict, rules: &[(&str, Kind)]) -> Result<(), String> {
     for (key, value) in &options.0 {
         if let Some((_, kind)) = rules.iter().find(|(k, _)| k == key) {
             if !fits(value, *kind) {

@@ -114,7 +114,7 @@ function switchyardConfig(port, shards, rsPort) {
     '',
     '[[realm]]',
     `name = "${REALM}"`,
-    'meta_admin_roles = ["anonymous"]  # the remove_callee tests revoke registrations',
+    'meta_admin_roles = ["anonymous"]  # remove_callee, remove_subscriber and kill act on other sessions',
     '',
     '[[listener]]',
     'type = "websocket"',
