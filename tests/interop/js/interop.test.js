@@ -344,6 +344,32 @@ function advancedPubSubSuite(open) {
   const publisher = (pub, topic) => (args, options = {}) =>
     within(pub.session.publish(topic, args, {}, { acknowledge: true, ...options }), WAIT, `PUBLISHED ${JSON.stringify(args)}`);
 
+  it('wamp.subscription.get_events returns the kept events of a subscription (realm1 keeps 5 per com.example.history.* topic)', t, async (ctx) => {
+    if (kind !== 'switchyard') {
+      ctx.skip('the history rule is switchyard configuration');
+      return;
+    }
+    const topic = `com.example.history.${base('h').split('.').slice(2, 3)[0]}`;
+    const pub = await open();
+    const reader = await open();
+    const sub = await within(reader.session.subscribe(topic, () => {}), WAIT, 'SUBSCRIBED');
+    const ids = [];
+    for (let i = 0; i < 7; i += 1) {
+      const p = await within(pub.session.publish(topic, [i], { n: i }, { acknowledge: true }), WAIT, 'PUBLISHED');
+      ids.push(p.id);
+    }
+    const events = await within(reader.session.call('wamp.subscription.get_events', [sub.id]), WAIT, 'get_events');
+    assert.deepEqual(events.map((e) => e.args[0]), [2, 3, 4, 5, 6], JSON.stringify(events));
+    assert.equal(events[0].subscription, sub.id);
+    assert.equal(events[0].publication, ids[2]);
+    assert.deepEqual(events[0].kwargs, { n: 2 });
+    assert.match(events[0].timestamp, /Z$/);
+    const newest = await within(reader.session.call('wamp.subscription.get_events', [sub.id], { reverse: true, limit: 2 }), WAIT, 'get_events');
+    assert.deepEqual(newest.map((e) => e.args[0]), [6, 5]);
+    await closeChecked(pub, 'publisher');
+    await closeChecked(reader, 'reader');
+  });
+
   it('a publisher with disclose_me is named to subscribers (details.publisher, publisher_authid, publisher_authrole)', t, async () => {
     const topic = base('disclosed');
     const sub = await open();

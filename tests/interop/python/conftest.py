@@ -85,6 +85,11 @@ shards = {shards}
 name = "realm1"
 meta_admin_roles = ["anonymous"]  # test_registration_revocation removes callees
 
+[[realm.history]]                 # test_event_history
+uri = "com.example.history."
+match = "prefix"
+limit = 5
+
 [[realm]]
 name = "realm.disclosed"
 caller_disclosure = "always"

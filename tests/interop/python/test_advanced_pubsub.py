@@ -301,3 +301,35 @@ def test_retained_events_of_a_pattern_and_their_whitelist(router, transport):
             assert (await until_sentinel(sink, 2))[0] == [], "the whitelist holds for retained events"
 
     run(main())
+
+
+def test_event_history(router, transport):
+    # realm1 keeps the last 5 events of each com.example.history.* topic
+    # (conftest.py); wamp.subscription.get_events returns them for a
+    # subscription, oldest first, with the spec's Event dictionaries
+    if router.kind != "switchyard":
+        pytest.skip("the history rule is Switchyard's configuration")
+    topic = "com.example.history.{}".format(transport.replace("-", "_"))
+
+    async def main():
+        async with Harness(router) as h:
+            publisher = await h.open(transport, name="publisher")
+            reader = await h.open(transport, name="reader")
+            sub = await reader.subscribe(lambda *a, **kw: None, topic)
+            pubs = []
+            for i in range(7):
+                pub = await publisher.publish(topic, i, n=i, options=PublishOptions(acknowledge=True))
+                pubs.append(pub.id)
+            events = await reader.call("wamp.subscription.get_events", sub.id)
+            assert [e["args"][0] for e in events] == [2, 3, 4, 5, 6], events
+            first = events[0]
+            assert first["subscription"] == sub.id
+            assert first["publication"] == pubs[2]
+            assert first["kwargs"] == {"n": 2}
+            assert first["timestamp"].endswith("Z"), first
+            newest = await reader.call("wamp.subscription.get_events", sub.id, reverse=True, limit=2)
+            assert [e["args"][0] for e in newest] == [6, 5], newest
+            after = await reader.call("wamp.subscription.get_events", sub.id, after_publication=pubs[4])
+            assert [e["args"][0] for e in after] == [5, 6], after
+
+    run(main())
