@@ -401,10 +401,16 @@ fn subscriptions_are_described(shards: usize) {
     p.expect(PUBLISHED);
     let ev = b.expect(EVENT);
     assert_eq!(ev.at(1).u(), pattern, "only the pattern subscription delivers: {ev:?}");
-    // another realm's subscriptions are not listed
+    // another realm's subscriptions and registrations are not listed
+    let reg = a.register("com.isolated");
     let mut other = on(&r, 1, "realm1", ROLES);
     let list = result(&mut other, r#""wamp.subscription.list", []"#);
     assert!(!ids(list.key("prefix")).contains(&pattern), "{list:?}");
+    let regs = result(&mut other, r#""wamp.registration.list", []"#);
+    assert!(!ids(regs.key("exact")).contains(&reg), "{regs:?}");
+    assert_eq!(result(&mut other, r#""wamp.registration.lookup", ["com.isolated"]"#), Value::Null);
+    other.send_json(&format!(r#"[48, 903, {{}}, "wamp.registration.get", [{reg}]]"#));
+    other.expect_error(CALL, 903, "wamp.error.no_such_registration");
 }
 
 #[test]
