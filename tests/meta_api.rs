@@ -63,6 +63,12 @@ fn session_events_fire_router_wide(shards: usize) {
         assert_eq!(left.at(1).s(), "joiner");
         assert_eq!(left.at(2).s(), "anonymous");
     }
+    // nobody may publish to the router's topics
+    let mut forger = on(&r, 1, "realm1", ROLES);
+    forger.send_json(r#"[16, 1, {"acknowledge": true}, "wamp.session.on_join", [{"session": 1}]]"#);
+    forger.expect_error(PUBLISH, 1, "wamp.error.invalid_uri");
+    forger.send_json(r#"[48, 2, {}, "wamp.session.add_testament", ["wamp.session.on_leave", [1]]]"#);
+    forger.expect_error(CALL, 2, "wamp.error.invalid_uri");
     // a session of another realm: not seen; a later realm1 join is the next event
     let other = on(&r, 1, "other", ROLES);
     let later = on(&r, 1, "realm1", r#"{"roles": {"caller": {}}, "authid": "later"}"#);
@@ -504,4 +510,23 @@ fn registrations_are_described_1_shard() {
 #[test]
 fn registrations_are_described_2_shards() {
     registrations_are_described(2);
+}
+
+/// A killed client that does not answer GOODBYE is disconnected after
+/// `limits.handshake_timeout_ms`.
+#[test]
+fn a_killed_session_that_does_not_answer_is_disconnected() {
+    let r = Router::start_with(1, ADMIN, "handshake_timeout_ms = 300", &[]);
+    let mut admin = on(&r, 0, "admin", ROLES);
+    let mut victim = on(&r, 0, "admin", ROLES);
+    admin.send_json(&format!(r#"[48, 1, {{}}, "wamp.session.kill", [{}]]"#, victim.session));
+    admin.expect(RESULT);
+    assert_eq!(victim.expect(GOODBYE).at(2).s(), "wamp.close.killed");
+    // messages meanwhile are ignored; then the router closes
+    victim.send_json(r#"[48, 1, {}, "wamp.session.count", []]"#);
+    match victim.recv() {
+        Incoming::Close(code, _) => assert_eq!(code, 1000),
+        other => panic!("expected the close, got {other:?}"),
+    }
+    victim.conn.expect_eof();
 }

@@ -87,6 +87,11 @@ fn progressive_invocations_reach_one_callee_in_order(shards: usize) {
     caller2.drop_connection();
     assert_eq!(interrupt_mode(&callee.expect(INTERRUPT)), "killnowait");
 
+    // the router's own procedures take no chunks
+    let mut streamer = Client::join_ws(r.ws, Ser::Json);
+    rejoin(&mut streamer, STREAMING_CALLER);
+    streamer.send_json(r#"[48, 1, {"progress": true}, "wamp.session.count", []]"#);
+    streamer.expect_error(CALL, 1, "wamp.error.feature_not_supported");
     // a caller that did not announce the feature: protocol violation
     let mut rogue = Client::join_ws(r.ws, Ser::Json);
     rogue.send_json(r#"[48, 1, {"progress": true}, "com.upload", []]"#);
@@ -161,6 +166,30 @@ fn unavailable_callees_get_the_call_rerouted(shards: usize) {
         for c in callees {
             c.drop_connection();
         }
+    }
+    // canceled (kill) while the callee declines: the call is not sent on
+    let mut pair2: Vec<Client> = (0..2).map(|i| on(i + 1)).collect();
+    rejoin(&mut pair2[0], r#"{"roles": {"callee": {"features": {"call_canceling": true}}}}"#);
+    for c in pair2.iter_mut() {
+        let req = c.next_req();
+        c.send_json(&format!(r#"[64, {req}, {{"invoke": "roundrobin"}}, "com.reroute.killed"]"#));
+        c.expect(REGISTERED);
+    }
+    caller.send_json(r#"[48, 50, {}, "com.reroute.killed", ["first"]]"#);
+    let inv = pair2[0].expect(INVOCATION);
+    caller.send_json(r#"[49, 50, {"mode": "kill"}]"#);
+    // the callee is interrupted, and declines the call after that
+    assert_eq!(interrupt_mode(&pair2[0].expect(INTERRUPT)), "kill");
+    pair2[0].send_json(&format!(r#"[8, 68, {}, {{}}, "wamp.error.unavailable"]"#, inv.at(1).u()));
+    caller.expect_error(CALL, 50, "wamp.error.canceled");
+    // the other callee never got it: its next INVOCATION is the next call
+    caller.send_json(r#"[48, 51, {}, "com.reroute.killed", ["next"]]"#);
+    let next = pair2[1].expect(INVOCATION);
+    assert_eq!(next.at(4).at(0).s(), "next", "the canceled call was sent on: {next:?}");
+    pair2[1].send_json(&format!(r#"[70, {}, {{}}, []]"#, next.at(1).u()));
+    caller.expect(RESULT);
+    for c in pair2 {
+        c.drop_connection();
     }
     // single: nobody to reroute to
     let (mut single, mut caller2) = pair(&r, r#"{"roles": {"callee": {}}}"#, "com.single");
@@ -286,8 +315,13 @@ fn passthru_attributes_travel_with_the_payload(shards: usize) {
         Client::join_ws(r.ws, Ser::Json)
     };
     let mut packed = Client::join_ws(r.ws, Ser::MsgPack);
+    // subscribers that announced the mode (others get no passthru events)
+    rejoin(&mut sub, PPT_CALLEE);
+    rejoin(&mut packed, PPT_CALLEE);
+    let mut plain_sub = Client::join_ws(r.ws, Ser::Json);
     let id = sub.subscribe("com.sealed.topic", "{}");
     let packed_id = packed.subscribe("com.sealed.topic", "{}");
+    plain_sub.subscribe("com.sealed.topic", "{}");
     caller.send_json(&format!(
         r#"[16, 3, {{"acknowledge": true, {ppt}}}, "com.sealed.topic", ["\u0000AAEC/w=="]]"#
     ));
@@ -326,6 +360,13 @@ fn passthru_attributes_travel_with_the_payload(shards: usize) {
     let res = caller.expect(RESULT);
     assert_eq!(res.at(2).key("enc_algo").s(), "cryptobox");
     assert_eq!(res.at(3), &Value::Bytes(vec![0]));
+    // the subscriber without the mode got none of them: its first event
+    // is a plain one
+    caller.send_json(r#"[16, 40, {"acknowledge": true}, "com.sealed.topic", ["plain"]]"#);
+    caller.expect(PUBLISHED);
+    assert_eq!(plain_sub.expect(EVENT).at(4).at(0).s(), "plain");
+    sub.expect(EVENT);
+    packed.expect(EVENT);
     // an opaque payload outside the mode is malformed
     let mut rogue = Client::join_ws(r.ws, Ser::Json);
     rogue.send_json(r#"[16, 1, {}, "com.sealed.topic", "\u0000AA=="]"#);
@@ -360,7 +401,7 @@ fn passthru_attributes_travel_with_the_payload(shards: usize) {
     rogue_callee.send_json(&format!(r#"[70, {}, {{"ppt_scheme": "x_test"}}, []]"#, inv.at(1).u()));
     rogue_callee.expect_abort("wamp.error.protocol_violation");
     caller3.expect_error(CALL, 1, "wamp.error.canceled");
-    for c in [callee, caller, plain, caller2, plain_caller, sub, packed, caller3] {
+    for c in [callee, caller, plain, caller2, plain_caller, sub, packed, caller3, plain_sub] {
         c.drop_connection();
     }
     gauges_back_to_zero(&r);

@@ -80,6 +80,29 @@ pub struct EventExtras {
     pub receivers: Option<Box<Receivers>>,
 }
 
+impl EventExtras {
+    /// About the memory they take (for the byte bounds of what keeps them).
+    pub fn bytes(&self) -> usize {
+        let ppt = self
+            .ppt
+            .as_ref()
+            .map_or(0, |d| d.0.iter().map(|(k, v)| k.len() + value_bytes(v)).sum());
+        let publisher = self.publisher.as_ref().map_or(0, |(_, a, r)| a.len() + r.len() + 8);
+        64 + ppt + publisher + self.receivers.as_ref().map_or(0, |r| r.bytes())
+    }
+}
+
+/// About the memory a value takes.
+fn value_bytes(v: &Value) -> usize {
+    match v {
+        Value::Str(s) => s.len() + 24,
+        Value::Bytes(b) => b.len() + 24,
+        Value::List(l) => 24 + l.iter().map(value_bytes).sum::<usize>(),
+        Value::Dict(d) => 24 + d.0.iter().map(|(k, v)| k.len() + value_bytes(v)).sum::<usize>(),
+        _ => 16,
+    }
+}
+
 /// EVENT.Details a publication's extras give (passthru attributes, the
 /// publisher); the topic and `retained` are added by the caller.
 pub(super) fn event_details(extras: Option<&EventExtras>) -> Dict {
@@ -126,11 +149,14 @@ pub(super) fn extras_to_dict(e: &EventExtras) -> Dict {
 /// [`extras_to_dict`] read back.
 pub(super) fn extras_from_dict(d: &Dict) -> Box<EventExtras> {
     let strs = |key| match d.get(key) {
-        Some(Value::List(l)) => Some(
-            l.iter()
+        Some(Value::List(l)) => {
+            let mut v: Vec<String> = l
+                .iter()
                 .filter_map(|v| if let Value::Str(s) = v { Some(s.clone()) } else { None })
-                .collect::<Vec<_>>(),
-        ),
+                .collect();
+            v.sort_unstable();
+            Some(v)
+        }
         _ => None,
     };
     let publisher = match (d.get("publisher"), d.get_str("publisher_authid"), d.get_str("publisher_authrole")) {
@@ -197,7 +223,14 @@ pub struct Stored {
 
 impl Stored {
     fn bytes(&self, topic: &str) -> usize {
-        topic.len() + self.event.payload.raw.len() + 64
+        topic.len() + self.event.bytes()
+    }
+}
+
+impl Retained {
+    /// About the memory it takes: payload, extras and bookkeeping.
+    pub fn bytes(&self) -> usize {
+        64 + self.payload.raw.len() + self.extras.as_ref().map_or(0, |e| e.bytes())
     }
 }
 
@@ -227,8 +260,16 @@ fn deliver_local(
             continue;
         }
         let Some(s) = sessions.get(sid) else { continue };
-        if let Some(r) = publication.extras.and_then(|e| e.receivers.as_deref()) {
-            if !r.admit(*sid, &s.identity.authid, &s.identity.authrole) {
+        if let Some(e) = publication.extras {
+            if e.receivers
+                .as_deref()
+                .is_some_and(|r| !r.admit(*sid, &s.identity.authid, &s.identity.authrole))
+            {
+                continue;
+            }
+            // a passthru payload (maybe not even an Arguments list) only to
+            // subscribers that announced the mode
+            if e.ppt.is_some() && !s.features.ppt_subscriber {
                 continue;
             }
         }
@@ -361,11 +402,17 @@ impl Router {
             return;
         }
         let r = &mut self.realms[msg.realm as usize];
-        let bytes = msg.topic.len() + msg.event.payload.raw.len();
-        let before = r.retained.get(&msg.topic).map(|old| msg.topic.len() + old.payload.raw.len());
+        let bytes = msg.topic.len() + msg.event.bytes();
+        let before = r.retained.get(&msg.topic).map(|old| msg.topic.len() + old.bytes());
         let count = r.retained.len() + usize::from(before.is_none());
         if count > r.max_retained_events || r.retained_bytes - before.unwrap_or(0) + bytes > r.max_retained_bytes {
             ShardStats::inc(&self.stats.retained_refused);
+            // an older event must not stand in for the one refused
+            if let Some(old) = before {
+                r.retained.remove(&msg.topic);
+                r.retained_bytes -= old;
+                self.stats.retained_events.fetch_sub(1, Ordering::Relaxed);
+            }
             return;
         }
         r.retained_bytes = r.retained_bytes - before.unwrap_or(0) + bytes;
@@ -409,6 +456,17 @@ impl Router {
         let stored = Stored { at_us, seq, event };
         let max_age = max_age * 1000;
         let bytes = stored.bytes(&topic);
+        // not kept if even this topic's whole history would not make room
+        // (its events are not given up for nothing)
+        let own: usize = r.history.get(&topic).map_or(0, |e| e.iter().map(|x| x.bytes(&topic)).sum());
+        if r.history_bytes - own + bytes > r.max_history_bytes {
+            ShardStats::inc(&self.stats.history_dropped);
+            if !persist {
+                gone(&stored);
+            }
+            self.stats.history_store_dropped.fetch_add(lost, Ordering::Relaxed);
+            return;
+        }
         let events = r.history.entry(topic.clone()).or_default();
         let mut freed = 0;
         while events.len() >= limit || (max_age > 0 && events.front().is_some_and(|e| e.at_us + max_age < at_us)) {
@@ -511,6 +569,9 @@ impl Router {
         let Some(s) = self.sessions.get_mut(&sid) else { return };
         s.builtin_calls = s.builtin_calls.saturating_sub(1);
         let Some(s) = self.sessions.get(&sid) else { return };
+        if !s.sub_ids.contains_key(&subscription) {
+            return; // unsubscribed meanwhile
+        }
         for answer in answers {
             let Answer::Retained(events) = answer else { continue };
             for (topic, e) in events {
@@ -533,8 +594,10 @@ impl Router {
                 details.insert("retained", Value::Bool(true));
                 let details = codec::encode_dict(s.ser, &details);
                 let frame = encode::event(s.ser, subscription, e.publication, &details, &payload);
-                if s.outbox.fits(frame.len()) {
-                    s.outbox.push(frame);
+                // as any event: dropped (counted) past max_outbound_bytes
+                if !s.outbox.fits(frame.len()) || !s.outbox.push_event(frame) {
+                    ShardStats::inc(&self.stats.events_dropped);
+                } else {
                     ShardStats::inc(&self.stats.messages_out);
                 }
             }
@@ -672,6 +735,19 @@ impl Router {
     pub(super) fn publish(&mut self, sid: Id, request: Id, options: PublishOptions, topic: String, payload: Payload) {
         let acknowledge = options.acknowledge;
         if !self.uri_ok(sid, MessageType::Publish, request, &topic, UriCheck::Concrete, acknowledge) {
+            return;
+        }
+        if topic.starts_with("wamp.") {
+            // the router's meta events are its own: nobody may forge one
+            if acknowledge {
+                self.error_reply(
+                    sid,
+                    MessageType::Publish,
+                    request,
+                    uris::INVALID_URI,
+                    "topics in the wamp. namespace are the router's",
+                );
+            }
             return;
         }
         let Some(s) = self.sessions.get(&sid) else { return };

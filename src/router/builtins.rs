@@ -659,6 +659,12 @@ impl Router {
             ShardStats::inc(&self.stats.sessions_killed);
             if let Some(c) = self.conns.get_mut(&s.conn) {
                 c.phase = Phase::Closing;
+                // it has as long as a handshake to answer GOODBYE
+                let grace = std::time::Duration::from_millis(self.limits.handshake_timeout_ms);
+                c.closing_timer = Some(
+                    self.timers
+                        .start(self.clock.now(), grace, super::timers::Due::Closing { conn: s.conn }),
+                );
             }
             self.leave_with(*sid, *target != KillTarget::All);
         }
@@ -674,6 +680,9 @@ impl Router {
         };
         if let Err(e) = wamp::uri::validate(topic, UriCheck::Concrete, &self.uri_limits) {
             return Err((uris::INVALID_URI, format!("invalid topic URI: {e}")));
+        }
+        if topic.starts_with("wamp.") {
+            return Err((uris::INVALID_URI, "topics in the wamp. namespace are the router's".into()));
         }
         let event_args = match args.get(1) {
             None | Some(Value::Null) => Vec::new(),
@@ -698,8 +707,13 @@ impl Router {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return Ok(());
         };
-        let payload = codec::payload_of(s.ser, &event_args, event_kwargs.as_ref());
-        let bytes = topic.len() + payload.raw.len();
+        let testament = Testament {
+            topic: topic.clone(),
+            payload: codec::payload_of(s.ser, &event_args, event_kwargs.as_ref()),
+            options: PublishOptions::read(&options),
+            detached,
+        };
+        let bytes = testament.bytes();
         if s.testament_bytes + bytes > max {
             ShardStats::inc(&self.stats.testaments_refused);
             return Err((
@@ -708,12 +722,7 @@ impl Router {
             ));
         }
         s.testament_bytes += bytes;
-        s.testaments.push(Testament {
-            topic: topic.clone(),
-            payload,
-            options: PublishOptions::read(&options),
-            detached,
-        });
+        s.testaments.push(testament);
         Ok(())
     }
 
@@ -722,7 +731,7 @@ impl Router {
         let detached = scope(kwargs)?;
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.testaments.retain(|t| t.detached != detached);
-            s.testament_bytes = s.testaments.iter().map(|t| t.topic.len() + t.payload.raw.len()).sum();
+            s.testament_bytes = s.testaments.iter().map(Testament::bytes).sum();
         }
         Ok(())
     }

@@ -114,6 +114,8 @@ pub(super) struct OutgoingCall {
     pub(super) timer: Option<TimerKey>,
     /// A progressive call invocation whose final CALL has not come yet.
     pub(super) streaming: bool,
+    /// The caller canceled it in `kill` mode: a reroute must not send it on.
+    pub(super) canceled: bool,
 }
 
 /// The router-wide key of a call: (caller's shard, caller, CALL request ID).
@@ -406,6 +408,16 @@ impl Router {
             return Ok(());
         }
         if let Some(builtin) = super::builtins::Builtin::parse(&procedure) {
+            if options.progress {
+                self.error_reply(
+                    sid,
+                    MessageType::Call,
+                    request,
+                    uris::FEATURE_NOT_SUPPORTED,
+                    "the router's own procedures take no progressive call invocations",
+                );
+                return Ok(());
+            }
             self.builtin_call(sid, request, builtin, payload);
             return Ok(());
         }
@@ -445,6 +457,7 @@ impl Router {
                             callee,
                             timer,
                             streaming: options.progress,
+                            canceled: false,
                         };
                         s.calls.insert(request, call);
                         let disclose = (options.disclose_me || disclosure == CallerDisclosure::Always)
@@ -525,6 +538,17 @@ impl Router {
     pub(super) fn reroute(&mut self, mut inv: InvokeMsg) {
         let Some(s) = self.sessions.get_mut(&inv.caller) else { return };
         let Some(call) = s.calls.get_mut(&inv.call_request) else { return };
+        if call.canceled {
+            // canceled (kill) while the callee declined: nobody else gets it
+            let request = inv.call_request;
+            if let Some(call) = s.forget_call(request) {
+                if let Some(key) = call.timer {
+                    self.timers.cancel(key);
+                }
+            }
+            self.stats.pending_calls.fetch_sub(1, Ordering::Relaxed);
+            return self.error_reply(inv.caller, MessageType::Call, request, uris::CANCELED, "the call was canceled");
+        }
         let next = self.realms[inv.realm as usize]
             .registrations
             .get_mut(&inv.registration)
@@ -577,6 +601,17 @@ impl Router {
             details: Dict::new(),
             payload: codec::payload_from(ser, &[Value::Str(message.to_owned())]),
         };
+        // a callee of a shared registration that is gone (or no longer
+        // registered): another one may take the call
+        let gone = self
+            .sessions
+            .get(&inv.callee)
+            .is_none_or(|s| !s.regs.contains_key(&inv.registration));
+        if gone && inv.shared && !inv.progress {
+            let mut inv = inv;
+            inv.tried.push((self.me, inv.callee));
+            return self.send_to(inv.caller_shard, ShardMsg::Reroute(Box::new(inv)));
+        }
         let Some(s) = self.sessions.get_mut(&inv.callee) else {
             let done = fail(uris::CANCELED, "the callee left before the call reached it", inv.payload.serializer);
             return self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
@@ -917,7 +952,11 @@ impl Router {
             return;
         };
         ShardStats::inc(&self.stats.calls_canceled);
-        if mode != CancelMode::Kill {
+        if mode == CancelMode::Kill {
+            if let Some(c) = s.calls.get_mut(&request) {
+                c.canceled = true;
+            }
+        } else {
             s.forget_call(request);
             if let Some(key) = call.timer {
                 self.timers.cancel(key);
@@ -1116,6 +1155,7 @@ mod tests {
             callee: 1,
             timer: None,
             streaming,
+            canceled: false,
         };
         for request in 1..=(FINISHED_STREAMS as u64 + 10) {
             calls.insert(request, call(true));

@@ -275,6 +275,17 @@ impl Router {
             match due {
                 timers::Due::CallTimeout { caller, request } => self.call_timed_out(caller, request),
                 timers::Due::Gather { id } => self.gather_timed_out(id),
+                timers::Due::Closing { conn } => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.closing_timer = None;
+                        if c.phase == session::Phase::Closing {
+                            c.outbox.close(Some(crate::session::outbox::Outgoing::close(
+                                crate::session::outbox::CloseReason::Normal,
+                                "killed",
+                            )));
+                        }
+                    }
+                }
             }
         }
     }

@@ -225,20 +225,29 @@ impl Receivers {
         if !options.0.iter().any(|(k, _)| KEYS.contains(&k.as_str())) {
             return None;
         }
+        // sorted once, so that each subscriber is looked up, not scanned for
         let ids = |key| match options.get(key) {
-            Some(Value::List(l)) => Some(
-                l.iter()
+            Some(Value::List(l)) => {
+                let mut v: Vec<Id> = l
+                    .iter()
                     .filter_map(|v| if let Value::UInt(u) = v { Some(*u) } else { None })
-                    .collect(),
-            ),
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                Some(v)
+            }
             _ => None,
         };
         let strs = |key| match options.get(key) {
-            Some(Value::List(l)) => Some(
-                l.iter()
+            Some(Value::List(l)) => {
+                let mut v: Vec<String> = l
+                    .iter()
                     .filter_map(|v| if let Value::Str(s) = v { Some(s.clone()) } else { None })
-                    .collect(),
-            ),
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                Some(v)
+            }
             _ => None,
         };
         Some(Box::new(Receivers {
@@ -254,13 +263,25 @@ impl Receivers {
     /// Whether the subscriber `session` (with `authid`, `authrole`) gets
     /// the event, as the spec combines the lists.
     pub fn admit(&self, session: Id, authid: &str, authrole: &str) -> bool {
-        let has = |l: &[String], v: &str| l.iter().any(|x| x == v);
-        self.eligible.as_ref().is_none_or(|l| l.contains(&session))
+        // the lists are sorted (`read` and `extras_from_dict` sort them)
+        let has = |l: &[String], v: &str| l.binary_search_by(|x| x.as_str().cmp(v)).is_ok();
+        self.eligible.as_ref().is_none_or(|l| l.binary_search(&session).is_ok())
             && self.eligible_authid.as_ref().is_none_or(|l| has(l, authid))
             && self.eligible_authrole.as_ref().is_none_or(|l| has(l, authrole))
-            && !self.exclude.contains(&session)
+            && self.exclude.binary_search(&session).is_err()
             && !has(&self.exclude_authid, authid)
             && !has(&self.exclude_authrole, authrole)
+    }
+
+    /// About the memory the lists take (for the byte bounds of what keeps
+    /// them: retention, history, testaments).
+    pub fn bytes(&self) -> usize {
+        let strs = |l: &[String]| l.iter().map(|s| s.len() + 24).sum::<usize>();
+        8 * (self.exclude.len() + self.eligible.as_ref().map_or(0, Vec::len))
+            + strs(&self.exclude_authid)
+            + self.eligible_authid.as_deref().map_or(0, strs)
+            + strs(&self.exclude_authrole)
+            + self.eligible_authrole.as_deref().map_or(0, strs)
     }
 }
 

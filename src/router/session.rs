@@ -85,6 +85,15 @@ pub(super) struct Testament {
     pub(super) detached: bool,
 }
 
+impl Testament {
+    /// About the memory it takes: topic, payload, and the receiver lists
+    /// and passthru attributes of its options.
+    pub(super) fn bytes(&self) -> usize {
+        let ppt = self.options.ppt.as_ref().map_or(0, |d| d.0.iter().map(|(k, _)| k.len() + 64).sum());
+        self.topic.len() + self.payload.raw.len() + self.options.receivers.as_ref().map_or(0, |r| r.bytes()) + ppt
+    }
+}
+
 /// What a local session holds.
 #[derive(Debug)]
 pub(super) struct LocalSession {
@@ -135,6 +144,9 @@ pub(super) struct Conn {
     pub(super) ser: Serializer,
     pub(super) transport: TransportInfo,
     pub(super) phase: Phase,
+    /// In `Closing`: the timer that ends the connection if the client does
+    /// not answer GOODBYE.
+    pub(super) closing_timer: Option<super::timers::TimerKey>,
 }
 
 impl Conn {
@@ -287,6 +299,7 @@ impl Router {
                 ser: transport.serializer,
                 transport,
                 phase: Phase::Idle,
+                closing_timer: None,
             },
         );
         id
@@ -300,6 +313,9 @@ impl Router {
     /// Forgets a connection; its session, if any, leaves.
     pub fn close_connection(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.remove(&conn) {
+            if let Some(key) = c.closing_timer {
+                self.timers.cancel(key);
+            }
             if let Some(s) = c.session() {
                 self.leave(s);
             }
@@ -500,6 +516,9 @@ impl Router {
                 if matches!(msg, Message::Goodbye { .. } | Message::Abort { .. }) {
                     c.phase = Phase::Idle;
                     c.outbox.close(Some(Outgoing::close(CloseReason::Normal, "goodbye")));
+                    if let Some(key) = c.closing_timer.take() {
+                        self.timers.cancel(key);
+                    }
                 }
                 return;
             }

@@ -50,6 +50,8 @@ pub(super) enum Due {
     CallTimeout { caller: Id, request: Id },
     /// A scatter/gather's deadline.
     Gather { id: u64 },
+    /// A killed session's connection that has not answered GOODBYE.
+    Closing { conn: u64 },
 }
 
 /// The key of one timer: its deadline, then a sequence number.

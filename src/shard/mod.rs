@@ -97,15 +97,15 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
             .map_err(|e| format!("cannot start the watchdog thread: {e}"))?,
     );
     // a durable history: its store, and what it kept, before any shard starts
-    let store = if cfg.router.history_path.is_empty() {
+    let mut store = if cfg.router.history_path.is_empty() {
         None
     } else {
         Some(crate::history_store::Store::open(std::path::Path::new(&cfg.router.history_path))?)
     };
     let history: Option<(crate::history_store::StoreHandle, Arc<Vec<crate::history_store::StoredEvent>>)> =
-        store.as_ref().map(|s| (s.handle.clone(), Arc::new(s.loaded.clone())));
-    if let Some(s) = &store {
-        info!(path = %cfg.router.history_path, events = s.loaded.len(), "durable event history opened");
+        store.as_mut().map(|s| (s.handle.clone(), Arc::new(std::mem::take(&mut s.loaded))));
+    if let Some((_, kept)) = &history {
+        info!(path = %cfg.router.history_path, events = kept.len(), "durable event history opened");
     }
     let mut handles = Vec::new();
     for (me, seed) in seeds.into_iter().enumerate() {
