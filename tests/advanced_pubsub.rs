@@ -427,6 +427,18 @@ fn history_is_kept_and_queried(shards: usize) {
         r#"[48, 102, {{}}, "wamp.subscription.get_events", [{exact}], {{"from_time": "yesterday"}}]"#
     ));
     reader.expect_error(CALL, 102, "wamp.error.invalid_argument");
+    // a reader that takes 512-byte messages: the events do not fit
+    let (_, conn) = rs_handshake(r.rs, [0x7F, 0x02, 0, 0]);
+    let mut small = Client::over(conn, Ser::MsgPack);
+    small.hello();
+    // all 7 kept events of the prefix: over 512 bytes
+    let small_sub = small.subscribe("com.h.", r#"{"match": "prefix"}"#);
+    small.send_json(&format!(r#"[48, 9, {{}}, "wamp.subscription.get_events", [{small_sub}]]"#));
+    small.expect_error(CALL, 9, "wamp.error.payload_size_exceeded");
+    small.send_json(&format!(
+        r#"[48, 10, {{}}, "wamp.subscription.get_events", [{small_sub}], {{"limit": 1}}]"#
+    ));
+    small.expect(RESULT);
     // a topic without a history rule keeps nothing
     let other = reader.subscribe("com.other", "{}");
     assert!(get_events(&mut reader, other, "{}").is_empty());

@@ -111,6 +111,32 @@ impl HistoryFilter {
         })
     }
 
+    /// What one shard can apply to its own events (in the order they
+    /// occurred) without knowing the others': the time bounds, and the
+    /// limit when no publication bound needs the merged order.
+    fn apply_here(&self, events: &mut Vec<(Arc<str>, Stored)>) {
+        let times = HistoryFilter {
+            from_time: self.from_time,
+            after_time: self.after_time,
+            before_time: self.before_time,
+            until_time: self.until_time,
+            ..HistoryFilter::default()
+        };
+        times.apply(events);
+        let by_publication = self.from_publication.is_some()
+            || self.after_publication.is_some()
+            || self.before_publication.is_some()
+            || self.until_publication.is_some();
+        if let (Some(n), false) = (self.limit, by_publication) {
+            if self.reverse {
+                let skip = events.len().saturating_sub(n);
+                events.drain(..skip);
+            } else {
+                events.truncate(n);
+            }
+        }
+    }
+
     /// Applies the filters to events in the order they occurred.
     fn apply(&self, events: &mut Vec<(Arc<str>, Stored)>) {
         events.retain(|(_, e)| {
@@ -359,14 +385,22 @@ impl Router {
                 } else {
                     every.clone()
                 };
+                let max_bytes = self.sessions.get(&sid).map_or(0, |s| s.outbox.max_message());
                 let reply = Reply::History {
                     caller: sid,
                     request,
                     subscription,
                     pattern: policy != MatchPolicy::Exact,
-                    filter: Box::new(filter),
+                    filter: Box::new(filter.clone()),
                 };
-                self.scatter(reply, realm, Query::History { policy, uri, topic }, &shards);
+                let query = Query::History {
+                    policy,
+                    uri,
+                    topic,
+                    filter: Box::new(filter),
+                    max_bytes,
+                };
+                self.scatter(reply, realm, query, &shards);
             }
             Builtin::SubscriptionListSubscribers => {
                 let Some(subscription) = id_arg(args.first()) else {
@@ -485,7 +519,28 @@ impl Router {
                 reason,
             } => Answer::Removed(self.revoke(realm, registration, session, reason)),
             Query::Retained { policy, uri } => Answer::Retained(self.retained_matching(realm, policy, &uri)),
-            Query::History { policy, uri, topic } => Answer::History(self.history_matching(realm, policy, &uri, topic.as_deref())),
+            Query::History {
+                policy,
+                uri,
+                topic,
+                filter,
+                max_bytes,
+            } => {
+                let mut events = self.history_matching(realm, policy, &uri, topic.as_deref());
+                events.sort_by_key(|(_, e)| (e.at_us, e.seq));
+                filter.apply_here(&mut events);
+                let mut bytes = 0;
+                let keep = events
+                    .iter()
+                    .position(|(_, e)| {
+                        bytes += e.event.payload.raw.len() + 64;
+                        bytes > max_bytes
+                    })
+                    .unwrap_or(events.len());
+                let cut = keep < events.len();
+                events.truncate(keep);
+                Answer::History(events, cut)
+            }
             Query::Subscribers { subscription } => Answer::Ids(
                 self.realms[realm as usize]
                     .subscriptions
@@ -608,7 +663,7 @@ impl Router {
                 }
                 Some(Answer::Removed(Err(e))) => Err((*e, "it could not be removed")),
                 Some(Answer::Removed(Ok(()))) => Ok(Vec::new()),
-                Some(Answer::Session(Some(_)) | Answer::Retained(_) | Answer::History(_)) | None => {
+                Some(Answer::Session(Some(_)) | Answer::Retained(_) | Answer::History(..)) | None => {
                     Err((uris::CANCELED, "no shard answered"))
                 }
             }
@@ -892,9 +947,18 @@ impl Router {
         }
         let Some(s) = self.sessions.get(&caller) else { return };
         let (authid, authrole) = (s.identity.authid.clone(), s.identity.authrole.clone());
+        if answers.iter().any(|a| matches!(a, Answer::History(_, true))) {
+            return self.error_reply(
+                caller,
+                MessageType::Call,
+                request,
+                uris::PAYLOAD_SIZE_EXCEEDED,
+                "the events are more than the caller accepts in one message; ask for fewer (limit)",
+            );
+        }
         let mut events: Vec<(Arc<str>, Stored)> = answers
             .into_iter()
-            .flat_map(|a| if let Answer::History(e) = a { e } else { Vec::new() })
+            .flat_map(|a| if let Answer::History(e, _) = a { e } else { Vec::new() })
             .filter(|(_, e)| {
                 e.event.extras.as_deref().and_then(|x| x.receivers.as_deref()).is_none_or(|r| {
                     r.eligible_authid.as_ref().is_none_or(|l| l.iter().any(|a| **a == *authid))

@@ -39,6 +39,11 @@ pub enum Query {
         policy: MatchPolicy,
         uri: Arc<str>,
         topic: Option<String>,
+        /// The caller's filters, applied here as far as one shard can (the
+        /// times; the limit when no publication bound is given).
+        filter: Box<super::builtins::HistoryFilter>,
+        /// Stop past this many payload bytes (the caller's largest message).
+        max_bytes: usize,
     },
     /// The local subscribers of a subscription.
     Subscribers { subscription: Id },
@@ -79,8 +84,9 @@ pub enum Answer {
     Killed(Vec<Id>),
     /// Retained events: (topic, the event).
     Retained(Vec<(Arc<str>, super::broker::Retained)>),
-    /// History: (topic, the kept event).
-    History(Vec<(Arc<str>, super::broker::Stored)>),
+    /// History: (topic, the kept event), and whether it stopped at
+    /// `max_bytes`.
+    History(Vec<(Arc<str>, super::broker::Stored)>, bool),
 }
 
 /// A query on its way to a shard.

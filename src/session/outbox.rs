@@ -114,6 +114,11 @@ impl Outbox {
         self.max_message.set(max);
     }
 
+    /// The largest message this peer takes.
+    pub fn max_message(&self) -> usize {
+        self.max_message.get()
+    }
+
     /// True if a message of `len` bytes may be sent to this peer.
     pub fn fits(&self, len: usize) -> bool {
         len <= self.max_message.get()
