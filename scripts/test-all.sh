@@ -40,7 +40,7 @@ venv="$root/.venv-interop"
 "$venv/bin/pip" install -q --disable-pip-version-check -r tests/interop/python/requirements.txt
 "$venv/bin/pytest" tests/interop/python -q
 
-step "interop: autobahn-js and wampy (WebSocket JSON/MessagePack; 1 and 2 shards)"
+step "interop: autobahn-js (WebSocket JSON/MessagePack, RawSocket JSON) and wampy (WebSocket); 1 and 2 shards"
 (cd tests/interop/js && npm ci --no-audit --no-fund --loglevel=error && npm test)
 
 step "all suites passed"
