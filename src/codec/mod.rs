@@ -481,9 +481,10 @@ pub mod encode {
         w.finish()
     }
 
-    /// `[UNSUBSCRIBED, 0, Details|dict]`: a subscription revoked by the router.
-    pub fn unsubscribed_revoked(ser: Serializer, details: &Dict) -> Bytes {
-        let mut w = MsgWriter::new(ser, 3, MessageType::Unsubscribed, 64);
+    /// `[UNSUBSCRIBED | UNREGISTERED, 0, Details|dict]`: a subscription or
+    /// registration revoked by the router (`kind` is the message type).
+    pub fn revoked(ser: Serializer, kind: MessageType, details: &Dict) -> Bytes {
+        let mut w = MsgWriter::new(ser, 3, kind, 64);
         w.uint(0).dict(details);
         w.finish()
     }
@@ -519,13 +520,6 @@ pub mod encode {
     pub fn unregistered(ser: Serializer, request: Id) -> Bytes {
         let mut w = MsgWriter::new(ser, 2, MessageType::Unregistered, 16);
         w.uint(request);
-        w.finish()
-    }
-
-    /// `[UNREGISTERED, 0, Details|dict]`: a registration revoked by the router.
-    pub fn unregistered_revoked(ser: Serializer, details: &Dict) -> Bytes {
-        let mut w = MsgWriter::new(ser, 3, MessageType::Unregistered, 64);
-        w.uint(0).dict(details);
         w.finish()
     }
 

@@ -148,39 +148,18 @@ pub(super) fn extras_to_dict(e: &EventExtras) -> Dict {
 
 /// [`extras_to_dict`] read back.
 pub(super) fn extras_from_dict(d: &Dict) -> Box<EventExtras> {
-    let strs = |key| match d.get(key) {
-        Some(Value::List(l)) => {
-            let mut v: Vec<String> = l
-                .iter()
-                .filter_map(|v| if let Value::Str(s) = v { Some(s.clone()) } else { None })
-                .collect();
-            v.sort_unstable();
-            Some(v)
-        }
-        _ => None,
-    };
     let publisher = match (d.get("publisher"), d.get_str("publisher_authid"), d.get_str("publisher_authrole")) {
         (Some(Value::UInt(id)), Some(a), Some(r)) => Some((*id, a.into(), r.into())),
         _ => None,
     };
-    let receivers =
-        (d.get("exclude_authid").is_some() || d.get("eligible_authid").is_some() || d.get("eligible_authrole").is_some()).then(|| {
-            Box::new(Receivers {
-                exclude: Vec::new(),
-                eligible: None,
-                exclude_authid: strs("exclude_authid").unwrap_or_default(),
-                eligible_authid: strs("eligible_authid"),
-                exclude_authrole: strs("exclude_authrole").unwrap_or_default(),
-                eligible_authrole: strs("eligible_authrole"),
-            })
-        });
     Box::new(EventExtras {
         ppt: match d.get("ppt") {
             Some(Value::Dict(p)) => Some(Box::new(p.clone())),
             _ => None,
         },
         publisher,
-        receivers,
+        // written under the PUBLISH options' names
+        receivers: Receivers::read(d),
     })
 }
 

@@ -260,6 +260,24 @@ fn authroles(arg: Option<&Value>) -> Result<Option<Vec<String>>, ()> {
     }
 }
 
+/// An optional `reason` string; `Err` for another type.
+fn reason_arg(arg: Option<&Value>) -> Result<Option<String>, ()> {
+    match arg {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Str(r)) => Ok(Some(r.clone())),
+        Some(_) => Err(()),
+    }
+}
+
+/// The Details of a revocation notice: `{<what>: id, reason}`.
+fn revocation(what: &str, id: Id, reason: Option<String>) -> Dict {
+    let details = Dict::new().with(what, Value::UInt(id));
+    match reason {
+        Some(r) => details.with("reason", Value::Str(r)),
+        None => details,
+    }
+}
+
 fn id_arg(arg: Option<&Value>) -> Option<Id> {
     match arg {
         Some(Value::UInt(id)) if *id > 0 => Some(*id),
@@ -415,10 +433,8 @@ impl Router {
                 let (Some(subscription), Some(session)) = (id_arg(args.first()), id_arg(args.get(1))) else {
                     return invalid(self, "wamp.subscription.remove_subscriber takes a subscription ID and a session ID");
                 };
-                let reason = match args.get(2).or_else(|| kwargs.get("reason")) {
-                    None | Some(Value::Null) => None,
-                    Some(Value::Str(r)) => Some(r.clone()),
-                    Some(_) => return invalid(self, "the reason must be a string"),
+                let Ok(reason) = reason_arg(args.get(2).or_else(|| kwargs.get("reason"))) else {
+                    return invalid(self, "the reason must be a string");
                 };
                 if !self.realms[realm as usize].subscriptions.contains_key(&subscription) {
                     return self.error_reply(sid, MessageType::Call, request, uris::NO_SUCH_SUBSCRIPTION, "no such subscription");
@@ -465,10 +481,8 @@ impl Router {
                 let (Some(registration), Some(session)) = (id_arg(args.first()), id_arg(args.get(1))) else {
                     return invalid(self, "wamp.registration.remove_callee takes a registration ID and a session ID");
                 };
-                let reason = match args.get(2).or_else(|| kwargs.get("reason")) {
-                    None | Some(Value::Null) => None,
-                    Some(Value::Str(r)) => Some(r.clone()),
-                    Some(_) => return invalid(self, "the reason must be a string"),
+                let Ok(reason) = reason_arg(args.get(2).or_else(|| kwargs.get("reason"))) else {
+                    return invalid(self, "the reason must be a string");
                 };
                 // the registration's replica here says where the callee is
                 let Some(reg) = self.realms[realm as usize].registrations.get(&registration) else {
@@ -578,11 +592,8 @@ impl Router {
         };
         s.disclose_caller.remove(&key);
         if s.features.revocation {
-            let mut details = Dict::new().with("registration", Value::UInt(registration));
-            if let Some(r) = reason {
-                details.insert("reason", Value::Str(r));
-            }
-            s.outbox.push(encode::unregistered_revoked(s.ser, &details));
+            let details = revocation("registration", registration, reason);
+            s.outbox.push(encode::revoked(s.ser, MessageType::Unregistered, &details));
             ShardStats::inc(&self.stats.messages_out);
         }
         self.stats.registrations_revoked.fetch_add(1, Ordering::Relaxed);
@@ -905,11 +916,8 @@ impl Router {
         };
         s.subs.remove(&key);
         if s.features.sub_revocation {
-            let mut details = Dict::new().with("subscription", Value::UInt(subscription));
-            if let Some(r) = reason {
-                details.insert("reason", Value::Str(r));
-            }
-            s.outbox.push(encode::unsubscribed_revoked(s.ser, &details));
+            let details = revocation("subscription", subscription, reason);
+            s.outbox.push(encode::revoked(s.ser, MessageType::Unsubscribed, &details));
             ShardStats::inc(&self.stats.messages_out);
         }
         ShardStats::inc(&self.stats.subscriptions_revoked);

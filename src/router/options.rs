@@ -29,6 +29,17 @@ enum Kind {
     EncSerializer,
 }
 
+/// The payload passthru attributes (PUBLISH, CALL, YIELD).
+const PASSTHRU: &[(&str, Kind)] = &[
+    ("ppt_scheme", Kind::Str),
+    ("ppt_serializer", Kind::Str),
+    ("ppt_cipher", Kind::Str),
+    ("ppt_keyid", Kind::Str),
+    ("enc_algo", Kind::EncAlgo),
+    ("enc_serializer", Kind::EncSerializer),
+    ("enc_key", Kind::Str),
+];
+
 const PUBLISH: &[(&str, Kind)] = &[
     ("acknowledge", Kind::Bool),
     ("exclude_me", Kind::Bool),
@@ -42,13 +53,6 @@ const PUBLISH: &[(&str, Kind)] = &[
     ("disclose_me", Kind::Bool),
     ("transaction_hash", Kind::Str),
     ("forward_for", Kind::Dicts),
-    ("ppt_scheme", Kind::Str),
-    ("ppt_serializer", Kind::Str),
-    ("ppt_cipher", Kind::Str),
-    ("ppt_keyid", Kind::Str),
-    ("enc_algo", Kind::EncAlgo),
-    ("enc_serializer", Kind::EncSerializer),
-    ("enc_key", Kind::Str),
 ];
 
 const SUBSCRIBE: &[(&str, Kind)] = &[("match", Kind::Policy), ("get_retained", Kind::Bool), ("forward_for", Kind::Dicts)];
@@ -67,26 +71,9 @@ const CALL: &[(&str, Kind)] = &[
     ("progress", Kind::Bool),
     ("disclose_me", Kind::Bool),
     ("forward_for", Kind::Dicts),
-    ("ppt_scheme", Kind::Str),
-    ("ppt_serializer", Kind::Str),
-    ("ppt_cipher", Kind::Str),
-    ("ppt_keyid", Kind::Str),
-    ("enc_algo", Kind::EncAlgo),
-    ("enc_serializer", Kind::EncSerializer),
-    ("enc_key", Kind::Str),
 ];
 
-const YIELD: &[(&str, Kind)] = &[
-    ("progress", Kind::Bool),
-    ("forward_for", Kind::Dicts),
-    ("ppt_scheme", Kind::Str),
-    ("ppt_serializer", Kind::Str),
-    ("ppt_cipher", Kind::Str),
-    ("ppt_keyid", Kind::Str),
-    ("enc_algo", Kind::EncAlgo),
-    ("enc_serializer", Kind::EncSerializer),
-    ("enc_key", Kind::Str),
-];
+const YIELD: &[(&str, Kind)] = &[("progress", Kind::Bool), ("forward_for", Kind::Dicts)];
 
 const CANCEL: &[(&str, Kind)] = &[("mode", Kind::CancelMode), ("forward_for", Kind::Dicts)];
 
@@ -112,17 +99,19 @@ fn fits(v: &Value, kind: Kind) -> bool {
     }
 }
 
+/// Checks `options` against the rule lists `rules` (a key's first rule
+/// decides).
 #[inline]
-fn check_dict(message: &str, options: &Dict, rules: &[(&str, Kind)]) -> Result<(), String> {
+fn check_dict(message: &str, options: &Dict, rules: &[&[(&str, Kind)]]) -> Result<(), String> {
     if options.0.is_empty() {
         return Ok(());
     }
     check_keys(message, options, rules)
 }
 
-fn check_keys(message: &str, options: &Dict, rules: &[(&str, Kind)]) -> Result<(), String> {
+fn check_keys(message: &str, options: &Dict, rules: &[&[(&str, Kind)]]) -> Result<(), String> {
     for (key, value) in &options.0 {
-        if let Some((_, kind)) = rules.iter().find(|(k, _)| k == key) {
+        if let Some((_, kind)) = rules.iter().flat_map(|r| r.iter()).find(|(k, _)| k == key) {
             if !fits(value, *kind) {
                 return Err(format!("{message}.Options.{key} has an invalid type or value"));
             }
@@ -133,18 +122,18 @@ fn check_keys(message: &str, options: &Dict, rules: &[(&str, Kind)]) -> Result<(
 
 /// Checks PUBLISH options given another way (a testament's).
 pub(super) fn check_publish(options: &Dict) -> Result<(), String> {
-    check_dict("PUBLISH", options, PUBLISH)
+    check_dict("PUBLISH", options, &[PUBLISH, PASSTHRU])
 }
 
 /// Checks the Options of a message from a client.
 pub(super) fn check(msg: &Message) -> Result<(), String> {
     match msg {
-        Message::Publish { options, .. } => check_dict("PUBLISH", options, PUBLISH),
-        Message::Subscribe { options, .. } => check_dict("SUBSCRIBE", options, SUBSCRIBE),
-        Message::Register { options, .. } => check_dict("REGISTER", options, REGISTER),
-        Message::Call { options, .. } => check_dict("CALL", options, CALL),
-        Message::Yield { options, .. } => check_dict("YIELD", options, YIELD),
-        Message::Cancel { options, .. } => check_dict("CANCEL", options, CANCEL),
+        Message::Publish { options, .. } => check_dict("PUBLISH", options, &[PUBLISH, PASSTHRU]),
+        Message::Subscribe { options, .. } => check_dict("SUBSCRIBE", options, &[SUBSCRIBE]),
+        Message::Register { options, .. } => check_dict("REGISTER", options, &[REGISTER]),
+        Message::Call { options, .. } => check_dict("CALL", options, &[CALL, PASSTHRU]),
+        Message::Yield { options, .. } => check_dict("YIELD", options, &[YIELD, PASSTHRU]),
+        Message::Cancel { options, .. } => check_dict("CANCEL", options, &[CANCEL]),
         _ => Ok(()),
     }
 }
@@ -174,26 +163,32 @@ pub(super) fn passthru(options: &Dict) -> Option<Box<Dict>> {
 }
 
 fn passthru_in(options: &Dict) -> Option<Box<Dict>> {
-    const KEYS: [&str; 7] = [
-        "ppt_scheme",
-        "ppt_serializer",
-        "ppt_cipher",
-        "ppt_keyid",
-        "enc_algo",
-        "enc_serializer",
-        "enc_key",
-    ];
     let in_use = |k| options.get_str(k).is_some_and(|s| !s.is_empty());
     if !in_use("ppt_scheme") && !in_use("enc_algo") {
         return None;
     }
     Some(Box::new(Dict(
-        options.0.iter().filter(|(k, _)| KEYS.contains(&k.as_str())).cloned().collect(),
+        options
+            .0
+            .iter()
+            .filter(|(k, _)| PASSTHRU.iter().any(|(p, _)| p == k))
+            .cloned()
+            .collect(),
     )))
 }
 
 fn policy(options: &Dict) -> MatchPolicy {
     options.get_str("match").and_then(MatchPolicy::parse).unwrap_or(MatchPolicy::Exact)
+}
+
+/// The elements of a list `pick` takes, sorted and without duplicates;
+/// `None` for no list.
+fn sorted<T: Ord>(list: Option<&Value>, pick: impl Fn(&Value) -> Option<T>) -> Option<Vec<T>> {
+    let Some(Value::List(l)) = list else { return None };
+    let mut v: Vec<T> = l.iter().filter_map(pick).collect();
+    v.sort_unstable();
+    v.dedup();
+    Some(v)
 }
 
 /// Subscriber black- and whitelisting (PUBLISH `exclude`, `eligible`,
@@ -211,9 +206,9 @@ pub struct Receivers {
 }
 
 impl Receivers {
-    /// Reads the lists from options that passed `check`; `None` when none
-    /// is given.
-    fn read(options: &Dict) -> Option<Box<Self>> {
+    /// Reads the lists from options that passed `check` (or from the
+    /// durable history's record of them); `None` when none is given.
+    pub(super) fn read(options: &Dict) -> Option<Box<Self>> {
         const KEYS: [&str; 6] = [
             "exclude",
             "eligible",
@@ -226,30 +221,8 @@ impl Receivers {
             return None;
         }
         // sorted once, so that each subscriber is looked up, not scanned for
-        let ids = |key| match options.get(key) {
-            Some(Value::List(l)) => {
-                let mut v: Vec<Id> = l
-                    .iter()
-                    .filter_map(|v| if let Value::UInt(u) = v { Some(*u) } else { None })
-                    .collect();
-                v.sort_unstable();
-                v.dedup();
-                Some(v)
-            }
-            _ => None,
-        };
-        let strs = |key| match options.get(key) {
-            Some(Value::List(l)) => {
-                let mut v: Vec<String> = l
-                    .iter()
-                    .filter_map(|v| if let Value::Str(s) = v { Some(s.clone()) } else { None })
-                    .collect();
-                v.sort_unstable();
-                v.dedup();
-                Some(v)
-            }
-            _ => None,
-        };
+        let ids = |key| sorted(options.get(key), |v| if let Value::UInt(u) = v { Some(*u) } else { None });
+        let strs = |key| sorted(options.get(key), |v| if let Value::Str(s) = v { Some(s.clone()) } else { None });
         Some(Box::new(Receivers {
             exclude: ids("exclude").unwrap_or_default(),
             eligible: ids("eligible"),
