@@ -10,11 +10,7 @@ use crate::common::*;
 
 /// A session on shard `i % shards` (any shard with 1).
 fn on(r: &Router, i: usize) -> Client {
-    if r.shards == 2 {
-        r.join_on(i % 2)
-    } else {
-        Client::join_ws(r.ws, Ser::Json)
-    }
+    r.join_spread(i)
 }
 
 /// Publishes the sentinel and checks that each subscriber's next EVENT is

@@ -331,13 +331,7 @@ pub(crate) fn answer_where_it_went(callees: &mut [Client]) -> usize {
 /// second REGISTER of a single one) is refused.
 fn shared_registrations_pick_callees_by_policy(shards: usize) {
     let r = Router::start(shards);
-    let on = |i: usize| {
-        if shards == 2 {
-            r.join_on(i % 2)
-        } else {
-            Client::join_ws(r.ws, Ser::Json)
-        }
-    };
+    let on = |i: usize| r.join_spread(i);
     let mut caller = on(0);
     for policy in ["roundrobin", "first", "last", "random"] {
         let proc = format!("com.shared.{policy}");

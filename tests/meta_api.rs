@@ -10,11 +10,7 @@ use crate::common::*;
 
 /// A session of `realm` on shard `i % shards` (any shard with 1).
 fn on(r: &Router, i: usize, realm: &str, details: &str) -> Client {
-    let mut c = if r.shards == 2 {
-        r.join_on(i % 2)
-    } else {
-        Client::join_ws(r.ws, Ser::Json)
-    };
+    let mut c = r.join_spread(i);
     c.send_json(r#"[6, {}, "wamp.close.close_realm"]"#);
     c.expect(GOODBYE);
     c.send_json(&format!(r#"[1, "{realm}", {details}]"#));

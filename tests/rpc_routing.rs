@@ -119,13 +119,7 @@ fn progressive_invocations_reach_one_callee_in_order_2_shards() {
 /// the caller gets `wamp.error.no_available_callee`.
 fn unavailable_callees_get_the_call_rerouted(shards: usize) {
     let r = Router::start(shards);
-    let on = |i: usize| {
-        if shards == 2 {
-            r.join_on(i % 2)
-        } else {
-            Client::join_ws(r.ws, Ser::Json)
-        }
-    };
+    let on = |i: usize| r.join_spread(i);
     let mut caller = on(0);
     for (policy, declines, takes) in [("roundrobin", 0, 1), ("first", 0, 1), ("last", 2, 1)] {
         let proc = format!("com.reroute.{policy}");
@@ -219,13 +213,7 @@ fn unavailable_callees_get_the_call_rerouted_2_shards() {
 /// callee is at its limit the caller gets `wamp.error.no_available_callee`.
 fn busy_callees_pass_calls_on(shards: usize) {
     let r = Router::start_with(shards, "", "max_pending_invocations = 1", &[]);
-    let on = |i: usize| {
-        if shards == 2 {
-            r.join_on(i % 2)
-        } else {
-            Client::join_ws(r.ws, Ser::Json)
-        }
-    };
+    let on = |i: usize| r.join_spread(i);
     let mut caller = on(0);
     let mut callees: Vec<Client> = (0..2).map(|i| on(i + 1)).collect();
     for c in callees.iter_mut() {
@@ -422,15 +410,7 @@ fn passthru_attributes_travel_with_the_payload_2_shards() {
 /// filter); the `wamp.` namespace cannot be registered.
 fn the_router_answers_session_procedures(shards: usize) {
     let r = Router::start(shards);
-    let mut clients: Vec<Client> = (0..4)
-        .map(|i| {
-            if shards == 2 {
-                r.join_on(i % 2)
-            } else {
-                Client::join_ws(r.ws, Ser::Json)
-            }
-        })
-        .collect();
+    let mut clients: Vec<Client> = (0..4).map(|i| r.join_spread(i)).collect();
     let ids: Vec<u64> = clients.iter().map(|c| c.session).collect();
     let asker = &mut clients[0];
     asker.send_json(r#"[48, 1, {}, "wamp.session.count", []]"#);
@@ -567,13 +547,7 @@ fn callees_are_removed_from_registrations(shards: usize) {
 
     // a shared registration: one callee (that did not announce the feature)
     // is removed, the other keeps the calls
-    let on = |i: usize| {
-        if shards == 2 {
-            r.join_on(i % 2)
-        } else {
-            Client::join_ws(r.ws, Ser::Json)
-        }
-    };
+    let on = |i: usize| r.join_spread(i);
     let mut callees: Vec<Client> = (0..2).map(|i| on(i + 1)).collect();
     for (k, c) in callees.iter_mut().enumerate() {
         c.send_json(r#"[64, 1, {"invoke": "roundrobin"}, "com.shared.revoked"]"#);

@@ -576,17 +576,20 @@ impl Router {
         }
     }
 
+    /// The local session `session` of `realm`.
+    fn session_in(&mut self, realm: RealmIdx, session: Id) -> Result<&mut LocalSession, &'static str> {
+        self.sessions
+            .get_mut(&session)
+            .filter(|s| s.realm == realm)
+            .ok_or(uris::NO_SUCH_SESSION)
+    }
+
     /// Removes the local callee `session` from `registration` on every
     /// shard; a callee that announced `registration_revocation` is told
     /// with `[UNREGISTERED, 0, {registration, reason}]`. Its pending
     /// invocations stay: it may still answer them.
     fn revoke(&mut self, realm: RealmIdx, registration: Id, session: Id, reason: Option<String>) -> Result<(), &'static str> {
-        let Some(s) = self.sessions.get_mut(&session) else {
-            return Err(uris::NO_SUCH_SESSION);
-        };
-        if s.realm != realm {
-            return Err(uris::NO_SUCH_SESSION);
-        }
+        let s = self.session_in(realm, session)?;
         let Some(key) = s.regs.remove(&registration) else {
             return Err(uris::NO_SUCH_REGISTRATION);
         };
@@ -905,12 +908,7 @@ impl Router {
     /// shard; one that announced `subscription_revocation` is told with
     /// `[UNSUBSCRIBED, 0, {subscription, reason}]`.
     fn revoke_subscriber(&mut self, realm: RealmIdx, subscription: Id, session: Id, reason: Option<String>) -> Result<(), &'static str> {
-        let Some(s) = self.sessions.get_mut(&session) else {
-            return Err(uris::NO_SUCH_SESSION);
-        };
-        if s.realm != realm {
-            return Err(uris::NO_SUCH_SESSION);
-        }
+        let s = self.session_in(realm, session)?;
         let Some(key) = s.sub_ids.remove(&subscription) else {
             return Err(uris::NO_SUCH_SUBSCRIPTION);
         };

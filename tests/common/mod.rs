@@ -262,6 +262,16 @@ impl Router {
         panic!("no shard gained the session (sessions elsewhere kept leaving): {last}");
     }
 
+    /// A session (WebSocket, JSON) on shard `i % 2` of a 2-shard router
+    /// (anywhere on 1 shard): sessions numbered 0, 1, 2, ... alternate.
+    pub fn join_spread(&self, i: usize) -> Client {
+        if self.shards == 2 {
+            self.join_on(i % 2)
+        } else {
+            Client::join_ws(self.ws, Ser::Json)
+        }
+    }
+
     /// A session (WebSocket, JSON) on shard `shard`; sessions that land
     /// elsewhere stay open until the router is dropped.
     pub fn join_on(&self, shard: usize) -> Client {
