@@ -344,6 +344,51 @@ function wampySuite(ctx, ser) {
     await closeEach(hs, 'session');
   });
 
+  it('progressive call invocations: progressiveCall chunks reach one callee as INVOCATIONs of one request, in order', t, async (tc) => {
+    if (kind !== 'switchyard') {
+      tc.skip('wampy does not announce the feature; the test adds it, which only the Switchyard run checks');
+      return;
+    }
+    // wampy 8.0.2 implements progressiveCall (caller) and passes
+    // INVOCATION.Details.progress to its callee's handler, but announces
+    // progressive_call_invocations for neither role; the spec has the dealer
+    // refuse both then, so the test adds the announcement (and, for the
+    // callee, call_canceling, which the spec requires beside it; no
+    // INTERRUPT is sent in this test).
+    const root = base('chunks');
+    const features = {
+      caller: { progressive_call_invocations: true },
+      callee: { progressive_call_invocations: true, call_canceling: true },
+    };
+    const hs = await spread(ctx, () => open({ features }), 2);
+    // on 2 shards: the callee on one, the caller on the other
+    const callee = hs[0];
+    const caller = hs.find((h) => h !== callee && (ctx.shards === 1 || h.shard !== callee.shard));
+    const seen = [];
+    await within(
+      callee.client.register(`${root}.sum`, ({ argsList, details }) => {
+        seen.push({ n: argsList[0], progress: !!details.progress });
+        const sum = seen.reduce((a, s) => a + s.n, 0);
+        // a progressive YIELD for the chunks (dropped: the caller asked for
+        // no progressive results), the sum for the final one
+        return details.progress ? { argsList: [sum], options: { progress: true } } : { argsList: [sum] };
+      }),
+      WAIT,
+      'REGISTERED',
+    );
+    const call = caller.client.progressiveCall(`${root}.sum`, [1]);
+    call.sendData([2]);
+    call.sendData([3], { progress: false });
+    const res = await within(call.result, WAIT, 'RESULT');
+    assert.deepEqual(res.argsList, [6]);
+    assert.deepEqual(seen, [
+      { n: 1, progress: true },
+      { n: 2, progress: true },
+      { n: 3, progress: false },
+    ]);
+    await closeEach(hs, 'session');
+  });
+
   it('register + call: args and kwargs round-trip between callers and callees on every shard', t, async () => {
     const root = base('rpc');
     const { hs, firsts: callees, rest: callers } = await spreadSplit(ctx, open);

@@ -64,7 +64,9 @@ const openClients = new Set();
 // details: WELCOME.Details; errors: what wampy passed to onError (WebSocket
 // errors, protocol violations it detected); closed: resolves once the
 // WebSocket has closed. Rejects with wampy's error (AbortError for ABORT).
-async function connect(url, { realm = 'realm1', serializer = 'json' } = {}) {
+// features: { role: { feature: true } } added to what wampy announces in
+// HELLO (for what wampy implements but does not announce).
+async function connect(url, { realm = 'realm1', serializer = 'json', features = {} } = {}) {
   const tap = new Tap(SERIALIZERS[serializer]());
   const errors = [];
   let resolveClosed;
@@ -84,6 +86,9 @@ async function connect(url, { realm = 'realm1', serializer = 'json' } = {}) {
       resolveClosed();
     },
   });
+  for (const [role, more] of Object.entries(features)) {
+    Object.assign(handle.client._wamp_features.roles[role].features, more);
+  }
   openClients.add(handle);
   handle.details = await handle.client.connect();
   // wampy silently falls back to JSON when the router picks wamp.2.json
