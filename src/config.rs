@@ -73,6 +73,9 @@ pub struct RouterSection {
     /// Directory of the durable event history (`history.redb`); empty: the
     /// history lives in memory only.
     pub history_path: String,
+    /// Writes the durable history's queue holds at most (a full queue drops
+    /// them, counted as `history_store_dropped`).
+    pub history_queue: usize,
 }
 
 impl Default for RouterSection {
@@ -90,6 +93,7 @@ impl Default for RouterSection {
             mesh_overflow_limit: 65536,
             log: "info".into(),
             history_path: String::new(),
+            history_queue: 65_536,
         }
     }
 }
@@ -254,6 +258,9 @@ pub struct Limits {
     /// Invocations one callee may have pending; further calls to it get
     /// ERROR `wamp.error.no_available_callee` at once.
     pub max_pending_invocations: usize,
+    /// Progressive call invocations a caller's session remembers after they
+    /// ended early, so that their late chunks are discarded.
+    pub max_finished_streams: usize,
     /// Bytes (topics and payloads) of the testaments one session may leave
     /// (`wamp.session.add_testament`); more are refused.
     pub max_testament_bytes: usize,
@@ -305,6 +312,7 @@ impl Default for Limits {
             slow_consumer: SlowConsumerPolicy::Drop,
             max_pending_invocations: 1024,
             max_testament_bytes: 65_536,
+            max_finished_streams: 64,
             max_connections: 100_000,
             max_connections_per_shard: 0,
             ping_interval_ms: 30_000,
@@ -441,6 +449,8 @@ impl Config {
             ("limits.max_subscriptions_per_session", lim.max_subscriptions_per_session),
             ("limits.max_registrations_per_session", lim.max_registrations_per_session),
             ("limits.max_pending_calls", lim.max_pending_calls),
+            ("limits.max_finished_streams", lim.max_finished_streams),
+            ("router.history_queue", self.router.history_queue),
             ("limits.max_uri_components", lim.max_uri_components),
             ("router.mesh_overflow_limit", self.router.mesh_overflow_limit),
         ] {

@@ -24,9 +24,6 @@ use crate::wamp::{Dict, Id, Payload, Value};
 
 const EVENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("events");
 
-/// Operations a queue holds at most.
-const QUEUE: usize = 65_536;
-
 /// One kept event, as the file holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
@@ -161,13 +158,13 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) `dir/history.redb`, reads every kept event and
-    /// starts the writer thread.
-    pub fn open(dir: &Path) -> Result<Store, String> {
+    /// starts the writer thread, fed by a queue of `queue` operations.
+    pub fn open(dir: &Path, queue: usize) -> Result<Store, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("router.history_path: cannot create {}: {e}", dir.display()))?;
         let path: PathBuf = dir.join("history.redb");
         let db = Database::create(&path).map_err(|e| format!("router.history_path: cannot open {}: {e}", path.display()))?;
         let loaded = read_all(&db).map_err(|e| format!("router.history_path: cannot read {}: {e}", path.display()))?;
-        let (tx, rx) = crossbeam::channel::bounded(QUEUE);
+        let (tx, rx) = crossbeam::channel::bounded(queue);
         let thread = std::thread::Builder::new()
             .name("history-store".into())
             .spawn(move || write_loop(db, rx))
@@ -266,7 +263,7 @@ mod tests {
     fn events_survive_a_reopen() {
         let dir = std::env::temp_dir().join(format!("switchyard-history-unit-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open(&dir).expect("opens");
+        let store = Store::open(&dir, 16).expect("opens");
         assert!(store.loaded.is_empty());
         for (i, t) in ["a", "b", "c"].iter().enumerate() {
             assert!(store.handle.send(StoreOp::Append(Box::new(event(t, i as u64 + 1)))));
@@ -278,7 +275,7 @@ mod tests {
             seq: (2, 1),
         }));
         store.close();
-        let again = Store::open(&dir).expect("reopens");
+        let again = Store::open(&dir, 16).expect("reopens");
         let mut topics: Vec<&str> = again.loaded.iter().map(|e| e.topic.as_str()).collect();
         topics.sort_unstable();
         assert_eq!(topics, ["a", "c"]);

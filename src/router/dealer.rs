@@ -1062,29 +1062,28 @@ impl LocalSession {
 
     /// Removes a call of this caller from its table. A progressive call
     /// invocation still open is remembered for a while (the last
-    /// [`FINISHED_STREAMS`] of them), so that chunks the caller sent before
+    /// `limits.max_finished_streams` of them), so that chunks the caller sent before
     /// it learned of the end are discarded, not taken for new calls.
     pub(super) fn forget_call(&mut self, request: Id) -> Option<OutgoingCall> {
         let call = self.calls.remove(&request)?;
-        remember_finished(&mut self.finished_streams, request, &call);
+        remember_finished(&mut self.finished_streams, self.finished_cap, request, &call);
         Some(call)
     }
 }
 
 /// Adds a call that ended while still streaming to `finished` (bounded).
-fn remember_finished(finished: &mut std::collections::VecDeque<Id>, request: Id, call: &OutgoingCall) {
+fn remember_finished(finished: &mut std::collections::VecDeque<Id>, cap: usize, request: Id, call: &OutgoingCall) {
     if call.streaming {
-        if finished.len() >= FINISHED_STREAMS {
+        if finished.len() >= cap {
             finished.pop_front();
         }
         finished.push_back(request);
     }
 }
 
-/// How many completed progressive call invocations a caller's session
-/// remembers the request IDs of (see [`LocalSession::forget_call`]): a fixed
-/// bound, 8 bytes each.
-pub(super) const FINISHED_STREAMS: usize = 64;
+/// The default of `limits.max_finished_streams` (the unit test's bound).
+#[cfg(test)]
+const FINISHED_STREAMS: usize = 64;
 
 /// `RegistrationDetails` of the meta API: id, created (ISO 8601), uri,
 /// match, invoke.
@@ -1160,11 +1159,11 @@ mod tests {
         for request in 1..=(FINISHED_STREAMS as u64 + 10) {
             calls.insert(request, call(true));
             let c = calls.remove(&request).expect("inserted");
-            remember_finished(&mut finished, request, &c);
+            remember_finished(&mut finished, FINISHED_STREAMS, request, &c);
         }
         assert_eq!(finished.len(), FINISHED_STREAMS);
         assert_eq!(finished.front(), Some(&11), "the oldest are forgotten");
-        remember_finished(&mut finished, 1000, &call(false));
+        remember_finished(&mut finished, FINISHED_STREAMS, 1000, &call(false));
         assert!(!finished.contains(&1000), "a call whose final chunk came is not remembered");
     }
 }

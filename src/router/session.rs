@@ -128,6 +128,8 @@ pub(super) struct LocalSession {
     /// As a caller: request IDs of its progressive call invocations that
     /// ended before their final chunk (bounded, see `forget_call`).
     pub(super) finished_streams: std::collections::VecDeque<Id>,
+    /// Its bound, `limits.max_finished_streams`.
+    pub(super) finished_cap: usize,
     /// Its CALLs to the router's own procedures still being answered
     /// (bounded by `limits.max_pending_calls` like its other calls).
     pub(super) builtin_calls: usize,
@@ -615,6 +617,7 @@ impl Router {
                 calls: AHashMap::new(),
                 streams: AHashMap::new(),
                 finished_streams: std::collections::VecDeque::new(),
+                finished_cap: self.limits.max_finished_streams,
                 builtin_calls: 0,
                 testaments: Vec::new(),
                 testament_bytes: 0,

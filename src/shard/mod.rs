@@ -100,7 +100,10 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
     let mut store = if cfg.router.history_path.is_empty() {
         None
     } else {
-        Some(crate::history_store::Store::open(std::path::Path::new(&cfg.router.history_path))?)
+        Some(crate::history_store::Store::open(
+            std::path::Path::new(&cfg.router.history_path),
+            cfg.router.history_queue,
+        )?)
     };
     let history: Option<(crate::history_store::StoreHandle, Arc<Vec<crate::history_store::StoredEvent>>)> =
         store.as_mut().map(|s| (s.handle.clone(), Arc::new(std::mem::take(&mut s.loaded))));
