@@ -20,7 +20,7 @@ pub enum ConfigError {
     Invalid { key: String, problem: String },
 }
 
-fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         problem: problem.into(),
@@ -76,6 +76,11 @@ pub struct RouterSection {
     /// Writes the durable history's queue holds at most (a full queue drops
     /// them, counted as `history_store_dropped`).
     pub history_queue: usize,
+    /// Threads that run costly authentication checks (password hashes,
+    /// signatures) away from the shards.
+    pub auth_threads: usize,
+    /// Checks that may wait for those threads; more fail their login.
+    pub auth_queue: usize,
 }
 
 impl Default for RouterSection {
@@ -94,6 +99,8 @@ impl Default for RouterSection {
             log: "info".into(),
             history_path: String::new(),
             history_queue: 65_536,
+            auth_threads: 2,
+            auth_queue: 4096,
         }
     }
 }
@@ -135,6 +142,106 @@ pub struct RealmConfig {
     /// are not kept.
     #[serde(default = "default_history_bytes")]
     pub max_history_bytes: usize,
+    /// Whether sessions may join without credentials (WAMP anonymous
+    /// authentication), and the authrole they get.
+    #[serde(default = "yes")]
+    pub anonymous: bool,
+    #[serde(default = "anonymous_role")]
+    pub anonymous_role: String,
+    /// Who may authenticate, and how (`[[realm.principal]]`).
+    #[serde(default, rename = "principal")]
+    pub principals: Vec<PrincipalConfig>,
+    /// Roles and what they may do (`[[realm.role]]`); a realm without roles
+    /// lets every session do everything.
+    #[serde(default, rename = "role")]
+    pub roles: Vec<RoleConfig>,
+}
+
+/// `realm[i].principal[j]`: one authid, its role and its credentials (each
+/// method it may use has its entry).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalConfig {
+    pub authid: String,
+    pub role: String,
+    /// WAMP-Ticket: a PHC password hash (`$argon2id$...` or
+    /// `$pbkdf2-sha256$...`), as `switchyard secret ticket` prints it.
+    #[serde(default)]
+    pub ticket: Option<String>,
+    /// WAMP-CRA with a plain shared secret (the method needs the secret).
+    #[serde(default)]
+    pub wampcra_secret: Option<String>,
+    /// WAMP-CRA with a salted secret: the PBKDF2 parameters and the derived
+    /// key (base64), as `switchyard secret wampcra` prints them.
+    #[serde(default)]
+    pub wampcra: Option<SaltedCra>,
+    /// WAMP-Cryptosign: the Ed25519 public keys (hex) this authid signs with.
+    #[serde(default)]
+    pub cryptosign_keys: Vec<String>,
+    /// WAMP-SCRAM: salt, KDF and the stored and server keys (base64), as
+    /// `switchyard secret scram` prints them.
+    #[serde(default)]
+    pub scram: Option<ScramConfig>,
+    /// TLS client certificates whose subject common name is this authid
+    /// authenticate it (`authmethod` "tls").
+    #[serde(default)]
+    pub tls: bool,
+}
+
+/// `realm[i].principal[j].wampcra`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaltedCra {
+    pub salt: String,
+    pub iterations: u32,
+    pub keylen: u32,
+    pub key: String,
+}
+
+/// `realm[i].principal[j].scram`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScramConfig {
+    /// "argon2id13" or "pbkdf2".
+    pub kdf: String,
+    pub salt: String,
+    pub iterations: u32,
+    /// Argon2 only: memory in KiB.
+    #[serde(default)]
+    pub memory: Option<u32>,
+    pub stored_key: String,
+    pub server_key: String,
+}
+
+/// `realm[i].role[j]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    pub name: String,
+    #[serde(default, rename = "permission")]
+    pub permissions: Vec<PermissionConfig>,
+}
+
+/// `realm[i].role[j].permission[k]`: what the role may do on the URIs this
+/// matches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionConfig {
+    pub uri: String,
+    /// "exact" (default), "prefix" or "wildcard".
+    #[serde(default, rename = "match")]
+    pub policy: Option<String>,
+    /// Any of "call", "register", "publish", "subscribe".
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Callers and publishers of this role are named to callees and
+    /// subscribers on these URIs (caller / publisher identification).
+    #[serde(default)]
+    pub disclose: bool,
+}
+
+fn anonymous_role() -> String {
+    "anonymous".into()
 }
 
 /// `realm[i].history[j]`: events of the topics this matches are kept.
@@ -206,6 +313,10 @@ impl RealmConfig {
             max_retained_bytes: default_retained_bytes(),
             history: Vec::new(),
             max_history_bytes: default_history_bytes(),
+            anonymous: true,
+            anonymous_role: anonymous_role(),
+            principals: Vec::new(),
+            roles: Vec::new(),
         }
     }
 }
@@ -231,6 +342,26 @@ pub struct ListenerConfig {
     /// WebSocket only: serve `GET /metrics` (Prometheus text) on this listener.
     #[serde(default = "default_true")]
     pub metrics: bool,
+    /// TLS on this listener (`wss://`, RawSocket over TLS).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `listener[i].tls`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub certificate: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// PEM file with the CAs that sign client certificates: clients are
+    /// asked for one (mutual TLS, `authmethod` "tls").
+    #[serde(default)]
+    pub client_ca: Option<String>,
+    /// With `client_ca`: refuse clients without a certificate.
+    #[serde(default)]
+    pub require_client_certificate: bool,
 }
 
 fn default_path() -> String {
@@ -281,6 +412,15 @@ pub struct Limits {
     pub max_registrations_per_session: usize,
     /// Calls one caller may have waiting for their result.
     pub max_pending_calls: usize,
+    /// Failed logins from one peer address before it is refused for a
+    /// while (1 s, doubling with each further failure).
+    pub auth_failures_before_backoff: u32,
+    /// Longest such refusal, in ms.
+    pub auth_backoff_max_ms: u64,
+    /// Peer addresses one shard tracks for that backoff.
+    pub max_auth_backoff_peers: usize,
+    /// Authorization decisions one shard caches (per role and URI).
+    pub authorization_cache: usize,
 }
 
 impl Limits {
@@ -321,6 +461,10 @@ impl Default for Limits {
             max_subscriptions_per_session: 10_000,
             max_registrations_per_session: 10_000,
             max_pending_calls: 1024,
+            auth_failures_before_backoff: 5,
+            auth_backoff_max_ms: 60_000,
+            max_auth_backoff_peers: 10_000,
+            authorization_cache: 65_536,
         }
     }
 }
@@ -379,6 +523,7 @@ impl Config {
                     bind: addr.clone(),
                     path: default_path(),
                     metrics: true,
+                    tls: None,
                 }),
             }
         }
@@ -411,6 +556,8 @@ impl Config {
                     return Err(invalid(format!("realm[{i}].history[{j}].limit"), "must be positive"));
                 }
             }
+            crate::auth::RealmAuth::compile(r, i)?;
+            crate::auth::Roles::compile(r, i)?;
             if self.realms[..i].iter().any(|o| o.name == r.name) {
                 return Err(invalid(format!("realm[{i}].name"), format!("realm '{}' is defined twice", r.name)));
             }
@@ -450,6 +597,11 @@ impl Config {
             ("limits.max_registrations_per_session", lim.max_registrations_per_session),
             ("limits.max_pending_calls", lim.max_pending_calls),
             ("limits.max_finished_streams", lim.max_finished_streams),
+            ("limits.max_auth_backoff_peers", lim.max_auth_backoff_peers),
+            ("limits.authorization_cache", lim.authorization_cache),
+            ("limits.auth_failures_before_backoff", lim.auth_failures_before_backoff as usize),
+            ("router.auth_threads", self.router.auth_threads),
+            ("router.auth_queue", self.router.auth_queue),
             ("router.history_queue", self.router.history_queue),
             ("limits.max_uri_components", lim.max_uri_components),
             ("router.mesh_overflow_limit", self.router.mesh_overflow_limit),

@@ -9,6 +9,8 @@
 //! - [`session`]: one connection's read loop and writer, and its outbox.
 //! - [`router`]: the per-shard routing core (realms, Broker, Dealer, the URI
 //!   trie), no I/O.
+//! - [`auth`]: realms' principals and roles, the checks of every WAMP
+//!   authentication method, the threads that run the costly ones.
 //! - [`shard`]: executors pinned to CPUs, listeners, the cross-shard mesh.
 //! - [`config`]: TOML configuration with an embedded default.
 //! - [`metrics`]: per-shard counters and their Prometheus rendering.
@@ -17,6 +19,7 @@
 
 #![warn(missing_debug_implementations)]
 
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod history_store;

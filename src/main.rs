@@ -40,6 +40,105 @@ struct Cli {
     /// Print the embedded default configuration and exit.
     #[arg(long)]
     print_default_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Derive what a principal's config keeps from a password read from
+    /// standard input (its first line), and print it as TOML.
+    Secret {
+        #[command(subcommand)]
+        method: SecretMethod,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum SecretMethod {
+    /// `ticket = "..."`: an argon2id PHC hash.
+    Ticket {
+        /// argon2 memory in KiB (default: argon2's 19456).
+        #[arg(long)]
+        memory: Option<u32>,
+        /// argon2 iterations (default: 2).
+        #[arg(long)]
+        iterations: Option<u32>,
+    },
+    /// `wampcra = { ... }`: a salted WAMP-CRA secret (PBKDF2-HMAC-SHA256).
+    Wampcra {
+        /// Salt (default: 16 random bytes, base64).
+        #[arg(long)]
+        salt: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        iterations: u32,
+        #[arg(long, default_value_t = 32)]
+        keylen: u32,
+    },
+    /// `scram = { ... }`: WAMP-SCRAM stored and server keys.
+    Scram {
+        /// argon2id13 (the spec's), argon2id-13 (autobahn's and Crossbar's)
+        /// or pbkdf2.
+        #[arg(long, default_value = "argon2id13")]
+        kdf: String,
+        /// Iterations (argon2: time cost; default 3; pbkdf2: default 4096).
+        #[arg(long)]
+        iterations: Option<u32>,
+        /// argon2 memory in KiB.
+        #[arg(long, default_value_t = 65536)]
+        memory: u32,
+    },
+}
+
+/// `switchyard secret ...`
+fn secret(method: &SecretMethod) -> ExitCode {
+    use switchyard::auth;
+    let mut password = String::new();
+    if std::io::stdin().read_line(&mut password).is_err() {
+        eprintln!("switchyard: cannot read the password from standard input");
+        return ExitCode::from(2);
+    }
+    let password = password.trim_end_matches(['\r', '\n']);
+    let salt = || auth::b64(&rand::random::<[u8; 16]>());
+    match method {
+        SecretMethod::Ticket { memory, iterations } => {
+            let cost = (memory.is_some() || iterations.is_some()).then(|| (memory.unwrap_or(19456), iterations.unwrap_or(2)));
+            println!("ticket = \"{}\"", auth::hash_ticket(password, cost));
+        }
+        SecretMethod::Wampcra {
+            salt: s,
+            iterations,
+            keylen,
+        } => {
+            let s = s.clone().unwrap_or_else(salt);
+            let key = auth::derive_cra_key(password, &s, *iterations, *keylen);
+            println!("wampcra = {{ salt = \"{s}\", iterations = {iterations}, keylen = {keylen}, key = \"{key}\" }}");
+        }
+        SecretMethod::Scram { kdf, iterations, memory } => {
+            let Some(k) = auth::Kdf::parse(kdf) else {
+                eprintln!("switchyard: --kdf: '{kdf}' is not argon2id13, argon2id-13 or pbkdf2");
+                return ExitCode::from(2);
+            };
+            let iterations = iterations.unwrap_or(if k == auth::Kdf::Pbkdf2 { 4096 } else { 3 });
+            let s = salt();
+            let Some(salted) = auth::scram_salted_password(password, k, &s, iterations, *memory) else {
+                eprintln!("switchyard: these argon2 parameters are refused");
+                return ExitCode::from(2);
+            };
+            let (_, stored, server) = auth::scram_keys(&salted);
+            let memory = if k == auth::Kdf::Pbkdf2 {
+                String::new()
+            } else {
+                format!(", memory = {memory}")
+            };
+            println!(
+                "scram = {{ kdf = \"{kdf}\", salt = \"{s}\", iterations = {iterations}{memory}, stored_key = \"{}\", server_key = \"{}\" }}",
+                auth::b64(&stored),
+                auth::b64(&server)
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn usable_cpus() -> Vec<usize> {
@@ -56,6 +155,9 @@ fn usable_cpus() -> Vec<usize> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Secret { method }) = &cli.command {
+        return secret(method);
+    }
     if cli.print_default_config {
         print!("{}", switchyard::config::DEFAULT_CONFIG);
         return ExitCode::SUCCESS;

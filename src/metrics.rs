@@ -74,6 +74,8 @@ stats! {
     connections_refused: AtomicU64,
     /// Connections closed because their handshake did not finish in time.
     handshake_timeouts: AtomicU64,
+    /// TLS handshakes that failed (bad client hello, refused or missing client certificate).
+    tls_handshakes_failed: AtomicU64,
     /// Connections closed after an unanswered ping.
     idle_closed: AtomicU64,
     /// Tasks that panicked (and were contained): connections, mesh drains, timers.
@@ -130,6 +132,24 @@ stats! {
     pending_invocations: AtomicI64,
     /// Calls of this shard's callers waiting for their result.
     pending_calls: AtomicI64,
+    /// Logins that succeeded with a credential (every method but anonymous).
+    auth_successes: AtomicU64,
+    /// Logins that failed: wrong or unknown credentials, no AUTHENTICATE in time.
+    auth_failures: AtomicU64,
+    /// HELLOs refused at once: their peer address failed too often (backoff).
+    auth_backoff_refused: AtomicU64,
+    /// Peer addresses not tracked for backoff: limits.max_auth_backoff_peers was full.
+    auth_backoff_untracked: AtomicU64,
+    /// Logins failed because the authentication threads' queue was full.
+    auth_queue_full: AtomicU64,
+    /// Actions refused by the session's role (ERROR wamp.error.not_authorized).
+    authorization_denied: AtomicU64,
+    /// Unacknowledged PUBLISHes dropped because the role may not publish there.
+    publications_denied: AtomicU64,
+    /// Authorization decisions answered from the shard's cache.
+    authorization_cache_hits: AtomicU64,
+    /// Authorization decisions computed (and cached).
+    authorization_cache_misses: AtomicU64,
 }
 
 impl ShardStats {

@@ -298,7 +298,13 @@ fn retained_events_reach_new_subscribers_2_shards() {
     retained_events_reach_new_subscribers(2);
 }
 
-const HISTORY: &str = "\n[[realm]]\nname = \"realm1\"\n[[realm.history]]\nuri = \"com.h.\"\nmatch = \"prefix\"\nlimit = 5";
+/// realm1 keeping the history of `com.h.*`, with the test principals.
+fn history_realm() -> String {
+    format!(
+        "\n[[realm]]\nname = \"realm1\"\n[[realm.history]]\nuri = \"com.h.\"\nmatch = \"prefix\"\nlimit = 5\n{}",
+        test_principals()
+    )
+}
 
 /// `wamp.subscription.get_events` for `sub` with kwargs; the events' first
 /// arguments, or the whole Event dictionaries.
@@ -336,7 +342,7 @@ fn firsts(events: &[Value]) -> Vec<String> {
 /// subscription, in order, with the spec's filters; events sent to
 /// session-ID lists are not kept, and whitelists hold for the caller.
 fn history_is_kept_and_queried(shards: usize) {
-    let r = Router::start_with(shards, HISTORY, "", &[]);
+    let r = Router::start_with(shards, &history_realm(), "", &[]);
     let mut publisher = on(&r, 1);
     let mut reader = on(&r, 0);
     let exact = reader.subscribe("com.h.a", "{}");
@@ -456,7 +462,7 @@ fn history_is_kept_and_queried_2_shards() {
 fn a_durable_history_survives_a_restart() {
     let dir = std::env::temp_dir().join(format!("switchyard-history-{}-{}", std::process::id(), free_port()));
     let _ = std::fs::remove_dir_all(&dir);
-    let config = format!("history_path = \"{}\"{HISTORY}", dir.display());
+    let config = format!("history_path = \"{}\"{}", dir.display(), history_realm());
     let mut first = Router::start_with(2, &config, "", &[]);
     let mut publisher = on(&first, 1);
     for n in 0..8 {

@@ -13,12 +13,17 @@ fn on(r: &Router, i: usize, realm: &str, details: &str) -> Client {
     let mut c = r.join_spread(i);
     c.send_json(r#"[6, {}, "wamp.close.close_realm"]"#);
     c.expect(GOODBYE);
-    c.send_json(&format!(r#"[1, "{realm}", {details}]"#));
-    c.session = c.expect(WELCOME).at(1).u();
+    c.login(realm, details);
     c
 }
 
-const ADMIN: &str = "\n[[realm]]\nname = \"admin\"\nmeta_admin_roles = [\"anonymous\"]";
+/// A realm whose sessions may act on others, with the test principals.
+fn admin() -> String {
+    format!(
+        "\n[[realm]]\nname = \"admin\"\nmeta_admin_roles = [\"anonymous\"]\n{}",
+        test_principals()
+    )
+}
 
 fn event_args(ev: &Value) -> &Value {
     ev.at(4)
@@ -45,7 +50,7 @@ fn session_events_fire_router_wide(shards: usize) {
         };
         assert_eq!(joined.key("authid").s(), "joiner");
         assert_eq!(joined.key("authrole").s(), "anonymous");
-        assert_eq!(joined.key("authmethod").s(), "anonymous");
+        assert_eq!(joined.key("authmethod").s(), "ticket");
         assert_eq!(joined.key("transport").key("type").s(), "websocket");
         let (id, _) = (c.session, ());
         c.drop_connection();
@@ -96,7 +101,7 @@ fn session_events_fire_router_wide_2_shards() {
 /// sessions named, never the caller; they leave at once (on_leave fires,
 /// except for kill_all); a realm without meta_admin_roles refuses them.
 fn sessions_are_killed(shards: usize) {
-    let r = Router::start_with(shards, ADMIN, "", &[]);
+    let r = Router::start_with(shards, &admin(), "", &[]);
     let mut admin = on(&r, 0, "admin", ROLES);
     admin.subscribe("wamp.session.on_leave", "{}");
     let mut victim = on(&r, 1, "admin", r#"{"roles": {"caller": {}}, "authid": "victim"}"#);
@@ -286,7 +291,7 @@ fn ids(v: &Value) -> Vec<u64> {
 /// are; list, lookup, match, get, list_subscribers, count_subscribers the
 /// same from every shard; remove_subscriber (subscription revocation).
 fn subscriptions_are_described(shards: usize) {
-    let r = Router::start_with(shards, ADMIN, "", &[]);
+    let r = Router::start_with(shards, &admin(), "", &[]);
     let mut watchers: Vec<Client> = (0..shards).map(|i| on(&r, i, "admin", ROLES)).collect();
     for w in watchers.iter_mut() {
         for t in ["on_create", "on_subscribe", "on_unsubscribe", "on_delete"] {
@@ -512,7 +517,7 @@ fn registrations_are_described_2_shards() {
 /// `limits.handshake_timeout_ms`.
 #[test]
 fn a_killed_session_that_does_not_answer_is_disconnected() {
-    let r = Router::start_with(1, ADMIN, "handshake_timeout_ms = 300", &[]);
+    let r = Router::start_with(1, &admin(), "handshake_timeout_ms = 300", &[]);
     let mut admin = on(&r, 0, "admin", ROLES);
     let mut victim = on(&r, 0, "admin", ROLES);
     admin.send_json(&format!(r#"[48, 1, {{}}, "wamp.session.kill", [{}]]"#, victim.session));

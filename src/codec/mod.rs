@@ -439,6 +439,13 @@ pub mod encode {
         w.finish()
     }
 
+    /// `[CHALLENGE, AuthMethod|string, Extra|dict]`
+    pub fn challenge(ser: Serializer, method: &str, extra: &Dict) -> Bytes {
+        let mut w = MsgWriter::new(ser, 3, MessageType::Challenge, 128);
+        w.str(method).dict(extra);
+        w.finish()
+    }
+
     /// `[ABORT, Details|dict, Reason|uri]`
     pub fn abort(ser: Serializer, details: &Dict, reason: &str) -> Bytes {
         let mut w = MsgWriter::new(ser, 3, MessageType::Abort, 64);

@@ -291,7 +291,9 @@ impl Router {
         let Some(s) = self.sessions.get(&sid) else { return };
         let realm = s.realm;
         let r = &self.realms[realm as usize];
+        // with roles configured, the role's call rules decided already
         let roles = match procedure.access() {
+            _ if r.roles.enforced() => None,
             Access::Own => None,
             Access::Read => Some(("meta_roles", &r.meta_roles)),
             Access::Admin => Some(("meta_admin_roles", &r.meta_admin_roles)),

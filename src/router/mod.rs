@@ -23,6 +23,7 @@
 //! - `options.rs`: the type checks of predefined options; `trie.rs`: the URI
 //!   index.
 
+mod auth;
 mod broker;
 mod builtins;
 mod dealer;
@@ -47,6 +48,7 @@ use crate::wamp::message::Serializer;
 use crate::wamp::uri::{UriCheck, UriError, UriLimits};
 use crate::wamp::{self, uris, Dict, Id, MatchPolicy, Value};
 
+pub use auth::TlsInfo;
 pub use broker::{EventExtras, RetainMsg, Retained, Subscription};
 pub use dealer::Registration;
 pub use gather::{Answer, Query, QueryMsg};
@@ -76,6 +78,9 @@ pub struct Realm {
     /// that act on other sessions (`realm.meta_roles`, `meta_admin_roles`).
     pub meta_roles: Vec<String>,
     pub meta_admin_roles: Vec<String>,
+    /// Who may log in, and how; the roles and what they may do.
+    pub auth: Arc<crate::auth::RealmAuth>,
+    pub roles: Arc<crate::auth::Roles>,
     /// Event retention: on or off, and this shard's share of the bounds.
     pub retention: bool,
     pub max_retained_events: usize,
@@ -144,6 +149,13 @@ pub struct Router {
     keep_seq: u64,
     /// Where kept history events are written through (a durable history).
     history_store: Option<crate::history_store::StoreHandle>,
+    /// Where costly authentication checks go (none: they run inline).
+    auth_pool: Option<crate::auth::pool::Submitter>,
+    /// Failed logins per peer address (bounded by `limits.max_auth_backoff_peers`).
+    backoff: AHashMap<std::net::IpAddr, auth::Backoff>,
+    /// Authorization decisions, and how many (bounded by `limits.authorization_cache`).
+    authz_cache: auth::AuthzCache,
+    authz_cached: usize,
     pub(crate) stats: Arc<ShardStats>,
 }
 
@@ -182,6 +194,20 @@ impl Router {
                 publisher_disclosure: r.publisher_disclosure,
                 meta_roles: r.meta_roles.clone(),
                 meta_admin_roles: r.meta_admin_roles.clone(),
+                auth: Arc::new(crate::auth::RealmAuth::compile(r, 0).unwrap_or_else(|e| {
+                    warn!(realm = %r.name, error = %e, "realm's principals refused: nobody can log in with a credential");
+                    crate::auth::RealmAuth {
+                        anonymous: r.anonymous.then(|| r.anonymous_role.as_str().into()),
+                        ..Default::default()
+                    }
+                })),
+                roles: Arc::new(crate::auth::Roles::compile(r, 0).unwrap_or_else(|e| {
+                    warn!(realm = %r.name, error = %e, "realm's roles refused: its sessions may do nothing");
+                    crate::auth::Roles {
+                        roles: Some(AHashMap::new()),
+                        list: Vec::new(),
+                    }
+                })),
                 retention: r.retention,
                 history_rules: r
                     .history
@@ -224,6 +250,10 @@ impl Router {
             gathers: AHashMap::new(),
             keep_seq: 0,
             history_store: None,
+            auth_pool: None,
+            backoff: AHashMap::new(),
+            authz_cache: AHashMap::new(),
+            authz_cached: 0,
             stats,
         }
     }
@@ -254,6 +284,12 @@ impl Router {
         }
     }
 
+    /// Runs costly authentication checks through `pool` (their verdicts
+    /// come back through [`Router::auth_verdict`]).
+    pub fn set_auth_pool(&mut self, pool: crate::auth::pool::Submitter) {
+        self.auth_pool = Some(pool);
+    }
+
     /// Replaces the clock the core reads (tests and fuzzing move time by hand).
     pub fn set_clock(&mut self, clock: Clock) {
         self.clock = clock;
@@ -275,6 +311,7 @@ impl Router {
             match due {
                 timers::Due::CallTimeout { caller, request } => self.call_timed_out(caller, request),
                 timers::Due::Gather { id } => self.gather_timed_out(id),
+                timers::Due::AuthTimeout { conn } => self.auth_timed_out(conn),
                 timers::Due::Closing { conn } => {
                     if let Some(c) = self.conns.get_mut(&conn) {
                         c.closing_timer = None;

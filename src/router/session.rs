@@ -11,12 +11,13 @@ use tracing::debug;
 use super::dealer::{OutgoingCall, PendingInvocation};
 use super::options::CancelMode;
 use super::{options, CallDone, Concerns, ConnId, RealmIdx, Router, ShardMsg};
+use crate::auth::{Action, Decision};
 use crate::codec::encode;
 use crate::metrics::ShardStats;
 use crate::session::outbox::{CloseReason, Outbox, Outgoing};
 use crate::wamp::message::Serializer;
 use crate::wamp::uri::{UriCheck, UriError};
-use crate::wamp::{self, uris, Dict, Id, IdSeq, MatchPolicy, Message, Value};
+use crate::wamp::{self, uris, Dict, Id, IdSeq, MatchPolicy, Message, MessageType, Value};
 
 /// Who a session is: what WELCOME said, kept for the features that tell
 /// others (caller and publisher identification, the session meta API) and
@@ -45,6 +46,8 @@ pub struct TransportInfo {
     pub serializer: Serializer,
     /// The peer's address, when the socket could tell it.
     pub peer: Option<std::net::SocketAddr>,
+    /// Over TLS: what the handshake established.
+    pub tls: Option<Arc<super::auth::TlsInfo>>,
 }
 
 impl TransportInfo {
@@ -54,6 +57,7 @@ impl TransportInfo {
             kind,
             serializer,
             peer: None,
+            tls: None,
         }
     }
 }
@@ -66,6 +70,10 @@ impl TransportInfo {
 pub(super) enum Phase {
     /// No session: the next message must be HELLO (again after GOODBYE).
     Idle,
+    /// CHALLENGE was sent: the next message must be AUTHENTICATE.
+    Challenged,
+    /// AUTHENTICATE is being checked on the authentication threads.
+    Verifying,
     /// WELCOME was sent: the session with this ID is open.
     Established(Id),
     /// The router closed the session with GOODBYE (a kill): it has left,
@@ -101,6 +109,9 @@ pub(super) struct LocalSession {
     /// The connection the session is on.
     pub(super) conn: ConnId,
     pub(super) identity: SessionIdentity,
+    /// Its role among the realm's roles (`None`: the realm has no role of
+    /// that name; with roles configured it may do nothing).
+    pub(super) role: Option<u32>,
     pub(super) transport: TransportInfo,
     pub(super) outbox: Rc<Outbox>,
     pub(super) ser: Serializer,
@@ -149,6 +160,8 @@ pub(super) struct Conn {
     /// In `Closing`: the timer that ends the connection if the client does
     /// not answer GOODBYE.
     pub(super) closing_timer: Option<super::timers::TimerKey>,
+    /// In `Challenged` and `Verifying`: the login under way.
+    pub(super) auth: Option<Box<super::auth::PendingAuth>>,
 }
 
 impl Conn {
@@ -156,7 +169,7 @@ impl Conn {
     pub(super) fn session(&self) -> Option<Id> {
         match self.phase {
             Phase::Established(sid) => Some(sid),
-            Phase::Idle | Phase::Closing => None,
+            Phase::Idle | Phase::Challenged | Phase::Verifying | Phase::Closing => None,
         }
     }
 }
@@ -302,6 +315,7 @@ impl Router {
                 transport,
                 phase: Phase::Idle,
                 closing_timer: None,
+                auth: None,
             },
         );
         id
@@ -317,6 +331,9 @@ impl Router {
         if let Some(c) = self.conns.remove(&conn) {
             if let Some(key) = c.closing_timer {
                 self.timers.cancel(key);
+            }
+            if let Some(a) = &c.auth {
+                self.timers.cancel(a.timer());
             }
             if let Some(s) = c.session() {
                 self.leave(s);
@@ -466,17 +483,29 @@ impl Router {
                 topic,
                 payload,
             } => {
-                let options = options::PublishOptions::read(&options);
+                let mut options = options::PublishOptions::read(&options);
                 if options.ppt.is_some() && !self.sessions.get(&sid).is_some_and(|s| s.features.ppt_publisher) {
                     return self.protocol_violation(
                         conn,
                         "PUBLISH in payload passthru mode, but the publisher did not announce payload_passthru_mode",
                     );
                 }
+                let ack = options.acknowledge;
+                let Some(d) = self.authorized(sid, MessageType::Publish, request, Action::Publish, &topic, ack) else {
+                    return;
+                };
+                if d == (Decision::Allow { disclose: true }) {
+                    options.disclose_me = true;
+                }
                 self.publish(sid, request, options, topic, payload)
             }
             Message::Subscribe { request, options, topic } => {
-                self.subscribe(sid, request, options::SubscribeOptions::read(&options), topic)
+                if self
+                    .authorized(sid, MessageType::Subscribe, request, Action::Subscribe, &topic, true)
+                    .is_some()
+                {
+                    self.subscribe(sid, request, options::SubscribeOptions::read(&options), topic)
+                }
             }
             Message::Unsubscribe { request, subscription } => self.unsubscribe(sid, request, subscription),
             Message::Call {
@@ -485,7 +514,18 @@ impl Router {
                 procedure,
                 payload,
             } => {
-                if let Err(problem) = self.call(sid, request, options::CallOptions::read(&options), procedure, payload) {
+                let mut options = options::CallOptions::read(&options);
+                let continues = self.sessions.get(&sid).is_some_and(|s| s.calls.contains_key(&request));
+                if !continues {
+                    // a progressive call's later chunks were authorized with its first
+                    let Some(d) = self.authorized(sid, MessageType::Call, request, Action::Call, &procedure, true) else {
+                        return;
+                    };
+                    if d == (Decision::Allow { disclose: true }) {
+                        options.disclose_me = true;
+                    }
+                }
+                if let Err(problem) = self.call(sid, request, options, procedure, payload) {
                     self.protocol_violation(conn, &problem);
                 }
             }
@@ -494,7 +534,14 @@ impl Router {
                 request,
                 options,
                 procedure,
-            } => self.register(sid, request, options::RegisterOptions::read(&options), procedure),
+            } => {
+                if self
+                    .authorized(sid, MessageType::Register, request, Action::Register, &procedure, true)
+                    .is_some()
+                {
+                    self.register(sid, request, options::RegisterOptions::read(&options), procedure)
+                }
+            }
             Message::Unregister { request, registration } => self.unregister(sid, request, registration),
             Message::Yield { request, options, payload } => {
                 let options = options::YieldOptions::read(&options);
@@ -525,8 +572,11 @@ impl Router {
                 return;
             }
         }
+        let phase = self.conns.get(&conn).map(|c| c.phase);
         match msg {
+            Message::Hello { .. } if phase != Some(Phase::Idle) => self.protocol_violation(conn, "HELLO received during authentication"),
             Message::Hello { realm, details } => self.hello(conn, realm, details),
+            Message::Authenticate { signature, extra } => self.authenticate(conn, signature, extra),
             Message::Abort { .. } => {
                 if let Some(c) = self.conns.get(&conn) {
                     c.outbox.close(None);
@@ -558,38 +608,32 @@ impl Router {
         if !matches!(details.get("roles"), Some(Value::Dict(r)) if !r.is_empty()) {
             return self.protocol_violation(conn, "HELLO.Details.roles must be a non-empty dictionary");
         }
-        if let Some(Value::List(methods)) = details.get("authmethods") {
-            if !methods.iter().any(|m| matches!(m, Value::Str(s) if s == "anonymous")) {
-                return self.abort(
-                    conn,
-                    "wamp.error.no_auth_method",
-                    "this router offers anonymous authentication only",
-                );
-            }
-        }
         let Some(&realm_idx) = self.realm_names.get(&realm) else {
             let m = format!("no realm named '{realm}' exists on this router");
             return self.abort(conn, uris::NO_SUCH_REALM, &m);
         };
+        self.start_auth(conn, realm_idx, details);
+    }
+
+    /// Opens the session `sid` on `conn` for `identity`: WELCOME (with
+    /// `authextra`), the session's state, `wamp.session.on_join`.
+    pub(super) fn establish(
+        &mut self,
+        conn: ConnId,
+        realm_idx: RealmIdx,
+        sid: Id,
+        identity: SessionIdentity,
+        details: Dict,
+        authextra: Dict,
+    ) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
-        let sid = wamp::random_id();
-        let authid = details
-            .get_str("authid")
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("anonymous-{sid}"));
         let features = Features::read(&details);
-        let identity = SessionIdentity {
-            realm: self.realms[realm_idx as usize].name.clone(),
-            authid: authid.into(),
-            authrole: "anonymous".into(),
-            authmethod: "anonymous".into(),
-            authprovider: "static".into(),
-        };
+        let role = self.realms[realm_idx as usize].roles.index(&identity.authrole);
         c.phase = Phase::Established(sid);
         let outbox = c.outbox.clone();
         let ser = c.ser;
         let transport = c.transport.clone();
-        let mut welcome = encode::welcome(ser, sid, &welcome_details(&identity));
+        let mut welcome = encode::welcome(ser, sid, &welcome_details(&identity).with("authextra", Value::Dict(authextra)));
         if !outbox.fits(welcome.len()) {
             // a peer that takes less than the feature lists (RawSocket
             // allows 512 bytes): the roles without their features
@@ -602,6 +646,7 @@ impl Router {
                 realm: realm_idx,
                 conn,
                 identity,
+                role,
                 transport,
                 outbox,
                 ser,
@@ -626,7 +671,7 @@ impl Router {
         );
         self.stats.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let peer = self.sessions.get(&sid).and_then(|s| s.transport.peer);
-        debug!(session = sid, realm = %realm, shard = self.me, ?peer, "session joined");
+        debug!(session = sid, realm = %self.realms[realm_idx as usize].name, shard = self.me, ?peer, "session joined");
         if let Some(s) = self.sessions.get(&sid) {
             let details = super::builtins::session_details(sid, s);
             self.meta_event(realm_idx, "wamp.session.on_join", || vec![Value::Dict(details)]);
@@ -725,6 +770,7 @@ mod tests {
             kind: TransportKind::RawSocket,
             serializer: Serializer::Json,
             peer: Some("127.0.0.1:4000".parse().expect("address")),
+            tls: None,
         };
         let conn = router.open_connection(outbox.clone(), transport);
         let w = welcome(
@@ -738,12 +784,14 @@ mod tests {
         let Some(Value::Dict(details)) = w.get(2) else { panic!("{w:?}") };
         let (who, how) = router.session_info(*sid).expect("the session is known");
         assert_eq!(&*who.realm, "realm1");
-        assert_eq!(&*who.authid, "joe");
+        // an anonymous session's authid is the router's, not the one HELLO asked for
+        assert_eq!(&*who.authid, format!("anonymous-{sid}"));
         assert_eq!(&*who.authrole, "anonymous");
         assert_eq!(how.kind, TransportKind::RawSocket);
         assert_eq!(how.peer.map(|p| p.port()), Some(4000));
+        let authid = format!("anonymous-{sid}");
         for (key, want) in [
-            ("authid", "joe"),
+            ("authid", authid.as_str()),
             ("authrole", "anonymous"),
             ("authmethod", "anonymous"),
             ("realm", "realm1"),

@@ -52,6 +52,8 @@ pub(super) enum Due {
     Gather { id: u64 },
     /// A killed session's connection that has not answered GOODBYE.
     Closing { conn: u64 },
+    /// A login that has not completed its CHALLENGE / AUTHENTICATE.
+    AuthTimeout { conn: u64 },
 }
 
 /// The key of one timer: its deadline, then a sequence number.

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use futures_lite::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use glommio::net::TcpStream;
 use tracing::debug;
 
@@ -17,7 +17,7 @@ use super::outbox::{Outbox, Outgoing};
 use crate::codec;
 use crate::config::ListenerKind;
 use crate::metrics::ShardStats;
-use crate::router::{ConnId, TransportInfo, TransportKind};
+use crate::router::{ConnId, TlsInfo, TransportInfo, TransportKind};
 use crate::transport::rawsocket::{self, Handshake, RsEvent};
 use crate::transport::websocket::{self, HttpRequest, WsDecoder, WsEvent};
 use crate::transport::{read_more, write_control, write_message_header, Framing};
@@ -28,8 +28,33 @@ use crate::wamp::message::Serializer;
 const MIN_READ: usize = 1024;
 const MAX_READ: usize = 64 * 1024;
 
+/// A listener's settings, as its connections need them.
+pub struct Listener {
+    pub kind: ListenerKind,
+    pub path: Rc<str>,
+    pub metrics: bool,
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Listener({:?}, tls: {})", self.kind, self.tls.is_some())
+    }
+}
+
+/// A byte stream a connection runs over: TCP, or TLS above it.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + 'static> Stream for T {}
+
+/// What a connection knows of its socket before the transport handshake.
+#[derive(Debug, Clone)]
+struct Peer {
+    addr: Option<std::net::SocketAddr>,
+    tls: Option<std::sync::Arc<TlsInfo>>,
+}
+
 /// Serves one connection accepted on a WebSocket listener.
-async fn serve_websocket(ctx: Rc<ConnCtx>, mut stream: TcpStream, path: Rc<str>, metrics: bool) {
+async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer, path: Rc<str>, metrics: bool) {
     let mut buf = BytesMut::with_capacity(MIN_READ);
     let handshake = async {
         loop {
@@ -76,13 +101,13 @@ async fn serve_websocket(ctx: Rc<ConnCtx>, mut stream: TcpStream, path: Rc<str>,
             if stream.write_all(&response).await.is_err() {
                 return;
             }
-            run(ctx, stream, buf, Framing::WebSocket, serializer, usize::MAX).await;
+            run(ctx, stream, peer, buf, Framing::WebSocket, serializer, usize::MAX).await;
         }
     }
 }
 
 /// Serves one connection accepted on a RawSocket listener.
-async fn serve_rawsocket(ctx: Rc<ConnCtx>, mut stream: TcpStream) {
+async fn serve_rawsocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer) {
     let mut hs = [0u8; 4];
     let read = glommio::timer::timeout(ctx.limits.handshake_timeout, async { Ok(stream.read_exact(&mut hs).await) }).await;
     match read {
@@ -111,6 +136,7 @@ async fn serve_rawsocket(ctx: Rc<ConnCtx>, mut stream: TcpStream) {
             run(
                 ctx,
                 stream,
+                peer,
                 BytesMut::with_capacity(MIN_READ),
                 Framing::RawSocket,
                 serializer,
@@ -152,8 +178,7 @@ fn next_frame(framing: Framing, ws: &mut WsDecoder, buf: &mut BytesMut, max: usi
     }
 }
 
-async fn run(ctx: Rc<ConnCtx>, stream: TcpStream, mut buf: BytesMut, framing: Framing, ser: Serializer, peer_max: usize) {
-    let _ = stream.set_nodelay(true);
+async fn run<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, mut buf: BytesMut, framing: Framing, ser: Serializer, peer_max: usize) {
     let outbox = Rc::new(Outbox::new(ctx.limits.max_outbound_bytes));
     outbox.set_max_message(peer_max);
     let transport = TransportInfo {
@@ -162,7 +187,8 @@ async fn run(ctx: Rc<ConnCtx>, stream: TcpStream, mut buf: BytesMut, framing: Fr
             Framing::RawSocket => TransportKind::RawSocket,
         },
         serializer: ser,
-        peer: stream.peer_addr().ok(),
+        peer: peer.addr,
+        tls: peer.tls,
     };
     let conn = ctx.router.borrow_mut().open_connection(outbox.clone(), transport);
     // Leaves the router's tables on every way out of here, a panic included.
@@ -381,16 +407,37 @@ impl std::fmt::Debug for ConnSlot {
 
 /// Serves one accepted connection within its slot; a panic in it is caught
 /// and counted, and the shard and every other connection carry on.
-pub async fn serve(ctx: Rc<ConnCtx>, stream: TcpStream, kind: ListenerKind, path: Rc<str>, metrics: bool) {
+pub async fn serve(ctx: Rc<ConnCtx>, stream: TcpStream, listener: Rc<Listener>) {
     let Some(slot) = ConnSlot::take(&ctx) else {
         ShardStats::inc(&ctx.stats.connections_refused);
         debug!("connection refused: connection limit reached");
-        return refuse(stream, kind).await;
+        return refuse(stream, listener.kind).await;
     };
+    let _ = stream.set_nodelay(true);
+    let addr = stream.peer_addr().ok();
     let work = async {
-        match kind {
-            ListenerKind::Websocket => serve_websocket(ctx.clone(), stream, path, metrics).await,
-            ListenerKind::Rawsocket => serve_rawsocket(ctx.clone(), stream).await,
+        match &listener.tls {
+            None => serve_on(ctx.clone(), stream, Peer { addr, tls: None }, &listener).await,
+            Some(config) => {
+                let accept = futures_rustls::TlsAcceptor::from(config.clone()).accept(stream);
+                let tls = match glommio::timer::timeout(ctx.limits.handshake_timeout, async { Ok(accept.await) }).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        ShardStats::inc(&ctx.stats.tls_handshakes_failed);
+                        return debug!(error = %e, ?addr, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        ShardStats::inc(&ctx.stats.handshake_timeouts);
+                        return debug!(?addr, "TLS handshake timed out");
+                    }
+                };
+                let info = crate::transport::tls::info(tls.get_ref().1);
+                let peer = Peer {
+                    addr,
+                    tls: Some(std::sync::Arc::new(info)),
+                };
+                serve_on(ctx.clone(), tls, peer, &listener).await
+            }
         }
     };
     if futures_lite::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(work))
@@ -401,6 +448,13 @@ pub async fn serve(ctx: Rc<ConnCtx>, stream: TcpStream, kind: ListenerKind, path
         tracing::error!("a connection task panicked; the connection was dropped and the shard carries on");
     }
     drop(slot);
+}
+
+async fn serve_on<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, listener: &Listener) {
+    match listener.kind {
+        ListenerKind::Websocket => serve_websocket(ctx, stream, peer, listener.path.clone(), listener.metrics).await,
+        ListenerKind::Rawsocket => serve_rawsocket(ctx, stream, peer).await,
+    }
 }
 
 /// Tells a client over the connection limit why it is turned away.
@@ -415,7 +469,7 @@ async fn refuse(mut stream: TcpStream, kind: ListenerKind) {
     let _ = stream.close().await;
 }
 
-async fn write_loop(mut w: WriteHalf<TcpStream>, outbox: Rc<Outbox>, framing: Framing, ser: Serializer) {
+async fn write_loop<S: Stream>(mut w: WriteHalf<S>, outbox: Rc<Outbox>, framing: Framing, ser: Serializer) {
     let mut batch = Vec::new();
     let mut out: Vec<u8> = Vec::new();
     'write: while outbox.next_batch(&mut batch).await {

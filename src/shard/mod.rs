@@ -15,7 +15,7 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{debug, error, info, warn};
 
-use crate::config::{ListenerKind, Validated};
+use crate::config::Validated;
 use crate::metrics::ShardStats;
 use crate::router::{Router, RouterConfig, ShardLink, ShardMsg};
 use crate::session::{connection, ConnCtx, ConnLimits};
@@ -110,8 +110,14 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
     if let Some((_, kept)) = &history {
         info!(path = %cfg.router.history_path, events = kept.len(), "durable event history opened");
     }
+    // the threads for costly login checks, shared by every shard
+    let auth_pool = crate::auth::pool::Pool::start(cfg.router.auth_threads, cfg.router.auth_queue)
+        .map_err(|e| format!("cannot start the authentication threads: {e}"))?;
+    let tls = crate::transport::tls::acceptors(&v.listeners)?;
     let mut handles = Vec::new();
     for (me, seed) in seeds.into_iter().enumerate() {
+        let auth = auth_pool.submitter(cfg.router.auth_queue);
+        let tls = tls.clone();
         let cpu = v.shard_cpus[me];
         let v = v.clone();
         let all_stats = all_stats.clone();
@@ -129,7 +135,8 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
             .spawn(move || async move {
                 let _kicked = watchdog.register();
                 drop(watchdog);
-                shard_main(me, n, seed, v, all_stats, router_cfg, ready, shutdown, open_connections, history).await
+                let extras = ShardExtras { history, auth, tls };
+                shard_main(me, n, seed, v, all_stats, router_cfg, ready, shutdown, open_connections, extras).await
             })
             .map_err(|e| format!("cannot start shard {me} on CPU {cpu}: {e}"))?;
         handles.push(handle);
@@ -177,6 +184,15 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
     Ok(())
 }
 
+/// What a shard gets besides its mesh: the durable history, its submitter
+/// to the authentication threads and where their verdicts arrive, the TLS
+/// set-up of each listener.
+struct ShardExtras {
+    history: Option<(crate::history_store::StoreHandle, Arc<Vec<crate::history_store::StoredEvent>>)>,
+    auth: Option<(crate::auth::pool::Submitter, flume::Receiver<crate::auth::pool::Verdict>)>,
+    tls: Vec<Option<Arc<rustls::ServerConfig>>>,
+}
+
 /// A bound, not listening, SO_REUSEPORT socket on a free port of `addr`'s
 /// address: the shards bind the same port and listen.
 fn reserve_any_port(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -199,8 +215,9 @@ async fn shard_main(
     ready: mpsc::Sender<Result<usize, String>>,
     shutdown: Arc<AtomicBool>,
     open_connections: Arc<AtomicUsize>,
-    history: Option<(crate::history_store::StoreHandle, Arc<Vec<crate::history_store::StoredEvent>>)>,
+    extras: ShardExtras,
 ) {
+    let ShardExtras { history, auth, tls } = extras;
     let stats = all_stats[me].clone();
     let cfg = &v.config;
     let ends = seed.connect(stats.clone(), cfg.router.mesh_overflow_limit).await;
@@ -210,6 +227,10 @@ async fn shard_main(
         core.load_history(kept.iter());
         core.set_history_store(store);
     }
+    let verdicts = auth.map(|(submitter, verdicts)| {
+        core.set_auth_pool(submitter);
+        verdicts
+    });
     let router = Rc::new(RefCell::new(core));
     let conns = Rc::new(ConnCtx {
         router: router.clone(),
@@ -269,14 +290,25 @@ async fn shard_main(
     }));
     let c = ctx.clone();
     tasks.push(spawn_contained(&ctx, "router timers".into(), move || run_timers(c.clone())));
-    for (l, sock) in listeners {
-        tasks.push(glommio::spawn_local(accept_loop(
-            ctx.conns.clone(),
-            sock,
-            l.kind,
-            l.path.as_str().into(),
-            l.metrics,
-        )));
+    if let Some(rx) = verdicts {
+        let c = ctx.clone();
+        tasks.push(spawn_contained(&ctx, "login verdicts".into(), move || {
+            let (c, rx) = (c.clone(), rx.clone());
+            async move {
+                while let Ok(v) = rx.recv_async().await {
+                    c.router.borrow_mut().auth_verdict(v);
+                }
+            }
+        }));
+    }
+    for ((l, sock), tls) in listeners.into_iter().zip(tls.iter()) {
+        let listener = connection::Listener {
+            kind: l.kind,
+            path: l.path.as_str().into(),
+            metrics: l.metrics,
+            tls: tls.clone(),
+        };
+        tasks.push(glommio::spawn_local(accept_loop(ctx.conns.clone(), sock, Rc::new(listener))));
     }
     let _ = ready.send(Ok(me));
 
@@ -309,11 +341,11 @@ async fn shard_main(
     drop(tasks);
 }
 
-async fn accept_loop(ctx: Rc<ConnCtx>, listener: TcpListener, kind: ListenerKind, path: Rc<str>, metrics: bool) {
+async fn accept_loop(ctx: Rc<ConnCtx>, listener: TcpListener, settings: Rc<connection::Listener>) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(connection::serve(ctx.clone(), stream, kind, path.clone(), metrics)).detach();
+                glommio::spawn_local(connection::serve(ctx.clone(), stream, settings.clone())).detach();
             }
             Err(e) => {
                 error!(error = %e, "accept failed");

@@ -90,6 +90,28 @@ fn sigterm(pid: u32) {
         .status();
 }
 
+/// The authids tests log in as (WAMP-Ticket, ticket "ticket-<authid>",
+/// role "anonymous" like the anonymous sessions beside them).
+pub const TEST_AUTHIDS: &[&str] = &[
+    "alice", "bob", "carol", "pub-1", "nobody", "joiner", "later", "victim", "twin", "testator",
+];
+
+/// `[[realm.principal]]` entries for [`TEST_AUTHIDS`], to follow a
+/// `[[realm]]` block (cheap argon2 parameters: the tests log in often).
+pub fn test_principals() -> String {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        TEST_AUTHIDS
+            .iter()
+            .map(|a| {
+                let hash = switchyard::auth::hash_ticket(&format!("ticket-{a}"), Some((64, 1)));
+                format!("[[realm.principal]]\nauthid = \"{a}\"\nrole = \"anonymous\"\nticket = \"{hash}\"\n")
+            })
+            .collect()
+    })
+    .clone()
+}
+
 impl Router {
     /// Starts a router with `shards` shards, a WebSocket listener (path /ws)
     /// and a RawSocket listener, and waits until both accept connections.
@@ -126,11 +148,11 @@ impl Router {
         } else {
             "max_message_size = 65536"
         };
-        // realm1, unless the test defines it itself
+        // realm1 with the test principals, unless the test defines it itself
         let realm1 = if router_toml.contains("name = \"realm1\"") {
-            ""
+            String::new()
         } else {
-            "[[realm]]\nname = \"realm1\""
+            format!("[[realm]]\nname = \"realm1\"\n{}", test_principals())
         };
         let config = format!(
             "[router]\nshards = {shards}\n{router_toml}\n\n{realm1}\n\n[[listener]]\ntype = \"websocket\"\nbind = \"{ws}\"\npath = \"/ws\"\n\n[[listener]]\ntype = \"rawsocket\"\nbind = \"{rs}\"\n\n[limits]\n{size}\n{limits_toml}\n"
@@ -813,6 +835,30 @@ impl Client {
     pub fn hello(&mut self) -> Value {
         self.send_json(&format!(r#"[1, "realm1", {ROLES}]"#));
         let w = self.recv_msg();
+        assert_eq!(w.code(), WELCOME, "expected WELCOME, got {w:?}");
+        self.session = w.at(1).u();
+        w
+    }
+
+    /// HELLO `realm` with `details` (JSON); one that names an authid logs in
+    /// with its test ticket (see [`TEST_AUTHIDS`]). Returns the WELCOME.
+    pub fn login(&mut self, realm: &str, details: &str) -> Value {
+        let d = parse_json(details);
+        let authid = d.get("authid").map(|a| a.s().to_owned());
+        let details = match &authid {
+            Some(_) if d.get("authmethods").is_none() => {
+                format!("{}, \"authmethods\": [\"ticket\"]}}", details.trim_end().trim_end_matches('}'))
+            }
+            _ => details.to_owned(),
+        };
+        self.send_json(&format!(r#"[1, "{realm}", {details}]"#));
+        let mut w = self.recv_msg();
+        if w.code() == 4 {
+            let authid = authid.expect("a CHALLENGE for a HELLO without authid");
+            assert_eq!(w.at(1).s(), "ticket", "{w:?}");
+            self.send_json(&format!(r#"[5, "ticket-{authid}", {{}}]"#));
+            w = self.recv_msg();
+        }
         assert_eq!(w.code(), WELCOME, "expected WELCOME, got {w:?}");
         self.session = w.at(1).u();
         w
