@@ -2,6 +2,7 @@
 
 mod advanced_pubsub;
 mod advanced_rpc;
+mod auth;
 mod cli;
 mod common;
 mod hardening;

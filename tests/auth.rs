@@ -1,0 +1,407 @@
+//! Authentication and authorization over real sockets, on 1 shard and with
+//! the sessions spread over 2: every WAMP method with right and wrong
+//! credentials, unknown authids, replayed and foreign challenges, methods not
+//! offered, the timeout and the backoff; roles with URI rules.
+
+use ed25519_dalek::{Signer, SigningKey};
+use switchyard::auth;
+use switchyard::wamp::Value;
+
+use crate::common::*;
+
+const CHALLENGE: u64 = 4;
+
+/// The signing key of the cryptosign principal (a fixed test seed).
+fn signer() -> SigningKey {
+    SigningKey::from_bytes(&[7u8; 32])
+}
+
+/// realm "secure": no anonymous, one principal per method, a restricted
+/// role `user` (call and subscribe under com.app.) and an unrestricted
+/// `admin`.
+fn secure_realm() -> String {
+    let ticket = auth::hash_ticket("t1", Some((64, 1)));
+    let admin = auth::hash_ticket("a1", Some((64, 1)));
+    let salted = auth::derive_cra_key("pw", "salt1", 100, 32);
+    let pubkey = hex::encode(signer().verifying_key().to_bytes());
+    let salt = auth::b64(b"scram-salt-16byt");
+    let salted_pw = auth::scram_salted_password("pencil", auth::Kdf::Pbkdf2, &salt, 100, 0).expect("pbkdf2");
+    let (_, stored, server) = auth::scram_keys(&salted_pw);
+    format!(
+        r#"
+[[realm]]
+name = "secure"
+anonymous = false
+[[realm.principal]]
+authid = "tick"
+role = "user"
+ticket = "{ticket}"
+[[realm.principal]]
+authid = "boss"
+role = "admin"
+ticket = "{admin}"
+[[realm.principal]]
+authid = "cra"
+role = "user"
+wampcra_secret = "s3cret"
+[[realm.principal]]
+authid = "salty"
+role = "user"
+wampcra = {{ salt = "salt1", iterations = 100, keylen = 32, key = "{salted}" }}
+[[realm.principal]]
+authid = "signer"
+role = "user"
+cryptosign_keys = ["{pubkey}"]
+[[realm.principal]]
+authid = "scrammer"
+role = "user"
+scram = {{ kdf = "pbkdf2", salt = "{salt}", iterations = 100, stored_key = "{}", server_key = "{}" }}
+[[realm.role]]
+name = "user"
+[[realm.role.permission]]
+uri = "com.app."
+match = "prefix"
+allow = ["call", "subscribe"]
+[[realm.role]]
+name = "admin"
+[[realm.role.permission]]
+uri = ""
+match = "prefix"
+allow = ["call", "register", "publish", "subscribe"]
+"#,
+        auth::b64(&stored),
+        auth::b64(&server)
+    )
+}
+
+fn start(shards: usize, limits: &str) -> Router {
+    Router::start_with(shards, &secure_realm(), limits, &[])
+}
+
+/// A connection on shard `i % shards` that has no session yet.
+fn conn_on(r: &Router, i: usize) -> Client {
+    let mut c = r.join_spread(i);
+    c.send_json(r#"[6, {}, "wamp.close.close_realm"]"#);
+    c.expect(GOODBYE);
+    c
+}
+
+fn hello(c: &mut Client, details: &str) -> Value {
+    c.send_json(&format!(r#"[1, "secure", {details}]"#));
+    c.recv_msg()
+}
+
+fn welcomed(c: &mut Client, m: &Value, authid: &str, role: &str, method: &str) {
+    assert_eq!(m.code(), WELCOME, "{m:?}");
+    c.session = m.at(1).u();
+    let d = m.at(2);
+    assert_eq!(d.key("authid").s(), authid, "{m:?}");
+    assert_eq!(d.key("authrole").s(), role, "{m:?}");
+    assert_eq!(d.key("authmethod").s(), method, "{m:?}");
+    assert_eq!(d.key("authprovider").s(), "static", "{m:?}");
+}
+
+fn aborted(m: &Value, reason: &str) {
+    assert_eq!(m.code(), ABORT, "{m:?}");
+    assert_eq!(m.at(2).s(), reason, "{m:?}");
+}
+
+fn ticket_login(r: &Router, i: usize, authid: &str, ticket: &str) -> (Client, Value) {
+    let mut c = conn_on(r, i);
+    let ch = hello(&mut c, &format!(r#"{{"roles": {{"caller": {{}}, "callee": {{}}, "publisher": {{}}, "subscriber": {{}}}}, "authmethods": ["ticket"], "authid": "{authid}"}}"#));
+    assert_eq!(ch.code(), CHALLENGE, "{ch:?}");
+    assert_eq!(ch.at(1).s(), "ticket");
+    c.send_json(&format!(r#"[5, "{ticket}", {{}}]"#));
+    let m = c.recv_msg();
+    (c, m)
+}
+
+fn cra_login(r: &Router, i: usize, authid: &str, secret: &str, derive: bool) -> Value {
+    let mut c = conn_on(r, i);
+    let ch = hello(&mut c, &format!(r#"{{"roles": {{"caller": {{}}}}, "authmethods": ["wampcra"], "authid": "{authid}"}}"#));
+    assert_eq!(ch.code(), CHALLENGE, "{ch:?}");
+    let extra = ch.at(2);
+    let challenge = extra.key("challenge").s().to_owned();
+    // the challenge names the session the login will get
+    let inner = parse_json(&challenge);
+    assert_eq!(inner.key("authid").s(), authid);
+    assert_eq!(inner.key("authmethod").s(), "wampcra");
+    let key = if derive {
+        let salt = extra.key("salt").s();
+        let it = extra.key("iterations").u() as u32;
+        let len = extra.key("keylen").u() as u32;
+        auth::derive_cra_key(secret, salt, it, len)
+    } else {
+        secret.to_owned()
+    };
+    c.send_json(&format!(r#"[5, "{}", {{}}]"#, auth::cra_signature(key.as_bytes(), &challenge)));
+    let m = c.recv_msg();
+    if m.code() == WELCOME {
+        assert_eq!(m.at(1).u(), inner.key("session").u(), "the session the challenge named");
+    }
+    m
+}
+
+fn every_method_logs_in_and_wrong_credentials_fail(shards: usize) {
+    let r = start(shards, "auth_failures_before_backoff = 1000");
+    // ticket
+    let (mut c, m) = ticket_login(&r, 0, "tick", "t1");
+    welcomed(&mut c, &m, "tick", "user", "ticket");
+    let (_, m) = ticket_login(&r, 1, "tick", "t2");
+    aborted(&m, "wamp.error.authentication_failed");
+    // an unknown authid gets the same exchange, and fails at its end
+    let (_, m) = ticket_login(&r, 0, "stranger", "t1");
+    aborted(&m, "wamp.error.authentication_failed");
+    // WAMP-CRA, plain and salted
+    let m = cra_login(&r, 1, "cra", "s3cret", false);
+    assert_eq!(m.code(), WELCOME, "{m:?}");
+    aborted(&cra_login(&r, 0, "cra", "wrong", false), "wamp.error.authentication_failed");
+    let m = cra_login(&r, 0, "salty", "pw", true);
+    assert_eq!(m.code(), WELCOME, "{m:?}");
+    aborted(&cra_login(&r, 1, "salty", "pw2", true), "wamp.error.authentication_failed");
+    aborted(&cra_login(&r, 1, "nobody-here", "pw", false), "wamp.error.authentication_failed");
+    // the methods the realm does not offer, and anonymous is off
+    let mut c = conn_on(&r, 1);
+    aborted(&hello(&mut c, r#"{"roles": {"caller": {}}}"#), "wamp.error.no_auth_method");
+    let mut c = conn_on(&r, 0);
+    aborted(
+        &hello(&mut c, r#"{"roles": {"caller": {}}, "authmethods": ["anonymous", "kerberos"], "authid": "tick"}"#),
+        "wamp.error.no_auth_method",
+    );
+    // the client's order decides among offered methods
+    let mut c = conn_on(&r, 1);
+    let ch = hello(&mut c, r#"{"roles": {"caller": {}}, "authmethods": ["kerberos", "wampcra", "ticket"], "authid": "cra"}"#);
+    assert_eq!(ch.at(1).s(), "wampcra", "{ch:?}");
+    assert_eq!(r.metric_sum("auth_failures"), 5, "two tickets and three WAMP-CRA signatures failed");
+}
+
+fn cryptosign_checks_the_signature_of_its_own_challenge(shards: usize) {
+    let r = start(shards, "auth_failures_before_backoff = 1000");
+    let key = signer();
+    let pubkey = hex::encode(key.verifying_key().to_bytes());
+    let start_login = |i: usize, pubkey: &str| {
+        let mut c = conn_on(&r, i);
+        let ch = hello(
+            &mut c,
+            &format!(r#"{{"roles": {{"caller": {{}}}}, "authmethods": ["cryptosign"], "authextra": {{"pubkey": "{pubkey}"}}}}"#),
+        );
+        (c, ch)
+    };
+    let sign = |ch: &Value, key: &SigningKey| {
+        let challenge = hex::decode(ch.at(2).key("challenge").s()).expect("hex challenge");
+        assert_eq!(challenge.len(), 32);
+        let sig = key.sign(&challenge);
+        format!("{}{}", hex::encode(sig.to_bytes()), hex::encode(&challenge))
+    };
+    // the right key
+    let (mut c, ch) = start_login(0, &pubkey);
+    assert_eq!(ch.code(), CHALLENGE, "{ch:?}");
+    assert_eq!(ch.at(1).s(), "cryptosign");
+    assert!(matches!(ch.at(2).key("channel_binding"), Value::Null));
+    c.send_json(&format!(r#"[5, "{}", {{}}]"#, sign(&ch, &key)));
+    let m = c.recv_msg();
+    welcomed(&mut c, &m, "signer", "user", "cryptosign");
+    // a replayed signature: made for another connection's challenge
+    let (mut old, first) = start_login(1, &pubkey);
+    let replay = sign(&first, &key);
+    old.send_json(r#"[3, {}, "wamp.close.goodbye_and_out"]"#);
+    let (mut c, ch) = start_login(1, &pubkey);
+    assert_ne!(ch.at(2).key("challenge").s(), first.at(2).key("challenge").s(), "challenges are fresh");
+    c.send_json(&format!(r#"[5, "{replay}", {{}}]"#));
+    aborted(&c.recv_msg(), "wamp.error.authentication_failed");
+    // the listed public key, signed with another private key
+    let (mut c, ch) = start_login(0, &pubkey);
+    c.send_json(&format!(r#"[5, "{}", {{}}]"#, sign(&ch, &SigningKey::from_bytes(&[9u8; 32]))));
+    aborted(&c.recv_msg(), "wamp.error.authentication_failed");
+    // a key nobody listed: refused at HELLO
+    let other = hex::encode(SigningKey::from_bytes(&[9u8; 32]).verifying_key().to_bytes());
+    let (_, m) = start_login(1, &other);
+    aborted(&m, "wamp.error.authentication_failed");
+    // garbage in AUTHENTICATE
+    let (mut c, _) = start_login(0, &pubkey);
+    c.send_json(r#"[5, "not hex", {}]"#);
+    aborted(&c.recv_msg(), "wamp.error.authentication_failed");
+    // a channel binding over plain TCP cannot be had
+    let mut c = conn_on(&r, 1);
+    let m = hello(
+        &mut c,
+        &format!(r#"{{"roles": {{"caller": {{}}}}, "authmethods": ["cryptosign"], "authextra": {{"pubkey": "{pubkey}", "channel_binding": "tls-unique"}}}}"#),
+    );
+    aborted(&m, "wamp.error.authentication_failed");
+}
+
+fn scram_login(r: &Router, i: usize, authid: &str, password: &str, tamper_nonce: bool) -> (Client, Value, String) {
+    let mut c = conn_on(r, i);
+    let client_nonce = auth::b64(&[3u8; 16]);
+    let ch = hello(
+        &mut c,
+        &format!(r#"{{"roles": {{"caller": {{}}}}, "authmethods": ["wamp-scram"], "authid": "{authid}", "authextra": {{"nonce": "{client_nonce}"}}}}"#),
+    );
+    assert_eq!(ch.code(), CHALLENGE, "{ch:?}");
+    assert_eq!(ch.at(1).s(), "wamp-scram");
+    let e = ch.at(2);
+    let nonce = e.key("nonce").s().to_owned();
+    assert!(nonce.starts_with(&client_nonce) && nonce.len() > client_nonce.len(), "{ch:?}");
+    let kdf = auth::Kdf::parse(e.key("kdf").s()).expect("a known KDF");
+    let salt = e.key("salt").s().to_owned();
+    let iterations = e.key("iterations").u() as u32;
+    let memory = e.get("memory").map_or(0, |m| m.u() as u32);
+    let ex = auth::ScramExchange {
+        draft: false,
+        authid: authid.into(),
+        client_nonce: client_nonce.clone(),
+        nonce: nonce.clone(),
+        salt: salt.clone(),
+        iterations,
+    };
+    let am = ex.auth_message(None);
+    let salted = auth::scram_salted_password(password, kdf, &salt, iterations, memory).expect("KDF");
+    let sent_nonce = if tamper_nonce { format!("{client_nonce}AAAA") } else { nonce };
+    c.send_json(&format!(
+        r#"[5, "{}", {{"nonce": "{sent_nonce}", "channel_binding": null}}]"#,
+        auth::scram_client_proof(&salted, &am)
+    ));
+    let m = c.recv_msg();
+    (c, m, am)
+}
+
+fn scram_proves_both_sides(shards: usize) {
+    let r = start(shards, "auth_failures_before_backoff = 1000");
+    let (mut c, m, am) = scram_login(&r, 0, "scrammer", "pencil", false);
+    welcomed(&mut c, &m, "scrammer", "user", "wamp-scram");
+    // the router proves it knows the server key: the client checks the verifier
+    let salt = auth::b64(b"scram-salt-16byt");
+    let salted = auth::scram_salted_password("pencil", auth::Kdf::Pbkdf2, &salt, 100, 0).expect("pbkdf2");
+    let (_, stored, server) = auth::scram_keys(&salted);
+    let rec = auth::ScramRecord {
+        kdf: auth::Kdf::Pbkdf2,
+        salt,
+        iterations: 100,
+        memory: None,
+        stored_key: stored,
+        server_key: server,
+    };
+    let proof = auth::scram_client_proof(&salted, &am);
+    let want = auth::verify_scram(&rec, &am, &proof).expect("our own proof holds");
+    assert_eq!(m.at(2).key("authextra").key("verifier").s(), auth::b64(&want));
+    let (_, m, _) = scram_login(&r, 1, "scrammer", "pencil2", false);
+    aborted(&m, "wamp.error.authentication_failed");
+    let (_, m, _) = scram_login(&r, 1, "scrammer", "pencil", true);
+    aborted(&m, "wamp.error.authentication_failed");
+    // an unknown authid gets a mock challenge, the same salt each time
+    let salt_of = |i: usize| {
+        let mut c = conn_on(&r, i);
+        let ch = hello(
+            &mut c,
+            r#"{"roles": {"caller": {}}, "authmethods": ["wamp-scram"], "authid": "ghost", "authextra": {"nonce": "AAAA"}}"#,
+        );
+        assert_eq!(ch.code(), CHALLENGE, "{ch:?}");
+        ch.at(2).key("salt").s().to_owned()
+    };
+    assert_eq!(salt_of(0), salt_of(1));
+    let (_, m, _) = scram_login(&r, 0, "ghost", "pencil", false);
+    aborted(&m, "wamp.error.authentication_failed");
+}
+
+/// A role that may only call and subscribe under `com.app.` gets
+/// `wamp.error.not_authorized` for everything else, the meta API included;
+/// an unacknowledged PUBLISH is dropped and counted.
+fn roles_decide_what_a_session_may_do(shards: usize) {
+    let r = start(shards, "auth_failures_before_backoff = 1000");
+    let (mut boss, m) = ticket_login(&r, 0, "boss", "a1");
+    welcomed(&mut boss, &m, "boss", "admin", "ticket");
+    let (mut user, m) = ticket_login(&r, 1, "tick", "t1");
+    welcomed(&mut user, &m, "tick", "user", "ticket");
+    boss.register("com.app.add");
+    boss.register("com.other.add");
+    // allowed: call and subscribe under com.app.
+    user.send_json(r#"[48, 1, {}, "com.app.add", [1, 2]]"#);
+    let inv = boss.expect(INVOCATION);
+    boss.send_json(&format!(r#"[70, {}, {{}}, [3]]"#, inv.at(1).u()));
+    assert_eq!(user.expect(RESULT).at(3).at(0).u(), 3);
+    let sub = user.subscribe("com.app.news", "{}");
+    // denied: calls elsewhere, registering, publishing, the meta API
+    user.send_json(r#"[48, 2, {}, "com.other.add", [1, 2]]"#);
+    let e = user.expect_error(CALL, 2, "wamp.error.not_authorized");
+    assert!(e.at(5).at(0).s().contains("may not call"), "{e:?}");
+    user.send_json(r#"[64, 3, {}, "com.app.mine"]"#);
+    user.expect_error(REGISTER, 3, "wamp.error.not_authorized");
+    user.send_json(r#"[16, 4, {"acknowledge": true}, "com.app.news", ["forged"]]"#);
+    user.expect_error(PUBLISH, 4, "wamp.error.not_authorized");
+    user.send_json(r#"[32, 5, {}, "com.other.news"]"#);
+    user.expect_error(SUBSCRIBE, 5, "wamp.error.not_authorized");
+    user.send_json(r#"[48, 6, {}, "wamp.session.count", []]"#);
+    user.expect_error(CALL, 6, "wamp.error.not_authorized");
+    // an unacknowledged PUBLISH is dropped: the boss's later event arrives first
+    user.send_json(r#"[16, 7, {}, "com.app.news", ["dropped"]]"#);
+    user.send_json(r#"[48, 8, {}, "com.app.add", [0, 0]]"#);
+    let inv = boss.expect(INVOCATION);
+    boss.send_json(&format!(r#"[70, {}, {{}}, [0]]"#, inv.at(1).u()));
+    user.expect(RESULT);
+    boss.send_json(r#"[16, 9, {"acknowledge": true}, "com.app.news", ["sentinel"]]"#);
+    boss.expect(PUBLISHED);
+    let ev = user.expect(EVENT);
+    assert_eq!(ev.at(1).u(), sub);
+    assert_eq!(ev.at(4).at(0).s(), "sentinel", "{ev:?}");
+    assert!(r.metric_sum("publications_denied") >= 1);
+    assert!(r.metric_sum("authorization_denied") >= 6);
+    // the boss may use the meta API
+    boss.send_json(r#"[48, 10, {}, "wamp.session.count", []]"#);
+    assert_eq!(boss.expect(RESULT).at(3).at(0).u(), 2);
+    assert!(r.metric_sum("authorization_cache_hits") >= 1, "the second com.app.add call was cached");
+}
+
+/// Five failed logins from one address: that address is refused for a
+/// while, without its credentials being checked; a login that takes too
+/// long is aborted.
+fn failures_back_off_and_logins_time_out(shards: usize) {
+    let r = start(shards, "auth_failures_before_backoff = 2");
+    // two failures on each shard (each shard keeps its own count)
+    for i in 0..2 * shards {
+        let (_, m) = ticket_login(&r, i, "tick", "wrong");
+        aborted(&m, "wamp.error.authentication_failed");
+    }
+    // now even the right ticket is refused, at HELLO
+    let mut refused = 0;
+    for i in 0..shards {
+        let mut c = conn_on(&r, i);
+        let m = hello(&mut c, r#"{"roles": {"caller": {}}, "authmethods": ["ticket"], "authid": "tick"}"#);
+        aborted(&m, "wamp.error.authentication_failed");
+        assert!(m.at(1).key("message").s().contains("retry in"), "{m:?}");
+        refused += 1;
+    }
+    assert_eq!(refused, shards, "every shard refuses the address");
+    assert_eq!(r.metric_sum("auth_backoff_refused"), shards as i64);
+    // anonymous sessions of realm1 are not affected
+    let _ = r.join_spread(0);
+    // no AUTHENTICATE: aborted after the handshake timeout (a fresh router:
+    // this one refuses the address for a while)
+    let r2 = start(shards, "handshake_timeout_ms = 300");
+    let mut c = conn_on(&r2, shards - 1);
+    let ch = hello(&mut c, r#"{"roles": {"caller": {}}, "authmethods": ["wampcra"], "authid": "cra"}"#);
+    assert_eq!(ch.code(), CHALLENGE);
+    aborted(&c.recv_msg(), "wamp.error.authentication_failed");
+    // AUTHENTICATE without a CHALLENGE is a protocol violation
+    let mut c = conn_on(&r2, 0);
+    c.send_json(r#"[5, "x", {}]"#);
+    c.expect_abort("wamp.error.protocol_violation");
+}
+
+macro_rules! on_1_and_2_shards {
+    ($($name:ident),* $(,)?) => {
+        mod one_shard {
+            $( #[test] fn $name() { super::$name(1) } )*
+        }
+        mod two_shards {
+            $( #[test] fn $name() { super::$name(2) } )*
+        }
+    };
+}
+
+on_1_and_2_shards!(
+    every_method_logs_in_and_wrong_credentials_fail,
+    cryptosign_checks_the_signature_of_its_own_challenge,
+    scram_proves_both_sides,
+    roles_decide_what_a_session_may_do,
+    failures_back_off_and_logins_time_out,
+);
