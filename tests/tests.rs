@@ -12,4 +12,5 @@ mod robustness;
 mod routing;
 mod rpc_routing;
 mod testvectors;
+mod tls;
 mod websocket;
