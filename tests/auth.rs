@@ -108,7 +108,12 @@ fn aborted(m: &Value, reason: &str) {
 
 fn ticket_login(r: &Router, i: usize, authid: &str, ticket: &str) -> (Client, Value) {
     let mut c = conn_on(r, i);
-    let ch = hello(&mut c, &format!(r#"{{"roles": {{"caller": {{}}, "callee": {{}}, "publisher": {{}}, "subscriber": {{}}}}, "authmethods": ["ticket"], "authid": "{authid}"}}"#));
+    let ch = hello(
+        &mut c,
+        &format!(
+            r#"{{"roles": {{"caller": {{}}, "callee": {{}}, "publisher": {{}}, "subscriber": {{}}}}, "authmethods": ["ticket"], "authid": "{authid}"}}"#
+        ),
+    );
     assert_eq!(ch.code(), CHALLENGE, "{ch:?}");
     assert_eq!(ch.at(1).s(), "ticket");
     c.send_json(&format!(r#"[5, "{ticket}", {{}}]"#));
@@ -118,7 +123,10 @@ fn ticket_login(r: &Router, i: usize, authid: &str, ticket: &str) -> (Client, Va
 
 fn cra_login(r: &Router, i: usize, authid: &str, secret: &str, derive: bool) -> Value {
     let mut c = conn_on(r, i);
-    let ch = hello(&mut c, &format!(r#"{{"roles": {{"caller": {{}}}}, "authmethods": ["wampcra"], "authid": "{authid}"}}"#));
+    let ch = hello(
+        &mut c,
+        &format!(r#"{{"roles": {{"caller": {{}}}}, "authmethods": ["wampcra"], "authid": "{authid}"}}"#),
+    );
     assert_eq!(ch.code(), CHALLENGE, "{ch:?}");
     let extra = ch.at(2);
     let challenge = extra.key("challenge").s().to_owned();
@@ -165,12 +173,18 @@ fn every_method_logs_in_and_wrong_credentials_fail(shards: usize) {
     aborted(&hello(&mut c, r#"{"roles": {"caller": {}}}"#), "wamp.error.no_auth_method");
     let mut c = conn_on(&r, 0);
     aborted(
-        &hello(&mut c, r#"{"roles": {"caller": {}}, "authmethods": ["anonymous", "kerberos"], "authid": "tick"}"#),
+        &hello(
+            &mut c,
+            r#"{"roles": {"caller": {}}, "authmethods": ["anonymous", "kerberos"], "authid": "tick"}"#,
+        ),
         "wamp.error.no_auth_method",
     );
     // the client's order decides among offered methods
     let mut c = conn_on(&r, 1);
-    let ch = hello(&mut c, r#"{"roles": {"caller": {}}, "authmethods": ["kerberos", "wampcra", "ticket"], "authid": "cra"}"#);
+    let ch = hello(
+        &mut c,
+        r#"{"roles": {"caller": {}}, "authmethods": ["kerberos", "wampcra", "ticket"], "authid": "cra"}"#,
+    );
     assert_eq!(ch.at(1).s(), "wampcra", "{ch:?}");
     assert_eq!(r.metric_sum("auth_failures"), 5, "two tickets and three WAMP-CRA signatures failed");
 }
@@ -206,7 +220,11 @@ fn cryptosign_checks_the_signature_of_its_own_challenge(shards: usize) {
     let replay = sign(&first, &key);
     old.send_json(r#"[3, {}, "wamp.close.goodbye_and_out"]"#);
     let (mut c, ch) = start_login(1, &pubkey);
-    assert_ne!(ch.at(2).key("challenge").s(), first.at(2).key("challenge").s(), "challenges are fresh");
+    assert_ne!(
+        ch.at(2).key("challenge").s(),
+        first.at(2).key("challenge").s(),
+        "challenges are fresh"
+    );
     c.send_json(&format!(r#"[5, "{replay}", {{}}]"#));
     aborted(&c.recv_msg(), "wamp.error.authentication_failed");
     // the listed public key, signed with another private key
@@ -225,7 +243,9 @@ fn cryptosign_checks_the_signature_of_its_own_challenge(shards: usize) {
     let mut c = conn_on(&r, 1);
     let m = hello(
         &mut c,
-        &format!(r#"{{"roles": {{"caller": {{}}}}, "authmethods": ["cryptosign"], "authextra": {{"pubkey": "{pubkey}", "channel_binding": "tls-unique"}}}}"#),
+        &format!(
+            r#"{{"roles": {{"caller": {{}}}}, "authmethods": ["cryptosign"], "authextra": {{"pubkey": "{pubkey}", "channel_binding": "tls-unique"}}}}"#
+        ),
     );
     aborted(&m, "wamp.error.authentication_failed");
 }
@@ -235,7 +255,9 @@ fn scram_login(r: &Router, i: usize, authid: &str, password: &str, tamper_nonce:
     let client_nonce = auth::b64(&[3u8; 16]);
     let ch = hello(
         &mut c,
-        &format!(r#"{{"roles": {{"caller": {{}}}}, "authmethods": ["wamp-scram"], "authid": "{authid}", "authextra": {{"nonce": "{client_nonce}"}}}}"#),
+        &format!(
+            r#"{{"roles": {{"caller": {{}}}}, "authmethods": ["wamp-scram"], "authid": "{authid}", "authextra": {{"nonce": "{client_nonce}"}}}}"#
+        ),
     );
     assert_eq!(ch.code(), CHALLENGE, "{ch:?}");
     assert_eq!(ch.at(1).s(), "wamp-scram");
@@ -348,7 +370,10 @@ fn roles_decide_what_a_session_may_do(shards: usize) {
     // the boss may use the meta API
     boss.send_json(r#"[48, 10, {}, "wamp.session.count", []]"#);
     assert_eq!(boss.expect(RESULT).at(3).at(0).u(), 2);
-    assert!(r.metric_sum("authorization_cache_hits") >= 1, "the second com.app.add call was cached");
+    assert!(
+        r.metric_sum("authorization_cache_hits") >= 1,
+        "the second com.app.add call was cached"
+    );
 }
 
 /// Five failed logins from one address: that address is refused for a

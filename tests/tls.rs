@@ -146,8 +146,12 @@ fn connect(p: &Pki, addr: std::net::SocketAddr, with_cert: bool) -> Tls {
         .expect("versions")
         .with_root_certificates(roots);
     let config = if with_cert {
-        let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut p.client_pem.0.as_bytes()).map(|c| c.expect("cert")).collect();
-        let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut p.client_pem.1.as_bytes()).expect("pem").expect("key");
+        let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut p.client_pem.0.as_bytes())
+            .map(|c| c.expect("cert"))
+            .collect();
+        let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut p.client_pem.1.as_bytes())
+            .expect("pem")
+            .expect("key");
         builder.with_client_auth_cert(certs, key).expect("client cert")
     } else {
         builder.with_no_client_auth()
@@ -244,7 +248,9 @@ fn rawsocket_over_tls_with_certificates_and_channel_binding() {
         let mut s = connect(&p, addr, false);
         send(
             &mut s,
-            &format!(r#"[1, "realm1", {{"roles": {{"caller": {{}}}}, "authmethods": ["cryptosign"], "authextra": {{"pubkey": "{pubkey}", "channel_binding": "tls-exporter"}}}}]"#),
+            &format!(
+                r#"[1, "realm1", {{"roles": {{"caller": {{}}}}, "authmethods": ["cryptosign"], "authextra": {{"pubkey": "{pubkey}", "channel_binding": "tls-exporter"}}}}]"#
+            ),
         );
         let ch = recv(&mut s);
         assert_eq!(code(&ch), 4, "{ch:?}");
@@ -260,7 +266,10 @@ fn rawsocket_over_tls_with_certificates_and_channel_binding() {
             }
         }
         let sig = key.sign(&msg);
-        send(&mut s, &format!(r#"[5, "{}{}", {{}}]"#, hex::encode(sig.to_bytes()), hex::encode(&msg)));
+        send(
+            &mut s,
+            &format!(r#"[5, "{}{}", {{}}]"#, hex::encode(sig.to_bytes()), hex::encode(&msg)),
+        );
         let m = recv(&mut s);
         if ok {
             assert_eq!(code(&m), 2, "bound signature: {m:?}");
