@@ -288,22 +288,69 @@ impl RealmAuth {
         }
     }
 
-    /// A mock SCRAM record for an unknown authid: the same salt on every try.
-    pub fn mock_scram(&self, authid: &str, kdf_hint: Method) -> ScramRecord {
+    /// A value derived from `authid` under the process's mock key (the
+    /// same on every try and every shard).
+    fn mock_bytes(&self, authid: &str) -> [u8; 32] {
         let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.mock_key).expect("HMAC takes any key");
         mac.update(authid.as_bytes());
-        let d = mac.finalize().into_bytes();
-        ScramRecord {
-            kdf: if kdf_hint == Method::ScramDraft {
-                Kdf::Argon2idText
-            } else {
-                Kdf::Argon2id
-            },
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The principal whose record mock challenges copy the shape of: the
+    /// first (by authid) that has `f`.
+    fn model<T>(&self, f: impl Fn(&Principal) -> Option<T>) -> Option<(Arc<str>, T)> {
+        let mut ps: Vec<&Arc<Principal>> = self.principals.values().collect();
+        ps.sort_by(|a, b| a.authid.cmp(&b.authid));
+        ps.into_iter().find_map(|p| f(p).map(|t| (p.role.clone(), t)))
+    }
+
+    /// A mock SCRAM record for an unknown authid: the KDF and cost of the
+    /// realm's first SCRAM principal, a salt derived from the authid, keys
+    /// nobody has; and the role a known one would be named with.
+    pub fn mock_scram(&self, authid: &str, kdf_hint: Method) -> (Arc<str>, ScramRecord) {
+        let d = self.mock_bytes(authid);
+        let (role, (kdf, iterations, memory)) = self
+            .model(|p| p.scram.as_ref().map(|s| (s.kdf, s.iterations, s.memory)))
+            .unwrap_or((
+                "user".into(),
+                (
+                    if kdf_hint == Method::ScramDraft {
+                        Kdf::Argon2idText
+                    } else {
+                        Kdf::Argon2id
+                    },
+                    3,
+                    Some(65536),
+                ),
+            ));
+        let rec = ScramRecord {
+            kdf,
             salt: B64.encode(&d[..16]),
-            iterations: 3,
-            memory: Some(65536),
+            iterations,
+            memory,
             stored_key: rand::random(),
             server_key: rand::random(),
+        };
+        (role, rec)
+    }
+
+    /// A mock WAMP-CRA key for an unknown authid, shaped like the realm's
+    /// first WAMP-CRA principal's (salted or not), and that principal's role.
+    pub fn mock_cra(&self, authid: &str) -> (Arc<str>, CraKey) {
+        let d = self.mock_bytes(authid);
+        let key = rand::random::<[u8; 32]>().to_vec();
+        match self.model(|p| p.cra.clone()) {
+            Some((role, CraKey::Salted { iterations, keylen, .. })) => (
+                role,
+                CraKey::Salted {
+                    salt: B64.encode(&d[..12]),
+                    iterations,
+                    keylen,
+                    key,
+                },
+            ),
+            Some((role, CraKey::Plain(_))) => (role, CraKey::Plain(key)),
+            None => ("user".into(), CraKey::Plain(key)),
         }
     }
 }

@@ -174,7 +174,12 @@ impl Router {
                         };
                         self.establish(conn, realm, sid, identity, details, Dict::new())
                     }
-                    _ => {
+                    Some(_) => {
+                        ShardStats::inc(&self.stats.auth_failures);
+                        let m = format!("the client certificate is '{cn}', not the authid HELLO asked for");
+                        self.abort(conn, AUTHENTICATION_FAILED, &m)
+                    }
+                    None => {
                         ShardStats::inc(&self.stats.auth_failures);
                         let m = format!("no principal of this realm authenticates with the certificate of '{cn}'");
                         self.abort(conn, AUTHENTICATION_FAILED, &m)
@@ -198,8 +203,12 @@ impl Router {
                 (AuthState::Ticket(phc), Dict::new(), authid, role)
             }
             Method::WampCra => {
-                let cra = principal.as_ref().and_then(|p| p.cra.clone());
-                let role: Arc<str> = principal.as_ref().map_or_else(|| "user".into(), |p| p.role.clone());
+                // an unknown authid (or one without a CRA secret) is shaped
+                // like a known one, and fails at the end
+                let (role, cra) = match principal.as_ref().and_then(|p| p.cra.clone().map(|c| (p.role.clone(), c))) {
+                    Some(known) => known,
+                    None => auth.mock_cra(&authid),
+                };
                 let nonce = auth::b64(&rand::random::<[u8; 16]>());
                 let challenge = Dict::new()
                     .with("authid", Value::Str(authid.clone()))
@@ -214,21 +223,19 @@ impl Router {
                 let challenge = String::from_utf8(text).unwrap_or_default();
                 let mut extra = Dict::new().with("challenge", Value::Str(challenge.clone()));
                 let key = match cra {
-                    Some(auth::CraKey::Plain(k)) => k,
-                    Some(auth::CraKey::Salted {
+                    auth::CraKey::Plain(k) => k,
+                    auth::CraKey::Salted {
                         salt,
                         iterations,
                         keylen,
                         key,
-                    }) => {
+                    } => {
                         extra = extra
                             .with("salt", Value::Str(salt))
                             .with("keylen", Value::UInt(keylen.into()))
                             .with("iterations", Value::UInt(iterations.into()));
                         key
                     }
-                    // unknown: a key nobody has
-                    None => rand::random::<[u8; 32]>().to_vec(),
                 };
                 (AuthState::Cra { challenge, key }, extra, authid, role)
             }
@@ -284,11 +291,10 @@ impl Router {
                     },
                 };
                 let known = principal.as_ref().is_some_and(|p| p.scram.is_some());
-                let record = match principal.as_ref().and_then(|p| p.scram.clone()) {
-                    Some(r) => r,
+                let (role, record) = match principal.as_ref().and_then(|p| p.scram.clone().map(|r| (p.role.clone(), r))) {
+                    Some(known) => known,
                     None => auth.mock_scram(&authid, method),
                 };
-                let role = principal.map_or_else(|| "user".into(), |p| p.role.clone());
                 let nonce = format!("{client_nonce}{}", auth::b64(&rand::random::<[u8; 16]>()));
                 let mut ce = Dict::new()
                     .with("nonce", Value::Str(nonce.clone()))

@@ -8,10 +8,16 @@ Environment:
                     (default "1,2"; crossbar ignores it and runs once).
   CROSSBAR_BIN      path of the crossbar executable (default: "crossbar" on PATH,
                     then /tmp/crossbar-venv/bin/crossbar).
+
+A test module may define ``switchyard_config(setup)``: it gets a RouterSetup
+and returns the TOML its router runs with instead of SWITCHYARD_CONFIG
+(test_auth.py does, for its principals, roles and TLS listeners).
 """
 
+import functools
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -47,11 +53,12 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _two_free_ports():
+def _free_ports(n):
+    """n distinct free ports on 127.0.0.1."""
     while True:
-        a, b = _free_port(), _free_port()
-        if a != b:
-            return a, b
+        ports = [_free_port() for _ in range(n)]
+        if len(set(ports)) == n:
+            return ports
 
 
 def _accepts(port):
@@ -77,6 +84,61 @@ def _crossbar_bin():
     return str(fallback) if fallback.exists() else None
 
 
+def switchyard_secret(method, password, *args):
+    """What `switchyard secret METHOD ARGS...` prints for password (given on its
+    stdin): one TOML line, such as `ticket = "$argon2id$..."`."""
+    exe = _switchyard_bin()
+    if not exe.exists():
+        pytest.fail("switchyard binary not found at {} (build it with `cargo build`, or set "
+                    "SWITCHYARD_BIN)".format(exe))
+    proc = subprocess.run([str(exe), "secret", method, *args], input=password + "\n",
+                          capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        pytest.fail("switchyard secret {} {} exited with {}: {}".format(
+            method, " ".join(args), proc.returncode, proc.stderr))
+    line = proc.stdout.strip()
+    assert line.startswith(method + " = "), \
+        "unexpected `switchyard secret` output {!r}".format(line)
+    return line
+
+
+# The WAMP-Ticket of the default config's principals: random for each run
+# (nothing secret is committed); the config keeps its hash only, made with
+# `switchyard secret ticket` when the first router starts.
+TICKET = secrets.token_urlsafe(18)
+
+# Principals of the default config, for the tests that need sessions with
+# authids they choose (an anonymous session's authid is the router's
+# "anonymous-<session>"): they log in with WAMP-Ticket (harness.ticket_auth)
+# and have the role "anonymous", so the tests' authrole checks and realm1's
+# meta_admin_roles hold for them as for anonymous sessions.
+PRINCIPALS = ["alice", "bob", "carol", "joiner", "pub-1"] + ["twin-" + t for t in TRANSPORTS]
+
+
+@functools.lru_cache(maxsize=None)
+def _ticket_line():
+    # argon2 at its cheapest: these principals log in often
+    return switchyard_secret("ticket", TICKET, "--memory", "64", "--iterations", "1")
+
+
+def _principals():
+    return "".join(
+        '\n[[realm.principal]]\nauthid = "{}"\nrole = "anonymous"\n{}\n'.format(a, _ticket_line())
+        for a in PRINCIPALS)
+
+
+class RouterSetup:
+    """What a test module's ``switchyard_config(setup)`` writes its config with."""
+
+    def __init__(self, shards, workdir, ports):
+        self.shards = shards
+        self.workdir = workdir  # the router's cwd; files the config names can go here
+        # listeners the config must have: "ws" (WebSocket, path /ws) and "rs"
+        # (RawSocket), both plain; "wss" and "rss" are free for TLS ones
+        self.ports = ports
+        self.secret = switchyard_secret
+
+
 SWITCHYARD_CONFIG = """\
 [router]
 shards = {shards}
@@ -89,12 +151,12 @@ meta_admin_roles = ["anonymous"]  # test_registration_revocation removes callees
 uri = "com.example.history."
 match = "prefix"
 limit = 5
-
+{principals}
 [[realm]]
 name = "realm.disclosed"
 caller_disclosure = "always"
 publisher_disclosure = "always"
-
+{principals}
 [[listener]]
 type = "websocket"
 bind = "127.0.0.1:{ws_port}"
@@ -143,7 +205,7 @@ def _crossbar_config(ws_port, rs_port):
 class RouterProcess:
     """A running router subprocess and the URLs to reach it."""
 
-    def __init__(self, kind, shards, proc, workdir, stdout_path, stderr_path, ws_port, rs_port):
+    def __init__(self, kind, shards, proc, workdir, stdout_path, stderr_path, ports):
         self.kind = kind
         self.shards = shards
         self.proc = proc
@@ -151,14 +213,21 @@ class RouterProcess:
         self.stdout_path = stdout_path
         self.stderr_path = stderr_path
         self.ws_host = "127.0.0.1"
-        self.ws_port = ws_port
+        self.ws_port = ports["ws"]
         self.rawsocket_host = "127.0.0.1"
-        self.rawsocket_port = rs_port
-        self.ws_url = "ws://127.0.0.1:{}/ws".format(ws_port)
+        self.rawsocket_port = ports["rs"]
+        self.ws_url = "ws://127.0.0.1:{}/ws".format(self.ws_port)
         # autobahn's RawSocket URL scheme: rs://host:port (rss:// for TLS). The serializer
         # is not part of the URL: it is chosen with WampRawSocketClientFactory(serializer=...)
         # (or ApplicationRunner(serializers=[MsgPackSerializer()])).
-        self.rawsocket_url = "rs://127.0.0.1:{}".format(rs_port)
+        self.rawsocket_url = "rs://127.0.0.1:{}".format(self.rawsocket_port)
+        # the TLS listeners, where the module's switchyard_config has them
+        # (harness.Harness.open(..., tls=...) connects to these)
+        self.wss_port = ports["wss"]
+        self.wss_url = "wss://127.0.0.1:{}/ws".format(self.wss_port)
+        self.rss_port = ports["rss"]
+        # the default config's principals log in with this ticket (harness.ticket_auth)
+        self.ticket = TICKET if kind == "switchyard" else None
 
     def __repr__(self):
         return "<{} shards={} ws={} rs={}>".format(self.kind, self.shards, self.ws_url,
@@ -187,8 +256,9 @@ def _tail(text, limit=20000):
         text[-limit:]
 
 
-def _start_router(shards, tmp_path):
-    ws_port, rs_port = _two_free_ports()
+def _start_router(shards, tmp_path, module=None):
+    ports = dict(zip(("ws", "rs", "wss", "rss"), _free_ports(4)))
+    ws_port, rs_port = ports["ws"], ports["rs"]
     stdout_path = tmp_path / "router.stdout"
     stderr_path = tmp_path / "router.stderr"
 
@@ -205,15 +275,20 @@ def _start_router(shards, tmp_path):
         if not exe.exists():
             pytest.fail("switchyard binary not found at {} (build it with `cargo build`, or set "
                         "SWITCHYARD_BIN, or run with ROUTER=crossbar)".format(exe))
+        custom = getattr(module, "switchyard_config", None)
+        if custom is not None:
+            text = custom(RouterSetup(shards, tmp_path, ports))
+        else:
+            text = SWITCHYARD_CONFIG.format(shards=shards, ws_port=ws_port, rs_port=rs_port,
+                                            principals=_principals())
         config = tmp_path / "switchyard.toml"
-        config.write_text(SWITCHYARD_CONFIG.format(shards=shards, ws_port=ws_port, rs_port=rs_port))
+        config.write_text(text)
         argv = [str(exe), "--config", str(config)]
 
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 cwd=str(tmp_path))
-    router = RouterProcess(ROUTER, shards, proc, tmp_path, stdout_path, stderr_path,
-                           ws_port, rs_port)
+    router = RouterProcess(ROUTER, shards, proc, tmp_path, stdout_path, stderr_path, ports)
 
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while True:
@@ -263,7 +338,7 @@ def _stop_router(router):
 def router_process(request, tmp_path_factory):
     """One router per test module and shard count; SIGTERM + exit code 0 at teardown."""
     tmp_path = tmp_path_factory.mktemp("router-shards{}-".format(request.param))
-    router = _start_router(request.param, tmp_path)
+    router = _start_router(request.param, tmp_path, request.module)
     try:
         yield router
     finally:

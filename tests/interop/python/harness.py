@@ -1,8 +1,11 @@
 """Small asyncio harness around autobahn-python for the interop tests.
 
 It opens real autobahn client sessions over one of three transports
-(WebSocket+JSON, WebSocket+MessagePack, RawSocket+MessagePack), lets one test
-hold several sessions at once, and closes all of them deterministically.
+(WebSocket+JSON, WebSocket+MessagePack, RawSocket+MessagePack), in the clear
+or over TLS, anonymous or authenticating with autobahn's own authenticators
+(autobahn.wamp.auth: WAMP-Ticket, WAMP-CRA, WAMP-Cryptosign, WAMP-SCRAM), lets
+one test hold several sessions at once, and closes all of them
+deterministically.
 
 Tests are plain synchronous pytest functions that call ``run(coro)``; each
 ``run`` gets its own event loop (``asyncio.run``).
@@ -18,6 +21,7 @@ txaio.use_asyncio()
 from autobahn.asyncio.rawsocket import WampRawSocketClientFactory  # noqa: E402
 from autobahn.asyncio.wamp import ApplicationSession  # noqa: E402
 from autobahn.asyncio.websocket import WampWebSocketClientFactory  # noqa: E402
+from autobahn.wamp.auth import AuthTicket  # noqa: E402
 from autobahn.wamp.exception import ApplicationError  # noqa: E402
 from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer  # noqa: E402
 from autobahn.wamp.types import CallResult, ComponentConfig  # noqa: E402
@@ -33,7 +37,7 @@ WAIT = 10.0
 
 
 class JoinAborted(Exception):
-    """The router answered HELLO with ABORT."""
+    """The router answered HELLO (or AUTHENTICATE) with ABORT."""
 
     def __init__(self, reason, message):
         super().__init__("{}: {}".format(reason, message))
@@ -41,29 +45,79 @@ class JoinAborted(Exception):
         self.message = message
 
 
-class Client(ApplicationSession):
-    """An ApplicationSession that exposes its lifecycle as futures."""
+class WelcomeRefused(Exception):
+    """The client's authenticator refused the router's WELCOME (WAMP-SCRAM:
+    a wrong server signature), so autobahn answered it with ABORT."""
 
-    def __init__(self, config, name, authid=None):
+
+class Client(ApplicationSession):
+    """An ApplicationSession that exposes its lifecycle as futures.
+
+    auth: autobahn authenticators (autobahn.wamp.auth.AuthTicket, AuthWampCra,
+    AuthCryptoSign, AuthScram, ...; one or a list). HELLO asks for their
+    methods in that order (or for authmethods, where given), with their authid
+    and their merged authextra; CHALLENGEs go to the authenticator of their
+    method, and so does WELCOME (WAMP-SCRAM checks the server's signature).
+    """
+
+    def __init__(self, config, name, authid=None, auth=None, authmethods=None, authextra=None):
         super().__init__(config)
         loop = asyncio.get_running_loop()
         self.name = name
-        self.hello_authid = authid              # HELLO.Details.authid asked for, if any
+        if auth is None:
+            auth = []
+        self.authenticators = list(auth) if isinstance(auth, (list, tuple)) else [auth]
+        self.hello_authmethods = authmethods or [a.name for a in self.authenticators] or None
+        # HELLO.Details.authid asked for, if any: the authenticators' unless given
+        self.hello_authid = authid or next(
+            (a._args["authid"] for a in self.authenticators
+             if getattr(a, "_args", {}).get("authid")), None)
+        merged = {}
+        for a in self.authenticators:
+            merged.update(a.authextra)
+        merged.update(authextra or {})
+        self.hello_authextra = merged or None
         self.joined = loop.create_future()      # -> SessionDetails
         self.left = loop.create_future()        # -> CloseDetails
         self.disconnected = loop.create_future()  # -> was_clean (bool)
         self.welcome = None                     # raw WELCOME message
+        self.challenges = []                    # autobahn Challenge(method, extra) received
         self.join_details = None
         self.close_details = None
 
     # -- lifecycle ---------------------------------------------------------
 
     def onConnect(self):
-        self.join(self.config.realm, authid=self.hello_authid)
+        self.join(self.config.realm, authmethods=self.hello_authmethods, authid=self.hello_authid,
+                  authextra=self.hello_authextra)
+
+    def _authenticator(self, method):
+        for a in self.authenticators:
+            if a.name == method:
+                return a
+        return None
+
+    def onChallenge(self, challenge):
+        self.challenges.append(challenge)
+        a = self._authenticator(challenge.method)
+        if a is None:
+            raise RuntimeError("{}: CHALLENGE for {!r}, which this client has no authenticator "
+                               "for".format(self.name, challenge.method))
+        return a.on_challenge(self, challenge)
 
     def onWelcome(self, msg):
         self.welcome = msg
-        return None
+        a = self._authenticator(msg.authmethod)
+        if a is None:
+            return None
+        try:
+            refused = a.on_welcome(self, msg.authextra)
+        except Exception as e:
+            refused = "{}: {!r}".format(type(e).__name__, e)
+        if refused is not None and not self.joined.done():
+            # autobahn ABORTs the session and never joins
+            self.joined.set_exception(WelcomeRefused("{}: {}".format(self.name, refused)))
+        return refused
 
     def onJoin(self, details):
         self.join_details = details
@@ -132,45 +186,72 @@ class Harness:
     async def __aexit__(self, *exc):
         await self.close_all()
 
-    async def open(self, transport, realm="realm1", name=None, timeout=WAIT, authid=None):
-        """Connect and wait for WELCOME. Raises JoinAborted on ABORT.
+    async def open(self, transport, realm="realm1", name=None, timeout=WAIT, authid=None,
+                   auth=None, authmethods=None, authextra=None, tls=None, listener=None):
+        """Connect and wait for WELCOME. Raises JoinAborted on ABORT, ConnectionError
+        when the connection closes first (OSError, ssl.SSLError where the TLS
+        handshake fails).
 
-        authid: sent in HELLO (anonymous authentication; Switchyard takes it as
-        the session's authid).
+        authid: sent in HELLO (an anonymous session's authid is the router's
+        all the same). auth, authmethods, authextra: see Client.
+        tls: an ssl.SSLContext: connect over TLS, to the router's TLS listener of
+        the transport's kind (wss:// or RawSocket over TLS).
+        listener: "plain" or "tls", the listener to connect to whatever tls is
+        (default: the one that fits it), so that a test can try a plain client
+        on the TLS port and a TLS client on a plain one.
         """
         loop = asyncio.get_running_loop()
         name = name or "{}#{}".format(transport, len(self.clients))
-        session = Client(ComponentConfig(realm=realm), name, authid=authid)
+        session = Client(ComponentConfig(realm=realm), name, authid=authid, auth=auth,
+                         authmethods=authmethods, authextra=authextra)
+        listener = listener or ("tls" if tls is not None else "plain")
+        if listener not in ("plain", "tls"):
+            raise ValueError(listener)
 
         def make():
             return session
 
         if transport == RS_MSGPACK:
             factory = WampRawSocketClientFactory(make, serializer=_serializer(transport))
-            host, port = self.router.rawsocket_host, self.router.rawsocket_port
+            host = self.router.rawsocket_host
+            port = self.router.rss_port if listener == "tls" else self.router.rawsocket_port
         elif transport in (WS_JSON, WS_MSGPACK):
-            factory = WampWebSocketClientFactory(
-                make, url=self.router.ws_url, serializers=[_serializer(transport)])
+            url = self.router.wss_url if tls is not None else self.router.ws_url
+            factory = WampWebSocketClientFactory(make, url=url,
+                                                 serializers=[_serializer(transport)])
             factory.setProtocolOptions(openHandshakeTimeout=timeout, closeHandshakeTimeout=5.0,
                                        failByDrop=False)
-            host, port = self.router.ws_host, self.router.ws_port
+            host = self.router.ws_host
+            port = self.router.wss_port if listener == "tls" else self.router.ws_port
         else:
             raise ValueError(transport)
 
         self.clients.append(session)
-        conn, proto = await asyncio.wait_for(loop.create_connection(factory, host, port), timeout)
+        conn, proto = await asyncio.wait_for(
+            loop.create_connection(factory, host, port, ssl=tls), timeout)
         self._conns.append(conn)
-        waiters = [session.joined]
+        # a connection that closes before the session exists (a RawSocket
+        # handshake that fails) never reaches the session: watch it here
+        lost = loop.create_future()
+        connection_lost = proto.connection_lost
+
+        def on_lost(exc):
+            if not lost.done():
+                lost.set_result(exc)
+            return connection_lost(exc)
+
+        proto.connection_lost = on_lost
+        waiters = [session.joined, lost]
         is_closed = getattr(proto, "is_closed", None)  # WebSocket: fires on failed handshake too
         if is_closed is not None:
             waiters.append(asyncio.ensure_future(is_closed))
         done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if session.joined.done():
-            session.joined.result()  # raises JoinAborted / ConnectionError
+            session.joined.result()  # raises JoinAborted / ConnectionError / WelcomeRefused
             return session
         if done:
-            raise ConnectionError("{}: connection closed before WELCOME (WebSocket handshake "
-                                  "failed?)".format(name))
+            raise ConnectionError("{}: connection closed before WELCOME (WebSocket or RawSocket "
+                                  "handshake failed?)".format(name))
         raise asyncio.TimeoutError("{}: no WELCOME within {} s".format(name, timeout))
 
     async def close_all(self):
@@ -182,6 +263,13 @@ class Harness:
                 conn.abort()
         # give the loop a turn so connection_lost callbacks run before the loop dies
         await asyncio.sleep(0)
+
+
+def ticket_auth(router, authid):
+    """A WAMP-Ticket login as authid, one of the principals of the default
+    config (conftest.PRINCIPALS: role "anonymous"); Switchyard only."""
+    assert router.ticket is not None, "only Switchyard's test config has principals"
+    return AuthTicket(authid=authid, ticket=router.ticket)
 
 
 def run(coro, timeout=25.0):

@@ -14,7 +14,7 @@ import pytest
 from autobahn.wamp import message
 from autobahn.wamp.types import PublishOptions, SubscribeOptions
 
-from harness import SENTINEL, EventSink, Harness, run, until_sentinel
+from harness import SENTINEL, EventSink, Harness, run, ticket_auth, until_sentinel
 
 ACK = PublishOptions(acknowledge=True)
 
@@ -112,7 +112,7 @@ def test_a_realm_may_disclose_every_publisher(router, transport):
         async with Harness(router) as h:
             sub = await h.open(transport, realm="realm.disclosed", name="subscriber")
             pub = await h.open(transport, realm="realm.disclosed", name="publisher",
-                               authid="pub-1")
+                               auth=ticket_auth(router, "pub-1"))
             sink = EventSink()
             await sub.subscribe(sink.handler, topic, options=SubscribeOptions(details=True))
             await pub.publish(topic, "x", options=ACK)
@@ -172,7 +172,7 @@ def test_black_and_white_lists_by_session_and_authrole(router, transport):
 
 def test_black_and_white_lists_by_authid(router, transport):
     if router.kind != "switchyard":
-        pytest.skip("the client-chosen authid of an anonymous session is Switchyard's")
+        pytest.skip("the principals (WAMP-Ticket logins) are in Switchyard's test configuration")
     topic = _topic("authids", transport)
 
     def opts(**kw):
@@ -181,10 +181,11 @@ def test_black_and_white_lists_by_authid(router, transport):
     async def main():
         async with Harness(router) as h:
             authids = ["alice", "bob", "alice", "carol"]
-            subs = [await h.open(transport, name="sub{}".format(i), authid=a)
+            subs = [await h.open(transport, name="sub{}".format(i), auth=ticket_auth(router, a))
                     for i, a in enumerate(authids)]
             assert [s.join_details.authid for s in subs] == authids
-            pub = await h.open(transport, name="publisher", authid="alice")
+            assert {s.join_details.authrole for s in subs} == {"anonymous"}
+            pub = await h.open(transport, name="publisher", auth=ticket_auth(router, "alice"))
             sinks = [EventSink() for _ in subs]
             for s, sink in zip(subs, sinks):
                 await s.subscribe(sink.handler, topic)

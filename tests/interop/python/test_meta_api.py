@@ -15,7 +15,7 @@ from autobahn.wamp import message
 from autobahn.wamp.types import PublishOptions, RegisterOptions, SubscribeOptions
 
 from harness import (RS_MSGPACK, SENTINEL, WAIT, EventSink, Harness, expect_app_error, run,
-                     until_sentinel)
+                     ticket_auth, until_sentinel)
 
 ACK = PublishOptions(acknowledge=True)
 
@@ -24,10 +24,10 @@ def _uri(name, transport):
     return "com.example.meta.{}.{}".format(name, transport.replace("-", "_"))
 
 
-def _authid(router, authid):
-    """The authid to ask for in HELLO: only Switchyard takes an anonymous
-    session's authid from the client."""
-    return authid if router.kind == "switchyard" else None
+def _login(router, authid):
+    """A WAMP-Ticket login as authid (a principal of Switchyard's test
+    config); an anonymous session under Crossbar, whose config has none."""
+    return ticket_auth(router, authid) if router.kind == "switchyard" else None
 
 
 class Tagged(EventSink):
@@ -85,16 +85,18 @@ def test_session_join_and_leave_events(router, transport):
             sink = Tagged()
             await _subscribe_all(watcher, sink, "wamp.session", ["on_join", "on_leave"])
 
-            joiner = await h.open(transport, name="joiner", authid=_authid(router, "joiner"))
+            joiner = await h.open(transport, name="joiner", auth=_login(router, "joiner"))
             sid = joiner.session_id
             args, mark = await sink.next_matching(
                 0, lambda a: a[0] == "on_join" and a[1]["session"] == sid)
             joined = args[1]
             assert joined["authid"] == joiner.join_details.authid, joined
-            if router.kind == "switchyard":
-                assert joined["authid"] == "joiner", joined
             assert joined["authrole"] == "anonymous", joined
-            assert joined["authmethod"] == "anonymous", joined
+            assert joined["authmethod"] == joiner.join_details.authmethod, joined
+            if router.kind == "switchyard":
+                assert (joined["authid"], joined["authmethod"]) == ("joiner", "ticket"), joined
+            else:
+                assert joined["authmethod"] == "anonymous", joined
             if "transport" in joined:
                 kind = "rawsocket" if transport == RS_MSGPACK else "websocket"
                 assert joined["transport"]["type"] == kind, joined
@@ -108,8 +110,12 @@ def test_session_join_and_leave_events(router, transport):
             # a dropped transport
             dropped = await h.open(transport, name="dropped")
             did = dropped.session_id
-            _, mark = await sink.next_matching(
+            args, mark = await sink.next_matching(
                 mark, lambda a: a[0] == "on_join" and a[1]["session"] == did)
+            assert args[1]["authmethod"] == "anonymous", args
+            if router.kind == "switchyard":
+                # an anonymous session's authid is the router's
+                assert args[1]["authid"] == "anonymous-{}".format(did), args
             dropped.drop_transport()
             args, mark = await sink.next_matching(
                 mark, lambda a: a[0] == "on_leave" and a[1] == did)
@@ -180,13 +186,14 @@ def test_session_kill(router, transport):
 
 def test_session_kill_by_authid(router, transport):
     if router.kind != "switchyard":
-        pytest.skip("the client-chosen authid of an anonymous session is Switchyard's")
+        pytest.skip("the principals (WAMP-Ticket logins) are in Switchyard's test configuration")
     authid = "twin-" + transport
 
     async def main():
         async with Harness(router) as h:
-            admin = await h.open(transport, name="admin", authid=authid)
-            twins = [await h.open(transport, name="twin{}".format(i), authid=authid)
+            admin = await h.open(transport, name="admin", auth=ticket_auth(router, authid))
+            twins = [await h.open(transport, name="twin{}".format(i),
+                                  auth=ticket_auth(router, authid))
                      for i in range(2)]
             twin_ids = sorted(t.session_id for t in twins)
             bystander = await h.open(transport, name="bystander")

@@ -3,7 +3,9 @@
 //
 // ROUTER=switchyard (default): runs `$SWITCHYARD_BIN --config FILE`
 //   (default binary: <repo root>/target/debug/switchyard), with a WebSocket
-//   and a RawSocket listener, each on a free port on 127.0.0.1.
+//   and a RawSocket listener, each on a free port on 127.0.0.1, and realm1's
+//   principals (lib/principals.js), whose ticket hashes `switchyard secret
+//   ticket` makes when the router starts.
 // ROUTER=crossbar: runs Crossbar.io as a reference router
 //   (`$CROSSBAR_BIN start --cbdir DIR`, default `crossbar` from PATH).
 // ROUTER_URL=ws://host:port/path: use an already running router; nothing is
@@ -15,6 +17,8 @@ const http = require('node:http');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
+
+const { REALM1_ROLE, realm1PrincipalsToml, crossbarTicketPrincipals } = require('./principals');
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..', '..');
 const REALM = 'realm1';
@@ -106,19 +110,22 @@ async function freePorts(n) {
   return ports;
 }
 
-// port: the WebSocket listener's; rsPort: the RawSocket listener's.
-function switchyardConfig(port, shards, rsPort) {
+// port: the WebSocket listener's; rsPort: the RawSocket listener's;
+// principals: realm1's [[realm.principal]] tables (realm1PrincipalsToml);
+// extra: more config appended at the end (startRouter's extraConfig).
+function switchyardConfig(port, shards, rsPort, principals, extra = '') {
   return [
     '[router]',
     `shards = ${shards}`,
     '',
     '[[realm]]',
     `name = "${REALM}"`,
-    'meta_admin_roles = ["anonymous"]  # remove_callee, remove_subscriber and kill act on other sessions',
+    `meta_admin_roles = ["anonymous", "${REALM1_ROLE}"]  # remove_callee, remove_subscriber and kill act on other sessions`,
     '[[realm.history]]                 # the event history test',
     'uri = "com.example.history."',
     'match = "prefix"',
     'limit = 5',
+    principals,
     '',
     '[[listener]]',
     'type = "websocket"',
@@ -129,6 +136,7 @@ function switchyardConfig(port, shards, rsPort) {
     'type = "rawsocket"',
     `bind = "127.0.0.1:${rsPort}"`,
     '',
+    extra,
   ].join('\n');
 }
 
@@ -146,13 +154,25 @@ function crossbarConfig(port) {
     workers: [
       {
         type: 'router',
-        realms: [{ name: REALM, roles: [{ name: 'anonymous', permissions: [allowAll] }] }],
+        realms: [
+          {
+            name: REALM,
+            roles: [
+              { name: 'anonymous', permissions: [allowAll] },
+              { name: REALM1_ROLE, permissions: [allowAll] },
+            ],
+          },
+        ],
         transports: [
           {
             // A plain WebSocket transport answers on any request path, /ws included.
             type: 'websocket',
             endpoint: { type: 'tcp', interface: '127.0.0.1', port },
             serializers: ['json', 'msgpack'],
+            auth: {
+              anonymous: { type: 'static', role: 'anonymous' },
+              ticket: { type: 'static', principals: crossbarTicketPrincipals() },
+            },
           },
         ],
       },
@@ -297,7 +317,9 @@ class RouterProcess {
   }
 }
 
-async function startRouter({ shards = 2 } = {}) {
+// extraConfig(bin): an async function whose TOML (switchyard only) is
+// appended to the config; bin is the switchyard binary, for `secret`.
+async function startRouter({ shards = 2, extraConfig } = {}) {
   const kind = routerKind();
   if (kind === 'external') {
     return new RouterProcess({ kind, shards, child: null, port: null, dir: null, url: process.env.ROUTER_URL });
@@ -316,7 +338,9 @@ async function startRouter({ shards = 2 } = {}) {
       throw new Error(`switchyard binary not found at ${bin} (build it with \`cargo build\` or set SWITCHYARD_BIN)`);
     }
     const cfg = path.join(dir, 'switchyard.toml');
-    fs.writeFileSync(cfg, switchyardConfig(port, shards, rsPort));
+    const principals = await realm1PrincipalsToml(bin);
+    const extra = extraConfig ? await extraConfig(bin) : '';
+    fs.writeFileSync(cfg, switchyardConfig(port, shards, rsPort, principals, extra));
     child = spawn(bin, ['--config', cfg], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     readyLimit = 10000;
   } else {

@@ -58,7 +58,8 @@ function uriBase(tag) {
 //   router(): the running RouterProcess (fails the test if it did not start)
 //   url(): its WebSocket URL
 //   rsPort(): the port of its RawSocket listener on 127.0.0.1 (RAWSOCKET only)
-function describeEachRouter({ prefix = '', closeAll }, body) {
+// routerOptions: more startRouter() options (extraConfig).
+function describeEachRouter({ prefix = '', closeAll, routerOptions = {} }, body) {
   for (const cfg of configs) {
     describe(`${prefix}${cfg.label}`, () => {
       let router = null;
@@ -78,7 +79,7 @@ function describeEachRouter({ prefix = '', closeAll }, body) {
 
       before(
         async () => {
-          router = await startRouter({ shards: cfg.shards });
+          router = await startRouter({ ...routerOptions, shards: cfg.shards });
         },
         { timeout: 120000 },
       );

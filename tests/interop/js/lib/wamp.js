@@ -52,17 +52,23 @@ function transportOptions(url, transport, serializer) {
 //   { connection, session, details, closed, userErrors, internalErrors, serializer, transport }
 // `closed` resolves to { reason, details } when the connection closes.
 // Rejects with ConnectError if the connection closes before WELCOME.
-// authid: sent in HELLO.Details.authid (autobahn.Connection's `authid`); the
-// router takes it for its anonymous sessions (the default is its own
-// `anonymous-<session id>`).
-function connect(url, { realm = 'realm1', serializer = 'json', transport, authid } = {}) {
+// Authentication, passed on to autobahn.Connection as given: authid,
+// authmethods, authextra (HELLO.Details) and onchallenge(session, method,
+// extra), which answers a CHALLENGE with the AUTHENTICATE signature.
+// asPrincipal(authid) in lib/principals.js gives them for realm1's principals
+// (WAMP-Ticket). Without them the session is anonymous, and the router names
+// it `anonymous-<session id>` whatever authid HELLO asks for.
+function connect(url, { realm = 'realm1', serializer = 'json', transport, authid, authmethods, authextra, onchallenge } = {}) {
   const userErrors = [];
   const internalErrors = [];
   const transports = transportOptions(url, transport, serializer);
+  const auth = Object.fromEntries(
+    Object.entries({ authid, authmethods, authextra, onchallenge }).filter(([, v]) => v !== undefined),
+  );
   const connection = new autobahn.Connection({
     transports,
     realm,
-    ...(authid === undefined ? {} : { authid }),
+    ...auth,
     serializers: [SERIALIZERS[serializer]()],
     use_es6_promises: true,
     max_retries: 0,

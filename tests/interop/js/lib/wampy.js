@@ -14,7 +14,7 @@ const { Collector } = require('./util');
 const WebSocket = require(require.resolve('ws', { paths: [path.dirname(require.resolve('wampy'))] }));
 
 // WAMP message codes the tests look at.
-const MSG = { HELLO: 1, WELCOME: 2, ABORT: 3, GOODBYE: 6, PUBLISH: 16, SUBSCRIBE: 32 };
+const MSG = { HELLO: 1, WELCOME: 2, ABORT: 3, CHALLENGE: 4, AUTHENTICATE: 5, GOODBYE: 6, PUBLISH: 16, SUBSCRIBE: 32 };
 
 // A custom PUBLISH option that the serializer tap turns into exclude_me: false.
 // wampy 8.0.2 sends exclude_me only when it is true (`...exclude_me ? { exclude_me } : {}`),
@@ -66,7 +66,11 @@ const openClients = new Set();
 // WebSocket has closed. Rejects with wampy's error (AbortError for ABORT).
 // features: { role: { feature: true } } added to what wampy announces in
 // HELLO (for what wampy implements but does not announce).
-async function connect(url, { realm = 'realm1', serializer = 'json', features = {} } = {}) {
+// auth: wampy's authentication options, passed on as given: authid,
+// authmethods, authextra (HELLO.Details; wampy sends them only with an
+// authid), and onChallenge(method, extra) (authMode 'manual', wampy's
+// default) or authPlugins { method: fn } with authMode 'auto'.
+async function connect(url, { realm = 'realm1', serializer = 'json', features = {}, auth = {} } = {}) {
   const tap = new Tap(SERIALIZERS[serializer]());
   const errors = [];
   let resolveClosed;
@@ -75,6 +79,7 @@ async function connect(url, { realm = 'realm1', serializer = 'json', features = 
   });
   const handle = { client: null, details: null, tap, errors, closed, serializer };
   handle.client = new Wampy(url, {
+    ...auth,
     realm,
     ws: WebSocket,
     serializer: tap,
