@@ -155,6 +155,52 @@ pub struct RealmConfig {
     /// lets every session do everything.
     #[serde(default, rename = "role")]
     pub roles: Vec<RoleConfig>,
+    /// Dynamic authentication: a procedure that vouches for logins.
+    #[serde(default)]
+    pub authenticator: Option<AuthenticatorConfig>,
+    /// Dynamic authorization: a procedure that decides what sessions may do.
+    #[serde(default)]
+    pub authorizer: Option<AuthorizerConfig>,
+}
+
+/// `realm[i].authenticator`: the router calls `procedure` (registered on
+/// `realm`, default this realm) with `(realm, authid, details)` to log in
+/// sessions with the `methods` it lists.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthenticatorConfig {
+    pub procedure: String,
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// Any of "ticket", "wampcra", "cryptosign", "wamp-scram", "scram".
+    pub methods: Vec<String>,
+    /// How long the router waits for its answer, in ms.
+    #[serde(default = "default_dynamic_timeout")]
+    pub timeout_ms: u64,
+}
+
+/// `realm[i].authorizer`: the router calls `procedure` with `(session,
+/// uri, action)` for actions the realm's roles do not decide, and caches
+/// each answer per (role, URI, action).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizerConfig {
+    pub procedure: String,
+    #[serde(default)]
+    pub realm: Option<String>,
+    #[serde(default = "default_dynamic_timeout")]
+    pub timeout_ms: u64,
+    /// How long an answer is kept, in ms.
+    #[serde(default = "default_authorizer_ttl")]
+    pub cache_ttl_ms: u64,
+}
+
+fn default_dynamic_timeout() -> u64 {
+    5_000
+}
+
+fn default_authorizer_ttl() -> u64 {
+    60_000
 }
 
 /// `realm[i].principal[j]`: one authid, its role and its credentials (each
@@ -317,6 +363,8 @@ impl RealmConfig {
             anonymous_role: anonymous_role(),
             principals: Vec::new(),
             roles: Vec::new(),
+            authenticator: None,
+            authorizer: None,
         }
     }
 }
@@ -557,6 +605,50 @@ impl Config {
                 }
             }
             crate::auth::RealmAuth::compile(r, i)?;
+            for (key, procedure, realm, timeout) in [
+                r.authenticator
+                    .as_ref()
+                    .map(|a| ("authenticator", &a.procedure, &a.realm, a.timeout_ms)),
+                r.authorizer.as_ref().map(|a| ("authorizer", &a.procedure, &a.realm, a.timeout_ms)),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if !crate::wamp::uri::is_valid(procedure, crate::wamp::UriCheck::Concrete) {
+                    return Err(invalid(
+                        format!("realm[{i}].{key}.procedure"),
+                        format!("'{procedure}' is not a valid URI"),
+                    ));
+                }
+                if let Some(other) = realm {
+                    if !self.realms.iter().any(|o| &o.name == other) {
+                        return Err(invalid(format!("realm[{i}].{key}.realm"), format!("no realm named '{other}'")));
+                    }
+                }
+                if timeout == 0 {
+                    return Err(invalid(format!("realm[{i}].{key}.timeout_ms"), "must be positive"));
+                }
+            }
+            if let Some(a) = &r.authenticator {
+                for (k, m) in a.methods.iter().enumerate() {
+                    let ok = matches!(
+                        crate::auth::Method::parse(m),
+                        Some(
+                            crate::auth::Method::Ticket
+                                | crate::auth::Method::WampCra
+                                | crate::auth::Method::Cryptosign
+                                | crate::auth::Method::Scram
+                                | crate::auth::Method::ScramDraft
+                        )
+                    );
+                    if !ok {
+                        return Err(invalid(
+                            format!("realm[{i}].authenticator.methods[{k}]"),
+                            format!("'{m}' is not ticket, wampcra, cryptosign, wamp-scram or scram"),
+                        ));
+                    }
+                }
+            }
             crate::auth::Roles::compile(r, i)?;
             if self.realms[..i].iter().any(|o| o.name == r.name) {
                 return Err(invalid(format!("realm[{i}].name"), format!("realm '{}' is defined twice", r.name)));

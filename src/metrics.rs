@@ -150,6 +150,10 @@ stats! {
     authorization_cache_hits: AtomicU64,
     /// Authorization decisions computed (and cached).
     authorization_cache_misses: AtomicU64,
+    /// Calls to realms' authorizer procedures.
+    authorizer_calls: AtomicU64,
+    /// Messages parked while their session waited for the authorizer.
+    authorization_parked: AtomicU64,
 }
 
 impl ShardStats {

@@ -430,3 +430,171 @@ on_1_and_2_shards!(
     roles_decide_what_a_session_may_do,
     failures_back_off_and_logins_time_out,
 );
+
+/// realm1 (anonymous) holds the components; realm "dyn" logs in through an
+/// authenticator on realm1 and authorizes through an authorizer there.
+fn dynamic_realm(ttl_ms: u64) -> String {
+    format!(
+        r#"
+[[realm]]
+name = "realm1"
+{}
+[[realm]]
+name = "dyn"
+anonymous = true
+anonymous_role = "guest"
+[realm.authenticator]
+procedure = "com.auth.authenticate"
+realm = "realm1"
+methods = ["ticket", "wampcra"]
+timeout_ms = 5000
+[realm.authorizer]
+procedure = "com.auth.authorize"
+realm = "realm1"
+cache_ttl_ms = {ttl_ms}
+"#,
+        test_principals()
+    )
+}
+
+/// The authenticator vouches for ticket and WAMP-CRA logins (WELCOME
+/// `authprovider` "dynamic", the role it gives); its ERROR, or no
+/// authenticator at all, fails the login.
+fn dynamic_authenticator_vouches_for_logins(shards: usize) {
+    let r = Router::start_with(shards, &dynamic_realm(60_000), "auth_failures_before_backoff = 1000", &[]);
+    let mut component = r.join_spread(1);
+    let reg = component.register("com.auth.authenticate");
+    // ticket: the authenticator gets the ticket after AUTHENTICATE
+    let mut c = conn_on(&r, 0);
+    c.send_json(r#"[1, "dyn", {"roles": {"caller": {}}, "authmethods": ["ticket"], "authid": "joe"}]"#);
+    assert_eq!(c.recv_msg().code(), CHALLENGE);
+    c.send_json(r#"[5, "joe-ticket", {}]"#);
+    let inv = component.expect(INVOCATION);
+    assert_eq!(inv.at(2).u(), reg);
+    let args = inv.at(4);
+    assert_eq!(args.at(0).s(), "dyn");
+    assert_eq!(args.at(1).s(), "joe");
+    assert_eq!(args.at(2).key("authmethod").s(), "ticket");
+    assert_eq!(args.at(2).key("ticket").s(), "joe-ticket");
+    component.send_json(&format!(r#"[70, {}, {{}}, [{{"role": "worker"}}]]"#, inv.at(1).u()));
+    let w = c.recv_msg();
+    welcomed_dynamic(&mut c, &w, "joe", "worker");
+    assert_eq!(w.at(2).key("authmethod").s(), "ticket");
+    // a wrong ticket: the authenticator's ERROR fails the login
+    let mut c = conn_on(&r, 1);
+    c.send_json(r#"[1, "dyn", {"roles": {"caller": {}}, "authmethods": ["ticket"], "authid": "joe"}]"#);
+    c.recv_msg();
+    c.send_json(r#"[5, "guess", {}]"#);
+    let inv = component.expect(INVOCATION);
+    component.send_json(&format!(r#"[8, 68, {}, {{}}, "com.auth.wrong_ticket"]"#, inv.at(1).u()));
+    aborted(&c.recv_msg(), "wamp.error.authentication_failed");
+    // WAMP-CRA: the authenticator gives the secret before the challenge
+    let mut c = conn_on(&r, 0);
+    c.send_json(r#"[1, "dyn", {"roles": {"caller": {}}, "authmethods": ["wampcra"], "authid": "ann"}]"#);
+    let inv = component.expect(INVOCATION);
+    assert_eq!(inv.at(4).at(2).key("authmethod").s(), "wampcra");
+    component.send_json(&format!(
+        r#"[70, {}, {{}}, [{{"role": "worker", "secret": "ann-secret"}}]]"#,
+        inv.at(1).u()
+    ));
+    let ch = c.recv_msg();
+    assert_eq!(ch.code(), CHALLENGE, "{ch:?}");
+    let challenge = ch.at(2).key("challenge").s().to_owned();
+    c.send_json(&format!(r#"[5, "{}", {{}}]"#, auth::cra_signature(b"ann-secret", &challenge)));
+    let w = c.recv_msg();
+    welcomed_dynamic(&mut c, &w, "ann", "worker");
+    // no authenticator registered: the login fails, with a log line
+    component.send_json(&format!(r#"[66, 900, {reg}]"#));
+    component.expect(UNREGISTERED);
+    let mut c = conn_on(&r, 1);
+    c.send_json(r#"[1, "dyn", {"roles": {"caller": {}}, "authmethods": ["wampcra"], "authid": "ann"}]"#);
+    aborted(&c.recv_msg(), "wamp.error.authentication_failed");
+    assert!(r.log().contains("authenticator is not available"), "{}", r.log());
+}
+
+fn welcomed_dynamic(c: &mut Client, m: &Value, authid: &str, role: &str) {
+    assert_eq!(m.code(), WELCOME, "{m:?}");
+    c.session = m.at(1).u();
+    assert_eq!(m.at(2).key("authid").s(), authid, "{m:?}");
+    assert_eq!(m.at(2).key("authrole").s(), role, "{m:?}");
+    assert_eq!(m.at(2).key("authprovider").s(), "dynamic", "{m:?}");
+}
+
+/// The authorizer decides what the realm's roles do not; its answers are
+/// kept per (role, URI, action) for `cache_ttl_ms` (counted hits), then
+/// asked again; messages behind a pending answer keep their order.
+fn dynamic_authorizer_decides_and_its_answers_are_cached(shards: usize) {
+    let r = Router::start_with(shards, &dynamic_realm(400), "", &[]);
+    let mut component = r.join_spread(1);
+    component.register("com.auth.authorize");
+    let mut guest = conn_on(&r, 0);
+    guest.send_json(r#"[1, "dyn", {"roles": {"publisher": {}, "subscriber": {}}}]"#);
+    assert_eq!(guest.recv_msg().code(), WELCOME);
+    // SUBSCRIBE and a PUBLISH behind it: one question, then the other
+    guest.send_json(r#"[32, 1, {}, "com.dyn.news"]"#);
+    guest.send_json(r#"[16, 2, {"acknowledge": true, "exclude_me": false}, "com.dyn.secret", ["x"]]"#);
+    let inv = component.expect(INVOCATION);
+    let args = inv.at(4);
+    assert_eq!(args.at(0).key("authrole").s(), "guest");
+    assert_eq!(args.at(1).s(), "com.dyn.news");
+    assert_eq!(args.at(2).s(), "subscribe");
+    component.send_json(&format!(r#"[70, {}, {{}}, [true]]"#, inv.at(1).u()));
+    let inv = component.expect(INVOCATION);
+    assert_eq!(inv.at(4).at(1).s(), "com.dyn.secret");
+    assert_eq!(inv.at(4).at(2).s(), "publish");
+    component.send_json(&format!(r#"[70, {}, {{}}, [{{"allow": false}}]]"#, inv.at(1).u()));
+    guest.expect(SUBSCRIBED);
+    guest.expect_error(PUBLISH, 2, "wamp.error.not_authorized");
+    let calls = r.metric_sum("authorizer_calls");
+    assert_eq!(calls, 2);
+    // the same questions again: answered from the cache
+    guest.send_json(r#"[16, 3, {"acknowledge": true}, "com.dyn.secret", ["x"]]"#);
+    guest.expect_error(PUBLISH, 3, "wamp.error.not_authorized");
+    assert_eq!(r.metric_sum("authorizer_calls"), calls, "the cached answer was used");
+    assert!(r.metric_sum("authorization_cache_hits") >= 1);
+    // after cache_ttl_ms it is asked again
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut req = 10;
+    loop {
+        req += 1;
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        guest.send_json(&format!(r#"[16, {req}, {{"acknowledge": true}}, "com.dyn.secret", ["x"]]"#));
+        // asked: the component gets it at once; cached: the guest's ERROR
+        if component.readable_within(std::time::Duration::from_secs(2)) {
+            let inv = component.expect(INVOCATION);
+            assert_eq!(inv.at(4).at(1).s(), "com.dyn.secret");
+            component.send_json(&format!(r#"[70, {}, {{}}, [true]]"#, inv.at(1).u()));
+            guest.expect(PUBLISHED);
+            break;
+        }
+        guest.expect_error(PUBLISH, req, "wamp.error.not_authorized");
+        assert!(std::time::Instant::now() < deadline, "the authorizer was not asked again");
+    }
+    // a failing authorizer denies
+    guest.send_json(r#"[64, 90, {}, "com.dyn.proc"]"#);
+    let inv = component.expect(INVOCATION);
+    component.send_json(&format!(r#"[8, 68, {}, {{}}, "com.auth.broken"]"#, inv.at(1).u()));
+    guest.expect_error(REGISTER, 90, "wamp.error.not_authorized");
+}
+
+mod dynamic_one_shard {
+    #[test]
+    fn dynamic_authenticator_vouches_for_logins() {
+        super::dynamic_authenticator_vouches_for_logins(1)
+    }
+    #[test]
+    fn dynamic_authorizer_decides_and_its_answers_are_cached() {
+        super::dynamic_authorizer_decides_and_its_answers_are_cached(1)
+    }
+}
+
+mod dynamic_two_shards {
+    #[test]
+    fn dynamic_authenticator_vouches_for_logins() {
+        super::dynamic_authenticator_vouches_for_logins(2)
+    }
+    #[test]
+    fn dynamic_authorizer_decides_and_its_answers_are_cached() {
+        super::dynamic_authorizer_decides_and_its_answers_are_cached(2)
+    }
+}

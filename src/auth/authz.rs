@@ -94,10 +94,19 @@ impl Role {
 
     /// The decision of this role for `action` on `uri`.
     pub fn decide(&self, uri: &str, action: Action) -> Decision {
-        match self.grant(uri) {
-            Some(g) if g.actions & action.bit() != 0 => Decision::Allow { disclose: g.disclose },
-            _ => Decision::Deny,
-        }
+        self.lookup(uri, action).unwrap_or(Decision::Deny)
+    }
+
+    /// The decision of the rule that matches `uri`; `None` when no rule
+    /// does (a dynamic authorizer may decide then).
+    pub fn lookup(&self, uri: &str, action: Action) -> Option<Decision> {
+        self.grant(uri).map(|g| {
+            if g.actions & action.bit() != 0 {
+                Decision::Allow { disclose: g.disclose }
+            } else {
+                Decision::Deny
+            }
+        })
     }
 
     /// How many rules it has.

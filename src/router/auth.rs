@@ -45,6 +45,8 @@ pub(super) struct PendingAuth {
     details: Dict,
     state: AuthState,
     timer: super::timers::TimerKey,
+    /// The authenticator vouched (WELCOME's `authprovider` "dynamic").
+    dynamic: bool,
 }
 
 impl PendingAuth {
@@ -75,6 +77,14 @@ enum AuthState {
     },
     /// On the authentication threads; WELCOME's authextra if they agree.
     Verifying(Dict),
+    /// A ticket the authenticator checks.
+    TicketDynamic,
+    /// Waiting for the authenticator: with the ticket it checks, or before
+    /// the challenge of `method`.
+    Authenticator {
+        method: Method,
+        ticket: bool,
+    },
 }
 
 /// A peer address's failed logins.
@@ -133,10 +143,11 @@ impl Router {
         let tls = c.transport.tls.clone();
         let peer = c.transport.peer.map(|a| a.ip());
         let asked = hello_methods(&details);
-        let chosen = asked
-            .iter()
-            .filter_map(|m| Method::parse(m))
-            .find(|&m| auth.offers(m) && (m != Method::Tls || tls.as_ref().is_some_and(|t| t.client_cn.is_some())));
+        let dynamic = self.realms[realm as usize].authenticator.clone();
+        let chosen = asked.iter().filter_map(|m| Method::parse(m)).find(|&m| {
+            let offered = auth.offers(m) || dynamic.as_ref().is_some_and(|d| d.methods.contains(&m));
+            offered && (m != Method::Tls || tls.as_ref().is_some_and(|t| t.client_cn.is_some()))
+        });
         let Some(method) = chosen else {
             let m = format!(
                 "this realm offers none of the authentication methods asked for ({})",
@@ -193,10 +204,41 @@ impl Router {
             let m = format!("too many failed logins from this address: retry in {} ms", wait.as_millis());
             return self.abort(conn, AUTHENTICATION_FAILED, &m);
         }
+        if dynamic.is_some_and(|d| d.methods.contains(&method)) {
+            if method != Method::Ticket {
+                // the authenticator says who may log in, before the challenge
+                return self.ask_authenticator(conn, realm, sid, method, details, None);
+            }
+            // a ticket is checked by the authenticator once AUTHENTICATE has it
+            return self.send_challenge(conn, realm, sid, method, details, Some(None));
+        }
+        self.send_challenge(conn, realm, sid, method, details, None)
+    }
+
+    /// The CHALLENGE of `method` for the login on `conn`. `given`: what the
+    /// authenticator answered (`Some(None)`: it will check the ticket
+    /// itself); `None`: the realm's own principals decide.
+    pub(super) fn send_challenge(
+        &mut self,
+        conn: ConnId,
+        realm: RealmIdx,
+        sid: Id,
+        method: Method,
+        details: Dict,
+        given: Option<Option<Arc<auth::Principal>>>,
+    ) {
+        let auth = self.realms[realm as usize].auth.clone();
+        let peer = self.conns.get(&conn).and_then(|c| c.transport.peer).map(|a| a.ip());
+        let hello_authid = details.get_str("authid").map(str::to_owned);
         let extra = authextra(&details).cloned().unwrap_or_default();
         let authid = hello_authid.clone().unwrap_or_default();
-        let principal = auth.principals.get(&authid).cloned();
+        let dynamic = given.is_some();
+        let principal = match &given {
+            Some(p) => p.clone(),
+            None => auth.principals.get(&authid).cloned(),
+        };
         let (state, challenge_extra, authid, role) = match method {
+            Method::Ticket if dynamic => (AuthState::TicketDynamic, Dict::new(), authid, "".into()),
             Method::Ticket => {
                 let phc = principal.as_ref().and_then(|p| p.ticket.clone());
                 let role = principal.map_or_else(|| "anonymous".into(), |p| p.role.clone());
@@ -251,10 +293,12 @@ impl Router {
                         "cryptosign needs HELLO.Details.authextra.pubkey (32 bytes, hex)",
                     );
                 };
-                let holder = auth
-                    .by_pubkey
-                    .get(&pubkey)
-                    .filter(|p| hello_authid.as_deref().is_none_or(|a| a == &*p.authid));
+                let by_key = match &principal {
+                    Some(p) if dynamic && p.cryptosign.contains(&pubkey) => Some(p),
+                    _ if dynamic => None,
+                    _ => auth.by_pubkey.get(&pubkey),
+                };
+                let holder = by_key.filter(|p| hello_authid.as_deref().is_none_or(|a| a == &*p.authid));
                 let Some(holder) = holder.cloned() else {
                     ShardStats::inc(&self.stats.auth_failures);
                     self.note_failure(peer);
@@ -343,6 +387,7 @@ impl Router {
             details,
             state,
             timer,
+            dynamic,
         }));
     }
 
@@ -386,6 +431,12 @@ impl Router {
                     }),
                 );
             }
+            AuthState::TicketDynamic => {
+                let (realm, sid, method) = (pending.realm, pending.sid, pending.method);
+                let details = std::mem::take(&mut pending.details);
+                self.timers.cancel(pending.timer);
+                self.ask_authenticator(conn, realm, sid, method, details, Some(signature));
+            }
             AuthState::Cra { challenge, key } => {
                 let ok = auth::verify_cra(&key, &challenge, &signature);
                 self.finish(conn, pending, ok, Dict::new());
@@ -416,7 +467,7 @@ impl Router {
                     None => self.finish(conn, pending, false, Dict::new()),
                 }
             }
-            AuthState::Verifying(_) => self.protocol_violation(conn, "AUTHENTICATE received twice"),
+            AuthState::Verifying(_) | AuthState::Authenticator { .. } => self.protocol_violation(conn, "AUTHENTICATE received twice"),
         }
     }
 
@@ -472,7 +523,7 @@ impl Router {
             authid: pending.authid.as_str().into(),
             authrole: pending.role.clone(),
             authmethod: pending.method.as_str().into(),
-            authprovider: "static".into(),
+            authprovider: if pending.dynamic { "dynamic".into() } else { "static".into() },
         };
         self.establish(conn, pending.realm, pending.sid, identity, pending.details, authextra);
     }
@@ -519,31 +570,162 @@ impl Router {
         }
     }
 
-    /// Whether session `sid` may do `action` on `uri`, from its role.
-    pub(super) fn authorize(&mut self, sid: Id, action: Action, uri: &str) -> Decision {
-        let Some(s) = self.sessions.get(&sid) else { return Decision::Deny };
+    /// Whether session `sid` may do `action` on `uri`: from its role's
+    /// rules, else from the realm's authorizer's cached answers; `Ask` when
+    /// the authorizer must be asked first.
+    pub(super) fn authz_lookup(&mut self, sid: Id, action: Action, uri: &str) -> Lookup {
+        let Some(s) = self.sessions.get(&sid) else {
+            return Lookup::Decided(Decision::Deny);
+        };
         let realm = s.realm;
-        let roles = &self.realms[realm as usize].roles;
-        if !roles.enforced() {
-            return Decision::Allow { disclose: false };
+        let r = &self.realms[realm as usize];
+        let dynamic = r.authorizer.is_some();
+        if r.roles.enforced() {
+            if let Some(role) = s.role {
+                let key = (realm, role, action as u8);
+                let hit = self.authz_cache.get(&key).and_then(|m| m.get(uri)).copied();
+                let found = match hit {
+                    Some(d) => {
+                        ShardStats::inc(&self.stats.authorization_cache_hits);
+                        d
+                    }
+                    None => {
+                        ShardStats::inc(&self.stats.authorization_cache_misses);
+                        let d = r.roles.list[role as usize].lookup(uri, action);
+                        self.make_room();
+                        self.authz_cache.entry(key).or_default().insert(uri.into(), d);
+                        self.authz_cached += 1;
+                        d
+                    }
+                };
+                if let Some(d) = found {
+                    return Lookup::Decided(d);
+                }
+            }
+            if !dynamic {
+                return Lookup::Decided(Decision::Deny);
+            }
+        } else if !dynamic {
+            return Lookup::Decided(Decision::Allow { disclose: false });
         }
-        let Some(role) = s.role else { return Decision::Deny };
-        let key = (realm, role, action as u8);
-        if let Some(d) = self.authz_cache.get(&key).and_then(|m| m.get(uri)) {
-            ShardStats::inc(&self.stats.authorization_cache_hits);
-            return *d;
+        // the authorizer's: an answer kept for this role, or one it gave
+        // for this very request without letting it be kept
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return Lookup::Decided(Decision::Deny);
+        };
+        let key: AuthzKey = (realm, s.identity.authrole.clone(), action as u8, uri.into());
+        if let Some((_, d)) = s.authz_once.as_ref().filter(|(k, _)| *k == key) {
+            return Lookup::Decided(*d);
         }
-        ShardStats::inc(&self.stats.authorization_cache_misses);
-        let d = roles.list[role as usize].decide(uri, action);
+        let now = self.clock.now();
+        let dk = (key.0, key.1.clone(), key.2);
+        match self.dyn_cache.get(&dk).and_then(|m| m.get(uri)).copied() {
+            Some((d, until)) if until > now => {
+                ShardStats::inc(&self.stats.authorization_cache_hits);
+                Lookup::Decided(d)
+            }
+            _ => Lookup::Ask(key),
+        }
+    }
+
+    /// Empties the authorization caches when they hold
+    /// `limits.authorization_cache` decisions.
+    fn make_room(&mut self) {
         if self.authz_cached >= self.limits.authorization_cache {
             self.authz_cache.clear();
+            self.dyn_cache.clear();
             self.authz_cached = 0;
         }
-        self.authz_cache.entry(key).or_default().insert(uri.into(), d);
-        self.authz_cached += 1;
+    }
+
+    /// The decision for session `sid` (a session waiting for the
+    /// authorizer is denied: callers park the message before asking).
+    pub(super) fn authorize(&mut self, sid: Id, action: Action, uri: &str) -> Decision {
+        let d = match self.authz_lookup(sid, action, uri) {
+            Lookup::Decided(d) => d,
+            Lookup::Ask(_) => Decision::Deny,
+        };
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.authz_once = None;
+        }
         d
     }
 
+    /// Asks the realm's authorizer about `key` for session `sid` (whose
+    /// message waits in its `parked` queue).
+    pub(super) fn ask_authorizer(&mut self, sid: Id, key: AuthzKey) {
+        let Some(s) = self.sessions.get(&sid) else { return };
+        let Some(d) = self.realms[s.realm as usize].authorizer.clone() else {
+            return;
+        };
+        let who = super::builtins::session_details(sid, s);
+        let action = [Action::Call, Action::Register, Action::Publish, Action::Subscribe]
+            .into_iter()
+            .find(|a| *a as u8 == key.2)
+            .unwrap_or(Action::Call);
+        let args = [
+            Value::Dict(who),
+            Value::Str(key.3.to_string()),
+            action.as_str().into(),
+            Value::Dict(Dict::new()),
+        ];
+        ShardStats::inc(&self.stats.authorizer_calls);
+        if let Err(e) = self.router_call(
+            d.realm,
+            &d.procedure,
+            &args,
+            d.timeout,
+            super::calls::Purpose::Authorize { sid, key: key.clone() },
+        ) {
+            self.authorizer_answered(sid, key, Err(e));
+        }
+    }
+
+    /// The authorizer's answer: `true` / `false`, or a dictionary with
+    /// `allow`, `disclose` and `cache` (default true: kept for the role for
+    /// `cache_ttl_ms`). A failing or absent authorizer denies. Then the
+    /// session's parked messages go on.
+    pub(super) fn authorizer_answered(&mut self, sid: Id, key: AuthzKey, answer: Result<Value, String>) {
+        let (decision, keep) = match &answer {
+            Ok(Value::Bool(true)) => (Decision::Allow { disclose: false }, true),
+            Ok(Value::Bool(false)) => (Decision::Deny, true),
+            Ok(Value::Dict(d)) => {
+                let allow = d.get_bool("allow") == Some(true);
+                let disclose = d.get_bool("disclose") == Some(true);
+                let keep = d.get_bool("cache") != Some(false);
+                (if allow { Decision::Allow { disclose } } else { Decision::Deny }, keep)
+            }
+            Ok(other) => {
+                tracing::warn!(session = sid, uri = %key.3, answer = ?other, "the authorizer's answer is not a boolean or a dictionary: denied");
+                (Decision::Deny, false)
+            }
+            Err(e) => {
+                tracing::warn!(session = sid, uri = %key.3, error = %e, "the authorizer failed: denied");
+                (Decision::Deny, false)
+            }
+        };
+        let ttl = self
+            .sessions
+            .get(&sid)
+            .and_then(|s| self.realms[s.realm as usize].authorizer.as_ref())
+            .map(|d| d.ttl);
+        match ttl {
+            Some(ttl) if keep && !ttl.is_zero() => {
+                self.make_room();
+                let until = self.clock.now() + ttl;
+                self.dyn_cache
+                    .entry((key.0, key.1.clone(), key.2))
+                    .or_default()
+                    .insert(key.3.clone(), (decision, until));
+                self.authz_cached += 1;
+            }
+            _ => {}
+        }
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.authz_once = Some((key, decision));
+        }
+        self.resume_parked(sid);
+    }
     /// [`Router::authorize`], answering a denial with ERROR
     /// `wamp.error.not_authorized` (or, for a PUBLISH without acknowledge,
     /// dropping it, counted); `None` when denied.
@@ -598,6 +780,236 @@ fn scram_check(ex: &ScramExchange, rec: &ScramRecord, binding: Option<&(String, 
     auth::verify_scram(rec, &ex.auth_message(cb), proof)
 }
 
-/// The per-shard authorization cache: per (realm, role, action), URI to
-/// decision.
-pub(super) type AuthzCache = AHashMap<(RealmIdx, u32, u8), AHashMap<Box<str>, Decision>>;
+/// The per-shard cache of the roles' decisions: per (realm, role, action),
+/// URI to the decision of the rule that matches (`None`: no rule does).
+pub(super) type AuthzCache = AHashMap<(RealmIdx, u32, u8), AHashMap<Box<str>, Option<Decision>>>;
+
+/// What an authorizer is asked about: realm, authrole, action, URI.
+pub(super) type AuthzKey = (RealmIdx, Arc<str>, u8, Box<str>);
+
+/// The per-shard cache of authorizers' answers: per (realm, authrole,
+/// action), URI to the decision and until when it holds.
+pub(super) type DynCache = AHashMap<(RealmIdx, Arc<str>, u8), AHashMap<Box<str>, (Decision, Instant)>>;
+
+/// An authorization decision, or the authorizer to ask first.
+#[derive(Debug)]
+pub(super) enum Lookup {
+    Decided(Decision),
+    Ask(AuthzKey),
+}
+
+/// A realm's authenticator or authorizer procedure.
+#[derive(Debug, Clone)]
+pub struct Dynamic {
+    pub procedure: String,
+    /// The realm it is registered on.
+    pub realm: RealmIdx,
+    pub timeout: Duration,
+    /// Authenticator: the methods it decides.
+    pub methods: Vec<Method>,
+    /// Authorizer: how long its answers are kept.
+    pub ttl: Duration,
+}
+
+fn answer_str<'a>(d: &'a Dict, key: &str) -> Option<&'a str> {
+    d.get_str(key)
+}
+
+fn answer_u32(d: &Dict, key: &str) -> Option<u32> {
+    match d.get(key) {
+        Some(Value::UInt(n)) => u32::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+fn b64_key(d: &Dict, key: &str) -> Result<[u8; 32], String> {
+    answer_str(d, key)
+        .and_then(auth::unb64)
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| format!("'{key}' must be 32 bytes of base64"))
+}
+
+/// Reads an authenticator's answer for `method`: a role, or a dictionary
+/// with `role` and, for the challenge methods, the secret or keys (WAMP-CRA:
+/// `secret`, or `key` with `salt`, `iterations`, `keylen`; cryptosign:
+/// `pubkey` or `pubkeys`, default the key HELLO named; SCRAM: `kdf`,
+/// `salt`, `iterations`, `memory`, `stored_key`, `server_key`), and
+/// optionally the `authid` the session gets.
+fn read_answer(method: Method, v: &Value, hello_authid: &str, hello_pubkey: Option<[u8; 32]>) -> Result<auth::Principal, String> {
+    let empty = Dict::new();
+    let (role, d) = match v {
+        Value::Str(role) => (role.clone(), &empty),
+        Value::Dict(d) => match d.get_str("role") {
+            Some(r) => (r.to_owned(), d),
+            None => return Err("the answer has no 'role'".into()),
+        },
+        other => return Err(format!("the answer is neither a role nor a dictionary: {other:?}")),
+    };
+    if role.is_empty() {
+        return Err("the answer's role is empty".into());
+    }
+    let authid = d.get_str("authid").unwrap_or(hello_authid).to_owned();
+    let mut p = auth::Principal {
+        authid: authid.as_str().into(),
+        role: role.as_str().into(),
+        ticket: None,
+        cra: None,
+        cryptosign: Vec::new(),
+        scram: None,
+        tls: false,
+    };
+    match method {
+        Method::WampCra => {
+            p.cra = Some(match (answer_str(d, "secret"), answer_str(d, "key")) {
+                (Some(secret), None) => auth::CraKey::Plain(secret.as_bytes().to_vec()),
+                (None, Some(key)) => auth::CraKey::Salted {
+                    salt: answer_str(d, "salt").ok_or("a salted key needs 'salt'")?.to_owned(),
+                    iterations: answer_u32(d, "iterations").ok_or("a salted key needs 'iterations'")?,
+                    keylen: answer_u32(d, "keylen").ok_or("a salted key needs 'keylen'")?,
+                    key: key.as_bytes().to_vec(),
+                },
+                _ => return Err("WAMP-CRA needs 'secret' or a salted 'key'".into()),
+            });
+        }
+        Method::Cryptosign => {
+            let mut keys: Vec<String> = d.get_str("pubkey").map(str::to_owned).into_iter().collect();
+            if let Some(Value::List(l)) = d.get("pubkeys") {
+                keys.extend(l.iter().filter_map(|k| match k {
+                    Value::Str(s) => Some(s.clone()),
+                    _ => None,
+                }));
+            }
+            for k in &keys {
+                let pk = hex::decode(k).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+                p.cryptosign
+                    .push(pk.ok_or_else(|| format!("'{k}' is not a 32-byte public key in hex"))?);
+            }
+            if keys.is_empty() {
+                p.cryptosign.extend(hello_pubkey);
+            }
+        }
+        Method::Scram | Method::ScramDraft => {
+            let kdf = answer_str(d, "kdf").and_then(auth::Kdf::parse).ok_or("SCRAM needs 'kdf'")?;
+            let salt = answer_str(d, "salt")
+                .filter(|s| auth::unb64(s).is_some())
+                .ok_or("SCRAM needs a base64 'salt'")?;
+            p.scram = Some(auth::ScramRecord {
+                kdf,
+                salt: salt.to_owned(),
+                iterations: answer_u32(d, "iterations").ok_or("SCRAM needs 'iterations'")?,
+                memory: answer_u32(d, "memory"),
+                stored_key: b64_key(d, "stored_key")?,
+                server_key: b64_key(d, "server_key")?,
+            });
+        }
+        Method::Ticket | Method::Anonymous | Method::Tls => {}
+    }
+    Ok(p)
+}
+
+impl Router {
+    /// Asks the realm's authenticator about the login on `conn` (with the
+    /// ticket AUTHENTICATE carried, for WAMP-Ticket).
+    fn ask_authenticator(&mut self, conn: ConnId, realm: RealmIdx, sid: Id, method: Method, details: Dict, ticket: Option<String>) {
+        let Some(d) = self.realms[realm as usize].authenticator.clone() else {
+            return;
+        };
+        let Some(c) = self.conns.get(&conn) else { return };
+        let peer = c.transport.peer;
+        let transport = Dict::new()
+            .with(
+                "type",
+                match c.transport.kind {
+                    super::TransportKind::WebSocket => "websocket".into(),
+                    super::TransportKind::RawSocket => "rawsocket".into(),
+                },
+            )
+            .with("peer", peer.map_or(Value::Null, |p| Value::Str(p.to_string())))
+            .with("tls", Value::Bool(c.transport.tls.is_some()));
+        let authid = details.get_str("authid").map(str::to_owned);
+        let mut info = Dict::new()
+            .with("authmethod", method.as_str().into())
+            .with("authextra", Value::Dict(authextra(&details).cloned().unwrap_or_default()))
+            .with("session", Value::UInt(sid))
+            .with("transport", Value::Dict(transport));
+        if let Some(t) = &ticket {
+            info = info.with("ticket", Value::Str(t.clone()));
+        }
+        let args = [
+            Value::Str(self.realms[realm as usize].name.to_string()),
+            authid.clone().map_or(Value::Null, Value::Str),
+            Value::Dict(info),
+        ];
+        if let Err(e) = self.router_call(
+            d.realm,
+            &d.procedure,
+            &args,
+            d.timeout,
+            super::calls::Purpose::Authenticate { conn },
+        ) {
+            tracing::warn!(conn, realm = %self.realms[realm as usize].name, error = %e, "login failed: the realm's authenticator is not available");
+            ShardStats::inc(&self.stats.auth_failures);
+            return self.abort(conn, AUTHENTICATION_FAILED, "the realm's authenticator is not available");
+        }
+        let now = self.clock.now();
+        let timer = self.timers.start(
+            now,
+            Duration::from_millis(self.limits.handshake_timeout_ms),
+            super::timers::Due::AuthTimeout { conn },
+        );
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.phase = Phase::Verifying;
+            c.auth = Some(Box::new(PendingAuth {
+                realm,
+                sid,
+                method,
+                authid: authid.unwrap_or_default(),
+                role: "".into(),
+                details,
+                state: AuthState::Authenticator {
+                    method,
+                    ticket: ticket.is_some(),
+                },
+                timer,
+                dynamic: true,
+            }));
+        }
+    }
+
+    /// The authenticator's answer for the login on `conn`.
+    pub(super) fn authenticator_answered(&mut self, conn: ConnId, answer: Result<Value, String>) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        if c.phase != Phase::Verifying {
+            return;
+        }
+        let Some(mut pending) = c.auth.take() else { return };
+        let AuthState::Authenticator { method, ticket } = pending.state else {
+            c.auth = Some(pending);
+            return;
+        };
+        let hello_pubkey = authextra(&pending.details)
+            .and_then(|e| e.get_str("pubkey"))
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok());
+        let principal = answer.and_then(|v| read_answer(method, &v, &pending.authid, hello_pubkey));
+        let principal = match principal {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(conn, authid = %pending.authid, method = method.as_str(), error = %e, "login failed: the authenticator refused it or failed");
+                pending.state = AuthState::Verifying(Dict::new());
+                return self.finish(conn, pending, false, Dict::new());
+            }
+        };
+        if ticket {
+            pending.authid = principal.authid.to_string();
+            pending.role = principal.role.clone();
+            return self.finish(conn, pending, true, Dict::new());
+        }
+        self.timers.cancel(pending.timer);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.phase = Phase::Idle;
+        }
+        let PendingAuth { realm, sid, details, .. } = *pending;
+        self.send_challenge(conn, realm, sid, method, details, Some(Some(Arc::new(principal))));
+    }
+}

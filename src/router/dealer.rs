@@ -34,7 +34,7 @@ pub struct Registration {
 
 impl Registration {
     /// The callee the next call goes to, by the invocation policy.
-    fn pick(&mut self) -> Option<(usize, Id)> {
+    pub(super) fn pick(&mut self) -> Option<(usize, Id)> {
         let n = self.callees.len();
         if n == 0 {
             return None;
@@ -882,6 +882,9 @@ impl Router {
 
     /// On the caller's shard: RESULT or ERROR to the caller, if still here.
     pub(super) fn call_done(&mut self, done: CallDone) {
+        if done.caller == super::calls::ROUTER_CALLER {
+            return self.router_call_done(done);
+        }
         let Some(s) = self.sessions.get_mut(&done.caller) else { return };
         if done.progress {
             // a progressive RESULT: the call stays in the table

@@ -26,6 +26,7 @@
 mod auth;
 mod broker;
 mod builtins;
+mod calls;
 mod dealer;
 mod gather;
 mod messages;
@@ -81,6 +82,9 @@ pub struct Realm {
     /// Who may log in, and how; the roles and what they may do.
     pub auth: Arc<crate::auth::RealmAuth>,
     pub roles: Arc<crate::auth::Roles>,
+    /// Dynamic authentication and authorization: the procedures to ask.
+    pub authenticator: Option<Arc<auth::Dynamic>>,
+    pub authorizer: Option<Arc<auth::Dynamic>>,
     /// Event retention: on or off, and this shard's share of the bounds.
     pub retention: bool,
     pub max_retained_events: usize,
@@ -155,7 +159,11 @@ pub struct Router {
     backoff: AHashMap<std::net::IpAddr, auth::Backoff>,
     /// Authorization decisions, and how many (bounded by `limits.authorization_cache`).
     authz_cache: auth::AuthzCache,
+    /// The authorizers' answers (counted in `authz_cached` too).
+    dyn_cache: auth::DynCache,
     authz_cached: usize,
+    /// The router's own calls (to authenticators and authorizers).
+    router_calls: calls::RouterCalls,
     pub(crate) stats: Arc<ShardStats>,
 }
 
@@ -185,7 +193,7 @@ pub(crate) fn iso_time(ms: u64) -> String {
 impl Router {
     /// A router for shard `me` of `nshards`, reaching the others over `link`.
     pub fn new(me: usize, nshards: usize, cfg: &RouterConfig, link: ShardLink, stats: Arc<ShardStats>) -> Self {
-        let realms: Vec<Realm> = cfg
+        let mut realms: Vec<Realm> = cfg
             .realms
             .iter()
             .map(|r| Realm {
@@ -223,12 +231,33 @@ impl Router {
                 ..Realm::default()
             })
             .collect();
-        let realm_names = cfg
+        let realm_names: AHashMap<String, RealmIdx> = cfg
             .realms
             .iter()
             .enumerate()
             .map(|(i, r)| (r.name.clone(), i as RealmIdx))
             .collect();
+        for (i, (r, c)) in realms.iter_mut().zip(&cfg.realms).enumerate() {
+            let on = |other: &Option<String>| other.as_ref().and_then(|n| realm_names.get(n).copied()).unwrap_or(i as RealmIdx);
+            r.authenticator = c.authenticator.as_ref().map(|a| {
+                Arc::new(auth::Dynamic {
+                    procedure: a.procedure.clone(),
+                    realm: on(&a.realm),
+                    timeout: std::time::Duration::from_millis(a.timeout_ms),
+                    methods: a.methods.iter().filter_map(|m| crate::auth::Method::parse(m)).collect(),
+                    ttl: std::time::Duration::ZERO,
+                })
+            });
+            r.authorizer = c.authorizer.as_ref().map(|a| {
+                Arc::new(auth::Dynamic {
+                    procedure: a.procedure.clone(),
+                    realm: on(&a.realm),
+                    timeout: std::time::Duration::from_millis(a.timeout_ms),
+                    methods: Vec::new(),
+                    ttl: std::time::Duration::from_millis(a.cache_ttl_ms),
+                })
+            });
+        }
         Router {
             me,
             nshards,
@@ -253,7 +282,9 @@ impl Router {
             auth_pool: None,
             backoff: AHashMap::new(),
             authz_cache: AHashMap::new(),
+            dyn_cache: AHashMap::new(),
             authz_cached: 0,
+            router_calls: calls::RouterCalls::default(),
             stats,
         }
     }
@@ -312,6 +343,7 @@ impl Router {
                 timers::Due::CallTimeout { caller, request } => self.call_timed_out(caller, request),
                 timers::Due::Gather { id } => self.gather_timed_out(id),
                 timers::Due::AuthTimeout { conn } => self.auth_timed_out(conn),
+                timers::Due::RouterCall { request } => self.router_call_timed_out(request),
                 timers::Due::Closing { conn } => {
                     if let Some(c) = self.conns.get_mut(&conn) {
                         c.closing_timer = None;

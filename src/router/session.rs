@@ -144,6 +144,12 @@ pub(super) struct LocalSession {
     /// Its CALLs to the router's own procedures still being answered
     /// (bounded by `limits.max_pending_calls` like its other calls).
     pub(super) builtin_calls: usize,
+    /// Messages waiting for the realm's authorizer to answer about the
+    /// first of them (bounded by `limits.max_pending_calls`).
+    pub(super) parked: std::collections::VecDeque<(ConnId, Message)>,
+    /// The authorizer's answer for the first parked message, when it may
+    /// not be kept in the cache.
+    pub(super) authz_once: Option<(super::auth::AuthzKey, Decision)>,
     /// Its testaments, published when it leaves (`detached` first, then
     /// `destroyed`), and their bytes (bounded by `limits.max_testament_bytes`).
     pub(super) testaments: Vec<Testament>,
@@ -443,6 +449,72 @@ impl Router {
         if let Err(problem) = options::check(&msg) {
             return self.protocol_violation(conn, &problem);
         }
+        // behind a message waiting for the realm's authorizer, in order
+        let (parked, dynamic) = match self.sessions.get(&sid) {
+            Some(s) => (!s.parked.is_empty(), self.realms[s.realm as usize].authorizer.is_some()),
+            None => (false, false),
+        };
+        if parked {
+            return self.park(conn, sid, msg);
+        }
+        if dynamic {
+            if let Some(key) = self.needs_authorizer(sid, &msg) {
+                self.park(conn, sid, msg);
+                return self.ask_authorizer(sid, key);
+            }
+        }
+        self.dispatch(conn, sid, msg)
+    }
+
+    /// The authorizer's key for `msg` when it must be asked before `msg` is
+    /// handled.
+    fn needs_authorizer(&mut self, sid: Id, msg: &Message) -> Option<super::auth::AuthzKey> {
+        let s = self.sessions.get(&sid)?;
+        self.realms[s.realm as usize].authorizer.as_ref()?;
+        let (action, uri) = match msg {
+            Message::Publish { topic, .. } => (Action::Publish, topic),
+            Message::Subscribe { topic, .. } => (Action::Subscribe, topic),
+            Message::Register { procedure, .. } => (Action::Register, procedure),
+            Message::Call { request, procedure, .. } if !s.calls.contains_key(request) => (Action::Call, procedure),
+            _ => return None,
+        };
+        match self.authz_lookup(sid, action, uri) {
+            super::auth::Lookup::Ask(key) => Some(key),
+            super::auth::Lookup::Decided(_) => None,
+        }
+    }
+
+    /// Keeps `msg` until the authorizer answered for the one before it
+    /// (at most `limits.max_pending_calls` per session).
+    fn park(&mut self, conn: ConnId, sid: Id, msg: Message) {
+        let max = self.limits.max_pending_calls;
+        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        if s.parked.len() >= max {
+            let m = format!("more than {max} messages wait for the realm's authorizer (limits.max_pending_calls)");
+            return self.abort(conn, uris::LIMIT_EXCEEDED, &m);
+        }
+        s.parked.push_back((conn, msg));
+        ShardStats::inc(&self.stats.authorization_parked);
+    }
+
+    /// Handles the parked messages of `sid` in order, until one needs the
+    /// authorizer again.
+    pub(super) fn resume_parked(&mut self, sid: Id) {
+        loop {
+            let Some(s) = self.sessions.get_mut(&sid) else { return };
+            let Some((conn, msg)) = s.parked.pop_front() else { return };
+            if let Some(key) = self.needs_authorizer(sid, &msg) {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.parked.push_front((conn, msg));
+                }
+                return self.ask_authorizer(sid, key);
+            }
+            self.dispatch(conn, sid, msg);
+        }
+    }
+
+    /// Handles one message of the established session `sid`.
+    fn dispatch(&mut self, conn: ConnId, sid: Id, msg: Message) {
         match msg {
             Message::Hello { .. } => self.protocol_violation(conn, "HELLO received after the session was established"),
             Message::Authenticate { .. } => self.protocol_violation(conn, "AUTHENTICATE received after the session was established"),
@@ -664,6 +736,8 @@ impl Router {
                 finished_streams: std::collections::VecDeque::new(),
                 finished_cap: self.limits.max_finished_streams,
                 builtin_calls: 0,
+                parked: std::collections::VecDeque::new(),
+                authz_once: None,
                 testaments: Vec::new(),
                 testament_bytes: 0,
                 goodbye_sent: false,

@@ -54,6 +54,8 @@ pub(super) enum Due {
     Closing { conn: u64 },
     /// A login that has not completed its CHALLENGE / AUTHENTICATE.
     AuthTimeout { conn: u64 },
+    /// One of the router's own calls (authenticator, authorizer).
+    RouterCall { request: u64 },
 }
 
 /// The key of one timer: its deadline, then a sequence number.
