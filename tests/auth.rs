@@ -577,7 +577,38 @@ fn dynamic_authorizer_decides_and_its_answers_are_cached(shards: usize) {
     guest.expect_error(REGISTER, 90, "wamp.error.not_authorized");
 }
 
+/// An authorizer may be asked about its own session's requests: its
+/// YIELD does not wait behind them.
+fn an_authorizer_authorizes_its_own_session(shards: usize) {
+    let realm = r#"
+[[realm]]
+name = "self"
+[[realm.role]]
+name = "anonymous"
+[[realm.role.permission]]
+uri = "com.auth.authorize"
+allow = ["register"]
+[realm.authorizer]
+procedure = "com.auth.authorize"
+"#;
+    let r = Router::start_with(shards, realm, "", &[]);
+    let mut c = conn_on(&r, 0);
+    c.send_json(r#"[1, "self", {"roles": {"callee": {}, "subscriber": {}}}]"#);
+    c.session = c.expect(WELCOME).at(1).u();
+    c.register("com.auth.authorize");
+    c.send_json(r#"[32, 7, {}, "com.x.y"]"#);
+    let inv = c.expect(INVOCATION);
+    assert_eq!(inv.at(4).at(1).s(), "com.x.y");
+    c.send_json(&format!(r#"[70, {}, {{}}, [true]]"#, inv.at(1).u()));
+    let m = c.expect(SUBSCRIBED);
+    assert_eq!(m.at(1).u(), 7);
+}
+
 mod dynamic_one_shard {
+    #[test]
+    fn an_authorizer_authorizes_its_own_session() {
+        super::an_authorizer_authorizes_its_own_session(1)
+    }
     #[test]
     fn dynamic_authenticator_vouches_for_logins() {
         super::dynamic_authenticator_vouches_for_logins(1)
@@ -589,6 +620,10 @@ mod dynamic_one_shard {
 }
 
 mod dynamic_two_shards {
+    #[test]
+    fn an_authorizer_authorizes_its_own_session() {
+        super::an_authorizer_authorizes_its_own_session(2)
+    }
     #[test]
     fn dynamic_authenticator_vouches_for_logins() {
         super::dynamic_authenticator_vouches_for_logins(2)

@@ -80,6 +80,53 @@ const TOPICS: &[&str] = &[
     "wamp.session.on_leave",
 ];
 const POLICIES: &[&str] = &["exact", "prefix", "wildcard"];
+const AUTHMETHODS: &[&[&str]] = &[&[], &["ticket"], &["wampcra"], &["wamp-scram"], &["cryptosign"], &["anonymous", "ticket"], &["tls"]];
+const AUTHIDS: &[&str] = &["t", "c", "x"];
+const SIGNATURES: &[&str] = &["ticket-t", "wrong", "", "zz"];
+
+/// realm2's principals: "t" (ticket "ticket-t", a cheap argon2 hash made
+/// once) and "c" (WAMP-CRA secret "s"), role "user".
+fn principals() -> Vec<switchyard::config::PrincipalConfig> {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let hash = HASH.get_or_init(|| switchyard::auth::hash_ticket("ticket-t", Some((8, 1)))).clone();
+    vec![
+        switchyard::config::PrincipalConfig {
+            authid: "t".into(),
+            role: "user".into(),
+            ticket: Some(hash),
+            ..Default::default()
+        },
+        switchyard::config::PrincipalConfig {
+            authid: "c".into(),
+            role: "user".into(),
+            wampcra_secret: Some("s".into()),
+            cryptosign_keys: vec!["d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a".into()],
+            ..Default::default()
+        },
+    ]
+}
+
+/// realm2's roles: `user` may do anything under `a.`; `anonymous`
+/// subscribes to two-component topics; the authorizer decides the rest.
+fn roles() -> Vec<switchyard::config::RoleConfig> {
+    use switchyard::config::{PermissionConfig, RoleConfig};
+    let rule = |uri: &str, policy: &str, allow: &[&str]| PermissionConfig {
+        uri: uri.into(),
+        policy: Some(policy.into()),
+        allow: allow.iter().map(|a| a.to_string()).collect(),
+        disclose: false,
+    };
+    vec![
+        RoleConfig {
+            name: "user".into(),
+            permissions: vec![rule("a.", "prefix", &["call", "register", "publish", "subscribe"])],
+        },
+        RoleConfig {
+            name: "anonymous".into(),
+            permissions: vec![rule(".", "wildcard", &["subscribe"]), rule("a.b.c", "exact", &[])],
+        },
+    ]
+}
 const REALMS: &[&str] = &["realm1", "realm2", "nowhere"];
 
 struct World {
@@ -117,8 +164,25 @@ impl World {
                     max_retained_events: 3,
                     ..RealmConfig::named("realm1")
                 },
+                // realm2: principals (ticket, WAMP-CRA), roles, an
+                // authorizer ("b") and an SCRAM authenticator ("b.c"), which
+                // sessions of realm2 may register
                 RealmConfig {
                     caller_disclosure: CallerDisclosure::Never,
+                    principals: principals(),
+                    roles: roles(),
+                    authorizer: Some(switchyard::config::AuthorizerConfig {
+                        procedure: "b".into(),
+                        realm: None,
+                        timeout_ms: 100,
+                        cache_ttl_ms: 50,
+                    }),
+                    authenticator: Some(switchyard::config::AuthenticatorConfig {
+                        procedure: "b.c".into(),
+                        realm: None,
+                        methods: vec!["wamp-scram".into()],
+                        timeout_ms: 100,
+                    }),
                     ..RealmConfig::named("realm2")
                 },
             ],
@@ -287,7 +351,7 @@ fn payload(u: &mut Unstructured) -> ArbResult<Vec<Value>> {
 }
 
 fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
-    let op = u.int_in_range(0..=18)?;
+    let op = u.int_in_range(0..=19)?;
     if op == 0 || w.conns.is_empty() {
         if w.conns.len() < 8 {
             let shard = u.choose_index(w.shards.len())?;
@@ -332,7 +396,26 @@ fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
         dict(&[("subscriber", dict(&[])), ("caller", caller), ("callee", callee)]),
     )]);
     let msg = match op {
+        1 if u.arbitrary()? => {
+            // a login: methods, authid, authextra
+            let methods: Vec<Value> = pick(u, AUTHMETHODS)?.iter().map(|m| s(m)).collect();
+            let Value::Dict(mut details) = roles else { return Ok(()) };
+            details.insert("authmethods", Value::List(methods));
+            details.insert("authid", s(pick(u, AUTHIDS)?));
+            details.insert(
+                "authextra",
+                dict(&[
+                    ("nonce", s("AAAA")),
+                    ("pubkey", s("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")),
+                ]),
+            );
+            Some(Value::List(vec![n(1), s(pick(u, REALMS)?), Value::Dict(details)]))
+        }
         1 => Some(Value::List(vec![n(1), s(pick(u, REALMS)?), roles])),
+        19 => {
+            let extra = if u.arbitrary()? { dict(&[]) } else { dict(&[("nonce", s("AAAA"))]) };
+            Some(Value::List(vec![n(5), s(pick(u, SIGNATURES)?), extra]))
+        }
         2 => {
             let policy = *pick(u, POLICIES)?;
             let options = dict(&[("match", s(policy)), ("get_retained", Value::Bool(u.arbitrary()?))]);

@@ -142,6 +142,7 @@ async fn connect_pair(addr: SocketAddr, shared: &Shared) -> std::io::Result<((Re
         framing: switchyard::transport::Framing::RawSocket,
         host: addr.to_string(),
         path: "/".into(),
+        tls: None,
     };
     let ser = switchyard::wamp::message::Serializer::MsgPack;
     let pair = async {

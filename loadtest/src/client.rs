@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -20,6 +21,34 @@ pub struct Target {
     pub framing: Framing,
     pub host: String,
     pub path: String,
+    /// TLS (`wss://`, `rss://`): the client configuration.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A byte stream: TCP, or TLS above it.
+pub trait Io: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin {}
+impl<T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin> Io for T {}
+
+impl std::fmt::Debug for dyn Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Io")
+    }
+}
+
+/// A TLS client configuration that trusts the CAs in the PEM file `ca`.
+pub fn tls_config(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    let pem = std::fs::read(ca).map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let c = c.map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+        roots.add(c).map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// Parses `ws://host:port/path` or `rs://host:port` (also `tcp://`).
@@ -28,9 +57,9 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
         .split_once("://")
         .ok_or_else(|| format!("'{url}' is not a URL like ws://127.0.0.1:8080/ws or rs://127.0.0.1:8081"))?;
     let framing = match scheme {
-        "ws" => Framing::WebSocket,
-        "rs" | "tcp" | "rawsocket" => Framing::RawSocket,
-        other => return Err(format!("unsupported scheme '{other}' (use ws:// or rs://)")),
+        "ws" | "wss" => Framing::WebSocket,
+        "rs" | "rss" | "tcp" | "rawsocket" => Framing::RawSocket,
+        other => return Err(format!("unsupported scheme '{other}' (use ws://, wss://, rs:// or rss://)")),
     };
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -46,13 +75,14 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
         framing,
         host: hostport.to_owned(),
         path: path.to_owned(),
+        tls: None,
     })
 }
 
 /// The receiving half of a connection.
 #[derive(Debug)]
 pub struct Reader {
-    r: ReadHalf<TcpStream>,
+    r: ReadHalf<Box<dyn Io>>,
     buf: BytesMut,
     framing: Framing,
 }
@@ -61,7 +91,7 @@ pub struct Reader {
 /// written together by [`Writer::flush`].
 #[derive(Debug)]
 pub struct Writer {
-    w: WriteHalf<TcpStream>,
+    w: WriteHalf<Box<dyn Io>>,
     framing: Framing,
     opcode: u8,
     out: Vec<u8>,
@@ -74,8 +104,16 @@ fn proto_err(msg: impl Into<String>) -> io::Error {
 
 /// Opens a connection and completes the transport handshake.
 pub async fn connect(target: &Target, ser: Serializer) -> io::Result<(Reader, Writer)> {
-    let mut stream = TcpStream::connect(target.addr).await?;
-    stream.set_nodelay(true)?;
+    let tcp = TcpStream::connect(target.addr).await?;
+    tcp.set_nodelay(true)?;
+    let mut stream: Box<dyn Io> = match &target.tls {
+        None => Box::new(tcp),
+        Some(config) => {
+            let host = target.host.rsplit_once(':').map_or(target.host.as_str(), |(h, _)| h).to_owned();
+            let name = rustls::pki_types::ServerName::try_from(host).map_err(|e| proto_err(e.to_string()))?;
+            Box::new(futures_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await?)
+        }
+    };
     let mut buf = BytesMut::with_capacity(16 * 1024);
     match target.framing {
         Framing::WebSocket => {
@@ -364,6 +402,22 @@ pub mod msg {
     pub fn hello(ser: Serializer, realm: &str) -> Bytes {
         let mut w = MsgWriter::new(ser, 3, MessageType::Hello, 128);
         w.str(realm).dict(&roles());
+        w.finish()
+    }
+
+    /// HELLO asking for WAMP-Ticket as `authid`.
+    pub fn hello_ticket(ser: Serializer, realm: &str, authid: &str) -> Bytes {
+        let details = roles()
+            .with("authmethods", Value::List(vec![Value::Str("ticket".into())]))
+            .with("authid", Value::Str(authid.into()));
+        let mut w = MsgWriter::new(ser, 3, MessageType::Hello, 160);
+        w.str(realm).dict(&details);
+        w.finish()
+    }
+
+    pub fn authenticate(ser: Serializer, signature: &str) -> Bytes {
+        let mut w = MsgWriter::new(ser, 3, MessageType::Authenticate, 64);
+        w.str(signature).dict(&Dict::new());
         w.finish()
     }
 

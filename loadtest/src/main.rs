@@ -138,6 +138,14 @@ struct Common {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Log every session in with WAMP-Ticket as this authid (with --ticket).
+    #[arg(long)]
+    authid: Option<String>,
+    #[arg(long)]
+    ticket: Option<String>,
+    /// PEM file of the CAs to trust for wss:// and rss:// URLs.
+    #[arg(long)]
+    ca: Option<PathBuf>,
 }
 
 /// Latency percentiles in microseconds.
@@ -325,7 +333,11 @@ where
 }
 
 fn setup_for(common: &Common, senders: usize, default_window: u64) -> Result<(Arc<Setup>, Pace), String> {
-    let target = client::parse_url(&common.url)?;
+    let mut target = client::parse_url(&common.url)?;
+    if common.url.starts_with("wss://") || common.url.starts_with("rss://") {
+        let ca = common.ca.as_ref().ok_or("wss:// and rss:// need --ca FILE (the CAs to trust)")?;
+        target.tls = Some(client::tls_config(ca)?);
+    }
     let pace = match common.rate {
         Some(r) if r > 0.0 => Pace::Open {
             per_sender: r / senders.max(1) as f64,
@@ -346,6 +358,7 @@ fn setup_for(common: &Common, senders: usize, default_window: u64) -> Result<(Ar
             realm: common.realm.clone(),
             pace,
             pad: common.payload,
+            ticket: common.authid.clone().zip(common.ticket.clone()),
         }),
         pace,
     ))

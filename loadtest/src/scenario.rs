@@ -31,10 +31,13 @@ pub struct Setup {
     pub pace: Pace,
     /// Bytes of padding carried in each payload.
     pub pad: usize,
+    /// Log in with WAMP-Ticket as (authid, ticket) instead of anonymously.
+    pub ticket: Option<(String, String)>,
 }
 
 const CODE_WELCOME: u64 = MessageType::Welcome as u64;
 const CODE_ABORT: u64 = MessageType::Abort as u64;
+const CODE_CHALLENGE: u64 = MessageType::Challenge as u64;
 
 fn err(m: impl Into<String>) -> io::Error {
     io::Error::other(m.into())
@@ -43,8 +46,20 @@ fn err(m: impl Into<String>) -> io::Error {
 /// Connects and joins; returns the session's halves.
 pub async fn join(s: &Setup) -> io::Result<(Reader, Writer)> {
     let (mut r, mut w) = client::connect(&s.target, s.ser).await?;
-    w.send(&msg::hello(s.ser, &s.realm)).await?;
-    let m = r.next().await?;
+    let mut m = match &s.ticket {
+        None => {
+            w.send(&msg::hello(s.ser, &s.realm)).await?;
+            r.next().await?
+        }
+        Some((authid, _)) => {
+            w.send(&msg::hello_ticket(s.ser, &s.realm, authid)).await?;
+            r.next().await?
+        }
+    };
+    if let (Some((_, ticket)), Ok((CODE_CHALLENGE, _))) = (&s.ticket, client::parse(s.ser, &m)) {
+        w.send(&msg::authenticate(s.ser, ticket)).await?;
+        m = r.next().await?;
+    }
     match client::parse(s.ser, &m)? {
         (CODE_WELCOME, _) => Ok((r, w)),
         (CODE_ABORT, items) => Err(err(format!("router refused the session: {:?}", items.get(2)))),

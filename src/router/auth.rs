@@ -237,6 +237,12 @@ impl Router {
             Some(p) => p.clone(),
             None => auth.principals.get(&authid).cloned(),
         };
+        // the authenticator may name the authid the session gets
+        let authid = match (&principal, dynamic) {
+            (Some(p), true) => p.authid.to_string(),
+            _ => authid,
+        };
+        let provider = if dynamic { "dynamic" } else { "static" };
         let (state, challenge_extra, authid, role) = match method {
             Method::Ticket if dynamic => (AuthState::TicketDynamic, Dict::new(), authid, "".into()),
             Method::Ticket => {
@@ -256,7 +262,7 @@ impl Router {
                     .with("authid", Value::Str(authid.clone()))
                     .with("authrole", Value::Str(role.to_string()))
                     .with("authmethod", "wampcra".into())
-                    .with("authprovider", "static".into())
+                    .with("authprovider", provider.into())
                     .with("nonce", Value::Str(nonce))
                     .with("timestamp", Value::Str(super::iso_time(super::now_ms())))
                     .with("session", Value::UInt(sid));
@@ -298,7 +304,7 @@ impl Router {
                     _ if dynamic => None,
                     _ => auth.by_pubkey.get(&pubkey),
                 };
-                let holder = by_key.filter(|p| hello_authid.as_deref().is_none_or(|a| a == &*p.authid));
+                let holder = by_key.filter(|p| dynamic || hello_authid.as_deref().is_none_or(|a| a == &*p.authid));
                 let Some(holder) = holder.cloned() else {
                     ShardStats::inc(&self.stats.auth_failures);
                     self.note_failure(peer);
@@ -353,7 +359,8 @@ impl Router {
                 }
                 let exchange = ScramExchange {
                     draft,
-                    authid: authid.clone(),
+                    // what the client's AuthMessage names
+                    authid: hello_authid.clone().unwrap_or_default(),
                     client_nonce: client_nonce.to_owned(),
                     nonce,
                     salt: record.salt.clone(),

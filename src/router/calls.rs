@@ -41,6 +41,13 @@ pub(super) struct RouterCalls {
     next: Id,
 }
 
+impl RouterCalls {
+    /// How many wait.
+    pub(super) fn len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
 impl Router {
     /// Calls `procedure` on realm `realm` with `args`; the answer (or its
     /// failure) goes to `purpose`. An error at once when nobody registered

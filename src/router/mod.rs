@@ -394,6 +394,7 @@ impl Router {
         note("pending acknowledgements", self.pending.len());
         note("timers", self.timers.len());
         note("gathers", self.gathers.len());
+        note("router calls (authenticator, authorizer)", self.router_calls.len());
         for r in &self.realms {
             note("subscription index entries", r.sub_index.len());
             note("subscriptions", r.subscriptions.len());

@@ -454,7 +454,13 @@ impl Router {
             Some(s) => (!s.parked.is_empty(), self.realms[s.realm as usize].authorizer.is_some()),
             None => (false, false),
         };
-        if parked {
+        // a callee's answers and the session's end do not wait: the
+        // authorizer may be this very session
+        let waits = !matches!(
+            msg,
+            Message::Yield { .. } | Message::Error { .. } | Message::Goodbye { .. } | Message::Abort { .. }
+        );
+        if parked && waits {
             return self.park(conn, sid, msg);
         }
         if dynamic {
