@@ -162,6 +162,10 @@ pub struct Router {
     /// The authorizers' answers (counted in `authz_cached` too).
     dyn_cache: auth::DynCache,
     authz_cached: usize,
+    /// Whether any realm has roles or an authorizer, and an authorizer: a
+    /// router without pays nothing for authorization per message.
+    authz_any: bool,
+    authorizer_any: bool,
     /// The router's own calls (to authenticators and authorizers).
     router_calls: calls::RouterCalls,
     pub(crate) stats: Arc<ShardStats>,
@@ -258,6 +262,8 @@ impl Router {
                 })
             });
         }
+        let authorizer_any = realms.iter().any(|r| r.authorizer.is_some());
+        let authz_any = authorizer_any || realms.iter().any(|r| r.roles.enforced());
         Router {
             me,
             nshards,
@@ -284,6 +290,8 @@ impl Router {
             authz_cache: AHashMap::new(),
             dyn_cache: AHashMap::new(),
             authz_cached: 0,
+            authz_any,
+            authorizer_any,
             router_calls: calls::RouterCalls::default(),
             stats,
         }

@@ -450,9 +450,13 @@ impl Router {
             return self.protocol_violation(conn, &problem);
         }
         // behind a message waiting for the realm's authorizer, in order
-        let (parked, dynamic) = match self.sessions.get(&sid) {
-            Some(s) => (!s.parked.is_empty(), self.realms[s.realm as usize].authorizer.is_some()),
-            None => (false, false),
+        let (parked, dynamic) = if !self.authorizer_any {
+            (false, false)
+        } else {
+            match self.sessions.get(&sid) {
+                Some(s) => (!s.parked.is_empty(), self.realms[s.realm as usize].authorizer.is_some()),
+                None => (false, false),
+            }
         };
         // a callee's answers and the session's end do not wait: the
         // authorizer may be this very session
@@ -519,7 +523,9 @@ impl Router {
         }
     }
 
-    /// Handles one message of the established session `sid`.
+    /// Handles one message of the established session `sid` (inlined into
+    /// `on_message`: the message is not moved again on the hot path).
+    #[inline(always)]
     fn dispatch(&mut self, conn: ConnId, sid: Id, msg: Message) {
         match msg {
             Message::Hello { .. } => self.protocol_violation(conn, "HELLO received after the session was established"),
