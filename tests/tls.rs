@@ -125,7 +125,7 @@ fn launch(p: &Pki, text: &str) -> Result<(Running, std::net::SocketAddr), (i32, 
             return Err((status.code().unwrap_or(-1), text));
         }
         if let Some(line) = text.lines().find(|l| l.contains("switchyard ready")) {
-            let start = line.find("\"Rawsocket ").expect("a RawSocket listener") + "\"Rawsocket ".len();
+            let start = line.find("\"Rawsocket+TLS ").expect("a RawSocket TLS listener") + "\"Rawsocket+TLS ".len();
             let len = line[start..].find('"').expect("address end");
             let addr = line[start..start + len].parse().expect("address");
             return Ok((r, addr));

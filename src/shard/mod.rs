@@ -167,7 +167,11 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
         return Err(e);
     }
     drop(reserved);
-    let addrs: Vec<String> = v.listeners.iter().map(|(l, a)| format!("{:?} {a}", l.kind)).collect();
+    let addrs: Vec<String> = v
+        .listeners
+        .iter()
+        .map(|(l, a)| format!("{:?}{} {a}", l.kind, if l.tls.is_some() { "+TLS" } else { "" }))
+        .collect();
     info!(shards = n, cpus = ?v.shard_cpus, listeners = ?addrs, "switchyard ready");
     let mut failed = false;
     for h in handles {

@@ -3,24 +3,30 @@
 // autobahn-js (WebSocket with JSON and MessagePack, RawSocket with JSON) and
 // by wampy (WebSocket with JSON and MessagePack), logging in with WAMP-Ticket,
 // WAMP-CRA (plain and salted secrets) and WAMP-Cryptosign, and acting under a
-// restricted role. Switchyard only: the realms, principals and roles are
-// switchyard configuration, appended to the usual config (lib/router.js).
-// Every secret is made up when the test process starts; the config gets what
-// `switchyard secret ...` derives from it, and the Ed25519 key pair is made
-// here with the tweetnacl that autobahn-js bundles.
+// restricted role; and the same clients over TLS (wss://), with client
+// certificates (authmethod "tls") and Cryptosign bound to the TLS channel
+// (tls-exporter). Switchyard only: the realms, principals, roles and TLS
+// listeners are switchyard configuration, appended to the usual config
+// (lib/router.js). Every secret is made up when the test process starts; the
+// config gets what `switchyard secret ...` derives from it, the Ed25519 key
+// pair is made here with the tweetnacl that autobahn-js bundles, and the CA
+// and certificates with the openssl CLI (lib/tls.js).
 //
 // Same environment variables as interop.test.js (SWITCHYARD_BIN, SHARDS,
 // SERIALIZERS, INTEROP_VERBOSE); with ROUTER=crossbar or ROUTER_URL the file
-// is skipped.
+// is skipped. OPENSSL_BIN: the openssl executable (default `openssl` on
+// PATH); without one, the TLS tests are skipped.
 
 const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
+const net = require('node:net');
 
 const wamp = require('./lib/wamp');
 const wampy = require('./lib/wampy');
 const { show, within, Collector, rejectionOf } = require('./lib/util');
 const { newSecret, ticketLine, wampcraLine } = require('./lib/principals');
 const { SERIALIZERS, kind, uriBase, describeEachRouter } = require('./lib/suite');
+const { opensslMissing, tlsMaterial, RecordingAgent } = require('./lib/tls');
 
 const { autobahn, ConnectError } = wamp;
 const nacl = autobahn.nacl; // tweetnacl, as autobahn-js bundles it
@@ -65,11 +71,46 @@ const P = {
   both: { authid: 'com.example.bo', role: 'user', ticket: newSecret(), secret: newSecret() },
   cryptosign: { authid: 'com.example.cyd', role: 'user', keyPair: nacl.sign.keyPair() },
   open: { authid: 'com.example.olive', role: 'member', ticket: newSecret() },
+  // `tls = true`: a client certificate with this CN logs in (authmethod
+  // "tls"); and a ticket, for the method-order test
+  tls: { authid: 'com.example.tobias', role: 'user', ticket: newSecret() },
 };
 
-async function authConfig(bin) {
+// TLS: why the TLS tests are skipped (no openssl), or null. The client
+// certificates (subject CN): `tobias` is P.tls; `tess` is P.ticket, a
+// principal without `tls = true`; `stranger` is nobody's; `forged` has P.tls's
+// CN but another CA signed it.
+const NO_TLS = kind === 'switchyard' ? opensslMissing() : 'switchyard only';
+const TLS_CLIENTS = { tobias: P.tls.authid, tess: P.ticket.authid, stranger: 'com.example.stranger' };
+const TLS_ROGUE_CLIENTS = { forged: P.tls.authid };
+const tls = () => tlsMaterial({ clients: TLS_CLIENTS, rogueClients: TLS_ROGUE_CLIENTS });
+
+// Two TLS WebSocket listeners on AUTH_REALM's router (ports: the router's
+// info.tls): `wss` asks for a client certificate (client_ca) and takes
+// clients without one; `mtls` requires one. Both serve the server's
+// certificate chain (leaf, then the test CA).
+async function tlsListeners(ports) {
+  const m = await tls();
+  const [wss, mtls] = await ports(2);
+  const listener = (port, requireCert) => [
+    '[[listener]]',
+    'type = "websocket"',
+    `bind = "127.0.0.1:${port}"`,
+    'path = "/ws"',
+    '[listener.tls]',
+    `certificate = ${JSON.stringify(m.server.chain)}`,
+    `key = ${JSON.stringify(m.server.key)}`,
+    `client_ca = ${JSON.stringify(m.ca)}`,
+    `require_client_certificate = ${requireCert}`,
+    '',
+  ];
+  return { toml: [...listener(wss, false), ...listener(mtls, true)].join('\n'), ports: { wss, mtls } };
+}
+
+async function authConfig(bin, { ports }) {
   const principal = (p, ...lines) => ['[[realm.principal]]', `authid = "${p.authid}"`, `role = "${p.role}"`, ...lines];
-  return [
+  const listeners = NO_TLS ? { toml: '', ports: null } : await tlsListeners(ports);
+  const toml = [
     '[limits]',
     'auth_failures_before_backoff = 1000  # the tests fail logins on purpose',
     '',
@@ -82,6 +123,7 @@ async function authConfig(bin) {
     ...principal(P.craSalted, await wampcraLine(bin, P.craSalted.secret, P.craSalted)),
     ...principal(P.both, await ticketLine(bin, P.both.ticket), `wampcra_secret = "${P.both.secret}"`),
     ...principal(P.cryptosign, `cryptosign_keys = ["${hex(P.cryptosign.keyPair.publicKey)}"]`),
+    ...principal(P.tls, 'tls = true', await ticketLine(bin, P.tls.ticket)),
     '[[realm.role]]',
     'name = "user"',
     '[[realm.role.permission]]',
@@ -107,7 +149,9 @@ async function authConfig(bin) {
     `name = "${OPEN_REALM}"`,
     ...principal(P.open, await ticketLine(bin, P.open.ticket)),
     '',
+    listeners.toml,
   ].join('\n');
+  return { toml, info: { tls: listeners.ports } };
 }
 
 function assertWelcome(details, { authid, authrole, authmethod }, what) {
@@ -277,7 +321,8 @@ function autobahnSuite(open) {
   it('the first of HELLO.authmethods that the realm offers is used, in the client order', t, async () => {
     const answer = (method) => (method === 'ticket' ? P.both.ticket : null);
     const sign = (method, extra) => (method === 'ticket' ? P.both.ticket : autobahn.auth_cra.sign(P.both.secret, extra.challenge));
-    // wamp-scram and tls are not offered (no principal has them; no TLS)
+    // wamp-scram is not offered (no principal has it), nor tls (no client
+    // certificate on this connection)
     const a = login(P.both.authid, ['wamp-scram', 'tls', 'ticket', 'wampcra'], answer);
     const ha = await open(a.opts);
     assert.deepEqual(a.challenges.map((c) => c.method), ['ticket']);
@@ -546,6 +591,325 @@ function wampySuite(url, ser) {
 }
 
 // ---------------------------------------------------------------------------
+// TLS (wss://): the two TLS listeners of tlsListeners(), AUTH_REALM
+
+// The wss:// URL of a TLS listener ('wss' or 'mtls').
+function wssUrl(ctx, listener = 'wss') {
+  const ports = ctx.router().info.tls;
+  assert.ok(ports, 'the router has no TLS listeners');
+  return `wss://127.0.0.1:${ports[listener]}/ws`;
+}
+
+// tls.connect options: trust the test CA (unless ca: false), present the
+// client certificate `client` (a TLS_CLIENTS or TLS_ROGUE_CLIENTS name), and
+// any more (servername).
+async function tlsOptions({ ca = true, client, ...more } = {}) {
+  const m = await tls();
+  const c = client && m.clients[client];
+  if (client && !c) throw new Error(`no client certificate ${client}`);
+  return { ...(ca ? { ca: m.caPem } : {}), ...(c ? { cert: c.certPem, key: c.keyPem } : {}), ...more };
+}
+
+const noChallenge = () => {
+  throw new Error('no CHALLENGE expected');
+};
+
+// The codes Node gives a server certificate that does not verify against its
+// trust store (the chain ends in the test CA, which is not in Node's).
+const UNTRUSTED = ['SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE'];
+
+function assertTlsRefused(agent, codes, what) {
+  const got = agent.errors.map((e) => e.code);
+  assert.ok(got.some((c) => codes.includes(c)), `${what}: TLS errors ${show(got)} (${agent.errors.map(String).join('; ')}), expected one of ${show(codes)}`);
+}
+
+// Sends `request` over plain TCP to 127.0.0.1:port; resolves to all it got
+// back once the other side closed.
+function plainReply(port, request) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    const sock = net.connect({ host: '127.0.0.1', port: Number(port) }, () => sock.write(request));
+    sock.on('data', (d) => chunks.push(d));
+    sock.on('error', reject);
+    sock.on('close', () => resolve(Buffer.concat(chunks)));
+  });
+}
+
+// a XOR b (equal lengths)
+const xor = (a, b) => Buffer.from(a.map((x, i) => x ^ b[i]));
+
+function autobahnTlsSuite(ctx, ser) {
+  const t = { timeout: TEST_TIMEOUT };
+  // An https.Agent for one connection (lib/tls.js), with tlsOptions(o).
+  const agentFor = async (o) => new RecordingAgent(await tlsOptions(o));
+  const connectWss = (agent, opts, listener = 'wss') =>
+    wamp.connect(wssUrl(ctx, listener), { serializer: ser, transport: { type: 'websocket', agent }, ...opts });
+  // A session over wss:// ({ h, agent }); tlsOpts: tlsOptions' and `listener`.
+  const open = async (opts, { listener, ...tlsOpts } = {}) => {
+    const agent = await agentFor(tlsOpts);
+    const h = await within(connectWss(agent, opts, listener), WAIT, `wss ${ser} session to open`);
+    return { h, agent };
+  };
+  // A login over wss:// that must fail: { err, agent }.
+  const failed = async (opts, { listener, ...tlsOpts } = {}, what) => {
+    const agent = await agentFor(tlsOpts);
+    return { err: await rejectionOf(connectWss(agent, opts, listener), WAIT, what), agent };
+  };
+  const openPlain = (opts) => within(wamp.connect(ctx.url(), { serializer: ser, ...opts }), WAIT, `websocket ${ser} session to open`);
+  const ticketUser = () => ticketLogin(P.ticket.authid, P.ticket.ticket);
+
+  it("the server's certificate chain verifies against the test CA, for 127.0.0.1 and for localhost; WAMP-Ticket logs in; traffic crosses to a plain WebSocket session", t, async () => {
+    const l = ticketUser();
+    const { h, agent } = await open(l.opts);
+    assertWelcome(h.details, { authid: P.ticket.authid, authrole: 'user', authmethod: 'ticket' }, 'ticket login over wss');
+    assert.deepEqual(l.challenges.map((c) => c.method), ['ticket']);
+    const sock = agent.socket();
+    assert.equal(sock.authorized, true, `server certificate not verified: ${sock.authorizationError}`);
+    assert.ok(['TLSv1.3', 'TLSv1.2'].includes(sock.getProtocol()), `protocol ${sock.getProtocol()}`);
+    const peer = sock.getPeerCertificate(true);
+    assert.equal(peer.subject.CN, 'localhost', 'server certificate subject');
+    assert.equal(peer.issuer.CN, 'Switchyard interop test CA', 'server certificate issuer');
+    assert.equal(peer.subjectaltname, 'DNS:localhost, IP Address:127.0.0.1');
+    assert.equal(peer.ca, false, 'the server certificate is a leaf');
+    // by name: SNI localhost, checked against the DNS name in subjectAltName
+    const byName = await open(ticketUser().opts, { servername: 'localhost' });
+    assert.equal(byName.agent.socket().authorized, true, 'verified as localhost');
+    assert.equal(byName.agent.socket().servername, 'localhost');
+
+    const plain = await openPlain(ticketUser().opts);
+    const proc = base('tlsecho');
+    await within(h.session.register(proc, (args, kwargs) => ['wss', ...args, kwargs]), WAIT, 'REGISTERED (wss)');
+    assert.deepEqual(await within(plain.session.call(proc, [1, 'zwei'], { k: [true] }), WAIT, 'CALL (plain) to the wss callee'), ['wss', 1, 'zwei', { k: [true] }]);
+    const topic = base('tlstopic');
+    const events = new Collector();
+    await within(h.session.subscribe(topic, events.handler), WAIT, 'SUBSCRIBED (wss)');
+    await within(plain.session.publish(topic, ['grüße 🚀'], { n: 1 }, { acknowledge: true }), WAIT, 'PUBLISHED (plain)');
+    await events.until(1, WAIT, 'the event over wss');
+    assert.deepEqual(events.items.map((e) => [e.args, e.kwargs]), [[['grüße 🚀'], { n: 1 }]]);
+    for (const s of [h, byName.h, plain]) await closeChecked(s, 'session');
+  });
+
+  it('WAMP-CRA with a plain and with a salted secret log in over wss://', t, async () => {
+    const plain = await open(craLogin(P.craPlain.authid, P.craPlain.secret).opts);
+    assertWelcome(plain.h.details, { authid: P.craPlain.authid, authrole: 'user', authmethod: 'wampcra' }, 'wampcra over wss');
+    const sl = craLogin(P.craSalted.authid, P.craSalted.secret);
+    const salted = await open(sl.opts);
+    assert.equal(sl.challenges[0].extra.salt, P.craSalted.salt, 'CHALLENGE.Extra.salt');
+    assertWelcome(salted.h.details, { authid: P.craSalted.authid, authrole: 'user', authmethod: 'wampcra' }, 'salted wampcra over wss');
+    const wrong = await failed(craLogin(P.craPlain.authid, `${P.craPlain.secret}x`).opts, {}, 'wampcra with a wrong secret over wss');
+    assertAbort(wrong.err, 'wamp.error.authentication_failed', 'wrong secret over wss');
+    await closeChecked(plain.h, 'wampcra session');
+    await closeChecked(salted.h, 'salted wampcra session');
+  });
+
+  it('a client that does not trust the test CA refuses the server certificate: no session', t, async () => {
+    const { err, agent } = await failed(ticketUser().opts, { ca: false }, 'wss without the test CA');
+    assert.ok(err instanceof ConnectError, `expected the connection to fail, got ${err && (err.stack || show(err))}`);
+    assertTlsRefused(agent, UNTRUSTED, 'server certificate without the test CA');
+  });
+
+  it('plain ws:// to the TLS listener gets no session; the listener goes on serving TLS', t, async () => {
+    const url = wssUrl(ctx).replace(/^wss:/, 'ws:');
+    const err = await rejectionOf(wamp.connect(url, { serializer: ser, ...ticketUser().opts }), WAIT, 'ws:// to the TLS listener');
+    assert.ok(err instanceof ConnectError, `expected the connection to fail, got ${err && (err.stack || show(err))}`);
+    // what the router answers a plain HTTP request with: a TLS alert record
+    // (content type 21), then it closes
+    const reply = await within(plainReply(new URL(url).port, 'GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'), WAIT, 'the reply to plain HTTP');
+    assert.equal(reply[0], 0x15, `reply ${reply.toString('hex')}: not a TLS alert record`);
+    assert.equal(reply[5], 2, `reply ${reply.toString('hex')}: not a fatal alert`);
+    const { h } = await open(ticketUser().opts);
+    assertWelcome(h.details, { authid: P.ticket.authid, authrole: 'user', authmethod: 'ticket' }, 'wss after a plain attempt');
+    await closeChecked(h, 'session');
+  });
+
+  it('authmethod tls: a client certificate whose CN is a `tls = true` principal logs in without a CHALLENGE', t, async () => {
+    const a = login(undefined, ['tls'], noChallenge);
+    const { h, agent } = await open(a.opts, { client: 'tobias' });
+    assert.deepEqual(a.challenges, [], 'no CHALLENGE for tls');
+    assertWelcome(h.details, { authid: P.tls.authid, authrole: 'user', authmethod: 'tls' }, 'tls login');
+    assert.equal(agent.socket().authorized, true);
+    const info = await within(h.session.call('wamp.session.get', [h.session.id]), WAIT, 'wamp.session.get');
+    assert.deepEqual({ authid: info.authid, authrole: info.authrole, authmethod: info.authmethod }, { authid: P.tls.authid, authrole: 'user', authmethod: 'tls' });
+    // HELLO may name the authid, when it is the certificate's CN
+    const b = login(P.tls.authid, ['tls'], noChallenge);
+    const named = await open(b.opts, { client: 'tobias' });
+    assertWelcome(named.h.details, { authid: P.tls.authid, authrole: 'user', authmethod: 'tls' }, 'tls login with the authid in HELLO');
+    await closeChecked(h, 'tls session');
+    await closeChecked(named.h, 'tls session');
+  });
+
+  it("authmethod tls through autobahn's own option, tlsConfiguration { ca, cert, key }", t, async () => {
+    const m = await tls();
+    const c = m.clients.tobias;
+    const a = login(undefined, ['tls'], noChallenge);
+    const transport = { type: 'websocket', tlsConfiguration: { ca: m.caPem, cert: c.certPem, key: c.keyPem } };
+    const h = await within(wamp.connect(wssUrl(ctx), { serializer: ser, transport, ...a.opts }), WAIT, 'wss session (tlsConfiguration)');
+    assertWelcome(h.details, { authid: P.tls.authid, authrole: 'user', authmethod: 'tls' }, 'tls login (tlsConfiguration)');
+    await closeChecked(h, 'tls session');
+  });
+
+  it('a client certificate whose CN is not a `tls = true` principal gets ABORT wamp.error.authentication_failed', t, async () => {
+    for (const client of ['tess', 'stranger']) {
+      const a = login(undefined, ['tls'], noChallenge);
+      const { err } = await failed(a.opts, { client }, `tls login with the certificate of ${TLS_CLIENTS[client]}`);
+      assertAbort(err, 'wamp.error.authentication_failed', `certificate CN ${TLS_CLIENTS[client]}`);
+      assert.deepEqual(a.challenges, [], 'no CHALLENGE');
+    }
+  });
+
+  it("HELLO naming another authid than the certificate's CN gets ABORT wamp.error.authentication_failed", t, async () => {
+    const a = login(P.ticket.authid, ['tls'], noChallenge);
+    const { err } = await failed(a.opts, { client: 'tobias' }, 'tls login as another authid');
+    assertAbort(err, 'wamp.error.authentication_failed', "authid other than the certificate's CN");
+  });
+
+  it('tls among other methods: the client order decides; without a client certificate tls is not on offer', t, async () => {
+    const answer = (method) => (method === 'ticket' ? P.tls.ticket : null);
+    const ticketFirst = login(P.tls.authid, ['ticket', 'tls'], answer);
+    const ht = await open(ticketFirst.opts, { client: 'tobias' });
+    assert.deepEqual(ticketFirst.challenges.map((c) => c.method), ['ticket']);
+    assertWelcome(ht.h.details, { authid: P.tls.authid, authrole: 'user', authmethod: 'ticket' }, 'ticket before tls');
+    const tlsFirst = login(P.tls.authid, ['tls', 'ticket'], answer);
+    const hl = await open(tlsFirst.opts, { client: 'tobias' });
+    assert.deepEqual(tlsFirst.challenges, []);
+    assertWelcome(hl.h.details, { authid: P.tls.authid, authrole: 'user', authmethod: 'tls' }, 'tls before ticket');
+    // no client certificate
+    const only = login(P.tls.authid, ['tls'], noChallenge);
+    assertAbort((await failed(only.opts, {}, 'tls without a client certificate')).err, 'wamp.error.no_auth_method', 'tls without a certificate');
+    assert.deepEqual(only.challenges, []);
+    const fallback = login(P.tls.authid, ['tls', 'ticket'], answer);
+    const hf = await open(fallback.opts);
+    assert.deepEqual(fallback.challenges.map((c) => c.method), ['ticket']);
+    assertWelcome(hf.h.details, { authid: P.tls.authid, authrole: 'user', authmethod: 'ticket' }, 'ticket after tls without a certificate');
+    for (const s of [ht, hl, hf]) await closeChecked(s.h, 'session');
+  });
+
+  it('a client certificate that another CA signed fails the handshake, though its CN is a principal; the right one then logs in', t, async () => {
+    const a = login(undefined, ['tls'], noChallenge);
+    const { err, agent } = await failed(a.opts, { client: 'forged' }, 'tls with a certificate of another CA');
+    assert.ok(err instanceof ConnectError, `expected the connection to fail, got ${err && (err.stack || show(err))}`);
+    assert.deepEqual(a.challenges, []);
+    // the router's alert: unknown_ca
+    assertTlsRefused(agent, ['ERR_SSL_TLSV1_ALERT_UNKNOWN_CA'], 'client certificate of another CA');
+    const { h } = await open(login(undefined, ['tls'], noChallenge).opts, { client: 'tobias' });
+    assertWelcome(h.details, { authid: P.tls.authid, authrole: 'user', authmethod: 'tls' }, 'tls login after the refused one');
+    await closeChecked(h, 'tls session');
+  });
+
+  it('require_client_certificate = true: no certificate, no session; with one, tls and ticket log in', t, async () => {
+    const { err, agent } = await failed(ticketUser().opts, { listener: 'mtls' }, 'mtls listener without a certificate');
+    assert.ok(err instanceof ConnectError, `expected the connection to fail, got ${err && (err.stack || show(err))}`);
+    // the router's alert: certificate_required (TLS 1.3)
+    assertTlsRefused(agent, ['ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED'], 'no client certificate');
+    const a = login(undefined, ['tls'], noChallenge);
+    const withCert = await open(a.opts, { listener: 'mtls', client: 'tobias' });
+    assertWelcome(withCert.h.details, { authid: P.tls.authid, authrole: 'user', authmethod: 'tls' }, 'tls on the mtls listener');
+    // a certificate that authenticates nobody still lets the client log in another way
+    const ticket = await open(ticketUser().opts, { listener: 'mtls', client: 'tess' });
+    assertWelcome(ticket.h.details, { authid: P.ticket.authid, authrole: 'user', authmethod: 'ticket' }, 'ticket on the mtls listener');
+    await closeChecked(withCert.h, 'tls session');
+    await closeChecked(ticket.h, 'ticket session');
+  });
+
+  it('WAMP-Cryptosign bound to the TLS channel (tls-exporter): the router and Node agree on the exporter', t, async () => {
+    const { keyPair } = P.cryptosign;
+    const boundLogin = (agent, form) => {
+      const l = cryptosignLogin(undefined, keyPair, (extra) => {
+        const message = xor(Buffer.from(extra.challenge, 'hex'), agent.exporter());
+        const sig = hex(nacl.sign.detached(message, keyPair.secretKey));
+        return form === 96 ? sig + hex(message) : sig;
+      });
+      l.opts.authextra.channel_binding = 'tls-exporter';
+      return l;
+    };
+    for (const form of [64, 96]) {
+      const agent = await agentFor();
+      const l = boundLogin(agent, form);
+      const h = await within(connectWss(agent, l.opts), WAIT, `cryptosign bound to tls-exporter (${form} bytes)`);
+      assert.equal(l.challenges.length, 1);
+      assert.equal(l.challenges[0].extra.channel_binding, 'tls-exporter', 'CHALLENGE.Extra.channel_binding');
+      assertWelcome(h.details, { authid: P.cryptosign.authid, authrole: 'user', authmethod: 'cryptosign' }, `bound cryptosign (${form} bytes)`);
+      await closeChecked(h, 'cryptosign session');
+    }
+    // a signature of the bare challenge (autobahn's sign_challenge) does not do
+    const unbound = cryptosignLogin(undefined, keyPair);
+    unbound.opts.authextra.channel_binding = 'tls-exporter';
+    const { err } = await failed(unbound.opts, {}, 'cryptosign bound, signed without the binding');
+    assertAbort(err, 'wamp.error.authentication_failed', 'signature without the channel binding');
+    assert.equal(unbound.challenges.length, 1, 'the key is challenged');
+    // over plain TCP there is no channel to bind to
+    const plain = cryptosignLogin(undefined, keyPair);
+    plain.opts.authextra.channel_binding = 'tls-exporter';
+    const perr = await rejectionOf(wamp.connect(ctx.url(), { serializer: ser, ...plain.opts }), WAIT, 'tls-exporter over plain ws://');
+    assertAbort(perr, 'wamp.error.authentication_failed', 'tls-exporter without TLS');
+    assert.deepEqual(plain.challenges, [], 'no CHALLENGE');
+  });
+}
+
+function wampyTlsSuite(ctx, wsClass, ser) {
+  const t = { timeout: TEST_TIMEOUT };
+  const start = async (opts, { listener, ...tlsOpts } = {}) =>
+    wampy.connect(wssUrl(ctx, listener), { serializer: ser, realm: AUTH_REALM, tls: { ws: wsClass, options: await tlsOptions(tlsOpts) }, ...opts });
+  const open = async (opts, tlsOpts) => within(start(opts, tlsOpts), WAIT, `wampy wss ${ser} session to open`);
+  const failed = async (opts, tlsOpts, what) => rejectionOf(start(opts, tlsOpts), WAIT, what);
+  const ticketAuth = (authid, ticket) => ({ authid, authmethods: ['ticket'], onChallenge: (method) => (method === 'ticket' ? ticket : null) });
+  const tlsAuth = (authid) => ({ authid, authmethods: ['tls'], onChallenge: noChallenge });
+
+  it('WAMP-Ticket over wss:// (the server verified against the test CA); a call crosses to a plain WebSocket session', t, async () => {
+    const h = await open({ auth: ticketAuth(P.ticket.authid, P.ticket.ticket) });
+    assertWelcome(h.details, { authid: P.ticket.authid, authrole: 'user', authmethod: 'ticket' }, 'wampy ticket over wss');
+    assert.deepEqual(exchange(h).challenges.map((m) => m[1]), ['ticket']);
+    const plain = await within(
+      wampy.connect(ctx.url(), { serializer: ser, realm: AUTH_REALM, auth: ticketAuth(P.ticket.authid, P.ticket.ticket) }),
+      WAIT,
+      'wampy plain session',
+    );
+    const proc = base('tlsecho');
+    await within(h.client.register(proc, ({ argsList }) => ({ argsList: ['wss', ...argsList] })), WAIT, 'REGISTERED (wss)');
+    const res = await within(plain.client.call(proc, [1, 'zwei']), WAIT, 'CALL (plain) to the wss callee');
+    assert.deepEqual(res.argsList, ['wss', 1, 'zwei']);
+    const back = await within(h.client.call(proc, [3]), WAIT, 'CALL (wss)');
+    assert.deepEqual(back.argsList, ['wss', 3]);
+    await closeWampy(h, 'wss session');
+    await closeWampy(plain, 'plain session');
+  });
+
+  it("WAMP-CRA with wampy's plugin over wss://", t, async () => {
+    const auth = { authid: P.craSalted.authid, authmethods: ['wampcra'], authMode: 'auto', authPlugins: { wampcra: (await wampyPlugins()).cra.sign(P.craSalted.secret) } };
+    const h = await open({ auth });
+    assertWelcome(h.details, { authid: P.craSalted.authid, authrole: 'user', authmethod: 'wampcra' }, 'wampy salted wampcra over wss');
+    await closeWampy(h, 'wampcra session');
+  });
+
+  it('authmethod tls with a client certificate: WELCOME names its CN, no CHALLENGE', t, async () => {
+    const h = await open({ auth: tlsAuth(P.tls.authid) }, { client: 'tobias' });
+    assertWelcome(h.details, { authid: P.tls.authid, authrole: 'user', authmethod: 'tls' }, 'wampy tls login');
+    assert.deepEqual(exchange(h).challenges, [], 'no CHALLENGE');
+    const info = await within(h.client.call('wamp.session.get', [h.client.getSessionId()]), WAIT, 'wamp.session.get');
+    assert.equal(info.argsList[0].authmethod, 'tls');
+    await closeWampy(h, 'tls session');
+  });
+
+  it('a client certificate whose CN is not a `tls = true` principal gets ABORT wamp.error.authentication_failed', t, async () => {
+    for (const client of ['tess', 'stranger']) {
+      const err = await failed({ auth: tlsAuth(TLS_CLIENTS[client]) }, { client }, `wampy tls login as ${TLS_CLIENTS[client]}`);
+      assertWampyAbort(err, 'wamp.error.authentication_failed', `certificate CN ${TLS_CLIENTS[client]}`);
+    }
+  });
+
+  it('without the test CA the server certificate is refused: no session', t, async () => {
+    const err = await failed({ auth: ticketAuth(P.ticket.authid, P.ticket.ticket) }, { ca: false }, 'wampy wss without the test CA');
+    assert.ok(err instanceof wampy.Errors.WebsocketError, `expected a wampy WebsocketError, got ${err && (err.stack || show(err))}`);
+    // ws hands over the error (an ErrorEvent); the websocket package's
+    // w3cwebsocket says only that the connection failed
+    if (wsClass === 'ws') {
+      const cause = err.error && err.error.error;
+      assert.ok(cause && UNTRUSTED.includes(cause.code), `the WebSocket's error: ${cause && (cause.code || cause.message)}`);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
 
 if (kind !== 'switchyard') {
   describe('auth', () => {
@@ -568,6 +932,18 @@ if (kind !== 'switchyard') {
       }));
     for (const ser of SERIALIZERS) {
       describe(`wampy websocket ${ser}`, () => wampySuite(ctx.url, ser));
+    }
+    // TLS
+    for (const ser of SERIALIZERS) {
+      describe(`autobahn-js wss ${ser}`, { skip: NO_TLS || false }, () => autobahnTlsSuite(ctx, ser));
+    }
+    describe('autobahn-js rawsocket over TLS', () => {
+      it('is not available', { skip: "autobahn-js's RawSocket transport (lib/transport/rawsocket.js) opens plain TCP (net.connect) and has no TLS option" }, () => {});
+    });
+    for (const ws of ['ws', 'websocket']) {
+      for (const ser of SERIALIZERS) {
+        describe(`wampy wss ${ser} (WebSocket class: ${ws})`, { skip: NO_TLS || false }, () => wampyTlsSuite(ctx, ws, ser));
+      }
     }
   });
 }

@@ -99,13 +99,13 @@ function tryUpgrade(port) {
   });
 }
 
-// n distinct free ports on 127.0.0.1 (a port just released may be handed
-// out again at once).
-async function freePorts(n) {
+// n distinct free ports on 127.0.0.1, none of them in `taken` (a port just
+// released may be handed out again at once).
+async function freePorts(n, taken = []) {
   const ports = [];
   while (ports.length < n) {
     const p = await freePort();
-    if (!ports.includes(p)) ports.push(p);
+    if (!ports.includes(p) && !taken.includes(p)) ports.push(p);
   }
   return ports;
 }
@@ -193,8 +193,11 @@ function parseMetrics(text) {
 class RouterProcess {
   // port: the WebSocket listener's; rsPort: the RawSocket listener's (null
   // where the harness started none: Crossbar.io, ROUTER_URL).
-  constructor({ kind, shards, child, port, rsPort = null, dir, url }) {
+  // info: what startRouter's extraConfig returned beside its TOML (the ports
+  // of the listeners it added, ...).
+  constructor({ kind, shards, child, port, rsPort = null, dir, url, info = {} }) {
     this.kind = kind;
+    this.info = info;
     this.shards = shards;
     this.child = child;
     this.port = port;
@@ -317,8 +320,10 @@ class RouterProcess {
   }
 }
 
-// extraConfig(bin): an async function whose TOML (switchyard only) is
-// appended to the config; bin is the switchyard binary, for `secret`.
+// extraConfig(bin, { ports }): an async function whose TOML (switchyard only)
+// is appended to the config; bin is the switchyard binary, for `secret`;
+// ports(n) gives n more free ports on 127.0.0.1, for listeners of its own.
+// It returns the TOML, or { toml, info }: info becomes the router's `info`.
 async function startRouter({ shards = 2, extraConfig } = {}) {
   const kind = routerKind();
   if (kind === 'external') {
@@ -331,6 +336,7 @@ async function startRouter({ shards = 2, extraConfig } = {}) {
   const url = `ws://127.0.0.1:${port}${WS_PATH}`;
   let child;
   let readyLimit;
+  let info = {};
 
   if (kind === 'switchyard') {
     const bin = switchyardBin();
@@ -339,8 +345,16 @@ async function startRouter({ shards = 2, extraConfig } = {}) {
     }
     const cfg = path.join(dir, 'switchyard.toml');
     const principals = await realm1PrincipalsToml(bin);
-    const extra = extraConfig ? await extraConfig(bin) : '';
-    fs.writeFileSync(cfg, switchyardConfig(port, shards, rsPort, principals, extra));
+    const taken = [port, rsPort];
+    const ports = async (n) => {
+      const more = await freePorts(n, taken);
+      taken.push(...more);
+      return more;
+    };
+    const extra = extraConfig ? await extraConfig(bin, { ports }) : '';
+    const { toml, info: extraInfo } = typeof extra === 'string' ? { toml: extra, info: {} } : extra;
+    info = extraInfo || {};
+    fs.writeFileSync(cfg, switchyardConfig(port, shards, rsPort, principals, toml));
     child = spawn(bin, ['--config', cfg], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     readyLimit = 10000;
   } else {
@@ -355,7 +369,7 @@ async function startRouter({ shards = 2, extraConfig } = {}) {
     readyLimit = 90000; // Crossbar.io starts a controller and a worker process
   }
 
-  const router = new RouterProcess({ kind, shards, child, port, rsPort, dir, url });
+  const router = new RouterProcess({ kind, shards, child, port, rsPort, dir, url, info });
   try {
     await router.waitReady(readyLimit, { upgrade: kind === 'crossbar' });
   } catch (err) {

@@ -37,9 +37,20 @@ class ConnectError extends Error {
 // `url` (the default), or { type: 'rawsocket', host, port }: RawSocket over TCP.
 // autobahn-js's RawSocket transport (lib/transport/rawsocket.js) speaks JSON
 // only: its handshake always asks for serializer 1 (JSON), with a maximum
-// message length of 2**24 (rawsocket_max_len_exp, its default).
+// message length of 2**24 (rawsocket_max_len_exp, its default). It opens a
+// plain TCP socket (net.connect), so there is no RawSocket over TLS from it.
+// A WebSocket transport may carry autobahn's TLS options for a wss:// url
+// ({ type: 'websocket', agent, tlsConfiguration }): `agent` goes to the `ws`
+// package as its http(s) agent (an https.Agent with ca, cert, key);
+// `tlsConfiguration` { ca, cert, key } (all three, or autobahn ignores it)
+// becomes ws's TLS options, with rejectUnauthorized: false (autobahn sets it).
 function transportOptions(url, transport, serializer) {
-  if (!transport || transport.type === 'websocket') return [{ type: 'websocket', url }];
+  if (!transport || transport.type === 'websocket') {
+    const { type, agent, tlsConfiguration, ...rest } = transport || {};
+    if (Object.keys(rest).length) throw new Error(`unknown websocket transport options ${Object.keys(rest)}`);
+    const tls = Object.fromEntries(Object.entries({ agent, tlsConfiguration }).filter(([, v]) => v !== undefined));
+    return [{ type: 'websocket', url, ...tls }];
+  }
   if (transport.type !== 'rawsocket') throw new Error(`unknown transport ${JSON.stringify(transport)}`);
   if (serializer !== 'json') throw new Error(`autobahn-js RawSocket speaks JSON only, not ${serializer}`);
   const { host = '127.0.0.1', port } = transport;

@@ -11,7 +11,25 @@ const { Collector } = require('./util');
 // On Node without a global WebSocket (Node 20) wampy needs a WebSocket class.
 // Use the `ws` that wampy itself depends on (8.x); the top-level `ws` (7.x) is
 // the one pinned for autobahn.
-const WebSocket = require(require.resolve('ws', { paths: [path.dirname(require.resolve('wampy'))] }));
+const wampyDir = path.dirname(require.resolve('wampy'));
+const WebSocket = require(require.resolve('ws', { paths: [wampyDir] }));
+
+// TLS (wss://) from Node. wampy makes its WebSocket as
+// `new ws(url, protocols, null, additionalHeaders, wsRequestOptions)`: the
+// constructor of the `websocket` package's w3cwebsocket (WebSocket-Node,
+// which wampy depends on and its README uses for TLS), whose requestOptions
+// go to https.request, hence to tls.connect (ca, cert, key, ...). `ws`
+// takes (url, protocols, options), so wampy's wsRequestOptions never reach
+// it; TlsWs is `ws` taking wampy's arguments, with wsRequestOptions as ws's
+// options (ws passes them to https.request and tls.connect too).
+class TlsWs extends WebSocket {
+  constructor(url, protocols, origin, headers, requestOptions) {
+    super(url, protocols, { ...(requestOptions || {}), ...(headers ? { headers } : {}) });
+  }
+}
+const W3CWebSocket = require(require.resolve('websocket', { paths: [wampyDir] })).w3cwebsocket;
+// The WebSocket classes a wss:// test may give connect() (`ws`).
+const WEBSOCKETS = { ws: TlsWs, websocket: W3CWebSocket };
 
 // WAMP message codes the tests look at.
 const MSG = { HELLO: 1, WELCOME: 2, ABORT: 3, CHALLENGE: 4, AUTHENTICATE: 5, GOODBYE: 6, PUBLISH: 16, SUBSCRIBE: 32 };
@@ -70,18 +88,23 @@ const openClients = new Set();
 // authmethods, authextra (HELLO.Details; wampy sends them only with an
 // authid), and onChallenge(method, extra) (authMode 'manual', wampy's
 // default) or authPlugins { method: fn } with authMode 'auto'.
-async function connect(url, { realm = 'realm1', serializer = 'json', features = {}, auth = {} } = {}) {
+// tls: for a wss:// url, { ws: 'ws' | 'websocket' (WEBSOCKETS), options }:
+// options (tls.connect's: ca, cert, key, ...) go in as wampy's
+// wsRequestOptions.
+async function connect(url, { realm = 'realm1', serializer = 'json', features = {}, auth = {}, tls } = {}) {
   const tap = new Tap(SERIALIZERS[serializer]());
   const errors = [];
   let resolveClosed;
   const closed = new Promise((resolve) => {
     resolveClosed = resolve;
   });
+  if (tls && !WEBSOCKETS[tls.ws]) throw new Error(`unknown WebSocket class ${tls.ws} (${Object.keys(WEBSOCKETS)})`);
   const handle = { client: null, details: null, tap, errors, closed, serializer };
   handle.client = new Wampy(url, {
     ...auth,
     realm,
-    ws: WebSocket,
+    ws: tls ? WEBSOCKETS[tls.ws] : WebSocket,
+    ...(tls ? { wsRequestOptions: tls.options } : {}),
     serializer: tap,
     autoReconnect: false,
     debug: !!process.env.INTEROP_VERBOSE,
