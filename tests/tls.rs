@@ -138,11 +138,15 @@ fn launch(p: &Pki, text: &str) -> Result<(Running, std::net::SocketAddr), (i32, 
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 fn connect(p: &Pki, addr: std::net::SocketAddr, with_cert: bool) -> Tls {
+    connect_with(p, addr, with_cert, &[&rustls::version::TLS13, &rustls::version::TLS12])
+}
+
+fn connect_with(p: &Pki, addr: std::net::SocketAddr, with_cert: bool, versions: &[&'static rustls::SupportedProtocolVersion]) -> Tls {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(p.ca_der.clone()).expect("root");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .expect("versions")
         .with_root_certificates(roots);
     let config = if with_cert {
@@ -236,6 +240,13 @@ fn rawsocket_over_tls_with_certificates_and_channel_binding() {
     assert_eq!(text(field(&w, 2, "authid")), "device-1");
     assert_eq!(text(field(&w, 2, "authrole")), "device");
     assert_eq!(text(field(&w, 2, "authmethod")), "tls");
+    // TLS 1.2 too, and the certificate still authenticates
+    let mut s12 = connect_with(&p, addr, true, &[&rustls::version::TLS12]);
+    assert_eq!(s12.conn.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    send(&mut s12, r#"[1, "realm1", {"roles": {"caller": {}}, "authmethods": ["tls"]}]"#);
+    let w = recv(&mut s12);
+    assert_eq!(text(field(&w, 2, "authid")), "device-1", "{w:?}");
+    assert_eq!(s.conn.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
     // without a certificate the tls method is not on offer
     let mut s = connect(&p, addr, false);
     send(&mut s, r#"[1, "realm1", {"roles": {"caller": {}}, "authmethods": ["tls"]}]"#);
