@@ -17,20 +17,9 @@ runs=3; duration=5; out="$root/target/bench-auth"
 # logins in the storm: enough to outlast the probe at one argon2 thread
 # (about 45 logins/s here)
 storm_sessions=400
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --runs) runs="$2"; shift 2 ;;
-        --duration) duration="$2"; shift 2 ;;
-        --out) out="$2"; shift 2 ;;
-        *) echo "unknown argument $1" >&2; exit 2 ;;
-    esac
-done
-mkdir -p "$out"
-cargo build --release -p switchyard -p loadtest
-router="$root/target/release/switchyard"
-load="$root/target/release/loadtest"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+. "$root/scripts/bench-lib.sh"
+bench_args "$@"
+bench_build
 L() { "$load" "$@" --duration "$duration" --warmup 1 --cpus 1 --quiet; }
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \

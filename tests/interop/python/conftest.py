@@ -138,6 +138,22 @@ class RouterSetup:
         self.ports = ports
         self.secret = switchyard_secret
 
+    def plain_listeners(self):
+        """The two plain listeners every module's config has ("ws", "rs")."""
+        return PLAIN_LISTENERS.format(ws=self.ports["ws"], rs=self.ports["rs"])
+
+
+PLAIN_LISTENERS = """\
+[[listener]]
+type = "websocket"
+bind = "127.0.0.1:{ws}"
+path = "/ws"
+
+[[listener]]
+type = "rawsocket"
+bind = "127.0.0.1:{rs}"
+"""
+
 
 SWITCHYARD_CONFIG = """\
 [router]

@@ -264,15 +264,7 @@ authid = "member"
 role = "member"
 {member}
 
-[[listener]]
-type = "websocket"
-bind = "127.0.0.1:{ws}"
-path = "/ws"
-
-[[listener]]
-type = "rawsocket"
-bind = "127.0.0.1:{rs}"
-
+{listeners}
 [[listener]]
 type = "websocket"
 bind = "127.0.0.1:{wss}"
@@ -311,6 +303,7 @@ def switchyard_config(setup):
         scram_user=setup.secret("scram", PASSWORDS["scram-user"], "--kdf", "argon2id-13",
                                 "--iterations", "1", "--memory", "64"),
         signer_pubkey=_hex_public(SIGNER_KEY),
+        listeners=setup.plain_listeners(),
         **setup.ports)
 
 

@@ -43,22 +43,14 @@ authid = "user"
 role = "user"
 {ticket}
 
-[[listener]]
-type = "websocket"
-bind = "127.0.0.1:{ws}"
-path = "/ws"
-
-[[listener]]
-type = "rawsocket"
-bind = "127.0.0.1:{rs}"
-"""
+{listeners}"""
 
 
 def switchyard_config(setup):
     """The router of this module (conftest's RouterSetup hook)."""
     ticket = setup.secret("ticket", PASSWORD, "--memory", "64", "--iterations", "1")
     return CONFIG.format(shards=setup.shards, threshold=THRESHOLD, max_backoff_ms=MAX_BACKOFF_MS,
-                         realm=REALM, ticket=ticket, ws=setup.ports["ws"], rs=setup.ports["rs"])
+                         realm=REALM, ticket=ticket, listeners=setup.plain_listeners())
 
 
 REFUSED = re.compile(r"too many failed logins from this address: retry in (\d+) ms")

@@ -109,21 +109,14 @@ procedure = "com.example.nobody.authenticates"
 realm = "realm1"
 methods = ["ticket", "wampcra"]
 
-[[listener]]
-type = "websocket"
-bind = "127.0.0.1:{ws}"
-path = "/ws"
-
-[[listener]]
-type = "rawsocket"
-bind = "127.0.0.1:{rs}"
-"""
+{listeners}"""
 
 
 def switchyard_config(setup):
     """The router of this module (conftest's RouterSetup hook)."""
     return CONFIG.format(shards=setup.shards, dyn=DYN_REALM, orphan=ORPHAN_REALM,
-                         authenticate=AUTHENTICATE, authorize=AUTHORIZE, **setup.ports)
+                         authenticate=AUTHENTICATE, authorize=AUTHORIZE,
+                         listeners=setup.plain_listeners())
 
 
 # ---------------------------------------------------------------------------
