@@ -81,6 +81,8 @@ pub struct RouterSection {
     pub auth_threads: usize,
     /// Checks that may wait for those threads; more fail their login.
     pub auth_queue: usize,
+    /// CPUs to pin those threads to, e.g. "6-7"; empty = not pinned.
+    pub auth_cpus: String,
 }
 
 impl Default for RouterSection {
@@ -101,6 +103,7 @@ impl Default for RouterSection {
             history_queue: 65_536,
             auth_threads: 2,
             auth_queue: 4096,
+            auth_cpus: String::new(),
         }
     }
 }
@@ -729,6 +732,17 @@ impl Config {
         if r.shards > 256 {
             return Err(invalid("router.shards", "at most 256 shards"));
         }
+        let auth_cpus = if r.auth_cpus.trim().is_empty() {
+            Vec::new()
+        } else {
+            parse_cpu_list(&r.auth_cpus).map_err(|p| invalid("router.auth_cpus", p))?
+        };
+        if let Some(bad) = auth_cpus.iter().find(|c| !usable_cpus.contains(c)) {
+            return Err(invalid(
+                "router.auth_cpus",
+                format!("CPU {bad} is not usable by this process (usable: {usable_cpus:?})"),
+            ));
+        }
         let mut cpus = if r.cpus.trim().is_empty() {
             usable_cpus.to_vec()
         } else {
@@ -751,6 +765,7 @@ impl Config {
             config: self.clone(),
             listeners,
             shard_cpus: placement,
+            auth_cpus,
         })
     }
 }
@@ -762,6 +777,8 @@ pub struct Validated {
     pub listeners: Vec<(ListenerConfig, SocketAddr)>,
     /// The CPU of each shard.
     pub shard_cpus: Vec<usize>,
+    /// The CPUs of the authentication threads (empty: not pinned).
+    pub auth_cpus: Vec<usize>,
 }
 
 /// Parses a CPU list such as "0-3,6".

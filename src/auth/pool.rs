@@ -63,13 +63,21 @@ impl Submitter {
 }
 
 impl Pool {
-    /// Starts `threads` workers behind a queue of `capacity` jobs.
-    pub fn start(threads: usize, capacity: usize) -> std::io::Result<Pool> {
+    /// Starts `threads` workers behind a queue of `capacity` jobs, pinned
+    /// to `cpus` (round-robin; empty: wherever the kernel puts them).
+    pub fn start(threads: usize, capacity: usize, cpus: &[usize]) -> std::io::Result<Pool> {
         let (tx, rx) = flume::bounded::<Job>(capacity.max(1));
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
             let rx = rx.clone();
+            let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
             let h = std::thread::Builder::new().name(format!("switchyard-auth-{i}")).spawn(move || {
+                if let Some(cpu) = cpu {
+                    pin_to(cpu);
+                }
+                // key derivation is throughput work: it yields the CPU to
+                // the shards and whatever else shares it
+                lower_priority();
                 while let Ok(job) = rx.recv() {
                     let check = job.check;
                     // a panicking check fails the login, not the thread
@@ -94,6 +102,36 @@ impl Pool {
     }
 }
 
+/// Pins the calling thread to `cpu` (best effort: a failure leaves it where
+/// it was, with a log line).
+fn pin_to(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO / CPU_SET write within it
+    // (cpu is checked against its size), and sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+            return tracing::warn!(cpu, "authentication thread not pinned: CPU number too large");
+        }
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::warn!(cpu, error = %std::io::Error::last_os_error(), "authentication thread not pinned");
+        }
+    }
+}
+
+/// Lowers the calling thread's priority (nice 10), best effort.
+fn lower_priority() {
+    // SAFETY: gettid and setpriority take plain integers; on Linux a
+    // thread's id names the thread itself to PRIO_PROCESS.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "authentication thread priority not lowered");
+        }
+    }
+}
+
 impl Drop for Pool {
     fn drop(&mut self) {
         self.tx = None;
@@ -109,7 +147,7 @@ mod tests {
 
     #[test]
     fn checks_run_off_thread_and_a_full_queue_refuses() {
-        let pool = Pool::start(1, 1).unwrap();
+        let pool = Pool::start(1, 1, &[]).unwrap();
         let (sub, rx) = pool.submitter(4).unwrap();
         let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
         // the first job holds the only thread until the gate opens

@@ -111,7 +111,7 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
         info!(path = %cfg.router.history_path, events = kept.len(), "durable event history opened");
     }
     // the threads for costly login checks, shared by every shard
-    let auth_pool = crate::auth::pool::Pool::start(cfg.router.auth_threads, cfg.router.auth_queue)
+    let auth_pool = crate::auth::pool::Pool::start(cfg.router.auth_threads, cfg.router.auth_queue, &v.auth_cpus)
         .map_err(|e| format!("cannot start the authentication threads: {e}"))?;
     let tls = crate::transport::tls::acceptors(&v.listeners)?;
     let mut handles = Vec::new();
