@@ -847,6 +847,47 @@ mod tests {
         let mut c = Config::embedded();
         c.realms[0].name = "bad realm".into();
         assert!(c.validate(&[0]).unwrap_err().to_string().starts_with("realm[0].name"));
+        let mut c = Config::embedded();
+        c.router.auth_cpus = "7".into();
+        assert!(c.validate(&[0, 1]).unwrap_err().to_string().starts_with("router.auth_cpus"));
+    }
+
+    #[test]
+    fn auth_settings_name_their_key() {
+        let base = "[[listener]]\ntype = \"rawsocket\"\nbind = \"127.0.0.1:0\"\n[[realm]]\nname = \"r\"\n";
+        let check = |extra: &str, key: &str| {
+            let c = Config::parse(&format!("{base}{extra}"), "x.toml").unwrap();
+            let e = c.validate(&[0]).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{extra}: {e}");
+        };
+        check(
+            "[[realm.principal]]\nauthid = \"a\"\nrole = \"u\"\nticket = \"plain\"\n",
+            "realm[0].principal[0].ticket",
+        );
+        check(
+            "[[realm.principal]]\nauthid = \"a\"\nrole = \"u\"\ncryptosign_keys = [\"00\"]\n",
+            "realm[0].principal[0].cryptosign_keys[0]",
+        );
+        check(
+            "[[realm.principal]]\nauthid = \"a\"\nrole = \"u\"\nscram = { kdf = \"md5\", salt = \"AA==\", iterations = 1, stored_key = \"\", server_key = \"\" }\n",
+            "realm[0].principal[0].scram.kdf",
+        );
+        check(
+            "[[realm.principal]]\nauthid = \"a\"\nrole = \"u\"\n[[realm.principal]]\nauthid = \"a\"\nrole = \"v\"\n",
+            "realm[0].principal[1].authid",
+        );
+        check(
+            "[realm.authenticator]\nprocedure = \"a.b\"\nmethods = [\"anonymous\"]\n",
+            "realm[0].authenticator.methods[0]",
+        );
+        check(
+            "[realm.authorizer]\nprocedure = \"a.b\"\nrealm = \"elsewhere\"\n",
+            "realm[0].authorizer.realm",
+        );
+        check(
+            "[[realm.role]]\nname = \"u\"\n[[realm.role.permission]]\nuri = \"a\"\nallow = [\"fly\"]\n",
+            "realm[0].role[0].permission[0].allow[0]",
+        );
     }
 
     #[test]
