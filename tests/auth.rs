@@ -62,6 +62,9 @@ name = "user"
 uri = "com.app."
 match = "prefix"
 allow = ["call", "subscribe"]
+[[realm.role.permission]]
+uri = "wamp.session.add_testament"
+allow = ["call"]
 [[realm.role]]
 name = "admin"
 [[realm.role.permission]]
@@ -367,6 +370,11 @@ fn roles_decide_what_a_session_may_do(shards: usize) {
     assert_eq!(ev.at(4).at(0).s(), "sentinel", "{ev:?}");
     assert!(r.metric_sum("publications_denied") >= 1);
     assert!(r.metric_sum("authorization_denied") >= 6);
+    // a testament is a publication: the role must be allowed to publish it
+    user.send_json(r#"[48, 11, {}, "wamp.session.add_testament", ["com.app.gone", ["bye"]]]"#);
+    user.expect_error(CALL, 11, "wamp.error.not_authorized");
+    boss.send_json(r#"[48, 12, {}, "wamp.session.add_testament", ["com.app.gone", ["bye"]]]"#);
+    assert_eq!(boss.expect(RESULT).at(1).u(), 12);
     // the boss may use the meta API
     boss.send_json(r#"[48, 10, {}, "wamp.session.count", []]"#);
     assert_eq!(boss.expect(RESULT).at(3).at(0).u(), 2);

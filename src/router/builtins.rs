@@ -755,6 +755,15 @@ impl Router {
         if topic.starts_with("wamp.") {
             return Err((uris::INVALID_URI, "topics in the wamp. namespace are the router's".into()));
         }
+        // a testament is a publication: the role must be allowed it now (an
+        // authorizer is not asked when the session is gone, so only a
+        // decision the roles or the cache hold counts)
+        if let super::auth::Lookup::Ask(_) | super::auth::Lookup::Decided(crate::auth::Decision::Deny) =
+            self.authz_lookup(sid, crate::auth::Action::Publish, topic)
+        {
+            let role = self.sessions.get(&sid).map(|s| s.identity.authrole.to_string()).unwrap_or_default();
+            return Err((uris::NOT_AUTHORIZED, format!("the role '{role}' may not publish to '{topic}'")));
+        }
         let event_args = match args.get(1) {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::List(l)) => l.clone(),
