@@ -357,6 +357,13 @@ fn roles_decide_what_a_session_may_do(shards: usize) {
     user.expect_error(SUBSCRIBE, 5, "wamp.error.not_authorized");
     user.send_json(r#"[48, 6, {}, "wamp.session.count", []]"#);
     user.expect_error(CALL, 6, "wamp.error.not_authorized");
+    // a pattern may not reach beyond what the role may subscribe to
+    user.send_json(r#"[32, 13, {"match": "prefix"}, "com."]"#);
+    user.expect_error(SUBSCRIBE, 13, "wamp.error.not_authorized");
+    user.send_json(r#"[32, 14, {"match": "wildcard"}, "com..news"]"#);
+    user.expect_error(SUBSCRIBE, 14, "wamp.error.not_authorized");
+    user.send_json(r#"[32, 15, {"match": "prefix"}, "com.app.news."]"#);
+    user.expect(SUBSCRIBED);
     // an unacknowledged PUBLISH is dropped: the boss's later event arrives first
     user.send_json(r#"[16, 7, {}, "com.app.news", ["dropped"]]"#);
     user.send_json(r#"[48, 8, {}, "com.app.add", [0, 0]]"#);
@@ -560,6 +567,16 @@ fn dynamic_authorizer_decides_and_its_answers_are_cached(shards: usize) {
     guest.expect_error(PUBLISH, 3, "wamp.error.not_authorized");
     assert_eq!(r.metric_sum("authorizer_calls"), calls, "the cached answer was used");
     assert!(r.metric_sum("authorization_cache_hits") >= 1);
+    // that answer holds for this session only: another guest is asked about
+    let mut other = conn_on(&r, 1);
+    other.send_json(r#"[1, "dyn", {"roles": {"publisher": {}}}]"#);
+    assert_eq!(other.recv_msg().code(), WELCOME);
+    other.send_json(r#"[16, 4, {"acknowledge": true}, "com.dyn.secret", ["x"]]"#);
+    let inv = component.expect(INVOCATION);
+    assert_eq!(inv.at(4).at(1).s(), "com.dyn.secret");
+    // an answer may be kept for the whole role instead (cache "role")
+    component.send_json(&format!(r#"[70, {}, {{}}, [{{"allow": true, "cache": "role"}}]]"#, inv.at(1).u()));
+    other.expect(PUBLISHED);
     // after cache_ttl_ms it is asked again
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut req = 10;

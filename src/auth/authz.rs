@@ -92,6 +92,46 @@ impl Role {
             .map(|(_, g)| *g)
     }
 
+    /// The decision for a pattern-based SUBSCRIBE or REGISTER: allowed only
+    /// when a prefix rule covers every URI the pattern matches, grants the
+    /// action, and no more specific rule inside it denies it (a pattern must
+    /// not reach URIs the role may not use one by one). `None`: no prefix
+    /// rule covers it (an authorizer may decide then).
+    pub fn lookup_pattern(&self, pattern: &str, policy: MatchPolicy, action: Action) -> Option<Decision> {
+        // the literal text every URI the pattern matches starts with
+        let lead: String = match policy {
+            MatchPolicy::Exact => return self.lookup(pattern, action),
+            MatchPolicy::Prefix => pattern.to_owned(),
+            MatchPolicy::Wildcard => {
+                let parts: Vec<&str> = pattern.split('.').collect();
+                let fixed = parts.iter().take_while(|p| !p.is_empty()).count();
+                if fixed == parts.len() {
+                    pattern.to_owned()
+                } else {
+                    parts[..fixed].iter().map(|p| format!("{p}.")).collect()
+                }
+            }
+        };
+        let (cover, grant) = self.prefix.iter().find(|(p, _)| lead.starts_with(p.as_str()))?;
+        if grant.actions & action.bit() == 0 {
+            return Some(Decision::Deny);
+        }
+        let denies = |g: &Grant| g.actions & action.bit() == 0;
+        // rules more specific than the cover that some matched URI may reach
+        let exact_inside = self
+            .exact
+            .iter()
+            .any(|(u, g)| denies(g) && u.starts_with(cover.as_str()) && pattern_may_match(pattern, policy, u));
+        let prefix_inside = self
+            .prefix
+            .iter()
+            .any(|(p, g)| p.len() > cover.len() && denies(g) && p.starts_with(cover.as_str()) && may_share_prefix(&lead, p));
+        if exact_inside || prefix_inside {
+            return Some(Decision::Deny);
+        }
+        Some(Decision::Allow { disclose: grant.disclose })
+    }
+
     /// The decision of this role for `action` on `uri`.
     pub fn decide(&self, uri: &str, action: Action) -> Decision {
         self.lookup(uri, action).unwrap_or(Decision::Deny)
@@ -113,6 +153,24 @@ impl Role {
     pub fn rules(&self) -> usize {
         self.exact.len() + self.prefix.len() + self.wildcard.len()
     }
+}
+
+/// Whether the pattern may match the concrete `uri`.
+fn pattern_may_match(pattern: &str, policy: MatchPolicy, uri: &str) -> bool {
+    match policy {
+        MatchPolicy::Exact => pattern == uri,
+        MatchPolicy::Prefix => uri.starts_with(pattern),
+        MatchPolicy::Wildcard => {
+            let (p, u): (Vec<&str>, Vec<&str>) = (pattern.split('.').collect(), uri.split('.').collect());
+            p.len() == u.len() && p.iter().zip(&u).all(|(a, b)| a.is_empty() || a == b)
+        }
+    }
+}
+
+/// Whether URIs starting with `lead` and URIs starting with `prefix` may
+/// meet (one text starts with the other).
+fn may_share_prefix(lead: &str, prefix: &str) -> bool {
+    lead.starts_with(prefix) || prefix.starts_with(lead)
 }
 
 /// A realm's roles; `None` in `roles`: no roles configured (everything is
@@ -253,6 +311,37 @@ mod tests {
         assert!(!user.decide("com.example.public", Action::Publish).allowed());
         assert!(!user.decide("org.x", Action::Call).allowed());
         assert!(roles.index("nobody").is_none());
+    }
+
+    #[test]
+    fn patterns_may_not_reach_what_their_uris_may_not() {
+        let mut r = RealmConfig::named("realm1");
+        r.roles.push(RoleConfig {
+            name: "user".into(),
+            permissions: vec![
+                rule("com.example.", "prefix", &["subscribe", "register"], false),
+                rule("com.example.admin.", "prefix", &[], false),
+                rule("com.example.secret", "exact", &[], false),
+            ],
+        });
+        let roles = Roles::compile(&r, 0).unwrap();
+        let user = &roles.list[0];
+        let p = |pat: &str, policy| user.lookup_pattern(pat, policy, Action::Subscribe).map(|d| d.allowed());
+        // the prefix covers com.example.admin. and com.example.secret: refused
+        assert_eq!(p("com.example.", MatchPolicy::Prefix), Some(false));
+        assert_eq!(p("com.example.a", MatchPolicy::Prefix), Some(false), "reaches com.example.admin.");
+        assert_eq!(p("com.example.news.", MatchPolicy::Prefix), Some(true));
+        assert_eq!(p("com.example.admin.x", MatchPolicy::Prefix), Some(false));
+        // wildcards: only where every match is covered and nothing inside denies
+        assert_eq!(
+            p("com.example..x", MatchPolicy::Wildcard),
+            Some(false),
+            "may reach com.example.admin.x"
+        );
+        assert_eq!(p("com.example.news.", MatchPolicy::Wildcard), Some(true));
+        assert_eq!(p("com..news", MatchPolicy::Wildcard), None, "no prefix rule covers com.");
+        assert_eq!(p("com.example.news", MatchPolicy::Exact), Some(true));
+        assert_eq!(p("com.example.secret", MatchPolicy::Exact), Some(false));
     }
 
     #[test]

@@ -343,7 +343,7 @@ impl RealmAuth {
             Some((role, CraKey::Salted { iterations, keylen, .. })) => (
                 role,
                 CraKey::Salted {
-                    salt: B64.encode(&d[..12]),
+                    salt: B64.encode(&d[..16]),
                     iterations,
                     keylen,
                     key,

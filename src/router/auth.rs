@@ -26,10 +26,13 @@ use super::{ConnId, RealmIdx, Router};
 use crate::auth::{self, pool::Check, Action, Decision, Method, ScramExchange, ScramRecord};
 use crate::codec::encode;
 use crate::metrics::ShardStats;
-use crate::wamp::{self, uris, Dict, Id, MessageType, Value};
+use crate::wamp::{self, uris, Dict, Id, MatchPolicy, MessageType, Value};
 
 /// `wamp.error.authentication_failed`
 pub(super) const AUTHENTICATION_FAILED: &str = "wamp.error.authentication_failed";
+/// The longest AUTHENTICATE signature (or ticket) accepted.
+const MAX_SIGNATURE: usize = 4096;
+
 /// `wamp.error.no_auth_method`
 pub(super) const NO_AUTH_METHOD: &str = "wamp.error.no_auth_method";
 
@@ -92,6 +95,9 @@ enum AuthState {
 pub(super) struct Backoff {
     failures: u32,
     until: Instant,
+    /// The last failure: a count older than `limits.auth_backoff_max_ms`
+    /// starts again.
+    last: Instant,
 }
 
 /// What the TLS layer tells the core about a connection.
@@ -417,6 +423,14 @@ impl Router {
         if c.phase != Phase::Challenged {
             return self.protocol_violation(conn, "AUTHENTICATE without a CHALLENGE");
         }
+        if signature.len() > MAX_SIGNATURE {
+            c.phase = Phase::Idle;
+            if let Some(p) = c.auth.take() {
+                self.timers.cancel(p.timer);
+            }
+            ShardStats::inc(&self.stats.auth_failures);
+            return self.abort(conn, AUTHENTICATION_FAILED, "the signature is longer than any method's");
+        }
         let Some(mut pending) = c.auth.take() else { return };
         let state = std::mem::replace(&mut pending.state, AuthState::Verifying(Dict::new()));
         match state {
@@ -521,10 +535,9 @@ impl Router {
             tracing::info!(conn, method = pending.method.as_str(), authid = %pending.authid, ?peer, "login failed");
             return self.abort(conn, AUTHENTICATION_FAILED, "wrong or unknown credentials");
         }
+        // a success does not clear the address's failures: a login of one's
+        // own must not buy more guesses at another's
         ShardStats::inc(&self.stats.auth_successes);
-        if let Some(ip) = peer {
-            self.backoff.remove(&ip);
-        }
         let identity = SessionIdentity {
             realm: self.realms[pending.realm as usize].name.clone(),
             authid: pending.authid.as_str().into(),
@@ -569,7 +582,15 @@ impl Router {
         }
         let threshold = self.limits.auth_failures_before_backoff;
         let max = Duration::from_millis(self.limits.auth_backoff_max_ms);
-        let b = self.backoff.entry(ip).or_insert(Backoff { failures: 0, until: now });
+        let b = self.backoff.entry(ip).or_insert(Backoff {
+            failures: 0,
+            until: now,
+            last: now,
+        });
+        if now.duration_since(b.last) > max && b.until <= now {
+            b.failures = 0;
+        }
+        b.last = now;
         b.failures = b.failures.saturating_add(1);
         if b.failures >= threshold {
             let doublings = (b.failures - threshold).min(20);
@@ -580,16 +601,21 @@ impl Router {
     /// Whether session `sid` may do `action` on `uri`: from its role's
     /// rules, else from the realm's authorizer's cached answers; `Ask` when
     /// the authorizer must be asked first.
-    pub(super) fn authz_lookup(&mut self, sid: Id, action: Action, uri: &str) -> Lookup {
+    pub(super) fn authz_lookup(&mut self, sid: Id, action: Action, uri: &str, policy: MatchPolicy) -> Lookup {
         let Some(s) = self.sessions.get(&sid) else {
             return Lookup::Decided(Decision::Deny);
         };
+        // an overlong URI is refused (and not kept in a cache)
+        if uri.len() > self.uri_limits.max_len {
+            return Lookup::Decided(Decision::Deny);
+        }
+        let what = question(action, policy);
         let realm = s.realm;
         let r = &self.realms[realm as usize];
         let dynamic = r.authorizer.is_some();
         if r.roles.enforced() {
             if let Some(role) = s.role {
-                let key = (realm, role, action as u8);
+                let key = (realm, role, what);
                 let hit = self.authz_cache.get(&key).and_then(|m| m.get(uri)).copied();
                 let found = match hit {
                     Some(d) => {
@@ -598,7 +624,7 @@ impl Router {
                     }
                     None => {
                         ShardStats::inc(&self.stats.authorization_cache_misses);
-                        let d = r.roles.list[role as usize].lookup(uri, action);
+                        let d = r.roles.list[role as usize].lookup_pattern(uri, policy, action);
                         self.make_room();
                         self.authz_cache.entry(key).or_default().insert(uri.into(), d);
                         self.authz_cached += 1;
@@ -620,19 +646,20 @@ impl Router {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return Lookup::Decided(Decision::Deny);
         };
-        let key: AuthzKey = (realm, s.identity.authrole.clone(), action as u8, uri.into());
+        let key: AuthzKey = (realm, s.identity.authrole.clone(), what, uri.into());
         if let Some((_, d)) = s.authz_once.as_ref().filter(|(k, _)| *k == key) {
             return Lookup::Decided(*d);
         }
         let now = self.clock.now();
-        let dk = (key.0, key.1.clone(), key.2);
-        match self.dyn_cache.get(&dk).and_then(|m| m.get(uri)).copied() {
-            Some((d, until)) if until > now => {
-                ShardStats::inc(&self.stats.authorization_cache_hits);
-                Lookup::Decided(d)
+        for scope in [Scope::Session(sid), Scope::Role(key.1.clone())] {
+            if let Some((d, until)) = self.dyn_cache.get(&(key.0, scope, key.2)).and_then(|m| m.get(uri)).copied() {
+                if until > now {
+                    ShardStats::inc(&self.stats.authorization_cache_hits);
+                    return Lookup::Decided(d);
+                }
             }
-            _ => Lookup::Ask(key),
         }
+        Lookup::Ask(key)
     }
 
     /// Empties the authorization caches when they hold
@@ -647,8 +674,8 @@ impl Router {
 
     /// The decision for session `sid` (a session waiting for the
     /// authorizer is denied: callers park the message before asking).
-    pub(super) fn authorize(&mut self, sid: Id, action: Action, uri: &str) -> Decision {
-        let d = match self.authz_lookup(sid, action, uri) {
+    pub(super) fn authorize(&mut self, sid: Id, action: Action, uri: &str, policy: MatchPolicy) -> Decision {
+        let d = match self.authz_lookup(sid, action, uri, policy) {
             Lookup::Decided(d) => d,
             Lookup::Ask(_) => Decision::Deny,
         };
@@ -660,21 +687,29 @@ impl Router {
 
     /// Asks the realm's authorizer about `key` for session `sid` (whose
     /// message waits in its `parked` queue).
-    pub(super) fn ask_authorizer(&mut self, sid: Id, key: AuthzKey) {
-        let Some(s) = self.sessions.get(&sid) else { return };
+    /// True while the question is with the authorizer; false when it could
+    /// not be asked (the denial is recorded for the parked message: the
+    /// caller goes on with the queue, no recursion).
+    pub(super) fn ask_authorizer(&mut self, sid: Id, key: AuthzKey) -> bool {
+        let Some(s) = self.sessions.get(&sid) else { return false };
         let Some(d) = self.realms[s.realm as usize].authorizer.clone() else {
-            return;
+            return false;
         };
         let who = super::builtins::session_details(sid, s);
         let action = [Action::Call, Action::Register, Action::Publish, Action::Subscribe]
             .into_iter()
-            .find(|a| *a as u8 == key.2)
+            .find(|a| *a as u8 == key.2 & 0x0f)
             .unwrap_or(Action::Call);
+        let policy = match key.2 >> 4 {
+            1 => "prefix",
+            2 => "wildcard",
+            _ => "exact",
+        };
         let args = [
             Value::Dict(who),
             Value::Str(key.3.to_string()),
             action.as_str().into(),
-            Value::Dict(Dict::new()),
+            Value::Dict(Dict::new().with("match", policy.into())),
         ];
         ShardStats::inc(&self.stats.authorizer_calls);
         if let Err(e) = self.router_call(
@@ -684,8 +719,10 @@ impl Router {
             d.timeout,
             super::calls::Purpose::Authorize { sid, key: key.clone() },
         ) {
-            self.authorizer_answered(sid, key, Err(e));
+            self.record_authorizer_answer(sid, key, Err(e));
+            return false;
         }
+        true
     }
 
     /// The authorizer's answer: `true` / `false`, or a dictionary with
@@ -693,22 +730,34 @@ impl Router {
     /// `cache_ttl_ms`). A failing or absent authorizer denies. Then the
     /// session's parked messages go on.
     pub(super) fn authorizer_answered(&mut self, sid: Id, key: AuthzKey, answer: Result<Value, String>) {
+        self.record_authorizer_answer(sid, key, answer);
+        self.resume_parked(sid);
+    }
+
+    /// Keeps an authorizer's answer: in the cache by its scope, and for the
+    /// parked message that asked.
+    fn record_authorizer_answer(&mut self, sid: Id, key: AuthzKey, answer: Result<Value, String>) {
         let (decision, keep) = match &answer {
-            Ok(Value::Bool(true)) => (Decision::Allow { disclose: false }, true),
-            Ok(Value::Bool(false)) => (Decision::Deny, true),
+            Ok(Value::Bool(true)) => (Decision::Allow { disclose: false }, Keep::Session),
+            Ok(Value::Bool(false)) => (Decision::Deny, Keep::Session),
             Ok(Value::Dict(d)) => {
                 let allow = d.get_bool("allow") == Some(true);
                 let disclose = d.get_bool("disclose") == Some(true);
-                let keep = d.get_bool("cache") != Some(false);
+                let keep = match d.get("cache") {
+                    Some(Value::Bool(false)) => Keep::No,
+                    Some(Value::Str(s)) if s == "role" => Keep::Role,
+                    Some(Value::Str(s)) if s == "none" => Keep::No,
+                    _ => Keep::Session,
+                };
                 (if allow { Decision::Allow { disclose } } else { Decision::Deny }, keep)
             }
             Ok(other) => {
                 tracing::warn!(session = sid, uri = %key.3, answer = ?other, "the authorizer's answer is not a boolean or a dictionary: denied");
-                (Decision::Deny, false)
+                (Decision::Deny, Keep::No)
             }
             Err(e) => {
                 tracing::warn!(session = sid, uri = %key.3, error = %e, "the authorizer failed: denied");
-                (Decision::Deny, false)
+                (Decision::Deny, Keep::No)
             }
         };
         let ttl = self
@@ -716,12 +765,17 @@ impl Router {
             .get(&sid)
             .and_then(|s| self.realms[s.realm as usize].authorizer.as_ref())
             .map(|d| d.ttl);
-        match ttl {
-            Some(ttl) if keep && !ttl.is_zero() => {
+        let scope = match keep {
+            Keep::No => None,
+            Keep::Session => Some(Scope::Session(sid)),
+            Keep::Role => Some(Scope::Role(key.1.clone())),
+        };
+        match (ttl, scope) {
+            (Some(ttl), Some(scope)) if !ttl.is_zero() => {
                 self.make_room();
                 let until = self.clock.now() + ttl;
                 self.dyn_cache
-                    .entry((key.0, key.1.clone(), key.2))
+                    .entry((key.0, scope, key.2))
                     .or_default()
                     .insert(key.3.clone(), (decision, until));
                 self.authz_cached += 1;
@@ -731,7 +785,6 @@ impl Router {
         if let Some(s) = self.sessions.get_mut(&sid) {
             s.authz_once = Some((key, decision));
         }
-        self.resume_parked(sid);
     }
     /// [`Router::authorize`], answering a denial with ERROR
     /// `wamp.error.not_authorized` (or, for a PUBLISH without acknowledge,
@@ -744,17 +797,27 @@ impl Router {
         request: Id,
         action: Action,
         uri: &str,
+        policy: MatchPolicy,
         answer: bool,
     ) -> Option<Decision> {
         if !self.authz_any {
             return Some(Decision::Allow { disclose: false });
         }
-        self.authorized_by_role(sid, kind, request, action, uri, answer)
+        self.authorized_by_role(sid, kind, request, action, uri, policy, answer)
     }
 
     #[inline(never)]
-    fn authorized_by_role(&mut self, sid: Id, kind: MessageType, request: Id, action: Action, uri: &str, answer: bool) -> Option<Decision> {
-        let d = self.authorize(sid, action, uri);
+    fn authorized_by_role(
+        &mut self,
+        sid: Id,
+        kind: MessageType,
+        request: Id,
+        action: Action,
+        uri: &str,
+        policy: MatchPolicy,
+        answer: bool,
+    ) -> Option<Decision> {
+        let d = self.authorize(sid, action, uri, policy);
         if d.allowed() {
             return Some(d);
         }
@@ -803,9 +866,36 @@ pub(super) type AuthzCache = AHashMap<(RealmIdx, u32, u8), AHashMap<Box<str>, Op
 /// What an authorizer is asked about: realm, authrole, action, URI.
 pub(super) type AuthzKey = (RealmIdx, Arc<str>, u8, Box<str>);
 
-/// The per-shard cache of authorizers' answers: per (realm, authrole,
-/// action), URI to the decision and until when it holds.
-pub(super) type DynCache = AHashMap<(RealmIdx, Arc<str>, u8), AHashMap<Box<str>, (Decision, Instant)>>;
+/// Who an authorizer's answer holds for: the session asking (the default),
+/// or every session of its role (the answer said `cache: "role"`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Scope {
+    Session(Id),
+    Role(Arc<str>),
+}
+
+/// How an authorizer's answer is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    No,
+    Session,
+    Role,
+}
+
+/// The question of an authorization: the action in the low four bits, the
+/// subscription's or registration's match policy above.
+fn question(action: Action, policy: MatchPolicy) -> u8 {
+    let p = match policy {
+        MatchPolicy::Exact => 0,
+        MatchPolicy::Prefix => 1,
+        MatchPolicy::Wildcard => 2,
+    };
+    action as u8 | (p << 4)
+}
+
+/// The per-shard cache of authorizers' answers: per (realm, scope,
+/// question), URI to the decision and until when it holds.
+pub(super) type DynCache = AHashMap<(RealmIdx, Scope, u8), AHashMap<Box<str>, (Decision, Instant)>>;
 
 /// An authorization decision, or the authorizer to ask first.
 #[derive(Debug)]
@@ -901,7 +991,10 @@ fn read_answer(method: Method, v: &Value, hello_authid: &str, hello_pubkey: Opti
                     .push(pk.ok_or_else(|| format!("'{k}' is not a 32-byte public key in hex"))?);
             }
             if keys.is_empty() {
-                p.cryptosign.extend(hello_pubkey);
+                // the authenticator must name the keys: the one HELLO gave
+                // proves nothing by itself
+                let _ = hello_pubkey;
+                return Err("cryptosign needs 'pubkey' or 'pubkeys' in the answer".into());
             }
         }
         Method::Scram | Method::ScramDraft => {

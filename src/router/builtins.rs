@@ -400,6 +400,20 @@ impl Router {
                     return self.error_reply(sid, MessageType::Call, request, uris::NO_SUCH_SUBSCRIPTION, "no such subscription");
                 };
                 let (policy, uri) = (sub.policy, sub.uri.clone());
+                // reading a history is reading its events: the caller's role
+                // must be allowed that subscription (decided by the roles or
+                // a cached answer), and the topic it asks for
+                let readable = |me: &mut Self, uri: &str, policy: MatchPolicy| {
+                    matches!(
+                        me.authz_lookup(sid, crate::auth::Action::Subscribe, uri, policy),
+                        super::auth::Lookup::Decided(crate::auth::Decision::Allow { .. })
+                    )
+                };
+                let topic_ok = topic.as_deref().is_none_or(|t| readable(self, t, MatchPolicy::Exact));
+                if !readable(self, &uri, policy) || !topic_ok {
+                    let m = "the role may not subscribe to what this history holds";
+                    return self.error_reply(sid, MessageType::Call, request, uris::NOT_AUTHORIZED, m);
+                }
                 let shards: Vec<usize> = if policy == MatchPolicy::Exact {
                     vec![self.home_of(realm, &uri)]
                 } else {
@@ -759,7 +773,7 @@ impl Router {
         // authorizer is not asked when the session is gone, so only a
         // decision the roles or the cache hold counts)
         if let super::auth::Lookup::Ask(_) | super::auth::Lookup::Decided(crate::auth::Decision::Deny) =
-            self.authz_lookup(sid, crate::auth::Action::Publish, topic)
+            self.authz_lookup(sid, crate::auth::Action::Publish, topic, MatchPolicy::Exact)
         {
             let role = self.sessions.get(&sid).map(|s| s.identity.authrole.to_string()).unwrap_or_default();
             return Err((uris::NOT_AUTHORIZED, format!("the role '{role}' may not publish to '{topic}'")));

@@ -61,13 +61,25 @@ impl Router {
         purpose: Purpose,
     ) -> Result<(), String> {
         let r = &mut self.realms[realm as usize];
-        let found = r.reg_index.best_match(procedure).map(|(policy, id)| (policy, *id));
+        // only an exact registration with one callee: a pattern or a shared
+        // registration would let another session take the router's calls
+        let found = r
+            .reg_index
+            .best_match(procedure)
+            .map(|(policy, id)| (policy, *id))
+            .filter(|(policy, _)| *policy == MatchPolicy::Exact);
         let target = found.and_then(|(policy, id)| {
             let reg = r.registrations.get_mut(&id)?;
+            if reg.callees.len() != 1 {
+                return None;
+            }
             reg.pick().map(|c| (policy, id, c))
         });
         let Some((policy, registration, (shard, callee))) = target else {
-            return Err(format!("nobody registered '{procedure}' on realm '{}'", r.name));
+            return Err(format!(
+                "nobody registered '{procedure}' on realm '{}' (exactly, and alone)",
+                r.name
+            ));
         };
         self.router_calls.next += 1;
         let request = self.router_calls.next;

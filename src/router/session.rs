@@ -147,6 +147,8 @@ pub(super) struct LocalSession {
     /// Messages waiting for the realm's authorizer to answer about the
     /// first of them (bounded by `limits.max_pending_calls`).
     pub(super) parked: std::collections::VecDeque<(ConnId, Message)>,
+    /// About the bytes they hold (bounded by `limits.max_outbound_bytes`).
+    pub(super) parked_bytes: usize,
     /// The authorizer's answer for the first parked message, when it may
     /// not be kept in the cache.
     pub(super) authz_once: Option<(super::auth::AuthzKey, Decision)>,
@@ -177,6 +179,18 @@ impl Conn {
             Phase::Established(sid) => Some(sid),
             Phase::Idle | Phase::Challenged | Phase::Verifying | Phase::Closing => None,
         }
+    }
+}
+
+/// About the memory a parked message takes: its URI and payload, and a
+/// little for the rest.
+fn parked_bytes(msg: &Message) -> usize {
+    128 + match msg {
+        Message::Publish { topic, payload, .. } => topic.len() + payload.raw.len(),
+        Message::Call { procedure, payload, .. } => procedure.len() + payload.raw.len(),
+        Message::Subscribe { topic, .. } => topic.len(),
+        Message::Register { procedure, .. } => procedure.len(),
+        _ => 0,
     }
 }
 
@@ -470,7 +484,10 @@ impl Router {
         if dynamic {
             if let Some(key) = self.needs_authorizer(sid, &msg) {
                 self.park(conn, sid, msg);
-                return self.ask_authorizer(sid, key);
+                if !self.ask_authorizer(sid, key) {
+                    self.resume_parked(sid);
+                }
+                return;
             }
         }
         self.dispatch(conn, sid, msg)
@@ -481,14 +498,14 @@ impl Router {
     fn needs_authorizer(&mut self, sid: Id, msg: &Message) -> Option<super::auth::AuthzKey> {
         let s = self.sessions.get(&sid)?;
         self.realms[s.realm as usize].authorizer.as_ref()?;
-        let (action, uri) = match msg {
-            Message::Publish { topic, .. } => (Action::Publish, topic),
-            Message::Subscribe { topic, .. } => (Action::Subscribe, topic),
-            Message::Register { procedure, .. } => (Action::Register, procedure),
-            Message::Call { request, procedure, .. } if !s.calls.contains_key(request) => (Action::Call, procedure),
+        let (action, uri, policy) = match msg {
+            Message::Publish { topic, .. } => (Action::Publish, topic, MatchPolicy::Exact),
+            Message::Subscribe { topic, options, .. } => (Action::Subscribe, topic, options::SubscribeOptions::read(options).policy),
+            Message::Register { procedure, options, .. } => (Action::Register, procedure, options::RegisterOptions::read(options).policy),
+            Message::Call { request, procedure, .. } if !s.calls.contains_key(request) => (Action::Call, procedure, MatchPolicy::Exact),
             _ => return None,
         };
-        match self.authz_lookup(sid, action, uri) {
+        match self.authz_lookup(sid, action, uri, policy) {
             super::auth::Lookup::Ask(key) => Some(key),
             super::auth::Lookup::Decided(_) => None,
         }
@@ -497,12 +514,16 @@ impl Router {
     /// Keeps `msg` until the authorizer answered for the one before it
     /// (at most `limits.max_pending_calls` per session).
     fn park(&mut self, conn: ConnId, sid: Id, msg: Message) {
-        let max = self.limits.max_pending_calls;
+        let (max, max_bytes) = (self.limits.max_pending_calls, self.limits.max_outbound_bytes);
         let Some(s) = self.sessions.get_mut(&sid) else { return };
-        if s.parked.len() >= max {
-            let m = format!("more than {max} messages wait for the realm's authorizer (limits.max_pending_calls)");
+        let bytes = parked_bytes(&msg);
+        if s.parked.len() >= max || s.parked_bytes + bytes > max_bytes {
+            let m = format!(
+                "more than {max} messages or {max_bytes} bytes wait for the realm's authorizer (limits.max_pending_calls, limits.max_outbound_bytes)"
+            );
             return self.abort(conn, uris::LIMIT_EXCEEDED, &m);
         }
+        s.parked_bytes += bytes;
         s.parked.push_back((conn, msg));
         ShardStats::inc(&self.stats.authorization_parked);
     }
@@ -513,11 +534,17 @@ impl Router {
         loop {
             let Some(s) = self.sessions.get_mut(&sid) else { return };
             let Some((conn, msg)) = s.parked.pop_front() else { return };
+            s.parked_bytes = s.parked_bytes.saturating_sub(parked_bytes(&msg));
             if let Some(key) = self.needs_authorizer(sid, &msg) {
                 if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.parked_bytes += parked_bytes(&msg);
                     s.parked.push_front((conn, msg));
                 }
-                return self.ask_authorizer(sid, key);
+                if self.ask_authorizer(sid, key) {
+                    return;
+                }
+                // not asked (denied, recorded): the loop takes it again
+                continue;
             }
             self.dispatch(conn, sid, msg);
         }
@@ -575,7 +602,7 @@ impl Router {
                     );
                 }
                 let ack = options.acknowledge;
-                let Some(d) = self.authorized(sid, MessageType::Publish, request, Action::Publish, &topic, ack) else {
+                let Some(d) = self.authorized(sid, MessageType::Publish, request, Action::Publish, &topic, MatchPolicy::Exact, ack) else {
                     return;
                 };
                 if d == (Decision::Allow { disclose: true }) {
@@ -584,11 +611,13 @@ impl Router {
                 self.publish(sid, request, options, topic, payload)
             }
             Message::Subscribe { request, options, topic } => {
+                let options = options::SubscribeOptions::read(&options);
+                let policy = options.policy;
                 if self
-                    .authorized(sid, MessageType::Subscribe, request, Action::Subscribe, &topic, true)
+                    .authorized(sid, MessageType::Subscribe, request, Action::Subscribe, &topic, policy, true)
                     .is_some()
                 {
-                    self.subscribe(sid, request, options::SubscribeOptions::read(&options), topic)
+                    self.subscribe(sid, request, options, topic)
                 }
             }
             Message::Unsubscribe { request, subscription } => self.unsubscribe(sid, request, subscription),
@@ -602,7 +631,8 @@ impl Router {
                 let continues = self.sessions.get(&sid).is_some_and(|s| s.calls.contains_key(&request));
                 if !continues {
                     // a progressive call's later chunks were authorized with its first
-                    let Some(d) = self.authorized(sid, MessageType::Call, request, Action::Call, &procedure, true) else {
+                    let Some(d) = self.authorized(sid, MessageType::Call, request, Action::Call, &procedure, MatchPolicy::Exact, true)
+                    else {
                         return;
                     };
                     if d == (Decision::Allow { disclose: true }) {
@@ -619,11 +649,13 @@ impl Router {
                 options,
                 procedure,
             } => {
+                let options = options::RegisterOptions::read(&options);
+                let policy = options.policy;
                 if self
-                    .authorized(sid, MessageType::Register, request, Action::Register, &procedure, true)
+                    .authorized(sid, MessageType::Register, request, Action::Register, &procedure, policy, true)
                     .is_some()
                 {
-                    self.register(sid, request, options::RegisterOptions::read(&options), procedure)
+                    self.register(sid, request, options, procedure)
                 }
             }
             Message::Unregister { request, registration } => self.unregister(sid, request, registration),
@@ -749,6 +781,7 @@ impl Router {
                 finished_cap: self.limits.max_finished_streams,
                 builtin_calls: 0,
                 parked: std::collections::VecDeque::new(),
+                parked_bytes: 0,
                 authz_once: None,
                 testaments: Vec::new(),
                 testament_bytes: 0,

@@ -14,7 +14,7 @@ Realm "dyn" (anonymous, role "guest", no static roles) has
     request is answered from the cache).
 Realm "dyn.orphan" has an authenticator nobody registers.
 
-The authorizer answers True (URIs under OPEN), False (SECRET), a dictionary
+The authorizer answers True (URIs under OPEN), {"allow": false, "cache": "role"} (SECRET), a dictionary
 {"allow": true, "disclose": true, "cache": false} (DISCLOSED), raises
 (BROKEN), and answers {"allow": false} for anything else.
 test_wampcra_answer_names_the_authid: the authid of the authenticator's answer
@@ -171,7 +171,8 @@ class Backend:
         if uri.startswith(OPEN):
             return True
         if uri.startswith(SECRET):
-            return False
+            # kept for every session of the role (the default is this session)
+            return {"allow": False, "cache": "role"}
         if uri.startswith(DISCLOSED):
             return {"allow": True, "disclose": True, "cache": False}
         return {"allow": False}
@@ -428,7 +429,7 @@ def test_authorizer_allows_denies_and_caches(router, transport):
             sink = EventSink()
             await guest.subscribe(sink.handler, open_uri)
             ((who, uri, action, options),) = b.authorized
-            assert (uri, action, options) == (open_uri, "subscribe", {}), b.authorized[-1]
+            assert (uri, action, options) == (open_uri, "subscribe", {"match": "exact"}), b.authorized[-1]
             assert (who["session"], who["authid"], who["authrole"], who["authmethod"],
                     who["authprovider"]) == (guest.session_id, guest.join_details.authid,
                                              "guest", "anonymous", "static"), who
@@ -463,7 +464,7 @@ def test_authorizer_allows_denies_and_caches(router, transport):
             assert len(b.authorized) == 3, b.questions()
 
             if router.shards == 1:
-                # the answers are kept per role: another guest's identical
+                # that answer said cache "role": another guest's identical
                 # publication is answered from the (one shard's) cache
                 other = await h.open(transport, realm=DYN_REALM, name="guest-2")
                 err = await expect_app_error(other.publish(secret_uri, "z", options=ACK))
