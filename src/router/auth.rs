@@ -795,15 +795,14 @@ impl Router {
         sid: Id,
         kind: MessageType,
         request: Id,
-        action: Action,
+        (action, policy): (Action, MatchPolicy),
         uri: &str,
-        policy: MatchPolicy,
         answer: bool,
     ) -> Option<Decision> {
         if !self.authz_any {
             return Some(Decision::Allow { disclose: false });
         }
-        self.authorized_by_role(sid, kind, request, action, uri, policy, answer)
+        self.authorized_by_role(sid, kind, request, (action, policy), uri, answer)
     }
 
     #[inline(never)]
@@ -812,9 +811,8 @@ impl Router {
         sid: Id,
         kind: MessageType,
         request: Id,
-        action: Action,
+        (action, policy): (Action, MatchPolicy),
         uri: &str,
-        policy: MatchPolicy,
         answer: bool,
     ) -> Option<Decision> {
         let d = self.authorize(sid, action, uri, policy);

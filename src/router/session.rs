@@ -602,7 +602,14 @@ impl Router {
                     );
                 }
                 let ack = options.acknowledge;
-                let Some(d) = self.authorized(sid, MessageType::Publish, request, Action::Publish, &topic, MatchPolicy::Exact, ack) else {
+                let Some(d) = self.authorized(
+                    sid,
+                    MessageType::Publish,
+                    request,
+                    (Action::Publish, MatchPolicy::Exact),
+                    &topic,
+                    ack,
+                ) else {
                     return;
                 };
                 if d == (Decision::Allow { disclose: true }) {
@@ -614,7 +621,7 @@ impl Router {
                 let options = options::SubscribeOptions::read(&options);
                 let policy = options.policy;
                 if self
-                    .authorized(sid, MessageType::Subscribe, request, Action::Subscribe, &topic, policy, true)
+                    .authorized(sid, MessageType::Subscribe, request, (Action::Subscribe, policy), &topic, true)
                     .is_some()
                 {
                     self.subscribe(sid, request, options, topic)
@@ -631,8 +638,14 @@ impl Router {
                 let continues = self.sessions.get(&sid).is_some_and(|s| s.calls.contains_key(&request));
                 if !continues {
                     // a progressive call's later chunks were authorized with its first
-                    let Some(d) = self.authorized(sid, MessageType::Call, request, Action::Call, &procedure, MatchPolicy::Exact, true)
-                    else {
+                    let Some(d) = self.authorized(
+                        sid,
+                        MessageType::Call,
+                        request,
+                        (Action::Call, MatchPolicy::Exact),
+                        &procedure,
+                        true,
+                    ) else {
                         return;
                     };
                     if d == (Decision::Allow { disclose: true }) {
@@ -652,7 +665,7 @@ impl Router {
                 let options = options::RegisterOptions::read(&options);
                 let policy = options.policy;
                 if self
-                    .authorized(sid, MessageType::Register, request, Action::Register, &procedure, policy, true)
+                    .authorized(sid, MessageType::Register, request, (Action::Register, policy), &procedure, true)
                     .is_some()
                 {
                     self.register(sid, request, options, procedure)
