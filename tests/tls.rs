@@ -247,6 +247,17 @@ fn rawsocket_over_tls_with_certificates_and_channel_binding() {
     let w = recv(&mut s12);
     assert_eq!(text(field(&w, 2, "authid")), "device-1", "{w:?}");
     assert_eq!(s.conn.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+    // over TLS 1.2 no channel binding is offered (RFC 9266 needs TLS 1.3 or EMS)
+    let mut s12 = connect_with(&p, addr, false, &[&rustls::version::TLS12]);
+    let pk = hex::encode(signer().verifying_key().to_bytes());
+    send(
+        &mut s12,
+        &format!(
+            r#"[1, "realm1", {{"roles": {{"caller": {{}}}}, "authmethods": ["cryptosign"], "authextra": {{"pubkey": "{pk}", "channel_binding": "tls-exporter"}}}}]"#
+        ),
+    );
+    let a = recv(&mut s12);
+    assert_eq!(code(&a), 3, "{a:?}");
     // without a certificate the tls method is not on offer
     let mut s = connect(&p, addr, false);
     send(&mut s, r#"[1, "realm1", {"roles": {"caller": {}}, "authmethods": ["tls"]}]"#);

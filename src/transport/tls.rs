@@ -102,6 +102,11 @@ pub fn info(conn: &rustls::ServerConnection) -> TlsInfo {
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(|c| common_name(c.as_ref()));
-    let exporter = conn.export_keying_material([0u8; 32], EXPORTER_LABEL, None).ok();
+    // RFC 9266: tls-exporter binds a TLS 1.3 connection (on TLS 1.2 only
+    // with the extended master secret, which rustls does not report), so
+    // it is offered over TLS 1.3 only
+    let exporter = (conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3))
+        .then(|| conn.export_keying_material([0u8; 32], EXPORTER_LABEL, None).ok())
+        .flatten();
     TlsInfo { client_cn, exporter }
 }
