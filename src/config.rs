@@ -761,11 +761,26 @@ impl Config {
         // More shards than CPUs: shards share CPUs round-robin.
         let placement: Vec<usize> = (0..shards).map(|i| cpus[i % cpus.len()]).collect();
         cpus.truncate(shards);
+        let warnings = self
+            .realms
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                (!r.principals.is_empty() || r.authenticator.is_some()) && r.anonymous && r.roles.is_empty() && r.authorizer.is_none()
+            })
+            .map(|(i, r)| {
+                format!(
+                    "realm[{i}] '{}': anonymous sessions are allowed and the realm has no roles, so they may do all its principals may (set anonymous = false, or add roles)",
+                    r.name
+                )
+            })
+            .collect();
         Ok(Validated {
             config: self.clone(),
             listeners,
             shard_cpus: placement,
             auth_cpus,
+            warnings,
         })
     }
 }
@@ -779,6 +794,8 @@ pub struct Validated {
     pub shard_cpus: Vec<usize>,
     /// The CPUs of the authentication threads (empty: not pinned).
     pub auth_cpus: Vec<usize>,
+    /// What is valid but probably not meant (logged at start).
+    pub warnings: Vec<String>,
 }
 
 /// Parses a CPU list such as "0-3,6".
@@ -850,6 +867,21 @@ mod tests {
         let mut c = Config::embedded();
         c.router.auth_cpus = "7".into();
         assert!(c.validate(&[0, 1]).unwrap_err().to_string().starts_with("router.auth_cpus"));
+    }
+
+    #[test]
+    fn anonymous_beside_principals_without_roles_is_warned_about() {
+        let base = "[[listener]]\ntype = \"rawsocket\"\nbind = \"127.0.0.1:0\"\n[[realm]]\nname = \"r\"\n";
+        let p = "[[realm.principal]]\nauthid = \"a\"\nrole = \"u\"\nwampcra_secret = \"s\"\n";
+        let v = Config::parse(&format!("{base}{p}"), "x").unwrap().validate(&[0]).unwrap();
+        assert_eq!(v.warnings.len(), 1, "{:?}", v.warnings);
+        assert!(v.warnings[0].starts_with("realm[0] 'r'"), "{:?}", v.warnings);
+        let v = Config::parse(&format!("{base}anonymous = false\n{p}"), "x")
+            .unwrap()
+            .validate(&[0])
+            .unwrap();
+        assert!(v.warnings.is_empty());
+        assert!(Config::embedded().validate(&[0]).unwrap().warnings.is_empty());
     }
 
     #[test]

@@ -193,6 +193,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    for w in &validated.warnings {
+        tracing::warn!("{w}");
+    }
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(sig, shutdown.clone()) {
