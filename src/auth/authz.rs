@@ -148,11 +148,6 @@ impl Role {
             }
         })
     }
-
-    /// How many rules it has.
-    pub fn rules(&self) -> usize {
-        self.exact.len() + self.prefix.len() + self.wildcard.len()
-    }
 }
 
 /// Whether the pattern may match the concrete `uri`.

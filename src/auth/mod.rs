@@ -25,6 +25,13 @@ use crate::config::{invalid, ConfigError, RealmConfig};
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// HMAC-SHA256 of `msg` under `key` (every method's MAC).
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key");
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
+}
+
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 const B64_NOPAD: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD_NO_PAD;
 
@@ -291,9 +298,7 @@ impl RealmAuth {
     /// A value derived from `authid` under the process's mock key (the
     /// same on every try and every shard).
     fn mock_bytes(&self, authid: &str) -> [u8; 32] {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.mock_key).expect("HMAC takes any key");
-        mac.update(authid.as_bytes());
-        mac.finalize().into_bytes().into()
+        hmac_sha256(&self.mock_key, authid.as_bytes())
     }
 
     /// The principal whose record mock challenges copy the shape of: the
@@ -383,17 +388,13 @@ pub fn verify_ticket(phc: &str, ticket: &str) -> bool {
 /// The WAMP-CRA signature of `challenge` with `key`: base64 of its
 /// HMAC-SHA256.
 pub fn cra_signature(key: &[u8], challenge: &str) -> String {
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key");
-    mac.update(challenge.as_bytes());
-    B64.encode(mac.finalize().into_bytes())
+    B64.encode(hmac_sha256(key, challenge.as_bytes()))
 }
 
 /// Checks a WAMP-CRA signature (constant time).
 pub fn verify_cra(key: &[u8], challenge: &str, signature: &str) -> bool {
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key");
-    mac.update(challenge.as_bytes());
     let Ok(sig) = B64.decode(signature.trim()) else { return false };
-    mac.verify_slice(&sig).is_ok()
+    ct_eq(&hmac_sha256(key, challenge.as_bytes()), &sig)
 }
 
 /// Checks a WAMP-Cryptosign signature: `signature` is hex of the Ed25519
@@ -468,17 +469,13 @@ pub fn verify_scram(rec: &ScramRecord, auth_message: &str, proof_b64: &str) -> O
     if proof.len() != 32 {
         return None;
     }
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(&rec.stored_key).expect("HMAC takes any key");
-    mac.update(auth_message.as_bytes());
-    let client_signature = mac.finalize().into_bytes();
+    let client_signature = hmac_sha256(&rec.stored_key, auth_message.as_bytes());
     let client_key: Vec<u8> = proof.iter().zip(client_signature.iter()).map(|(a, b)| a ^ b).collect();
     let recovered: [u8; 32] = Sha256::digest(&client_key).into();
     if !ct_eq(&recovered, &rec.stored_key) {
         return None;
     }
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(&rec.server_key).expect("HMAC takes any key");
-    mac.update(auth_message.as_bytes());
-    Some(mac.finalize().into_bytes().into())
+    Some(hmac_sha256(&rec.server_key, auth_message.as_bytes()))
 }
 
 /// base64, as the wire wants it.
@@ -538,22 +535,15 @@ pub fn scram_salted_password(password: &str, kdf: Kdf, salt_b64: &str, iteration
 
 /// SCRAM's ClientKey, StoredKey and ServerKey of a salted password.
 pub fn scram_keys(salted: &[u8]) -> ([u8; 32], [u8; 32], [u8; 32]) {
-    let hmac = |k: &[u8], m: &[u8]| -> [u8; 32] {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(k).expect("HMAC takes any key");
-        mac.update(m);
-        mac.finalize().into_bytes().into()
-    };
-    let client_key = hmac(salted, b"Client Key");
+    let client_key = hmac_sha256(salted, b"Client Key");
     let stored_key: [u8; 32] = Sha256::digest(client_key).into();
-    (client_key, stored_key, hmac(salted, b"Server Key"))
+    (client_key, stored_key, hmac_sha256(salted, b"Server Key"))
 }
 
 /// A client's SCRAM proof (tests and the load generator act as clients).
 pub fn scram_client_proof(salted: &[u8], auth_message: &str) -> String {
     let (client_key, stored_key, _) = scram_keys(salted);
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(&stored_key).expect("HMAC takes any key");
-    mac.update(auth_message.as_bytes());
-    let sig = mac.finalize().into_bytes();
+    let sig = hmac_sha256(&stored_key, auth_message.as_bytes());
     let proof: Vec<u8> = client_key.iter().zip(sig.iter()).map(|(a, b)| a ^ b).collect();
     B64.encode(proof)
 }

@@ -163,16 +163,10 @@ impl Router {
         };
         let sid = wamp::random_id();
         let hello_authid = details.get_str("authid").map(str::to_owned);
-        let provider: Arc<str> = "static".into();
         match method {
             Method::Anonymous => {
-                let identity = SessionIdentity {
-                    realm: self.realms[realm as usize].name.clone(),
-                    authid: anonymous_authid(sid).into(),
-                    authrole: auth.anonymous.clone().unwrap_or_else(|| "anonymous".into()),
-                    authmethod: "anonymous".into(),
-                    authprovider: provider,
-                };
+                let role = auth.anonymous.clone().unwrap_or_else(|| "anonymous".into());
+                let identity = self.identity(realm, anonymous_authid(sid).into(), role, method, false);
                 return self.establish(conn, realm, sid, identity, details, Dict::new());
             }
             Method::Tls => {
@@ -182,13 +176,7 @@ impl Router {
                 return match principal {
                     Some(p) if matches => {
                         ShardStats::inc(&self.stats.auth_successes);
-                        let identity = SessionIdentity {
-                            realm: self.realms[realm as usize].name.clone(),
-                            authid: p.authid.clone(),
-                            authrole: p.role.clone(),
-                            authmethod: "tls".into(),
-                            authprovider: provider,
-                        };
+                        let identity = self.identity(realm, p.authid.clone(), p.role.clone(), method, false);
                         self.establish(conn, realm, sid, identity, details, Dict::new())
                     }
                     Some(_) => {
@@ -538,14 +526,25 @@ impl Router {
         // a success does not clear the address's failures: a login of one's
         // own must not buy more guesses at another's
         ShardStats::inc(&self.stats.auth_successes);
-        let identity = SessionIdentity {
-            realm: self.realms[pending.realm as usize].name.clone(),
-            authid: pending.authid.as_str().into(),
-            authrole: pending.role.clone(),
-            authmethod: pending.method.as_str().into(),
-            authprovider: if pending.dynamic { "dynamic".into() } else { "static".into() },
-        };
+        let identity = self.identity(
+            pending.realm,
+            pending.authid.as_str().into(),
+            pending.role.clone(),
+            pending.method,
+            pending.dynamic,
+        );
         self.establish(conn, pending.realm, pending.sid, identity, pending.details, authextra);
+    }
+
+    /// Who a session that logged in is (WELCOME names it).
+    fn identity(&self, realm: RealmIdx, authid: Arc<str>, authrole: Arc<str>, method: Method, dynamic: bool) -> SessionIdentity {
+        SessionIdentity {
+            realm: self.realms[realm as usize].name.clone(),
+            authid,
+            authrole,
+            authmethod: method.as_str().into(),
+            authprovider: if dynamic { "dynamic".into() } else { "static".into() },
+        }
     }
 
     /// The exchange took longer than `limits.handshake_timeout_ms`.
