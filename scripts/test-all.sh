@@ -11,6 +11,12 @@ cd "$root"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "system packages the tests use (openssl: the JS suite's TLS certificates; installed with apt-get if missing)"
+if ! command -v openssl >/dev/null 2>&1; then
+    sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
+    $sudo_ apt-get update -q && $sudo_ apt-get install -y -q openssl
+fi
+
 step "cargo test (unit + black-box integration tests)"
 cargo test --workspace
 
