@@ -804,6 +804,8 @@ impl Router {
         self.authorized_by_role(sid, kind, request, (action, policy), uri, answer)
     }
 
+    /// [`Router::authorized`] past its flag, kept out of line so that the
+    /// hot path of a router without roles inlines only the flag.
     #[inline(never)]
     fn authorized_by_role(
         &mut self,
