@@ -1,12 +1,12 @@
-//! Message codec: `codec::decode` of a PUBLISH and of a CALL in JSON and
-//! MessagePack with ~64 B and ~4 KiB payloads (Arguments + ArgumentsKw), and
-//! EVENT encoding by splicing the payload (`codec::encode::event`) for a
-//! subscriber on the same serializer and, with `codec::transcode` first, on
-//! the other one.
+//! Message codec: `codec::decode` of a PUBLISH and of a CALL in JSON,
+//! MessagePack and CBOR with ~64 B and ~4 KiB payloads (Arguments +
+//! ArgumentsKw), and EVENT encoding by splicing the payload
+//! (`codec::encode::event`) for a subscriber on the same serializer and, with
+//! `codec::transcode` first, on each of the other two.
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use switchyard::codec::{self, encode, json, msgpack};
+use switchyard::codec::{self, encode};
 use switchyard::wamp::message::Serializer;
 use switchyard::wamp::{Dict, Message, Payload, Value};
 
@@ -17,25 +17,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const SIZES: [(usize, &str); 2] = [(64, "64B"), (4096, "4KiB")];
 
 fn ser_name(ser: Serializer) -> &'static str {
-    match ser {
-        Serializer::Json => "json",
-        Serializer::MsgPack => "msgpack",
-    }
-}
-
-fn other(ser: Serializer) -> Serializer {
-    match ser {
-        Serializer::Json => Serializer::MsgPack,
-        Serializer::MsgPack => Serializer::Json,
-    }
+    ser.name()
 }
 
 fn encode_value(ser: Serializer, v: &Value) -> Vec<u8> {
     let mut out = Vec::new();
-    match ser {
-        Serializer::Json => json::write_value(&mut out, v),
-        Serializer::MsgPack => msgpack::write_value(&mut out, v),
-    }
+    codec::write_value(ser, &mut out, v);
     out
 }
 
@@ -108,7 +95,7 @@ fn decode(c: &mut Criterion) {
         ("publish", 16, "com.example.topic.update"),
         ("call", 48, "com.example.procedure.add"),
     ] {
-        for ser in [Serializer::Json, Serializer::MsgPack] {
+        for ser in Serializer::ALL {
             for (target, size) in SIZES {
                 let f = frame(ser, code, uri, target);
                 let m = codec::decode(ser, &f).expect("valid frame");
@@ -128,11 +115,8 @@ fn decode(c: &mut Criterion) {
 
 fn event(c: &mut Criterion) {
     let mut g = c.benchmark_group("event_encode");
-    let details = [
-        codec::encode_dict(Serializer::Json, &Dict::new()),
-        codec::encode_dict(Serializer::MsgPack, &Dict::new()),
-    ];
-    for from in [Serializer::Json, Serializer::MsgPack] {
+    let details = Serializer::ALL.map(|s| codec::encode_dict(s, &Dict::new()));
+    for from in Serializer::ALL {
         for (target, size) in SIZES {
             let f = frame(from, 16, "com.example.topic.update", target);
             let m = codec::decode(from, &f).expect("valid frame");
@@ -146,24 +130,25 @@ fn event(c: &mut Criterion) {
                 b.iter(|| encode::event(from, 7, 8, &details[from.index()], black_box(p)))
             });
 
-            // Other serializer: transcode once, then splice.
-            let to = other(from);
-            let t = codec::transcode(&payload, to).expect("transcodes");
-            assert_eq!((t.serializer, t.count), (to, 2));
-            let back = codec::transcode(&t, from).expect("transcodes back");
-            assert_eq!(codec::transcode(&back, to).expect("transcodes"), t);
-            let ev = encode::event(to, 7, 8, &details[to.index()], &t);
-            assert!(ev.len() > t.raw.len());
-            g.bench_with_input(
-                BenchmarkId::new(format!("transcode/{}_to_{}", ser_name(from), ser_name(to)), size),
-                &payload,
-                |b, p| {
-                    b.iter(|| {
-                        let t = codec::transcode(black_box(p), to).expect("transcodes");
-                        encode::event(to, 7, 8, &details[to.index()], &t)
-                    })
-                },
-            );
+            // Another serializer: transcode once, then splice.
+            for to in Serializer::ALL.into_iter().filter(|&to| to != from) {
+                let t = codec::transcode(&payload, to).expect("transcodes");
+                assert_eq!((t.serializer, t.count), (to, 2));
+                let back = codec::transcode(&t, from).expect("transcodes back");
+                assert_eq!(codec::transcode(&back, to).expect("transcodes"), t);
+                let ev = encode::event(to, 7, 8, &details[to.index()], &t);
+                assert!(ev.len() > t.raw.len());
+                g.bench_with_input(
+                    BenchmarkId::new(format!("transcode/{}_to_{}", ser_name(from), ser_name(to)), size),
+                    &payload,
+                    |b, p| {
+                        b.iter(|| {
+                            let t = codec::transcode(black_box(p), to).expect("transcodes");
+                            encode::event(to, 7, 8, &details[to.index()], &t)
+                        })
+                    },
+                );
+            }
         }
     }
     g.finish();

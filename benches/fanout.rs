@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures_lite::future;
-use switchyard::codec::{self, msgpack};
+use switchyard::codec;
 use switchyard::metrics::ShardStats;
 use switchyard::router::{ConnId, Router, RouterConfig, TransportInfo, TransportKind};
 use switchyard::session::outbox::{Outbox, Outgoing};
@@ -38,19 +38,12 @@ fn drain(outbox: &Outbox, batch: &mut Vec<Outgoing>) -> usize {
 
 /// The WAMP message type code of an encoded message.
 fn type_code(ser: Serializer, msg: &Bytes) -> u64 {
-    match ser {
-        Serializer::MsgPack => match msgpack::MsgPackReader::new(msg).parse_value(0) {
-            Ok(Value::List(items)) => match items.first() {
-                Some(Value::UInt(code)) => *code,
-                other => panic!("no type code: {other:?}"),
-            },
-            other => panic!("not a MessagePack list: {other:?}"),
+    match codec::parse_value(ser, msg) {
+        Ok(Value::List(items)) => match items.first() {
+            Some(Value::UInt(code)) => *code,
+            other => panic!("no type code: {other:?}"),
         },
-        Serializer::Json => {
-            let text = std::str::from_utf8(msg).expect("UTF-8");
-            let code = text.trim_start_matches('[').split(',').next().expect("a type code");
-            code.trim().parse().expect("an integer type code")
-        }
+        other => panic!("not a list: {other:?}"),
     }
 }
 
@@ -135,10 +128,7 @@ impl Setup {
             args,
             kwargs,
         ]);
-        match self.pub_ser {
-            Serializer::Json => codec::json::write_value(&mut frame, &msg),
-            Serializer::MsgPack => codec::msgpack::write_value(&mut frame, &msg),
-        }
+        codec::write_value(self.pub_ser, &mut frame, &msg);
         let m = codec::decode(self.pub_ser, &Bytes::from(frame)).expect("valid PUBLISH");
         let Message::Publish { payload, .. } = &m else { unreachable!() };
         assert!((60..=72).contains(&payload.raw.len()), "payload is {} B", payload.raw.len());

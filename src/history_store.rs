@@ -47,6 +47,7 @@ impl StoredEvent {
         let ser = match self.payload.serializer {
             Serializer::Json => 0,
             Serializer::MsgPack => 1,
+            Serializer::Cbor => 2,
         };
         let v = Value::List(vec![
             Value::Str(self.realm.clone()),
@@ -80,6 +81,7 @@ impl StoredEvent {
         let serializer = match u(6)? {
             0 => Serializer::Json,
             1 => Serializer::MsgPack,
+            2 => Serializer::Cbor,
             _ => return None,
         };
         let raw = match l.get(8) {

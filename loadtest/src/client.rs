@@ -148,10 +148,7 @@ pub async fn connect(target: &Target, ser: Serializer) -> io::Result<(Reader, Wr
             buf.advance(end);
         }
         Framing::RawSocket => {
-            let s = match ser {
-                Serializer::Json => 1,
-                Serializer::MsgPack => 2,
-            };
+            let s = rawsocket::serializer_code(ser);
             stream.write_all(&[rawsocket::MAGIC, 0xF0 | s, 0, 0]).await?;
             let mut reply = [0u8; 4];
             stream.read_exact(&mut reply).await?;
@@ -172,7 +169,7 @@ pub async fn connect(target: &Target, ser: Serializer) -> io::Result<(Reader, Wr
             framing: target.framing,
             opcode: match ser {
                 Serializer::Json => websocket::opcode::TEXT,
-                Serializer::MsgPack => websocket::opcode::BINARY,
+                Serializer::MsgPack | Serializer::Cbor => websocket::opcode::BINARY,
             },
             out: Vec::with_capacity(4096),
             mask: rand::random(),
@@ -354,21 +351,19 @@ macro_rules! peek_with {
 
 fn stamp(ser: Serializer, raw: &[u8]) -> Option<[u64; 3]> {
     let mut out = [0u64; 3];
+    macro_rules! read {
+        ($r:expr) => {{
+            let mut r = $r;
+            r.list_start().ok()?;
+            for v in &mut out {
+                *v = r.u64().ok()?;
+            }
+        }};
+    }
     match ser {
-        Serializer::Json => {
-            let mut r = codec::json::JsonReader::new(raw);
-            r.list_start().ok()?;
-            for v in &mut out {
-                *v = r.u64().ok()?;
-            }
-        }
-        Serializer::MsgPack => {
-            let mut r = codec::msgpack::MsgPackReader::new(raw);
-            r.list_start().ok()?;
-            for v in &mut out {
-                *v = r.u64().ok()?;
-            }
-        }
+        Serializer::Json => read!(codec::json::JsonReader::new(raw)),
+        Serializer::MsgPack => read!(codec::msgpack::MsgPackReader::new(raw)),
+        Serializer::Cbor => read!(codec::cbor::CborReader::new(raw)),
     }
     Some(out)
 }
@@ -378,6 +373,7 @@ pub fn peek(ser: Serializer, frame: &Bytes) -> Option<Peek> {
     match ser {
         Serializer::Json => peek_with!(codec::json::JsonReader::new(frame), ser, frame),
         Serializer::MsgPack => peek_with!(codec::msgpack::MsgPackReader::new(frame), ser, frame),
+        Serializer::Cbor => peek_with!(codec::cbor::CborReader::new(frame), ser, frame),
     }
 }
 

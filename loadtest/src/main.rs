@@ -100,6 +100,7 @@ enum CeilingKind {
 enum SerArg {
     Json,
     Msgpack,
+    Cbor,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -350,6 +351,7 @@ fn setup_for(common: &Common, senders: usize, default_window: u64) -> Result<(Ar
     let ser = match common.serializer {
         SerArg::Json => Serializer::Json,
         SerArg::Msgpack => Serializer::MsgPack,
+        SerArg::Cbor => Serializer::Cbor,
     };
     Ok((
         Arc::new(Setup {
@@ -524,6 +526,7 @@ fn ceiling(common: &Common, mode: CeilingKind, forwarder_cpu: Option<usize>) -> 
     let ser = match common.serializer {
         SerArg::Json => Serializer::Json,
         SerArg::Msgpack => Serializer::MsgPack,
+        SerArg::Cbor => Serializer::Cbor,
     };
     let pad = "x".repeat(common.payload);
     let args = switchyard::wamp::Value::List(vec![

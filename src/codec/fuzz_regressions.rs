@@ -23,14 +23,11 @@ fn payload(m: Message) -> Payload {
 fn through_other(p: &Payload) -> (Vec<Value>, Vec<Value>) {
     let other = match p.serializer {
         Serializer::Json => Serializer::MsgPack,
-        Serializer::MsgPack => Serializer::Json,
+        Serializer::MsgPack | Serializer::Cbor => Serializer::Json,
     };
     let there = transcode(p, other).expect("transcode");
     let back = transcode(&there, p.serializer).expect("transcode back");
-    let values = |p: &Payload| match p.serializer {
-        Serializer::Json => json::parse_payload(&p.raw).unwrap(),
-        Serializer::MsgPack => msgpack::parse_payload(&p.raw, p.count).unwrap(),
-    };
+    let values = |p: &Payload| payload_values(p).unwrap();
     (values(&there), values(&back))
 }
 
@@ -159,10 +156,7 @@ fn nested_dict(n: usize, inner: Value) -> Value {
 
 fn encode_message(ser: Serializer, v: &Value) -> Bytes {
     let mut out = Vec::new();
-    match ser {
-        Serializer::Json => json::write_value(&mut out, v),
-        Serializer::MsgPack => msgpack::write_value(&mut out, v),
-    }
+    write_value(ser, &mut out, v);
     Bytes::from(out)
 }
 
@@ -172,7 +166,7 @@ fn nesting_depth_is_the_same_for_decode_transcode_and_parse_value() {
     // (JSON) or any depth (MessagePack) in payloads than transcode and
     // parse_value, and one level more in dictionaries than parse_value. Now
     // the message array is at depth 0, and nothing deeper than MAX_DEPTH.
-    for ser in [Serializer::Json, Serializer::MsgPack] {
+    for ser in Serializer::ALL {
         for n in MAX_DEPTH - 3..=MAX_DEPTH + 2 {
             for (what, args, inner_depth) in [
                 ("scalar in lists", nested_list(n, Value::UInt(1)), n + 1),

@@ -1,4 +1,4 @@
-//! Bytes to messages and back, for JSON and MessagePack.
+//! Bytes to messages and back, for JSON, MessagePack and CBOR.
 //!
 //! Decoding reads what the router routes on and keeps `Arguments` and
 //! `ArgumentsKw` as a raw span of the received frame ([`Payload`]). Encoding
@@ -6,6 +6,7 @@
 //! encoded header, so a payload is never re-encoded when both peers use the
 //! same serializer; [`transcode`] converts it once when they differ.
 
+pub mod cbor;
 pub mod json;
 pub mod msgpack;
 
@@ -31,7 +32,7 @@ pub enum DecodeError {
     UnexpectedType(u64),
 }
 
-/// The reader interface both serializers offer to [`decode`].
+/// The reader interface every serializer offers to [`decode`].
 trait Reader {
     fn list_start(&mut self) -> Result<(), DecodeError>;
     fn has_more(&mut self) -> bool;
@@ -71,6 +72,7 @@ macro_rules! impl_reader {
 }
 impl_reader!(json::JsonReader<'_>);
 impl_reader!(msgpack::MsgPackReader<'_>);
+impl_reader!(cbor::CborReader<'_>);
 
 /// Decodes one frame received from a client.
 pub fn decode(serializer: Serializer, frame: &Bytes) -> Result<Message, DecodeError> {
@@ -80,6 +82,7 @@ pub fn decode(serializer: Serializer, frame: &Bytes) -> Result<Message, DecodeEr
             decode_with(&mut json::JsonReader::new(frame), serializer, frame)
         }
         Serializer::MsgPack => decode_with(&mut msgpack::MsgPackReader::new(frame), serializer, frame),
+        Serializer::Cbor => decode_with(&mut cbor::CborReader::new(frame), serializer, frame),
     }
 }
 
@@ -204,7 +207,7 @@ fn decode_with(r: &mut impl Reader, ser: Serializer, frame: &Bytes) -> Result<Me
     Ok(msg)
 }
 
-/// Builds one outgoing message in either serializer.
+/// Builds one outgoing message in any serializer.
 #[derive(Debug)]
 pub struct MsgWriter {
     ser: Serializer,
@@ -225,6 +228,7 @@ impl MsgWriter {
             Serializer::MsgPack => {
                 let _ = rmp::encode::write_array_len(&mut w.buf, len);
             }
+            Serializer::Cbor => cbor::write_head(&mut w.buf, cbor::major::ARRAY, len as u64),
         }
         w.uint(code.code());
         w
@@ -247,6 +251,7 @@ impl MsgWriter {
             Serializer::MsgPack => {
                 let _ = rmp::encode::write_uint(&mut self.buf, v);
             }
+            Serializer::Cbor => cbor::write_uint(&mut self.buf, v),
         }
         self
     }
@@ -259,6 +264,7 @@ impl MsgWriter {
             Serializer::MsgPack => {
                 let _ = rmp::encode::write_str(&mut self.buf, s);
             }
+            Serializer::Cbor => cbor::write_str(&mut self.buf, s),
         }
         self
     }
@@ -269,6 +275,7 @@ impl MsgWriter {
         match self.ser {
             Serializer::Json => json::write_dict(&mut self.buf, d),
             Serializer::MsgPack => msgpack::write_dict(&mut self.buf, d),
+            Serializer::Cbor => cbor::write_dict(&mut self.buf, d),
         }
         self
     }
@@ -276,10 +283,7 @@ impl MsgWriter {
     /// Appends any value.
     pub fn value(&mut self, v: &Value) -> &mut Self {
         self.sep();
-        match self.ser {
-            Serializer::Json => json::write_value(&mut self.buf, v),
-            Serializer::MsgPack => msgpack::write_value(&mut self.buf, v),
-        }
+        write_value(self.ser, &mut self.buf, v);
         self
     }
 
@@ -324,6 +328,12 @@ pub fn parse_value(ser: Serializer, frame: &[u8]) -> Result<Value, DecodeError> 
             r.finish_value()?;
             Ok(v)
         }
+        Serializer::Cbor => {
+            let mut r = cbor::CborReader::new(frame);
+            let v = r.parse_value(0)?;
+            r.finish_value()?;
+            Ok(v)
+        }
     }
 }
 
@@ -333,6 +343,7 @@ pub fn empty_dict(ser: Serializer) -> &'static [u8] {
     match ser {
         Serializer::Json => b"{}",
         Serializer::MsgPack => &[0x80],
+        Serializer::Cbor => &[0xa0],
     }
 }
 
@@ -341,6 +352,7 @@ pub fn encode_dict(ser: Serializer, d: &Dict) -> Vec<u8> {
     match ser {
         Serializer::Json => json::write_dict(&mut out, d),
         Serializer::MsgPack => msgpack::write_dict(&mut out, d),
+        Serializer::Cbor => cbor::write_dict(&mut out, d),
     }
     out
 }
@@ -354,6 +366,7 @@ pub fn payload_values(p: &Payload) -> Result<Vec<Value>, DecodeError> {
     match p.serializer {
         Serializer::Json => json::parse_payload(&p.raw),
         Serializer::MsgPack => msgpack::parse_payload(&p.raw, p.count),
+        Serializer::Cbor => cbor::parse_payload(&p.raw, p.count),
     }
 }
 
@@ -369,22 +382,32 @@ pub fn transcode(p: &Payload, to: Serializer) -> Result<Payload, DecodeError> {
     }
     let values = payload_values(p)?;
     let mut out = Vec::with_capacity(p.raw.len() + 8);
-    for (i, v) in values.iter().enumerate() {
-        match to {
-            Serializer::Json => {
-                if i > 0 {
-                    out.push(b',');
-                }
-                json::write_value(&mut out, v)
-            }
-            Serializer::MsgPack => msgpack::write_value(&mut out, v),
-        }
-    }
+    write_elements(&mut out, to, &values);
     Ok(Payload {
         serializer: to,
         count: values.len() as u8,
         raw: Bytes::from(out),
     })
+}
+
+/// Appends `values` as consecutive message elements in `ser` (comma-separated
+/// in JSON), the form of a payload span.
+fn write_elements(out: &mut Vec<u8>, ser: Serializer, values: &[Value]) {
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 && ser == Serializer::Json {
+            out.push(b',');
+        }
+        write_value(ser, out, v);
+    }
+}
+
+/// Appends the encoding of one value in `ser`.
+pub fn write_value(ser: Serializer, out: &mut Vec<u8>, v: &Value) {
+    match ser {
+        Serializer::Json => json::write_value(out, v),
+        Serializer::MsgPack => msgpack::write_value(out, v),
+        Serializer::Cbor => cbor::write_value(out, v),
+    }
 }
 
 /// Builds a payload of Arguments and, if given, ArgumentsKw.
@@ -393,19 +416,7 @@ pub fn payload_of(ser: Serializer, args: &[Value], kwargs: Option<&Dict>) -> Pay
         return payload_from(ser, args);
     };
     let mut out = Vec::new();
-    let list = Value::List(args.to_vec());
-    let dict = Value::Dict(kwargs.clone());
-    match ser {
-        Serializer::Json => {
-            json::write_value(&mut out, &list);
-            out.push(b',');
-            json::write_value(&mut out, &dict);
-        }
-        Serializer::MsgPack => {
-            msgpack::write_value(&mut out, &list);
-            msgpack::write_value(&mut out, &dict);
-        }
-    }
+    write_elements(&mut out, ser, &[Value::List(args.to_vec()), Value::Dict(kwargs.clone())]);
     Payload {
         serializer: ser,
         count: 2,
@@ -416,11 +427,7 @@ pub fn payload_of(ser: Serializer, args: &[Value], kwargs: Option<&Dict>) -> Pay
 /// Builds a payload from values (for errors the router itself raises).
 pub fn payload_from(ser: Serializer, args: &[Value]) -> Payload {
     let mut out = Vec::new();
-    let list = Value::List(args.to_vec());
-    match ser {
-        Serializer::Json => json::write_value(&mut out, &list),
-        Serializer::MsgPack => msgpack::write_value(&mut out, &list),
-    }
+    write_elements(&mut out, ser, &[Value::List(args.to_vec())]);
     Payload {
         serializer: ser,
         count: 1,
@@ -644,5 +651,88 @@ mod tests {
         assert_eq!((request, procedure.as_str(), payload.count), (3, "com.proc", 1));
         let js = transcode(&payload, Serializer::Json).unwrap();
         assert_eq!(&js.raw[..], br#"["\u0000AAH/"]"#);
+    }
+
+    #[test]
+    fn cbor_decodes_and_transcodes_among_all_three() {
+        let args = Value::List(vec![
+            Value::Str("é".into()),
+            Value::Bytes(vec![0, 1, 255]),
+            Value::Int(-7),
+            Value::Float(0.5),
+            Value::Dict(Dict::new().with("x", Value::Null)),
+        ]);
+        let kwargs = Value::Dict(Dict::new().with("n", Value::UInt(u64::MAX)));
+        let mut frame = Vec::new();
+        write_value(
+            Serializer::Cbor,
+            &mut frame,
+            &Value::List(vec![
+                Value::UInt(16),
+                Value::UInt(9),
+                Value::Dict(Dict::new().with("acknowledge", Value::Bool(true))),
+                Value::Str("com.topic".into()),
+                args.clone(),
+                kwargs.clone(),
+            ]),
+        );
+        let m = decode(Serializer::Cbor, &Bytes::from(frame)).unwrap();
+        let Message::Publish {
+            request,
+            options,
+            topic,
+            payload,
+        } = m
+        else {
+            panic!()
+        };
+        assert_eq!((request, topic.as_str(), payload.count), (9, "com.topic", 2));
+        assert_eq!(options.get_bool("acknowledge"), Some(true));
+        let want = vec![args, kwargs];
+        assert_eq!(payload_values(&payload).unwrap(), want);
+        // every pair, both ways, gives the same values
+        for from in Serializer::ALL {
+            let p = transcode(&payload, from).unwrap();
+            for to in Serializer::ALL {
+                let t = transcode(&p, to).unwrap();
+                assert_eq!((t.serializer, t.count), (to, 2));
+                assert_eq!(payload_values(&t).unwrap(), want, "{from:?} -> {to:?}");
+            }
+        }
+        // bytes: MessagePack bin, JSON's \u0000 + base64
+        let js = transcode(&payload, Serializer::Json).unwrap();
+        assert!(js.raw.windows(12).any(|w| w == br#""\u0000AAH/""#));
+        let mp = transcode(&payload, Serializer::MsgPack).unwrap();
+        assert!(mp.raw.windows(5).any(|w| w == [0xc4, 3, 0, 1, 255]));
+        // and an EVENT splices a CBOR payload as it is
+        let ev = encode::event(Serializer::Cbor, 5, 6, empty_dict(Serializer::Cbor), &payload);
+        assert!(ev.ends_with(&payload.raw));
+        assert_eq!(ev[..4], [0x86, 0x18, 36, 5]);
+    }
+
+    #[test]
+    fn cbor_rejects_bad_messages() {
+        let c = |b: &[u8]| decode(Serializer::Cbor, &Bytes::copy_from_slice(b));
+        // [32, 1, {}, "t"] is fine, definite or indefinite
+        assert!(c(&[0x84, 0x18, 32, 0x01, 0xa0, 0x61, b't']).is_ok());
+        assert!(c(&[0x9f, 0x18, 32, 0x01, 0xa0, 0x61, b't', 0xff]).is_ok());
+        // the break missing, an element short, one too many, trailing bytes
+        assert!(c(&[0x9f, 0x18, 32, 0x01, 0xa0, 0x61, b't']).is_err());
+        assert!(c(&[0x83, 0x18, 32, 0x01, 0xa0]).is_err());
+        assert!(c(&[0x85, 0x18, 32, 0x01, 0xa0, 0x61, b't', 0x01]).is_err());
+        assert!(c(&[0x84, 0x18, 32, 0x01, 0xa0, 0x61, b't', 0x00]).is_err());
+        // not an array; a negative or zero request ID; a byte string as URI
+        assert!(c(&[0xa0]).is_err());
+        assert!(c(&[0x84, 0x18, 32, 0x20, 0xa0, 0x61, b't']).is_err());
+        assert!(c(&[0x84, 0x18, 32, 0x00, 0xa0, 0x61, b't']).is_err());
+        assert!(c(&[0x84, 0x18, 32, 0x01, 0xa0, 0x41, b't']).is_err());
+        // PUBLISH whose Arguments is a dictionary, or ArgumentsKw a list
+        assert!(c(&[0x85, 0x10, 0x01, 0xa0, 0x61, b't', 0xa0]).is_err());
+        assert!(c(&[0x86, 0x10, 0x01, 0xa0, 0x61, b't', 0x80, 0x80]).is_err());
+        // a payload below -2^63 would not transcode, so it is refused here
+        let mut f = vec![0x85, 0x10, 0x01, 0xa0, 0x61, b't', 0x81, 0x3b];
+        f.extend_from_slice(&[0xff; 8]);
+        assert!(c(&f).is_err());
+        assert_eq!(c(&[0x84, 0x18, 36, 1, 2, 0xa0]), Err(DecodeError::UnexpectedType(36)));
     }
 }

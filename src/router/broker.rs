@@ -51,7 +51,7 @@ impl<'a> PayloadCache<'a> {
     fn new(original: &'a Payload) -> Self {
         PayloadCache {
             original,
-            converted: [None, None],
+            converted: [None, None, None],
         }
     }
 
@@ -232,7 +232,7 @@ fn deliver_local(
     publication: &Publication<'_>,
     cache: &mut PayloadCache<'_>,
 ) {
-    let mut frames: [Option<Bytes>; Serializer::COUNT] = [None, None];
+    let mut frames: [Option<Bytes>; Serializer::COUNT] = [None, None, None];
     let mut delivered = 0u64;
     for sid in &sub.local {
         if *sid == publication.exclude {

@@ -24,7 +24,7 @@ pub fn write_message_header(out: &mut Vec<u8>, framing: Framing, ser: Serializer
         Framing::WebSocket => {
             let op = match ser {
                 Serializer::Json => websocket::opcode::TEXT,
-                Serializer::MsgPack => websocket::opcode::BINARY,
+                Serializer::MsgPack | Serializer::Cbor => websocket::opcode::BINARY,
             };
             websocket::write_header(out, op, len)
         }

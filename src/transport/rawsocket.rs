@@ -41,6 +41,15 @@ pub fn length_exponent(max: usize) -> u8 {
     (0..=15u8).rev().find(|l| (1usize << (9 + l)) <= max).unwrap_or(0)
 }
 
+/// The handshake's serializer code (1 JSON, 2 MessagePack, 3 CBOR).
+pub fn serializer_code(ser: Serializer) -> u8 {
+    match ser {
+        Serializer::Json => 1,
+        Serializer::MsgPack => 2,
+        Serializer::Cbor => 3,
+    }
+}
+
 /// Answers a client handshake; `max_message` is the router's limit.
 pub fn handshake(h: [u8; 4], max_message: usize) -> Handshake {
     if h[0] != MAGIC {
@@ -56,6 +65,7 @@ pub fn handshake(h: [u8; 4], max_message: usize) -> Handshake {
     let serializer = match h[1] & 0x0f {
         1 => Serializer::Json,
         2 => Serializer::MsgPack,
+        3 => Serializer::Cbor,
         _ => return refuse(handshake_error::SERIALIZER_UNSUPPORTED, "serializer not supported"),
     };
     let client_max = 1usize << (9 + (h[1] >> 4));

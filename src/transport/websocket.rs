@@ -132,6 +132,7 @@ pub fn parse_request(buf: &[u8], path: &str, metrics: bool) -> Result<Option<(Ht
     let serializer = offered.iter().find_map(|p| match *p {
         "wamp.2.json" => Some(Serializer::Json),
         "wamp.2.msgpack" => Some(Serializer::MsgPack),
+        "wamp.2.cbor" => Some(Serializer::Cbor),
         _ => None,
     });
     let Some(serializer) = serializer else {
@@ -139,7 +140,7 @@ pub fn parse_request(buf: &[u8], path: &str, metrics: bool) -> Result<Option<(Ht
             400,
             "Bad Request",
             format!(
-                "no supported WAMP subprotocol offered ({}); this router speaks wamp.2.json and wamp.2.msgpack",
+                "no supported WAMP subprotocol offered ({}); this router speaks wamp.2.json, wamp.2.msgpack and wamp.2.cbor",
                 if offered.is_empty() {
                     "none".to_string()
                 } else {

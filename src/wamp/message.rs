@@ -47,22 +47,27 @@ impl MessageType {
 pub enum Serializer {
     Json,
     MsgPack,
+    Cbor,
 }
 
 impl Serializer {
     /// Number of serializers, for per-serializer caches.
-    pub const COUNT: usize = 2;
+    pub const COUNT: usize = 3;
+
+    /// Every serializer, in index order.
+    pub const ALL: [Serializer; Serializer::COUNT] = [Serializer::Json, Serializer::MsgPack, Serializer::Cbor];
 
     /// Index into per-serializer caches.
     pub fn index(self) -> usize {
         self as usize
     }
 
-    /// The serializer's name (`json`, `msgpack`).
+    /// The serializer's name (`json`, `msgpack`, `cbor`).
     pub fn name(self) -> &'static str {
         match self {
             Serializer::Json => "json",
             Serializer::MsgPack => "msgpack",
+            Serializer::Cbor => "cbor",
         }
     }
 
@@ -71,6 +76,7 @@ impl Serializer {
         match self {
             Serializer::Json => "wamp.2.json",
             Serializer::MsgPack => "wamp.2.msgpack",
+            Serializer::Cbor => "wamp.2.cbor",
         }
     }
 }

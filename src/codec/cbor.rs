@@ -1,0 +1,588 @@
+//! CBOR (RFC 8949): the envelope reader, value parser and encoder, on
+//! minicbor's decoder and encoder. Byte strings are binary values (MessagePack
+//! bin, JSON's `\u0000` + base64).
+//!
+//! What is accepted, both where the router reads (Options, Details) and in
+//! the payload spans it only validates, so that every payload `decode`
+//! accepts also transcodes:
+//! - definite and indefinite arrays, maps, text and byte strings;
+//! - integers from -2^63 to 2^64 - 1 (a negative integer below `i64::MIN`
+//!   has no MessagePack or JSON integer to become and is refused);
+//! - half, single and double floats;
+//! - `false`, `true`, `null` and `undefined` (read as null);
+//! - tags, which carry no meaning for WAMP: a tagged value reads as the value
+//!   (a payload spliced CBOR to CBOR keeps its tags as they are);
+//! - dictionary keys that are text strings.
+//!
+//! Refused: other simple values, reserved or unknown heads, a break outside
+//! an indefinite item, invalid UTF-8, nesting deeper than `MAX_DEPTH`.
+
+use bytes::Bytes;
+use minicbor::data::Type;
+use minicbor::Decoder;
+
+use super::{DecodeError, MAX_DEPTH};
+use crate::wamp::{Dict, Value};
+
+fn err(msg: &'static str) -> DecodeError {
+    DecodeError::Malformed(msg)
+}
+
+fn truncated(_: minicbor::decode::Error) -> DecodeError {
+    err("malformed or truncated CBOR")
+}
+
+/// How many elements of the message array are left.
+#[derive(Debug, Clone, Copy)]
+enum Left {
+    Definite(u64),
+    /// An indefinite-length array, closed by a break.
+    Indefinite,
+}
+
+/// Reads the top-level message array of one CBOR frame.
+#[derive(Debug)]
+pub struct CborReader<'a> {
+    d: Decoder<'a>,
+    left: Left,
+}
+
+/// The kind of item that starts at the decoder's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Item {
+    List,
+    Dict,
+    Str,
+    Bin,
+    Other,
+}
+
+impl<'a> CborReader<'a> {
+    /// A reader over one frame.
+    pub fn new(buf: &'a [u8]) -> Self {
+        CborReader {
+            d: Decoder::new(buf),
+            left: Left::Definite(0),
+        }
+    }
+
+    fn pos(&self) -> usize {
+        self.d.position()
+    }
+
+    fn at_end(&self) -> bool {
+        self.d.position() >= self.d.input().len()
+    }
+
+    /// The type at the position, past any tags (which are consumed).
+    fn untagged(&mut self) -> Result<Type, DecodeError> {
+        loop {
+            match self.d.datatype().map_err(truncated)? {
+                Type::Tag => {
+                    self.d.tag().map_err(truncated)?;
+                }
+                t => return Ok(t),
+            }
+        }
+    }
+
+    fn item(&mut self) -> Result<Item, DecodeError> {
+        Ok(match self.untagged()? {
+            Type::Array | Type::ArrayIndef => Item::List,
+            Type::Map | Type::MapIndef => Item::Dict,
+            Type::String | Type::StringIndef => Item::Str,
+            Type::Bytes | Type::BytesIndef => Item::Bin,
+            _ => Item::Other,
+        })
+    }
+
+    /// True when the next byte is the break that closes an indefinite item
+    /// (which is then consumed).
+    fn take_break(&mut self) -> Result<bool, DecodeError> {
+        if self.d.datatype().map_err(truncated)? == Type::Break {
+            self.d.set_position(self.d.position() + 1);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Opens the message array.
+    pub fn list_start(&mut self) -> Result<(), DecodeError> {
+        match self.d.datatype() {
+            Ok(Type::Array | Type::ArrayIndef) => {}
+            _ => return Err(err("message is not a CBOR array")),
+        }
+        self.left = match self.d.array().map_err(truncated)? {
+            Some(n) => Left::Definite(n),
+            None => Left::Indefinite,
+        };
+        Ok(())
+    }
+
+    /// True if another element follows in the message array.
+    pub fn has_more(&mut self) -> bool {
+        match self.left {
+            Left::Definite(n) => n > 0,
+            Left::Indefinite => !matches!(self.d.datatype(), Ok(Type::Break)),
+        }
+    }
+
+    fn elem(&mut self) -> Result<(), DecodeError> {
+        match &mut self.left {
+            Left::Definite(0) => Err(err("message array ends early")),
+            Left::Definite(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            Left::Indefinite => match self.d.datatype() {
+                Ok(Type::Break) => Err(err("message array ends early")),
+                Ok(_) => Ok(()),
+                Err(e) => Err(truncated(e)),
+            },
+        }
+    }
+
+    /// Reads an element that must be a non-negative integer.
+    pub fn u64(&mut self) -> Result<u64, DecodeError> {
+        self.elem()?;
+        self.untagged()?;
+        match self.d.datatype().map_err(truncated)? {
+            Type::U8 | Type::U16 | Type::U32 | Type::U64 => self.d.u64().map_err(truncated),
+            _ => Err(err("expected a non-negative integer")),
+        }
+    }
+
+    /// Reads an element that must be a string.
+    pub fn string(&mut self) -> Result<String, DecodeError> {
+        self.elem()?;
+        if self.item()? != Item::Str {
+            return Err(err("expected a string"));
+        }
+        self.text()
+    }
+
+    fn text(&mut self) -> Result<String, DecodeError> {
+        let mut out = String::new();
+        for chunk in self.d.str_iter().map_err(|_| err("invalid CBOR text string"))? {
+            out.push_str(chunk.map_err(|_| err("invalid UTF-8 in string"))?);
+        }
+        Ok(out)
+    }
+
+    fn binary(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let mut out = Vec::new();
+        for chunk in self.d.bytes_iter().map_err(|_| err("invalid CBOR byte string"))? {
+            out.extend_from_slice(chunk.map_err(truncated)?);
+        }
+        Ok(out)
+    }
+
+    /// Reads an element that must be a dictionary.
+    pub fn dict(&mut self) -> Result<Dict, DecodeError> {
+        self.elem()?;
+        // at depth 1, inside the message array
+        match self.parse_value(1)? {
+            Value::Dict(d) => Ok(d),
+            _ => Err(err("expected a dictionary")),
+        }
+    }
+
+    /// Reads the optional Arguments and ArgumentsKw as one raw span of `frame`.
+    /// With `opaque` (a message in payload passthru mode) the Arguments may
+    /// instead be one binary or string, and nothing follows it.
+    pub fn payload(&mut self, frame: &Bytes, opaque: bool) -> Result<(u8, Bytes), DecodeError> {
+        if !self.has_more() {
+            return Ok((0, Bytes::new()));
+        }
+        let start = self.pos();
+        self.elem()?;
+        let first = self.item()?;
+        if opaque && matches!(first, Item::Bin | Item::Str) {
+            self.skip_value(1)?;
+            if self.has_more() {
+                return Err(err("a transparent payload is one element"));
+            }
+            return Ok((1, frame.slice(start..self.pos())));
+        }
+        if first != Item::List {
+            return Err(err("Arguments must be a list"));
+        }
+        self.skip_value(1)?;
+        let mut count = 1;
+        if self.has_more() {
+            self.elem()?;
+            if self.item()? != Item::Dict {
+                return Err(err("ArgumentsKw must be a dictionary"));
+            }
+            self.skip_value(1)?;
+            count = 2;
+        }
+        Ok((count, frame.slice(start..self.pos())))
+    }
+
+    /// Closes the message array; nothing may follow.
+    pub fn finish(&mut self) -> Result<(), DecodeError> {
+        match self.left {
+            Left::Definite(0) => {}
+            Left::Definite(_) => return Err(err("unexpected extra message elements")),
+            Left::Indefinite => {
+                if !self.take_break()? {
+                    return Err(err("unexpected extra message elements"));
+                }
+            }
+        }
+        if !self.at_end() {
+            return Err(err("trailing data after message"));
+        }
+        Ok(())
+    }
+
+    /// Fails unless the whole input was consumed.
+    pub fn finish_value(&self) -> Result<(), DecodeError> {
+        if self.at_end() {
+            Ok(())
+        } else {
+            Err(err("trailing data after value"))
+        }
+    }
+
+    fn negative(&mut self) -> Result<Value, DecodeError> {
+        let i = i128::from(self.d.int().map_err(truncated)?);
+        i64::try_from(i)
+            .map(|i| if i < 0 { Value::Int(i) } else { Value::UInt(i as u64) })
+            .map_err(|_| err("negative integer below -2^63"))
+    }
+
+    /// Parses one value.
+    pub fn parse_value(&mut self, depth: usize) -> Result<Value, DecodeError> {
+        if depth > MAX_DEPTH {
+            return Err(err("nesting too deep"));
+        }
+        let limit = self.d.input().len() - self.pos();
+        Ok(match self.untagged()? {
+            Type::U8 | Type::U16 | Type::U32 | Type::U64 => Value::UInt(self.d.u64().map_err(truncated)?),
+            Type::I8 | Type::I16 | Type::I32 | Type::I64 | Type::Int => self.negative()?,
+            Type::F16 | Type::F32 | Type::F64 => Value::Float(self.d.f64().map_err(truncated)?),
+            Type::Bool => Value::Bool(self.d.bool().map_err(truncated)?),
+            Type::Null | Type::Undefined => {
+                self.d.set_position(self.pos() + 1);
+                Value::Null
+            }
+            Type::String | Type::StringIndef => Value::Str(self.text()?),
+            Type::Bytes | Type::BytesIndef => Value::Bytes(self.binary()?),
+            Type::Array | Type::ArrayIndef => {
+                let n = self.d.array().map_err(truncated)?;
+                let mut l = Vec::with_capacity(n.map_or(0, |n| (n as usize).min(limit)));
+                match n {
+                    Some(n) => {
+                        for _ in 0..n {
+                            l.push(self.parse_value(depth + 1)?);
+                        }
+                    }
+                    None => {
+                        while !self.take_break()? {
+                            l.push(self.parse_value(depth + 1)?);
+                        }
+                    }
+                }
+                Value::List(l)
+            }
+            Type::Map | Type::MapIndef => {
+                let n = self.d.map().map_err(truncated)?;
+                let mut d = Vec::with_capacity(n.map_or(0, |n| (n as usize).min(limit)));
+                let mut entry = |r: &mut Self| -> Result<(), DecodeError> {
+                    if r.item()? != Item::Str {
+                        return Err(err("dictionary key must be a string"));
+                    }
+                    let k = r.text()?;
+                    d.push((k, r.parse_value(depth + 1)?));
+                    Ok(())
+                };
+                match n {
+                    Some(n) => {
+                        for _ in 0..n {
+                            entry(self)?;
+                        }
+                    }
+                    None => {
+                        while !self.take_break()? {
+                            entry(self)?;
+                        }
+                    }
+                }
+                Value::Dict(Dict(d))
+            }
+            Type::Break => return Err(err("unexpected CBOR break")),
+            Type::Simple | Type::Unknown(_) | Type::Tag => return Err(err("unsupported CBOR type")),
+        })
+    }
+
+    /// Skips one value at `depth`, validating it as `parse_value` would:
+    /// structure, UTF-8 strings, string keys, integer range and nesting depth,
+    /// without building anything.
+    fn skip_value(&mut self, depth: usize) -> Result<(), DecodeError> {
+        match self.untagged()? {
+            Type::U8 | Type::U16 | Type::U32 | Type::U64 => {
+                self.d.u64().map_err(truncated)?;
+            }
+            Type::I8 | Type::I16 | Type::I32 | Type::I64 | Type::Int => {
+                self.negative()?;
+            }
+            Type::F16 | Type::F32 | Type::F64 => {
+                self.d.f64().map_err(truncated)?;
+            }
+            Type::Bool | Type::Null | Type::Undefined => self.d.set_position(self.pos() + 1),
+            Type::String | Type::StringIndef => {
+                for chunk in self.d.str_iter().map_err(|_| err("invalid CBOR text string"))? {
+                    chunk.map_err(|_| err("invalid UTF-8 in string"))?;
+                }
+            }
+            Type::Bytes | Type::BytesIndef => {
+                for chunk in self.d.bytes_iter().map_err(|_| err("invalid CBOR byte string"))? {
+                    chunk.map_err(truncated)?;
+                }
+            }
+            t @ (Type::Array | Type::ArrayIndef | Type::Map | Type::MapIndef) => {
+                let map = matches!(t, Type::Map | Type::MapIndef);
+                let n = if map {
+                    self.d.map().map_err(truncated)?
+                } else {
+                    self.d.array().map_err(truncated)?
+                };
+                if n != Some(0) && depth >= MAX_DEPTH {
+                    return Err(err("nesting too deep"));
+                }
+                let one = |r: &mut Self| -> Result<(), DecodeError> {
+                    if map {
+                        if r.item()? != Item::Str {
+                            return Err(err("dictionary key must be a string"));
+                        }
+                        r.skip_value(depth + 1)?;
+                    }
+                    r.skip_value(depth + 1)
+                };
+                match n {
+                    Some(n) => {
+                        for _ in 0..n {
+                            one(self)?;
+                        }
+                    }
+                    None => {
+                        while !self.take_break()? {
+                            one(self)?;
+                        }
+                    }
+                }
+            }
+            Type::Break => return Err(err("unexpected CBOR break")),
+            Type::Simple | Type::Unknown(_) | Type::Tag => return Err(err("unsupported CBOR type")),
+        }
+        Ok(())
+    }
+}
+
+/// Parses a raw CBOR payload span holding `count` values.
+pub fn parse_payload(raw: &[u8], count: u8) -> Result<Vec<Value>, DecodeError> {
+    let mut r = CborReader::new(raw);
+    let mut out = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        // at depth 1, as elements of the message array
+        out.push(r.parse_value(1)?);
+    }
+    if !r.at_end() {
+        return Err(err("trailing data in payload"));
+    }
+    Ok(out)
+}
+
+/// Appends a CBOR head: major type `major` with argument `n`, shortest form.
+#[inline]
+pub fn write_head(out: &mut Vec<u8>, major: u8, n: u64) {
+    let m = major << 5;
+    if n < 24 {
+        out.push(m | n as u8);
+    } else if n <= u8::MAX as u64 {
+        out.extend_from_slice(&[m | 24, n as u8]);
+    } else if n <= u16::MAX as u64 {
+        out.push(m | 25);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else if n <= u32::MAX as u64 {
+        out.push(m | 26);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    } else {
+        out.push(m | 27);
+        out.extend_from_slice(&n.to_be_bytes());
+    }
+}
+
+/// Major types.
+pub mod major {
+    pub const UNSIGNED: u8 = 0;
+    pub const NEGATIVE: u8 = 1;
+    pub const BYTES: u8 = 2;
+    pub const TEXT: u8 = 3;
+    pub const ARRAY: u8 = 4;
+    pub const MAP: u8 = 5;
+}
+
+/// Appends an unsigned integer.
+pub fn write_uint(out: &mut Vec<u8>, v: u64) {
+    write_head(out, major::UNSIGNED, v);
+}
+
+/// Appends a text string.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    write_head(out, major::TEXT, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Appends the CBOR encoding of `v` to `out`. Floats are written as doubles,
+/// so every value survives a round trip exactly.
+pub fn write_value(out: &mut Vec<u8>, v: &Value) {
+    let mut e = minicbor::Encoder::new(&mut *out);
+    // Writes to a Vec cannot fail.
+    let _ = match v {
+        Value::Null => e.null().map(|_| ()),
+        Value::Bool(b) => e.bool(*b).map(|_| ()),
+        Value::Int(i) => e.i64(*i).map(|_| ()),
+        Value::UInt(u) => e.u64(*u).map(|_| ()),
+        Value::Float(f) => e.f64(*f).map(|_| ()),
+        Value::Str(s) => e.str(s).map(|_| ()),
+        Value::Bytes(b) => e.bytes(b).map(|_| ()),
+        Value::List(l) => {
+            write_head(out, major::ARRAY, l.len() as u64);
+            for x in l {
+                write_value(out, x);
+            }
+            Ok(())
+        }
+        Value::Dict(d) => {
+            write_dict(out, d);
+            Ok(())
+        }
+    };
+}
+
+/// Appends the CBOR encoding of `d` to `out`.
+pub fn write_dict(out: &mut Vec<u8>, d: &Dict) {
+    write_head(out, major::MAP, d.0.len() as u64);
+    for (k, x) in &d.0 {
+        write_str(out, k);
+        write_value(out, x);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(b: &[u8]) -> Result<Value, DecodeError> {
+        let mut r = CborReader::new(b);
+        let v = r.parse_value(0)?;
+        r.finish_value()?;
+        Ok(v)
+    }
+
+    fn skips(b: &[u8]) -> Result<(), DecodeError> {
+        let mut r = CborReader::new(b);
+        r.skip_value(0)?;
+        r.finish_value()
+    }
+
+    #[test]
+    fn round_trips_values() {
+        let v = Value::List(vec![
+            Value::Str("grüße".into()),
+            Value::Bytes(vec![0, 255]),
+            Value::Int(-1),
+            Value::Int(i64::MIN),
+            Value::UInt(u64::MAX),
+            Value::Float(1.5),
+            Value::Null,
+            Value::Bool(true),
+            Value::Dict(Dict::new().with("a", Value::List(vec![]))),
+        ]);
+        let mut out = Vec::new();
+        write_value(&mut out, &v);
+        assert_eq!(parse(&out).unwrap(), v);
+        skips(&out).unwrap();
+    }
+
+    #[test]
+    fn reads_rfc8949_examples() {
+        // Appendix A of RFC 8949
+        let cases: &[(&[u8], Value)] = &[
+            (&[0x00], Value::UInt(0)),
+            (&[0x18, 0x64], Value::UInt(100)),
+            (&[0x1b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], Value::UInt(u64::MAX)),
+            (&[0x38, 0x63], Value::Int(-100)),
+            (&[0xf9, 0x3c, 0x00], Value::Float(1.0)),
+            (&[0xf9, 0x7c, 0x00], Value::Float(f64::INFINITY)),
+            (&[0xfa, 0x47, 0xc3, 0x50, 0x00], Value::Float(100000.0)),
+            (&[0xf7], Value::Null),
+            (&[0x62, 0xc3, 0xbc], Value::Str("ü".into())),
+            (
+                &[0x7f, 0x65, b's', b't', b'r', b'e', b'a', 0x64, b'm', b'i', b'n', b'g', 0xff],
+                Value::Str("streaming".into()),
+            ),
+            (&[0x5f, 0x42, 1, 2, 0x43, 3, 4, 5, 0xff], Value::Bytes(vec![1, 2, 3, 4, 5])),
+            (
+                &[0x9f, 0x01, 0x82, 0x02, 0x03, 0x9f, 0x04, 0x05, 0xff, 0xff],
+                Value::List(vec![
+                    Value::UInt(1),
+                    Value::List(vec![Value::UInt(2), Value::UInt(3)]),
+                    Value::List(vec![Value::UInt(4), Value::UInt(5)]),
+                ]),
+            ),
+            (
+                &[0xbf, 0x61, b'a', 0x01, 0x61, b'b', 0x9f, 0x02, 0x03, 0xff, 0xff],
+                Value::Dict(
+                    Dict::new()
+                        .with("a", Value::UInt(1))
+                        .with("b", Value::List(vec![Value::UInt(2), Value::UInt(3)])),
+                ),
+            ),
+            // tag 1 (epoch time): the value, untagged
+            (&[0xc1, 0x1a, 0x51, 0x4b, 0x67, 0xb0], Value::UInt(1363896240)),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(&parse(bytes).unwrap(), want, "{bytes:02x?}");
+            skips(bytes).unwrap();
+        }
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        let bad: &[&[u8]] = &[
+            // array claiming 2^32-1 items with no data
+            &[0x9a, 0xff, 0xff, 0xff, 0xff],
+            // invalid UTF-8 text
+            &[0x61, 0xff],
+            // map with an integer key
+            &[0xa1, 0x01, 0x01],
+            // simple value 16, reserved heads, a lone break
+            &[0xf0],
+            &[0x1c],
+            &[0xff],
+            // -2^64
+            &[0x3b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            // an indefinite array without its break
+            &[0x9f, 0x01],
+            // an indefinite text string with a byte-string chunk
+            &[0x7f, 0x41, 0x00, 0xff],
+            // a tag with nothing after it
+            &[0xc1],
+        ];
+        for b in bad {
+            assert!(parse(b).is_err(), "{b:02x?} parses");
+            assert!(skips(b).is_err(), "{b:02x?} skips");
+        }
+        let deep = vec![0x81u8; 500];
+        assert!(parse(&deep).is_err());
+        assert!(skips(&deep).is_err());
+        // a million tags before a value: read in a loop, not by recursion
+        let mut tags = vec![0xc1u8; 1_000_000];
+        tags.push(0x01);
+        assert_eq!(parse(&tags).unwrap(), Value::UInt(1));
+    }
+}
