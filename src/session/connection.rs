@@ -97,11 +97,20 @@ async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
             let _ = stream.write_all(resp.as_bytes()).await;
             let _ = stream.close().await;
         }
-        HttpRequest::Upgrade { serializer, response } => {
+        HttpRequest::Upgrade {
+            serializer,
+            batched,
+            response,
+        } => {
             if stream.write_all(&response).await.is_err() {
                 return;
             }
-            run(ctx, stream, peer, buf, Framing::WebSocket, serializer, usize::MAX).await;
+            let wire = Wire {
+                framing: Framing::WebSocket,
+                ser: serializer,
+                batched,
+            };
+            run(ctx, stream, peer, buf, wire, usize::MAX).await;
         }
     }
 }
@@ -133,16 +142,12 @@ async fn serve_rawsocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer)
             if stream.write_all(&reply).await.is_err() {
                 return;
             }
-            run(
-                ctx,
-                stream,
-                peer,
-                BytesMut::with_capacity(MIN_READ),
-                Framing::RawSocket,
-                serializer,
-                client_max,
-            )
-            .await;
+            let wire = Wire {
+                framing: Framing::RawSocket,
+                ser: serializer,
+                batched: false,
+            };
+            run(ctx, stream, peer, BytesMut::with_capacity(MIN_READ), wire, client_max).await;
         }
     }
 }
@@ -178,7 +183,27 @@ fn next_frame(framing: Framing, ws: &mut WsDecoder, buf: &mut BytesMut, max: usi
     }
 }
 
-async fn run<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, mut buf: BytesMut, framing: Framing, ser: Serializer, peer_max: usize) {
+/// How a connection's WAMP messages travel: framing, serializer, batching.
+#[derive(Debug, Clone, Copy)]
+struct Wire {
+    framing: Framing,
+    ser: Serializer,
+    /// WAMP-over-Batched-WebSocket.
+    batched: bool,
+}
+
+/// Hands one received WAMP message to the router.
+fn deliver(ctx: &ConnCtx, conn: ConnId, ser: Serializer, data: &bytes::Bytes) {
+    let decoded = codec::decode(ser, data);
+    let mut router = ctx.router.borrow_mut();
+    match decoded {
+        Ok(msg) => router.on_message(conn, msg),
+        Err(e) => router.protocol_violation(conn, &e.to_string()),
+    }
+}
+
+async fn run<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, mut buf: BytesMut, wire: Wire, peer_max: usize) {
+    let Wire { framing, ser, batched } = wire;
     let outbox = Rc::new(Outbox::new(ctx.limits.max_outbound_bytes));
     outbox.set_max_message(peer_max);
     let transport = TransportInfo {
@@ -194,7 +219,10 @@ async fn run<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, mut buf: BytesM
     // Leaves the router's tables on every way out of here, a panic included.
     let registered = Registered { ctx: &ctx, conn };
     let (mut reader, writer) = futures_lite::io::split(stream);
-    let writer_task = glommio::spawn_local(write_loop(writer, outbox.clone(), framing, ser));
+    let batch_max = if batched { ctx.limits.max_message_size.min(peer_max) } else { 0 };
+    // the JSON batch separator the client uses, for the writer to answer with
+    let separator = Rc::new(std::cell::Cell::new(websocket::batch::SEPARATOR));
+    let writer_task = glommio::spawn_local(write_loop(writer, outbox.clone(), wire, (batch_max, separator.clone())));
     let mut ws = WsDecoder::new(ctx.limits.max_message_size);
     let mut chunk = MIN_READ;
     let mut ping_sent = false;
@@ -213,14 +241,29 @@ async fn run<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, mut buf: BytesM
                 break;
             };
             match frame {
-                Frame::Message(data) => {
-                    let decoded = codec::decode(ser, &data);
-                    let mut router = ctx.router.borrow_mut();
-                    match decoded {
-                        Ok(msg) => router.on_message(conn, msg),
-                        Err(e) => router.protocol_violation(conn, &e.to_string()),
+                Frame::Message(data) if batched => {
+                    let failed = match websocket::batch::split(ser, &data) {
+                        Ok(messages) => {
+                            separator.set(messages.separator());
+                            messages
+                            .take_while(|_| !outbox.is_closing())
+                            .find_map(|m| match m {
+                                Ok(m) => {
+                                    deliver(&ctx, conn, ser, &m);
+                                    None
+                                }
+                                Err(reason) => Some(reason),
+                            })
+                        }
+                        Err(reason) => Some(reason),
+                    };
+                    if let Some(reason) = failed {
+                        debug!(conn, reason, "invalid batch");
+                        outbox.replace_close(websocket::close::PROTOCOL_ERROR, reason);
+                        break 'conn;
                     }
                 }
+                Frame::Message(data) => deliver(&ctx, conn, ser, &data),
                 Frame::Ping(p) => outbox.push_control(Outgoing::Pong(p)),
                 Frame::Close { code } => {
                     let code = if code == 1005 { websocket::close::NORMAL } else { code };
@@ -469,13 +512,54 @@ async fn refuse(mut stream: TcpStream, kind: ListenerKind) {
     let _ = stream.close().await;
 }
 
-async fn write_loop<S: Stream>(mut w: WriteHalf<S>, outbox: Rc<Outbox>, framing: Framing, ser: Serializer) {
+/// Writes a run of WAMP messages as batches (WAMP-over-Batched-WebSocket),
+/// each one WebSocket message of at most `max` bytes unless a single message
+/// is larger on its own.
+fn write_batches(out: &mut Vec<u8>, ser: Serializer, messages: &[bytes::Bytes], max: usize, separator: u8) {
+    let overhead = websocket::batch::overhead(ser);
+    let mut rest = messages;
+    while !rest.is_empty() {
+        let mut len = 0;
+        let n = rest
+            .iter()
+            .take_while(|m| {
+                let next = len + m.len() + overhead;
+                let fits = len == 0 || next <= max;
+                if fits {
+                    len = next;
+                }
+                fits
+            })
+            .count();
+        write_message_header(out, Framing::WebSocket, ser, len);
+        for m in &rest[..n] {
+            websocket::batch::push(out, ser, m, separator);
+        }
+        rest = &rest[n..];
+    }
+}
+
+/// Writes what the outbox holds. With `batch_max` > 0 (a batched WebSocket),
+/// the WAMP messages queued together go out in as few WebSocket messages as
+/// fit in `batch_max` bytes each, JSON ones ended by `separator`.
+async fn write_loop<S: Stream>(mut w: WriteHalf<S>, outbox: Rc<Outbox>, wire: Wire, batching: (usize, Rc<std::cell::Cell<u8>>)) {
+    let (batch_max, separator) = batching;
+    let Wire { framing, ser, .. } = wire;
     let mut batch = Vec::new();
     let mut out: Vec<u8> = Vec::new();
+    let mut run: Vec<bytes::Bytes> = Vec::new();
     'write: while outbox.next_batch(&mut batch).await {
         out.clear();
         let mut close_after = false;
         for item in batch.drain(..) {
+            if batch_max > 0 {
+                if let Outgoing::Wamp(m) = item {
+                    run.push(m);
+                    continue;
+                }
+                write_batches(&mut out, ser, &run, batch_max, separator.get());
+                run.clear();
+            }
             match item {
                 Outgoing::Wamp(m) => {
                     write_message_header(&mut out, framing, ser, m.len());
@@ -491,6 +575,10 @@ async fn write_loop<S: Stream>(mut w: WriteHalf<S>, outbox: Rc<Outbox>, framing:
                     break;
                 }
             }
+        }
+        if !run.is_empty() {
+            write_batches(&mut out, ser, &run, batch_max, separator.get());
+            run.clear();
         }
         let written = futures_lite::future::or(async { w.write_all(&out).await.is_ok() }, async {
             outbox.killed().await;

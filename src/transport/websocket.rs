@@ -19,6 +19,9 @@ pub enum HttpRequest {
     /// A valid WebSocket upgrade to a WAMP subprotocol.
     Upgrade {
         serializer: Serializer,
+        /// WAMP-over-Batched-WebSocket (`wamp.2.*.batched`): every WebSocket
+        /// message holds one or more WAMP messages (see [`batch`]).
+        batched: bool,
         /// The response to send (101 Switching Protocols).
         response: Vec<u8>,
     },
@@ -129,33 +132,166 @@ pub fn parse_request(buf: &[u8], path: &str, metrics: bool) -> Result<Option<(Ht
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
-    let serializer = offered.iter().find_map(|p| match *p {
-        "wamp.2.json" => Some(Serializer::Json),
-        "wamp.2.msgpack" => Some(Serializer::MsgPack),
-        "wamp.2.cbor" => Some(Serializer::Cbor),
-        _ => None,
-    });
-    let Some(serializer) = serializer else {
+    // the client's first choice among those this router speaks
+    let chosen = offered.iter().find_map(|p| subprotocol(p));
+    let Some((serializer, batched)) = chosen else {
         return Err(HttpReject::new(
             400,
             "Bad Request",
             format!(
-                "no supported WAMP subprotocol offered ({}); this router speaks wamp.2.json, wamp.2.msgpack and wamp.2.cbor",
+                "no supported WAMP subprotocol offered ({}); this router speaks {}",
                 if offered.is_empty() {
                     "none".to_string()
                 } else {
                     offered.join(", ")
-                }
+                },
+                SUBPROTOCOLS.map(|(name, _, _)| name).join(", ")
             ),
         ));
     };
     let accept = accept_key(key);
     let response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {}\r\nServer: switchyard\r\n\r\n",
-        serializer.subprotocol()
+        subprotocol_name(serializer, batched)
     )
     .into_bytes();
-    Ok(Some((HttpRequest::Upgrade { serializer, response }, len)))
+    Ok(Some((
+        HttpRequest::Upgrade {
+            serializer,
+            batched,
+            response,
+        },
+        len,
+    )))
+}
+
+/// Every WAMP subprotocol this router speaks: name, serializer, batched.
+pub const SUBPROTOCOLS: [(&str, Serializer, bool); 6] = [
+    ("wamp.2.json", Serializer::Json, false),
+    ("wamp.2.msgpack", Serializer::MsgPack, false),
+    ("wamp.2.cbor", Serializer::Cbor, false),
+    ("wamp.2.json.batched", Serializer::Json, true),
+    ("wamp.2.msgpack.batched", Serializer::MsgPack, true),
+    ("wamp.2.cbor.batched", Serializer::Cbor, true),
+];
+
+/// The serializer and batching of a WAMP subprotocol name.
+pub fn subprotocol(name: &str) -> Option<(Serializer, bool)> {
+    SUBPROTOCOLS.iter().find(|(n, _, _)| *n == name).map(|&(_, s, b)| (s, b))
+}
+
+/// The subprotocol name for a serializer, batched or not.
+pub fn subprotocol_name(ser: Serializer, batched: bool) -> &'static str {
+    SUBPROTOCOLS
+        .iter()
+        .find(|&&(_, s, b)| s == ser && b == batched)
+        .map_or("wamp.2.json", |(n, _, _)| n)
+}
+
+/// WAMP-over-Batched-WebSocket framing: JSON messages each followed by a
+/// separator octet; MessagePack and CBOR messages each after a 32-bit
+/// big-endian length.
+///
+/// The spec names the separator "`\30` (record separator), octet 0x1e";
+/// autobahn-python (and so Crossbar) writes the Python literal `b'\30'`,
+/// which is octal: 0x18. Neither octet may stand unescaped in JSON text, so
+/// a received batch is split on whichever of the two ends it, and the router
+/// answers with the one its client uses (0x1e until it has seen one).
+pub mod batch {
+    use bytes::Bytes;
+
+    use crate::wamp::message::Serializer;
+
+    /// The record separator of the spec.
+    pub const SEPARATOR: u8 = 0x1e;
+    /// The separator autobahn-python writes.
+    pub const SEPARATOR_OCTAL: u8 = 0x18;
+
+    /// Bytes a batch adds around each message of `ser`.
+    pub fn overhead(ser: Serializer) -> usize {
+        match ser {
+            Serializer::Json => 1,
+            Serializer::MsgPack | Serializer::Cbor => 4,
+        }
+    }
+
+    /// Appends one message to a batch being built; `separator` ends a JSON
+    /// message.
+    pub fn push(out: &mut Vec<u8>, ser: Serializer, msg: &[u8], separator: u8) {
+        match ser {
+            Serializer::Json => {
+                out.extend_from_slice(msg);
+                out.push(separator);
+            }
+            Serializer::MsgPack | Serializer::Cbor => {
+                out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+                out.extend_from_slice(msg);
+            }
+        }
+    }
+
+    /// The messages of one received batch, as slices of it (no copy). An
+    /// empty batch, a JSON batch whose last message lacks its separator, or
+    /// a length beyond the end of the batch is an error: the transport fails.
+    pub fn split(ser: Serializer, data: &Bytes) -> Result<Batch, &'static str> {
+        let Some(&last) = data.last() else {
+            return Err("empty batch");
+        };
+        if ser == Serializer::Json && last != SEPARATOR && last != SEPARATOR_OCTAL {
+            return Err("a batched JSON message must end with the record separator");
+        }
+        Ok(Batch {
+            ser,
+            separator: last,
+            data: data.clone(),
+            pos: 0,
+        })
+    }
+
+    /// An iterator over the messages of a batch.
+    #[derive(Debug)]
+    pub struct Batch {
+        ser: Serializer,
+        separator: u8,
+        data: Bytes,
+        pos: usize,
+    }
+
+    impl Batch {
+        /// The separator a JSON batch uses.
+        pub fn separator(&self) -> u8 {
+            self.separator
+        }
+    }
+
+    impl Iterator for Batch {
+        type Item = Result<Bytes, &'static str>;
+
+        fn next(&mut self) -> Option<Self::Item> {
+            let rest = self.data.get(self.pos..).filter(|r| !r.is_empty())?;
+            let (start, end, next) = match self.ser {
+                Serializer::Json => {
+                    // split() checked that the batch ends with a separator
+                    let n = rest.iter().position(|&b| b == self.separator).unwrap_or(rest.len());
+                    (self.pos, self.pos + n, self.pos + n + 1)
+                }
+                Serializer::MsgPack | Serializer::Cbor => {
+                    let Some(len) = rest.get(..4) else {
+                        self.pos = self.data.len();
+                        return Some(Err("truncated length prefix in batch"));
+                    };
+                    let n = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                    if n > rest.len() - 4 {
+                        self.pos = self.data.len();
+                        return Some(Err("batched message longer than its batch"));
+                    }
+                    (self.pos + 4, self.pos + 4 + n, self.pos + 4 + n)
+                }
+            };
+            self.pos = next;
+            Some(Ok(self.data.slice(start..end)))
+        }
+    }
 }
 
 /// `Sec-WebSocket-Accept` for a client key.
@@ -452,7 +588,7 @@ mod tests {
         let req = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: foo, wamp.2.msgpack, wamp.2.json\r\n\r\nextra";
         let (r, n) = parse_request(req, "/ws", true).unwrap().unwrap();
         assert_eq!(n, req.len() - 5);
-        let HttpRequest::Upgrade { serializer, response } = r else {
+        let HttpRequest::Upgrade { serializer, response, .. } = r else {
             panic!()
         };
         assert_eq!(serializer, Serializer::MsgPack);
@@ -460,6 +596,64 @@ mod tests {
         assert!(text.contains("Sec-WebSocket-Protocol: wamp.2.msgpack\r\n"));
         assert!(text.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
         assert_eq!(parse_request(&req[..20], "/ws", true), Ok(None));
+    }
+
+    #[test]
+    fn upgrade_negotiates_batched_subprotocols_in_the_clients_order() {
+        let req = |protos: &str| {
+            format!("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: {protos}\r\n\r\n")
+        };
+        for (offer, ser, batched, name) in [
+            ("wamp.2.cbor.batched, wamp.2.json", Serializer::Cbor, true, "wamp.2.cbor.batched"),
+            ("wamp.2.json, wamp.2.cbor.batched", Serializer::Json, false, "wamp.2.json"),
+            ("x, wamp.2.msgpack.batched", Serializer::MsgPack, true, "wamp.2.msgpack.batched"),
+            ("wamp.2.json.batched", Serializer::Json, true, "wamp.2.json.batched"),
+            ("wamp.2.cbor", Serializer::Cbor, false, "wamp.2.cbor"),
+        ] {
+            let (r, _) = parse_request(req(offer).as_bytes(), "/ws", true).unwrap().unwrap();
+            let HttpRequest::Upgrade {
+                serializer,
+                batched: b,
+                response,
+            } = r
+            else {
+                panic!()
+            };
+            assert_eq!((serializer, b), (ser, batched), "{offer}");
+            let text = String::from_utf8(response).unwrap();
+            assert!(text.contains(&format!("Sec-WebSocket-Protocol: {name}\r\n")), "{offer}: {text}");
+        }
+        let e = parse_request(req("wamp.2.ubjson").as_bytes(), "/ws", true).unwrap_err();
+        assert!(e.message.contains("wamp.2.cbor.batched"), "{}", e.message);
+    }
+
+    #[test]
+    fn batches_split_and_join() {
+        for ser in Serializer::ALL {
+            let msgs = [Bytes::from_static(b"[1]"), Bytes::from_static(b""), Bytes::from_static(b"abc")];
+            let mut out = Vec::new();
+            for m in &msgs {
+                batch::push(&mut out, ser, m, batch::SEPARATOR);
+            }
+            let got: Vec<Bytes> = batch::split(ser, &Bytes::from(out)).unwrap().map(Result::unwrap).collect();
+            assert_eq!(got, msgs, "{ser:?}");
+            assert!(batch::split(ser, &Bytes::new()).is_err(), "{ser:?}: empty batch");
+        }
+        // JSON: the last message without its separator; autobahn-python's
+        // separator
+        assert!(batch::split(Serializer::Json, &Bytes::from_static(b"[1]\x1e[2]")).is_err());
+        let b = batch::split(Serializer::Json, &Bytes::from_static(b"[1]\x18[2]\x18")).unwrap();
+        assert_eq!(b.separator(), batch::SEPARATOR_OCTAL);
+        assert_eq!(b.map(Result::unwrap).collect::<Vec<_>>(), [&b"[1]"[..], &b"[2]"[..]]);
+        // MessagePack / CBOR: a truncated prefix, a length past the end
+        let bad: Vec<_> = batch::split(Serializer::MsgPack, &Bytes::from_static(&[0, 0, 0, 1, 0x90, 0, 0]))
+            .unwrap()
+            .collect();
+        assert_eq!(bad.len(), 2);
+        assert!(bad[0].is_ok() && bad[1].is_err());
+        let bad: Vec<_> = batch::split(Serializer::Cbor, &Bytes::from_static(&[0, 0, 0, 9, 0x80])).unwrap().collect();
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].is_err());
     }
 
     #[test]
