@@ -378,6 +378,36 @@ impl RealmConfig {
 pub enum ListenerKind {
     Websocket,
     Rawsocket,
+    /// One port for every client: RawSocket (first octet 0x7F), WebSocket
+    /// and plain HTTP told apart by the first bytes a client sends.
+    Universal,
+}
+
+/// Where a listener listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bind {
+    Tcp(SocketAddr),
+    /// A Unix domain socket at this path (`bind = "unix:/path"`).
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for Bind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bind::Tcp(a) => write!(f, "{a}"),
+            Bind::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl Bind {
+    /// The TCP address, if this is one.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            Bind::Tcp(a) => Some(*a),
+            Bind::Unix(_) => None,
+        }
+    }
 }
 
 /// `[[listener]]`
@@ -386,7 +416,12 @@ pub enum ListenerKind {
 pub struct ListenerConfig {
     #[serde(rename = "type")]
     pub kind: ListenerKind,
+    /// `host:port`, or `unix:/path` for a Unix domain socket.
     pub bind: String,
+    /// Unix sockets only: the socket file's permission bits, in octal
+    /// (e.g. "660"); default: as the process umask leaves them.
+    #[serde(default)]
+    pub mode: Option<String>,
     /// WebSocket only: the HTTP path of the WAMP endpoint.
     #[serde(default = "default_path")]
     pub path: String,
@@ -572,6 +607,7 @@ impl Config {
                 None => self.listeners.push(ListenerConfig {
                     kind,
                     bind: addr.clone(),
+                    mode: None,
                     path: default_path(),
                     metrics: true,
                     tls: None,
@@ -662,16 +698,48 @@ impl Config {
         }
         let mut listeners = Vec::new();
         for (i, l) in self.listeners.iter().enumerate() {
-            let addr: SocketAddr = l.bind.parse().map_err(|_| {
-                invalid(
-                    format!("listener[{i}].bind"),
-                    format!("'{}' is not an address like 127.0.0.1:8080", l.bind),
-                )
-            })?;
-            if l.kind == ListenerKind::Websocket && !l.path.starts_with('/') {
+            let bind = match l.bind.strip_prefix("unix:") {
+                Some(path) => {
+                    // sun_path holds 108 bytes, the terminating NUL included
+                    if path.is_empty() || path.len() > 107 {
+                        return Err(invalid(
+                            format!("listener[{i}].bind"),
+                            "a Unix socket path must have 1 to 107 bytes",
+                        ));
+                    }
+                    Bind::Unix(path.into())
+                }
+                None => Bind::Tcp(l.bind.parse().map_err(|_| {
+                    invalid(
+                        format!("listener[{i}].bind"),
+                        format!("'{}' is not an address like 127.0.0.1:8080 or unix:/path", l.bind),
+                    )
+                })?),
+            };
+            if let Some(mode) = &l.mode {
+                if !matches!(bind, Bind::Unix(_)) {
+                    return Err(invalid(
+                        format!("listener[{i}].mode"),
+                        "applies to Unix sockets (bind = \"unix:/path\") only",
+                    ));
+                }
+                if u32::from_str_radix(mode, 8).map_or(true, |m| m > 0o777) {
+                    return Err(invalid(
+                        format!("listener[{i}].mode"),
+                        format!("'{mode}' is not octal permission bits like 660"),
+                    ));
+                }
+            }
+            if l.kind != ListenerKind::Rawsocket && !l.path.starts_with('/') {
                 return Err(invalid(format!("listener[{i}].path"), "must start with '/'"));
             }
-            listeners.push((l.clone(), addr));
+            if let Some(j) = listeners.iter().position(|(_, b)| *b == bind) {
+                return Err(invalid(
+                    format!("listener[{i}].bind"),
+                    format!("listener[{j}] binds {bind} already"),
+                ));
+            }
+            listeners.push((l.clone(), bind));
         }
         let lim = &self.limits;
         if !(512..=16 * 1024 * 1024).contains(&lim.max_message_size) {
@@ -789,7 +857,7 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct Validated {
     pub config: Config,
-    pub listeners: Vec<(ListenerConfig, SocketAddr)>,
+    pub listeners: Vec<(ListenerConfig, Bind)>,
     /// The CPU of each shard.
     pub shard_cpus: Vec<usize>,
     /// The CPUs of the authentication threads (empty: not pinned).
@@ -950,6 +1018,6 @@ mod tests {
         });
         let v = c.validate(&[0, 1]).unwrap();
         assert_eq!(v.shard_cpus, vec![0, 1, 0]);
-        assert_eq!(v.listeners[0].1.port(), 9000);
+        assert_eq!(v.listeners[0].1.tcp().map(|a| a.port()), Some(9000));
     }
 }

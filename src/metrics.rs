@@ -154,6 +154,8 @@ stats! {
     authorizer_calls: AtomicU64,
     /// Messages parked while their session waited for the authorizer.
     authorization_parked: AtomicU64,
+    /// Connections on Unix listeners this shard serves (accepted by shard 0, most handed over).
+    unix_accepted: AtomicU64,
 }
 
 impl ShardStats {

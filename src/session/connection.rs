@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
-use glommio::net::TcpStream;
 use tracing::debug;
 
 use super::handle::ConnCtx;
@@ -53,9 +52,10 @@ struct Peer {
     tls: Option<std::sync::Arc<TlsInfo>>,
 }
 
-/// Serves one connection accepted on a WebSocket listener.
-async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer, path: Rc<str>, metrics: bool) {
-    let mut buf = BytesMut::with_capacity(MIN_READ);
+/// Serves one connection accepted on a WebSocket listener; `buf` holds what
+/// was already read of it.
+async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer, listener: &Listener, mut buf: BytesMut) {
+    let (path, metrics) = (listener.path.clone(), listener.metrics);
     let handshake = async {
         loop {
             match websocket::parse_request(&buf, &path, metrics) {
@@ -115,10 +115,15 @@ async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
     }
 }
 
-/// Serves one connection accepted on a RawSocket listener.
-async fn serve_rawsocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer) {
+/// Serves one connection accepted on a RawSocket listener; `pre` holds what
+/// was already read of it (the handshake or part of it, and anything a
+/// client sent on without waiting for the reply).
+async fn serve_rawsocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer, mut pre: BytesMut) {
     let mut hs = [0u8; 4];
-    let read = glommio::timer::timeout(ctx.limits.handshake_timeout, async { Ok(stream.read_exact(&mut hs).await) }).await;
+    let have = pre.len().min(4);
+    hs[..have].copy_from_slice(&pre[..have]);
+    pre.advance(have);
+    let read = glommio::timer::timeout(ctx.limits.handshake_timeout, async { Ok(stream.read_exact(&mut hs[have..]).await) }).await;
     match read {
         Ok(Ok(())) => {}
         Ok(Err(_)) => return debug!("RawSocket handshake not completed"),
@@ -147,7 +152,10 @@ async fn serve_rawsocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer)
                 ser: serializer,
                 batched: false,
             };
-            run(ctx, stream, peer, BytesMut::with_capacity(MIN_READ), wire, client_max).await;
+            if pre.capacity() < MIN_READ {
+                pre.reserve(MIN_READ);
+            }
+            run(ctx, stream, peer, pre, wire, client_max).await;
         }
     }
 }
@@ -245,9 +253,7 @@ async fn run<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, mut buf: BytesM
                     let failed = match websocket::batch::split(ser, &data) {
                         Ok(messages) => {
                             separator.set(messages.separator());
-                            messages
-                            .take_while(|_| !outbox.is_closing())
-                            .find_map(|m| match m {
+                            messages.take_while(|_| !outbox.is_closing()).find_map(|m| match m {
                                 Ok(m) => {
                                     deliver(&ctx, conn, ser, &m);
                                     None
@@ -448,16 +454,15 @@ impl std::fmt::Debug for ConnSlot {
     }
 }
 
-/// Serves one accepted connection within its slot; a panic in it is caught
-/// and counted, and the shard and every other connection carry on.
-pub async fn serve(ctx: Rc<ConnCtx>, stream: TcpStream, listener: Rc<Listener>) {
+/// Serves one accepted connection (TCP, or a Unix socket with no `addr`)
+/// within its slot; a panic in it is caught and counted, and the shard and
+/// every other connection carry on.
+pub async fn serve<S: Stream>(ctx: Rc<ConnCtx>, stream: S, addr: Option<std::net::SocketAddr>, listener: Rc<Listener>) {
     let Some(slot) = ConnSlot::take(&ctx) else {
         ShardStats::inc(&ctx.stats.connections_refused);
         debug!("connection refused: connection limit reached");
         return refuse(stream, listener.kind).await;
     };
-    let _ = stream.set_nodelay(true);
-    let addr = stream.peer_addr().ok();
     let work = async {
         match &listener.tls {
             None => serve_on(ctx.clone(), stream, Peer { addr, tls: None }, &listener).await,
@@ -495,15 +500,40 @@ pub async fn serve(ctx: Rc<ConnCtx>, stream: TcpStream, listener: Rc<Listener>) 
 
 async fn serve_on<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, listener: &Listener) {
     match listener.kind {
-        ListenerKind::Websocket => serve_websocket(ctx, stream, peer, listener.path.clone(), listener.metrics).await,
-        ListenerKind::Rawsocket => serve_rawsocket(ctx, stream, peer).await,
+        ListenerKind::Websocket => serve_websocket(ctx, stream, peer, listener, BytesMut::with_capacity(MIN_READ)).await,
+        ListenerKind::Rawsocket => serve_rawsocket(ctx, stream, peer, BytesMut::new()).await,
+        ListenerKind::Universal => serve_universal(ctx, stream, peer, listener).await,
+    }
+}
+
+/// Serves a connection on a universal listener: the first octet tells a
+/// RawSocket client (0x7F, which no HTTP request starts with) from HTTP
+/// (a WebSocket upgrade, or a plain request such as `GET /metrics`).
+async fn serve_universal<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer, listener: &Listener) {
+    let mut buf = BytesMut::with_capacity(MIN_READ);
+    let first = glommio::timer::timeout(ctx.limits.handshake_timeout, async {
+        Ok(read_more(&mut stream, &mut buf, MIN_READ).await)
+    })
+    .await;
+    match first {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return debug!("connection closed before its first byte"),
+        Err(_) => {
+            ShardStats::inc(&ctx.stats.handshake_timeouts);
+            return debug!("no first byte within the handshake timeout");
+        }
+    }
+    if buf[0] == rawsocket::MAGIC {
+        serve_rawsocket(ctx, stream, peer, buf).await
+    } else {
+        serve_websocket(ctx, stream, peer, listener, buf).await
     }
 }
 
 /// Tells a client over the connection limit why it is turned away.
-async fn refuse(mut stream: TcpStream, kind: ListenerKind) {
+async fn refuse<S: Stream>(mut stream: S, kind: ListenerKind) {
     let reply: &[u8] = match kind {
-        ListenerKind::Websocket => {
+        ListenerKind::Websocket | ListenerKind::Universal => {
             b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 25\r\nConnection: close\r\n\r\nconnection limit reached\n"
         }
         ListenerKind::Rawsocket => &[rawsocket::MAGIC, rawsocket::handshake_error::MAX_CONNECTIONS << 4, 0, 0],

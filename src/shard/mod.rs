@@ -15,7 +15,7 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{debug, error, info, warn};
 
-use crate::config::Validated;
+use crate::config::{Bind, Validated};
 use crate::metrics::ShardStats;
 use crate::router::{Router, RouterConfig, ShardLink, ShardMsg};
 use crate::session::{connection, ConnCtx, ConnLimits};
@@ -68,16 +68,24 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
     // held until every shard has bound the same address.
     let mut v = v;
     let mut reserved = Vec::new();
-    for (l, addr) in v.listeners.iter_mut() {
-        let fail = |e: std::io::Error| format!("cannot listen on {addr} ({:?}): {e}", l.kind);
-        if addr.port() == 0 {
-            let sock = reserve_any_port(*addr).map_err(fail)?;
-            *addr = sock.local_addr().map_err(fail)?;
-            reserved.push(sock);
-        } else {
-            std::net::TcpListener::bind(*addr).map_err(fail)?;
+    for (l, bind) in v.listeners.iter_mut() {
+        let shown = bind.to_string();
+        let fail = |e: std::io::Error| format!("cannot listen on {shown} ({:?}): {e}", l.kind);
+        match bind {
+            Bind::Tcp(addr) if addr.port() == 0 => {
+                let sock = reserve_any_port(*addr).map_err(fail)?;
+                *addr = sock.local_addr().map_err(fail)?;
+                reserved.push(sock);
+            }
+            Bind::Tcp(addr) => drop(std::net::TcpListener::bind(*addr).map_err(fail)?),
+            Bind::Unix(path) => clear_stale_socket(path).map_err(fail)?,
         }
     }
+    // Unix listeners are bound once, by shard 0, which hands each accepted
+    // connection to the shard with the fewest open ones over these queues.
+    let handover: Vec<(flume::Sender<Handover>, flume::Receiver<Handover>)> =
+        (0..v.shard_cpus.len()).map(|_| flume::bounded(HANDOVER_QUEUE)).collect();
+    let handover_to: Arc<Vec<flume::Sender<Handover>>> = Arc::new(handover.iter().map(|(tx, _)| tx.clone()).collect());
     match raise_open_file_limit() {
         Ok(files) => debug!(files, "open file limit"),
         Err(e) => warn!(error = %e, "cannot read the open file limit"),
@@ -127,6 +135,7 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
         let open_connections = open_connections.clone();
         let watchdog = watchdog.clone();
         let history = history.clone();
+        let handover = (handover_to.clone(), handover[me].1.clone());
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{me}"))
             .spin_before_park(Duration::from_micros(v.config.router.spin_before_park_us))
@@ -135,7 +144,12 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
             .spawn(move || async move {
                 let _kicked = watchdog.register();
                 drop(watchdog);
-                let extras = ShardExtras { history, auth, tls };
+                let extras = ShardExtras {
+                    history,
+                    auth,
+                    tls,
+                    handover,
+                };
                 shard_main(me, n, seed, v, all_stats, router_cfg, ready, shutdown, open_connections, extras).await
             })
             .map_err(|e| format!("cannot start shard {me} on CPU {cpu}: {e}"))?;
@@ -172,10 +186,21 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
         .iter()
         .map(|(l, a)| format!("{:?}{} {a}", l.kind, if l.tls.is_some() { "+TLS" } else { "" }))
         .collect();
+    let unix_paths: Vec<std::path::PathBuf> = v
+        .listeners
+        .iter()
+        .filter_map(|(_, b)| match b {
+            Bind::Unix(p) => Some(p.clone()),
+            Bind::Tcp(_) => None,
+        })
+        .collect();
     info!(shards = n, cpus = ?v.shard_cpus, listeners = ?addrs, "switchyard ready");
     let mut failed = false;
     for h in handles {
         failed |= h.join().is_err();
+    }
+    for p in unix_paths {
+        let _ = std::fs::remove_file(p);
     }
     // every shard has stopped: the store writes what is queued and closes
     drop(history);
@@ -195,7 +220,18 @@ struct ShardExtras {
     history: Option<(crate::history_store::StoreHandle, Arc<Vec<crate::history_store::StoredEvent>>)>,
     auth: Option<(crate::auth::pool::Submitter, flume::Receiver<crate::auth::pool::Verdict>)>,
     tls: Vec<Option<Arc<rustls::ServerConfig>>>,
+    /// Every shard's queue of handed-over Unix connections, and this one's.
+    handover: (Arc<Vec<flume::Sender<Handover>>>, flume::Receiver<Handover>),
 }
+
+/// A connection accepted on a Unix listener by shard 0, for another shard.
+struct Handover {
+    listener: usize,
+    stream: glommio::net::AcceptedUnixStream,
+}
+
+/// Connections handed over to one shard and not yet taken up.
+const HANDOVER_QUEUE: usize = 1024;
 
 /// A bound, not listening, SO_REUSEPORT socket on a free port of `addr`'s
 /// address: the shards bind the same port and listen.
@@ -221,7 +257,12 @@ async fn shard_main(
     open_connections: Arc<AtomicUsize>,
     extras: ShardExtras,
 ) {
-    let ShardExtras { history, auth, tls } = extras;
+    let ShardExtras {
+        history,
+        auth,
+        tls,
+        handover,
+    } = extras;
     let stats = all_stats[me].clone();
     let cfg = &v.config;
     let ends = seed.connect(stats.clone(), cfg.router.mesh_overflow_limit).await;
@@ -260,11 +301,16 @@ async fn shard_main(
     });
 
     let mut listeners = Vec::new();
-    for (l, addr) in &v.listeners {
-        match bind_listener(*addr) {
+    for (l, bind) in &v.listeners {
+        let bound = match bind {
+            Bind::Tcp(addr) => bind_listener(*addr).map(|s| Some(Socket::Tcp(s))),
+            Bind::Unix(path) if me == 0 => bind_unix(path, l.mode.as_deref()).map(|s| Some(Socket::Unix(s))),
+            Bind::Unix(_) => Ok(None),
+        };
+        match bound {
             Ok(sock) => listeners.push((l.clone(), sock)),
             Err(e) => {
-                let _ = ready.send(Err(format!("cannot listen on {addr} ({:?}): {e}", l.kind)));
+                let _ = ready.send(Err(format!("cannot listen on {bind} ({:?}): {e}", l.kind)));
                 return;
             }
         }
@@ -305,14 +351,35 @@ async fn shard_main(
             }
         }));
     }
-    for ((l, sock), tls) in listeners.into_iter().zip(tls.iter()) {
-        let listener = connection::Listener {
-            kind: l.kind,
-            path: l.path.as_str().into(),
-            metrics: l.metrics,
-            tls: tls.clone(),
-        };
-        tasks.push(glommio::spawn_local(accept_loop(ctx.conns.clone(), sock, Rc::new(listener))));
+    let settings: Rc<Vec<Rc<connection::Listener>>> = Rc::new(
+        listeners
+            .iter()
+            .zip(tls.iter())
+            .map(|((l, _), tls)| {
+                Rc::new(connection::Listener {
+                    kind: l.kind,
+                    path: l.path.as_str().into(),
+                    metrics: l.metrics,
+                    tls: tls.clone(),
+                })
+            })
+            .collect(),
+    );
+    let (handover_to, handed) = handover;
+    let accepting = tasks.len();
+    tasks.push(glommio::spawn_local(take_handovers(ctx.conns.clone(), handed, settings.clone())));
+    for (k, (_, sock)) in listeners.into_iter().enumerate() {
+        let settings = settings[k].clone();
+        match sock {
+            Some(Socket::Tcp(sock)) => tasks.push(glommio::spawn_local(accept_loop(ctx.conns.clone(), sock, settings))),
+            Some(Socket::Unix(sock)) => tasks.push(glommio::spawn_local(accept_unix(
+                ctx.conns.clone(),
+                sock,
+                (k, settings),
+                handover_to.clone(),
+            ))),
+            None => {}
+        }
     }
     let _ = ready.send(Ok(me));
 
@@ -321,7 +388,7 @@ async fn shard_main(
     }
     debug!(shard = me, "shutting down");
     // Stop accepting, say GOODBYE to every session, wait for them to go.
-    drop(tasks.split_off(tasks.len() - v.listeners.len()));
+    drop(tasks.split_off(accepting));
     ctx.router.borrow_mut().shutdown();
     let deadline = Instant::now() + ctx.conns.limits.shutdown_grace;
     while ctx.router.borrow().connection_count() > 0 && Instant::now() < deadline {
@@ -345,11 +412,19 @@ async fn shard_main(
     drop(tasks);
 }
 
+/// A listening socket of one shard.
+enum Socket {
+    Tcp(TcpListener),
+    Unix(glommio::net::UnixListener),
+}
+
 async fn accept_loop(ctx: Rc<ConnCtx>, listener: TcpListener, settings: Rc<connection::Listener>) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(connection::serve(ctx.clone(), stream, settings.clone())).detach();
+                let _ = stream.set_nodelay(true);
+                let addr = stream.peer_addr().ok();
+                glommio::spawn_local(connection::serve(ctx.clone(), stream, addr, settings.clone())).detach();
             }
             Err(e) => {
                 error!(error = %e, "accept failed");
@@ -357,6 +432,87 @@ async fn accept_loop(ctx: Rc<ConnCtx>, listener: TcpListener, settings: Rc<conne
             }
         }
     }
+}
+
+/// Accepts on a Unix listener (shard 0 only: a Unix socket cannot be bound
+/// once per shard as a TCP port is with SO_REUSEPORT) and gives each
+/// connection to the shard with the fewest connections, counting those
+/// handed over and not yet taken up; ties go to the lowest shard, this one
+/// first. A shard whose queue is full is passed over.
+async fn accept_unix(
+    ctx: Rc<ConnCtx>,
+    listener: glommio::net::UnixListener,
+    (k, settings): (usize, Rc<connection::Listener>),
+    shards: Arc<Vec<flume::Sender<Handover>>>,
+) {
+    let me = 0;
+    loop {
+        match listener.shared_accept().await {
+            Ok(stream) => {
+                let load = |i: usize| ctx.all_stats[i].connections.load(Ordering::Relaxed) as usize + shards[i].len();
+                let to = (0..shards.len()).min_by_key(|&i| (load(i), i != me, i)).unwrap_or(me);
+                let stream = if to == me {
+                    stream
+                } else {
+                    match shards[to].try_send(Handover { listener: k, stream }) {
+                        Ok(()) => continue,
+                        Err(e) => e.into_inner().stream,
+                    }
+                };
+                ShardStats::inc(&ctx.stats.unix_accepted);
+                glommio::spawn_local(connection::serve(ctx.clone(), stream.bind_to_executor(), None, settings.clone())).detach();
+            }
+            Err(e) => {
+                error!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Serves the Unix connections shard 0 hands to this shard.
+async fn take_handovers(ctx: Rc<ConnCtx>, queue: flume::Receiver<Handover>, settings: Rc<Vec<Rc<connection::Listener>>>) {
+    while let Ok(h) = queue.recv_async().await {
+        let Some(listener) = settings.get(h.listener) else { continue };
+        ShardStats::inc(&ctx.stats.unix_accepted);
+        glommio::spawn_local(connection::serve(ctx.clone(), h.stream.bind_to_executor(), None, listener.clone())).detach();
+    }
+}
+
+/// A socket file left at `path` by a router that is gone is removed; one a
+/// live process still accepts on, or a file that is not a socket, is an
+/// error (never removed).
+fn clear_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket",
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another process accepts on this socket",
+        )),
+        Err(_) => std::fs::remove_file(path),
+    }
+}
+
+/// Binds a Unix listener at `path`, with the permission bits `mode` (octal).
+fn bind_unix(path: &std::path::Path, mode: Option<&str>) -> std::io::Result<glommio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let listener = glommio::net::UnixListener::bind(path)?;
+    if let Some(mode) = mode {
+        let bits = u32::from_str_radix(mode, 8).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "mode is not octal"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(bits))?;
+    }
+    Ok(listener)
 }
 
 /// Drains one peer's queue in budgeted batches; spins briefly when it runs

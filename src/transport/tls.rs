@@ -8,7 +8,6 @@
 //! buffer and frames are split from it as over TCP, so payloads are still
 //! spliced without a copy of their own.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -81,7 +80,7 @@ pub fn server_config(i: usize, t: &TlsConfig) -> Result<ServerConfig, String> {
 }
 
 /// The TLS configuration of every listener (`None` for plain ones).
-pub fn acceptors(listeners: &[(ListenerConfig, SocketAddr)]) -> Result<Vec<Option<Arc<ServerConfig>>>, String> {
+pub fn acceptors(listeners: &[(ListenerConfig, crate::config::Bind)]) -> Result<Vec<Option<Arc<ServerConfig>>>, String> {
     listeners
         .iter()
         .enumerate()

@@ -651,7 +651,9 @@ mod tests {
             .collect();
         assert_eq!(bad.len(), 2);
         assert!(bad[0].is_ok() && bad[1].is_err());
-        let bad: Vec<_> = batch::split(Serializer::Cbor, &Bytes::from_static(&[0, 0, 0, 9, 0x80])).unwrap().collect();
+        let bad: Vec<_> = batch::split(Serializer::Cbor, &Bytes::from_static(&[0, 0, 0, 9, 0x80]))
+            .unwrap()
+            .collect();
         assert_eq!(bad.len(), 1);
         assert!(bad[0].is_err());
     }
