@@ -733,7 +733,9 @@ impl Config {
             if l.kind != ListenerKind::Rawsocket && !l.path.starts_with('/') {
                 return Err(invalid(format!("listener[{i}].path"), "must start with '/'"));
             }
-            if let Some(j) = listeners.iter().position(|(_, b)| *b == bind) {
+            // (port 0 is a fresh port for each)
+            let any_port = bind.tcp().is_some_and(|a| a.port() == 0);
+            if let Some(j) = listeners.iter().position(|(_, b)| *b == bind && !any_port) {
                 return Err(invalid(
                     format!("listener[{i}].bind"),
                     format!("listener[{j}] binds {bind} already"),

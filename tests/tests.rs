@@ -13,4 +13,5 @@ mod routing;
 mod rpc_routing;
 mod testvectors;
 mod tls;
+mod transports;
 mod websocket;

@@ -394,6 +394,7 @@ fn serializer(ser: Ser) -> Serializer {
     match ser {
         Ser::Json => Serializer::Json,
         Ser::MsgPack => Serializer::MsgPack,
+        Ser::Cbor => Serializer::Cbor,
     }
 }
 
@@ -401,6 +402,7 @@ fn ser_name(ser: Ser) -> &'static str {
     match ser {
         Ser::Json => "json",
         Ser::MsgPack => "msgpack",
+        Ser::Cbor => "cbor",
     }
 }
 
@@ -972,7 +974,7 @@ fn observe(r: &Router, ser: Ser, joined: bool, sample: &[u8], probe: Probe) -> R
         }
         let op = match ser {
             Ser::Json => ws_op::TEXT,
-            Ser::MsgPack => ws_op::BINARY,
+            Ser::MsgPack | Ser::Cbor => ws_op::BINARY,
         };
         let mut frames = ws_frame(true, op, sample, true);
         frames.extend(ws_frame(true, op, &encode(ser, &parse_json(&probe.json())), true));

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use switchyard::codec::{json, msgpack};
+use switchyard::codec::json;
 use switchyard::wamp::Value;
 
 /// How long any single read may wait.
@@ -186,17 +186,13 @@ impl Router {
             }
             // Every shard has bound every listener once the router logs
             // "ready", with the ports it was given.
-            let log = router.log();
-            if let Some(ready) = log.lines().find(|l| l.contains("switchyard ready")) {
-                let listener = |kind: &str| -> Result<SocketAddr, String> {
-                    let start = ready.find(&format!("\"{kind} ")).ok_or(format!("no {kind} listener in: {ready}"))? + kind.len() + 2;
-                    let len = ready[start..].find('"').ok_or(format!("unterminated address in: {ready}"))?;
-                    ready[start..start + len]
-                        .parse()
-                        .map_err(|e| format!("bad address in {ready}: {e}"))
-                };
-                router.ws = listener("Websocket")?;
-                router.rs = listener("Rawsocket")?;
+            if router.ready_line().is_some() {
+                router.ws = router
+                    .listener("Websocket")
+                    .ok_or(format!("no TCP Websocket listener: {}", router.log()))?;
+                router.rs = router
+                    .listener("Rawsocket")
+                    .ok_or(format!("no TCP Rawsocket listener: {}", router.log()))?;
                 return Ok(router);
             }
             if Instant::now() > deadline {
@@ -204,6 +200,40 @@ impl Router {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The "switchyard ready" log line, once logged.
+    pub fn ready_line(&self) -> Option<String> {
+        self.log().lines().find(|l| l.contains("switchyard ready")).map(str::to_owned)
+    }
+
+    /// Every listener the ready line names, as (kind, address) in config
+    /// order: kinds like `Websocket`, `Rawsocket+TLS`, `Universal`;
+    /// addresses like `127.0.0.1:4242` or `unix:/path`.
+    pub fn listeners(&self) -> Vec<(String, String)> {
+        let Some(ready) = self.ready_line() else { return Vec::new() };
+        // the list is the line's only `["...", ...]` (the log may colour keys)
+        let Some(start) = ready.find("[\"") else { return Vec::new() };
+        let list = &ready[start + 1..];
+        let list = &list[..list.find("\"]").map_or(list.len(), |e| e + 1)];
+        list.split("\", \"")
+            .map(|e| e.trim_matches('"'))
+            .filter_map(|e| e.split_once(' '))
+            .map(|(k, a)| (k.to_owned(), a.to_owned()))
+            .collect()
+    }
+
+    /// The first TCP listener of `kind`.
+    pub fn listener(&self, kind: &str) -> Option<SocketAddr> {
+        self.listeners()
+            .into_iter()
+            .filter(|(k, _)| k == kind)
+            .find_map(|(_, a)| a.parse().ok())
+    }
+
+    /// The router's working directory (its config and log).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// The router's log so far.
@@ -465,13 +495,45 @@ fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
 pub enum Ser {
     Json,
     MsgPack,
+    Cbor,
 }
 
 impl Ser {
+    pub const ALL: [Ser; 3] = [Ser::Json, Ser::MsgPack, Ser::Cbor];
+
     pub fn subprotocol(self) -> &'static str {
         match self {
             Ser::Json => "wamp.2.json",
             Ser::MsgPack => "wamp.2.msgpack",
+            Ser::Cbor => "wamp.2.cbor",
+        }
+    }
+
+    /// The batched subprotocol.
+    pub fn batched(self) -> &'static str {
+        match self {
+            Ser::Json => "wamp.2.json.batched",
+            Ser::MsgPack => "wamp.2.msgpack.batched",
+            Ser::Cbor => "wamp.2.cbor.batched",
+        }
+    }
+
+    /// The RawSocket handshake's serializer code.
+    pub fn rawsocket_code(self) -> u8 {
+        match self {
+            Ser::Json => 1,
+            Ser::MsgPack => 2,
+            Ser::Cbor => 3,
+        }
+    }
+
+    /// The router's serializer.
+    pub fn codec(self) -> switchyard::wamp::message::Serializer {
+        use switchyard::wamp::message::Serializer;
+        match self {
+            Ser::Json => Serializer::Json,
+            Ser::MsgPack => Serializer::MsgPack,
+            Ser::Cbor => Serializer::Cbor,
         }
     }
 }
@@ -707,19 +769,15 @@ pub fn parse_json(text: &str) -> Value {
 
 pub fn encode(ser: Ser, v: &Value) -> Vec<u8> {
     let mut out = Vec::new();
-    match ser {
-        Ser::Json => json::write_value(&mut out, v),
-        Ser::MsgPack => msgpack::write_value(&mut out, v),
-    }
+    switchyard::codec::write_value(ser.codec(), &mut out, v);
     out
 }
 
 pub fn decode(ser: Ser, bytes: &[u8]) -> Value {
     match ser {
         Ser::Json => parse_json(std::str::from_utf8(bytes).expect("JSON message is UTF-8")),
-        Ser::MsgPack => {
-            let mut r = msgpack::MsgPackReader::new(bytes);
-            r.parse_value(0).unwrap_or_else(|e| panic!("invalid MessagePack {bytes:?}: {e}"))
+        Ser::MsgPack | Ser::Cbor => {
+            switchyard::codec::parse_value(ser.codec(), bytes).unwrap_or_else(|e| panic!("invalid {ser:?} {bytes:?}: {e}"))
         }
     }
 }
@@ -797,10 +855,7 @@ impl Client {
 
     /// A RawSocket connection with `ser` (no session yet).
     pub fn raw(addr: SocketAddr, ser: Ser) -> Client {
-        let code = match ser {
-            Ser::Json => 1,
-            Ser::MsgPack => 2,
-        };
+        let code = ser.rawsocket_code();
         let (reply, conn) = rs_handshake(addr, [0x7F, 0xF0 | code, 0, 0]);
         let reply = reply.expect("no RawSocket handshake reply");
         assert_eq!(reply[0], 0x7F);
@@ -875,7 +930,7 @@ impl Client {
             Framing::WebSocket => {
                 let op = match self.ser {
                     Ser::Json => ws_op::TEXT,
-                    Ser::MsgPack => ws_op::BINARY,
+                    Ser::MsgPack | Ser::Cbor => ws_op::BINARY,
                 };
                 ws_frame(true, op, bytes, true)
             }
@@ -894,7 +949,7 @@ impl Client {
     pub fn send_json(&mut self, text: &str) {
         match self.ser {
             Ser::Json => self.send_bytes(text.as_bytes()),
-            Ser::MsgPack => self.send(&parse_json(text)),
+            Ser::MsgPack | Ser::Cbor => self.send(&parse_json(text)),
         }
     }
 
