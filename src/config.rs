@@ -431,6 +431,45 @@ pub struct ListenerConfig {
     /// TLS on this listener (`wss://`, RawSocket over TLS).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// WebSocket compression (permessage-deflate), offered when present.
+    #[serde(default)]
+    pub deflate: Option<DeflateConfig>,
+}
+
+/// `listener[i].deflate`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeflateConfig {
+    /// Messages shorter than this many bytes are sent uncompressed.
+    #[serde(default = "default_deflate_threshold")]
+    pub threshold: usize,
+    /// The largest LZ77 window, in bits (9..=15), the router compresses
+    /// with and lets a client compress with.
+    #[serde(default = "default_window_bits")]
+    pub max_window_bits: u8,
+    /// false: every message is compressed on its own, either way
+    /// (`server_no_context_takeover`, `client_no_context_takeover`).
+    #[serde(default = "default_true")]
+    pub context_takeover: bool,
+}
+
+fn default_deflate_threshold() -> usize {
+    256
+}
+
+fn default_window_bits() -> u8 {
+    15
+}
+
+impl DeflateConfig {
+    /// The transport's settings.
+    pub fn settings(&self) -> crate::transport::deflate::Settings {
+        crate::transport::deflate::Settings {
+            threshold: self.threshold,
+            max_window_bits: self.max_window_bits,
+            context_takeover: self.context_takeover,
+        }
+    }
 }
 
 /// `listener[i].tls`
@@ -507,6 +546,10 @@ pub struct Limits {
     pub max_auth_backoff_peers: usize,
     /// Authorization decisions one shard caches (per role and URI).
     pub authorization_cache: usize,
+    /// Bytes of permessage-deflate state (compressors and decompressors)
+    /// the whole router keeps; past it, new WebSocket connections go
+    /// uncompressed.
+    pub max_deflate_memory: usize,
 }
 
 impl Limits {
@@ -551,6 +594,7 @@ impl Default for Limits {
             auth_backoff_max_ms: 60_000,
             max_auth_backoff_peers: 10_000,
             authorization_cache: 65_536,
+            max_deflate_memory: 256 * 1024 * 1024,
         }
     }
 }
@@ -611,6 +655,7 @@ impl Config {
                     path: default_path(),
                     metrics: true,
                     tls: None,
+                    deflate: None,
                 }),
             }
         }
@@ -727,6 +772,20 @@ impl Config {
                     return Err(invalid(
                         format!("listener[{i}].mode"),
                         format!("'{mode}' is not octal permission bits like 660"),
+                    ));
+                }
+            }
+            if let Some(d) = &l.deflate {
+                if l.kind == ListenerKind::Rawsocket {
+                    return Err(invalid(
+                        format!("listener[{i}].deflate"),
+                        "applies to WebSocket (websocket and universal listeners) only",
+                    ));
+                }
+                if !(9..=15).contains(&d.max_window_bits) {
+                    return Err(invalid(
+                        format!("listener[{i}].deflate.max_window_bits"),
+                        "must be between 9 and 15",
                     ));
                 }
             }

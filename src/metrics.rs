@@ -156,6 +156,12 @@ stats! {
     authorization_parked: AtomicU64,
     /// Connections on Unix listeners this shard serves (accepted by shard 0, most handed over).
     unix_accepted: AtomicU64,
+    /// Estimated bytes of permessage-deflate state of this shard's connections.
+    deflate_memory: AtomicI64,
+    /// WebSocket connections not offered permessage-deflate: limits.max_deflate_memory was spent.
+    deflate_declined: AtomicU64,
+    /// Messages sent compressed (permessage-deflate).
+    deflate_messages: AtomicU64,
 }
 
 impl ShardStats {

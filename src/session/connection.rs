@@ -17,6 +17,7 @@ use crate::codec;
 use crate::config::ListenerKind;
 use crate::metrics::ShardStats;
 use crate::router::{ConnId, TlsInfo, TransportInfo, TransportKind};
+use crate::transport::deflate;
 use crate::transport::rawsocket::{self, Handshake, RsEvent};
 use crate::transport::websocket::{self, HttpRequest, WsDecoder, WsEvent};
 use crate::transport::{read_more, write_control, write_message_header, Framing};
@@ -33,6 +34,8 @@ pub struct Listener {
     pub path: Rc<str>,
     pub metrics: bool,
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// WebSocket compression offered on this listener.
+    pub deflate: Option<crate::transport::deflate::Settings>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -56,9 +59,25 @@ struct Peer {
 /// was already read of it.
 async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer, listener: &Listener, mut buf: BytesMut) {
     let (path, metrics) = (listener.path.clone(), listener.metrics);
+    // permessage-deflate while the router-wide budget has room for its
+    // largest state
+    let deflate = listener.deflate.as_ref().filter(|d| {
+        let worst = deflate::Params {
+            server_bits: d.max_window_bits,
+            client_bits: 15,
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+        };
+        let used: i64 = ctx.all_stats.iter().map(|s| s.deflate_memory.load(Ordering::Relaxed)).sum();
+        let room = used.max(0) as usize + worst.memory() <= ctx.limits.max_deflate_memory;
+        if !room {
+            ShardStats::inc(&ctx.stats.deflate_declined);
+        }
+        room
+    });
     let handshake = async {
         loop {
-            match websocket::parse_request(&buf, &path, metrics) {
+            match websocket::parse_request_with(&buf, &path, metrics, deflate) {
                 Ok(Some(r)) => return Ok(r),
                 Ok(None) => {}
                 Err(reject) => return Err(Some(reject)),
@@ -100,6 +119,7 @@ async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
         HttpRequest::Upgrade {
             serializer,
             batched,
+            deflate: negotiated,
             response,
         } => {
             if stream.write_all(&response).await.is_err() {
@@ -109,6 +129,7 @@ async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
                 framing: Framing::WebSocket,
                 ser: serializer,
                 batched,
+                deflate: negotiated.map(|p| (p, deflate.map_or(0, |d| d.threshold))),
             };
             run(ctx, stream, peer, buf, wire, usize::MAX).await;
         }
@@ -151,6 +172,7 @@ async fn serve_rawsocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
                 framing: Framing::RawSocket,
                 ser: serializer,
                 batched: false,
+                deflate: None,
             };
             if pre.capacity() < MIN_READ {
                 pre.reserve(MIN_READ);
@@ -198,6 +220,21 @@ struct Wire {
     ser: Serializer,
     /// WAMP-over-Batched-WebSocket.
     batched: bool,
+    /// permessage-deflate as negotiated, and the listener's threshold.
+    deflate: Option<(deflate::Params, usize)>,
+}
+
+/// A connection's share of the permessage-deflate budget, given back when
+/// it drops.
+struct DeflateCharge {
+    stats: std::sync::Arc<ShardStats>,
+    bytes: i64,
+}
+
+impl Drop for DeflateCharge {
+    fn drop(&mut self) {
+        self.stats.deflate_memory.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// Hands one received WAMP message to the router.
@@ -211,7 +248,15 @@ fn deliver(ctx: &ConnCtx, conn: ConnId, ser: Serializer, data: &bytes::Bytes) {
 }
 
 async fn run<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, mut buf: BytesMut, wire: Wire, peer_max: usize) {
-    let Wire { framing, ser, batched } = wire;
+    let Wire { framing, ser, batched, .. } = wire;
+    let _charge = wire.deflate.map(|(p, _)| {
+        let bytes = p.memory() as i64;
+        ctx.stats.deflate_memory.fetch_add(bytes, Ordering::Relaxed);
+        DeflateCharge {
+            stats: ctx.stats.clone(),
+            bytes,
+        }
+    });
     let outbox = Rc::new(Outbox::new(ctx.limits.max_outbound_bytes));
     outbox.set_max_message(peer_max);
     let transport = TransportInfo {
@@ -230,8 +275,17 @@ async fn run<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, mut buf: BytesM
     let batch_max = if batched { ctx.limits.max_message_size.min(peer_max) } else { 0 };
     // the JSON batch separator the client uses, for the writer to answer with
     let separator = Rc::new(std::cell::Cell::new(websocket::batch::SEPARATOR));
-    let writer_task = glommio::spawn_local(write_loop(writer, outbox.clone(), wire, (batch_max, separator.clone())));
-    let mut ws = WsDecoder::new(ctx.limits.max_message_size);
+    let writer_task = glommio::spawn_local(write_loop(
+        writer,
+        outbox.clone(),
+        wire,
+        (batch_max, separator.clone()),
+        ctx.stats.clone(),
+    ));
+    let mut ws = match wire.deflate {
+        Some((p, _)) => WsDecoder::with_inflater(ctx.limits.max_message_size, deflate::Inflater::new(&p)),
+        None => WsDecoder::new(ctx.limits.max_message_size),
+    };
     let mut chunk = MIN_READ;
     let mut ping_sent = false;
 
@@ -542,12 +596,47 @@ async fn refuse<S: Stream>(mut stream: S, kind: ListenerKind) {
     let _ = stream.close().await;
 }
 
+/// Frames one WAMP message (or batch), compressed when the connection
+/// negotiated permessage-deflate and the message is long enough.
+fn frame(out: &mut Vec<u8>, wire: &Wire, deflater: &mut Option<Deflate>, msg: &[u8]) {
+    if let Some(d) = deflater.as_mut().filter(|d| msg.len() >= d.threshold) {
+        d.scratch.clear();
+        // made at the first message worth compressing: a connection that
+        // never sends one never holds a compressor
+        let (params, threshold) = (d.params, d.threshold);
+        let deflater = d.deflater.get_or_insert_with(|| deflate::Deflater::new(&params, threshold));
+        if deflater.compress(msg, &mut d.scratch) {
+            let op = match wire.ser {
+                Serializer::Json => websocket::opcode::TEXT,
+                Serializer::MsgPack | Serializer::Cbor => websocket::opcode::BINARY,
+            };
+            websocket::write_header_flags(out, op, true, d.scratch.len());
+            out.extend_from_slice(&d.scratch);
+            ShardStats::inc(&d.stats.deflate_messages);
+            return;
+        }
+    }
+    write_message_header(out, wire.framing, wire.ser, msg.len());
+    out.extend_from_slice(msg);
+}
+
+/// A writer's compressor and its buffer.
+struct Deflate {
+    params: deflate::Params,
+    threshold: usize,
+    deflater: Option<deflate::Deflater>,
+    scratch: Vec<u8>,
+    stats: std::sync::Arc<ShardStats>,
+}
+
 /// Writes a run of WAMP messages as batches (WAMP-over-Batched-WebSocket),
 /// each one WebSocket message of at most `max` bytes unless a single message
 /// is larger on its own.
-fn write_batches(out: &mut Vec<u8>, ser: Serializer, messages: &[bytes::Bytes], max: usize, separator: u8) {
+fn write_batches(out: &mut Vec<u8>, wire: &Wire, deflater: &mut Option<Deflate>, messages: &[bytes::Bytes], max: usize, separator: u8) {
+    let ser = wire.ser;
     let overhead = websocket::batch::overhead(ser);
     let mut rest = messages;
+    let mut batch = Vec::new();
     while !rest.is_empty() {
         let mut len = 0;
         let n = rest
@@ -561,10 +650,12 @@ fn write_batches(out: &mut Vec<u8>, ser: Serializer, messages: &[bytes::Bytes], 
                 fits
             })
             .count();
-        write_message_header(out, Framing::WebSocket, ser, len);
+        batch.clear();
+        batch.reserve(len);
         for m in &rest[..n] {
-            websocket::batch::push(out, ser, m, separator);
+            websocket::batch::push(&mut batch, ser, m, separator);
         }
+        frame(out, wire, deflater, &batch);
         rest = &rest[n..];
     }
 }
@@ -572,9 +663,22 @@ fn write_batches(out: &mut Vec<u8>, ser: Serializer, messages: &[bytes::Bytes], 
 /// Writes what the outbox holds. With `batch_max` > 0 (a batched WebSocket),
 /// the WAMP messages queued together go out in as few WebSocket messages as
 /// fit in `batch_max` bytes each, JSON ones ended by `separator`.
-async fn write_loop<S: Stream>(mut w: WriteHalf<S>, outbox: Rc<Outbox>, wire: Wire, batching: (usize, Rc<std::cell::Cell<u8>>)) {
+async fn write_loop<S: Stream>(
+    mut w: WriteHalf<S>,
+    outbox: Rc<Outbox>,
+    wire: Wire,
+    batching: (usize, Rc<std::cell::Cell<u8>>),
+    stats: std::sync::Arc<ShardStats>,
+) {
     let (batch_max, separator) = batching;
-    let Wire { framing, ser, .. } = wire;
+    let framing = wire.framing;
+    let mut deflater = wire.deflate.map(|(params, threshold)| Deflate {
+        params,
+        threshold,
+        deflater: None,
+        scratch: Vec::new(),
+        stats,
+    });
     let mut batch = Vec::new();
     let mut out: Vec<u8> = Vec::new();
     let mut run: Vec<bytes::Bytes> = Vec::new();
@@ -587,14 +691,11 @@ async fn write_loop<S: Stream>(mut w: WriteHalf<S>, outbox: Rc<Outbox>, wire: Wi
                     run.push(m);
                     continue;
                 }
-                write_batches(&mut out, ser, &run, batch_max, separator.get());
+                write_batches(&mut out, &wire, &mut deflater, &run, batch_max, separator.get());
                 run.clear();
             }
             match item {
-                Outgoing::Wamp(m) => {
-                    write_message_header(&mut out, framing, ser, m.len());
-                    out.extend_from_slice(&m);
-                }
+                Outgoing::Wamp(m) => frame(&mut out, &wire, &mut deflater, &m),
                 Outgoing::Ping(p) => write_control(&mut out, framing, false, &p),
                 Outgoing::Pong(p) => write_control(&mut out, framing, true, &p),
                 Outgoing::Close { code, reason } => {
@@ -607,7 +708,7 @@ async fn write_loop<S: Stream>(mut w: WriteHalf<S>, outbox: Rc<Outbox>, wire: Wi
             }
         }
         if !run.is_empty() {
-            write_batches(&mut out, ser, &run, batch_max, separator.get());
+            write_batches(&mut out, &wire, &mut deflater, &run, batch_max, separator.get());
             run.clear();
         }
         let written = futures_lite::future::or(async { w.write_all(&out).await.is_ok() }, async {

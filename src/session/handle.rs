@@ -28,6 +28,8 @@ pub struct ConnLimits {
     pub max_connections: usize,
     /// Connections allowed on one shard (0: no limit).
     pub max_connections_per_shard: usize,
+    /// Bytes of permessage-deflate state allowed on the whole router.
+    pub max_deflate_memory: usize,
 }
 
 /// What a connection task needs of its shard.

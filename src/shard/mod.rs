@@ -290,6 +290,7 @@ async fn shard_main(
             ping_interval: (cfg.limits.ping_interval_ms > 0).then(|| Duration::from_millis(cfg.limits.ping_interval_ms)),
             max_connections: cfg.limits.max_connections,
             max_connections_per_shard: cfg.limits.max_connections_per_shard,
+            max_deflate_memory: cfg.limits.max_deflate_memory,
         },
         open_connections,
     });
@@ -361,6 +362,7 @@ async fn shard_main(
                     path: l.path.as_str().into(),
                     metrics: l.metrics,
                     tls: tls.clone(),
+                    deflate: l.deflate.as_ref().map(|d| d.settings()),
                 })
             })
             .collect(),

@@ -2,6 +2,7 @@
 //! the framing a connection writes its outgoing messages with, and the one
 //! read primitive both the router and the load generator use.
 
+pub mod deflate;
 pub mod rawsocket;
 pub mod tls;
 pub mod websocket;

@@ -22,6 +22,8 @@ pub enum HttpRequest {
         /// WAMP-over-Batched-WebSocket (`wamp.2.*.batched`): every WebSocket
         /// message holds one or more WAMP messages (see [`batch`]).
         batched: bool,
+        /// permessage-deflate, when negotiated.
+        deflate: Option<super::deflate::Params>,
         /// The response to send (101 Switching Protocols).
         response: Vec<u8>,
     },
@@ -78,6 +80,17 @@ fn has_token(value: Option<&str>, token: &str) -> bool {
 /// Parses an HTTP request from the start of `buf`. `Ok(None)` means more
 /// bytes are needed; on success also returns the length of the request.
 pub fn parse_request(buf: &[u8], path: &str, metrics: bool) -> Result<Option<(HttpRequest, usize)>, HttpReject> {
+    parse_request_with(buf, path, metrics, None)
+}
+
+/// [`parse_request`] on a listener that offers permessage-deflate with
+/// `deflate` (`None`: not offered, or not now).
+pub fn parse_request_with(
+    buf: &[u8],
+    path: &str,
+    metrics: bool,
+    deflate: Option<&super::deflate::Settings>,
+) -> Result<Option<(HttpRequest, usize)>, HttpReject> {
     let mut headers = [httparse::EMPTY_HEADER; 48];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -150,8 +163,20 @@ pub fn parse_request(buf: &[u8], path: &str, metrics: bool) -> Result<Option<(Ht
         ));
     };
     let accept = accept_key(key);
+    let negotiated = deflate.and_then(|settings| {
+        let offers = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+            .filter_map(|h| std::str::from_utf8(h.value).ok());
+        super::deflate::negotiate(offers, settings)
+    });
+    let extension = negotiated
+        .as_ref()
+        .map(|(_, h)| format!("Sec-WebSocket-Extensions: {h}\r\n"))
+        .unwrap_or_default();
     let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {}\r\nServer: switchyard\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: {}\r\n{extension}Server: switchyard\r\n\r\n",
         subprotocol_name(serializer, batched)
     )
     .into_bytes();
@@ -159,6 +184,7 @@ pub fn parse_request(buf: &[u8], path: &str, metrics: bool) -> Result<Option<(Ht
         HttpRequest::Upgrade {
             serializer,
             batched,
+            deflate: negotiated.map(|(p, _)| p),
             response,
         },
         len,
@@ -348,6 +374,8 @@ pub enum WsEvent {
 struct Fragments {
     data: BytesMut,
     text: bool,
+    /// permessage-deflate: RSV1 on the first frame; checked once inflated.
+    compressed: bool,
     /// How much of a text message is known to be valid UTF-8 (an incomplete
     /// character at the end of a fragment waits for the next one).
     checked: usize,
@@ -357,7 +385,7 @@ impl Fragments {
     /// Checks the text received so far, so that invalid UTF-8 fails the
     /// connection at the fragment that carries it (RFC 6455 8.1: fail fast).
     fn check_utf8(&mut self) -> Result<(), WsError> {
-        if !self.text {
+        if !self.text || self.compressed {
             return Ok(());
         }
         match std::str::from_utf8(&self.data[self.checked..]) {
@@ -376,6 +404,8 @@ impl Fragments {
 pub struct WsDecoder {
     max_message: usize,
     fragments: Option<Fragments>,
+    /// permessage-deflate, when negotiated.
+    inflater: Option<super::deflate::Inflater>,
 }
 
 fn valid_close_code(code: u16) -> bool {
@@ -388,6 +418,31 @@ impl WsDecoder {
         WsDecoder {
             max_message,
             fragments: None,
+            inflater: None,
+        }
+    }
+
+    /// A decoder for a connection that negotiated permessage-deflate.
+    pub fn with_inflater(max_message: usize, inflater: super::deflate::Inflater) -> Self {
+        WsDecoder {
+            inflater: Some(inflater),
+            ..WsDecoder::new(max_message)
+        }
+    }
+
+    /// A complete message, inflated first when it came compressed; a text
+    /// message must be valid UTF-8 from `checked` on.
+    fn finish(&mut self, data: BytesMut, text: bool, compressed: bool, checked: usize) -> Result<WsEvent, WsError> {
+        if !compressed {
+            return finish_message(data.freeze(), text, checked);
+        }
+        let Some(inflater) = self.inflater.as_mut() else {
+            return Err(fail(close::PROTOCOL_ERROR, "compressed message without permessage-deflate"));
+        };
+        match inflater.inflate(&data, self.max_message) {
+            Ok(plain) => finish_message(Bytes::from(plain), text, 0),
+            Err(super::deflate::InflateError::TooBig) => Err(fail(close::MESSAGE_TOO_BIG, "message exceeds the maximum message size")),
+            Err(super::deflate::InflateError::Invalid) => Err(fail(close::INVALID_PAYLOAD, "invalid compressed data")),
         }
     }
 
@@ -401,10 +456,12 @@ impl WsDecoder {
             let b0 = buf[0];
             let b1 = buf[1];
             let fin = b0 & 0x80 != 0;
-            if b0 & 0x70 != 0 {
+            let opcode = b0 & 0x0f;
+            // RSV1: permessage-deflate, on the first frame of a data message
+            let rsv1 = b0 & 0x40 != 0;
+            if b0 & 0x30 != 0 || (rsv1 && (self.inflater.is_none() || !matches!(opcode, 0x1 | 0x2))) {
                 return Err(fail(close::PROTOCOL_ERROR, "reserved bits set without a negotiated extension"));
             }
-            let opcode = b0 & 0x0f;
             if b1 & 0x80 == 0 {
                 return Err(fail(close::PROTOCOL_ERROR, "client frames must be masked"));
             }
@@ -460,7 +517,7 @@ impl WsDecoder {
                     frag.check_utf8()?;
                     if fin {
                         if let Some(f) = self.fragments.take() {
-                            return finish_message(f.data.freeze(), f.text, f.checked).map(Some);
+                            return self.finish(f.data, f.text, f.compressed, f.checked).map(Some);
                         }
                     }
                 }
@@ -470,11 +527,12 @@ impl WsDecoder {
                     }
                     let text = opcode == 0x1;
                     if fin {
-                        return finish_message(payload.freeze(), text, 0).map(Some);
+                        return self.finish(payload, text, rsv1, 0).map(Some);
                     }
                     let mut frag = Fragments {
                         data: payload,
                         text,
+                        compressed: rsv1,
                         checked: 0,
                     };
                     frag.check_utf8()?;
@@ -540,7 +598,13 @@ pub mod opcode {
 
 /// Appends an unmasked, final frame header for a payload of `len` bytes.
 pub fn write_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
-    out.push(0x80 | opcode);
+    write_header_flags(out, opcode, false, len);
+}
+
+/// Appends an unmasked, final frame header; `compressed` sets RSV1
+/// (permessage-deflate).
+pub fn write_header_flags(out: &mut Vec<u8>, opcode: u8, compressed: bool, len: usize) {
+    out.push(0x80 | if compressed { 0x40 } else { 0 } | opcode);
     if len < 126 {
         out.push(len as u8);
     } else if len <= u16::MAX as usize {
@@ -615,6 +679,7 @@ mod tests {
                 serializer,
                 batched: b,
                 response,
+                ..
             } = r
             else {
                 panic!()

@@ -60,6 +60,11 @@ name = "realm1"
 type = "websocket"
 bind = "127.0.0.1:0"
 path = "{path}"
+
+# permessage-deflate for sections 12 and 13; threshold 0 compresses even the
+# ABORT that answers a non-WAMP message
+[listener.deflate]
+threshold = 0
 """
 
 
@@ -179,11 +184,44 @@ def echo_prefix(result):
     return None
 
 
+DEFLATE_CASE = re.compile(r"^1[23]\.")
+# kosoku's verdict on the router's (inflated) answer to its first message: a
+# text ABORT of another length than a text echo, or text where a binary echo
+# was due
+INFLATED = re.compile(r"got length (\d+)|got binary False, expected binary True")
+
+
+def judge_deflate(result, abort_close_code):
+    """The WAMP rule for the permessage-deflate cases (12.x, 13.x), which
+    check their echoes by length rather than by an expected event list: the
+    router must have accepted one of kosoku's offers (kosoku checks the
+    response parameters against its offer, and refuses a bad one), inflated
+    the first compressed message (a router that cannot sends close 1007),
+    answered with an ABORT that kosoku inflated in turn (it reports that
+    message's length), and closed with `abort_close_code`."""
+    problems = []
+    response = result.http_response or ""
+    if not re.search(r"(?im)^Sec-WebSocket-Extensions:\s*permessage-deflate", response):
+        problems.append("no permessage-deflate in the response")
+    got = INFLATED.search(result.result or "")
+    if not got:
+        problems.append("kosoku inflated no message from the router ({!r})".format(result.result))
+    if result.remote_close_code != abort_close_code:
+        problems.append("close code: expected {}, got {} (reason {!r})".format(
+            abort_close_code, result.remote_close_code, result.remote_close_reason))
+    if problems:
+        return False, "wamp-abort-deflate", "; ".join(problems)
+    return True, "wamp-abort-deflate", "compressed ABORT ({}) inflated by kosoku, router closed with {}".format(
+        got.group(0), abort_close_code)
+
+
 def judge(result, abort_close_code):
     """Returns (passed, how, detail)."""
     b, bc = result.behavior.value, result.behavior_close.value
     if result.passed or (b in PASSING and bc in PASSING):
         return True, "kosoku", "{} / {}".format(b, bc)
+    if DEFLATE_CASE.match(result.case_id):
+        return judge_deflate(result, abort_close_code)
     prefix = echo_prefix(result)
     if prefix is None:
         exp = result.expected_close or {}
