@@ -85,6 +85,7 @@ fuzz_target!(|data: &[u8]| {
                     match ser {
                         1 => Serializer::Json,
                         2 => Serializer::MsgPack,
+                        3 => Serializer::Cbor,
                         s => panic!("accepted serializer {s}"),
                     }
                 );

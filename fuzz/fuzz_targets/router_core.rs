@@ -35,7 +35,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use libfuzzer_sys::arbitrary::{Result as ArbResult, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use switchyard::codec::{self, msgpack};
+use switchyard::codec;
 use switchyard::config::{CallerDisclosure, Limits, RealmConfig};
 use switchyard::metrics::ShardStats;
 use switchyard::router::{Clock, ConnId, Router, RouterConfig, ShardLink, ShardMsg, TransportInfo, TransportKind};
@@ -298,18 +298,9 @@ fn learn(c: &mut Conn, frame: &[u8]) {
 }
 
 fn encode(ser: Serializer, v: &Value) -> Vec<u8> {
-    match ser {
-        Serializer::Json => {
-            let mut out = Vec::new();
-            codec::json::write_value(&mut out, v);
-            out
-        }
-        Serializer::MsgPack => {
-            let mut out = Vec::new();
-            msgpack::write_value(&mut out, v);
-            out
-        }
-    }
+    let mut out = Vec::new();
+    codec::write_value(ser, &mut out, v);
+    out
 }
 
 fn s(x: &str) -> Value {
@@ -355,7 +346,7 @@ fn step(w: &mut World, u: &mut Unstructured) -> ArbResult<()> {
     if op == 0 || w.conns.is_empty() {
         if w.conns.len() < 8 {
             let shard = u.choose_index(w.shards.len())?;
-            let ser = if u.arbitrary()? { Serializer::Json } else { Serializer::MsgPack };
+            let ser = *u.choose(&Serializer::ALL)?;
             let outbox = Rc::new(Outbox::new(1 << 20));
             let id = w.shards[shard]
                 .router

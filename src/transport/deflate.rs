@@ -44,9 +44,19 @@ impl Params {
     }
 }
 
+/// The parameters of one offer.
+#[derive(Debug, Default)]
+struct Offer {
+    server_bits: Option<u8>,
+    /// Offered, with or without a value.
+    client_bits: Option<Option<u8>>,
+    server_nct: bool,
+    client_nct: bool,
+}
+
 /// One offer's parameters, or `None` when the offer cannot be accepted
 /// (an unknown or repeated parameter, a bad value).
-fn parse_offer(params: &[&str]) -> Option<(Option<u8>, Option<Option<u8>>, bool, bool)> {
+fn parse_offer(params: &[&str]) -> Option<Offer> {
     let (mut server_bits, mut client_bits, mut server_nct, mut client_nct) = (None, None, false, false);
     for p in params {
         let (name, value) = match p.split_once('=') {
@@ -67,7 +77,12 @@ fn parse_offer(params: &[&str]) -> Option<(Option<u8>, Option<Option<u8>>, bool,
             _ => return None,
         }
     }
-    Some((server_bits, client_bits, server_nct, client_nct))
+    Some(Offer {
+        server_bits,
+        client_bits,
+        server_nct,
+        client_nct,
+    })
 }
 
 /// Picks the first offer of `Sec-WebSocket-Extensions` values (in order)
@@ -80,7 +95,13 @@ pub fn negotiate<'a>(values: impl IntoIterator<Item = &'a str>, ours: &Settings)
             continue;
         }
         let params: Vec<&str> = parts.filter(|p| !p.is_empty()).collect();
-        let Some((server_bits, client_bits, server_nct, client_nct)) = parse_offer(&params) else {
+        let Some(Offer {
+            server_bits,
+            client_bits,
+            server_nct,
+            client_nct,
+        }) = parse_offer(&params)
+        else {
             continue;
         };
         let max = ours.max_window_bits.clamp(9, 15);

@@ -13,7 +13,7 @@
 
 use base64::Engine;
 use bytes::Bytes;
-use switchyard::codec::{self, encode, json, msgpack};
+use switchyard::codec::{self, encode};
 use switchyard::wamp::message::Serializer;
 use switchyard::wamp::{Dict, Message, Payload, Value};
 
@@ -49,22 +49,17 @@ pub fn assert_int_invariant(v: &Value) {
     }
 }
 
-fn other(ser: Serializer) -> Serializer {
-    match ser {
-        Serializer::Json => Serializer::MsgPack,
-        Serializer::MsgPack => Serializer::Json,
-    }
+/// The serializers other than `ser`.
+fn others(ser: Serializer) -> impl Iterator<Item = Serializer> {
+    Serializer::ALL.into_iter().filter(move |&s| s != ser)
 }
 
-/// Encodes `v` in `ser` and parses it back; must give the same value.
+/// Encodes `v` in every serializer and parses it back; must give the same value.
 pub fn check_value_round_trip(v: &Value) {
     assert_int_invariant(v);
-    for ser in [Serializer::Json, Serializer::MsgPack] {
+    for ser in Serializer::ALL {
         let mut out = Vec::new();
-        match ser {
-            Serializer::Json => json::write_value(&mut out, v),
-            Serializer::MsgPack => msgpack::write_value(&mut out, v),
-        }
+        codec::write_value(ser, &mut out, v);
         let back =
             codec::parse_value(ser, &out).unwrap_or_else(|e| panic!("{ser:?} encoding of {v:?} does not parse back: {e}; bytes {out:?}"));
         assert_int_invariant(&back);
@@ -88,6 +83,12 @@ pub fn payload_values(p: &Payload) -> Vec<Value> {
             frame.extend_from_slice(&p.raw);
             codec::parse_value(Serializer::MsgPack, &frame)
         }
+        Serializer::Cbor => {
+            let mut frame = Vec::with_capacity(p.raw.len() + 1);
+            frame.push(0x80 | p.count); // array of `count` elements
+            frame.extend_from_slice(&p.raw);
+            codec::parse_value(Serializer::Cbor, &frame)
+        }
     };
     match parsed {
         Ok(Value::List(items)) => items,
@@ -96,8 +97,8 @@ pub fn payload_values(p: &Payload) -> Vec<Value> {
 }
 
 /// The payload as decoded is consistent: its count matches, it converts to
-/// the other serializer and back without changing a value, and it splices
-/// into an EVENT that parses to the same values in both serializers.
+/// each other serializer and back without changing a value, and it splices
+/// into an EVENT that parses to the same values in every serializer.
 pub fn check_payload(p: &Payload, ser: Serializer) {
     assert_eq!(p.serializer, ser);
     assert!(p.count <= 2, "payload count {}", p.count);
@@ -116,27 +117,25 @@ pub fn check_payload(p: &Payload, ser: Serializer) {
         assert_int_invariant(&v);
     }
 
-    // to the other serializer and back
-    let there = codec::transcode(p, other(ser))
-        .unwrap_or_else(|e| panic!("payload accepted by decode cannot be transcoded to {:?}: {e}", other(ser)));
-    assert_eq!(there.serializer, other(ser));
-    assert_eq!(there.count, p.count);
-    let there_values: Vec<Value> = payload_values(&there).iter().map(canon).collect();
-    assert_eq!(
-        there_values,
-        expected,
-        "transcoding to {:?} changed the payload: {:?}",
-        other(ser),
-        there.raw
-    );
-    let back =
-        codec::transcode(&there, ser).unwrap_or_else(|e| panic!("transcoded payload {:?} cannot be transcoded back: {e}", there.raw));
-    assert_eq!(back.count, p.count);
-    let back_values: Vec<Value> = payload_values(&back).iter().map(canon).collect();
-    assert_eq!(back_values, expected, "round trip through {:?} changed the payload", other(ser));
+    // to each other serializer and back
+    let mut converted = vec![(ser, p.clone())];
+    for to in others(ser) {
+        let there = codec::transcode(p, to).unwrap_or_else(|e| panic!("payload accepted by decode cannot be transcoded to {to:?}: {e}"));
+        assert_eq!(there.serializer, to);
+        assert_eq!(there.count, p.count);
+        let there_values: Vec<Value> = payload_values(&there).iter().map(canon).collect();
+        assert_eq!(there_values, expected, "transcoding to {to:?} changed the payload: {:?}", there.raw);
+        let back =
+            codec::transcode(&there, ser).unwrap_or_else(|e| panic!("transcoded payload {:?} cannot be transcoded back: {e}", there.raw));
+        assert_eq!(back.count, p.count);
+        let back_values: Vec<Value> = payload_values(&back).iter().map(canon).collect();
+        assert_eq!(back_values, expected, "round trip through {to:?} changed the payload");
+        converted.push((to, there));
+    }
 
-    // spliced into an EVENT, in both serializers
-    for (s, pl) in [(ser, p), (other(ser), &there)] {
+    // spliced into an EVENT, in every serializer
+    for (s, pl) in &converted {
+        let (s, pl) = (*s, pl);
         let details = codec::encode_dict(s, &Dict::new().with("topic", Value::Str("a.b".into())));
         let ev = encode::event(s, 5, 6, &details, pl);
         let parsed = codec::parse_value(s, &ev).unwrap_or_else(|e| panic!("{s:?} EVENT does not parse: {e}; {ev:?}"));
@@ -152,19 +151,19 @@ pub fn check_payload(p: &Payload, ser: Serializer) {
     }
 }
 
-/// Re-encodes a dictionary in both serializers; it must parse back the same.
+/// Re-encodes a dictionary in every serializer; it must parse back the same.
 pub fn check_dict(d: &Dict) {
     check_value_round_trip(&Value::Dict(d.clone()));
-    for ser in [Serializer::Json, Serializer::MsgPack] {
+    for ser in Serializer::ALL {
         let enc = codec::encode_dict(ser, d);
         let back = codec::parse_value(ser, &enc).unwrap_or_else(|e| panic!("encode_dict({ser:?}) does not parse: {e}"));
         assert_eq!(canon(&back), Value::Dict(canon_dict(d)));
     }
 }
 
-/// Re-encodes a string element in both serializers (as an ABORT reason).
+/// Re-encodes a string element in every serializer (as an ABORT reason).
 pub fn check_string(s: &str) {
-    for ser in [Serializer::Json, Serializer::MsgPack] {
+    for ser in Serializer::ALL {
         let m = encode::abort(ser, &Dict::new(), s);
         let back = codec::parse_value(ser, &m).unwrap_or_else(|e| panic!("{ser:?} ABORT does not parse: {e}"));
         let Value::List(items) = back else { panic!("ABORT is not a list") };

@@ -1,26 +1,31 @@
 'use strict';
 // Interop tests: Switchyard (or a reference router) driven by the real
-// autobahn-js client over WebSocket, with the JSON and MessagePack serializers,
-// and over RawSocket (TCP; autobahn-js speaks only JSON there, and only
-// switchyard gets a RawSocket listener from the harness).
+// autobahn-js client over WebSocket, with the JSON, MessagePack and CBOR
+// serializers, and over RawSocket (autobahn-js speaks only JSON there), each
+// on TCP and on a Unix socket, against the dedicated listeners and against the
+// universal ones (lib/suite.js LISTENERS; only switchyard gets RawSocket,
+// Unix socket and universal listeners from the harness).
 //
 // Environment:
 //   SWITCHYARD_BIN  router binary (default <repo>/target/debug/switchyard)
 //   ROUTER          switchyard (default) | crossbar
 //   ROUTER_URL      ws URL of an already running router (nothing is started)
 //   SHARDS          comma list of shard counts to run the suite with (default 1,2)
-//   SERIALIZERS     comma list out of json,msgpack (default json,msgpack)
+//   SERIALIZERS     comma list out of json,msgpack,cbor (default all three)
+//   LISTENERS       comma list out of dedicated,universal (default both)
 //   INTEROP_VERBOSE print router output and autobahn warnings
 
 const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const http = require('node:http');
 const path = require('node:path');
 
-const { REALM } = require('./lib/router');
+const { REALM, UNIX_MODES, parseMetrics } = require('./lib/router');
 const { autobahn, connect, close, closeAll, within, Collector, deferred, rejectionOf, ConnectError } = require('./lib/wamp');
-const { spawnScript } = require('./lib/util');
+const { show, spawnScript } = require('./lib/util');
 const { REALM1_ROLE, asPrincipal } = require('./lib/principals');
-const { UNICODE, PAYLOAD_ARGS, PAYLOAD_KWARGS } = require('./lib/payload');
+const { UNICODE, PAYLOAD_ARGS, PAYLOAD_KWARGS, binaryPayload, canonical } = require('./lib/payload');
 const { SERIALIZERS, GOODBYE_REPLIES, RAWSOCKET, kind, uriBase, describeEachRouter } = require('./lib/suite');
 
 const TEST_TIMEOUT = 30000; // per test; only a bound against hangs, never asserted
@@ -34,7 +39,7 @@ function assertSessionId(id, what) {
 }
 
 function assertWampError(err, uri, what) {
-  assert.ok(err instanceof autobahn.Error, `${what}: expected autobahn.Error, got ${err && (err.stack || JSON.stringify(err))}`);
+  assert.ok(err instanceof autobahn.Error, `${what}: expected autobahn.Error, got ${err && (err.stack || show(err))}`);
   if (uri instanceof RegExp) {
     assert.match(err.error, uri, `${what}: unexpected error URI ${err.error}`);
   } else {
@@ -59,11 +64,19 @@ function openWebSocket(url, ser, opts = {}) {
   return within(connect(url, { serializer: ser, ...opts }), WAIT, `websocket ${ser} session to open`);
 }
 
-// A RawSocket session to 127.0.0.1:port, on JSON (autobahn-js's RawSocket
-// transport speaks nothing else):
-function openRawSocket(port, opts = {}) {
-  const transport = { type: 'rawsocket', host: '127.0.0.1', port };
+// A RawSocket session on JSON (autobahn-js's RawSocket transport speaks
+// nothing else) to target: { host, port } (TCP) or { path } (a Unix socket):
+function openRawSocket(target, opts = {}) {
+  const transport = { type: 'rawsocket', ...target };
   return within(connect(null, { serializer: 'json', transport, ...opts }), WAIT, 'rawsocket json session to open');
+}
+
+// Payload values compared exactly, whatever JS type the decoder picked for
+// them (see canonical in lib/payload.js: 2**53 arrives as a BigInt when the
+// router sends it as a CBOR 64-bit integer, which the `cbor` package decodes
+// to a BigInt beyond 2**53 - 1).
+function assertSameValues(actual, expected, what) {
+  assert.deepEqual(canonical(actual), canonical(expected), what);
 }
 
 function spawnCallee(url, serializer, procedure) {
@@ -983,8 +996,8 @@ function serializerSuite(getUrl, ser) {
 // ---------------------------------------------------------------------------
 // The RawSocket suite: autobahn-js's RawSocket transport (TCP), JSON only.
 
-function rawSocketSuite(getPort) {
-  const open = (opts) => openRawSocket(getPort(), opts);
+function rawSocketSuite(getTarget) {
+  const open = (opts) => openRawSocket(getTarget(), opts);
   roundTripSuite(open, { transport: 'rawsocket', ser: 'json' });
   advancedRpcSuite(open);
   advancedPubSubSuite(open);
@@ -992,8 +1005,13 @@ function rawSocketSuite(getPort) {
 
 // ---------------------------------------------------------------------------
 // Sessions on different serializers or transports talking to each other (the
-// router transcodes payloads between JSON and MessagePack). a and b:
-// { label, open }, open() a promise of a connect() handle bounded by WAIT.
+// router transcodes payloads between JSON, MessagePack and CBOR, and splices
+// them where both use one serializer). a and b: { label, ser, open }, ser the
+// serializer, open() a promise of a connect() handle bounded by WAIT.
+// Binary values: autobahn-js's MessagePack (msgpack5) and CBOR (`cbor`)
+// serializers send a Buffer as bin / a byte string and decode those to a
+// Buffer; its JSON serializer knows no bytes, so a JSON session sends and
+// gets the spec's "\u0000" + base64 strings (binaryPayload).
 
 function mixedSuite(a, b) {
   const t = { timeout: TEST_TIMEOUT };
@@ -1010,41 +1028,55 @@ function mixedSuite(a, b) {
       const events = new Collector();
       await within(sub.session.subscribe(topic, events.handler), WAIT, 'SUBSCRIBED');
       await within(pub.session.publish(topic, PAYLOAD_ARGS, PAYLOAD_KWARGS, { acknowledge: true }), WAIT, 'PUBLISHED');
-      const [ev] = await events.until(1, WAIT, 'event');
-      assert.deepEqual(ev.args, PAYLOAD_ARGS);
-      assert.deepEqual(ev.kwargs, PAYLOAD_KWARGS);
+      const sent = binaryPayload(src.ser);
+      await within(pub.session.publish(topic, sent.args, sent.kwargs, { acknowledge: true }), WAIT, 'PUBLISHED binary');
+      const [ev, bin] = await events.until(2, WAIT, 'events');
+      assertSameValues(ev.args, PAYLOAD_ARGS, 'EVENT args');
+      assertSameValues(ev.kwargs, PAYLOAD_KWARGS, 'EVENT kwargs');
+      const want = binaryPayload(dst.ser);
+      assertSameValues(bin.args, want.args, `binary EVENT args (${src.ser} -> ${dst.ser})`);
+      assertSameValues(bin.kwargs, want.kwargs, `binary EVENT kwargs (${src.ser} -> ${dst.ser})`);
       await closeChecked(sub, 'subscriber');
       await closeChecked(pub, 'publisher');
     });
 
     it(`${from} caller -> ${to} callee: payload and errors intact`, t, async () => {
+      // The callee answers with its own copy of what the caller sent (not
+      // the values it decoded, which the `cbor` package may have made
+      // BigInts: see bignumSuite for what those become).
       const proc = base('mixed_echo');
+      const procBin = base('mixed_bin');
       const procErr = base('mixed_error');
       const callee = await dst.open();
       const caller = await src.open();
       let seen = null;
-      await within(
-        callee.session.register(proc, (args, kwargs) => {
-          seen = { args, kwargs };
-          return new autobahn.Result(args, kwargs);
-        }),
-        WAIT,
-        'REGISTERED',
-      );
+      const answer = (reply) => (args, kwargs) => {
+        seen = { args, kwargs };
+        return new autobahn.Result(reply.args, reply.kwargs);
+      };
+      await within(callee.session.register(proc, answer({ args: PAYLOAD_ARGS, kwargs: PAYLOAD_KWARGS })), WAIT, 'REGISTERED');
+      await within(callee.session.register(procBin, answer(binaryPayload(dst.ser))), WAIT, 'REGISTERED');
       await within(
         callee.session.register(procErr, () => {
-          throw new autobahn.Error('com.example.error', [UNICODE, 2 ** 53], { nested: { ok: false } });
+          throw new autobahn.Error('com.example.error', [UNICODE, 2 ** 53, binaryPayload(dst.ser).args[0]], { nested: { ok: false } });
         }),
         WAIT,
         'REGISTERED',
       );
       const res = await within(caller.session.call(proc, PAYLOAD_ARGS, PAYLOAD_KWARGS), WAIT, 'RESULT');
-      assert.deepEqual(seen, { args: PAYLOAD_ARGS, kwargs: PAYLOAD_KWARGS }, 'INVOCATION payload at the callee');
-      assert.deepEqual(res.args, PAYLOAD_ARGS);
-      assert.deepEqual(res.kwargs, PAYLOAD_KWARGS);
+      assertSameValues(seen, { args: PAYLOAD_ARGS, kwargs: PAYLOAD_KWARGS }, 'INVOCATION payload at the callee');
+      assertSameValues(res.args, PAYLOAD_ARGS, 'RESULT args');
+      assertSameValues(res.kwargs, PAYLOAD_KWARGS, 'RESULT kwargs');
+      // bytes from the caller reach the callee in its serializer's form, and
+      // the callee's reply reaches the caller in the caller's
+      const sent = binaryPayload(src.ser);
+      const echoed = await within(caller.session.call(procBin, sent.args, sent.kwargs), WAIT, 'RESULT binary');
+      assertSameValues(seen, binaryPayload(dst.ser), `binary INVOCATION (${src.ser} -> ${dst.ser})`);
+      assertSameValues(echoed.args, sent.args, `binary RESULT args (${dst.ser} -> ${src.ser})`);
+      assertSameValues(echoed.kwargs, sent.kwargs, `binary RESULT kwargs (${dst.ser} -> ${src.ser})`);
       const err = await rejectionOf(caller.session.call(procErr), WAIT, 'failing call');
       assertWampError(err, 'com.example.error', 'callee error');
-      assert.deepEqual(err.args, [UNICODE, 2 ** 53]);
+      assertSameValues(err.args, [UNICODE, 2 ** 53, binaryPayload(src.ser).args[0]], 'ERROR args');
       assert.deepEqual(err.kwargs, { nested: { ok: false } });
       await closeChecked(callee, 'callee');
       await closeChecked(caller, 'caller');
@@ -1054,21 +1086,164 @@ function mixedSuite(a, b) {
 
 // ---------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------
+// BigInts from autobahn-js's CBOR serializer. The `cbor` package encodes
+// every BigInt as a bignum, tag 2 (or 3, negative) on the big-endian bytes
+// (2n**53n: c2 47 20 00 00 00 00 00 00), and decodes integers beyond
+// 2**53 - 1 as BigInts, so a CBOR session that passes on an integer it got
+// sends a bignum. RFC 8949 (3.4.3) makes a bignum an integer. ws(ser): a
+// { label, ser, open } for a WebSocket session on ser.
+
+// Integers a double holds exactly, so that JSON.parse keeps them.
+const BIGINTS = [2n ** 53n, 2n ** 60n, -(2n ** 63n), 5n, -5n];
+
+function bignumSuite(ws) {
+  const t = { timeout: TEST_TIMEOUT };
+  const others = SERIALIZERS.filter((s) => s !== 'cbor');
+  // One publish from a CBOR session to a subscriber on each serializer;
+  // resolves to { ser: EVENT args }.
+  async function publishBigints(serializers) {
+    const topic = base('bignum');
+    const subs = [];
+    for (const ser of serializers) subs.push({ ser, h: await ws(ser).open(), col: new Collector() });
+    for (const s of subs) await within(s.h.session.subscribe(topic, s.col.handler), WAIT, `SUBSCRIBED (${s.ser})`);
+    const pub = await ws('cbor').open();
+    await within(pub.session.publish(topic, BIGINTS, {}, { acknowledge: true }), WAIT, 'PUBLISHED');
+    const got = {};
+    for (const s of subs) got[s.ser] = (await s.col.until(1, WAIT, `the EVENT (${s.ser})`))[0].args;
+    for (const s of subs) await closeChecked(s.h, `subscriber (${s.ser})`);
+    await closeChecked(pub, 'publisher');
+    return got;
+  }
+
+  it('BigInts (CBOR bignums, tags 2 and 3) spliced CBOR to CBOR arrive as the same BigInts', t, async () => {
+    const got = await publishBigints(['cbor']);
+    assert.deepEqual(got.cbor, BIGINTS);
+  });
+
+  // A router bug (see README): the router reads a tagged CBOR value as the
+  // value under the tag, so a bignum goes to JSON and MessagePack as its
+  // content bytes: 2n**53n arrives as "\u0000IAAAAAAAAA==" (JSON) and bin
+  // 20 00 00 00 00 00 00 (MessagePack); -5n (tag 3 on 04) as "\u0000BA==".
+  const bug = 'router bug: CBOR bignums (tags 2, 3) are transcoded to JSON/MessagePack as binary (their content bytes), not as integers';
+  it('BigInts (CBOR bignums) transcoded to JSON and MessagePack arrive as the integers', { ...t, todo: bug, skip: !others.length && 'SERIALIZERS has only cbor' }, async () => {
+    const got = await publishBigints(others);
+    for (const ser of others) assertSameValues(got[ser], BIGINTS.map(Number), `EVENT args at the ${ser} subscriber`);
+  });
+}
+
+// Every pair of distinct items of xs, each once.
+function pairs(xs) {
+  return xs.flatMap((x, i) => xs.slice(i + 1).map((y) => [x, y]));
+}
+
+// GET `path` over HTTP on TCP port or Unix socket socketPath:
+// { status, type, body }.
+function httpGet({ port, socketPath, path: reqPath }) {
+  return new Promise((resolve, reject) => {
+    const target = socketPath ? { socketPath } : { host: '127.0.0.1', port };
+    const req = http.get({ ...target, path: reqPath, timeout: WAIT }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => {
+        body += d;
+      });
+      res.on('end', () => resolve({ status: res.statusCode, type: res.headers['content-type'], body }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${reqPath} timed out`)));
+    req.on('error', reject);
+  });
+}
+
+// Tests of one listener set itself (switchyard only): which transport a
+// session on each of its endpoints has (wamp.session.get), GET /metrics on
+// the universal listener's TCP port and Unix socket, the Unix sockets' modes.
+function listenerSuite(ctx, L) {
+  const t = { timeout: TEST_TIMEOUT };
+  const universal = L.name === 'universal';
+
+  it(`every endpoint of the ${L.title} gives a session on the transport it was opened with (wamp.session.get)`, t, async () => {
+    const opened = [
+      ['websocket', 'TCP', await openWebSocket(L.url(), SERIALIZERS[0])],
+      ['rawsocket', 'TCP', await openRawSocket(L.rawsocket())],
+      ['websocket', 'a Unix socket', await openWebSocket(L.unixWebsocketUrl(), SERIALIZERS[0])],
+      ['rawsocket', 'a Unix socket', await openRawSocket({ path: L.unixRawsocket() })],
+    ];
+    const [observer] = opened[0].slice(2);
+    for (const [type, over, h] of opened) {
+      const info = await within(observer.session.call('wamp.session.get', [h.session.id]), WAIT, 'wamp.session.get');
+      assert.equal(info.transport && info.transport.type, type, `${type} over ${over}: wamp.session.get transport ${JSON.stringify(info.transport)}`);
+    }
+    for (const [type, over, h] of opened.reverse()) await closeChecked(h, `${type} over ${over}`);
+  });
+
+  if (universal) {
+    it('GET /metrics on the universal listener (TCP port and Unix socket) answers what the WebSocket listener does', t, async () => {
+      const h = await openRawSocket(L.rawsocket()); // one session at least
+      const got = [];
+      for (const [what, target] of [
+        ['the WebSocket listener', { port: ctx.router().port }],
+        ['the universal TCP port', { port: L.metricsPort() }],
+        ['the universal Unix socket', { socketPath: L.unixRawsocket() }],
+      ]) {
+        const res = await within(httpGet({ ...target, path: '/metrics' }), WAIT, `GET /metrics on ${what}`);
+        assert.equal(res.status, 200, `GET /metrics on ${what}: HTTP ${res.status}: ${res.body.slice(0, 200)}`);
+        assert.match(res.type || '', /^text\/plain/, `GET /metrics on ${what}: Content-Type`);
+        const m = parseMetrics(res.body);
+        assert.equal((m.sessions || []).length, ctx.shards, `GET /metrics on ${what}: a sessions gauge per shard: ${res.body.slice(0, 300)}`);
+        got.push([what, Object.keys(m).sort()]);
+      }
+      for (const [what, names] of got.slice(1)) assert.deepEqual(names, got[0][1], `the metrics ${what} lists`);
+      await closeChecked(h, 'rawsocket session');
+    });
+  } else {
+    it('the Unix sockets carry the permission bits their listeners set (mode = "660", "600")', t, () => {
+      for (const [k, p] of [
+        ['rawsocket', L.unixRawsocket()],
+        ['websocket', L.unixWebsocket()],
+      ]) {
+        const st = fs.statSync(p);
+        assert.ok(st.isSocket(), `${p} is not a socket`);
+        assert.equal((st.mode & 0o777).toString(8), UNIX_MODES[k], `mode of the ${k} listener's socket ${p}`);
+      }
+    });
+  }
+}
+
 describeEachRouter({ closeAll }, (ctx) => {
-  for (const ser of SERIALIZERS) {
-    describe(`websocket ${ser}`, () => serializerSuite(ctx.url, ser));
+  // RawSocket, Unix sockets and the universal listener: switchyard only (the
+  // harness gives Crossbar.io and ROUTER_URL routers a WebSocket listener on
+  // TCP alone); autobahn-js speaks JSON alone over RawSocket.
+  const noRawSocket = !RAWSOCKET && `the harness starts RawSocket and Unix socket listeners for switchyard only (router: ${kind})`;
+  for (const L of ctx.listeners) {
+    describe(L.title, () => {
+      for (const ser of SERIALIZERS) {
+        describe(`websocket ${ser}`, () => serializerSuite(L.url, ser));
+      }
+      describe('rawsocket json', { skip: noRawSocket }, () => rawSocketSuite(L.rawsocket));
+      describe('rawsocket json over a Unix socket', { skip: noRawSocket }, () => rawSocketSuite(() => ({ path: L.unixRawsocket() })));
+      for (const ser of SERIALIZERS) {
+        describe(`websocket ${ser} over a Unix socket`, { skip: noRawSocket }, () =>
+          roundTripSuite((opts) => openWebSocket(L.unixWebsocketUrl(), ser, opts), { transport: 'websocket', ser }));
+      }
+      describe('the listeners themselves', { skip: noRawSocket }, () => listenerSuite(ctx, L));
+
+      // Across serializers: every pair, each way round (mixedSuite), binary
+      // values included.
+      const ws = (ser) => ({ label: `websocket ${ser}`, ser, open: () => openWebSocket(L.url(), ser) });
+      for (const [x, y] of pairs(SERIALIZERS)) {
+        describe(`websocket ${x} <-> websocket ${y}`, () => mixedSuite(ws(x), ws(y)));
+      }
+      if (SERIALIZERS.includes('cbor')) describe('websocket cbor BigInts', () => bignumSuite(ws));
+      // Across transports: RawSocket JSON sessions (TCP, Unix socket) and
+      // WebSocket sessions on every serializer, both roles.
+      const rs = { label: 'rawsocket json', ser: 'json', open: () => openRawSocket(L.rawsocket()) };
+      const rsUnix = { label: 'rawsocket json (Unix socket)', ser: 'json', open: () => openRawSocket({ path: L.unixRawsocket() }) };
+      const wsUnix = (ser) => ({ label: `websocket ${ser} (Unix socket)`, ser, open: () => openWebSocket(L.unixWebsocketUrl(), ser) });
+      for (const ser of SERIALIZERS) {
+        describe(`rawsocket json <-> websocket ${ser}`, { skip: noRawSocket }, () => mixedSuite(rs, ws(ser)));
+        describe(`rawsocket json (Unix socket) <-> websocket ${ser} (Unix socket)`, { skip: noRawSocket }, () => mixedSuite(rsUnix, wsUnix(ser)));
+      }
+    });
   }
-  const ws = (ser, label = ser) => ({ label, open: () => openWebSocket(ctx.url(), ser) });
-  if (SERIALIZERS.includes('json') && SERIALIZERS.includes('msgpack')) {
-    describe('websocket json <-> msgpack', () => mixedSuite(ws('json'), ws('msgpack')));
-  }
-  // RawSocket: switchyard only (the harness gives Crossbar.io and ROUTER_URL
-  // routers no RawSocket listener); autobahn-js speaks JSON alone over it.
-  const noRawSocket = !RAWSOCKET && `the harness starts a RawSocket listener for switchyard only (router: ${kind})`;
-  describe('rawsocket json', { skip: noRawSocket }, () => rawSocketSuite(ctx.rsPort));
-  // Across transports: RawSocket JSON sessions and WebSocket sessions (MessagePack
-  // where the suite runs it) in both roles.
-  const wsSer = SERIALIZERS.includes('msgpack') ? 'msgpack' : SERIALIZERS[0];
-  const rs = { label: 'rawsocket json', open: () => openRawSocket(ctx.rsPort()) };
-  describe(`rawsocket json <-> websocket ${wsSer}`, { skip: noRawSocket }, () => mixedSuite(rs, ws(wsSer, `websocket ${wsSer}`)));
 });

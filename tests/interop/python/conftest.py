@@ -12,6 +12,12 @@ Environment:
 A test module may define ``switchyard_config(setup)``: it gets a RouterSetup
 and returns the TOML its router runs with instead of SWITCHYARD_CONFIG
 (test_auth.py does, for its principals, roles and TLS listeners).
+
+Besides its WebSocket and RawSocket TCP listeners, the default config's router
+has a RawSocket listener on a Unix socket (in a short temp dir of its own,
+file mode UNIX_MODE) and a universal listener (RawSocket, WebSocket on /ws and
+HTTP on one port): harness.ALL_TRANSPORTS reaches them. A module's own config
+gets them with RouterSetup.transport_listeners().
 """
 
 import functools
@@ -23,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,6 +74,27 @@ def _accepts(port):
             return True
     except OSError:
         return False
+
+
+def _accepts_unix(path):
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            s.connect(path)
+            return True
+    except OSError:
+        return False
+
+
+# the file mode the default config gives the Unix socket (listener `mode`)
+UNIX_MODE = 0o660
+
+
+def _unix_dir():
+    """A fresh directory with a short path for a router's Unix socket: a socket
+    path has at most 107 bytes (sun_path), and pytest's tmp dirs can be long."""
+    base = "/tmp" if os.path.isdir("/tmp") else None
+    return tempfile.mkdtemp(prefix="sy-", dir=base)
 
 
 def _switchyard_bin():
@@ -130,17 +158,25 @@ def _principals():
 class RouterSetup:
     """What a test module's ``switchyard_config(setup)`` writes its config with."""
 
-    def __init__(self, shards, workdir, ports):
+    def __init__(self, shards, workdir, ports, unix_path):
         self.shards = shards
         self.workdir = workdir  # the router's cwd; files the config names can go here
         # listeners the config must have: "ws" (WebSocket, path /ws) and "rs"
-        # (RawSocket), both plain; "wss" and "rss" are free for TLS ones
+        # (RawSocket), both plain; "wss" and "rss" are free for TLS ones; "uni"
+        # is the universal listener's of transport_listeners()
         self.ports = ports
+        self.unix_path = unix_path  # transport_listeners()' Unix socket
         self.secret = switchyard_secret
 
     def plain_listeners(self):
         """The two plain listeners every module's config has ("ws", "rs")."""
         return PLAIN_LISTENERS.format(ws=self.ports["ws"], rs=self.ports["rs"])
+
+    def transport_listeners(self):
+        """The Unix-socket RawSocket listener and the universal listener (optional;
+        the default config has them, harness.ALL_TRANSPORTS needs them)."""
+        return TRANSPORT_LISTENERS.format(unix=self.unix_path, mode="{:o}".format(UNIX_MODE),
+                                          uni=self.ports["uni"])
 
 
 PLAIN_LISTENERS = """\
@@ -152,6 +188,18 @@ path = "/ws"
 [[listener]]
 type = "rawsocket"
 bind = "127.0.0.1:{rs}"
+"""
+
+TRANSPORT_LISTENERS = """\
+[[listener]]
+type = "rawsocket"
+bind = "unix:{unix}"
+mode = "{mode}"
+
+[[listener]]
+type = "universal"
+bind = "127.0.0.1:{uni}"
+path = "/ws"
 """
 
 
@@ -181,7 +229,8 @@ path = "/ws"
 [[listener]]
 type = "rawsocket"
 bind = "127.0.0.1:{rs_port}"
-"""
+
+{transport_listeners}"""
 
 
 def _crossbar_config(ws_port, rs_port):
@@ -221,7 +270,8 @@ def _crossbar_config(ws_port, rs_port):
 class RouterProcess:
     """A running router subprocess and the URLs to reach it."""
 
-    def __init__(self, kind, shards, proc, workdir, stdout_path, stderr_path, ports):
+    def __init__(self, kind, shards, proc, workdir, stdout_path, stderr_path, ports,
+                 unix_path=None, universal=False):
         self.kind = kind
         self.shards = shards
         self.proc = proc
@@ -244,6 +294,14 @@ class RouterProcess:
         self.rss_port = ports["rss"]
         # the default config's principals log in with this ticket (harness.ticket_auth)
         self.ticket = TICKET if kind == "switchyard" else None
+        # the Unix-socket RawSocket listener and the universal listener, where the
+        # config has them (None where not)
+        self.unix_path = unix_path
+        self.unix_mode = UNIX_MODE if unix_path is not None else None
+        self.universal_port = ports["uni"] if universal else None
+        self.universal_ws_url = ("ws://127.0.0.1:{}/ws".format(self.universal_port)
+                                 if universal else None)
+        self.unix_dir = None  # removed after the router stopped
 
     def __repr__(self):
         return "<{} shards={} ws={} rs={}>".format(self.kind, self.shards, self.ws_url,
@@ -273,10 +331,12 @@ def _tail(text, limit=20000):
 
 
 def _start_router(shards, tmp_path, module=None):
-    ports = dict(zip(("ws", "rs", "wss", "rss"), _free_ports(4)))
+    ports = dict(zip(("ws", "rs", "wss", "rss", "uni"), _free_ports(5)))
     ws_port, rs_port = ports["ws"], ports["rs"]
     stdout_path = tmp_path / "router.stdout"
     stderr_path = tmp_path / "router.stderr"
+    unix_dir = unix_path = None
+    universal = False
 
     if ROUTER == "crossbar":
         exe = _crossbar_bin()
@@ -291,12 +351,21 @@ def _start_router(shards, tmp_path, module=None):
         if not exe.exists():
             pytest.fail("switchyard binary not found at {} (build it with `cargo build`, or set "
                         "SWITCHYARD_BIN, or run with ROUTER=crossbar)".format(exe))
+        unix_dir = _unix_dir()
+        unix_path = os.path.join(unix_dir, "rs.sock")
+        assert len(unix_path.encode()) < 100, unix_path
+        setup = RouterSetup(shards, tmp_path, ports, unix_path)
         custom = getattr(module, "switchyard_config", None)
         if custom is not None:
-            text = custom(RouterSetup(shards, tmp_path, ports))
+            text = custom(setup)
         else:
             text = SWITCHYARD_CONFIG.format(shards=shards, ws_port=ws_port, rs_port=rs_port,
-                                            principals=_principals())
+                                            principals=_principals(),
+                                            transport_listeners=setup.transport_listeners())
+        # the optional listeners, where the config has them
+        if '"unix:{}"'.format(unix_path) not in text:
+            unix_path = None
+        universal = '"127.0.0.1:{}"'.format(ports["uni"]) in text
         config = tmp_path / "switchyard.toml"
         config.write_text(text)
         argv = [str(exe), "--config", str(config)]
@@ -304,11 +373,14 @@ def _start_router(shards, tmp_path, module=None):
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 cwd=str(tmp_path))
-    router = RouterProcess(ROUTER, shards, proc, tmp_path, stdout_path, stderr_path, ports)
+    router = RouterProcess(ROUTER, shards, proc, tmp_path, stdout_path, stderr_path, ports,
+                           unix_path=unix_path, universal=universal)
+    router.unix_dir = unix_dir
 
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while True:
         if proc.poll() is not None:
+            _remove_unix_dir(router)
             pytest.fail("router exited with code {} during startup\nargv: {}\n--- stderr ---\n{}"
                         "\n--- stdout ---\n{}".format(proc.returncode, argv,
                                                       _tail(router.stderr_text()),
@@ -316,10 +388,13 @@ def _start_router(shards, tmp_path, module=None):
         # switchyard logs "switchyard ready" once every shard has bound every
         # listener; a port can accept earlier, on the first shard alone.
         ready = ROUTER != "switchyard" or "switchyard ready" in router.stderr_text()
-        if ready and _accepts(ws_port) and _accepts(rs_port):
+        if ready and _accepts(ws_port) and _accepts(rs_port) \
+                and (unix_path is None or _accepts_unix(unix_path)) \
+                and (not universal or _accepts(ports["uni"])):
             return router
         if time.monotonic() > deadline:
             _kill(proc)
+            _remove_unix_dir(router)
             pytest.fail("router did not accept TCP on ports {} and {} within {} s\n--- stderr ---\n{}"
                         .format(ws_port, rs_port, STARTUP_TIMEOUT, _tail(router.stderr_text())))
         time.sleep(0.05)
@@ -329,6 +404,12 @@ def _kill(proc):
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+
+
+def _remove_unix_dir(router):
+    if router.unix_dir is not None:
+        shutil.rmtree(router.unix_dir, ignore_errors=True)
+        router.unix_dir = None
 
 
 def _stop_router(router):
@@ -358,7 +439,10 @@ def router_process(request, tmp_path_factory):
     try:
         yield router
     finally:
-        _stop_router(router)
+        try:
+            _stop_router(router)
+        finally:
+            _remove_unix_dir(router)
 
 
 @pytest.fixture

@@ -1,8 +1,11 @@
 """Small asyncio harness around autobahn-python for the interop tests.
 
 It opens real autobahn client sessions over one of three transports
-(WebSocket+JSON, WebSocket+MessagePack, RawSocket+MessagePack), in the clear
-or over TLS, anonymous or authenticating with autobahn's own authenticators
+(WebSocket+JSON, WebSocket+MessagePack, RawSocket+MessagePack: ``TRANSPORTS``,
+which every older test module runs over), or over any of ``ALL_TRANSPORTS``
+(every serializer -- JSON, MessagePack, CBOR -- on WebSocket, batched WebSocket
+and RawSocket, RawSocket over the router's Unix socket, and RawSocket and
+WebSocket on its universal port), in the clear or over TLS, anonymous or authenticating with autobahn's own authenticators
 (autobahn.wamp.auth: WAMP-Ticket, WAMP-CRA, WAMP-Cryptosign, WAMP-SCRAM), lets
 one test hold several sessions at once, and closes all of them
 deterministically.
@@ -23,14 +26,37 @@ from autobahn.asyncio.wamp import ApplicationSession  # noqa: E402
 from autobahn.asyncio.websocket import WampWebSocketClientFactory  # noqa: E402
 from autobahn.wamp.auth import AuthTicket  # noqa: E402
 from autobahn.wamp.exception import ApplicationError  # noqa: E402
-from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer  # noqa: E402
+from autobahn.wamp.serializer import (CBORSerializer, JsonSerializer,  # noqa: E402
+                                      MsgPackSerializer)
 from autobahn.wamp.types import CallResult, ComponentConfig  # noqa: E402
 
 # Transport ids used for test parametrization.
 WS_JSON = "ws-json"
 WS_MSGPACK = "ws-msgpack"
 RS_MSGPACK = "rs-msgpack"
+# The transports every older test module runs over (keep it at these three:
+# each one multiplies those modules' tests).
 TRANSPORTS = [WS_JSON, WS_MSGPACK, RS_MSGPACK]
+
+# Every transport the router offers, for test_transports.py. An id is
+# [ENDPOINT-]KIND-SERIALIZER[-batched]:
+#   ENDPOINT    none: the plain TCP listener of the kind (the WebSocket one, path
+#               /ws, or the RawSocket one); "unix": the RawSocket listener on the
+#               router's Unix socket; "uni": the universal listener (RawSocket and
+#               WebSocket, path /ws, and HTTP on one TCP port)
+#   KIND        "ws" (WebSocket) or "rs" (RawSocket)
+#   SERIALIZER  "json", "msgpack" or "cbor"
+#   batched     WAMP-over-Batched-WebSocket (wamp.2.SERIALIZER.batched)
+SERIALIZERS = ["json", "msgpack", "cbor"]
+ALL_TRANSPORTS = (
+    ["ws-" + s for s in SERIALIZERS]
+    + ["ws-{}-batched".format(s) for s in SERIALIZERS]
+    + ["rs-" + s for s in SERIALIZERS]
+    + ["unix-rs-" + s for s in SERIALIZERS]
+    + ["uni-rs-" + s for s in SERIALIZERS]
+    + ["uni-ws-" + s for s in SERIALIZERS]
+    + ["uni-ws-json-batched"]
+)
 
 # Default bound for any single wait inside a test (seconds).
 WAIT = 10.0
@@ -84,6 +110,8 @@ class Client(ApplicationSession):
         self.challenges = []                    # autobahn Challenge(method, extra) received
         self.join_details = None
         self.close_details = None
+        self.spec = None                        # TransportSpec it connected over (Harness.open)
+        self.proto = None                       # its autobahn protocol (Harness.open)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -164,12 +192,68 @@ class Client(ApplicationSession):
             proto.transport.abort()
 
 
+class TransportSpec:
+    """A transport id (see ALL_TRANSPORTS) taken apart."""
+
+    def __init__(self, transport):
+        parts = transport.split("-")
+        self.id = transport
+        self.batched = parts[-1] == "batched"
+        if self.batched:
+            parts = parts[:-1]
+        self.endpoint = parts[0] if parts[0] in ("unix", "uni") else "tcp"
+        if self.endpoint != "tcp":
+            parts = parts[1:]
+        if len(parts) != 2 or parts[0] not in ("ws", "rs") or parts[1] not in SERIALIZERS:
+            raise ValueError("unknown transport {!r}".format(transport))
+        self.kind, self.serializer = parts
+        if self.batched and self.kind != "ws":
+            raise ValueError("{!r}: only WebSocket has batched serializers".format(transport))
+
+    @property
+    def router_kind(self):
+        """details.transport.type as the router reports it."""
+        return "websocket" if self.kind == "ws" else "rawsocket"
+
+    @property
+    def subprotocol(self):
+        """The WebSocket subprotocol (None for RawSocket)."""
+        if self.kind != "ws":
+            return None
+        return "wamp.2." + self.serializer + (".batched" if self.batched else "")
+
+    def make_serializer(self):
+        cls = {"json": JsonSerializer, "msgpack": MsgPackSerializer, "cbor": CBORSerializer}
+        return cls[self.serializer](batched=self.batched)
+
+    def __repr__(self):
+        return "<transport {}>".format(self.id)
+
+
 def _serializer(transport):
-    if transport == WS_JSON:
-        return JsonSerializer()
-    if transport in (WS_MSGPACK, RS_MSGPACK):
-        return MsgPackSerializer()
-    raise ValueError(transport)
+    return TransportSpec(transport).make_serializer()
+
+
+def unsupported(router, transport):
+    """Why router cannot serve transport (a skip reason), or None."""
+    spec = TransportSpec(transport)
+    if router.kind == "crossbar":
+        # the suite's crossbar config (conftest._crossbar_config) has the two TCP
+        # listeners only, with JSON and MessagePack; nothing else has been run
+        # against Crossbar.io
+        if spec.endpoint != "tcp":
+            return ("ROUTER=crossbar: the suite's crossbar config has no {} listener"
+                    .format("Unix-socket" if spec.endpoint == "unix" else "universal"))
+        if spec.serializer == "cbor":
+            return "ROUTER=crossbar: the suite's crossbar config offers no CBOR serializer"
+        if spec.batched:
+            return "ROUTER=crossbar: batched WebSocket not validated against crossbar"
+        return None
+    if spec.endpoint == "unix" and router.unix_path is None:
+        return "this module's router config has no Unix-socket RawSocket listener"
+    if spec.endpoint == "uni" and router.universal_port is None:
+        return "this module's router config has no universal listener"
+    return None
 
 
 class Harness:
@@ -192,6 +276,10 @@ class Harness:
         when the connection closes first (OSError, ssl.SSLError where the TLS
         handshake fails).
 
+        transport: one of ALL_TRANSPORTS (TRANSPORTS among them); a Unix or
+        universal one needs a router whose config has that listener
+        (unsupported() says why not).
+
         authid: sent in HELLO (an anonymous session's authid is the router's
         all the same). auth, authmethods, authextra: see Client.
         tls: an ssl.SSLContext: connect over TLS, to the router's TLS listener of
@@ -211,24 +299,43 @@ class Harness:
         def make():
             return session
 
-        if transport == RS_MSGPACK:
-            factory = WampRawSocketClientFactory(make, serializer=_serializer(transport))
-            host = self.router.rawsocket_host
-            port = self.router.rss_port if listener == "tls" else self.router.rawsocket_port
-        elif transport in (WS_JSON, WS_MSGPACK):
-            url = self.router.wss_url if tls is not None else self.router.ws_url
+        spec = TransportSpec(transport)
+        why = unsupported(self.router, transport)
+        if why is not None:
+            raise ValueError("{}: {}".format(transport, why))
+        if spec.endpoint != "tcp" and (tls is not None or listener == "tls"):
+            raise ValueError("{}: the router's TLS listeners are TCP ones".format(transport))
+        host = port = path = None
+        if spec.kind == "rs":
+            factory = WampRawSocketClientFactory(make, serializer=spec.make_serializer())
+            if spec.endpoint == "unix":
+                path = self.router.unix_path
+            elif spec.endpoint == "uni":
+                host, port = "127.0.0.1", self.router.universal_port
+            else:
+                host = self.router.rawsocket_host
+                port = self.router.rss_port if listener == "tls" else self.router.rawsocket_port
+        else:
+            if spec.endpoint == "uni":
+                url = self.router.universal_ws_url
+                host, port = "127.0.0.1", self.router.universal_port
+            else:
+                url = self.router.wss_url if tls is not None else self.router.ws_url
+                host = self.router.ws_host
+                port = self.router.wss_port if listener == "tls" else self.router.ws_port
             factory = WampWebSocketClientFactory(make, url=url,
-                                                 serializers=[_serializer(transport)])
+                                                 serializers=[spec.make_serializer()])
             factory.setProtocolOptions(openHandshakeTimeout=timeout, closeHandshakeTimeout=5.0,
                                        failByDrop=False)
-            host = self.router.ws_host
-            port = self.router.wss_port if listener == "tls" else self.router.ws_port
-        else:
-            raise ValueError(transport)
 
         self.clients.append(session)
-        conn, proto = await asyncio.wait_for(
-            loop.create_connection(factory, host, port, ssl=tls), timeout)
+        if path is not None:
+            connect = loop.create_unix_connection(factory, path)
+        else:
+            connect = loop.create_connection(factory, host, port, ssl=tls)
+        conn, proto = await asyncio.wait_for(connect, timeout)
+        session.spec = spec
+        session.proto = proto
         self._conns.append(conn)
         # a connection that closes before the session exists (a RawSocket
         # handshake that fails) never reaches the session: watch it here

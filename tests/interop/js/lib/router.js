@@ -2,10 +2,17 @@
 // Starts and stops the router under test for the autobahn-js interop suite.
 //
 // ROUTER=switchyard (default): runs `$SWITCHYARD_BIN --config FILE`
-//   (default binary: <repo root>/target/debug/switchyard), with a WebSocket
-//   and a RawSocket listener, each on a free port on 127.0.0.1, and realm1's
+//   (default binary: <repo root>/target/debug/switchyard), with realm1's
 //   principals (lib/principals.js), whose ticket hashes `switchyard secret
-//   ticket` makes when the router starts.
+//   ticket` makes when the router starts, and these listeners (the TCP ones
+//   each on a free port on 127.0.0.1, the Unix sockets in the router's
+//   temporary directory):
+//     dedicated: a WebSocket listener (`port`, path /ws, GET /metrics), a
+//       RawSocket one (`rsPort`), and a RawSocket one and a WebSocket one on
+//       Unix sockets (`unix.rawsocket`, mode 660; `unix.websocket`, mode 600);
+//     universal: a `type = "universal"` listener (`uPort`) that serves
+//       RawSocket, WebSocket on /ws and GET /metrics on one port, and another
+//       on a Unix socket (`unix.universal`, no mode: as the umask leaves it).
 // ROUTER=crossbar: runs Crossbar.io as a reference router
 //   (`$CROSSBAR_BIN start --cbdir DIR`, default `crossbar` from PATH).
 // ROUTER_URL=ws://host:port/path: use an already running router; nothing is
@@ -110,10 +117,16 @@ async function freePorts(n, taken = []) {
   return ports;
 }
 
-// port: the WebSocket listener's; rsPort: the RawSocket listener's;
-// principals: realm1's [[realm.principal]] tables (realm1PrincipalsToml);
-// extra: more config appended at the end (startRouter's extraConfig).
-function switchyardConfig(port, shards, rsPort, principals, extra = '') {
+// The modes the harness gives the Unix socket listeners (`mode = "..."`);
+// the universal one gets none.
+const UNIX_MODES = { rawsocket: '660', websocket: '600' };
+
+// port: the WebSocket listener's; rsPort: the RawSocket listener's; uPort:
+// the universal listener's; unix: { rawsocket, websocket, universal }, the
+// paths of the Unix socket listeners; principals: realm1's [[realm.principal]]
+// tables (realm1PrincipalsToml); extra: more config appended at the end
+// (startRouter's extraConfig).
+function switchyardConfig({ port, shards, rsPort, uPort, unix, principals, extra = '' }) {
   return [
     '[router]',
     `shards = ${shards}`,
@@ -135,6 +148,27 @@ function switchyardConfig(port, shards, rsPort, principals, extra = '') {
     '[[listener]]',
     'type = "rawsocket"',
     `bind = "127.0.0.1:${rsPort}"`,
+    '',
+    '[[listener]]',
+    'type = "rawsocket"',
+    `bind = "unix:${unix.rawsocket}"`,
+    `mode = "${UNIX_MODES.rawsocket}"`,
+    '',
+    '[[listener]]',
+    'type = "websocket"',
+    `bind = "unix:${unix.websocket}"`,
+    `path = "${WS_PATH}"`,
+    `mode = "${UNIX_MODES.websocket}"`,
+    '',
+    '[[listener]]                      # RawSocket, WebSocket and GET /metrics on one port',
+    'type = "universal"',
+    `bind = "127.0.0.1:${uPort}"`,
+    `path = "${WS_PATH}"`,
+    '',
+    '[[listener]]',
+    'type = "universal"',
+    `bind = "unix:${unix.universal}"`,
+    `path = "${WS_PATH}"`,
     '',
     extra,
   ].join('\n');
@@ -191,17 +225,21 @@ function parseMetrics(text) {
 }
 
 class RouterProcess {
-  // port: the WebSocket listener's; rsPort: the RawSocket listener's (null
-  // where the harness started none: Crossbar.io, ROUTER_URL).
+  // port: the WebSocket listener's; rsPort: the RawSocket listener's; uPort:
+  // the universal listener's; unix: the Unix socket listeners' paths
+  // ({ rawsocket, websocket, universal }). rsPort, uPort and unix are null
+  // where the harness started none (Crossbar.io, ROUTER_URL).
   // info: what startRouter's extraConfig returned beside its TOML (the ports
   // of the listeners it added, ...).
-  constructor({ kind, shards, child, port, rsPort = null, dir, url, info = {} }) {
+  constructor({ kind, shards, child, port, rsPort = null, uPort = null, unix = null, dir, url, info = {} }) {
     this.kind = kind;
     this.info = info;
     this.shards = shards;
     this.child = child;
     this.port = port;
     this.rsPort = rsPort;
+    this.uPort = uPort;
+    this.unix = unix;
     this.dir = dir;
     this.url = url;
     this.stdout = '';
@@ -263,10 +301,11 @@ class RouterProcess {
   }
 
   // GET /metrics, parsed: { name: [value of shard 0, value of shard 1, ...] }
-  // for every `switchyard_<name>{shard="N"} value` line.
-  metrics(timeoutMs = 5000) {
+  // for every `switchyard_<name>{shard="N"} value` line; from the WebSocket
+  // listener, or the one on `port` (the universal listener's).
+  metrics(timeoutMs = 5000, port = this.port) {
     return new Promise((resolve, reject) => {
-      const req = http.get({ host: '127.0.0.1', port: this.port, path: '/metrics', timeout: timeoutMs }, (res) => {
+      const req = http.get({ host: '127.0.0.1', port, path: '/metrics', timeout: timeoutMs }, (res) => {
         let body = '';
         res.setEncoding('utf8');
         res.on('data', (d) => {
@@ -330,13 +369,15 @@ async function startRouter({ shards = 2, extraConfig } = {}) {
     return new RouterProcess({ kind, shards, child: null, port: null, dir: null, url: process.env.ROUTER_URL });
   }
 
-  // switchyard gets a RawSocket listener too; Crossbar.io only a WebSocket one.
-  const [port, rsPort] = kind === 'switchyard' ? await freePorts(2) : [await freePort(), null];
+  // switchyard gets RawSocket, universal and Unix socket listeners too;
+  // Crossbar.io only a WebSocket one.
+  const [port, rsPort, uPort] = kind === 'switchyard' ? await freePorts(3) : [await freePort(), null, null];
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${kind}-interop-`));
   const url = `ws://127.0.0.1:${port}${WS_PATH}`;
   let child;
   let readyLimit;
   let info = {};
+  let unix = null;
 
   if (kind === 'switchyard') {
     const bin = switchyardBin();
@@ -345,7 +386,12 @@ async function startRouter({ shards = 2, extraConfig } = {}) {
     }
     const cfg = path.join(dir, 'switchyard.toml');
     const principals = await realm1PrincipalsToml(bin);
-    const taken = [port, rsPort];
+    unix = Object.fromEntries(['rawsocket', 'websocket', 'universal'].map((k) => [k, path.join(dir, `${k}.sock`)]));
+    const longest = Math.max(...Object.values(unix).map((p) => Buffer.byteLength(p)));
+    if (longest > 107) {
+      throw new Error(`Unix socket paths under ${dir} are ${longest} bytes, over sun_path's 107: set TMPDIR to a shorter directory`);
+    }
+    const taken = [port, rsPort, uPort];
     const ports = async (n) => {
       const more = await freePorts(n, taken);
       taken.push(...more);
@@ -354,7 +400,7 @@ async function startRouter({ shards = 2, extraConfig } = {}) {
     const extra = extraConfig ? await extraConfig(bin, { ports }) : '';
     const { toml, info: extraInfo } = typeof extra === 'string' ? { toml: extra, info: {} } : extra;
     info = extraInfo || {};
-    fs.writeFileSync(cfg, switchyardConfig(port, shards, rsPort, principals, toml));
+    fs.writeFileSync(cfg, switchyardConfig({ port, shards, rsPort, uPort, unix, principals, extra: toml }));
     child = spawn(bin, ['--config', cfg], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     readyLimit = 10000;
   } else {
@@ -369,7 +415,7 @@ async function startRouter({ shards = 2, extraConfig } = {}) {
     readyLimit = 90000; // Crossbar.io starts a controller and a worker process
   }
 
-  const router = new RouterProcess({ kind, shards, child, port, rsPort, dir, url, info });
+  const router = new RouterProcess({ kind, shards, child, port, rsPort, uPort, unix, dir, url, info });
   try {
     await router.waitReady(readyLimit, { upgrade: kind === 'crossbar' });
   } catch (err) {
@@ -379,4 +425,4 @@ async function startRouter({ shards = 2, extraConfig } = {}) {
   return router;
 }
 
-module.exports = { crossbarConfig, startRouter, routerKind, switchyardBin, REALM, REPO_ROOT };
+module.exports = { crossbarConfig, parseMetrics, startRouter, routerKind, switchyardBin, REALM, REPO_ROOT, WS_PATH, UNIX_MODES };

@@ -1,14 +1,14 @@
 'use strict';
-// The per-router scaffolding both interop suites share: which routers and
-// serializers to run against (SHARDS, SERIALIZERS, ROUTER, ROUTER_URL), one
-// describe() per router configuration that starts the router before its tests
-// and stops it after them, and the closing "router exits with code 0 on
-// SIGTERM" test.
+// The per-router scaffolding the interop suites share: which routers,
+// serializers and listeners to run against (SHARDS, SERIALIZERS, LISTENERS,
+// ROUTER, ROUTER_URL), one describe() per router configuration that starts the
+// router before its tests and stops it after them, and the closing "router
+// exits with code 0 on SIGTERM" test.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 
-const { startRouter, routerKind } = require('./router');
+const { startRouter, routerKind, WS_PATH } = require('./router');
 
 function envList(name, fallback) {
   return (process.env[name] || fallback)
@@ -19,14 +19,29 @@ function envList(name, fallback) {
 
 // Shard counts to run the suites with, and serializers to run them over.
 const SHARDS = envList('SHARDS', '1,2').map((s) => parseInt(s, 10));
-const SERIALIZERS = envList('SERIALIZERS', 'json,msgpack');
+const SERIALIZERS = envList('SERIALIZERS', 'json,msgpack,cbor');
+for (const ser of SERIALIZERS) {
+  if (!['json', 'msgpack', 'cbor'].includes(ser)) throw new Error(`SERIALIZERS: unknown serializer ${JSON.stringify(ser)}`);
+}
 
 const kind = routerKind();
 
-// Whether the router under test has a RawSocket listener: only a switchyard
-// the harness starts (lib/router.js) gets one; Crossbar.io and ROUTER_URL
-// routers are driven over WebSocket alone.
+// Whether the router under test has RawSocket listeners (TCP and Unix
+// socket), WebSocket ones on Unix sockets and universal ones: only a
+// switchyard the harness starts (lib/router.js) gets them; Crossbar.io and
+// ROUTER_URL routers are driven over WebSocket on TCP alone.
 const RAWSOCKET = kind === 'switchyard';
+
+// The listener sets to run the suites against (LISTENERS, default both):
+//   dedicated: a listener per transport (WebSocket on TCP and on a Unix
+//     socket, RawSocket on TCP and on a Unix socket);
+//   universal: one `type = "universal"` listener on TCP and one on a Unix
+//     socket, each serving RawSocket and WebSocket (and GET /metrics).
+// Crossbar.io and ROUTER_URL routers: dedicated (their one WebSocket) only.
+const LISTENERS = kind === 'switchyard' ? envList('LISTENERS', 'dedicated,universal') : ['dedicated'];
+for (const l of LISTENERS) {
+  if (!['dedicated', 'universal'].includes(l)) throw new Error(`LISTENERS: unknown listener set ${JSON.stringify(l)}`);
+}
 
 // The spec's GOODBYE reply is wamp.close.goodbye_and_out; Crossbar.io (the
 // reference router) replies wamp.close.normal instead.
@@ -50,14 +65,46 @@ function uriBase(tag) {
   };
 }
 
+// One listener set (see LISTENERS) of the router that router() returns, its
+// addresses read when a test asks for them (the router starts in before()):
+//   name: 'dedicated' | 'universal'; title: for describe()
+//   url(): the WebSocket URL on TCP
+//   rawsocket(): { host, port } of RawSocket on TCP (RAWSOCKET only)
+//   unixRawsocket(), unixWebsocket(): the Unix socket paths of RawSocket and
+//     WebSocket (RAWSOCKET only; one path for both on the universal set)
+//   unixWebsocketUrl(): autobahn-js's (the `ws` package's) URL for WebSocket
+//     over unixWebsocket(): ws+unix://PATH:/ws
+//   metricsPort(): the TCP port that serves GET /metrics
+function listenerSet(name, router) {
+  const need = (v, what) => {
+    assert.ok(v, `router has no ${what}`);
+    return v;
+  };
+  const r = () => router();
+  const universal = name === 'universal';
+  const port = () => (universal ? need(r().uPort, 'universal listener') : r().port);
+  const unix = (k) => need(r().unix, 'Unix socket listeners')[universal ? 'universal' : k];
+  return {
+    name,
+    title: universal ? 'universal listener' : 'dedicated listeners',
+    url: () => (universal ? `ws://127.0.0.1:${port()}${WS_PATH}` : r().url),
+    rawsocket: () => ({ host: '127.0.0.1', port: universal ? port() : need(r().rsPort, 'RawSocket listener') }),
+    unixRawsocket: () => unix('rawsocket'),
+    unixWebsocket: () => unix('websocket'),
+    unixWebsocketUrl: () => `ws+unix://${unix('websocket')}:${WS_PATH}`,
+    metricsPort: port,
+  };
+}
+
 // For every router configuration: a describe() titled `${prefix}${label}`
 // that starts the router in before(), closes every client (closeAll, the
 // suite's client library's) and kills the router in after(), and ends with the
 // SIGTERM test. body(ctx) declares the tests in between; ctx:
 //   shards: the router's shard count
 //   router(): the running RouterProcess (fails the test if it did not start)
-//   url(): its WebSocket URL
+//   url(): its WebSocket URL (the dedicated listener's)
 //   rsPort(): the port of its RawSocket listener on 127.0.0.1 (RAWSOCKET only)
+//   listeners: the listener sets to run against (LISTENERS, see listenerSet)
 // routerOptions: more startRouter() options (extraConfig).
 function describeEachRouter({ prefix = '', closeAll, routerOptions = {} }, body) {
   for (const cfg of configs) {
@@ -76,6 +123,7 @@ function describeEachRouter({ prefix = '', closeAll, routerOptions = {} }, body)
           return rsPort;
         },
       };
+      ctx.listeners = LISTENERS.map((name) => listenerSet(name, ctx.router));
 
       before(
         async () => {
@@ -107,4 +155,4 @@ function describeEachRouter({ prefix = '', closeAll, routerOptions = {} }, body)
   }
 }
 
-module.exports = { SHARDS, SERIALIZERS, GOODBYE_REPLIES, RAWSOCKET, kind, uriBase, describeEachRouter };
+module.exports = { SHARDS, SERIALIZERS, LISTENERS, GOODBYE_REPLIES, RAWSOCKET, kind, uriBase, describeEachRouter };

@@ -20,6 +20,12 @@ const SERIALIZERS = {
     }
     return new autobahn.serializer.MsgpackSerializer();
   },
+  cbor: () => {
+    if (!autobahn.serializer.CBORSerializer) {
+      throw new Error('autobahn CBORSerializer is not available (cbor missing?)');
+    }
+    return new autobahn.serializer.CBORSerializer();
+  },
 };
 
 // Every connection opened by the suite, so after() hooks can tear them down.
@@ -34,11 +40,18 @@ class ConnectError extends Error {
 }
 
 // autobahn's transport options for connect()'s `transport`: a WebSocket to
-// `url` (the default), or { type: 'rawsocket', host, port }: RawSocket over TCP.
+// `url` (the default; a ws+unix:///PATH:/ws URL, which autobahn hands to the
+// `ws` package as it is, is WebSocket over the Unix socket PATH), or
+// { type: 'rawsocket', host, port }: RawSocket over TCP, or
+// { type: 'rawsocket', path }: RawSocket over the Unix socket at path
+// (autobahn's rawsocket transport passes `path` to net.connect).
 // autobahn-js's RawSocket transport (lib/transport/rawsocket.js) speaks JSON
 // only: its handshake always asks for serializer 1 (JSON), with a maximum
-// message length of 2**24 (rawsocket_max_len_exp, its default). It opens a
-// plain TCP socket (net.connect), so there is no RawSocket over TLS from it.
+// message length of 2**24 (rawsocket_max_len_exp, its default), it closes
+// the connection if the router's reply names another serializer, and it
+// frames every message with JSON.stringify whatever `serializers` says
+// (Protocol.SERIALIZERS is { json: 1 }). It opens a plain socket
+// (net.connect), so there is no RawSocket over TLS from it.
 // A WebSocket transport may carry autobahn's TLS options for a wss:// url
 // ({ type: 'websocket', agent, tlsConfiguration }): `agent` goes to the `ws`
 // package as its http(s) agent (an https.Agent with ca, cert, key);
@@ -53,8 +66,10 @@ function transportOptions(url, transport, serializer) {
   }
   if (transport.type !== 'rawsocket') throw new Error(`unknown transport ${JSON.stringify(transport)}`);
   if (serializer !== 'json') throw new Error(`autobahn-js RawSocket speaks JSON only, not ${serializer}`);
-  const { host = '127.0.0.1', port } = transport;
-  if (!port) throw new Error('a rawsocket transport needs a port');
+  const { type, host = '127.0.0.1', port, path, ...rest } = transport;
+  if (Object.keys(rest).length) throw new Error(`unknown rawsocket transport options ${Object.keys(rest)}`);
+  if (path) return [{ type: 'rawsocket', path }];
+  if (!port) throw new Error('a rawsocket transport needs a port or a Unix socket path');
   return [{ type: 'rawsocket', host, port }];
 }
 

@@ -2,10 +2,12 @@
 // Thin wrappers around the wampy client (npm `wampy`,
 // https://github.com/KSDaemon/wampy.js) for the interop tests.
 
+const net = require('node:net');
 const path = require('node:path');
 const { Wampy, Errors } = require('wampy');
 const { JsonSerializer } = require('wampy/JsonSerializer.js');
 const { MsgpackSerializer } = require('wampy/MsgpackSerializer.js');
+const { CborSerializer } = require('wampy/CborSerializer.js');
 const { Collector } = require('./util');
 
 // On Node without a global WebSocket (Node 20) wampy needs a WebSocket class.
@@ -28,6 +30,12 @@ class TlsWs extends WebSocket {
   }
 }
 const W3CWebSocket = require(require.resolve('websocket', { paths: [wampyDir] })).w3cwebsocket;
+// WebSocket over a Unix socket. wampy takes ws:// and wss:// URLs only
+// (isWebSocketSchemeSpecified), not ws's ws+unix:, so the URL stays
+// ws://localhost/ws and the socket comes from ws's createConnection option,
+// passed as wampy's wsRequestOptions through TlsWs (ws ignores a socketPath
+// option: it keeps that for ws+unix: URLs).
+const UNIX_WS_URL = 'ws://localhost/ws';
 // The WebSocket classes a wss:// test may give connect() (`ws`).
 const WEBSOCKETS = { ws: TlsWs, websocket: W3CWebSocket };
 
@@ -44,6 +52,7 @@ const INCLUDE_ME = '_include_me';
 const SERIALIZERS = {
   json: () => new JsonSerializer(),
   msgpack: () => new MsgpackSerializer(),
+  cbor: () => new CborSerializer(),
 };
 
 // Wraps a wampy serializer: records every message as sent and as received
@@ -91,7 +100,9 @@ const openClients = new Set();
 // tls: for a wss:// url, { ws: 'ws' | 'websocket' (WEBSOCKETS), options }:
 // options (tls.connect's: ca, cert, key, ...) go in as wampy's
 // wsRequestOptions.
-async function connect(url, { realm = 'realm1', serializer = 'json', features = {}, auth = {}, tls } = {}) {
+// unixPath: WebSocket over the Unix socket at this path (url is then
+// ignored: see UNIX_WS_URL).
+async function connect(url, { realm = 'realm1', serializer = 'json', features = {}, auth = {}, tls, unixPath } = {}) {
   const tap = new Tap(SERIALIZERS[serializer]());
   const errors = [];
   let resolveClosed;
@@ -99,12 +110,17 @@ async function connect(url, { realm = 'realm1', serializer = 'json', features = 
     resolveClosed = resolve;
   });
   if (tls && !WEBSOCKETS[tls.ws]) throw new Error(`unknown WebSocket class ${tls.ws} (${Object.keys(WEBSOCKETS)})`);
+  if (tls && unixPath) throw new Error('wss:// over a Unix socket is not supported here');
   const handle = { client: null, details: null, tap, errors, closed, serializer };
-  handle.client = new Wampy(url, {
+  const wsOptions = tls
+    ? { ws: WEBSOCKETS[tls.ws], wsRequestOptions: tls.options }
+    : unixPath
+      ? { ws: TlsWs, wsRequestOptions: { createConnection: () => net.connect({ path: unixPath }) } }
+      : { ws: WebSocket };
+  handle.client = new Wampy(unixPath ? UNIX_WS_URL : url, {
     ...auth,
     realm,
-    ws: tls ? WEBSOCKETS[tls.ws] : WebSocket,
-    ...(tls ? { wsRequestOptions: tls.options } : {}),
+    ...wsOptions,
     serializer: tap,
     autoReconnect: false,
     debug: !!process.env.INTEROP_VERBOSE,
@@ -157,15 +173,18 @@ function eventCollector() {
   return new Collector(({ argsList, argsDict, details }) => ({ args: argsList, kwargs: argsDict, details }));
 }
 
-// subscribe() that works with MessagePack too. wampy always puts `match` and
-// `get_retained` into SUBSCRIBE.Options, `undefined` when not given, and the
-// msgpackr encoder behind wampy's MsgpackSerializer writes `undefined` as the
-// MessagePack extension value d4 00 00, which is not a WAMP type. The router
-// answers ABORT wamp.error.protocol_violation (Crossbar.io drops the
-// connection: autobahn-python rejects a non-string `match`). JSON drops
-// undefined members, so JSON sessions use wampy's defaults unchanged.
+// subscribe() that works with MessagePack and CBOR too. wampy always puts
+// `match` and `get_retained` into SUBSCRIBE.Options, `undefined` when not
+// given. The msgpackr encoder behind wampy's MsgpackSerializer writes
+// `undefined` as the MessagePack extension value d4 00 00, which is not a
+// WAMP type; the cbor-x encoder behind its CborSerializer writes CBOR
+// `undefined` (f7), which the router reads as null, and null is no match
+// policy. Either way the router answers ABORT wamp.error.protocol_violation
+// (Crossbar.io drops the connection: autobahn-python rejects a non-string
+// `match`). JSON drops undefined members, so JSON sessions use wampy's
+// defaults unchanged.
 function subscribe(handle, topic, onEvent, options) {
-  const opts = handle.serializer === 'msgpack' ? { match: 'exact', get_retained: false, ...options } : options;
+  const opts = handle.serializer !== 'json' ? { match: 'exact', get_retained: false, ...options } : options;
   return handle.client.subscribe(topic, onEvent, opts);
 }
 
