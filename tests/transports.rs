@@ -555,7 +555,7 @@ fn the_universal_port_tells_clients_apart_one_byte_at_a_time() {
     let reply = c.conn.read_exact(4).expect("handshake reply");
     assert_eq!(reply, [0x7F, reply[1], 0, 0]);
     assert_eq!(reply[1] & 0x0f, 3);
-    assert_eq!(c.expect(WELCOME).at(1).u() > 0, true);
+    assert!(c.expect(WELCOME).at(1).u() > 0);
     // WebSocket: the upgrade request one byte per write
     let mut s = connect(addr);
     s.set_nodelay(true).unwrap();
