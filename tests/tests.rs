@@ -5,6 +5,7 @@ mod advanced_rpc;
 mod auth;
 mod cli;
 mod common;
+mod deflate;
 mod hardening;
 mod meta_api;
 mod rawsocket;
