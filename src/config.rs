@@ -434,6 +434,47 @@ pub struct ListenerConfig {
     /// WebSocket compression (permessage-deflate), offered when present.
     #[serde(default)]
     pub deflate: Option<DeflateConfig>,
+    /// The HTTP long-poll transport, served when present.
+    #[serde(default)]
+    pub longpoll: Option<LongPollConfig>,
+}
+
+/// `listener[i].longpoll`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongPollConfig {
+    /// The base path: `<path>/open`, `<path>/<transport>/send|receive|close`.
+    #[serde(default = "default_longpoll_path")]
+    pub path: String,
+    /// How long a `receive` waits for a message before it answers 204.
+    #[serde(default = "default_poll_timeout")]
+    pub poll_timeout_ms: u64,
+    /// A transport no request touched for this long is closed.
+    #[serde(default = "default_session_timeout")]
+    pub session_timeout_ms: u64,
+}
+
+fn default_longpoll_path() -> String {
+    "/longpoll".into()
+}
+
+fn default_poll_timeout() -> u64 {
+    10_000
+}
+
+fn default_session_timeout() -> u64 {
+    30_000
+}
+
+impl LongPollConfig {
+    /// The transport's settings.
+    pub fn settings(&self) -> crate::transport::longpoll::Settings {
+        crate::transport::longpoll::Settings {
+            path: self.path.clone(),
+            poll_timeout: std::time::Duration::from_millis(self.poll_timeout_ms),
+            session_timeout: std::time::Duration::from_millis(self.session_timeout_ms),
+        }
+    }
 }
 
 /// `listener[i].deflate`
@@ -656,6 +697,7 @@ impl Config {
                     metrics: true,
                     tls: None,
                     deflate: None,
+                    longpoll: None,
                 }),
             }
         }
@@ -786,6 +828,26 @@ impl Config {
                     return Err(invalid(
                         format!("listener[{i}].deflate.max_window_bits"),
                         "must be between 9 and 15",
+                    ));
+                }
+            }
+            if let Some(lp) = &l.longpoll {
+                if l.kind == ListenerKind::Rawsocket {
+                    return Err(invalid(
+                        format!("listener[{i}].longpoll"),
+                        "applies to HTTP (websocket and universal listeners) only",
+                    ));
+                }
+                if !lp.path.starts_with('/') || lp.path.trim_end_matches('/') == l.path.trim_end_matches('/') {
+                    return Err(invalid(
+                        format!("listener[{i}].longpoll.path"),
+                        "must start with '/' and differ from the WebSocket path",
+                    ));
+                }
+                if lp.poll_timeout_ms == 0 || lp.session_timeout_ms <= lp.poll_timeout_ms {
+                    return Err(invalid(
+                        format!("listener[{i}].longpoll.session_timeout_ms"),
+                        "poll_timeout_ms must be positive and session_timeout_ms longer than it",
                     ));
                 }
             }

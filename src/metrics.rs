@@ -162,6 +162,10 @@ stats! {
     deflate_declined: AtomicU64,
     /// Messages sent compressed (permessage-deflate).
     deflate_messages: AtomicU64,
+    /// HTTP long-poll transports open on this shard.
+    longpoll_transports: AtomicI64,
+    /// Long-poll transports closed because no request came within the listener's session_timeout_ms.
+    longpoll_expired: AtomicU64,
 }
 
 impl ShardStats {

@@ -1030,6 +1030,7 @@ impl Router {
                 match c.transport.kind {
                     super::TransportKind::WebSocket => "websocket".into(),
                     super::TransportKind::RawSocket => "rawsocket".into(),
+                    super::TransportKind::LongPoll => "longpoll".into(),
                 },
             )
             .with("peer", peer.map_or(Value::Null, |p| Value::Str(p.to_string())))

@@ -1068,6 +1068,7 @@ pub(super) fn session_details(id: Id, s: &super::LocalSession) -> Dict {
             text(match s.transport.kind {
                 TransportKind::WebSocket => "websocket",
                 TransportKind::RawSocket => "rawsocket",
+                TransportKind::LongPoll => "longpoll",
             }),
         )
         .with("serializer", text(s.transport.serializer.name()));

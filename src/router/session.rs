@@ -36,6 +36,8 @@ pub struct SessionIdentity {
 pub enum TransportKind {
     WebSocket,
     RawSocket,
+    /// The HTTP long-poll transport.
+    LongPoll,
 }
 
 /// What the router knows of a connection's transport (for the session meta

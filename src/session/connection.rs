@@ -36,6 +36,8 @@ pub struct Listener {
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// WebSocket compression offered on this listener.
     pub deflate: Option<crate::transport::deflate::Settings>,
+    /// The HTTP long-poll transport, under its base path.
+    pub longpoll: Option<crate::transport::longpoll::Settings>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -75,10 +77,14 @@ async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
         }
         room
     });
+    let longpoll = listener.longpoll.is_some();
     let handshake = async {
         loop {
+            if longpoll && buf.starts_with(b"POST ") {
+                return Ok(None);
+            }
             match websocket::parse_request_with(&buf, &path, metrics, deflate) {
-                Ok(Some(r)) => return Ok(r),
+                Ok(Some(r)) => return Ok(Some(r)),
                 Ok(None) => {}
                 Err(reject) => return Err(Some(reject)),
             }
@@ -90,7 +96,20 @@ async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
     };
     let result = glommio::timer::timeout(ctx.limits.handshake_timeout, async { Ok(handshake.await) }).await;
     let (request, consumed) = match result {
-        Ok(Ok(r)) => r,
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) => {
+            // a long-poll request (POST)
+            let info = TransportInfo {
+                kind: TransportKind::LongPoll,
+                serializer: Serializer::Json,
+                peer: peer.addr,
+                tls: peer.tls,
+            };
+            if let Some(settings) = &listener.longpoll {
+                super::longpoll::serve(ctx, stream, info, buf, settings).await;
+            }
+            return;
+        }
         Ok(Err(Some(reject))) => {
             debug!(status = reject.status, message = %reject.message, "WebSocket upgrade refused");
             let _ = stream.write_all(&reject.response()).await;
@@ -238,7 +257,7 @@ impl Drop for DeflateCharge {
 }
 
 /// Hands one received WAMP message to the router.
-fn deliver(ctx: &ConnCtx, conn: ConnId, ser: Serializer, data: &bytes::Bytes) {
+pub(super) fn deliver(ctx: &ConnCtx, conn: ConnId, ser: Serializer, data: &bytes::Bytes) {
     let decoded = codec::decode(ser, data);
     let mut router = ctx.router.borrow_mut();
     match decoded {

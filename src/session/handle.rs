@@ -44,4 +44,6 @@ pub struct ConnCtx {
     pub limits: ConnLimits,
     /// Connections open on the whole router (all shards).
     pub open_connections: Arc<AtomicUsize>,
+    /// This shard's HTTP long-poll transports.
+    pub longpoll: super::longpoll::Hub,
 }

@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod handle;
+pub mod longpoll;
 pub mod outbox;
 
 pub use handle::{ConnCtx, ConnLimits};

@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{Bind, Validated};
 use crate::metrics::ShardStats;
 use crate::router::{Router, RouterConfig, ShardLink, ShardMsg};
-use crate::session::{connection, ConnCtx, ConnLimits};
+use crate::session::{connection, longpoll, ConnCtx, ConnLimits};
 
 /// What every task on a shard shares. Connections get only `conns`, the
 /// narrow handle of `session/handle.rs`.
@@ -86,6 +86,10 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
     let handover: Vec<(flume::Sender<Handover>, flume::Receiver<Handover>)> =
         (0..v.shard_cpus.len()).map(|_| flume::bounded(HANDOVER_QUEUE)).collect();
     let handover_to: Arc<Vec<flume::Sender<Handover>>> = Arc::new(handover.iter().map(|(tx, _)| tx.clone()).collect());
+    // requests for a long-poll transport that arrive on another shard than its own
+    let lp_calls: Vec<(flume::Sender<longpoll::Call>, flume::Receiver<longpoll::Call>)> =
+        (0..v.shard_cpus.len()).map(|_| flume::bounded(longpoll::CALL_QUEUE)).collect();
+    let lp_to: Arc<Vec<flume::Sender<longpoll::Call>>> = Arc::new(lp_calls.iter().map(|(tx, _)| tx.clone()).collect());
     match raise_open_file_limit() {
         Ok(files) => debug!(files, "open file limit"),
         Err(e) => warn!(error = %e, "cannot read the open file limit"),
@@ -136,6 +140,7 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
         let watchdog = watchdog.clone();
         let history = history.clone();
         let handover = (handover_to.clone(), handover[me].1.clone());
+        let longpoll_calls = (lp_to.clone(), lp_calls[me].1.clone());
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{me}"))
             .spin_before_park(Duration::from_micros(v.config.router.spin_before_park_us))
@@ -149,6 +154,7 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
                     auth,
                     tls,
                     handover,
+                    longpoll_calls,
                 };
                 shard_main(me, n, seed, v, all_stats, router_cfg, ready, shutdown, open_connections, extras).await
             })
@@ -222,6 +228,8 @@ struct ShardExtras {
     tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     /// Every shard's queue of handed-over Unix connections, and this one's.
     handover: (Arc<Vec<flume::Sender<Handover>>>, flume::Receiver<Handover>),
+    /// Every shard's queue of long-poll requests, and this one's.
+    longpoll_calls: (Arc<Vec<flume::Sender<longpoll::Call>>>, flume::Receiver<longpoll::Call>),
 }
 
 /// A connection accepted on a Unix listener by shard 0, for another shard.
@@ -262,7 +270,9 @@ async fn shard_main(
         auth,
         tls,
         handover,
+        longpoll_calls,
     } = extras;
+    let (lp_to, lp_calls) = longpoll_calls;
     let stats = all_stats[me].clone();
     let cfg = &v.config;
     let ends = seed.connect(stats.clone(), cfg.router.mesh_overflow_limit).await;
@@ -293,6 +303,7 @@ async fn shard_main(
             max_deflate_memory: cfg.limits.max_deflate_memory,
         },
         open_connections,
+        longpoll: longpoll::Hub::new(me, lp_to),
     });
     let ctx = Rc::new(ShardCtx {
         router,
@@ -363,6 +374,7 @@ async fn shard_main(
                     metrics: l.metrics,
                     tls: tls.clone(),
                     deflate: l.deflate.as_ref().map(|d| d.settings()),
+                    longpoll: l.longpoll.as_ref().map(|d| d.settings()),
                 })
             })
             .collect(),
@@ -370,6 +382,7 @@ async fn shard_main(
     let (handover_to, handed) = handover;
     let accepting = tasks.len();
     tasks.push(glommio::spawn_local(take_handovers(ctx.conns.clone(), handed, settings.clone())));
+    tasks.push(glommio::spawn_local(longpoll::serve_calls(ctx.conns.clone(), lp_calls)));
     for (k, (_, sock)) in listeners.into_iter().enumerate() {
         let settings = settings[k].clone();
         match sock {

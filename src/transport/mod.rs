@@ -3,6 +3,7 @@
 //! read primitive both the router and the load generator use.
 
 pub mod deflate;
+pub mod longpoll;
 pub mod rawsocket;
 pub mod tls;
 pub mod websocket;
