@@ -166,6 +166,8 @@ stats! {
     longpoll_transports: AtomicI64,
     /// Long-poll transports closed because no request came within the listener's session_timeout_ms.
     longpoll_expired: AtomicU64,
+    /// Long-poll requests this shard passed to the shard that owns their transport.
+    longpoll_forwarded: AtomicU64,
 }
 
 impl ShardStats {

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod deflate;
 mod hardening;
+mod longpoll;
 mod meta_api;
 mod rawsocket;
 mod robustness;

@@ -231,6 +231,7 @@ async fn remote(ctx: &ConnCtx, shard: usize, id: &str, op: Op, settings: &Settin
     if ctx.longpoll.shards[shard].try_send(call).is_err() {
         return longpoll::error(503, "Service Unavailable", "the transport's shard is overloaded");
     }
+    ShardStats::inc(&ctx.stats.longpoll_forwarded);
     let wait = settings.poll_timeout + Duration::from_secs(5);
     match glommio::timer::timeout(wait, async { Ok(rx.recv_async().await) }).await {
         Ok(Ok(resp)) => resp,
