@@ -143,6 +143,7 @@ async fn connect_pair(addr: SocketAddr, shared: &Shared) -> std::io::Result<((Re
         host: addr.to_string(),
         path: "/".into(),
         tls: None,
+        batched: false,
     };
     let ser = switchyard::wamp::message::Serializer::MsgPack;
     let pair = async {

@@ -23,6 +23,8 @@ pub struct Target {
     pub path: String,
     /// TLS (`wss://`, `rss://`): the client configuration.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// WAMP-over-Batched-WebSocket (`wamp.2.*.batched`).
+    pub batched: bool,
 }
 
 /// A byte stream: TCP, or TLS above it.
@@ -76,6 +78,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
         host: hostport.to_owned(),
         path: path.to_owned(),
         tls: None,
+        batched: false,
     })
 }
 
@@ -85,6 +88,8 @@ pub struct Reader {
     r: ReadHalf<Box<dyn Io>>,
     buf: BytesMut,
     framing: Framing,
+    /// Batched WebSocket: the messages of a batch not yet taken.
+    batch: Option<(Serializer, std::collections::VecDeque<Bytes>)>,
 }
 
 /// The sending half of a connection; messages are framed into one buffer and
@@ -96,6 +101,9 @@ pub struct Writer {
     opcode: u8,
     out: Vec<u8>,
     mask: [u8; 4],
+    /// Batched WebSocket: the serializer, and the batch being built (sent as
+    /// one WebSocket message at the next flush).
+    batch: Option<(Serializer, Vec<u8>)>,
 }
 
 fn proto_err(msg: impl Into<String>) -> io::Error {
@@ -122,7 +130,7 @@ pub async fn connect(target: &Target, ser: Serializer) -> io::Result<(Reader, Wr
                 "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {}\r\n\r\n",
                 target.path,
                 target.host,
-                ser.subprotocol()
+                websocket::subprotocol_name(ser, target.batched)
             );
             stream.write_all(req.as_bytes()).await?;
             let end = loop {
@@ -163,6 +171,7 @@ pub async fn connect(target: &Target, ser: Serializer) -> io::Result<(Reader, Wr
             r,
             buf,
             framing: target.framing,
+            batch: target.batched.then(|| (ser, std::collections::VecDeque::new())),
         },
         Writer {
             w,
@@ -173,6 +182,7 @@ pub async fn connect(target: &Target, ser: Serializer) -> io::Result<(Reader, Wr
             },
             out: Vec::with_capacity(4096),
             mask: rand::random(),
+            batch: target.batched.then(|| (ser, Vec::new())),
         },
     ))
 }
@@ -183,6 +193,11 @@ const READ_CHUNK: usize = 16 * 1024;
 impl Reader {
     /// The next complete message already in the buffer, if any.
     pub fn try_next(&mut self) -> io::Result<Option<Bytes>> {
+        if let Some((_, pending)) = &mut self.batch {
+            if let Some(m) = pending.pop_front() {
+                return Ok(Some(m));
+            }
+        }
         loop {
             match self.framing {
                 Framing::RawSocket => {
@@ -221,7 +236,17 @@ impl Reader {
                     self.buf.advance(h);
                     let data = self.buf.split_to(len).freeze();
                     match op {
-                        0x1 | 0x2 => return Ok(Some(data)),
+                        0x1 | 0x2 => {
+                            let Some((ser, pending)) = &mut self.batch else {
+                                return Ok(Some(data));
+                            };
+                            for m in websocket::batch::split(*ser, &data).map_err(proto_err)? {
+                                pending.push_back(m.map_err(proto_err)?);
+                            }
+                            if let Some(m) = pending.pop_front() {
+                                return Ok(Some(m));
+                            }
+                        }
                         0x8 => return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "router closed the WebSocket")),
                         _ => {}
                     }
@@ -246,6 +271,14 @@ impl Reader {
 impl Writer {
     /// Frames `msg` into the pending buffer.
     pub fn queue(&mut self, msg: &[u8]) {
+        if let Some((ser, batch)) = &mut self.batch {
+            websocket::batch::push(batch, *ser, msg, websocket::batch::SEPARATOR);
+            return;
+        }
+        self.frame(msg);
+    }
+
+    fn frame(&mut self, msg: &[u8]) {
         match self.framing {
             Framing::RawSocket => rawsocket::write_header(&mut self.out, rawsocket::frame_type::WAMP, msg.len()),
             Framing::WebSocket => {
@@ -267,6 +300,16 @@ impl Writer {
 
     /// Writes everything queued.
     pub async fn flush(&mut self) -> io::Result<()> {
+        if let Some((_, batch)) = &mut self.batch {
+            if !batch.is_empty() {
+                let b = std::mem::take(batch);
+                self.frame(&b);
+                if let Some((_, batch)) = &mut self.batch {
+                    *batch = b;
+                    batch.clear();
+                }
+            }
+        }
         if self.out.is_empty() {
             return Ok(());
         }

@@ -147,6 +147,10 @@ struct Common {
     /// PEM file of the CAs to trust for wss:// and rss:// URLs.
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// WAMP-over-Batched-WebSocket (wamp.2.*.batched): what one flush sends
+    /// goes as one WebSocket message.
+    #[arg(long)]
+    batched: bool,
 }
 
 /// Latency percentiles in microseconds.
@@ -335,6 +339,10 @@ where
 
 fn setup_for(common: &Common, senders: usize, default_window: u64) -> Result<(Arc<Setup>, Pace), String> {
     let mut target = client::parse_url(&common.url)?;
+    target.batched = common.batched;
+    if common.batched && target.framing != switchyard::transport::Framing::WebSocket {
+        return Err("--batched needs a ws:// or wss:// URL".into());
+    }
     if common.url.starts_with("wss://") || common.url.starts_with("rss://") {
         let ca = common.ca.as_ref().ok_or("wss:// and rss:// need --ca FILE (the CAs to trust)")?;
         target.tls = Some(client::tls_config(ca)?);
