@@ -6,12 +6,15 @@
 //! the payload spans it only validates, so that every payload `decode`
 //! accepts also transcodes:
 //! - definite and indefinite arrays, maps, text and byte strings;
-//! - integers from -2^63 to 2^64 - 1 (a negative integer below `i64::MIN`
-//!   has no MessagePack or JSON integer to become and is refused);
+//! - integers of every size: from -2^63 to 2^64 - 1 as integers; beyond,
+//!   as the nearest float (as the JSON reader does with such numbers, so a
+//!   payload reads the same whatever serializer it came in);
+//! - bignums (tags 2 and 3 on a byte string, RFC 8949 3.4.3) as the integer
+//!   they stand for, on the same terms;
 //! - half, single and double floats;
 //! - `false`, `true`, `null` and `undefined` (read as null);
-//! - tags, which carry no meaning for WAMP: a tagged value reads as the value
-//!   (a payload spliced CBOR to CBOR keeps its tags as they are);
+//! - other tags, which carry no meaning for WAMP: a tagged value reads as
+//!   the value (a payload spliced CBOR to CBOR keeps its tags as they are);
 //! - dictionary keys that are text strings.
 //!
 //! Refused: other simple values, reserved or unknown heads, a break outside
@@ -76,14 +79,32 @@ impl<'a> CborReader<'a> {
 
     /// The type at the position, past any tags (which are consumed).
     fn untagged(&mut self) -> Result<Type, DecodeError> {
+        Ok(self.tags()?.0)
+    }
+
+    /// Consumes any tags; the type after them and whether the innermost
+    /// tag makes a following byte string a bignum (Some(negative)).
+    fn tags(&mut self) -> Result<(Type, Option<bool>), DecodeError> {
+        let mut bignum = None;
         loop {
             match self.d.datatype().map_err(truncated)? {
                 Type::Tag => {
-                    self.d.tag().map_err(truncated)?;
+                    let tag = u64::from(self.d.tag().map_err(truncated)?);
+                    bignum = match tag {
+                        2 => Some(false),
+                        3 => Some(true),
+                        _ => None,
+                    };
                 }
-                t => return Ok(t),
+                t => return Ok((t, bignum.filter(|_| matches!(t, Type::Bytes | Type::BytesIndef)))),
             }
         }
+    }
+
+    /// A bignum's value: its magnitude from a byte string, negative as -1 - n.
+    fn bignum(&mut self, negative: bool) -> Result<Value, DecodeError> {
+        let bytes = self.binary()?;
+        Ok(bignum_value(&bytes, negative))
     }
 
     fn item(&mut self) -> Result<Item, DecodeError> {
@@ -248,9 +269,12 @@ impl<'a> CborReader<'a> {
 
     fn negative(&mut self) -> Result<Value, DecodeError> {
         let i = i128::from(self.d.int().map_err(truncated)?);
-        i64::try_from(i)
-            .map(|i| if i < 0 { Value::Int(i) } else { Value::UInt(i as u64) })
-            .map_err(|_| err("negative integer below -2^63"))
+        Ok(match i64::try_from(i) {
+            Ok(i) if i < 0 => Value::Int(i),
+            Ok(i) => Value::UInt(i as u64),
+            // below -2^63: the nearest float, as JSON reads such a number
+            Err(_) => Value::Float(i as f64),
+        })
     }
 
     /// Parses one value.
@@ -259,7 +283,11 @@ impl<'a> CborReader<'a> {
             return Err(err("nesting too deep"));
         }
         let limit = self.d.input().len() - self.pos();
-        Ok(match self.untagged()? {
+        let (t, bignum) = self.tags()?;
+        if let Some(negative) = bignum {
+            return self.bignum(negative);
+        }
+        Ok(match t {
             Type::U8 | Type::U16 | Type::U32 | Type::U64 => Value::UInt(self.d.u64().map_err(truncated)?),
             Type::I8 | Type::I16 | Type::I32 | Type::I64 | Type::Int => self.negative()?,
             Type::F16 | Type::F32 | Type::F64 => Value::Float(self.d.f64().map_err(truncated)?),
@@ -379,6 +407,27 @@ impl<'a> CborReader<'a> {
         }
         Ok(())
     }
+}
+
+/// The value of a bignum (RFC 8949 3.4.3) with the big-endian magnitude
+/// `bytes`: an integer where one holds it, else the nearest float (exact
+/// arithmetic up to 128 bits, then by bytes).
+pub fn bignum_value(bytes: &[u8], negative: bool) -> Value {
+    let digits = &bytes[bytes.iter().take_while(|&&b| b == 0).count()..];
+    if digits.len() <= 16 {
+        let n = digits.iter().fold(0u128, |acc, &b| (acc << 8) | b as u128);
+        return match (negative, u64::try_from(n), i128::try_from(n)) {
+            (false, Ok(u), _) => Value::UInt(u),
+            (false, Err(_), _) => Value::Float(n as f64),
+            (true, _, Ok(m)) => match i64::try_from(-1 - m) {
+                Ok(i) => Value::Int(i),
+                Err(_) => Value::Float((-1 - m) as f64),
+            },
+            (true, _, Err(_)) => Value::Float(-1.0 - n as f64),
+        };
+    }
+    let magnitude = digits.iter().fold(0f64, |acc, &b| acc * 256.0 + b as f64);
+    Value::Float(if negative { -1.0 - magnitude } else { magnitude })
 }
 
 /// Parses a raw CBOR payload span holding `count` values.
@@ -544,6 +593,19 @@ mod tests {
             ),
             // tag 1 (epoch time): the value, untagged
             (&[0xc1, 0x1a, 0x51, 0x4b, 0x67, 0xb0], Value::UInt(1363896240)),
+            // -2^64: beyond i64, the nearest float
+            (&[0x3b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], Value::Float(-18446744073709551616.0)),
+            // bignums: 2^64 (beyond u64, a float), 2^53 and -2^63 - 1 in
+            // 8 bytes or less (integers), a zero-padded 5, -5
+            (&[0xc2, 0x49, 1, 0, 0, 0, 0, 0, 0, 0, 0], Value::Float(18446744073709551616.0)),
+            (&[0xc2, 0x47, 0x20, 0, 0, 0, 0, 0, 0], Value::UInt(1 << 53)),
+            (&[0xc3, 0x48, 0x80, 0, 0, 0, 0, 0, 0, 0], Value::Float(-9223372036854775809.0)),
+            (&[0xc3, 0x48, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], Value::Int(i64::MIN)),
+            (&[0xc2, 0x43, 0, 0, 5], Value::UInt(5)),
+            (&[0xc3, 0x41, 4], Value::Int(-5)),
+            (&[0xc2, 0x40], Value::UInt(0)),
+            // tag 2 on something else than a byte string: the value
+            (&[0xc2, 0x61, b'x'], Value::Str("x".into())),
         ];
         for (bytes, want) in cases {
             assert_eq!(&parse(bytes).unwrap(), want, "{bytes:02x?}");
@@ -564,8 +626,6 @@ mod tests {
             &[0xf0],
             &[0x1c],
             &[0xff],
-            // -2^64
-            &[0x3b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
             // an indefinite array without its break
             &[0x9f, 0x01],
             // an indefinite text string with a byte-string chunk

@@ -279,10 +279,7 @@ fn revocation(what: &str, id: Id, reason: Option<String>) -> Dict {
 }
 
 fn id_arg(arg: Option<&Value>) -> Option<Id> {
-    match arg {
-        Some(Value::UInt(id)) if *id > 0 => Some(*id),
-        _ => None,
-    }
+    arg.and_then(Value::as_id)
 }
 
 impl Router {

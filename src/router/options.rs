@@ -82,7 +82,7 @@ fn fits(v: &Value, kind: Kind) -> bool {
         Kind::Bool => matches!(v, Value::Bool(_)),
         Kind::UInt => matches!(v, Value::UInt(_)),
         Kind::Str => matches!(v, Value::Str(_)),
-        Kind::Ids => matches!(v, Value::List(l) if l.iter().all(|x| matches!(x, Value::UInt(_)))),
+        Kind::Ids => matches!(v, Value::List(l) if l.iter().all(|x| matches!(x, Value::UInt(_)) || x.as_id().is_some())),
         Kind::Strs => matches!(v, Value::List(l) if l.iter().all(|x| matches!(x, Value::Str(_)))),
         Kind::Dicts => matches!(v, Value::List(l) if l.iter().all(|x| matches!(x, Value::Dict(_)))),
         Kind::Policy => matches!(v, Value::Str(s) if MatchPolicy::parse(s).is_some()),
@@ -221,7 +221,12 @@ impl Receivers {
             return None;
         }
         // sorted once, so that each subscriber is looked up, not scanned for
-        let ids = |key| sorted(options.get(key), |v| if let Value::UInt(u) = v { Some(*u) } else { None });
+        let ids = |key| {
+            sorted(options.get(key), |v| match v {
+                Value::UInt(u) => Some(*u),
+                v => v.as_id(),
+            })
+        };
         let strs = |key| sorted(options.get(key), |v| if let Value::Str(s) = v { Some(s.clone()) } else { None });
         Some(Box::new(Receivers {
             exclude: ids("exclude").unwrap_or_default(),

@@ -16,6 +16,19 @@ pub enum Value {
     Dict(Dict),
 }
 
+impl Value {
+    /// The value as a WAMP ID (1..=2^53): an unsigned integer, or a float
+    /// that is exactly one (JavaScript clients' CBOR encoders write numbers
+    /// above 2^32 as doubles, session IDs among them).
+    pub fn as_id(&self) -> Option<u64> {
+        match self {
+            Value::UInt(u) if (1..=super::MAX_ID).contains(u) => Some(*u),
+            Value::Float(f) if f.fract() == 0.0 && *f >= 1.0 && *f <= super::MAX_ID as f64 => Some(*f as u64),
+            _ => None,
+        }
+    }
+}
+
 /// A dictionary with string keys. Options and Details are small, so a vector
 /// beats a hash map here.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -97,5 +110,30 @@ impl From<u64> for Value {
 impl From<Dict> for Value {
     fn from(d: Dict) -> Self {
         Value::Dict(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_from_integers_and_whole_floats() {
+        assert_eq!(Value::UInt(7).as_id(), Some(7));
+        assert_eq!(Value::Float(4_294_967_297.0).as_id(), Some(4_294_967_297));
+        assert_eq!(Value::Float((1u64 << 53) as f64).as_id(), Some(1 << 53));
+        for bad in [
+            Value::UInt(0),
+            Value::UInt((1 << 53) + 1),
+            Value::Float(1.5),
+            Value::Float(0.0),
+            Value::Float(-3.0),
+            Value::Float(1e300),
+            Value::Float(f64::NAN),
+            Value::Int(-1),
+            Value::Str("1".into()),
+        ] {
+            assert_eq!(bad.as_id(), None, "{bad:?}");
+        }
     }
 }
