@@ -187,6 +187,10 @@ pub struct RetainMsg {
     /// the publishing shard's kept ones.
     pub at_us: u64,
     pub seq: (u64, usize),
+    /// An acknowledged PUBLISH (session, request): its PUBLISHED is sent
+    /// once the home shard kept the event, so that a history read or a
+    /// retained-event subscription after it finds the event.
+    pub ack: Option<(Id, Id)>,
 }
 
 /// One event of a topic's history, kept on the topic's home shard.
@@ -373,7 +377,21 @@ impl Router {
     /// On a topic's home shard: keeps an event as the topic's retained one,
     /// replacing the one before; a new topic past the realm's share of
     /// `max_retained_events` / `max_retained_bytes` is not kept (counted).
-    pub(super) fn store_retained(&mut self, msg: RetainMsg) {
+    pub(super) fn store_retained(&mut self, mut msg: RetainMsg) {
+        if let Some((session, request)) = msg.ack.take() {
+            let kept = ShardMsg::Kept {
+                session,
+                request,
+                publication: msg.event.publication,
+            };
+            let origin = msg.seq.1;
+            self.keep(msg);
+            return self.send_to(origin, kept);
+        }
+        self.keep(msg);
+    }
+
+    fn keep(&mut self, msg: RetainMsg) {
         if msg.history {
             self.keep_history(msg.realm, msg.topic.clone(), msg.at_us, msg.seq, msg.event.clone(), true);
         }
@@ -766,6 +784,7 @@ impl Router {
             && r.history_rules.iter().any(|(p, u, _, _)| wamp::uri::pattern_matches(*p, u, &topic));
         let keep = (retain || history).then(|| extras.clone());
         let id = self.route_publication(realm, &topic, &payload, extras, exclude);
+        let mut acknowledge = acknowledge;
         if let Some(extras) = keep {
             let topic: Arc<str> = topic.as_str().into();
             let event = Retained {
@@ -785,12 +804,19 @@ impl Router {
                 history,
                 at_us: super::now_us(),
                 seq: (self.keep_seq, self.me),
+                ack: None,
             };
             self.keep_seq += 1;
             let home = self.home_of(realm, &msg.topic);
             if home == self.me {
                 self.store_retained(msg);
             } else {
+                // PUBLISHED once the home shard kept it (ShardMsg::Kept)
+                let msg = RetainMsg {
+                    ack: acknowledge.then_some((sid, request)),
+                    ..msg
+                };
+                acknowledge = false;
                 self.send_to(home, ShardMsg::Retain(Box::new(msg)));
             }
         }

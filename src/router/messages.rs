@@ -53,6 +53,9 @@ pub enum ShardMsg {
     Reroute(Box<InvokeMsg>),
     /// To a topic's home shard: keep this event as the topic's retained one.
     Retain(Box<super::RetainMsg>),
+    /// Back to the publisher's shard: the home shard kept the event of an
+    /// acknowledged PUBLISH; send its PUBLISHED.
+    Kept { session: Id, request: Id, publication: Id },
     /// A scatter/gather's question for the receiving shard.
     Query(Box<super::QueryMsg>),
     /// Its answer, back to the shard that asked.
@@ -105,6 +108,7 @@ impl ShardMsg {
             ShardMsg::Interrupt(i) => Concerns::Here(i.callee),
             ShardMsg::InvokeMore(c) => Concerns::Here(c.callee),
             ShardMsg::Reroute(inv) => Concerns::Here(inv.caller),
+            ShardMsg::Kept { session, .. } => Concerns::Here(*session),
             ShardMsg::RegisterRefused { .. }
             | ShardMsg::Applied { .. }
             | ShardMsg::Event(_)

@@ -90,6 +90,11 @@ impl Router {
             ShardMsg::InvokeMore(chunk) => self.invoke_more(*chunk),
             ShardMsg::Reroute(inv) => self.reroute(*inv),
             ShardMsg::Retain(msg) => self.store_retained(*msg),
+            ShardMsg::Kept {
+                session,
+                request,
+                publication,
+            } => self.session_reply(session, |ser| crate::codec::encode::published(ser, request, publication)),
             ShardMsg::Query(q) => self.on_query(*q),
             ShardMsg::Answer { gather, answer } => self.on_answer(gather, answer),
         }
