@@ -1,9 +1,11 @@
 'use strict';
 // Authentication and authorization interop tests: Switchyard driven by
-// autobahn-js (WebSocket with JSON and MessagePack, RawSocket with JSON) and
-// by wampy (WebSocket with JSON and MessagePack), logging in with WAMP-Ticket,
-// WAMP-CRA (plain and salted secrets) and WAMP-Cryptosign, and acting under a
-// restricted role; and the same clients over TLS (wss://), with client
+// autobahn-js (WebSocket with JSON, MessagePack and CBOR, RawSocket with JSON
+// on TCP and on a Unix socket) and by wampy (WebSocket with JSON, MessagePack
+// and CBOR), on the dedicated listeners and on the universal ones, logging in
+// with WAMP-Ticket, WAMP-CRA (plain and salted secrets) and WAMP-Cryptosign,
+// and acting under a restricted role; and the same clients over TLS (wss://,
+// on the TLS listeners the file adds), with client
 // certificates (authmethod "tls") and Cryptosign bound to the TLS channel
 // (tls-exporter). Switchyard only: the realms, principals, roles and TLS
 // listeners are switchyard configuration, appended to the usual config
@@ -13,9 +15,9 @@
 // and certificates with the openssl CLI (lib/tls.js).
 //
 // Same environment variables as interop.test.js (SWITCHYARD_BIN, SHARDS,
-// SERIALIZERS, INTEROP_VERBOSE); with ROUTER=crossbar or ROUTER_URL the file
-// is skipped. OPENSSL_BIN: the openssl executable (default `openssl` on
-// PATH); without one, the TLS tests are skipped.
+// SERIALIZERS, LISTENERS, INTEROP_VERBOSE); with ROUTER=crossbar or
+// ROUTER_URL the file is skipped. OPENSSL_BIN: the openssl executable
+// (default `openssl` on PATH); without one, the TLS tests are skipped.
 
 const { describe, it } = require('node:test');
 const assert = require('node:assert/strict');
@@ -885,7 +887,7 @@ function wampyTlsSuite(ctx, wsClass, ser) {
     const h = await open({ auth: tlsAuth(P.tls.authid) }, { client: 'tobias' });
     assertWelcome(h.details, { authid: P.tls.authid, authrole: 'user', authmethod: 'tls' }, 'wampy tls login');
     assert.deepEqual(exchange(h).challenges, [], 'no CHALLENGE');
-    const info = await within(h.client.call('wamp.session.get', [h.client.getSessionId()]), WAIT, 'wamp.session.get');
+    const info = await within(h.client.call('wamp.session.get', [wampy.idArg(h, h.client.getSessionId())]), WAIT, 'wamp.session.get');
     assert.equal(info.argsList[0].authmethod, 'tls');
     await closeWampy(h, 'tls session');
   });
@@ -921,19 +923,30 @@ if (kind !== 'switchyard') {
     wampy.closeAll();
   };
   describeEachRouter({ prefix: 'auth: ', closeAll, routerOptions: { extraConfig: authConfig } }, (ctx) => {
-    for (const ser of SERIALIZERS) {
-      describe(`autobahn-js websocket ${ser}`, () =>
-        autobahnSuite((opts) => within(wamp.connect(ctx.url(), { serializer: ser, ...opts }), WAIT, `websocket ${ser} session to open`)));
+    // Without TLS: on the dedicated listeners and on the universal ones
+    // (LISTENERS), RawSocket on TCP and on a Unix socket.
+    for (const L of ctx.listeners) {
+      describe(L.title, () => {
+        for (const ser of SERIALIZERS) {
+          describe(`autobahn-js websocket ${ser}`, () =>
+            autobahnSuite((opts) => within(wamp.connect(L.url(), { serializer: ser, ...opts }), WAIT, `websocket ${ser} session to open`)));
+        }
+        describe('autobahn-js rawsocket json', () =>
+          autobahnSuite((opts) => {
+            const transport = { type: 'rawsocket', ...L.rawsocket() };
+            return within(wamp.connect(null, { serializer: 'json', transport, ...opts }), WAIT, 'rawsocket json session to open');
+          }));
+        describe('autobahn-js rawsocket json over a Unix socket', () =>
+          autobahnSuite((opts) => {
+            const transport = { type: 'rawsocket', path: L.unixRawsocket() };
+            return within(wamp.connect(null, { serializer: 'json', transport, ...opts }), WAIT, 'rawsocket json session over a Unix socket to open');
+          }));
+        for (const ser of SERIALIZERS) {
+          describe(`wampy websocket ${ser}`, () => wampySuite(L.url, ser));
+        }
+      });
     }
-    describe('autobahn-js rawsocket json', () =>
-      autobahnSuite((opts) => {
-        const transport = { type: 'rawsocket', host: '127.0.0.1', port: ctx.rsPort() };
-        return within(wamp.connect(null, { serializer: 'json', transport, ...opts }), WAIT, 'rawsocket json session to open');
-      }));
-    for (const ser of SERIALIZERS) {
-      describe(`wampy websocket ${ser}`, () => wampySuite(ctx.url, ser));
-    }
-    // TLS
+    // TLS (its own listeners: lib/router.js's extraConfig authConfig)
     for (const ser of SERIALIZERS) {
       describe(`autobahn-js wss ${ser}`, { skip: NO_TLS || false }, () => autobahnTlsSuite(ctx, ser));
     }

@@ -1,9 +1,12 @@
 'use strict';
 // Interop tests: Switchyard (or a reference router) driven by the wampy client
 // (npm `wampy`, https://github.com/KSDaemon/wampy.js) over WebSocket, with the
-// JSON and MessagePack serializers. Same environment variables as
+// JSON, MessagePack and CBOR serializers, on TCP and on a Unix socket, against
+// the dedicated listeners and the universal ones; and wampy sessions on
+// different serializers talking to each other. Same environment variables as
 // interop.test.js (SWITCHYARD_BIN, ROUTER, ROUTER_URL, SHARDS, SERIALIZERS,
-// INTEROP_VERBOSE).
+// LISTENERS, INTEROP_VERBOSE). wampy has no RawSocket transport and no
+// batched WebSocket (wamp.2.*.batched) support.
 //
 // On a router with more than one shard the tests place their sessions: each
 // session's shard is read from the per-shard `sessions` gauge of GET /metrics
@@ -27,10 +30,11 @@ const {
   eventCollector,
   subscribe,
   publishIncludingMe,
+  idArg,
 } = require('./lib/wampy');
 const { show, within, rejectionOf, spawnScript } = require('./lib/util');
-const { UNICODE, PAYLOAD_ARGS, PAYLOAD_KWARGS } = require('./lib/payload');
-const { SERIALIZERS, GOODBYE_REPLIES, kind, uriBase, describeEachRouter } = require('./lib/suite');
+const { UNICODE, PAYLOAD_ARGS, PAYLOAD_KWARGS, binaryPayload, canonical } = require('./lib/payload');
+const { SERIALIZERS, GOODBYE_REPLIES, RAWSOCKET, kind, uriBase, describeEachRouter } = require('./lib/suite');
 
 const TEST_TIMEOUT = 30000; // per test; only a bound against hangs, never asserted
 const WAIT = 10000; // per awaited step inside a test
@@ -48,6 +52,18 @@ function idOf(v, what) {
   assert.ok(ok, `${what}: not a WAMP id: ${show(v)}`);
   return Number(v);
 }
+
+// Payload values compared exactly, whatever JS type the decoder picked (see
+// canonical in lib/payload.js: msgpackr returns 64-bit integers as BigInt,
+// cbor-x byte strings as Uint8Array).
+function assertSameValues(actual, expected, what) {
+  assert.deepEqual(canonical(actual), canonical(expected), what);
+}
+
+// A binary value as wampy sends it: a Uint8Array. msgpackr writes it as bin;
+// cbor-x as a byte string under tag 64 (RFC 8746 uint8 typed array), which
+// the router drops when it transcodes and keeps when it splices CBOR to CBOR.
+const wampyBytes = (b) => new Uint8Array(b);
 
 function assertCallError(err, uri, what) {
   assert.ok(err instanceof Errors.CallError, `${what}: expected a wampy CallError, got ${err && (err.stack || show(err))}`);
@@ -72,8 +88,10 @@ const closeEach = (hs, what) => Promise.all(hs.map((h, i) => closeChecked(h, `${
 // ---------------------------------------------------------------------------
 // Placing sessions on shards.
 
-async function sessionsPerShard(router) {
-  const m = await router.metrics();
+// port: the TCP port whose GET /metrics to read (default: the WebSocket
+// listener's).
+async function sessionsPerShard(router, port = router.port) {
+  const m = await router.metrics(5000, port);
   assert.ok(Array.isArray(m.sessions), 'GET /metrics has no switchyard_sessions gauge');
   return m.sessions;
 }
@@ -83,10 +101,10 @@ const sum = (a) => a.reduce((x, y) => x + y, 0);
 // Waits until the router counts exactly the sessions this process holds open
 // (sessions an earlier test closed or dropped are gone), so that the gauge
 // changes only when the next session joins.
-async function quiesce(router) {
+async function quiesce(router, port) {
   const deadline = Date.now() + WAIT;
   for (;;) {
-    const s = await sessionsPerShard(router);
+    const s = await sessionsPerShard(router, port);
     if (sum(s) === openCount()) return;
     if (Date.now() > deadline) {
       throw new Error(`router counts sessions ${show(s)}, this process holds ${openCount()} open`);
@@ -97,10 +115,10 @@ async function quiesce(router) {
 
 // Opens one session and finds the shard it joined on. The router counts a
 // session before it sends WELCOME, so the gauge has moved once open() returns.
-async function openPlaced(router, open) {
-  const before = await sessionsPerShard(router);
+async function openPlaced(router, port, open) {
+  const before = await sessionsPerShard(router, port);
   const h = await open();
-  const after = await sessionsPerShard(router);
+  const after = await sessionsPerShard(router, port);
   const diff = after.map((n, i) => n - (before[i] || 0));
   const grown = diff.findIndex((d) => d !== 0);
   if (grown < 0 || diff[grown] !== 1 || diff.some((d, i) => d !== 0 && i !== grown)) {
@@ -121,14 +139,15 @@ async function spread(ctx, open, perShard) {
     for (const h of hs) h.shard = ctx.shards === 1 ? 0 : null;
     return hs;
   }
-  await quiesce(router);
+  const port = ctx.metricsPort ? ctx.metricsPort() : router.port;
+  await quiesce(router, port);
   const hs = [];
   const count = new Array(ctx.shards).fill(0);
   while (count.some((c) => c < perShard)) {
     if (hs.length >= MAX_PLACED) {
       throw new Error(`after ${hs.length} sessions the shards hold ${show(count)}: the kernel did not spread connections`);
     }
-    const h = await openPlaced(router, open);
+    const h = await openPlaced(router, port, open);
     count[h.shard] += 1;
     hs.push(h);
   }
@@ -203,9 +222,12 @@ class AppError extends Error {
 }
 
 // ---------------------------------------------------------------------------
-// The suite for one serializer, all sessions using it.
+// The suite for one serializer, all sessions using it, on the listener set L
+// (lib/suite.js listenerSet): its WebSocket URL, and its GET /metrics for
+// placing sessions on shards.
 
-function wampySuite(ctx, ser) {
+function wampySuite(parent, L, ser) {
+  const ctx = { ...parent, url: L.url, metricsPort: L.metricsPort };
   const open = (opts = {}) => within(connect(ctx.url(), { serializer: ser, ...opts }), WAIT, `${ser} session to open`);
   const t = { timeout: TEST_TIMEOUT };
 
@@ -619,12 +641,15 @@ function wampySuite(ctx, ser) {
     await closeEach([...callers, again], 'session');
   });
 
-  if (ser === 'msgpack') {
+  if (ser !== 'json') {
     // wampy's SUBSCRIBE carries `match: undefined, get_retained: undefined`
-    // unless both are given, and msgpackr encodes undefined as the MessagePack
-    // extension value d4 00 00. That is no WAMP type, so the router must
-    // refuse the message (lib/wampy.js subscribe() passes both options).
-    const title = "SUBSCRIBE with wampy's default options (MessagePack ext values) gets ABORT wamp.error.protocol_violation";
+    // unless both are given. msgpackr encodes undefined as the MessagePack
+    // extension value d4 00 00, which is no WAMP type; cbor-x as CBOR
+    // `undefined` (f7), which the router reads as null, and a null match
+    // policy is none. Either way the router must refuse the message
+    // (lib/wampy.js subscribe() passes both options).
+    const wire = ser === 'msgpack' ? ['MessagePack ext values', [0xd4, 0x00, 0x00]] : ['CBOR undefined', [0x65, ...Buffer.from('match'), 0xf7]];
+    const title = `SUBSCRIBE with wampy's default options (${wire[0]}) gets ABORT wamp.error.protocol_violation`;
     it(title, t, async () => {
       const topic = base('ext');
       const bad = await open();
@@ -633,8 +658,8 @@ function wampySuite(ctx, ser) {
       pending.catch(() => {}); // observed below
       const sent = bad.tap.sent.find((m) => m[0] === MSG.SUBSCRIBE);
       assert.ok(
-        Buffer.from(bad.tap.inner.encode(sent)).includes(Buffer.from([0xd4, 0x00, 0x00])),
-        `wampy's SUBSCRIBE no longer carries MessagePack ext values (drop this test and the workaround): ${show(sent)}`,
+        Buffer.from(bad.tap.inner.encode(sent)).includes(Buffer.from(wire[1])),
+        `wampy's SUBSCRIBE no longer carries ${wire[0]} (drop this test and the workaround): ${show(sent)}`,
       );
       const err = await rejectionOf(pending, WAIT, 'SUBSCRIBE with ext values');
       assert.ok(err instanceof Error, `expected the subscribe to fail, got ${show(err)}`);
@@ -656,9 +681,187 @@ function wampySuite(ctx, ser) {
 }
 
 // ---------------------------------------------------------------------------
+// WebSocket over a Unix socket (lib/wampy.js connect's unixPath): sessions,
+// one pub/sub and one RPC round trip, for one serializer.
+
+function unixSuite(L, ser) {
+  const open = () => within(connect(null, { serializer: ser, unixPath: L.unixWebsocket() }), WAIT, `${ser} session over a Unix socket to open`);
+  const t = { timeout: TEST_TIMEOUT };
+
+  it('connects with WELCOME and disconnects with GOODBYE; the router names the transport websocket', t, async () => {
+    const [a, b] = [await open(), await open()];
+    assert.equal(a.details.realm, REALM, 'WELCOME.Details.realm');
+    assert.notEqual(idOf(a.client.getSessionId(), 'session id'), idOf(b.client.getSessionId(), 'session id'));
+    const info = await within(b.client.call('wamp.session.get', [idArg(b, a.client.getSessionId())]), WAIT, 'wamp.session.get');
+    assert.equal(info.argsList[0].transport && info.argsList[0].transport.type, 'websocket', show(info.argsList[0].transport));
+    await closeChecked(a, 'first session');
+    await closeChecked(b, 'second session');
+  });
+
+  it('publish and call round-trip args and kwargs', t, async () => {
+    const root = base('unix');
+    const [sub, pub] = [await open(), await open()];
+    const col = eventCollector();
+    await within(subscribe(sub, `${root}.topic`, col.handler), WAIT, 'SUBSCRIBED');
+    await within(pub.client.publish(`${root}.topic`, { argsList: PAYLOAD_ARGS, argsDict: PAYLOAD_KWARGS }), WAIT, 'PUBLISHED');
+    const [ev] = await col.until(1, WAIT, 'the event');
+    assert.deepEqual(ev.args, PAYLOAD_ARGS, 'EVENT args');
+    assert.deepEqual(ev.kwargs, PAYLOAD_KWARGS, 'EVENT kwargs');
+    await within(sub.client.register(`${root}.echo`, ({ argsList, argsDict }) => ({ argsList, argsDict })), WAIT, 'REGISTERED');
+    const res = await within(pub.client.call(`${root}.echo`, { argsList: PAYLOAD_ARGS, argsDict: PAYLOAD_KWARGS }), WAIT, 'RESULT');
+    assert.deepEqual(res.argsList, PAYLOAD_ARGS, 'RESULT args');
+    assert.deepEqual(res.argsDict, PAYLOAD_KWARGS, 'RESULT kwargs');
+    await closeChecked(sub, 'subscriber');
+    await closeChecked(pub, 'publisher');
+  });
+}
+
+// ---------------------------------------------------------------------------
+// wampy sessions on different serializers talking to each other: a and b
+// { label, ser, open }. Binary values: wampy's MessagePack and CBOR
+// serializers send Uint8Arrays (wampyBytes) and decode bin / byte strings to
+// Buffer / Uint8Array; its JSON serializer knows no bytes, so a JSON session
+// sends and gets the spec's "\u0000" + base64 strings (binaryPayload).
+
+function mixedSuite(a, b) {
+  const t = { timeout: TEST_TIMEOUT };
+  for (const [src, dst] of [
+    [a, b],
+    [b, a],
+  ]) {
+    it(`${src.label} publisher -> ${dst.label} subscriber: payload intact, binary values included`, t, async () => {
+      const topic = base('mixed');
+      const sub = await dst.open();
+      const pub = await src.open();
+      const col = eventCollector();
+      await within(subscribe(sub, topic, col.handler), WAIT, 'SUBSCRIBED');
+      await within(pub.client.publish(topic, { argsList: PAYLOAD_ARGS, argsDict: PAYLOAD_KWARGS }), WAIT, 'PUBLISHED');
+      const sent = binaryPayload(src.ser, wampyBytes);
+      await within(pub.client.publish(topic, { argsList: sent.args, argsDict: sent.kwargs }), WAIT, 'PUBLISHED binary');
+      const [ev, bin] = await col.until(2, WAIT, 'the events');
+      assertSameValues(ev.args, PAYLOAD_ARGS, 'EVENT args');
+      assertSameValues(ev.kwargs, PAYLOAD_KWARGS, 'EVENT kwargs');
+      const want = binaryPayload(dst.ser);
+      assertSameValues(bin.args, want.args, `binary EVENT args (${src.ser} -> ${dst.ser})`);
+      assertSameValues(bin.kwargs, want.kwargs, `binary EVENT kwargs (${src.ser} -> ${dst.ser})`);
+      await closeChecked(sub, 'subscriber');
+      await closeChecked(pub, 'publisher');
+    });
+
+    it(`${src.label} caller -> ${dst.label} callee: payload, binary values and errors intact`, t, async () => {
+      // The callee answers with its own copy of what the caller sent.
+      const root = base('mixedrpc');
+      const callee = await dst.open();
+      const caller = await src.open();
+      const seen = [];
+      const answer = (reply) => ({ argsList, argsDict }) => {
+        seen.push({ args: argsList, kwargs: argsDict });
+        return { argsList: reply.args, argsDict: reply.kwargs };
+      };
+      await within(callee.client.register(`${root}.echo`, answer({ args: PAYLOAD_ARGS, kwargs: PAYLOAD_KWARGS })), WAIT, 'REGISTERED');
+      await within(callee.client.register(`${root}.bin`, answer(binaryPayload(dst.ser, wampyBytes))), WAIT, 'REGISTERED');
+      const bytesAt = (ser) => binaryPayload(ser, wampyBytes).args[0];
+      await within(
+        callee.client.register(`${root}.fails`, () => {
+          throw new AppError('com.example.error', [UNICODE, 2 ** 53, bytesAt(dst.ser)], { nested: { ok: false } });
+        }),
+        WAIT,
+        'REGISTERED',
+      );
+      const res = await within(caller.client.call(`${root}.echo`, { argsList: PAYLOAD_ARGS, argsDict: PAYLOAD_KWARGS }), WAIT, 'RESULT');
+      assertSameValues(seen[0], { args: PAYLOAD_ARGS, kwargs: PAYLOAD_KWARGS }, 'INVOCATION payload at the callee');
+      assertSameValues(res.argsList, PAYLOAD_ARGS, 'RESULT args');
+      assertSameValues(res.argsDict, PAYLOAD_KWARGS, 'RESULT kwargs');
+      const sent = binaryPayload(src.ser, wampyBytes);
+      const bin = await within(caller.client.call(`${root}.bin`, { argsList: sent.args, argsDict: sent.kwargs }), WAIT, 'RESULT binary');
+      assertSameValues(seen[1], binaryPayload(dst.ser), `binary INVOCATION (${src.ser} -> ${dst.ser})`);
+      assertSameValues({ args: bin.argsList, kwargs: bin.argsDict }, binaryPayload(src.ser), `binary RESULT (${dst.ser} -> ${src.ser})`);
+      const err = await rejectionOf(caller.client.call(`${root}.fails`), WAIT, 'failing call');
+      assertCallError(err, 'com.example.error', 'callee error');
+      assertSameValues(err.argsList, [UNICODE, 2 ** 53, binaryPayload(src.ser).args[0]], 'ERROR args');
+      assert.deepEqual(err.argsDict, { nested: { ok: false } }, 'ERROR kwargs');
+      await closeChecked(callee, 'callee');
+      await closeChecked(caller, 'caller');
+    });
+  }
+}
+
+// What wampy's CBOR serializer (cbor-x, with wampy's options: int64AsNumber)
+// sends that the other serializers have no form for. ws(ser): { open } for a
+// session on ser.
+function cborSuite(ws) {
+  // what the router does with these is switchyard's (src/codec/cbor.rs)
+  const t = { timeout: TEST_TIMEOUT, skip: kind !== 'switchyard' && `switchyard's CBOR handling (router: ${kind})` };
+  const serializers = SERIALIZERS;
+
+  it('CBOR undefined in a payload: kept spliced CBOR to CBOR, null in JSON and MessagePack', t, async () => {
+    // cbor-x writes undefined as f7; the router reads it as null where it
+    // transcodes.
+    const topic = base('undef');
+    const subs = [];
+    for (const ser of serializers) subs.push({ ser, h: await ws(ser).open(), col: eventCollector() });
+    for (const s of subs) await within(subscribe(s.h, topic, s.col.handler), WAIT, `SUBSCRIBED (${s.ser})`);
+    const pub = await ws('cbor').open();
+    await within(pub.client.publish(topic, { argsList: [1, undefined, [undefined]], argsDict: { u: undefined, n: null } }), WAIT, 'PUBLISHED');
+    for (const s of subs) {
+      const [ev] = await s.col.until(1, WAIT, `the event (${s.ser})`);
+      const u = s.ser === 'cbor' ? undefined : null;
+      // JSON.parse has no undefined, and MessagePack none either: the
+      // router must send null; CBOR to CBOR the bytes go as they came
+      assert.deepEqual([ev.args, ev.kwargs], [[1, u, [u]], { u, n: null }], `at the ${s.ser} subscriber`);
+    }
+    for (const s of subs) await closeChecked(s.h, `subscriber (${s.ser})`);
+    await closeChecked(pub, 'publisher');
+  });
+
+  it('CBOR: a session ID above 2**32 goes out as a float (cbor-x) and wamp.session.get takes it, as it takes a BigInt', t, async () => {
+    // WAMP IDs are integers; cbor-x writes a JS number above 2**32 as a
+    // float64 (fb ...) and only a BigInt as an integer. Session IDs are
+    // random in [1, 2**53], so almost all of them are above 2**32; the
+    // router takes a whole float as an ID in its procedures' arguments.
+    const b = await ws('cbor').open();
+    // (one in 2**21 is not: then open another)
+    let a = await ws('cbor').open();
+    while (a.client.getSessionId() <= 2 ** 32) {
+      await closeChecked(a, 'session with a small id');
+      a = await ws('cbor').open();
+    }
+    const id = a.client.getSessionId();
+    assert.equal(Buffer.from(b.tap.inner.encode(id))[0], 0xfb, 'cbor-x wrote the id as a float64');
+    const asFloat = await within(b.client.call('wamp.session.get', [id]), WAIT, 'wamp.session.get with a float id');
+    assert.equal(Number(asFloat.argsList[0].session), id, 'wamp.session.get of the id as a CBOR float');
+    // a float that is not a whole number is still no ID
+    const err = await rejectionOf(b.client.call('wamp.session.get', [1.5]), WAIT, 'wamp.session.get with 1.5');
+    assertCallError(err, 'wamp.error.invalid_argument', 'wamp.session.get with a fractional id');
+    const info = await within(b.client.call('wamp.session.get', [BigInt(id)]), WAIT, 'wamp.session.get with a BigInt id');
+    assert.equal(Number(info.argsList[0].session), id, 'wamp.session.get of the id as a CBOR integer');
+    await closeChecked(a, 'a');
+    await closeChecked(b, 'b');
+  });
+}
+
+// Every pair of distinct items of xs, each once.
+function pairs(xs) {
+  return xs.flatMap((x, i) => xs.slice(i + 1).map((y) => [x, y]));
+}
+
+// ---------------------------------------------------------------------------
 
 describeEachRouter({ prefix: 'wampy: ', closeAll }, (ctx) => {
-  for (const ser of SERIALIZERS) {
-    describe(`websocket ${ser}`, () => wampySuite(ctx, ser));
+  const noUnix = !RAWSOCKET && `the harness starts Unix socket listeners for switchyard only (router: ${kind})`;
+  for (const L of ctx.listeners) {
+    describe(L.title, () => {
+      for (const ser of SERIALIZERS) {
+        describe(`websocket ${ser}`, () => wampySuite(ctx, L, ser));
+      }
+      for (const ser of SERIALIZERS) {
+        describe(`websocket ${ser} over a Unix socket`, { skip: noUnix }, () => unixSuite(L, ser));
+      }
+      const ws = (ser) => ({ label: `websocket ${ser}`, ser, open: () => within(connect(L.url(), { serializer: ser }), WAIT, `${ser} session to open`) });
+      for (const [x, y] of pairs(SERIALIZERS)) {
+        describe(`websocket ${x} <-> websocket ${y}`, () => mixedSuite(ws(x), ws(y)));
+      }
+      if (SERIALIZERS.includes('cbor')) describe('websocket cbor: undefined and IDs', () => cborSuite(ws));
+    });
   }
 });

@@ -202,7 +202,7 @@ function crossbarConfig(port) {
             // A plain WebSocket transport answers on any request path, /ws included.
             type: 'websocket',
             endpoint: { type: 'tcp', interface: '127.0.0.1', port },
-            serializers: ['json', 'msgpack'],
+            serializers: ['json', 'msgpack', 'cbor'],
             auth: {
               anonymous: { type: 'static', role: 'anonymous' },
               ticket: { type: 'static', principals: crossbarTicketPrincipals() },

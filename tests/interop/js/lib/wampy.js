@@ -188,6 +188,16 @@ function subscribe(handle, topic, onEvent, options) {
   return handle.client.subscribe(topic, onEvent, opts);
 }
 
+// A WAMP ID (a session ID) as a call argument from session h. wampy's CBOR
+// serializer (cbor-x, int64AsNumber) decodes IDs to numbers and writes a JS
+// number above 2**32 as a float64, which the router takes for no ID
+// (wamp.session.get answers wamp.error.invalid_argument); it writes a BigInt
+// as an integer. msgpackr decodes IDs above 2**32 to BigInts and writes them
+// as integers again; JSON knows no BigInt.
+function idArg(h, id) {
+  return h.serializer === 'cbor' ? BigInt(id) : id;
+}
+
 // publish() with PUBLISH.Options.exclude_me = false on the wire (see INCLUDE_ME).
 function publishIncludingMe(client, topic, payload, options = {}) {
   return client.publish(topic, payload, { ...options, [INCLUDE_ME]: true });
@@ -203,4 +213,5 @@ module.exports = {
   eventCollector,
   subscribe,
   publishIncludingMe,
+  idArg,
 };
