@@ -594,7 +594,10 @@ mod tests {
             // tag 1 (epoch time): the value, untagged
             (&[0xc1, 0x1a, 0x51, 0x4b, 0x67, 0xb0], Value::UInt(1363896240)),
             // -2^64: beyond i64, the nearest float
-            (&[0x3b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], Value::Float(-18446744073709551616.0)),
+            (
+                &[0x3b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+                Value::Float(-18446744073709551616.0),
+            ),
             // bignums: 2^64 (beyond u64, a float), 2^53 and -2^63 - 1 in
             // 8 bytes or less (integers), a zero-padded 5, -5
             (&[0xc2, 0x49, 1, 0, 0, 0, 0, 0, 0, 0, 0], Value::Float(18446744073709551616.0)),

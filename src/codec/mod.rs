@@ -735,7 +735,10 @@ mod tests {
         f.extend_from_slice(&[0xff; 8]);
         let Ok(Message::Publish { payload, .. }) = c(&f) else { panic!() };
         let js = transcode(&payload, Serializer::Json).unwrap();
-        assert_eq!(payload_values(&js).unwrap(), [Value::List(vec![Value::Float(-18446744073709551616.0)])]);
+        assert_eq!(
+            payload_values(&js).unwrap(),
+            [Value::List(vec![Value::Float(-18446744073709551616.0)])]
+        );
         assert_eq!(c(&[0x84, 0x18, 36, 1, 2, 0xa0]), Err(DecodeError::UnexpectedType(36)));
     }
 }
