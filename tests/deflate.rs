@@ -194,7 +194,10 @@ fn compressed_wamp_both_ways_with_and_without_context_takeover() {
                     );
                 }
                 z.send(&hello());
-                z.expect(WELCOME);
+                let welcome = z.expect(WELCOME);
+                let transport = welcome.at(2).key("transport");
+                assert_eq!(transport.key("compression").s(), "permessage-deflate");
+                assert_eq!(transport.key("protocol").s(), ser.subprotocol());
                 let topic = format!("com.deflate.{shards}.{ser:?}");
                 let mut plain = Client::join_ws(r.ws, Ser::Json);
                 let sub = plain.subscribe(&topic, "{}");

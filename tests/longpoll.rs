@@ -134,6 +134,8 @@ fn longpoll_sessions_in_every_protocol_talk_to_websocket_ones() {
                 lp.send(&hello());
                 let welcome = lp.expect_n(1);
                 assert_eq!(welcome[0].code(), WELCOME);
+                let transport = welcome[0].at(2).key("transport");
+                assert_eq!((transport.key("type").s(), transport.key("protocol").s()), ("longpoll", protocol));
                 let topic = format!("com.lp.{shards}.{protocol}");
                 lp.send(&parse_json(&format!(r#"[32, 1, {{}}, "{topic}"]"#)));
                 assert_eq!(lp.expect_n(1)[0].code(), SUBSCRIBED);

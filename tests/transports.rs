@@ -236,6 +236,12 @@ fn batched_websocket_in_every_serializer_and_both_json_separators() {
             }
             let codes: Vec<u64> = got.iter().map(|m| m.code()).collect();
             assert_eq!(codes, [WELCOME, SUBSCRIBED], "{shards} shards, {ser:?}: {got:?}");
+            let transport = got[0].at(2).key("transport");
+            assert_eq!(
+                (transport.key("type").s(), transport.key("protocol").s()),
+                ("websocket", ser.batched())
+            );
+            assert!(transport.get("compression").is_none());
             // two PUBLISHes to itself in one batch: two EVENTs in order
             let msgs = [
                 parse_json(&format!(r#"[16, 2, {{"exclude_me": false}}, "{topic}", [1, "x"]]"#)),

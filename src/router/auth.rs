@@ -1023,18 +1023,10 @@ impl Router {
             return;
         };
         let Some(c) = self.conns.get(&conn) else { return };
-        let peer = c.transport.peer;
-        let transport = Dict::new()
-            .with(
-                "type",
-                match c.transport.kind {
-                    super::TransportKind::WebSocket => "websocket".into(),
-                    super::TransportKind::RawSocket => "rawsocket".into(),
-                    super::TransportKind::LongPoll => "longpoll".into(),
-                },
-            )
-            .with("peer", peer.map_or(Value::Null, |p| Value::Str(p.to_string())))
-            .with("tls", Value::Bool(c.transport.tls.is_some()));
+        let mut transport = c.transport.details();
+        if c.transport.peer.is_none() {
+            transport.insert("peer", Value::Null);
+        }
         let authid = details.get_str("authid").map(str::to_owned);
         let mut info = Dict::new()
             .with("authmethod", method.as_str().into())

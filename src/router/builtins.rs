@@ -20,7 +20,7 @@ use std::sync::Arc;
 use super::broker::Stored;
 use super::gather::{Answer, KillTarget, Query, Reply};
 use super::options::{self, PublishOptions};
-use super::session::{LocalSession, Phase, Testament, TransportKind};
+use super::session::{LocalSession, Phase, Testament};
 use super::{EventExtras, RealmIdx, Router};
 use crate::codec::{self, encode};
 use crate::config::CallerDisclosure;
@@ -1059,19 +1059,7 @@ fn scope(kwargs: &Dict) -> Result<bool, (&'static str, String)> {
 pub(super) fn session_details(id: Id, s: &super::LocalSession) -> Dict {
     let who = &s.identity;
     let text = |v: &str| Value::Str(v.to_owned());
-    let mut transport = Dict::new()
-        .with(
-            "type",
-            text(match s.transport.kind {
-                TransportKind::WebSocket => "websocket",
-                TransportKind::RawSocket => "rawsocket",
-                TransportKind::LongPoll => "longpoll",
-            }),
-        )
-        .with("serializer", text(s.transport.serializer.name()));
-    if let Some(peer) = s.transport.peer {
-        transport.insert("peer", text(&peer.to_string()));
-    }
+    let transport = s.transport.details();
     Dict::new()
         .with("session", Value::UInt(id))
         .with("authid", text(&who.authid))

@@ -50,6 +50,10 @@ pub struct TransportInfo {
     pub peer: Option<std::net::SocketAddr>,
     /// Over TLS: what the handshake established.
     pub tls: Option<Arc<super::auth::TlsInfo>>,
+    /// WAMP-over-Batched-WebSocket, or a batched long-poll protocol.
+    pub batched: bool,
+    /// permessage-deflate was negotiated.
+    pub compressed: bool,
 }
 
 impl TransportInfo {
@@ -60,7 +64,37 @@ impl TransportInfo {
             serializer,
             peer: None,
             tls: None,
+            batched: false,
+            compressed: false,
         }
+    }
+
+    /// The transport as WELCOME, `wamp.session.get` and the authenticator
+    /// describe it: `type` (websocket, rawsocket, longpoll), `serializer`,
+    /// `protocol` (the subprotocol, WebSocket and long-poll), `compression`
+    /// (when negotiated), `tls`, and `peer` (host:port; absent on a Unix
+    /// socket).
+    pub fn details(&self) -> Dict {
+        let kind = match self.kind {
+            TransportKind::WebSocket => "websocket",
+            TransportKind::RawSocket => "rawsocket",
+            TransportKind::LongPoll => "longpoll",
+        };
+        let mut d = Dict::new()
+            .with("type", Value::Str(kind.into()))
+            .with("serializer", Value::Str(self.serializer.name().into()));
+        if self.kind != TransportKind::RawSocket {
+            let protocol = crate::transport::websocket::subprotocol_name(self.serializer, self.batched);
+            d.insert("protocol", Value::Str(protocol.into()));
+        }
+        if self.compressed {
+            d.insert("compression", Value::Str("permessage-deflate".into()));
+        }
+        d.insert("tls", Value::Bool(self.tls.is_some()));
+        if let Some(peer) = self.peer {
+            d.insert("peer", Value::Str(peer.to_string()));
+        }
+        d
     }
 }
 
@@ -764,7 +798,13 @@ impl Router {
         let outbox = c.outbox.clone();
         let ser = c.ser;
         let transport = c.transport.clone();
-        let mut welcome = encode::welcome(ser, sid, &welcome_details(&identity).with("authextra", Value::Dict(authextra)));
+        let mut welcome = encode::welcome(
+            ser,
+            sid,
+            &welcome_details(&identity)
+                .with("authextra", Value::Dict(authextra))
+                .with("transport", Value::Dict(transport.details())),
+        );
         if !outbox.fits(welcome.len()) {
             // a peer that takes less than the feature lists (RawSocket
             // allows 512 bytes): the roles without their features
@@ -905,6 +945,8 @@ mod tests {
             serializer: Serializer::Json,
             peer: Some("127.0.0.1:4000".parse().expect("address")),
             tls: None,
+            batched: false,
+            compressed: false,
         };
         let conn = router.open_connection(outbox.clone(), transport);
         let w = welcome(

@@ -104,6 +104,8 @@ async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
                 serializer: Serializer::Json,
                 peer: peer.addr,
                 tls: peer.tls,
+                batched: false,
+                compressed: false,
             };
             if let Some(settings) = &listener.longpoll {
                 super::longpoll::serve(ctx, stream, info, buf, settings).await;
@@ -286,6 +288,8 @@ async fn run<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, mut buf: BytesM
         serializer: ser,
         peer: peer.addr,
         tls: peer.tls,
+        batched,
+        compressed: wire.deflate.is_some(),
     };
     let conn = ctx.router.borrow_mut().open_connection(outbox.clone(), transport);
     // Leaves the router's tables on every way out of here, a panic included.

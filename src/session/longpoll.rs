@@ -253,6 +253,7 @@ fn open(ctx: &Rc<ConnCtx>, body: &[u8], mut info: TransportInfo, settings: &Sett
     let outbox = Rc::new(Outbox::new(ctx.limits.max_outbound_bytes));
     info.kind = TransportKind::LongPoll;
     info.serializer = ser;
+    info.batched = batched;
     let conn = ctx.router.borrow_mut().open_connection(outbox.clone(), info);
     let id = longpoll::new_id(ctx.longpoll.me);
     let t = Rc::new(Transport {
