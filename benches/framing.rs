@@ -1,6 +1,9 @@
 //! Frame parsing: masked client WebSocket frames (`WsDecoder::decode`) and
 //! RawSocket frames (`rawsocket::decode`) with 64 B, 1 KiB and 64 KiB
-//! payloads, and a buffer of 100 small (64 B) frames back to back.
+//! payloads, and a buffer of 100 small (64 B) frames back to back; and
+//! permessage-deflate's cost per message size (`deflate::Deflater::compress`
+//! and `Inflater::inflate` of a JSON EVENT, with context takeover and
+//! without).
 //!
 //! Every iteration parses a fresh copy of the input (the decoder unmasks in
 //! place and consumes the buffer); the copy is made outside the timing.
@@ -162,5 +165,68 @@ fn raw_socket(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, websocket, raw_socket);
+/// A JSON EVENT of about `len` bytes: the shape of real traffic (keys and
+/// field names repeat, values vary with `seed`).
+fn json_event(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = format!("[36,5742958237521,{},{{}},[", 8301235501234 + seed);
+    let mut i = seed * 977;
+    while s.len() + 40 < len {
+        s.push_str(&format!(
+            "{{\"id\":{i},\"price\":{}.{:02},\"sym\":\"S{}\"}},",
+            100 + i * 7 % 900,
+            i * 13 % 100,
+            i % 50
+        ));
+        i += 1;
+    }
+    s.push_str("0]]");
+    s.into_bytes()
+}
+
+fn deflate(c: &mut Criterion) {
+    use switchyard::transport::deflate::{Deflater, Inflater, Params};
+    let mut g = c.benchmark_group("deflate");
+    for (len, size) in [(128, "128B"), (1024, "1KiB"), (16 * 1024, "16KiB")] {
+        // a stream of 64 different events, compressed in turn (with context
+        // takeover each leans on the ones before, as a real stream does)
+        let stream: Vec<Vec<u8>> = (0..64).map(|s| json_event(len, s)).collect();
+        let msg = stream[0].clone();
+        for (takeover, mode) in [(true, "context_takeover"), (false, "no_context_takeover")] {
+            let p = Params {
+                server_bits: 15,
+                client_bits: 15,
+                server_no_context_takeover: !takeover,
+                client_no_context_takeover: !takeover,
+            };
+            let mut d = Deflater::new(&p, 0);
+            let mut out = Vec::new();
+            assert!(d.compress(&msg, &mut out));
+            let mut i = Inflater::new(&p);
+            assert_eq!(i.inflate(&out, MAX_MESSAGE).expect("inflates"), msg);
+            g.throughput(Throughput::Bytes(msg.len() as u64));
+            let mut k = 0;
+            g.bench_with_input(BenchmarkId::new(format!("compress/{mode}"), size), &stream, |b, stream| {
+                b.iter(|| {
+                    k = (k + 1) % stream.len();
+                    out.clear();
+                    d.compress(black_box(&stream[k]), &mut out)
+                })
+            });
+            if takeover {
+                continue;
+            }
+            // inflate the same message over and over, each time on its own
+            // (a stream of copies of one message would lean on the previous)
+            let mut one = Vec::new();
+            Deflater::new(&p, 0).compress(&msg, &mut one);
+            let mut i = Inflater::new(&p);
+            g.bench_with_input(BenchmarkId::new("inflate", size), &one, |b, m| {
+                b.iter(|| i.inflate(black_box(m), MAX_MESSAGE))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, websocket, raw_socket, deflate);
 criterion_main!(benches);

@@ -34,6 +34,9 @@ check() {
 }
 check "pubsub rawsocket msgpack" pubsub --url "rs://127.0.0.1:$rs" --publishers 2 --subscribers 4 --topics 2
 check "pubsub websocket json" pubsub --url "ws://127.0.0.1:$ws/ws" --serializer json --subscribers 2
+check "pubsub rawsocket cbor" pubsub --url "rs://127.0.0.1:$rs" --serializer cbor --subscribers 2
+check "pubsub websocket json batched" pubsub --url "ws://127.0.0.1:$ws/ws" --serializer json --batched --subscribers 2
+check "rpc websocket cbor batched" rpc --url "ws://127.0.0.1:$ws/ws" --serializer cbor --batched --window 8
 check "fanout" fanout --url "rs://127.0.0.1:$rs" --subscribers 20
 check "rpc closed loop" rpc --url "rs://127.0.0.1:$rs" --callers 2 --callees 2 --window 4
 check "rpc open loop" rpc --url "ws://127.0.0.1:$ws/ws" --rate 500

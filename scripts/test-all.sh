@@ -39,14 +39,14 @@ export SWITCHYARD_BIN="$root/target/debug/switchyard"
 step "WebSocket conformance: kosoku (Autobahn TestSuite cases) against the router (1 and 2 shards)"
 ./scripts/ws-conformance.sh
 
-step "interop: autobahn-python (WebSocket JSON/MessagePack, RawSocket MessagePack; 1 and 2 shards)"
+step "interop: autobahn-python (WebSocket, batched WebSocket, RawSocket over TCP and Unix sockets, the universal port; JSON/MessagePack/CBOR; permessage-deflate; long-poll over HTTP; 1 and 2 shards)"
 python="$(command -v python3.11 || command -v python3)"
 venv="$root/.venv-interop"
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check -r tests/interop/python/requirements.txt
 "$venv/bin/pytest" tests/interop/python -q
 
-step "interop: autobahn-js (WebSocket JSON/MessagePack, RawSocket JSON) and wampy (WebSocket); 1 and 2 shards"
+step "interop: autobahn-js (WebSocket JSON/MessagePack/CBOR, RawSocket JSON over TCP and Unix sockets, long-poll) and wampy (WebSocket JSON/MessagePack/CBOR); dedicated and universal listeners; 1 and 2 shards"
 (cd tests/interop/js && npm ci --no-audit --no-fund --loglevel=error && npm test)
 
 step "all suites passed"

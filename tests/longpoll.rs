@@ -83,23 +83,11 @@ impl Lp {
         if resp.status != 200 {
             return (resp.status, Vec::new());
         }
-        let mut out = Vec::new();
-        if !self.batched {
-            out.push(decode(self.ser, &resp.body));
+        let out = if self.batched {
+            split_batch(self.ser, &resp.body, 0x1e)
         } else {
-            let mut rest = &resp.body[..];
-            while !rest.is_empty() {
-                if self.ser == Ser::Json {
-                    let end = rest.iter().position(|&b| b == 0x1e).expect("separator");
-                    out.push(decode(self.ser, &rest[..end]));
-                    rest = &rest[end + 1..];
-                } else {
-                    let n = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                    out.push(decode(self.ser, &rest[4..4 + n]));
-                    rest = &rest[4 + n..];
-                }
-            }
-        }
+            vec![decode(self.ser, &resp.body)]
+        };
         (200, out)
     }
 

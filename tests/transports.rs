@@ -192,25 +192,7 @@ fn recv_batch(conn: &mut Conn, ser: Ser, separator: u8) -> Vec<Value> {
         Incoming::Message(m) => m,
         other => panic!("expected a batch, got {other:?}"),
     };
-    let mut out = Vec::new();
-    let mut rest = &data[..];
-    while !rest.is_empty() {
-        match ser {
-            Ser::Json => {
-                let end = rest
-                    .iter()
-                    .position(|&b| b == separator)
-                    .expect("a JSON message without its separator");
-                out.push(decode(ser, &rest[..end]));
-                rest = &rest[end + 1..];
-            }
-            Ser::MsgPack | Ser::Cbor => {
-                let n = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                out.push(decode(ser, &rest[4..4 + n]));
-                rest = &rest[4 + n..];
-            }
-        }
-    }
+    let out = split_batch(ser, &data, separator);
     assert!(!out.is_empty(), "the router sent an empty batch");
     out
 }
@@ -295,7 +277,7 @@ fn queued_messages_go_out_batched_within_the_size_limit() {
                 Incoming::Message(m) => m,
                 other => panic!("{other:?}"),
             };
-            let batch = split_batch(ser, &data);
+            let batch = split_batch(ser, &data, 0x1e);
             assert!(
                 data.len() <= LIMIT || batch.len() == 1,
                 "{ser:?}: {} messages in {} bytes",
@@ -318,26 +300,6 @@ fn queued_messages_go_out_batched_within_the_size_limit() {
             assert!(total > LIMIT, "the JSON events ({total} bytes) do not test the bound");
         }
     }
-}
-
-fn split_batch(ser: Ser, data: &[u8]) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    while !rest.is_empty() {
-        match ser {
-            Ser::Json => {
-                let end = rest.iter().position(|&b| b == 0x1e).expect("separator");
-                out.push(decode(ser, &rest[..end]));
-                rest = &rest[end + 1..];
-            }
-            Ser::MsgPack | Ser::Cbor => {
-                let n = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                out.push(decode(ser, &rest[4..4 + n]));
-                rest = &rest[4 + n..];
-            }
-        }
-    }
-    out
 }
 
 #[test]

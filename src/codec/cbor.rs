@@ -346,66 +346,132 @@ impl<'a> CborReader<'a> {
     }
 
     /// Skips one value at `depth`, validating it as `parse_value` would:
-    /// structure, UTF-8 strings, string keys, integer range and nesting depth,
-    /// without building anything.
+    /// structure, UTF-8 strings, text keys and nesting depth, without
+    /// building anything. A walk over the bytes by hand: the payload span of
+    /// every message goes through it.
     fn skip_value(&mut self, depth: usize) -> Result<(), DecodeError> {
-        match self.untagged()? {
-            Type::U8 | Type::U16 | Type::U32 | Type::U64 => {
-                self.d.u64().map_err(truncated)?;
-            }
-            Type::I8 | Type::I16 | Type::I32 | Type::I64 | Type::Int => {
-                self.negative()?;
-            }
-            Type::F16 | Type::F32 | Type::F64 => {
-                self.d.f64().map_err(truncated)?;
-            }
-            Type::Bool | Type::Null | Type::Undefined => self.d.set_position(self.pos() + 1),
-            Type::String | Type::StringIndef => {
-                for chunk in self.d.str_iter().map_err(|_| err("invalid CBOR text string"))? {
-                    chunk.map_err(|_| err("invalid UTF-8 in string"))?;
-                }
-            }
-            Type::Bytes | Type::BytesIndef => {
-                for chunk in self.d.bytes_iter().map_err(|_| err("invalid CBOR byte string"))? {
-                    chunk.map_err(truncated)?;
-                }
-            }
-            t @ (Type::Array | Type::ArrayIndef | Type::Map | Type::MapIndef) => {
-                let map = matches!(t, Type::Map | Type::MapIndef);
-                let n = if map {
-                    self.d.map().map_err(truncated)?
-                } else {
-                    self.d.array().map_err(truncated)?
-                };
-                if n != Some(0) && depth >= MAX_DEPTH {
-                    return Err(err("nesting too deep"));
-                }
-                let one = |r: &mut Self| -> Result<(), DecodeError> {
-                    if map {
-                        if r.item()? != Item::Str {
-                            return Err(err("dictionary key must be a string"));
-                        }
-                        r.skip_value(depth + 1)?;
-                    }
-                    r.skip_value(depth + 1)
-                };
-                match n {
-                    Some(n) => {
-                        for _ in 0..n {
-                            one(self)?;
-                        }
-                    }
-                    None => {
-                        while !self.take_break()? {
-                            one(self)?;
-                        }
-                    }
-                }
-            }
-            Type::Break => return Err(err("unexpected CBOR break")),
-            Type::Simple | Type::Unknown(_) | Type::Tag => return Err(err("unsupported CBOR type")),
+        let buf = self.d.input();
+        let mut pos = self.d.position();
+        let r = skip_item(buf, &mut pos, depth);
+        self.d.set_position(pos.min(buf.len()));
+        r
+    }
+}
+
+/// One head: major type, additional information, and its argument (`None`
+/// for the indefinite length of a string, array or map).
+#[inline(always)]
+fn head(buf: &[u8], pos: &mut usize) -> Result<(u8, u8, Option<u64>), DecodeError> {
+    let ib = *buf.get(*pos).ok_or(err("malformed or truncated CBOR"))?;
+    *pos += 1;
+    let (major, info) = (ib >> 5, ib & 0x1f);
+    let arg = match info {
+        0..=23 => Some(info as u64),
+        24..=27 => {
+            let n = 1usize << (info - 24);
+            let bytes = buf.get(*pos..*pos + n).ok_or(err("malformed or truncated CBOR"))?;
+            *pos += n;
+            Some(bytes.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64))
         }
-        Ok(())
+        31 if (2..=5).contains(&major) => None,
+        31 if major == 7 => return Err(err("unexpected CBOR break")),
+        _ => return Err(err("unsupported CBOR type")),
+    };
+    Ok((major, info, arg))
+}
+
+/// Skips a string's content of `n` bytes (UTF-8 checked for text).
+#[inline(always)]
+fn skip_string(buf: &[u8], pos: &mut usize, major: u8, n: u64) -> Result<(), DecodeError> {
+    let n = usize::try_from(n).map_err(|_| err("malformed or truncated CBOR"))?;
+    let end = pos.checked_add(n).ok_or(err("malformed or truncated CBOR"))?;
+    let bytes = buf.get(*pos..end).ok_or(err("malformed or truncated CBOR"))?;
+    if major == 3 {
+        std::str::from_utf8(bytes).map_err(|_| err("invalid UTF-8 in string"))?;
+    }
+    *pos = end;
+    Ok(())
+}
+
+/// Skips a string whose head (major 2 or 3, `arg`) was read: definite, or
+/// definite chunks of the same major type up to a break.
+fn skip_string_item(buf: &[u8], pos: &mut usize, major: u8, arg: Option<u64>) -> Result<(), DecodeError> {
+    match arg {
+        Some(n) => skip_string(buf, pos, major, n),
+        None => loop {
+            if buf.get(*pos) == Some(&0xff) {
+                *pos += 1;
+                return Ok(());
+            }
+            match head(buf, pos)? {
+                (m, _, Some(n)) if m == major => skip_string(buf, pos, major, n)?,
+                _ => {
+                    return Err(err(if major == 3 {
+                        "invalid CBOR text string"
+                    } else {
+                        "invalid CBOR byte string"
+                    }))
+                }
+            }
+        },
+    }
+}
+
+/// Reads past any tags; the head of the item under them.
+#[inline(always)]
+fn untagged_head(buf: &[u8], pos: &mut usize) -> Result<(u8, u8, Option<u64>), DecodeError> {
+    loop {
+        let h = head(buf, pos)?;
+        if h.0 != 6 {
+            return Ok(h);
+        }
+        if h.2.is_none() {
+            return Err(err("unsupported CBOR type"));
+        }
+    }
+}
+
+/// Skips one item at `depth` as `CborReader::parse_value` reads it.
+fn skip_item(buf: &[u8], pos: &mut usize, depth: usize) -> Result<(), DecodeError> {
+    let (major, info, arg) = untagged_head(buf, pos)?;
+    match major {
+        0 | 1 => Ok(()),
+        2 | 3 => skip_string_item(buf, pos, major, arg),
+        4 | 5 => {
+            let empty = match arg {
+                Some(n) => n == 0,
+                None => buf.get(*pos) == Some(&0xff),
+            };
+            if !empty && depth >= MAX_DEPTH {
+                return Err(err("nesting too deep"));
+            }
+            let mut left = arg;
+            loop {
+                match &mut left {
+                    Some(0) => return Ok(()),
+                    Some(n) => *n -= 1,
+                    None => {
+                        if buf.get(*pos) == Some(&0xff) {
+                            *pos += 1;
+                            return Ok(());
+                        }
+                    }
+                }
+                if major == 5 {
+                    match untagged_head(buf, pos)? {
+                        (3, _, a) => skip_string_item(buf, pos, 3, a)?,
+                        _ => return Err(err("dictionary key must be a string")),
+                    }
+                }
+                skip_item(buf, pos, depth + 1)?;
+            }
+        }
+        // simple values and floats: false, true, null, undefined, half,
+        // single, double
+        _ => match info {
+            20..=23 | 25..=27 => Ok(()),
+            _ => Err(err("unsupported CBOR type")),
+        },
     }
 }
 

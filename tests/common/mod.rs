@@ -782,6 +782,32 @@ pub fn decode(ser: Ser, bytes: &[u8]) -> Value {
     }
 }
 
+/// The WAMP messages of one batch (WAMP-over-Batched-WebSocket framing, also
+/// the long-poll transport's): JSON messages each ended by `separator`,
+/// MessagePack and CBOR ones each after a 32-bit length.
+pub fn split_batch(ser: Ser, data: &[u8], separator: u8) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        match ser {
+            Ser::Json => {
+                let end = rest
+                    .iter()
+                    .position(|&b| b == separator)
+                    .expect("a JSON message without its separator");
+                out.push(decode(ser, &rest[..end]));
+                rest = &rest[end + 1..];
+            }
+            Ser::MsgPack | Ser::Cbor => {
+                let n = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                out.push(decode(ser, &rest[4..4 + n]));
+                rest = &rest[4 + n..];
+            }
+        }
+    }
+    out
+}
+
 /// Accessors for received messages.
 pub trait V {
     fn at(&self, i: usize) -> &Value;

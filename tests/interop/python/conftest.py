@@ -167,6 +167,21 @@ class RouterSetup:
         self.ports = ports
         self.unix_path = unix_path  # transport_listeners()' Unix socket
         self.secret = switchyard_secret
+        # more ports for listeners of the module's own (port(name)); the router
+        # waits for them to accept and tells them as router.extra_ports
+        self.extra_ports = {}
+
+    def port(self, name):
+        """A free 127.0.0.1 port, the same for the same name, for a listener of the
+        module's own; the test finds it as router.extra_ports[name]."""
+        if name not in self.extra_ports:
+            taken = set(self.ports.values()) | set(self.extra_ports.values())
+            while True:
+                p = _free_port()
+                if p not in taken:
+                    break
+            self.extra_ports[name] = p
+        return self.extra_ports[name]
 
     def plain_listeners(self):
         """The two plain listeners every module's config has ("ws", "rs")."""
@@ -271,7 +286,7 @@ class RouterProcess:
     """A running router subprocess and the URLs to reach it."""
 
     def __init__(self, kind, shards, proc, workdir, stdout_path, stderr_path, ports,
-                 unix_path=None, universal=False):
+                 unix_path=None, universal=False, extra_ports=None):
         self.kind = kind
         self.shards = shards
         self.proc = proc
@@ -302,6 +317,8 @@ class RouterProcess:
         self.universal_ws_url = ("ws://127.0.0.1:{}/ws".format(self.universal_port)
                                  if universal else None)
         self.unix_dir = None  # removed after the router stopped
+        # the ports of the module's own listeners (RouterSetup.port(name))
+        self.extra_ports = dict(extra_ports or {})
 
     def __repr__(self):
         return "<{} shards={} ws={} rs={}>".format(self.kind, self.shards, self.ws_url,
@@ -337,6 +354,7 @@ def _start_router(shards, tmp_path, module=None):
     stderr_path = tmp_path / "router.stderr"
     unix_dir = unix_path = None
     universal = False
+    extra_ports = {}
 
     if ROUTER == "crossbar":
         exe = _crossbar_bin()
@@ -366,6 +384,7 @@ def _start_router(shards, tmp_path, module=None):
         if '"unix:{}"'.format(unix_path) not in text:
             unix_path = None
         universal = '"127.0.0.1:{}"'.format(ports["uni"]) in text
+        extra_ports = setup.extra_ports
         config = tmp_path / "switchyard.toml"
         config.write_text(text)
         argv = [str(exe), "--config", str(config)]
@@ -374,7 +393,7 @@ def _start_router(shards, tmp_path, module=None):
         proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 cwd=str(tmp_path))
     router = RouterProcess(ROUTER, shards, proc, tmp_path, stdout_path, stderr_path, ports,
-                           unix_path=unix_path, universal=universal)
+                           unix_path=unix_path, universal=universal, extra_ports=extra_ports)
     router.unix_dir = unix_dir
 
     deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -390,7 +409,8 @@ def _start_router(shards, tmp_path, module=None):
         ready = ROUTER != "switchyard" or "switchyard ready" in router.stderr_text()
         if ready and _accepts(ws_port) and _accepts(rs_port) \
                 and (unix_path is None or _accepts_unix(unix_path)) \
-                and (not universal or _accepts(ports["uni"])):
+                and (not universal or _accepts(ports["uni"])) \
+                and all(_accepts(p) for p in extra_ports.values()):
             return router
         if time.monotonic() > deadline:
             _kill(proc)

@@ -16,6 +16,7 @@ Tests are plain synchronous pytest functions that call ``run(coro)``; each
 
 import asyncio
 import math
+import urllib.parse
 
 import txaio
 
@@ -112,6 +113,9 @@ class Client(ApplicationSession):
         self.close_details = None
         self.spec = None                        # TransportSpec it connected over (Harness.open)
         self.proto = None                       # its autobahn protocol (Harness.open)
+        # the WELCOME as it came, a list (Harness.open): autobahn's Welcome
+        # keeps only some of its details (not details.transport)
+        self.raw_welcome = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -234,6 +238,25 @@ def _serializer(transport):
     return TransportSpec(transport).make_serializer()
 
 
+def _tap_welcome(serializer, session):
+    """serializer (an autobahn one), keeping the raw WELCOME it decodes in
+    session.raw_welcome."""
+    inner = serializer._serializer
+    unserialize = inner.unserialize
+
+    def tapped(payload):
+        msgs = unserialize(payload)
+        if session.raw_welcome is None:
+            for m in msgs:
+                if isinstance(m, list) and m and m[0] == 2:
+                    session.raw_welcome = m
+                    break
+        return msgs
+
+    inner.unserialize = tapped
+    return serializer
+
+
 def unsupported(router, transport):
     """Why router cannot serve transport (a skip reason), or None."""
     spec = TransportSpec(transport)
@@ -271,7 +294,8 @@ class Harness:
         await self.close_all()
 
     async def open(self, transport, realm="realm1", name=None, timeout=WAIT, authid=None,
-                   auth=None, authmethods=None, authextra=None, tls=None, listener=None):
+                   auth=None, authmethods=None, authextra=None, tls=None, listener=None,
+                   url=None, ws_options=None):
         """Connect and wait for WELCOME. Raises JoinAborted on ABORT, ConnectionError
         when the connection closes first (OSError, ssl.SSLError where the TLS
         handshake fails).
@@ -287,6 +311,10 @@ class Harness:
         listener: "plain" or "tls", the listener to connect to whatever tls is
         (default: the one that fits it), so that a test can try a plain client
         on the TLS port and a TLS client on a plain one.
+        url: WebSocket only: connect to this ws:// URL (a listener of the
+        module's own) instead of the router's WebSocket listener.
+        ws_options: WebSocket only: more autobahn protocol options
+        (factory.setProtocolOptions), e.g. perMessageCompressionOffers.
         """
         loop = asyncio.get_running_loop()
         name = name or "{}#{}".format(transport, len(self.clients))
@@ -305,9 +333,14 @@ class Harness:
             raise ValueError("{}: {}".format(transport, why))
         if spec.endpoint != "tcp" and (tls is not None or listener == "tls"):
             raise ValueError("{}: the router's TLS listeners are TCP ones".format(transport))
+        if (url is not None or ws_options is not None) and (spec.kind != "ws"
+                                                            or spec.endpoint != "tcp"):
+            raise ValueError("{}: url and ws_options are for TCP WebSocket transports"
+                             .format(transport))
         host = port = path = None
         if spec.kind == "rs":
-            factory = WampRawSocketClientFactory(make, serializer=spec.make_serializer())
+            factory = WampRawSocketClientFactory(
+                make, serializer=_tap_welcome(spec.make_serializer(), session))
             if spec.endpoint == "unix":
                 path = self.router.unix_path
             elif spec.endpoint == "uni":
@@ -316,17 +349,20 @@ class Harness:
                 host = self.router.rawsocket_host
                 port = self.router.rss_port if listener == "tls" else self.router.rawsocket_port
         else:
-            if spec.endpoint == "uni":
+            if url is not None:
+                parsed = urllib.parse.urlsplit(url)
+                host, port = parsed.hostname, parsed.port
+            elif spec.endpoint == "uni":
                 url = self.router.universal_ws_url
                 host, port = "127.0.0.1", self.router.universal_port
             else:
                 url = self.router.wss_url if tls is not None else self.router.ws_url
                 host = self.router.ws_host
                 port = self.router.wss_port if listener == "tls" else self.router.ws_port
-            factory = WampWebSocketClientFactory(make, url=url,
-                                                 serializers=[spec.make_serializer()])
+            factory = WampWebSocketClientFactory(
+                make, url=url, serializers=[_tap_welcome(spec.make_serializer(), session)])
             factory.setProtocolOptions(openHandshakeTimeout=timeout, closeHandshakeTimeout=5.0,
-                                       failByDrop=False)
+                                       failByDrop=False, **(ws_options or {}))
 
         self.clients.append(session)
         if path is not None:
