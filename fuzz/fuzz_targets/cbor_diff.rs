@@ -29,10 +29,13 @@
 //!    of its own major type (RFC 8949 3.2.3 forbids it; ciborium reads nested
 //!    indefinite chunks): told by [`oddities`], a walk over the bytes.
 //!
-//! ALLOWED DIFFERENCE the other way (ciborium refuses, Switchyard accepts):
+//! ALLOWED DIFFERENCES the other way (ciborium refuses, Switchyard accepts),
+//! also told by [`oddities`]:
 //! 5. tag 2 or 3 on something else than a byte string, not a valid bignum:
-//!    Switchyard reads the value under it, as under any tag it does not know
-//!    (also told by [`oddities`]).
+//!    Switchyard reads the value under it, as under any tag it does not know;
+//! 6. a negative bignum (tag 3) of at most 16 bytes beyond -2^127: ciborium
+//!    reads such bignums into an i128 and refuses ("integer too large");
+//!    Switchyard reads the nearest float, as for every bignum beyond 64 bits.
 //!
 //! Simple values other than false, true, null and undefined are refused by
 //! both (ciborium has no `Value` for them).
@@ -156,7 +159,29 @@ fn oddities(b: &[u8]) -> Option<u8> {
             }
             (6, tag) => {
                 let loose = matches!(tag, Some(2 | 3)) && b.get(*pos).is_some_and(|c| c >> 5 != 2);
-                Some(walk(b, pos)? | if loose { LOOSE_BIGNUM } else { 0 })
+                // a definite byte string of at most 16 bytes under tag 3,
+                // beyond i128
+                let too_large = tag == Some(3) && {
+                    let mut at = *pos;
+                    match (b.get(at).map(|c| c >> 5), walk(b, &mut at)) {
+                        // the byte string's head, then its bytes at the end
+                        (Some(2), Some(_)) => {
+                            let info = b[*pos] & 31;
+                            let head = match info {
+                                0..=23 => 1,
+                                24..=27 => 1 + (1usize << (info - 24)),
+                                _ => usize::MAX,
+                            };
+                            let len = at - *pos;
+                            head != usize::MAX
+                                && len >= head
+                                && len - head <= 16
+                                && b[*pos + head..at].iter().fold(0u128, |a, &x| (a << 8) | x as u128) > i128::MAX as u128
+                        }
+                        _ => false,
+                    }
+                };
+                Some(walk(b, pos)? | if loose || too_large { LOOSE_BIGNUM } else { 0 })
             }
             _ => None,
         }
