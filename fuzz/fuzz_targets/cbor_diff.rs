@@ -159,29 +159,26 @@ fn oddities(b: &[u8]) -> Option<u8> {
             }
             (6, tag) => {
                 let loose = matches!(tag, Some(2 | 3)) && b.get(*pos).is_some_and(|c| c >> 5 != 2);
+                // the inner item, walked once (a walk per tag level would
+                // be exponential in nested tags)
+                let start = *pos;
+                let inner = walk(b, pos)?;
                 // a definite byte string of at most 16 bytes under tag 3,
-                // beyond i128
-                let too_large = tag == Some(3) && {
-                    let mut at = *pos;
-                    match (b.get(at).map(|c| c >> 5), walk(b, &mut at)) {
-                        // the byte string's head, then its bytes at the end
-                        (Some(2), Some(_)) => {
-                            let info = b[*pos] & 31;
-                            let head = match info {
-                                0..=23 => 1,
-                                24..=27 => 1 + (1usize << (info - 24)),
-                                _ => usize::MAX,
-                            };
-                            let len = at - *pos;
-                            head != usize::MAX
-                                && len >= head
-                                && len - head <= 16
-                                && b[*pos + head..at].iter().fold(0u128, |a, &x| (a << 8) | x as u128) > i128::MAX as u128
-                        }
-                        _ => false,
-                    }
+                // beyond i128: its head, then its bytes up to `pos`
+                let too_large = tag == Some(3) && b[start] >> 5 == 2 && {
+                    let info = b[start] & 31;
+                    let head = match info {
+                        0..=23 => 1,
+                        24..=27 => 1 + (1usize << (info - 24)),
+                        _ => usize::MAX,
+                    };
+                    let len = *pos - start;
+                    head != usize::MAX
+                        && len >= head
+                        && len - head <= 16
+                        && b[start + head..*pos].iter().fold(0u128, |a, &x| (a << 8) | x as u128) > i128::MAX as u128
                 };
-                Some(walk(b, pos)? | if loose || too_large { LOOSE_BIGNUM } else { 0 })
+                Some(inner | if loose || too_large { LOOSE_BIGNUM } else { 0 })
             }
             _ => None,
         }
