@@ -82,11 +82,11 @@ def med(kind, name, key):
         d = json.load(open(f"{out}/{kind}-{name}-{r}.json"))
         vals.append(d["latency"]["p50_us"] if key == "p50" else d[key])
     return statistics.median(vals)
-base = {k: med(*k.split("|"), "received_per_s" if k.startswith("pubsub") else ("p50" if k.startswith("rpc1") else "received_per_s"))
-        for k in ["pubsub|rs-msgpack", "rpc16|rs-msgpack", "rpc1|rs-msgpack"]}
+key = {"pubsub": "received_per_s", "rpc16": "received_per_s", "rpc1": "p50"}
+base = {k: med(k, "rs-msgpack", key[k]) for k in key}
 print(f"| transport | pub/sub events/s | ratio | RPC calls/s, 16 in flight | ratio | RPC p50, 1 in flight | ratio |")
 print("| --- | --- | --- | --- | --- | --- | --- |")
 for n in configs:
     ev = med("pubsub", n, "received_per_s"); c16 = med("rpc16", n, "received_per_s"); p50 = med("rpc1", n, "p50")
-    print(f"| {n} | {ev:,.0f} | {ev / base['pubsub|rs-msgpack']:.3f} | {c16:,.0f} | {c16 / base['rpc16|rs-msgpack']:.3f} | {p50:.1f} µs | {p50 / base['rpc1|rs-msgpack']:.3f} |")
+    print(f"| {n} | {ev:,.0f} | {ev / base['pubsub']:.3f} | {c16:,.0f} | {c16 / base['rpc16']:.3f} | {p50:.1f} µs | {p50 / base['rpc1']:.3f} |")
 PY
