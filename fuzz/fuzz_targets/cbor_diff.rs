@@ -25,9 +25,12 @@
 //! 1. nesting deeper than `codec::MAX_DEPTH` (64) — tags do not count;
 //! 2. a map key that is not a text string (WAMP dictionaries have string keys);
 //! 3. trailing bytes after the value (ciborium stops after one value);
-//! 4. an indefinite-length string with a chunk that is not a definite string
-//!    of its own major type (RFC 8949 3.2.3 forbids it; ciborium reads nested
-//!    indefinite chunks): told by [`oddities`], a walk over the bytes.
+//! 4. what RFC 8949 calls not well-formed and ciborium reads all the same,
+//!    told by [`oddities`], a walk over the bytes: an indefinite-length string
+//!    with a chunk that is not a definite string of its own major type
+//!    (3.2.3; ciborium reads nested indefinite chunks), and a simple value
+//!    below 32 in the two-byte form (0xf8 then a byte below 0x20, 3.3;
+//!    ciborium reads `f8 16` as null).
 //!
 //! ALLOWED DIFFERENCES the other way (ciborium refuses, Switchyard accepts),
 //! also told by [`oddities`]:
@@ -101,7 +104,8 @@ fn convert(v: &Cb, depth: usize) -> Option<Value> {
 
 /// What the CBOR item at the start of `b` holds that the two readers treat
 /// differently: [`BAD_CHUNK`], an indefinite-length string with a chunk that
-/// is not a definite string of the same major type (allowed difference 4),
+/// is not a definite string of the same major type, or a two-byte simple
+/// value below 32 (allowed difference 4, not well-formed),
 /// and [`LOOSE_BIGNUM`], a tag 2 or 3 on something else than a byte string
 /// (5). `None`: the bytes are not one well-formed item.
 fn oddities(b: &[u8]) -> Option<u8> {
@@ -122,6 +126,7 @@ fn oddities(b: &[u8]) -> Option<u8> {
             _ => return None,
         };
         match (major, arg) {
+            (7, Some(v)) if info == 24 && v < 32 => Some(BAD_CHUNK),
             (0 | 1, _) | (7, _) => Some(0),
             (2 | 3, Some(n)) => {
                 *pos = pos.checked_add(usize::try_from(n).ok()?).filter(|&p| p <= b.len())?;
