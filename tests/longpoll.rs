@@ -237,3 +237,34 @@ fn bad_requests_get_clear_errors_and_idle_transports_expire() {
     // and WebSocket on the same port still works
     Client::join_ws(addr, Ser::Json).sync();
 }
+
+/// SIGTERM with long-poll transports open (one with a receive waiting,
+/// one joined, one just closed): the router exits at once and cleanly, and
+/// the waiting receive gets the GOODBYE. (The transports' idle timers held
+/// the shard's context and kept the process from ending.)
+#[test]
+fn the_router_stops_with_longpoll_transports_open() {
+    for shards in [1, 2] {
+        let (mut r, addr) = router(shards, "");
+        let waiting = Lp::open(addr, r#""wamp.2.json""#);
+        waiting.send(&hello());
+        assert_eq!(waiting.expect_n(1)[0].code(), WELCOME);
+        let joined = Lp::open(addr, r#""wamp.2.cbor""#);
+        joined.send(&hello());
+        let closed = Lp::open(addr, r#""wamp.2.json""#);
+        assert_eq!(post(addr, &format!("/lp/{}/close", closed.id), b"").status, 204);
+        let poll = std::thread::spawn(move || waiting.receive());
+        // wait until the receive's request is in: a connection beside the
+        // one that asks for /metrics
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while r.metric_sum("connections") < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        r.terminate();
+        assert!(r.wait().success(), "{}", r.log());
+        let (status, msgs) = poll.join().expect("the receive");
+        assert_eq!(status, 200);
+        assert_eq!((msgs[0].code(), msgs[0].at(2).s()), (GOODBYE, "wamp.close.system_shutdown"));
+        drop(joined);
+    }
+}

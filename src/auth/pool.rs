@@ -29,7 +29,13 @@ struct Job {
 pub struct Pool {
     tx: Option<flume::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
+    /// Set when the pool drops: the workers stop even if a submitter was
+    /// never dropped (a task leaked by a stopped shard), within `POLL`.
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// How often an idle worker looks at the stop flag.
+const POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -67,9 +73,11 @@ impl Pool {
     /// to `cpus` (round-robin; empty: wherever the kernel puts them).
     pub fn start(threads: usize, capacity: usize, cpus: &[usize]) -> std::io::Result<Pool> {
         let (tx, rx) = flume::bounded::<Job>(capacity.max(1));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
             let rx = rx.clone();
+            let stop = stop.clone();
             let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
             let h = std::thread::Builder::new().name(format!("switchyard-auth-{i}")).spawn(move || {
                 if let Some(cpu) = cpu {
@@ -78,7 +86,12 @@ impl Pool {
                 // key derivation is throughput work: it yields the CPU to
                 // the shards and whatever else shares it
                 lower_priority();
-                while let Ok(job) = rx.recv() {
+                loop {
+                    let job = match rx.recv_timeout(POLL) {
+                        Ok(job) => job,
+                        Err(flume::RecvTimeoutError::Timeout) if !stop.load(std::sync::atomic::Ordering::Acquire) => continue,
+                        Err(_) => break,
+                    };
                     let check = job.check;
                     // a panicking check fails the login, not the thread
                     let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)).unwrap_or(false);
@@ -90,6 +103,7 @@ impl Pool {
         Ok(Pool {
             tx: Some(tx),
             threads: handles,
+            stop,
         })
     }
 
@@ -135,6 +149,7 @@ fn lower_priority() {
 impl Drop for Pool {
     fn drop(&mut self) {
         self.tx = None;
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
         for h in self.threads.drain(..) {
             let _ = h.join();
         }
@@ -166,5 +181,15 @@ mod tests {
         gate_tx.send(()).unwrap();
         assert_eq!(rx.recv().unwrap(), Verdict { conn: 1, ok: true });
         assert_eq!(rx.recv().unwrap(), Verdict { conn: 2, ok: false });
+    }
+
+    #[test]
+    fn the_pool_stops_though_a_submitter_outlives_it() {
+        let pool = Pool::start(2, 4, &[]).unwrap();
+        let (sub, _rx) = pool.submitter(4).unwrap();
+        // dropping joins the workers; with `sub` alive their channel stays
+        // open, and only the stop flag ends them
+        drop(pool);
+        assert!(!sub.submit(1, Box::new(|| true)), "no worker takes jobs after the drop");
     }
 }

@@ -95,6 +95,15 @@ impl Hub {
         self.transports.borrow().get(id).cloned()
     }
 
+    /// Closes every transport (at shutdown): their sessions leave, and the
+    /// connection slots they hold (which hold the shard's `ConnCtx`) go.
+    pub fn clear(&self, ctx: &ConnCtx) {
+        let ids: Vec<String> = self.transports.borrow().keys().cloned().collect();
+        for id in ids {
+            self.remove(ctx, &id);
+        }
+    }
+
     /// Forgets a transport and makes its session leave.
     fn remove(&self, ctx: &ConnCtx, id: &str) {
         if let Some(t) = self.transports.borrow_mut().remove(id) {
@@ -269,7 +278,7 @@ fn open(ctx: &Rc<ConnCtx>, body: &[u8], mut info: TransportInfo, settings: &Sett
     });
     ctx.longpoll.transports.borrow_mut().insert(id.clone(), t);
     ctx.stats.longpoll_transports.fetch_add(1, Ordering::Relaxed);
-    glommio::spawn_local(expire(ctx.clone(), id.clone(), settings.session_timeout)).detach();
+    glommio::spawn_local(expire(Rc::downgrade(ctx), id.clone(), settings.session_timeout)).detach();
     debug!(conn, transport = %id, "long-poll transport opened");
     let mut body = Vec::new();
     crate::codec::json::write_value(
@@ -286,11 +295,14 @@ fn open(ctx: &Rc<ConnCtx>, body: &[u8], mut info: TransportInfo, settings: &Sett
     longpoll::response(200, "OK", "application/json", &body)
 }
 
-/// Closes the transport once no request has touched it for `timeout`.
-async fn expire(ctx: Rc<ConnCtx>, id: String, timeout: Duration) {
+/// Closes the transport once no request has touched it for `timeout`. It
+/// holds the shard's context weakly: a shard that stops with this task
+/// asleep must not be kept alive by it.
+async fn expire(ctx: std::rc::Weak<ConnCtx>, id: String, timeout: Duration) {
     let tick = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     loop {
         glommio::timer::sleep(tick).await;
+        let Some(ctx) = ctx.upgrade() else { return };
         let Some(t) = ctx.longpoll.get(&id) else { return };
         if !t.receiving.get() && t.last_seen.get().elapsed() >= timeout {
             debug!(transport = %id, "long-poll transport expired");

@@ -405,8 +405,18 @@ async fn shard_main(
     // Stop accepting, say GOODBYE to every session, wait for them to go.
     drop(tasks.split_off(accepting));
     ctx.router.borrow_mut().shutdown();
+    // Long-poll clients cannot answer the GOODBYE (the listeners are
+    // closed): their transports close now, a receive that waits gets the
+    // GOODBYE first (and the connection slots they hold, which hold this
+    // shard's context, go).
+    ctx.conns.longpoll.clear(&ctx.conns);
     let deadline = Instant::now() + ctx.conns.limits.shutdown_grace;
     while ctx.router.borrow().connection_count() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    // and the connection tasks that are not sessions (an HTTP request, a
+    // long-poll request waiting on another shard's answer) end as well
+    while ctx.stats.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     let left = ctx.router.borrow().connection_count();

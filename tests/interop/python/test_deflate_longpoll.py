@@ -9,6 +9,7 @@ The module's router has, besides the plain WebSocket and RawSocket listeners
   dfl-nct  universal, [listener.deflate] threshold 0, max_window_bits 10,
            context_takeover = false (server_ and client_no_context_takeover)
   lp       websocket, [listener.longpoll] path /lp, poll_timeout_ms 1000
+  lp-short websocket, [listener.longpoll] poll_timeout_ms 200, session_timeout_ms 600
 
 permessage-deflate: autobahn-python is the client (its
 perMessageCompressionOffers / perMessageCompressionAccept options); it
@@ -34,6 +35,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import struct
 import subprocess
 import time
@@ -42,6 +44,7 @@ import urllib.request
 
 import cbor2
 import msgpack
+import conftest
 import pytest
 from autobahn.wamp.types import CallResult, PublishOptions
 from autobahn.websocket.compress import (PerMessageDeflate, PerMessageDeflateOffer,
@@ -60,6 +63,7 @@ LP_PATH = "/lp"
 POLL_TIMEOUT_MS = 1000
 THRESHOLD = 256
 NCT_WINDOW_BITS = 10
+SHORT_SESSION_MS = 600  # the lp-short listener's session_timeout_ms
 
 CONFIG = """\
 [router]
@@ -95,6 +99,15 @@ path = "/ws"
 path = "{lp_path}"
 poll_timeout_ms = {poll}
 session_timeout_ms = 20000
+
+[[listener]]
+type = "websocket"
+bind = "127.0.0.1:{lp_short}"
+path = "/ws"
+[listener.longpoll]
+path = "{lp_path}"
+poll_timeout_ms = 200
+session_timeout_ms = {short_session}
 """
 
 
@@ -103,7 +116,8 @@ def switchyard_config(setup):
     return CONFIG.format(shards=setup.shards, plain=setup.plain_listeners(),
                          dfl=setup.port("dfl"), dfl_nct=setup.port("dfl-nct"),
                          lp=setup.port("lp"), threshold=THRESHOLD, nct_bits=NCT_WINDOW_BITS,
-                         lp_path=LP_PATH, poll=POLL_TIMEOUT_MS)
+                         lp_path=LP_PATH, poll=POLL_TIMEOUT_MS, lp_short=setup.port("lp-short"),
+                         short_session=SHORT_SESSION_MS)
 
 
 # ---------------------------------------------------------------------------
@@ -560,13 +574,15 @@ def test_longpoll_session(router, lp_protocol):
             subscribed = await lp.expect(SUBSCRIBED)
             assert subscribed[1] == 1, subscribed
             pub = await same.publish(tag + ".topic", *PAYLOAD_ARGS, options=ACK, **PAYLOAD_KWARGS)
-            await other.publish(tag + ".topic", "from other", options=ACK)
-            event = await lp.expect(EVENT)
-            assert (event[1], event[2]) == (subscribed[2], pub.id), (event, pub.id)
+            pub2 = await other.publish(tag + ".topic", "from other", options=ACK)
+            # (two publishers' events may come in either order)
+            events = {e[2]: e for e in [await lp.expect(EVENT), await lp.expect(EVENT)]}
+            assert set(events) == {pub.id, pub2.id}, (events, pub.id, pub2.id)
+            event = events[pub.id]
+            assert event[1] == subscribed[2], (event, subscribed)
             assert_same(PAYLOAD_ARGS, event[4])
             assert_same(PAYLOAD_KWARGS, event[5])
-            event = await lp.expect(EVENT)
-            assert event[4] == ["from other"], event
+            assert events[pub2.id][4] == ["from other"] and len(events[pub2.id]) == 5, events
 
             # a call to an autobahn callee
             async def echo(*args, **kwargs):
@@ -688,6 +704,35 @@ def test_longpoll_errors_and_poll_timeout(router):
     run(main())
 
 
+def test_longpoll_idle_transport_expires(router):
+    """A joined long-poll session that no request touches for
+    session_timeout_ms is closed: its on_leave comes, then its transport is
+    404 and switchyard_longpoll_expired grew."""
+    port = router.extra_ports["lp-short"]
+
+    async def main():
+        async with Harness(router) as h:
+            watcher = await h.open("ws-json", name="watcher")
+            leaves = EventSink()
+            await watcher.subscribe(leaves.handler, "wamp.session.on_leave")
+            expired = await metric_sum(port, "longpoll_expired")
+            lp = LongPoll(port, "wamp.2.cbor")
+            await lp.open()
+            sid = (await lp.join())[1]
+            # no more requests: wait for the router to end the session
+            n = 0
+            while True:
+                n += 1
+                events = await leaves.wait_for(n, timeout=WAIT)
+                if events[n - 1][0][:1] == [sid]:
+                    break
+            status, msgs = await lp.receive_once()
+            assert status == 404, (status, msgs)
+            assert await metric_sum(port, "longpoll_expired") == expired + 1
+
+    run(main())
+
+
 # ---------------------------------------------------------------------------
 # long-poll with curl
 
@@ -755,3 +800,52 @@ def test_longpoll_with_curl(router):
             assert status == 404 and "error" in json.loads(out), (status, out)
 
     run(main())
+
+
+# ---------------------------------------------------------------------------
+# shutdown
+
+
+def test_sigterm_with_longpoll_session_joined(router, tmp_path, request):
+    """A router of its own (this module's config), with a long-poll session
+    joined and a receive waiting, gets SIGTERM: it answers the receive (with
+    its GOODBYE wamp.close.system_shutdown, where the receive had reached it)
+    and exits with code 0 in time, as it does with WebSocket sessions."""
+    own = conftest._start_router(router.shards, tmp_path, request.module)
+    try:
+        async def main():
+            lp = LongPoll(own.extra_ports["lp"], "wamp.2.json")
+            await lp.open()
+            await lp.join()
+            waiting = asyncio.ensure_future(
+                asyncio.to_thread(_http, "POST", "{}/{}/receive".format(lp.base, lp.id), b""))
+            await asyncio.sleep(0)
+            own.proc.send_signal(signal.SIGTERM)
+            try:
+                status, _, body = await asyncio.wait_for(waiting, WAIT)
+            except OSError:
+                return  # the receive did not get there before the router stopped accepting
+            assert status in (200, 204, 404), (status, body)
+            if status == 200:
+                msg = lp.codec.decode(body)[0]
+                assert msg[:3] == [GOODBYE, {}, "wamp.close.system_shutdown"], msg
+                # the reply: the router has stopped accepting connections by
+                # now, so it may not get there (the session then ends when the
+                # shutdown grace period does)
+                try:
+                    await lp.post("/{}/send".format(lp.id), lp.codec.encode(
+                        [[GOODBYE, {}, "wamp.close.goodbye_and_out"]]))
+                except OSError:
+                    pass
+
+        run(main())
+        try:
+            rc = own.proc.wait(timeout=conftest.SHUTDOWN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail("router did not exit within {} s of SIGTERM with a long-poll session "
+                        "joined\n--- stderr ---\n{}".format(conftest.SHUTDOWN_TIMEOUT,
+                                                          own.stderr_text()))
+        assert rc == 0, "router exited with {}\n{}".format(rc, own.stderr_text())
+    finally:
+        conftest._kill(own.proc)
+        conftest._remove_unix_dir(own)

@@ -57,7 +57,20 @@ class ConnectError extends Error {
 // package as its http(s) agent (an https.Agent with ca, cert, key);
 // `tlsConfiguration` { ca, cert, key } (all three, or autobahn ignores it)
 // becomes ws's TLS options, with rejectUnauthorized: false (autobahn sets it).
+// { type: 'longpoll', url }: autobahn-js's HTTP long-poll transport
+// (lib/transport/longpoll.js) to the base URL `url` (POST url/open, then
+// url/<transport>/send|receive|close); JSON only (it asks for wamp.2.json and
+// uses JSON.stringify/JSON.parse whatever `serializers` says). It makes its
+// requests with XMLHttpRequest, which Node lacks: the caller sets
+// globalThis.XMLHttpRequest first (the tests use the `xhr2` package).
 function transportOptions(url, transport, serializer) {
+  if (transport && transport.type === 'longpoll') {
+    const { type, url: lpUrl, request_timeout: requestTimeout, ...rest } = transport;
+    if (Object.keys(rest).length) throw new Error(`unknown longpoll transport options ${Object.keys(rest)}`);
+    if (serializer !== 'json') throw new Error(`autobahn-js long-poll speaks JSON only, not ${serializer}`);
+    if (typeof XMLHttpRequest === 'undefined') throw new Error('autobahn-js long-poll needs a global XMLHttpRequest');
+    return [{ type: 'longpoll', url: lpUrl, ...(requestTimeout ? { request_timeout: requestTimeout } : {}) }];
+  }
   if (!transport || transport.type === 'websocket') {
     const { type, agent, tlsConfiguration, ...rest } = transport || {};
     if (Object.keys(rest).length) throw new Error(`unknown websocket transport options ${Object.keys(rest)}`);
@@ -75,7 +88,11 @@ function transportOptions(url, transport, serializer) {
 
 // Opens a WAMP session, over a WebSocket to `url` unless opts.transport says
 // otherwise (see transportOptions). Resolves to a handle:
-//   { connection, session, details, closed, userErrors, internalErrors, serializer, transport }
+//   { connection, session, details, closed, userErrors, internalErrors, serializer, transport, received }
+// received: with opts.tap, every WAMP message the session got, as the
+// transport handed it to autobahn's session (WELCOME first, copied: autobahn's
+// `details` is WELCOME.Details with the transport's own info put in place of
+// its `transport`); else null.
 // `closed` resolves to { reason, details } when the connection closes.
 // Rejects with ConnectError if the connection closes before WELCOME.
 // Authentication, passed on to autobahn.Connection as given: authid,
@@ -84,7 +101,7 @@ function transportOptions(url, transport, serializer) {
 // asPrincipal(authid) in lib/principals.js gives them for realm1's principals
 // (WAMP-Ticket). Without them the session is anonymous, and the router names
 // it `anonymous-<session id>` whatever authid HELLO asks for.
-function connect(url, { realm = 'realm1', serializer = 'json', transport, authid, authmethods, authextra, onchallenge } = {}) {
+function connect(url, { realm = 'realm1', serializer = 'json', transport, authid, authmethods, authextra, onchallenge, tap = false } = {}) {
   const userErrors = [];
   const internalErrors = [];
   const transports = transportOptions(url, transport, serializer);
@@ -103,6 +120,30 @@ function connect(url, { realm = 'realm1', serializer = 'json', transport, authid
     on_internal_error: (err, msg) => internalErrors.push({ err, msg }),
   });
   openConnections.add(connection);
+  const received = tap ? [] : null;
+  if (tap) {
+    // The session sets transport.onmessage when it is made, right after the
+    // transport: wrap what it sets.
+    const create = connection._create_transport.bind(connection);
+    connection._create_transport = () => {
+      const t = create();
+      if (!t) return t;
+      let inner = t.onmessage;
+      Object.defineProperty(t, 'onmessage', {
+        configurable: true,
+        get: () => inner,
+        set: (fn) => {
+          inner = (msg) => {
+            // a copy of WELCOME: Connection.onopen puts the transport's
+            // own info into the details it hands on, which are WELCOME's
+            received.push(Array.isArray(msg) && msg[0] === 2 ? structuredClone(msg) : msg);
+            return fn(msg);
+          };
+        },
+      });
+      return t;
+    };
+  }
 
   let resolveClosed;
   const closed = new Promise((resolve) => {
@@ -113,7 +154,7 @@ function connect(url, { realm = 'realm1', serializer = 'json', transport, authid
     let opened = false;
     connection.onopen = (session, details) => {
       opened = true;
-      resolve({ connection, session, details, closed, userErrors, internalErrors, serializer, transport: transports[0].type });
+      resolve({ connection, session, details, closed, userErrors, internalErrors, serializer, transport: transports[0].type, received });
     };
     connection.onclose = (reason, details) => {
       openConnections.delete(connection);
