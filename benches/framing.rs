@@ -198,7 +198,7 @@ fn deflate(c: &mut Criterion) {
                 server_no_context_takeover: !takeover,
                 client_no_context_takeover: !takeover,
             };
-            let mut d = Deflater::new(&p, 0);
+            let mut d = Deflater::new(&p, 0, 2);
             let mut out = Vec::new();
             assert!(d.compress(&msg, &mut out));
             let mut i = Inflater::new(&p);
@@ -218,7 +218,7 @@ fn deflate(c: &mut Criterion) {
             // inflate the same message over and over, each time on its own
             // (a stream of copies of one message would lean on the previous)
             let mut one = Vec::new();
-            Deflater::new(&p, 0).compress(&msg, &mut one);
+            Deflater::new(&p, 0, 2).compress(&msg, &mut one);
             let mut i = Inflater::new(&p);
             g.bench_with_input(BenchmarkId::new("inflate", size), &one, |b, m| {
                 b.iter(|| i.inflate(black_box(m), MAX_MESSAGE))

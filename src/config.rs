@@ -492,6 +492,14 @@ pub struct DeflateConfig {
     /// (`server_no_context_takeover`, `client_no_context_takeover`).
     #[serde(default = "default_true")]
     pub context_takeover: bool,
+    /// zlib's compression level, 1 (fastest, and at 1 zlib-rs's static
+    /// Huffman codes barely shrink text without repeats) to 9.
+    #[serde(default = "default_deflate_level")]
+    pub level: u32,
+}
+
+fn default_deflate_level() -> u32 {
+    2
 }
 
 fn default_deflate_threshold() -> usize {
@@ -509,6 +517,7 @@ impl DeflateConfig {
             threshold: self.threshold,
             max_window_bits: self.max_window_bits,
             context_takeover: self.context_takeover,
+            level: self.level,
         }
     }
 }
@@ -829,6 +838,9 @@ impl Config {
                         format!("listener[{i}].deflate.max_window_bits"),
                         "must be between 9 and 15",
                     ));
+                }
+                if !(1..=9).contains(&d.level) {
+                    return Err(invalid(format!("listener[{i}].deflate.level"), "must be between 1 and 9"));
                 }
             }
             if let Some(lp) = &l.longpoll {

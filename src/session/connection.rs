@@ -150,7 +150,7 @@ async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
                 framing: Framing::WebSocket,
                 ser: serializer,
                 batched,
-                deflate: negotiated.map(|p| (p, deflate.map_or(0, |d| d.threshold))),
+                deflate: negotiated.zip(deflate.copied()),
             };
             run(ctx, stream, peer, buf, wire, usize::MAX).await;
         }
@@ -241,8 +241,8 @@ struct Wire {
     ser: Serializer,
     /// WAMP-over-Batched-WebSocket.
     batched: bool,
-    /// permessage-deflate as negotiated, and the listener's threshold.
-    deflate: Option<(deflate::Params, usize)>,
+    /// permessage-deflate as negotiated, and the listener's settings.
+    deflate: Option<(deflate::Params, deflate::Settings)>,
 }
 
 /// A connection's share of the permessage-deflate budget, given back when
@@ -626,8 +626,8 @@ fn frame(out: &mut Vec<u8>, wire: &Wire, deflater: &mut Option<Deflate>, msg: &[
         d.scratch.clear();
         // made at the first message worth compressing: a connection that
         // never sends one never holds a compressor
-        let (params, threshold) = (d.params, d.threshold);
-        let deflater = d.deflater.get_or_insert_with(|| deflate::Deflater::new(&params, threshold));
+        let (params, threshold, level) = (d.params, d.threshold, d.level);
+        let deflater = d.deflater.get_or_insert_with(|| deflate::Deflater::new(&params, threshold, level));
         if deflater.compress(msg, &mut d.scratch) {
             let op = match wire.ser {
                 Serializer::Json => websocket::opcode::TEXT,
@@ -647,6 +647,7 @@ fn frame(out: &mut Vec<u8>, wire: &Wire, deflater: &mut Option<Deflate>, msg: &[
 struct Deflate {
     params: deflate::Params,
     threshold: usize,
+    level: u32,
     deflater: Option<deflate::Deflater>,
     scratch: Vec<u8>,
     stats: std::sync::Arc<ShardStats>,
@@ -695,9 +696,10 @@ async fn write_loop<S: Stream>(
 ) {
     let (batch_max, separator) = batching;
     let framing = wire.framing;
-    let mut deflater = wire.deflate.map(|(params, threshold)| Deflate {
+    let mut deflater = wire.deflate.map(|(params, settings)| Deflate {
         params,
-        threshold,
+        threshold: settings.threshold,
+        level: settings.level,
         deflater: None,
         scratch: Vec::new(),
         stats,

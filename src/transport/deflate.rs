@@ -11,7 +11,7 @@
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// A listener's `[listener.deflate]` settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
     /// Messages shorter than this are sent uncompressed.
     pub threshold: usize,
@@ -21,6 +21,8 @@ pub struct Settings {
     /// False: every message is compressed on its own, and clients are asked
     /// to do the same (`*_no_context_takeover`).
     pub context_takeover: bool,
+    /// zlib's compression level, 1 (fastest) to 9.
+    pub level: u32,
 }
 
 /// What one connection negotiated.
@@ -225,10 +227,10 @@ impl std::fmt::Debug for Deflater {
 }
 
 impl Deflater {
-    pub fn new(p: &Params, threshold: usize) -> Self {
+    pub fn new(p: &Params, threshold: usize, level: u32) -> Self {
         let small = p.server_bits < 9;
         Deflater {
-            c: Compress::new_with_window_bits(Compression::fast(), false, p.server_bits.max(9)),
+            c: Compress::new_with_window_bits(Compression::new(level.clamp(1, 9)), false, p.server_bits.max(9)),
             threshold,
             no_context_takeover: p.server_no_context_takeover || small,
             max_len: if small { 256 } else { usize::MAX },
@@ -278,6 +280,7 @@ mod tests {
             threshold: 0,
             max_window_bits: 15,
             context_takeover: true,
+            level: 2,
         }
     }
 
@@ -309,6 +312,7 @@ mod tests {
             threshold: 0,
             max_window_bits: 10,
             context_takeover: false,
+            level: 2,
         };
         let (p, h) = negotiate(["permessage-deflate; client_max_window_bits"], &small).unwrap();
         assert_eq!(
@@ -328,7 +332,7 @@ mod tests {
                 server_no_context_takeover: nct,
                 client_no_context_takeover: nct,
             };
-            let mut d = Deflater::new(&p, 0);
+            let mut d = Deflater::new(&p, 0, 2);
             let mut i = Inflater::new(&p);
             for n in [10usize, 200, 250, 5000] {
                 let msg: Vec<u8> = (0..n).map(|k| b"abcabcabd"[k % 9]).collect();
@@ -351,7 +355,7 @@ mod tests {
             server_no_context_takeover: false,
             client_no_context_takeover: false,
         };
-        let mut d = Deflater::new(&p, 0);
+        let mut d = Deflater::new(&p, 0, 2);
         let mut out = Vec::new();
         assert!(d.compress(&vec![b'a'; 100_000], &mut out));
         assert!(out.len() < 1000);
