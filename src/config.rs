@@ -51,6 +51,12 @@ pub struct RouterSection {
     pub cpus: String,
     /// Capacity of each cross-shard queue, in messages.
     pub mesh_queue_capacity: usize,
+    /// Unix-socket connections shard 0 may have handed to one shard and
+    /// not yet taken up; past it shard 0 serves them itself.
+    pub unix_handover_queue: usize,
+    /// Long-poll requests one shard may have passed to another's transport
+    /// and not yet answered; past it they get HTTP 503.
+    pub longpoll_call_queue: usize,
     /// Messages a shard takes from one peer queue before yielding.
     pub mesh_batch: usize,
     /// How long a drained peer queue is polled before its task parks, in µs.
@@ -91,6 +97,8 @@ impl Default for RouterSection {
             shards: 0,
             cpus: String::new(),
             mesh_queue_capacity: 8192,
+            unix_handover_queue: 1024,
+            longpoll_call_queue: 4096,
             mesh_batch: 256,
             mesh_spin_us: 20,
             spin_before_park_us: 0,

@@ -168,6 +168,10 @@ stats! {
     longpoll_expired: AtomicU64,
     /// Long-poll requests this shard passed to the shard that owns their transport.
     longpoll_forwarded: AtomicU64,
+    /// Long-poll requests refused (503): router.longpoll_call_queue to their transport's shard was full.
+    longpoll_refused: AtomicU64,
+    /// Unix-socket connections shard 0 kept because router.unix_handover_queue to the chosen shard was full.
+    unix_handover_full: AtomicU64,
 }
 
 impl ShardStats {

@@ -656,11 +656,17 @@ struct Deflate {
 /// Writes a run of WAMP messages as batches (WAMP-over-Batched-WebSocket),
 /// each one WebSocket message of at most `max` bytes unless a single message
 /// is larger on its own.
-fn write_batches(out: &mut Vec<u8>, wire: &Wire, deflater: &mut Option<Deflate>, messages: &[bytes::Bytes], max: usize, separator: u8) {
+fn write_batches(
+    out: &mut Vec<u8>,
+    wire: &Wire,
+    deflater: &mut Option<Deflate>,
+    messages: &[bytes::Bytes],
+    batching: (usize, u8, &mut Vec<u8>),
+) {
+    let (max, separator, batch) = batching;
     let ser = wire.ser;
     let overhead = websocket::batch::overhead(ser);
     let mut rest = messages;
-    let mut batch = Vec::new();
     while !rest.is_empty() {
         let mut len = 0;
         let n = rest
@@ -677,9 +683,9 @@ fn write_batches(out: &mut Vec<u8>, wire: &Wire, deflater: &mut Option<Deflate>,
         batch.clear();
         batch.reserve(len);
         for m in &rest[..n] {
-            websocket::batch::push(&mut batch, ser, m, separator);
+            websocket::batch::push(batch, ser, m, separator);
         }
-        frame(out, wire, deflater, &batch);
+        frame(out, wire, deflater, batch);
         rest = &rest[n..];
     }
 }
@@ -707,6 +713,8 @@ async fn write_loop<S: Stream>(
     let mut batch = Vec::new();
     let mut out: Vec<u8> = Vec::new();
     let mut run: Vec<bytes::Bytes> = Vec::new();
+    // one batch being built, reused from turn to turn
+    let mut batch_buf: Vec<u8> = Vec::new();
     'write: while outbox.next_batch(&mut batch).await {
         out.clear();
         let mut close_after = false;
@@ -716,7 +724,7 @@ async fn write_loop<S: Stream>(
                     run.push(m);
                     continue;
                 }
-                write_batches(&mut out, &wire, &mut deflater, &run, batch_max, separator.get());
+                write_batches(&mut out, &wire, &mut deflater, &run, (batch_max, separator.get(), &mut batch_buf));
                 run.clear();
             }
             match item {
@@ -733,7 +741,7 @@ async fn write_loop<S: Stream>(
             }
         }
         if !run.is_empty() {
-            write_batches(&mut out, &wire, &mut deflater, &run, batch_max, separator.get());
+            write_batches(&mut out, &wire, &mut deflater, &run, (batch_max, separator.get(), &mut batch_buf));
             run.clear();
         }
         let written = futures_lite::future::or(async { w.write_all(&out).await.is_ok() }, async {
@@ -749,6 +757,9 @@ async fn write_loop<S: Stream>(
         }
         if out.capacity() > 1024 * 1024 {
             out = Vec::new();
+        }
+        if batch_buf.capacity() > 1024 * 1024 {
+            batch_buf = Vec::new();
         }
     }
     let _ = w.close().await;

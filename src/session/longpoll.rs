@@ -78,9 +78,6 @@ impl std::fmt::Debug for Hub {
     }
 }
 
-/// Calls one shard queues for another before more are refused (503).
-pub const CALL_QUEUE: usize = 4096;
-
 impl Hub {
     /// This shard's hub; `shards` holds every shard's call queue.
     pub fn new(me: usize, shards: Arc<Vec<flume::Sender<Call>>>) -> Self {
@@ -238,6 +235,7 @@ async fn remote(ctx: &ConnCtx, shard: usize, id: &str, op: Op, settings: &Settin
         reply: tx,
     };
     if ctx.longpoll.shards[shard].try_send(call).is_err() {
+        ShardStats::inc(&ctx.stats.longpoll_refused);
         return longpoll::error(503, "Service Unavailable", "the transport's shard is overloaded");
     }
     ShardStats::inc(&ctx.stats.longpoll_forwarded);

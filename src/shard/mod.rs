@@ -83,12 +83,14 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
     }
     // Unix listeners are bound once, by shard 0, which hands each accepted
     // connection to the shard with the fewest open ones over these queues.
-    let handover: Vec<(flume::Sender<Handover>, flume::Receiver<Handover>)> =
-        (0..v.shard_cpus.len()).map(|_| flume::bounded(HANDOVER_QUEUE)).collect();
+    let handover: Vec<(flume::Sender<Handover>, flume::Receiver<Handover>)> = (0..v.shard_cpus.len())
+        .map(|_| flume::bounded(v.config.router.unix_handover_queue.max(1)))
+        .collect();
     let handover_to: Arc<Vec<flume::Sender<Handover>>> = Arc::new(handover.iter().map(|(tx, _)| tx.clone()).collect());
     // requests for a long-poll transport that arrive on another shard than its own
-    let lp_calls: Vec<(flume::Sender<longpoll::Call>, flume::Receiver<longpoll::Call>)> =
-        (0..v.shard_cpus.len()).map(|_| flume::bounded(longpoll::CALL_QUEUE)).collect();
+    let lp_calls: Vec<(flume::Sender<longpoll::Call>, flume::Receiver<longpoll::Call>)> = (0..v.shard_cpus.len())
+        .map(|_| flume::bounded(v.config.router.longpoll_call_queue.max(1)))
+        .collect();
     let lp_to: Arc<Vec<flume::Sender<longpoll::Call>>> = Arc::new(lp_calls.iter().map(|(tx, _)| tx.clone()).collect());
     match raise_open_file_limit() {
         Ok(files) => debug!(files, "open file limit"),
@@ -237,9 +239,6 @@ struct Handover {
     listener: usize,
     stream: glommio::net::AcceptedUnixStream,
 }
-
-/// Connections handed over to one shard and not yet taken up.
-const HANDOVER_QUEUE: usize = 1024;
 
 /// A bound, not listening, SO_REUSEPORT socket on a free port of `addr`'s
 /// address: the shards bind the same port and listen.
@@ -481,7 +480,10 @@ async fn accept_unix(
                 } else {
                     match shards[to].try_send(Handover { listener: k, stream }) {
                         Ok(()) => continue,
-                        Err(e) => e.into_inner().stream,
+                        Err(e) => {
+                            ShardStats::inc(&ctx.stats.unix_handover_full);
+                            e.into_inner().stream
+                        }
                     }
                 };
                 ShardStats::inc(&ctx.stats.unix_accepted);
