@@ -76,6 +76,9 @@ pub struct RouterSection {
     pub mesh_overflow_limit: usize,
     /// Log filter (tracing syntax), e.g. "info" or "switchyard=debug".
     pub log: String,
+    /// `text` (for people) or `json` (one object per line, for log
+    /// collectors).
+    pub log_format: String,
     /// Directory of the durable event history (`history.redb`); empty: the
     /// history lives in memory only.
     pub history_path: String,
@@ -107,6 +110,7 @@ impl Default for RouterSection {
             shutdown_grace_ms: 2000,
             mesh_overflow_limit: 65536,
             log: "info".into(),
+            log_format: "text".into(),
             history_path: String::new(),
             history_queue: 65_536,
             auth_threads: 2,
@@ -939,6 +943,9 @@ impl Config {
         }
         if r.preempt_timer_us == 0 {
             return Err(invalid("router.preempt_timer_us", "must be positive"));
+        }
+        if !matches!(r.log_format.as_str(), "text" | "json") {
+            return Err(invalid("router.log_format", format!("'{}' is not text or json", r.log_format)));
         }
         if r.shards > 256 {
             return Err(invalid("router.shards", "at most 256 shards"));

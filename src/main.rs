@@ -46,6 +46,13 @@ struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Check a configuration file as the router would at start (and at a
+    /// reload) and exit: 0 when it is valid, 2 with the key and the problem
+    /// when not.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
     /// Derive what a principal's config keeps from a password read from
     /// standard input (its first line), and print it as TOML.
     Secret {
@@ -153,33 +160,71 @@ fn usable_cpus() -> Vec<usize> {
     }
 }
 
+/// Reads `path` (or the embedded default), applies the command line, and
+/// validates the result, TLS certificates and keys included.
+fn load(path: Option<&PathBuf>, overrides: &Overrides) -> Result<switchyard::config::Validated, String> {
+    let mut config = match path {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        None => Config::embedded(),
+    };
+    config.apply(overrides);
+    let validated = config.validate(&usable_cpus()).map_err(|e| e.to_string())?;
+    switchyard::transport::tls::acceptors(&validated.listeners)?;
+    Ok(validated)
+}
+
+/// `switchyard check-config FILE`
+fn check_config(file: &PathBuf) -> ExitCode {
+    match load(Some(file), &Overrides::default()) {
+        Ok(v) => {
+            for w in &v.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "{}: valid ({} realms, {} listeners, {} shards)",
+                file.display(),
+                v.config.realms.len(),
+                v.listeners.len(),
+                v.shard_cpus.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Tells systemd (when `NOTIFY_SOCKET` names its socket) the router's
+/// state: `READY=1`, `RELOADING=1`, `STOPPING=1`, `STATUS=...`.
+fn sd_notify(state: &str) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Custom(state)]) {
+            tracing::warn!(error = %e, "cannot notify the service manager");
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Secret { method }) = &cli.command {
-        return secret(method);
+    match &cli.command {
+        Some(Command::Secret { method }) => return secret(method),
+        Some(Command::CheckConfig { file }) => return check_config(file),
+        None => {}
     }
     if cli.print_default_config {
         print!("{}", switchyard::config::DEFAULT_CONFIG);
         return ExitCode::SUCCESS;
     }
-    let mut config = match &cli.config {
-        Some(path) => match Config::load(path) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("switchyard: configuration error: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => Config::embedded(),
-    };
-    config.apply(&Overrides {
+    let overrides = Overrides {
         shards: cli.shards,
         cpus: cli.cpus.clone(),
         websocket: cli.websocket.clone(),
         rawsocket: cli.rawsocket.clone(),
         log: cli.log.clone(),
-    });
-    let validated = match config.validate(&usable_cpus()) {
+    };
+    let validated = match load(cli.config.as_ref(), &overrides) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("switchyard: configuration error: {e}");
@@ -188,22 +233,42 @@ fn main() -> ExitCode {
     };
     let filter =
         tracing_subscriber::EnvFilter::try_new(&validated.config.router.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(colour)
+        .with_writer(std::io::stderr);
+    if validated.config.router.log_format == "json" {
+        // one object per line: time, level, target, fields, and the
+        // spans' fields (a shard's thread runs in a `shard` span)
+        logs.json().with_current_span(false).with_span_list(true).init();
+    } else {
+        logs.init();
+    }
 
     for w in &validated.warnings {
         tracing::warn!("{w}");
     }
     let shutdown = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(sig, shutdown.clone()) {
+    let reload = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGINT, &shutdown),
+        (signal_hook::consts::SIGTERM, &shutdown),
+        (signal_hook::consts::SIGHUP, &reload),
+    ] {
+        if let Err(e) = signal_hook::flag::register(sig, flag.clone()) {
             eprintln!("switchyard: cannot install signal handler: {e}");
             return ExitCode::FAILURE;
         }
     }
-    match switchyard::shard::run(validated, shutdown) {
+    let path = cli.config.clone();
+    let control = switchyard::shard::Control {
+        shutdown,
+        reload,
+        reloader: Some(Box::new(move || load(path.as_ref(), &overrides))),
+        notify: sd_notify,
+    };
+    match switchyard::shard::run(validated, control) {
         Ok(()) => {
             tracing::info!("switchyard stopped");
             ExitCode::SUCCESS

@@ -115,3 +115,34 @@ fn a_second_router_on_the_same_port_is_refused() {
     let mut c = crate::common::Client::join_ws(first.ws, crate::common::Ser::Json);
     c.sync();
 }
+
+#[test]
+fn check_config_says_valid_or_names_the_key() {
+    let good = config_file(
+        "check-good",
+        "[[realm]]\nname = \"realm1\"\n[[listener]]\ntype = \"websocket\"\nbind = \"127.0.0.1:0\"\n",
+    );
+    let (code, out, err) = switchyard(&["check-config", good.to_str().unwrap_or_default()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("valid") && out.contains("1 realms"), "{out}");
+
+    let bad = config_file(
+        "check-bad",
+        "[[realm]]\nname = \"realm1\"\n[[listener]]\ntype = \"websocket\"\nbind = \"127.0.0.1:0\"\n[limits]\nmax_message_size = 1\n",
+    );
+    let (code, out, err) = switchyard(&["check-config", bad.to_str().unwrap_or_default()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(err.contains("limits.max_message_size"), "{err}");
+
+    let tls = config_file(
+        "check-tls",
+        "[[realm]]\nname = \"realm1\"\n[[listener]]\ntype = \"websocket\"\nbind = \"127.0.0.1:0\"\n[listener.tls]\ncertificate = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n",
+    );
+    let (code, _, err) = switchyard(&["check-config", tls.to_str().unwrap_or_default()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent/cert.pem"), "{err}");
+
+    let (code, _, err) = switchyard(&["check-config", "/nonexistent/switchyard.toml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read"), "{err}");
+}

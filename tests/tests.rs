@@ -9,6 +9,7 @@ mod deflate;
 mod hardening;
 mod longpoll;
 mod meta_api;
+mod operations;
 mod rawsocket;
 mod robustness;
 mod routing;

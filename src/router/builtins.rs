@@ -55,6 +55,8 @@ pub(super) enum Builtin {
     RegistrationCountCallees,
     RemoveCallee,
     GetEvents,
+    /// `switchyard.router.reload`: reads the configuration file again.
+    RouterReload,
 }
 
 /// The filters of `wamp.subscription.get_events` (times in ms since the
@@ -209,7 +211,8 @@ impl Builtin {
             | Builtin::SessionKillByAuthid
             | Builtin::SessionKillByAuthrole
             | Builtin::SessionKillAll
-            | Builtin::RemoveCallee => Access::Admin,
+            | Builtin::RemoveCallee
+            | Builtin::RouterReload => Access::Admin,
         }
     }
 
@@ -239,6 +242,7 @@ impl Builtin {
             "wamp.registration.list_callees" => Some(Builtin::RegistrationListCallees),
             "wamp.registration.count_callees" => Some(Builtin::RegistrationCountCallees),
             "wamp.registration.remove_callee" => Some(Builtin::RemoveCallee),
+            "switchyard.router.reload" => Some(Builtin::RouterReload),
             _ => None,
         }
     }
@@ -326,6 +330,24 @@ impl Router {
         };
         let every: Vec<usize> = (0..self.nshards).collect();
         match procedure {
+            Builtin::RouterReload => {
+                let Some(control) = &self.control else {
+                    let m = "this router has no configuration to reload";
+                    return self.error_reply(sid, MessageType::Call, request, uris::NO_SUCH_PROCEDURE, m);
+                };
+                let asked = super::ReloadRequest {
+                    shard: self.me,
+                    session: sid,
+                    request,
+                };
+                if control.try_send(asked).is_err() {
+                    let m = "a reload is under way; try again later";
+                    return self.error_reply(sid, MessageType::Call, request, uris::LIMIT_EXCEEDED, m);
+                }
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.builtin_calls += 1;
+                }
+            }
             Builtin::SessionCount | Builtin::SessionList => {
                 let Ok(authroles) = authroles(args.first()) else {
                     return invalid(self, "filter_authroles must be a list of strings");
@@ -714,7 +736,7 @@ impl Router {
     /// names (never `except`, the caller) with GOODBYE `reason`; each leaves
     /// at once (its testaments and `on_leave` too, except for `kill_all`),
     /// and its connection waits for the client's GOODBYE reply.
-    fn kill_local(&mut self, realm: RealmIdx, target: &KillTarget, except: Id, reason: &str, message: Option<&str>) -> Vec<Id> {
+    pub(super) fn kill_local(&mut self, realm: RealmIdx, target: &KillTarget, except: Id, reason: &str, message: Option<&str>) -> Vec<Id> {
         let hit: Vec<Id> = self
             .sessions
             .iter()

@@ -130,13 +130,13 @@ impl Router {
         if !self.uri_ok(sid, MessageType::Register, request, &procedure, UriCheck::Pattern(policy), true) {
             return;
         }
-        if procedure.starts_with("wamp.") {
+        if procedure.starts_with("wamp.") || procedure.starts_with("switchyard.router.") {
             return self.error_reply(
                 sid,
                 MessageType::Register,
                 request,
                 uris::INVALID_URI,
-                "procedures in the wamp. namespace are the router's",
+                "procedures in the wamp. and switchyard.router. namespaces are the router's",
             );
         }
         let Some(invoke) = options.invoke else {

@@ -31,6 +31,7 @@ mod dealer;
 mod gather;
 mod messages;
 mod options;
+mod reconfig;
 mod session;
 mod tables;
 mod timers;
@@ -56,6 +57,7 @@ pub use gather::{Answer, Query, QueryMsg};
 pub use messages::{CallChunk, CallDone, Concerns, EventMsg, InterruptMsg, InvokeMsg, ShardLink, ShardMsg, TableChange};
 pub use options::CancelMode;
 pub use options::Receivers;
+pub use reconfig::Reconfigured;
 use session::{Conn, LocalSession};
 pub use session::{SessionIdentity, TransportInfo, TransportKind};
 use tables::PendingAck;
@@ -71,6 +73,11 @@ pub type RealmIdx = u32;
 #[derive(Debug, Default)]
 pub struct Realm {
     pub name: Arc<str>,
+    /// In the configuration now: a realm removed by a reload keeps its
+    /// index (other shards' messages may still name it) but takes no
+    /// sessions; one added stays out of `realm_names` until every shard has
+    /// it ([`Router::open_realms`]).
+    pub present: bool,
     /// When callers are named to callees (`realm.caller_disclosure`).
     pub caller_disclosure: crate::config::CallerDisclosure,
     /// When publishers are named to subscribers (`realm.publisher_disclosure`).
@@ -106,6 +113,102 @@ pub struct Realm {
     pub(crate) subscriptions: AHashMap<Id, Subscription>,
     pub(crate) reg_index: trie::UriIndex<Id>,
     pub(crate) registrations: AHashMap<Id, Registration>,
+}
+
+impl Realm {
+    /// A realm's settings from its configuration (empty tables; its
+    /// authenticator and authorizer are linked by [`link_dynamic`]).
+    fn from_config(r: &RealmConfig, nshards: usize) -> Realm {
+        Realm {
+            name: r.name.as_str().into(),
+            present: true,
+            caller_disclosure: r.caller_disclosure,
+            publisher_disclosure: r.publisher_disclosure,
+            meta_roles: r.meta_roles.clone(),
+            meta_admin_roles: r.meta_admin_roles.clone(),
+            auth: Arc::new(crate::auth::RealmAuth::compile(r, 0).unwrap_or_else(|e| {
+                warn!(realm = %r.name, error = %e, "realm's principals refused: nobody can log in with a credential");
+                crate::auth::RealmAuth {
+                    anonymous: r.anonymous.then(|| r.anonymous_role.as_str().into()),
+                    ..Default::default()
+                }
+            })),
+            roles: Arc::new(crate::auth::Roles::compile(r, 0).unwrap_or_else(|e| {
+                warn!(realm = %r.name, error = %e, "realm's roles refused: its sessions may do nothing");
+                crate::auth::Roles {
+                    roles: Some(AHashMap::new()),
+                    list: Vec::new(),
+                }
+            })),
+            retention: r.retention,
+            history_rules: r
+                .history
+                .iter()
+                .map(|h| {
+                    let policy = h.policy.as_deref().and_then(MatchPolicy::parse).unwrap_or(MatchPolicy::Exact);
+                    (policy, h.uri.clone(), h.limit, h.max_age_ms)
+                })
+                .collect(),
+            max_history_bytes: r.max_history_bytes.div_ceil(nshards.max(1)),
+            max_retained_events: r.max_retained_events.div_ceil(nshards.max(1)),
+            max_retained_bytes: r.max_retained_bytes.div_ceil(nshards.max(1)),
+            ..Realm::default()
+        }
+    }
+
+    /// Takes over the settings of `fresh` (made by [`Realm::from_config`]),
+    /// keeping the routing tables and what the realm holds.
+    fn take_settings(&mut self, fresh: Realm) {
+        self.present = true;
+        self.caller_disclosure = fresh.caller_disclosure;
+        self.publisher_disclosure = fresh.publisher_disclosure;
+        self.meta_roles = fresh.meta_roles;
+        self.meta_admin_roles = fresh.meta_admin_roles;
+        self.auth = fresh.auth;
+        self.roles = fresh.roles;
+        self.retention = fresh.retention;
+        self.history_rules = fresh.history_rules;
+        self.max_history_bytes = fresh.max_history_bytes;
+        self.max_retained_events = fresh.max_retained_events;
+        self.max_retained_bytes = fresh.max_retained_bytes;
+    }
+}
+
+/// Links each realm to the realm of its authenticator and authorizer
+/// procedures (its own unless the config names another).
+fn link_dynamic(realms: &mut [Realm], cfgs: &[RealmConfig], names: &AHashMap<String, RealmIdx>) {
+    for c in cfgs {
+        let Some(&i) = names.get(&c.name) else { continue };
+        let on = |other: &Option<String>| other.as_ref().and_then(|n| names.get(n).copied()).unwrap_or(i);
+        let r = &mut realms[i as usize];
+        r.authenticator = c.authenticator.as_ref().map(|a| {
+            Arc::new(auth::Dynamic {
+                procedure: a.procedure.clone(),
+                realm: on(&a.realm),
+                timeout: std::time::Duration::from_millis(a.timeout_ms),
+                methods: a.methods.iter().filter_map(|m| crate::auth::Method::parse(m)).collect(),
+                ttl: std::time::Duration::ZERO,
+            })
+        });
+        r.authorizer = c.authorizer.as_ref().map(|a| {
+            Arc::new(auth::Dynamic {
+                procedure: a.procedure.clone(),
+                realm: on(&a.realm),
+                timeout: std::time::Duration::from_millis(a.timeout_ms),
+                methods: Vec::new(),
+                ttl: std::time::Duration::from_millis(a.cache_ttl_ms),
+            })
+        });
+    }
+}
+
+/// A session's call to `switchyard.router.reload`, for the process; the
+/// outcome comes back through [`Router::reload_answer`].
+#[derive(Debug, Clone, Copy)]
+pub struct ReloadRequest {
+    pub shard: usize,
+    pub session: Id,
+    pub request: Id,
 }
 
 /// Static facts every shard's router needs.
@@ -168,6 +271,8 @@ pub struct Router {
     authorizer_any: bool,
     /// The router's own calls (to authenticators and authorizers).
     router_calls: calls::RouterCalls,
+    /// Where `switchyard.router.reload` asks the process to reload.
+    control: Option<flume::Sender<ReloadRequest>>,
     pub(crate) stats: Arc<ShardStats>,
 }
 
@@ -197,71 +302,14 @@ pub(crate) fn iso_time(ms: u64) -> String {
 impl Router {
     /// A router for shard `me` of `nshards`, reaching the others over `link`.
     pub fn new(me: usize, nshards: usize, cfg: &RouterConfig, link: ShardLink, stats: Arc<ShardStats>) -> Self {
-        let mut realms: Vec<Realm> = cfg
-            .realms
-            .iter()
-            .map(|r| Realm {
-                name: r.name.as_str().into(),
-                caller_disclosure: r.caller_disclosure,
-                publisher_disclosure: r.publisher_disclosure,
-                meta_roles: r.meta_roles.clone(),
-                meta_admin_roles: r.meta_admin_roles.clone(),
-                auth: Arc::new(crate::auth::RealmAuth::compile(r, 0).unwrap_or_else(|e| {
-                    warn!(realm = %r.name, error = %e, "realm's principals refused: nobody can log in with a credential");
-                    crate::auth::RealmAuth {
-                        anonymous: r.anonymous.then(|| r.anonymous_role.as_str().into()),
-                        ..Default::default()
-                    }
-                })),
-                roles: Arc::new(crate::auth::Roles::compile(r, 0).unwrap_or_else(|e| {
-                    warn!(realm = %r.name, error = %e, "realm's roles refused: its sessions may do nothing");
-                    crate::auth::Roles {
-                        roles: Some(AHashMap::new()),
-                        list: Vec::new(),
-                    }
-                })),
-                retention: r.retention,
-                history_rules: r
-                    .history
-                    .iter()
-                    .map(|h| {
-                        let policy = h.policy.as_deref().and_then(MatchPolicy::parse).unwrap_or(MatchPolicy::Exact);
-                        (policy, h.uri.clone(), h.limit, h.max_age_ms)
-                    })
-                    .collect(),
-                max_history_bytes: r.max_history_bytes.div_ceil(nshards.max(1)),
-                max_retained_events: r.max_retained_events.div_ceil(nshards.max(1)),
-                max_retained_bytes: r.max_retained_bytes.div_ceil(nshards.max(1)),
-                ..Realm::default()
-            })
-            .collect();
+        let mut realms: Vec<Realm> = cfg.realms.iter().map(|r| Realm::from_config(r, nshards)).collect();
         let realm_names: AHashMap<String, RealmIdx> = cfg
             .realms
             .iter()
             .enumerate()
             .map(|(i, r)| (r.name.clone(), i as RealmIdx))
             .collect();
-        for (i, (r, c)) in realms.iter_mut().zip(&cfg.realms).enumerate() {
-            let on = |other: &Option<String>| other.as_ref().and_then(|n| realm_names.get(n).copied()).unwrap_or(i as RealmIdx);
-            r.authenticator = c.authenticator.as_ref().map(|a| {
-                Arc::new(auth::Dynamic {
-                    procedure: a.procedure.clone(),
-                    realm: on(&a.realm),
-                    timeout: std::time::Duration::from_millis(a.timeout_ms),
-                    methods: a.methods.iter().filter_map(|m| crate::auth::Method::parse(m)).collect(),
-                    ttl: std::time::Duration::ZERO,
-                })
-            });
-            r.authorizer = c.authorizer.as_ref().map(|a| {
-                Arc::new(auth::Dynamic {
-                    procedure: a.procedure.clone(),
-                    realm: on(&a.realm),
-                    timeout: std::time::Duration::from_millis(a.timeout_ms),
-                    methods: Vec::new(),
-                    ttl: std::time::Duration::from_millis(a.cache_ttl_ms),
-                })
-            });
-        }
+        link_dynamic(&mut realms, &cfg.realms, &realm_names);
         let authorizer_any = realms.iter().any(|r| r.authorizer.is_some());
         let authz_any = authorizer_any || realms.iter().any(|r| r.roles.enforced());
         Router {
@@ -293,6 +341,7 @@ impl Router {
             authz_any,
             authorizer_any,
             router_calls: calls::RouterCalls::default(),
+            control: None,
             stats,
         }
     }

@@ -795,6 +795,7 @@ impl Router {
         let features = Features::read(&details);
         let role = self.realms[realm_idx as usize].roles.index(&identity.authrole);
         c.phase = Phase::Established(sid);
+        tracing::debug!(session = sid, realm = %self.realms[realm_idx as usize].name, authid = %identity.authid, authrole = %identity.authrole, "session joined");
         let outbox = c.outbox.clone();
         let ser = c.ser;
         let transport = c.transport.clone();
@@ -870,9 +871,11 @@ impl Router {
             });
         }
         self.stats.sessions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(session = sid, realm = %self.realms[s.realm as usize].name, "session left");
         if s.outbox.dropped() > 0 {
             tracing::info!(
                 session = sid,
+                realm = %self.realms[s.realm as usize].name,
                 dropped = s.outbox.dropped(),
                 "session left; events were dropped for it (slow consumer)"
             );

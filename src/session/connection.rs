@@ -71,7 +71,7 @@ async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
             client_no_context_takeover: false,
         };
         let used: i64 = ctx.all_stats.iter().map(|s| s.deflate_memory.load(Ordering::Relaxed)).sum();
-        let room = used.max(0) as usize + worst.memory() <= ctx.limits.max_deflate_memory;
+        let room = used.max(0) as usize + worst.memory() <= ctx.limits().max_deflate_memory;
         if !room {
             ShardStats::inc(&ctx.stats.deflate_declined);
         }
@@ -94,7 +94,7 @@ async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
             }
         }
     };
-    let result = glommio::timer::timeout(ctx.limits.handshake_timeout, async { Ok(handshake.await) }).await;
+    let result = glommio::timer::timeout(ctx.limits().handshake_timeout, async { Ok(handshake.await) }).await;
     let (request, consumed) = match result {
         Ok(Ok(Some(r))) => r,
         Ok(Ok(None)) => {
@@ -165,7 +165,10 @@ async fn serve_rawsocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
     let have = pre.len().min(4);
     hs[..have].copy_from_slice(&pre[..have]);
     pre.advance(have);
-    let read = glommio::timer::timeout(ctx.limits.handshake_timeout, async { Ok(stream.read_exact(&mut hs[have..]).await) }).await;
+    let read = glommio::timer::timeout(ctx.limits().handshake_timeout, async {
+        Ok(stream.read_exact(&mut hs[have..]).await)
+    })
+    .await;
     match read {
         Ok(Ok(())) => {}
         Ok(Err(_)) => return debug!("RawSocket handshake not completed"),
@@ -174,7 +177,7 @@ async fn serve_rawsocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
             return debug!("RawSocket handshake timed out");
         }
     }
-    match rawsocket::handshake(hs, ctx.limits.max_message_size) {
+    match rawsocket::handshake(hs, ctx.limits().max_message_size) {
         Handshake::NotRawSocket => debug!("not a RawSocket client: connection dropped"),
         Handshake::Refuse { reply, reason } => {
             debug!(reason, "RawSocket handshake refused");
@@ -278,7 +281,7 @@ async fn run<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, mut buf: BytesM
             bytes,
         }
     });
-    let outbox = Rc::new(Outbox::new(ctx.limits.max_outbound_bytes));
+    let outbox = Rc::new(Outbox::new(ctx.limits().max_outbound_bytes));
     outbox.set_max_message(peer_max);
     let transport = TransportInfo {
         kind: match framing {
@@ -295,7 +298,7 @@ async fn run<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, mut buf: BytesM
     // Leaves the router's tables on every way out of here, a panic included.
     let registered = Registered { ctx: &ctx, conn };
     let (mut reader, writer) = futures_lite::io::split(stream);
-    let batch_max = if batched { ctx.limits.max_message_size.min(peer_max) } else { 0 };
+    let batch_max = if batched { ctx.limits().max_message_size.min(peer_max) } else { 0 };
     // the JSON batch separator the client uses, for the writer to answer with
     let separator = Rc::new(std::cell::Cell::new(websocket::batch::SEPARATOR));
     let writer_task = glommio::spawn_local(write_loop(
@@ -306,8 +309,8 @@ async fn run<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, mut buf: BytesM
         ctx.stats.clone(),
     ));
     let mut ws = match wire.deflate {
-        Some((p, _)) => WsDecoder::with_inflater(ctx.limits.max_message_size, deflate::Inflater::new(&p)),
-        None => WsDecoder::new(ctx.limits.max_message_size),
+        Some((p, _)) => WsDecoder::with_inflater(ctx.limits().max_message_size, deflate::Inflater::new(&p)),
+        None => WsDecoder::new(ctx.limits().max_message_size),
     };
     let mut chunk = MIN_READ;
     let mut ping_sent = false;
@@ -322,7 +325,7 @@ async fn run<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, mut buf: BytesM
                     break 'conn;
                 }
             }
-            let Some(frame) = next_frame(framing, &mut ws, &mut buf, ctx.limits.max_message_size) else {
+            let Some(frame) = next_frame(framing, &mut ws, &mut buf, ctx.limits().max_message_size) else {
                 break;
             };
             match frame {
@@ -362,7 +365,7 @@ async fn run<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, mut buf: BytesM
             if outbox.is_closing() {
                 // The session was closed (ABORT): a transport error in what
                 // was already received still decides the close code.
-                validate_rest(framing, &mut ws, &mut buf, ctx.limits.max_message_size, &outbox);
+                validate_rest(framing, &mut ws, &mut buf, ctx.limits().max_message_size, &outbox);
                 break 'conn;
             }
         }
@@ -387,7 +390,7 @@ async fn run<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, mut buf: BytesM
                     Wake::Closing
                 },
                 async {
-                    match ctx.limits.ping_interval {
+                    match ctx.limits().ping_interval {
                         Some(d) => glommio::timer::sleep(d).await,
                         None => futures_lite::future::pending::<()>().await,
                     }
@@ -425,7 +428,7 @@ async fn run<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, mut buf: BytesM
     outbox.close(None);
     // A peer that reads nothing cannot be flushed to: after the grace period
     // the writer is dropped, which cancels it.
-    let _ = glommio::timer::timeout(ctx.limits.shutdown_grace, async {
+    let _ = glommio::timer::timeout(ctx.limits().shutdown_grace, async {
         writer_task.await;
         Ok(())
     })
@@ -458,7 +461,7 @@ async fn peer_keeps_up(ctx: &ConnCtx, outbox: &Outbox) -> bool {
                 true
             },
             async {
-                match ctx.limits.ping_interval {
+                match ctx.limits().ping_interval {
                     Some(d) => glommio::timer::sleep(d).await,
                     None => futures_lite::future::pending::<()>().await,
                 }
@@ -509,8 +512,8 @@ impl ConnSlot {
         let global = ctx.open_connections.fetch_add(1, Ordering::AcqRel) + 1;
         let local = ctx.stats.connections.fetch_add(1, Ordering::Relaxed) + 1;
         let slot = ConnSlot { ctx: ctx.clone() };
-        let over_global = ctx.limits.max_connections > 0 && global > ctx.limits.max_connections;
-        let over_local = ctx.limits.max_connections_per_shard > 0 && local as usize > ctx.limits.max_connections_per_shard;
+        let over_global = ctx.limits().max_connections > 0 && global > ctx.limits().max_connections;
+        let over_local = ctx.limits().max_connections_per_shard > 0 && local as usize > ctx.limits().max_connections_per_shard;
         if over_global || over_local {
             return None; // the slot is given back as it drops
         }
@@ -545,7 +548,7 @@ pub async fn serve<S: Stream>(ctx: Rc<ConnCtx>, stream: S, addr: Option<std::net
             None => serve_on(ctx.clone(), stream, Peer { addr, tls: None }, &listener).await,
             Some(config) => {
                 let accept = futures_rustls::TlsAcceptor::from(config.clone()).accept(stream);
-                let tls = match glommio::timer::timeout(ctx.limits.handshake_timeout, async { Ok(accept.await) }).await {
+                let tls = match glommio::timer::timeout(ctx.limits().handshake_timeout, async { Ok(accept.await) }).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
                         ShardStats::inc(&ctx.stats.tls_handshakes_failed);
@@ -588,7 +591,7 @@ async fn serve_on<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, listener: 
 /// (a WebSocket upgrade, or a plain request such as `GET /metrics`).
 async fn serve_universal<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer, listener: &Listener) {
     let mut buf = BytesMut::with_capacity(MIN_READ);
-    let first = glommio::timer::timeout(ctx.limits.handshake_timeout, async {
+    let first = glommio::timer::timeout(ctx.limits().handshake_timeout, async {
         Ok(read_more(&mut stream, &mut buf, MIN_READ).await)
     })
     .await;

@@ -15,7 +15,7 @@ use crate::router::Router;
 use crate::shard::mesh::Congestion;
 
 /// The configured limits a connection enforces.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
     pub max_message_size: usize,
     pub max_outbound_bytes: usize,
@@ -41,9 +41,18 @@ pub struct ConnCtx {
     pub all_stats: Arc<Vec<Arc<ShardStats>>>,
     /// Router-wide mesh congestion (while active, no client is read from).
     pub congestion: Rc<Congestion>,
-    pub limits: ConnLimits,
+    /// What a connection may do; a reload replaces it for the
+    /// connections that start after it.
+    pub limits: std::cell::Cell<ConnLimits>,
     /// Connections open on the whole router (all shards).
     pub open_connections: Arc<AtomicUsize>,
     /// This shard's HTTP long-poll transports.
     pub longpoll: super::longpoll::Hub,
+}
+
+impl ConnCtx {
+    /// The connection limits now in force.
+    pub fn limits(&self) -> ConnLimits {
+        self.limits.get()
+    }
 }

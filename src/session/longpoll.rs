@@ -182,8 +182,8 @@ async fn read_request<S: Stream>(stream: &mut S, buf: &mut BytesMut, max: usize)
 /// Serves one HTTP `POST` on a listener with long-poll (`buf` holds what
 /// was read of it), then closes the connection.
 pub async fn serve<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: TransportInfo, mut buf: BytesMut, settings: &Settings) {
-    let read = glommio::timer::timeout(ctx.limits.handshake_timeout, async {
-        Ok(read_request(&mut stream, &mut buf, ctx.limits.max_message_size).await)
+    let read = glommio::timer::timeout(ctx.limits().handshake_timeout, async {
+        Ok(read_request(&mut stream, &mut buf, ctx.limits().max_message_size).await)
     })
     .await;
     let req = match read {
@@ -257,7 +257,7 @@ fn open(ctx: &Rc<ConnCtx>, body: &[u8], mut info: TransportInfo, settings: &Sett
         ShardStats::inc(&ctx.stats.connections_refused);
         return longpoll::error(503, "Service Unavailable", "connection limit reached");
     };
-    let outbox = Rc::new(Outbox::new(ctx.limits.max_outbound_bytes));
+    let outbox = Rc::new(Outbox::new(ctx.limits().max_outbound_bytes));
     info.kind = TransportKind::LongPoll;
     info.serializer = ser;
     info.batched = batched;

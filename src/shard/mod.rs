@@ -56,9 +56,62 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// How the process steers a running router.
+pub struct Control {
+    /// Set (SIGINT, SIGTERM): shut down gracefully.
+    pub shutdown: Arc<AtomicBool>,
+    /// Set (SIGHUP): read the configuration again and take it over.
+    pub reload: Arc<AtomicBool>,
+    /// Reads the configuration again (file, command-line overrides,
+    /// validation); `None`: nothing to reload.
+    pub reloader: Option<Box<dyn FnMut() -> Result<Validated, String>>>,
+    /// Tells the service manager the router's state (sd_notify lines such
+    /// as `READY=1`); does nothing when not run under one.
+    pub notify: fn(&str),
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("shutdown", &self.shutdown)
+            .field("reload", &self.reload)
+            .field("reloader", &self.reloader.is_some())
+            .finish()
+    }
+}
+
+impl Control {
+    /// Shuts down when `shutdown` is set; no reload, no service manager.
+    pub fn new(shutdown: Arc<AtomicBool>) -> Control {
+        Control {
+            shutdown,
+            reload: Arc::new(AtomicBool::new(false)),
+            reloader: None,
+            notify: |_| {},
+        }
+    }
+}
+
+/// What the main thread sends a shard after start-up.
+enum Step {
+    /// Take over this configuration (answer with what changed).
+    Prepare(Arc<RouterConfig>, ConnLimits),
+    /// Every shard has it: open the new realms.
+    Open,
+    /// The outcome of a session's `switchyard.router.reload`.
+    Answer(crate::router::ReloadRequest, Result<crate::wamp::Dict, String>),
+}
+
 /// Starts every shard, reports readiness, and runs until `shutdown` is set
-/// and every shard has finished its graceful shutdown.
-pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
+/// and every shard has finished its graceful shutdown; reloads the
+/// configuration on `reload` and on `switchyard.router.reload`.
+pub fn run(v: Validated, control: Control) -> Result<(), String> {
+    let Control {
+        shutdown,
+        reload,
+        mut reloader,
+        notify,
+    } = control;
     // The shards bind with SO_REUSEPORT, which would also let them join the
     // listening group of another process on the same port. Bind each address
     // once without it first, so a port in use is an error, not a silent share.
@@ -92,6 +145,11 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
         .map(|_| flume::bounded(v.config.router.longpoll_call_queue.max(1)))
         .collect();
     let lp_to: Arc<Vec<flume::Sender<longpoll::Call>>> = Arc::new(lp_calls.iter().map(|(tx, _)| tx.clone()).collect());
+    // the main thread's steps for each shard, the shards' answers, and the
+    // reloads sessions ask for
+    let steps: Vec<(flume::Sender<Step>, flume::Receiver<Step>)> = (0..v.shard_cpus.len()).map(|_| flume::unbounded()).collect();
+    let (acks_tx, acks) = flume::unbounded::<(usize, crate::router::Reconfigured)>();
+    let (asks_tx, asks) = flume::bounded::<crate::router::ReloadRequest>(64);
     match raise_open_file_limit() {
         Ok(files) => debug!(files, "open file limit"),
         Err(e) => warn!(error = %e, "cannot read the open file limit"),
@@ -143,6 +201,7 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
         let history = history.clone();
         let handover = (handover_to.clone(), handover[me].1.clone());
         let longpoll_calls = (lp_to.clone(), lp_calls[me].1.clone());
+        let control = (steps[me].1.clone(), acks_tx.clone(), reloader.is_some().then(|| asks_tx.clone()));
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{me}"))
             .spin_before_park(Duration::from_micros(v.config.router.spin_before_park_us))
@@ -157,7 +216,10 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
                     tls,
                     handover,
                     longpoll_calls,
+                    control,
                 };
+                // every event logged on this thread names its shard
+                let _span = tracing::info_span!("shard", shard = me).entered();
                 shard_main(me, n, seed, v, all_stats, router_cfg, ready, shutdown, open_connections, extras).await
             })
             .map_err(|e| format!("cannot start shard {me} on CPU {cpu}: {e}"))?;
@@ -203,6 +265,27 @@ pub fn run(v: Validated, shutdown: Arc<AtomicBool>) -> Result<(), String> {
         })
         .collect();
     info!(shards = n, cpus = ?v.shard_cpus, listeners = ?addrs, "switchyard ready");
+    notify(&format!("READY=1\nSTATUS=serving {} on {n} shards", addrs.join(", ")));
+    drop(asks_tx);
+    let steps: Vec<flume::Sender<Step>> = steps.into_iter().map(|(tx, _)| tx).collect();
+    while !shutdown.load(Ordering::Relaxed) {
+        let asked = asks.recv_timeout(Duration::from_millis(20)).ok();
+        if !(reload.swap(false, Ordering::Relaxed) || asked.is_some()) {
+            continue;
+        }
+        let Some(reloader) = reloader.as_mut() else { continue };
+        notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+        let outcome = reloader().and_then(|new| take_over(&v, &new, &steps, &acks));
+        match &outcome {
+            Ok(_) => {}
+            Err(e) => error!(error = %e, "configuration reload refused; the running configuration stays"),
+        }
+        for a in asked.into_iter().chain(std::iter::from_fn(|| asks.try_recv().ok())) {
+            let _ = steps[a.shard].send(Step::Answer(a, outcome.clone()));
+        }
+        notify("READY=1");
+    }
+    notify("STOPPING=1");
     let mut failed = false;
     for h in handles {
         failed |= h.join().is_err();
@@ -232,12 +315,107 @@ struct ShardExtras {
     handover: (Arc<Vec<flume::Sender<Handover>>>, flume::Receiver<Handover>),
     /// Every shard's queue of long-poll requests, and this one's.
     longpoll_calls: (Arc<Vec<flume::Sender<longpoll::Call>>>, flume::Receiver<longpoll::Call>),
+    /// The main thread's steps, where this shard answers them, and where
+    /// sessions' reload requests go (none: nothing to reload).
+    control: ShardControl,
 }
+
+/// A shard's end of the control plane: the main thread's steps, where it
+/// answers them, and where sessions' reload requests go.
+type ShardControl = (
+    flume::Receiver<Step>,
+    flume::Sender<(usize, crate::router::Reconfigured)>,
+    Option<flume::Sender<crate::router::ReloadRequest>>,
+);
 
 /// A connection accepted on a Unix listener by shard 0, for another shard.
 struct Handover {
     listener: usize,
     stream: glommio::net::AcceptedUnixStream,
+}
+
+/// CLOCK_MONOTONIC in µs (what sd_notify's `MONOTONIC_USEC` names).
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the struct passed and nothing else.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+/// Has every shard take over `new` (validated), in two steps: each takes
+/// the settings, then, once all have, opens the realms it added. What only
+/// a restart changes (listeners, `[router]`) is named in the answer.
+fn take_over(
+    running: &Validated,
+    new: &Validated,
+    steps: &[flume::Sender<Step>],
+    acks: &flume::Receiver<(usize, crate::router::Reconfigured)>,
+) -> Result<crate::wamp::Dict, String> {
+    use crate::wamp::{Dict, Value};
+    let cfg = Arc::new(RouterConfig {
+        realms: new.config.realms.clone(),
+        limits: new.config.limits.clone(),
+    });
+    let limits = conn_limits(&new.config);
+    while acks.try_recv().is_ok() {}
+    for s in steps {
+        s.send(Step::Prepare(cfg.clone(), limits))
+            .map_err(|_| "a shard has stopped".to_string())?;
+    }
+    let mut done = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while done.len() < steps.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match acks.recv_timeout(left) {
+            Ok(d) => done.push(d),
+            Err(_) => return Err("a shard did not take the new configuration within 10 s".into()),
+        }
+    }
+    for s in steps {
+        let _ = s.send(Step::Open);
+    }
+    done.sort_by_key(|(shard, _)| *shard);
+    let first = done.first().map(|(_, d)| d.clone()).unwrap_or_default();
+    let closed: usize = done.iter().map(|(_, d)| d.closed).sum();
+    let mut restart = Vec::new();
+    if format!("{:?}", running.config.listeners) != format!("{:?}", new.config.listeners) {
+        restart.push("listener");
+    }
+    if format!("{:?}", running.config.router) != format!("{:?}", new.config.router) {
+        restart.push("router");
+    }
+    for key in &restart {
+        warn!(section = key, "changed in the configuration file: takes effect at the next restart");
+    }
+    info!(
+        realms = new.config.realms.len(),
+        added = ?first.added,
+        removed = ?first.removed,
+        sessions_closed = closed,
+        restart_needed = ?restart,
+        "configuration reloaded"
+    );
+    let names = |v: Vec<String>| Value::List(v.into_iter().map(Value::Str).collect());
+    Ok(Dict::new()
+        .with("realms", names(new.config.realms.iter().map(|r| r.name.clone()).collect()))
+        .with("added", names(first.added))
+        .with("removed", names(first.removed))
+        .with("sessions_closed", Value::UInt(closed as u64))
+        .with("restart_needed", names(restart.into_iter().map(String::from).collect())))
+}
+
+/// The connection limits of a configuration.
+fn conn_limits(cfg: &crate::config::Config) -> ConnLimits {
+    ConnLimits {
+        max_message_size: cfg.limits.max_message_size,
+        max_outbound_bytes: cfg.limits.max_outbound_bytes,
+        handshake_timeout: Duration::from_millis(cfg.limits.handshake_timeout_ms),
+        shutdown_grace: Duration::from_millis(cfg.router.shutdown_grace_ms),
+        ping_interval: (cfg.limits.ping_interval_ms > 0).then(|| Duration::from_millis(cfg.limits.ping_interval_ms)),
+        max_connections: cfg.limits.max_connections,
+        max_connections_per_shard: cfg.limits.max_connections_per_shard,
+        max_deflate_memory: cfg.limits.max_deflate_memory,
+    }
 }
 
 /// A bound, not listening, SO_REUSEPORT socket on a free port of `addr`'s
@@ -270,7 +448,9 @@ async fn shard_main(
         tls,
         handover,
         longpoll_calls,
+        control,
     } = extras;
+    let (steps, acks, asks) = control;
     let (lp_to, lp_calls) = longpoll_calls;
     let stats = all_stats[me].clone();
     let cfg = &v.config;
@@ -280,6 +460,9 @@ async fn shard_main(
     if let Some((store, kept)) = history {
         core.load_history(kept.iter());
         core.set_history_store(store);
+    }
+    if let Some(asks) = asks {
+        core.set_control(asks);
     }
     let verdicts = auth.map(|(submitter, verdicts)| {
         core.set_auth_pool(submitter);
@@ -291,16 +474,7 @@ async fn shard_main(
         stats: stats.clone(),
         all_stats,
         congestion: congestion.clone(),
-        limits: ConnLimits {
-            max_message_size: cfg.limits.max_message_size,
-            max_outbound_bytes: cfg.limits.max_outbound_bytes,
-            handshake_timeout: Duration::from_millis(cfg.limits.handshake_timeout_ms),
-            shutdown_grace: Duration::from_millis(cfg.router.shutdown_grace_ms),
-            ping_interval: (cfg.limits.ping_interval_ms > 0).then(|| Duration::from_millis(cfg.limits.ping_interval_ms)),
-            max_connections: cfg.limits.max_connections,
-            max_connections_per_shard: cfg.limits.max_connections_per_shard,
-            max_deflate_memory: cfg.limits.max_deflate_memory,
-        },
+        limits: std::cell::Cell::new(conn_limits(cfg)),
         open_connections,
         longpoll: longpoll::Hub::new(me, lp_to),
     });
@@ -362,6 +536,23 @@ async fn shard_main(
             }
         }));
     }
+    let c = ctx.clone();
+    tasks.push(spawn_contained(&ctx, "reconfiguration".into(), move || {
+        let (c, steps, acks) = (c.clone(), steps.clone(), acks.clone());
+        async move {
+            while let Ok(step) = steps.recv_async().await {
+                match step {
+                    Step::Prepare(cfg, limits) => {
+                        let done = c.router.borrow_mut().reconfigure(&cfg);
+                        c.conns.limits.set(limits);
+                        let _ = acks.send((me, done));
+                    }
+                    Step::Open => c.router.borrow_mut().open_realms(),
+                    Step::Answer(asked, outcome) => c.router.borrow_mut().reload_answer(asked.session, asked.request, outcome),
+                }
+            }
+        }
+    }));
     let settings: Rc<Vec<Rc<connection::Listener>>> = Rc::new(
         listeners
             .iter()
@@ -409,7 +600,7 @@ async fn shard_main(
     // GOODBYE first (and the connection slots they hold, which hold this
     // shard's context, go).
     ctx.conns.longpoll.clear(&ctx.conns);
-    let deadline = Instant::now() + ctx.conns.limits.shutdown_grace;
+    let deadline = Instant::now() + ctx.conns.limits().shutdown_grace;
     while ctx.router.borrow().connection_count() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }

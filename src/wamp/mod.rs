@@ -65,4 +65,6 @@ pub mod uris {
     /// Not of the spec: a request that would take a session past one of the
     /// router's `[limits]` (the message names the key).
     pub const LIMIT_EXCEEDED: &str = "switchyard.error.limit_exceeded";
+    /// A reload found the new configuration invalid (the running one stays).
+    pub const BAD_CONFIG: &str = "switchyard.error.bad_config";
 }

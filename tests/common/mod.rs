@@ -212,6 +212,8 @@ impl Router {
     /// addresses like `127.0.0.1:4242` or `unix:/path`.
     pub fn listeners(&self) -> Vec<(String, String)> {
         let Some(ready) = self.ready_line() else { return Vec::new() };
+        // (a JSON log line escapes the quotes)
+        let ready = ready.replace("\\\"", "\"");
         // the list is the line's only `["...", ...]` (the log may colour keys)
         let Some(start) = ready.find("[\"") else { return Vec::new() };
         let list = &ready[start + 1..];
@@ -239,6 +241,45 @@ impl Router {
     /// The router's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("router.log")).unwrap_or_default()
+    }
+
+    /// The router's process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The configuration file the router was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("switchyard.toml")
+    }
+
+    /// Writes `config` over the router's configuration file, sends SIGHUP
+    /// and waits (10 s at most) for the router to log the outcome; true when
+    /// it took the new configuration, false when it refused it.
+    pub fn reload(&self, config: &str) -> bool {
+        let count = |log: &str| log.matches("configuration reload").count();
+        let before = count(&self.log());
+        std::fs::write(self.config_path(), config).expect("write the configuration");
+        let _ = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if count(&log) > before {
+                let last = log.lines().rfind(|l| l.contains("configuration reload")).unwrap_or_default();
+                return last.contains("configuration reloaded");
+            }
+            assert!(Instant::now() < deadline, "no reload logged within 10 s: {log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The router's configuration file as it is now.
+    pub fn config_text(&self) -> String {
+        std::fs::read_to_string(self.config_path()).expect("read the configuration")
     }
 
     /// Sends SIGTERM without waiting.
