@@ -8,27 +8,52 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use crossbeam::utils::CachePadded;
 
 macro_rules! stats {
-    ($( $(#[$doc:meta])* $name:ident : $kind:ident ),* $(,)?) => {
+    ($( $(#[doc = $doc:literal])* $name:ident : $kind:ident ),* $(,)?) => {
         /// Counters of one shard.
         #[derive(Debug, Default)]
         pub struct ShardStats {
-            $( $(#[$doc])* pub $name: CachePadded<$kind>, )*
+            $( $(#[doc = $doc])* pub $name: CachePadded<$kind>, )*
+            /// Call round trips at the dealer (CALL in, RESULT or ERROR
+            /// out), one call in [`CALL_SAMPLE`] timed.
+            pub call_latency: Histogram,
+            /// Per realm, the messages its sessions sent, by type.
+            pub realms: RealmRegistry,
         }
 
         impl ShardStats {
-            /// Appends every counter of every shard in Prometheus text format.
+            /// Every series of every shard in Prometheus text format: each
+            /// family per shard (label `shard`), then summed over shards
+            /// (`switchyard_router_<name>`), each with `# HELP` and `# TYPE`.
             pub fn render(shards: &[std::sync::Arc<ShardStats>]) -> String {
-                let mut out = String::new();
+                let mut out = String::with_capacity(64 * 1024);
                 $(
-                    let _ = writeln!(out, "# TYPE switchyard_{} {}", stringify!($name), kind_name(stringify!($kind)));
+                    let help = help_text(&[$($doc),*]);
+                    let kind = kind_name(stringify!($kind));
+                    let name = stringify!($name);
+                    let _ = writeln!(out, "# HELP switchyard_{name} {help}");
+                    let _ = writeln!(out, "# TYPE switchyard_{name} {kind}");
+                    let mut sum: i128 = 0;
                     for (i, s) in shards.iter().enumerate() {
-                        let _ = writeln!(out, "switchyard_{}{{shard=\"{}\"}} {}", stringify!($name), i, s.$name.load(Ordering::Relaxed));
+                        let v = s.$name.load(Ordering::Relaxed);
+                        sum += v as i128;
+                        let _ = writeln!(out, "switchyard_{name}{{shard=\"{i}\"}} {v}");
                     }
+                    let _ = writeln!(out, "# HELP switchyard_router_{name} {} (all shards).", help.trim_end_matches('.'));
+                    let _ = writeln!(out, "# TYPE switchyard_router_{name} {kind}");
+                    let _ = writeln!(out, "switchyard_router_{name} {sum}");
                 )*
+                render_histograms(&mut out, shards);
+                render_realms(&mut out, shards);
                 out
             }
         }
     };
+}
+
+/// One `# HELP` line's text from a field's doc comment.
+fn help_text(lines: &[&str]) -> String {
+    let text: Vec<&str> = lines.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
+    text.join(" ").replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 fn kind_name(kind: &str) -> &'static str {
@@ -36,6 +61,186 @@ fn kind_name(kind: &str) -> &'static str {
         "gauge"
     } else {
         "counter"
+    }
+}
+
+/// One call in this many is timed for `call_latency` (the others cost
+/// nothing; a timed one costs two clock reads).
+pub const CALL_SAMPLE: u64 = 16;
+
+/// Upper bounds of the latency buckets, in µs (the last bucket, +Inf, is
+/// implied).
+pub const LATENCY_BUCKETS_US: [u64; 20] = [
+    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+    10_000_000,
+];
+
+/// A latency histogram one shard writes (relaxed, single writer) and
+/// anyone reads.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per bucket (not cumulative); the last is +Inf.
+    counts: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Adds one observation (only the owning shard calls this).
+    pub fn record(&self, d: std::time::Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        let i = LATENCY_BUCKETS_US.partition_point(|&b| b < us);
+        bump(&self.counts[i]);
+        let s = &self.sum_us;
+        s.store(s.load(Ordering::Relaxed).wrapping_add(us), Ordering::Relaxed);
+    }
+
+    /// The observations so far: per bucket (not cumulative) and the sum in µs.
+    pub fn read(&self) -> ([u64; LATENCY_BUCKETS_US.len() + 1], u64) {
+        let mut c = [0; LATENCY_BUCKETS_US.len() + 1];
+        for (o, a) in c.iter_mut().zip(&self.counts) {
+            *o = a.load(Ordering::Relaxed);
+        }
+        (c, self.sum_us.load(Ordering::Relaxed))
+    }
+}
+
+/// Adds one to a counter only this thread writes: a plain load and store,
+/// no locked instruction.
+#[inline]
+fn bump(c: &AtomicU64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+}
+
+/// The message types counted per realm (what sessions send).
+pub const REALM_MESSAGE_TYPES: [(u64, &str); 10] = [
+    (6, "GOODBYE"),
+    (8, "ERROR"),
+    (16, "PUBLISH"),
+    (32, "SUBSCRIBE"),
+    (34, "UNSUBSCRIBE"),
+    (48, "CALL"),
+    (49, "CANCEL"),
+    (64, "REGISTER"),
+    (66, "UNREGISTER"),
+    (70, "YIELD"),
+];
+
+/// One realm's counters on one shard.
+#[derive(Debug, Default)]
+pub struct RealmCounters {
+    by_type: [AtomicU64; REALM_MESSAGE_TYPES.len()],
+}
+
+impl RealmCounters {
+    /// Counts one message of WAMP type `code` (only the owning shard
+    /// calls this); types not in [`REALM_MESSAGE_TYPES`] are not counted.
+    #[inline]
+    pub fn count(&self, code: u64) {
+        let i = match code {
+            6 => 0,
+            8 => 1,
+            16 => 2,
+            32 => 3,
+            34 => 4,
+            48 => 5,
+            49 => 6,
+            64 => 7,
+            66 => 8,
+            70 => 9,
+            _ => return,
+        };
+        bump(&self.by_type[i]);
+    }
+}
+
+/// The realms' counters of one shard, by realm name: taken when a realm is
+/// made (start, reload), read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct RealmRegistry {
+    realms: std::sync::Mutex<Vec<(std::sync::Arc<str>, std::sync::Arc<RealmCounters>)>>,
+}
+
+impl RealmRegistry {
+    /// The counters of realm `name` (made at the first ask).
+    pub fn get(&self, name: &std::sync::Arc<str>) -> std::sync::Arc<RealmCounters> {
+        let mut v = self.realms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = v.iter().find(|(n, _)| n == name) {
+            return c.clone();
+        }
+        let c = std::sync::Arc::new(RealmCounters::default());
+        v.push((name.clone(), c.clone()));
+        c
+    }
+}
+
+fn render_histograms(out: &mut String, shards: &[std::sync::Arc<ShardStats>]) {
+    let name = "switchyard_call_duration_seconds";
+    let mut total = ([0u64; LATENCY_BUCKETS_US.len() + 1], 0u64);
+    let _ = writeln!(
+        out,
+        "# HELP {name} Round trip of routed calls at the dealer, CALL received to RESULT or ERROR queued (one call in {CALL_SAMPLE} timed)."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    let write = |out: &mut String, labels: &str, (counts, sum): &([u64; LATENCY_BUCKETS_US.len() + 1], u64), name: &str| {
+        let mut acc = 0u64;
+        for (i, c) in counts.iter().enumerate() {
+            acc += c;
+            let le = LATENCY_BUCKETS_US
+                .get(i)
+                .map_or("+Inf".to_string(), |b| format!("{}", *b as f64 / 1e6));
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {acc}");
+        }
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{}}}", labels.trim_end_matches(','))
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", *sum as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{braces} {acc}");
+    };
+    for (i, s) in shards.iter().enumerate() {
+        let h = s.call_latency.read();
+        for (t, c) in total.0.iter_mut().zip(h.0) {
+            *t += c;
+        }
+        total.1 += h.1;
+        write(out, &format!("shard=\"{i}\","), &h, name);
+    }
+    let all = "switchyard_router_call_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {all} Round trip of routed calls at the dealer (all shards, one call in {CALL_SAMPLE} timed)."
+    );
+    let _ = writeln!(out, "# TYPE {all} histogram");
+    write(out, "", &total, all);
+}
+
+fn render_realms(out: &mut String, shards: &[std::sync::Arc<ShardStats>]) {
+    let name = "switchyard_realm_messages";
+    let _ = writeln!(out, "# HELP {name} WAMP messages the realm's sessions sent, by type (all shards).");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    let mut sums: Vec<(std::sync::Arc<str>, [u64; REALM_MESSAGE_TYPES.len()])> = Vec::new();
+    for s in shards {
+        let realms = s.realms.realms.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (realm, c) in realms {
+            let i = match sums.iter().position(|(n, _)| *n == realm) {
+                Some(i) => i,
+                None => {
+                    sums.push((realm, [0; REALM_MESSAGE_TYPES.len()]));
+                    sums.len() - 1
+                }
+            };
+            for (t, a) in sums[i].1.iter_mut().zip(&c.by_type) {
+                *t += a.load(Ordering::Relaxed);
+            }
+        }
+    }
+    sums.sort_by(|a, b| a.0.cmp(&b.0));
+    for (realm, counts) in sums {
+        let realm = realm.replace('\\', "\\\\").replace('"', "\\\"");
+        for ((_, t), n) in REALM_MESSAGE_TYPES.iter().zip(counts) {
+            let _ = writeln!(out, "{name}{{realm=\"{realm}\",type=\"{t}\"}} {n}");
+        }
     }
 }
 

@@ -223,6 +223,99 @@ fn json_logs(shards: usize) {
     assert!(shard < shards as u64, "{joined:?}");
 }
 
+/// Checks Prometheus text exposition: every sample's family has `# HELP`
+/// and `# TYPE` before it, histogram buckets grow to `+Inf` = `_count`.
+/// Returns (series with labels, value).
+fn exposition(text: &str) -> Vec<(String, f64)> {
+    let mut helped = std::collections::HashSet::new();
+    let mut typed = std::collections::HashMap::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            assert!(!help.trim().is_empty(), "empty HELP: {line}");
+            assert!(helped.insert(name.to_owned()), "HELP twice: {line}");
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE has a kind");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            assert!(helped.contains(name), "TYPE before HELP: {line}");
+            typed.insert(name.to_owned(), kind.to_owned());
+        } else {
+            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line}"));
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line}"));
+            let name = series.split('{').next().unwrap_or(series);
+            let family = typed
+                .keys()
+                .find(|f| {
+                    name == f.as_str()
+                        || (typed[f.as_str()] == "histogram" && ["_bucket", "_sum", "_count"].iter().any(|s| name == format!("{f}{s}")))
+                })
+                .unwrap_or_else(|| panic!("sample of an undeclared family: {line}"));
+            assert!(name.starts_with("switchyard_"), "{family}: {line}");
+            samples.push((series.to_owned(), value));
+        }
+    }
+    samples
+}
+
+fn sample(samples: &[(String, f64)], series: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(s, _)| s == series)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("no series {series}"))
+}
+
+/// `/metrics`: HELP and TYPE for every family, per shard and summed; the
+/// dealer's sampled call latency histogram; messages per realm and type.
+fn metrics_are_described_and_summed(shards: usize) {
+    let r = Router::start(shards);
+    let mut callee = join(&r, "realm1");
+    callee.register("com.test.echo");
+    let mut caller = join(&r, "realm1");
+    let calls = 64;
+    for _ in 0..calls {
+        let req = caller.next_req();
+        caller.send_json(&format!(r#"[48, {req}, {{}}, "com.test.echo", [1]]"#));
+        let inv = callee.expect(68);
+        callee.send_json(&format!(r#"[70, {}, {{}}, [1]]"#, inv.at(1).u()));
+        assert_eq!(caller.expect(RESULT).at(1).u(), req);
+    }
+    for _ in 0..5 {
+        let req = caller.next_req();
+        caller.send_json(&format!(r#"[16, {req}, {{"acknowledge": true}}, "com.test.news", []]"#));
+        caller.expect(PUBLISHED);
+    }
+    let samples = exposition(&r.metrics_text());
+    // per shard and summed
+    let per_shard: f64 = (0..shards)
+        .map(|i| sample(&samples, &format!("switchyard_calls{{shard=\"{i}\"}}")))
+        .sum();
+    assert_eq!(per_shard, calls as f64);
+    assert_eq!(sample(&samples, "switchyard_router_calls"), calls as f64);
+    // one call in 16 is timed (the caller's shard counts them all)
+    let timed = sample(&samples, "switchyard_router_call_duration_seconds_count");
+    assert_eq!(timed, (calls / 16) as f64, "{samples:?}");
+    assert_eq!(
+        sample(&samples, "switchyard_router_call_duration_seconds_bucket{le=\"+Inf\"}"),
+        timed
+    );
+    let mut last = 0.0;
+    for (s, v) in samples
+        .iter()
+        .filter(|(s, _)| s.starts_with("switchyard_router_call_duration_seconds_bucket"))
+    {
+        assert!(*v >= last, "buckets shrink at {s}");
+        last = *v;
+    }
+    assert!(sample(&samples, "switchyard_router_call_duration_seconds_sum") > 0.0);
+    let realm = |t: &str| sample(&samples, &format!("switchyard_realm_messages{{realm=\"realm1\",type=\"{t}\"}}"));
+    assert_eq!(realm("CALL"), calls as f64);
+    assert_eq!(realm("YIELD"), calls as f64);
+    assert_eq!(realm("PUBLISH"), 5.0);
+    assert_eq!(realm("REGISTER"), 1.0);
+}
+
 macro_rules! on_1_and_2_shards {
     ($($name:ident),* $(,)?) => {
         mod one_shard {
@@ -241,4 +334,5 @@ on_1_and_2_shards!(
     reload_by_meta_procedure,
     tells_systemd_its_state,
     json_logs,
+    metrics_are_described_and_summed,
 );

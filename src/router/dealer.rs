@@ -116,6 +116,8 @@ pub(super) struct OutgoingCall {
     pub(super) streaming: bool,
     /// The caller canceled it in `kill` mode: a reroute must not send it on.
     pub(super) canceled: bool,
+    /// When it came, for one call in `metrics::CALL_SAMPLE` (`call_latency`).
+    pub(super) started: Option<std::time::Instant>,
 }
 
 /// The router-wide key of a call: (caller's shard, caller, CALL request ID).
@@ -458,6 +460,8 @@ impl Router {
                             timer,
                             streaming: options.progress,
                             canceled: false,
+                            started: (self.stats.calls.load(Ordering::Relaxed) % crate::metrics::CALL_SAMPLE == 0)
+                                .then(std::time::Instant::now),
                         };
                         s.calls.insert(request, call);
                         let disclose = (options.disclose_me || disclosure == CallerDisclosure::Always)
@@ -903,6 +907,9 @@ impl Router {
             if let Some(key) = call.timer {
                 self.timers.cancel(key);
             }
+            if let Some(t) = call.started {
+                self.stats.call_latency.record(t.elapsed());
+            }
             self.stats.pending_calls.fetch_sub(1, Ordering::Relaxed);
         }
         let payload = match codec::transcode(&done.payload, s.ser) {
@@ -1158,6 +1165,7 @@ mod tests {
             timer: None,
             streaming,
             canceled: false,
+            started: None,
         };
         for request in 1..=(FINISHED_STREAMS as u64 + 10) {
             calls.insert(request, call(true));

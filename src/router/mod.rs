@@ -113,6 +113,8 @@ pub struct Realm {
     pub(crate) subscriptions: AHashMap<Id, Subscription>,
     pub(crate) reg_index: trie::UriIndex<Id>,
     pub(crate) registrations: AHashMap<Id, Registration>,
+    /// What its sessions send, by message type (`/metrics`).
+    pub(crate) counters: Arc<crate::metrics::RealmCounters>,
 }
 
 impl Realm {
@@ -303,6 +305,9 @@ impl Router {
     /// A router for shard `me` of `nshards`, reaching the others over `link`.
     pub fn new(me: usize, nshards: usize, cfg: &RouterConfig, link: ShardLink, stats: Arc<ShardStats>) -> Self {
         let mut realms: Vec<Realm> = cfg.realms.iter().map(|r| Realm::from_config(r, nshards)).collect();
+        for r in &mut realms {
+            r.counters = stats.realms.get(&r.name);
+        }
         let realm_names: AHashMap<String, RealmIdx> = cfg
             .realms
             .iter()

@@ -54,6 +54,8 @@ impl Router {
                 }
                 None => {
                     let i = self.realms.len() as RealmIdx;
+                    let mut fresh = fresh;
+                    fresh.counters = self.stats.realms.get(&fresh.name);
                     self.realms.push(fresh);
                     all.insert(c.name.clone(), i);
                     out.added.push(c.name.clone());

@@ -206,6 +206,8 @@ pub(super) struct Conn {
     pub(super) closing_timer: Option<super::timers::TimerKey>,
     /// In `Challenged` and `Verifying`: the login under way.
     pub(super) auth: Option<Box<super::auth::PendingAuth>>,
+    /// Once established: the counters of the session's realm.
+    pub(super) counters: Option<Arc<crate::metrics::RealmCounters>>,
 }
 
 impl Conn {
@@ -372,6 +374,7 @@ impl Router {
                 phase: Phase::Idle,
                 closing_timer: None,
                 auth: None,
+                counters: None,
             },
         );
         id
@@ -496,6 +499,9 @@ impl Router {
         let Some(sid) = c.session() else {
             return self.on_message_before_session(conn, msg);
         };
+        if let Some(counters) = &c.counters {
+            counters.count(msg.message_type().code());
+        }
         if let Err(problem) = options::check(&msg) {
             return self.protocol_violation(conn, &problem);
         }
@@ -795,6 +801,7 @@ impl Router {
         let features = Features::read(&details);
         let role = self.realms[realm_idx as usize].roles.index(&identity.authrole);
         c.phase = Phase::Established(sid);
+        c.counters = Some(self.realms[realm_idx as usize].counters.clone());
         tracing::debug!(session = sid, realm = %self.realms[realm_idx as usize].name, authid = %identity.authid, authrole = %identity.authrole, "session joined");
         let outbox = c.outbox.clone();
         let ser = c.ser;
