@@ -460,7 +460,7 @@ impl Router {
                             timer,
                             streaming: options.progress,
                             canceled: false,
-                            started: (self.stats.calls.load(Ordering::Relaxed) % crate::metrics::CALL_SAMPLE == 0)
+                            started: (self.stats.calls.load(Ordering::Relaxed).is_multiple_of(crate::metrics::CALL_SAMPLE))
                                 .then(std::time::Instant::now),
                         };
                         s.calls.insert(request, call);
