@@ -176,6 +176,26 @@ pub struct RealmConfig {
     /// Dynamic authorization: a procedure that decides what sessions may do.
     #[serde(default)]
     pub authorizer: Option<AuthorizerConfig>,
+    /// Who may publish and call over the HTTP bridge (`[[realm.bridge_key]]`).
+    #[serde(default, rename = "bridge_key")]
+    pub bridge_keys: Vec<BridgeKeyConfig>,
+}
+
+/// `[[realm.bridge_key]]`: an HTTP bridge client. Its requests act as a
+/// session with `authid` and `role`, so the realm's roles govern them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeKeyConfig {
+    pub authid: String,
+    pub role: String,
+    /// Hex SHA-256 of a bearer token (`Authorization: Bearer <token>`);
+    /// `switchyard secret bearer` derives it.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    /// The key of HMAC-SHA256 signed requests (`X-Switchyard-Key: authid`,
+    /// `-Timestamp`, `-Nonce`, `-Signature`).
+    #[serde(default)]
+    pub hmac_secret: Option<String>,
 }
 
 /// `realm[i].authenticator`: the router calls `procedure` (registered on
@@ -380,6 +400,7 @@ impl RealmConfig {
             roles: Vec::new(),
             authenticator: None,
             authorizer: None,
+            bridge_keys: Vec::new(),
         }
     }
 }
@@ -449,6 +470,49 @@ pub struct ListenerConfig {
     /// The HTTP long-poll transport, served when present.
     #[serde(default)]
     pub longpoll: Option<LongPollConfig>,
+    /// The HTTP bridge (publish and call with plain HTTP), served when present.
+    #[serde(default)]
+    pub bridge: Option<BridgeConfig>,
+}
+
+/// `listener[i].bridge`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// The base path: `POST <path>/<realm>/publish`, `POST <path>/<realm>/call`.
+    #[serde(default = "default_bridge_path")]
+    pub path: String,
+    /// How long a call waits for its result when its options name no
+    /// `timeout`, in ms.
+    #[serde(default = "default_bridge_call_timeout")]
+    pub call_timeout_ms: u64,
+    /// How far a signed request's timestamp may be from the router's clock,
+    /// in seconds; its nonce is remembered as long.
+    #[serde(default = "default_replay_window")]
+    pub replay_window_s: u64,
+}
+
+fn default_bridge_path() -> String {
+    "/http".into()
+}
+
+fn default_bridge_call_timeout() -> u64 {
+    30_000
+}
+
+fn default_replay_window() -> u64 {
+    300
+}
+
+impl BridgeConfig {
+    /// The bridge's settings.
+    pub fn settings(&self) -> crate::session::bridge::Settings {
+        crate::session::bridge::Settings {
+            path: self.path.trim_end_matches('/').to_owned(),
+            call_timeout: std::time::Duration::from_millis(self.call_timeout_ms),
+            replay_window: std::time::Duration::from_secs(self.replay_window_s),
+        }
+    }
 }
 
 /// `listener[i].longpoll`
@@ -612,6 +676,9 @@ pub struct Limits {
     /// the whole router keeps; past it, new WebSocket connections go
     /// uncompressed.
     pub max_deflate_memory: usize,
+    /// Nonces of signed HTTP bridge requests remembered for the replay
+    /// window, router-wide; past it signed requests get 503 until some expire.
+    pub max_bridge_nonces: usize,
 }
 
 impl Limits {
@@ -657,6 +724,7 @@ impl Default for Limits {
             max_auth_backoff_peers: 10_000,
             authorization_cache: 65_536,
             max_deflate_memory: 256 * 1024 * 1024,
+            max_bridge_nonces: 100_000,
         }
     }
 }
@@ -719,6 +787,7 @@ impl Config {
                     tls: None,
                     deflate: None,
                     longpoll: None,
+                    bridge: None,
                 }),
             }
         }
@@ -797,6 +866,26 @@ impl Config {
                 }
             }
             crate::auth::Roles::compile(r, i)?;
+            for (k, b) in r.bridge_keys.iter().enumerate() {
+                let key = |f: &str| format!("realm[{i}].bridge_key[{k}].{f}");
+                if b.token_sha256.is_none() && b.hmac_secret.is_none() {
+                    return Err(invalid(key("token_sha256"), "a bridge key needs token_sha256, hmac_secret or both"));
+                }
+                if let Some(t) = &b.token_sha256 {
+                    if t.len() != 64 || hex::decode(t).is_err() {
+                        return Err(invalid(key("token_sha256"), "must be 64 hex digits (a SHA-256)"));
+                    }
+                }
+                if b.hmac_secret.as_ref().is_some_and(|s| s.len() < 16) {
+                    return Err(invalid(key("hmac_secret"), "must have at least 16 bytes"));
+                }
+                if r.bridge_keys[..k].iter().any(|o| o.authid == b.authid) {
+                    return Err(invalid(key("authid"), format!("'{}' is defined twice", b.authid)));
+                }
+                if b.authid.is_empty() || b.role.is_empty() {
+                    return Err(invalid(key("authid"), "authid and role must not be empty"));
+                }
+            }
             if self.realms[..i].iter().any(|o| o.name == r.name) {
                 return Err(invalid(format!("realm[{i}].name"), format!("realm '{}' is defined twice", r.name)));
             }
@@ -875,6 +964,31 @@ impl Config {
                     ));
                 }
             }
+            if let Some(b) = &l.bridge {
+                if l.kind == ListenerKind::Rawsocket {
+                    return Err(invalid(
+                        format!("listener[{i}].bridge"),
+                        "applies to HTTP (websocket and universal listeners) only",
+                    ));
+                }
+                let base = b.path.trim_end_matches('/');
+                let clash = |p: &str| {
+                    let p = p.trim_end_matches('/');
+                    p == base || p.starts_with(&format!("{base}/")) || base.starts_with(&format!("{p}/"))
+                };
+                if !b.path.starts_with('/') || base.is_empty() || clash(&l.path) || l.longpoll.as_ref().is_some_and(|lp| clash(&lp.path)) {
+                    return Err(invalid(
+                        format!("listener[{i}].bridge.path"),
+                        "must start with '/', not be '/', and not overlap the WebSocket or long-poll path",
+                    ));
+                }
+                if b.call_timeout_ms == 0 || b.replay_window_s == 0 {
+                    return Err(invalid(
+                        format!("listener[{i}].bridge.call_timeout_ms"),
+                        "call_timeout_ms and replay_window_s must be positive",
+                    ));
+                }
+            }
             if l.kind != ListenerKind::Rawsocket && !l.path.starts_with('/') {
                 return Err(invalid(format!("listener[{i}].path"), "must start with '/'"));
             }
@@ -915,6 +1029,7 @@ impl Config {
             ("router.history_queue", self.router.history_queue),
             ("limits.max_uri_components", lim.max_uri_components),
             ("router.mesh_overflow_limit", self.router.mesh_overflow_limit),
+            ("limits.max_bridge_nonces", lim.max_bridge_nonces),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be positive"));

@@ -63,6 +63,9 @@ enum Command {
 
 #[derive(Debug, clap::Subcommand)]
 enum SecretMethod {
+    /// `token_sha256 = "..."`: what a `[[realm.bridge_key]]` keeps of an
+    /// HTTP bridge bearer token.
+    Bearer,
     /// `ticket = "..."`: an argon2id PHC hash.
     Ticket {
         /// argon2 memory in KiB (default: argon2's 19456).
@@ -108,6 +111,10 @@ fn secret(method: &SecretMethod) -> ExitCode {
     let password = password.trim_end_matches(['\r', '\n']);
     let salt = || auth::b64(&rand::random::<[u8; 16]>());
     match method {
+        SecretMethod::Bearer => {
+            use sha2::Digest;
+            println!("token_sha256 = \"{}\"", hex::encode(sha2::Sha256::digest(password.as_bytes())));
+        }
         SecretMethod::Ticket { memory, iterations } => {
             let cost = (memory.is_some() || iterations.is_some()).then(|| (memory.unwrap_or(19456), iterations.unwrap_or(2)));
             println!("ticket = \"{}\"", auth::hash_ticket(password, cost));

@@ -377,6 +377,14 @@ stats! {
     longpoll_refused: AtomicU64,
     /// Unix-socket connections shard 0 kept because router.unix_handover_queue to the chosen shard was full.
     unix_handover_full: AtomicU64,
+    /// HTTP bridge requests served (publish and call).
+    bridge_requests: AtomicU64,
+    /// HTTP bridge requests refused for missing or wrong credentials (401).
+    bridge_unauthorized: AtomicU64,
+    /// Signed HTTP bridge requests refused as replays: a used nonce, or a timestamp outside the window.
+    bridge_replays: AtomicU64,
+    /// Signed HTTP bridge requests refused (503): limits.max_bridge_nonces was full.
+    bridge_nonces_full: AtomicU64,
 }
 
 impl ShardStats {

@@ -3,6 +3,7 @@
 mod advanced_pubsub;
 mod advanced_rpc;
 mod auth;
+mod bridge;
 mod cli;
 mod common;
 mod deflate;

@@ -115,6 +115,19 @@ pub struct Realm {
     pub(crate) registrations: AHashMap<Id, Registration>,
     /// What its sessions send, by message type (`/metrics`).
     pub(crate) counters: Arc<crate::metrics::RealmCounters>,
+    /// Who may use the HTTP bridge on this realm.
+    pub bridge_keys: Arc<Vec<BridgeKey>>,
+}
+
+/// A client of the HTTP bridge (`[[realm.bridge_key]]`).
+#[derive(Debug, Clone)]
+pub struct BridgeKey {
+    pub authid: Arc<str>,
+    pub role: Arc<str>,
+    /// SHA-256 of its bearer token.
+    pub token_sha256: Option<[u8; 32]>,
+    /// The key its signed requests are signed with.
+    pub hmac_secret: Option<Vec<u8>>,
 }
 
 impl Realm {
@@ -154,6 +167,21 @@ impl Realm {
             max_history_bytes: r.max_history_bytes.div_ceil(nshards.max(1)),
             max_retained_events: r.max_retained_events.div_ceil(nshards.max(1)),
             max_retained_bytes: r.max_retained_bytes.div_ceil(nshards.max(1)),
+            bridge_keys: Arc::new(
+                r.bridge_keys
+                    .iter()
+                    .map(|k| BridgeKey {
+                        authid: k.authid.as_str().into(),
+                        role: k.role.as_str().into(),
+                        token_sha256: k
+                            .token_sha256
+                            .as_deref()
+                            .and_then(|t| hex::decode(t).ok())
+                            .and_then(|t| <[u8; 32]>::try_from(t).ok()),
+                        hmac_secret: k.hmac_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+                    })
+                    .collect(),
+            ),
             ..Realm::default()
         }
     }
@@ -173,6 +201,7 @@ impl Realm {
         self.max_history_bytes = fresh.max_history_bytes;
         self.max_retained_events = fresh.max_retained_events;
         self.max_retained_bytes = fresh.max_retained_bytes;
+        self.bridge_keys = fresh.bridge_keys;
     }
 }
 
@@ -284,6 +313,14 @@ pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The wall-clock time in seconds since the Unix epoch.
+pub fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 

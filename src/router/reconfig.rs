@@ -136,6 +136,45 @@ impl Router {
         }
     }
 
+    /// The HTTP bridge's keys of realm `name` (`None`: no such realm).
+    pub fn bridge_keys(&self, name: &str) -> Option<std::sync::Arc<Vec<super::BridgeKey>>> {
+        let &i = self.realm_names.get(name)?;
+        Some(self.realms[i as usize].bridge_keys.clone())
+    }
+
+    /// Opens a session on `conn` in realm `name` for an HTTP bridge client
+    /// the bridge has authenticated (or a webhook): no HELLO, no
+    /// authentication exchange; WELCOME is queued as for any session. `None`
+    /// when the realm does not exist (or the router is shutting down).
+    pub fn open_trusted(&mut self, conn: super::ConnId, name: &str, authid: &str, authrole: &str, authmethod: &str) -> Option<Id> {
+        if self.shutting_down {
+            return None;
+        }
+        let &realm = self.realm_names.get(name)?;
+        let sid = crate::wamp::random_id();
+        let identity = super::SessionIdentity {
+            realm: self.realms[realm as usize].name.clone(),
+            authid: authid.into(),
+            authrole: authrole.into(),
+            authmethod: authmethod.into(),
+            authprovider: "static".into(),
+        };
+        let features = |names: &[&str]| {
+            let mut f = Dict::new();
+            for n in names {
+                f = f.with(*n, Value::Bool(true));
+            }
+            Value::Dict(Dict::new().with("features", Value::Dict(f)))
+        };
+        let roles = Dict::new()
+            .with("publisher", features(&["publisher_exclusion", "publisher_identification"]))
+            .with("subscriber", features(&["pattern_based_subscription", "publisher_identification"]))
+            .with("caller", features(&["progressive_call_results", "call_timeout", "call_canceling"]));
+        let details = Dict::new().with("roles", Value::Dict(roles));
+        self.establish(conn, realm, sid, identity, details, Dict::new());
+        Some(sid)
+    }
+
     /// The names of the realms sessions may join now.
     pub fn realm_list(&self) -> Vec<String> {
         let mut v: Vec<String> = self.realm_names.keys().cloned().collect();

@@ -38,6 +38,8 @@ pub enum TransportKind {
     RawSocket,
     /// The HTTP long-poll transport.
     LongPoll,
+    /// A request to the HTTP bridge (or a webhook's subscription).
+    Http,
 }
 
 /// What the router knows of a connection's transport (for the session meta
@@ -79,6 +81,7 @@ impl TransportInfo {
             TransportKind::WebSocket => "websocket",
             TransportKind::RawSocket => "rawsocket",
             TransportKind::LongPoll => "longpoll",
+            TransportKind::Http => "http",
         };
         let mut d = Dict::new()
             .with("type", Value::Str(kind.into()))

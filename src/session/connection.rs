@@ -38,6 +38,8 @@ pub struct Listener {
     pub deflate: Option<crate::transport::deflate::Settings>,
     /// The HTTP long-poll transport, under its base path.
     pub longpoll: Option<crate::transport::longpoll::Settings>,
+    /// The HTTP bridge, under its base path.
+    pub bridge: Option<super::bridge::Settings>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -77,10 +79,10 @@ async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
         }
         room
     });
-    let longpoll = listener.longpoll.is_some();
+    let posts = listener.longpoll.is_some() || listener.bridge.is_some();
     let handshake = async {
         loop {
-            if longpoll && buf.starts_with(b"POST ") {
+            if posts && buf.starts_with(b"POST ") {
                 return Ok(None);
             }
             match websocket::parse_request_with(&buf, &path, metrics, deflate) {
@@ -98,7 +100,7 @@ async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
     let (request, consumed) = match result {
         Ok(Ok(Some(r))) => r,
         Ok(Ok(None)) => {
-            // a long-poll request (POST)
+            // a long-poll or bridge request (POST)
             let info = TransportInfo {
                 kind: TransportKind::LongPoll,
                 serializer: Serializer::Json,
@@ -107,9 +109,7 @@ async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
                 batched: false,
                 compressed: false,
             };
-            if let Some(settings) = &listener.longpoll {
-                super::longpoll::serve(ctx, stream, info, buf, settings).await;
-            }
+            super::longpoll::serve(ctx, stream, info, buf, listener.longpoll.as_ref(), listener.bridge.as_ref()).await;
             return;
         }
         Ok(Err(Some(reject))) => {

@@ -48,6 +48,8 @@ pub struct ConnCtx {
     pub open_connections: Arc<AtomicUsize>,
     /// This shard's HTTP long-poll transports.
     pub longpoll: super::longpoll::Hub,
+    /// The nonces of signed HTTP bridge requests (router-wide).
+    pub bridge_nonces: Arc<super::bridge::Nonces>,
 }
 
 impl ConnCtx {

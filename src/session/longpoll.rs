@@ -123,11 +123,8 @@ pub async fn serve_calls(ctx: Rc<ConnCtx>, calls: flume::Receiver<Call>) {
     }
 }
 
-/// A complete request: its target and body.
-struct Request {
-    target: String,
-    body: Bytes,
-}
+/// A complete request.
+type Request = super::bridge::Request;
 
 /// Reads one request (headers, then a `Content-Length` body of at most
 /// `max` bytes); `Err` is the response that refuses it.
@@ -138,6 +135,12 @@ async fn read_request<S: Stream>(stream: &mut S, buf: &mut BytesMut, max: usize)
         match req.parse(buf) {
             Ok(httparse::Status::Complete(head)) => {
                 let target = req.path.unwrap_or("").to_owned();
+                let method = req.method.unwrap_or("").to_owned();
+                let names: Vec<(String, Vec<u8>)> = req
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+                    .collect();
                 let header = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
                 if header("Transfer-Encoding").is_some() {
                     return Err(longpoll::error(411, "Length Required", "send the body with a Content-Length"));
@@ -164,7 +167,12 @@ async fn read_request<S: Stream>(stream: &mut S, buf: &mut BytesMut, max: usize)
                 }
                 let mut all = buf.split_to(head + len);
                 let body = all.split_off(head).freeze();
-                return Ok(Request { target, body });
+                return Ok(Request {
+                    method,
+                    target,
+                    headers: names,
+                    body,
+                });
             }
             Ok(httparse::Status::Partial) if buf.len() < websocket::MAX_HANDSHAKE => {}
             Ok(httparse::Status::Partial) => {
@@ -179,9 +187,16 @@ async fn read_request<S: Stream>(stream: &mut S, buf: &mut BytesMut, max: usize)
     }
 }
 
-/// Serves one HTTP `POST` on a listener with long-poll (`buf` holds what
-/// was read of it), then closes the connection.
-pub async fn serve<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: TransportInfo, mut buf: BytesMut, settings: &Settings) {
+/// Serves one HTTP `POST` on a listener with long-poll or the HTTP bridge
+/// (`buf` holds what was read of it), then closes the connection.
+pub async fn serve<S: Stream>(
+    ctx: Rc<ConnCtx>,
+    mut stream: S,
+    peer: TransportInfo,
+    mut buf: BytesMut,
+    longpoll: Option<&Settings>,
+    bridge: Option<&super::bridge::Settings>,
+) {
     let read = glommio::timer::timeout(ctx.limits().handshake_timeout, async {
         Ok(read_request(&mut stream, &mut buf, ctx.limits().max_message_size).await)
     })
@@ -199,6 +214,15 @@ pub async fn serve<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: TransportIn
             ShardStats::inc(&ctx.stats.handshake_timeouts);
             return;
         }
+    };
+    if let Some(b) = bridge.filter(|b| super::bridge::serves(b, &req.target)) {
+        return super::bridge::serve(ctx, stream, peer, req, b).await;
+    }
+    let Some(settings) = longpoll else {
+        let resp = longpoll::error(404, "Not Found", &format!("nothing to POST to at {}", req.target));
+        let _ = stream.write_all(&resp).await;
+        let _ = stream.close().await;
+        return;
     };
     let resp = match longpoll::route(&req.target, &settings.path) {
         None => longpoll::error(404, "Not Found", &format!("no long-poll endpoint at {}", req.target)),

@@ -164,6 +164,7 @@ pub fn run(v: Validated, control: Control) -> Result<(), String> {
     };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let open_connections = Arc::new(AtomicUsize::new(0));
+    let bridge_nonces = Arc::new(crate::session::bridge::Nonces::new(cfg.limits.max_bridge_nonces));
     let watchdog = Arc::new(
         watchdog::Watchdog::start(Duration::from_millis(cfg.router.wake_interval_ms))
             .map_err(|e| format!("cannot start the watchdog thread: {e}"))?,
@@ -197,6 +198,7 @@ pub fn run(v: Validated, control: Control) -> Result<(), String> {
         let ready = ready_tx.clone();
         let shutdown = shutdown.clone();
         let open_connections = open_connections.clone();
+        let bridge_nonces = bridge_nonces.clone();
         let watchdog = watchdog.clone();
         let history = history.clone();
         let handover = (handover_to.clone(), handover[me].1.clone());
@@ -217,6 +219,7 @@ pub fn run(v: Validated, control: Control) -> Result<(), String> {
                     handover,
                     longpoll_calls,
                     control,
+                    bridge_nonces,
                 };
                 // every event logged on this thread names its shard
                 let _span = tracing::info_span!("shard", shard = me).entered();
@@ -318,6 +321,8 @@ struct ShardExtras {
     /// The main thread's steps, where this shard answers them, and where
     /// sessions' reload requests go (none: nothing to reload).
     control: ShardControl,
+    /// The nonces of signed HTTP bridge requests (router-wide).
+    bridge_nonces: Arc<crate::session::bridge::Nonces>,
 }
 
 /// A shard's end of the control plane: the main thread's steps, where it
@@ -449,6 +454,7 @@ async fn shard_main(
         handover,
         longpoll_calls,
         control,
+        bridge_nonces,
     } = extras;
     let (steps, acks, asks) = control;
     let (lp_to, lp_calls) = longpoll_calls;
@@ -477,6 +483,7 @@ async fn shard_main(
         limits: std::cell::Cell::new(conn_limits(cfg)),
         open_connections,
         longpoll: longpoll::Hub::new(me, lp_to),
+        bridge_nonces,
     });
     let ctx = Rc::new(ShardCtx {
         router,
@@ -565,6 +572,7 @@ async fn shard_main(
                     tls: tls.clone(),
                     deflate: l.deflate.as_ref().map(|d| d.settings()),
                     longpoll: l.longpoll.as_ref().map(|d| d.settings()),
+                    bridge: l.bridge.as_ref().map(|b| b.settings()),
                 })
             })
             .collect(),

@@ -1,0 +1,365 @@
+//! The HTTP bridge over raw HTTP requests: publish and call as a bridge
+//! key's identity (WebSocket subscribers and callees on the other end),
+//! errors as HTTP statuses, progressive results as server-sent events and
+//! NDJSON, bearer and signed requests (replays refused), malformed bodies
+//! named by field; on 1 and 2 shards.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+
+use hmac::Mac;
+use sha2::Digest;
+
+use crate::common::*;
+
+const TOKEN: &str = "bridge-token-for-tests";
+const LIMITED_TOKEN: &str = "limited-token-for-tests";
+const SECRET: &str = "a-secret-of-the-signer";
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+fn router(shards: usize) -> (Router, SocketAddr) {
+    let extra = format!(
+        r#"
+[[realm]]
+name = "realm1"
+{principals}
+[[realm.bridge_key]]
+authid = "svc"
+role = "anonymous"
+token_sha256 = "{token}"
+[[realm.bridge_key]]
+authid = "signer"
+role = "anonymous"
+hmac_secret = "{SECRET}"
+
+[[realm]]
+name = "guarded"
+[[realm.role]]
+name = "reader"
+[[realm.role.permission]]
+uri = "com.guarded."
+match = "prefix"
+allow = ["call", "subscribe"]
+[[realm.bridge_key]]
+authid = "limited"
+role = "reader"
+token_sha256 = "{limited}"
+
+[[listener]]
+type = "universal"
+bind = "127.0.0.1:0"
+[listener.bridge]
+path = "/http"
+call_timeout_ms = 5000
+replay_window_s = 60
+"#,
+        principals = test_principals(),
+        token = sha256_hex(TOKEN),
+        limited = sha256_hex(LIMITED_TOKEN),
+    );
+    let r = Router::start_with(shards, &extra, "", &[]);
+    let addr = r.listener("Universal").expect("universal listener");
+    (r, addr)
+}
+
+/// POSTs `body` to `path` with `headers`; the response, its body read to
+/// the end (streamed responses have no Content-Length).
+fn post(addr: SocketAddr, path: &str, headers: &[(&str, String)], body: &str) -> HttpResponse {
+    let mut s = connect(addr);
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (n, v) in headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let mut resp = read_http_response(&mut s, &mut buf);
+    if resp.header("content-length").is_none() {
+        resp.body = buf;
+        let _ = s.read_to_end(&mut resp.body);
+    }
+    resp
+}
+
+fn bearer(token: &str) -> Vec<(&'static str, String)> {
+    vec![("Authorization", format!("Bearer {token}"))]
+}
+
+fn signed(path: &str, body: &str, ts: u64, nonce: &str) -> Vec<(&'static str, String)> {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("{ts}\n{nonce}\nPOST\n{path}\n").as_bytes());
+    mac.update(body.as_bytes());
+    let sig = hex::encode(mac.finalize().into_bytes());
+    vec![
+        ("X-Switchyard-Key", "signer".into()),
+        ("X-Switchyard-Timestamp", ts.to_string()),
+        ("X-Switchyard-Nonce", nonce.into()),
+        ("X-Switchyard-Signature", sig),
+    ]
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn json(resp: &HttpResponse) -> switchyard::wamp::Value {
+    parse_json(&resp.body_text())
+}
+
+/// A publication from HTTP reaches a WebSocket subscriber with its args and
+/// kwargs; acknowledged ones answer the publication ID the subscriber sees.
+fn publish_reaches_subscribers(shards: usize) {
+    let (r, addr) = router(shards);
+    // subscribers on every shard
+    let mut subs: Vec<Client> = (0..4).map(|i| r.join_spread(i)).collect();
+    for s in &mut subs {
+        s.subscribe("com.test.news", "{}");
+    }
+    let body = r#"{"topic": "com.test.news", "args": [1, "two"], "kwargs": {"k": true}}"#;
+    let resp = post(addr, "/http/realm1/publish", &bearer(TOKEN), body);
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    let publication = json(&resp).key("publication").u();
+    for s in &mut subs {
+        let ev = s.expect(EVENT);
+        assert_eq!(ev.at(2).u(), publication, "{ev:?}");
+        assert_eq!(ev.at(4), &parse_json(r#"[1, "two"]"#));
+        assert_eq!(ev.at(5), &parse_json(r#"{"k": true}"#));
+    }
+    // not acknowledged: 202 at once, the event still goes out
+    let body = r#"{"topic": "com.test.news", "args": [3], "options": {"acknowledge": false}}"#;
+    let resp = post(addr, "/http/realm1/publish", &bearer(TOKEN), body);
+    assert_eq!(resp.status, 202, "{}", resp.body_text());
+    for s in &mut subs {
+        assert_eq!(s.expect(EVENT).at(4), &parse_json("[3]"));
+    }
+    assert!(r.metric_sum("bridge_requests") >= 2);
+}
+
+/// A call is answered by a WebSocket callee; errors come back with the
+/// status of their kind.
+fn calls_and_their_errors(shards: usize) {
+    let (r, addr) = router(shards);
+    let mut callee = r.join_spread(0);
+    callee.register("com.test.add");
+    let mut other = r.join_spread(1);
+    other.register("com.test.fail");
+    for _ in 0..2 {
+        let answer = std::thread::spawn(move || {
+            let inv = callee.expect(INVOCATION);
+            assert_eq!(inv.at(4), &parse_json("[2, 3]"), "{inv:?}");
+            callee.send_json(&format!(r#"[70, {}, {{}}, [5], {{"sum": 5}}]"#, inv.at(1).u()));
+            callee
+        });
+        let resp = post(
+            addr,
+            "/http/realm1/call",
+            &bearer(TOKEN),
+            r#"{"procedure": "com.test.add", "args": [2, 3]}"#,
+        );
+        callee = answer.join().unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.body_text());
+        assert_eq!(json(&resp), parse_json(r#"{"args": [5], "kwargs": {"sum": 5}}"#));
+    }
+
+    let resp = post(addr, "/http/realm1/call", &bearer(TOKEN), r#"{"procedure": "com.test.nobody"}"#);
+    assert_eq!(resp.status, 404, "{}", resp.body_text());
+    assert_eq!(json(&resp).key("error").s(), "wamp.error.no_such_procedure");
+
+    let fail = std::thread::spawn(move || {
+        let inv = other.expect(INVOCATION);
+        other.send_json(&format!(
+            r#"[8, 68, {}, {{}}, "com.app.error.out_of_stock", ["none left"]]"#,
+            inv.at(1).u()
+        ));
+        other
+    });
+    let resp = post(addr, "/http/realm1/call", &bearer(TOKEN), r#"{"procedure": "com.test.fail"}"#);
+    let mut other = fail.join().unwrap();
+    assert_eq!(resp.status, 502, "{}", resp.body_text());
+    assert_eq!(
+        json(&resp),
+        parse_json(r#"{"error": "com.app.error.out_of_stock", "args": ["none left"]}"#)
+    );
+
+    // a callee that never answers: the call's timeout
+    let resp = post(
+        addr,
+        "/http/realm1/call",
+        &bearer(TOKEN),
+        r#"{"procedure": "com.test.fail", "options": {"timeout": 200}}"#,
+    );
+    assert_eq!(resp.status, 504, "{}", resp.body_text());
+    assert_eq!(json(&resp).key("error").s(), "wamp.error.timeout");
+    other.expect(INVOCATION);
+
+    // the role decides: "reader" may call in com.guarded. but not publish
+    let resp = post(
+        addr,
+        "/http/guarded/publish",
+        &bearer(LIMITED_TOKEN),
+        r#"{"topic": "com.guarded.x"}"#,
+    );
+    assert_eq!(resp.status, 403, "{}", resp.body_text());
+    assert_eq!(json(&resp).key("error").s(), "wamp.error.not_authorized");
+    let resp = post(
+        addr,
+        "/http/guarded/call",
+        &bearer(LIMITED_TOKEN),
+        r#"{"procedure": "com.guarded.x"}"#,
+    );
+    assert_eq!(resp.status, 404, "{}", resp.body_text());
+    // a key is its realm's only
+    let resp = post(addr, "/http/guarded/publish", &bearer(TOKEN), r#"{"topic": "com.guarded.x"}"#);
+    assert_eq!(resp.status, 401, "{}", resp.body_text());
+}
+
+/// Progressive results as server-sent events and as NDJSON.
+fn progressive_results_stream(shards: usize) {
+    let (r, addr) = router(shards);
+    let mut callee = Client::ws(r.ws, Ser::Json);
+    callee.login(
+        "realm1",
+        r#"{"roles": {"callee": {"features": {"progressive_call_results": true, "call_canceling": true}}}}"#,
+    );
+    callee.send_json(r#"[64, 1, {}, "com.test.count"]"#);
+    callee.expect(REGISTERED);
+    for (accept, sse) in [("text/event-stream", true), ("application/x-ndjson", false)] {
+        let answer = std::thread::spawn(move || {
+            let inv = callee.expect(INVOCATION);
+            let req = inv.at(1).u();
+            assert_eq!(inv.at(3).get("receive_progress"), Some(&parse_json("true")), "{inv:?}");
+            for i in 1..=2 {
+                callee.send_json(&format!(r#"[70, {req}, {{"progress": true}}, [{i}]]"#));
+            }
+            callee.send_json(&format!(r#"[70, {req}, {{}}, ["done"]]"#));
+            callee
+        });
+        let mut headers = bearer(TOKEN);
+        headers.push(("Accept", accept.into()));
+        let resp = post(
+            addr,
+            "/http/realm1/call",
+            &headers,
+            r#"{"procedure": "com.test.count", "options": {"receive_progress": true}}"#,
+        );
+        callee = answer.join().unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("content-type"), Some(accept));
+        let text = resp.body_text();
+        if sse {
+            assert_eq!(
+                text,
+                "event: progress\ndata: {\"args\":[1]}\n\nevent: progress\ndata: {\"args\":[2]}\n\nevent: result\ndata: {\"args\":[\"done\"]}\n\n"
+            );
+        } else {
+            assert_eq!(
+                text,
+                "{\"args\":[1],\"progress\":true}\n{\"args\":[2],\"progress\":true}\n{\"args\":[\"done\"]}\n"
+            );
+        }
+    }
+}
+
+/// Bearer tokens and signed requests; a replayed or stale signed request,
+/// a bad signature, a missing or unknown credential: 401, counted.
+fn requests_are_authenticated(shards: usize) {
+    let (r, addr) = router(shards);
+    let path = "/http/realm1/publish";
+    let body = r#"{"topic": "com.test.signed"}"#;
+    let resp = post(addr, path, &[], body);
+    assert_eq!(resp.status, 401);
+    assert!(resp.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")));
+    assert_eq!(post(addr, path, &bearer("wrong"), body).status, 401);
+
+    let ts = now();
+    let headers = signed(path, body, ts, "nonce-1");
+    let resp = post(addr, path, &headers, body);
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    // the same request again (to either shard): a replay
+    for _ in 0..3 {
+        let resp = post(addr, path, &headers, body);
+        assert_eq!(resp.status, 401, "{}", resp.body_text());
+        assert!(resp.body_text().contains("nonce"), "{}", resp.body_text());
+    }
+    // outside the replay window
+    let resp = post(addr, path, &signed(path, body, ts - 120, "nonce-2"), body);
+    assert_eq!(resp.status, 401);
+    assert!(resp.body_text().contains("replay window"), "{}", resp.body_text());
+    // signed over another body
+    let resp = post(addr, path, &signed(path, r#"{"topic": "com.other"}"#, ts, "nonce-3"), body);
+    assert_eq!(resp.status, 401);
+    assert!(resp.body_text().contains("bad signature"), "{}", resp.body_text());
+    // a correctly signed one after the refusals
+    let resp = post(addr, path, &signed(path, body, ts, "nonce-3"), body);
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    assert_eq!(r.metric_sum("bridge_replays"), 4);
+    assert!(r.metric_sum("bridge_unauthorized") >= 7);
+}
+
+/// Malformed requests get 400 (or 404, 413) with a JSON error naming the
+/// field; nothing else breaks.
+fn malformed_requests_are_refused(shards: usize) {
+    let (r, addr) = router(shards);
+    let auth = bearer(TOKEN);
+    let cases = [
+        ("/http/realm1/publish", "not json", 400, Some("(body)")),
+        ("/http/realm1/publish", "[1, 2]", 400, Some("(body)")),
+        ("/http/realm1/publish", "{}", 400, Some("topic")),
+        ("/http/realm1/publish", r#"{"topic": "a", "args": 1}"#, 400, Some("args")),
+        ("/http/realm1/call", r#"{"procedure": "a", "kwargs": []}"#, 400, Some("kwargs")),
+        ("/http/realm1/call", r#"{"procedure": "a", "option": {}}"#, 400, Some("option")),
+        (
+            "/http/realm1/call",
+            r#"{"procedure": "a", "options": {"timeout": "soon"}}"#,
+            400,
+            Some("options"),
+        ),
+        ("/http/realm1/publish", r#"{"topic": "not a uri!"}"#, 400, None),
+        ("/http/nowhere/publish", r#"{"topic": "a"}"#, 404, None),
+        ("/http/realm1/subscribe", r#"{"topic": "a"}"#, 404, None),
+    ];
+    for (path, body, status, field) in cases {
+        let resp = post(addr, path, &auth, body);
+        assert_eq!(resp.status, status, "{path} {body}: {}", resp.body_text());
+        assert_eq!(resp.header("content-type"), Some("application/json"));
+        let v = json(&resp);
+        assert!(!v.key("error").s().is_empty());
+        if let Some(f) = field {
+            assert_eq!(v.key("field").s(), f, "{body}");
+        }
+    }
+    let big = format!(r#"{{"topic": "a", "args": ["{}"]}}"#, "x".repeat(70_000));
+    assert_eq!(post(addr, "/http/realm1/publish", &auth, &big).status, 413);
+    // the router is fine
+    let mut c = r.join_spread(0);
+    c.sync();
+}
+
+macro_rules! on_1_and_2_shards {
+    ($($name:ident),* $(,)?) => {
+        mod one_shard {
+            $( #[test] fn $name() { super::$name(1) } )*
+        }
+        mod two_shards {
+            $( #[test] fn $name() { super::$name(2) } )*
+        }
+    };
+}
+
+on_1_and_2_shards!(
+    publish_reaches_subscribers,
+    calls_and_their_errors,
+    progressive_results_stream,
+    requests_are_authenticated,
+    malformed_requests_are_refused,
+);
