@@ -29,6 +29,9 @@ step "fuzz smoke run (every cargo-fuzz target on its corpus, then ${FUZZ_SECONDS
 step "loadtest smoke run (every scenario briefly against a 2-shard router)"
 ./scripts/loadtest-smoke.sh
 
+step "loadtest report: two short runs, a report of both, checked in headless Chromium (installed with apt-get if missing): labels, curves, axes, table figures, screenshot"
+./scripts/report-check.sh
+
 step "churn: 10k sessions opened and closed 3 times; sessions back to zero, RSS back near its start"
 ./scripts/churn.sh
 

@@ -5,10 +5,14 @@
 //! `ceiling` (a null forwarder: the physical limit of this machine for the
 //! same frames). Closed loop (maximum rate within an in-flight window) or open
 //! loop (`--rate`, latency from each message's intended send time, free of
-//! coordinated omission). Latencies go into HDR histograms.
+//! coordinated omission). Latencies go into HDR histograms. `--json` writes
+//! every figure, with the percentile curve and a timeline of throughput (and,
+//! with `--router-pid`, the router's CPU and RSS); `loadtest report` turns
+//! such files into one self-contained HTML page (or SVG) for comparison.
 
 mod ceiling;
 mod client;
+mod report;
 mod run;
 mod scenario;
 
@@ -63,15 +67,13 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         callees: usize,
     },
-    /// Open N sessions and hold them; with --pid, the router's RSS per session.
+    /// Open N sessions and hold them; with --router-pid (or --pid), the
+    /// router's RSS per session.
     Connect {
         #[command(flatten)]
         common: Common,
         #[arg(long, default_value_t = 1000)]
         sessions: usize,
-        /// PID of the router, to read its RSS before and after.
-        #[arg(long)]
-        pid: Option<u32>,
         /// Connections opened at once per load thread.
         #[arg(long, default_value_t = 128)]
         concurrency: usize,
@@ -86,6 +88,21 @@ enum Cmd {
         /// CPU to pin the forwarder to (the router's CPU in a comparison).
         #[arg(long)]
         forwarder_cpu: Option<usize>,
+    },
+    /// One self-contained HTML page (or SVG) of runs' --json files, overlaid.
+    ///
+    /// Latency percentile curves, throughput, router CPU and RSS over time
+    /// (several runs overlaid, one colour each) and a table of each run's
+    /// figures. Exit status 2 when a file is missing or not a loadtest run.
+    Report {
+        /// JSON files written by --json, one per run.
+        #[arg(required = true, value_name = "RUN.json")]
+        runs: Vec<PathBuf>,
+        /// Where to write the report (default: report.html or report.svg).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = report::Format::Html)]
+        format: report::Format,
     },
 }
 
@@ -133,9 +150,16 @@ struct Common {
     /// CPUs to pin the load threads to, e.g. "1" or "2-3".
     #[arg(long)]
     cpus: Option<String>,
-    /// Write every figure as JSON to this file.
+    /// Write every figure as JSON to this file (for scripts and `loadtest report`).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// The run's name in reports (default: "<url> <scenario>").
+    #[arg(long)]
+    label: Option<String>,
+    /// PID of the router: its CPU and RSS are sampled once per timeline
+    /// interval (Linux /proc). `--pid` is the same option.
+    #[arg(long, alias = "pid", value_name = "PID")]
+    router_pid: Option<u32>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -178,8 +202,90 @@ impl Latency {
     }
 }
 
+/// One point of the latency distribution.
+#[derive(Debug, Serialize)]
+struct Percentile {
+    percentile: f64,
+    us: f64,
+}
+
+/// Points per decade of "nines" in [`percentiles`].
+const PERCENTILE_STEPS_PER_NINE: u32 = 10;
+/// The last percentile before the maximum: 99.999 %.
+const PERCENTILE_NINES: u32 = 5;
+
+/// The latency distribution on a log scale of nines: 0 %, then
+/// `PERCENTILE_STEPS_PER_NINE` points per decade (90 %, 99 %, ... and the
+/// points between) up to 99.999 %, then 100 % (the maximum).
+fn percentiles(h: &Histogram<u64>) -> Vec<Percentile> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let steps = PERCENTILE_STEPS_PER_NINE * PERCENTILE_NINES;
+    let mut out: Vec<Percentile> = (0..=steps)
+        .map(|i| {
+            let nines = f64::from(i) / f64::from(PERCENTILE_STEPS_PER_NINE);
+            let q = 1.0 - 10f64.powf(-nines);
+            Percentile {
+                percentile: (q * 100.0 * 1e6).round() / 1e6,
+                us: h.value_at_quantile(q) as f64 / 1000.0,
+            }
+        })
+        .collect();
+    out.push(Percentile {
+        percentile: 100.0,
+        us: h.max() as f64 / 1000.0,
+    });
+    out
+}
+
+/// One interval of the measurement.
+#[derive(Debug, Serialize)]
+struct TimelinePoint {
+    /// End of the interval, seconds since the measurement started.
+    t_s: f64,
+    sent_per_s: f64,
+    received_per_s: f64,
+    /// The router's CPU over the interval, % of one core (with --router-pid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    router_cpu_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    router_rss_bytes: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Timeline {
+    /// Length of one interval (the last one may be shorter).
+    interval_s: f64,
+    points: Vec<TimelinePoint>,
+}
+
+/// The sampling interval for a measurement of `secs`: the shortest of a few
+/// round values that gives at most 300 points.
+fn timeline_interval(secs: f64) -> f64 {
+    [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .find(|i| secs / i <= 300.0)
+        .unwrap_or(10.0)
+}
+
+/// The router process over the measurement (with --router-pid).
+#[derive(Debug, Serialize)]
+struct RouterUsage {
+    pid: u32,
+    /// CPU time over the whole measurement, % of one core.
+    cpu_pct_mean: f64,
+    /// The busiest interval.
+    cpu_pct_max: f64,
+    rss_start_bytes: u64,
+    rss_end_bytes: u64,
+    rss_max_bytes: u64,
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
+    /// The run's name in reports (--label).
+    label: String,
     scenario: String,
     target: String,
     serializer: String,
@@ -195,6 +301,11 @@ struct Report {
     sent_per_s: f64,
     received_per_s: f64,
     latency: Latency,
+    /// The latency distribution (see [`percentiles`]).
+    percentiles: Vec<Percentile>,
+    timeline: Timeline,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    router: Option<RouterUsage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rss_before_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -224,6 +335,11 @@ where
     Fut: std::future::Future<Output = ()> + 'static,
 {
     let cpus = parse_cpus(&common.cpus)?;
+    if let Some(pid) = common.router_pid {
+        if run::proc_usage(pid).is_none() {
+            return Err(format!("--router-pid {pid}: cannot read /proc/{pid}/stat"));
+        }
+    }
     let threads = common.threads.unwrap_or(cpus.len().max(1)).max(1);
     let shared = Shared::new(plan.senders.max(1));
     let s2 = shared.clone();
@@ -272,13 +388,9 @@ where
         b
     };
     let start = Instant::now();
-    let mut at_window_start = None;
-    let mut last = (Instant::now(), 0u64, 0u64);
-    while start.elapsed() < warm + dur {
-        std::thread::sleep(Duration::from_millis(100));
-        if at_window_start.is_none() && start.elapsed() >= warm {
-            at_window_start = Some((Instant::now(), shared.sent.get(), shared.received.get()));
-        }
+    let window_at = start + warm;
+    let end_at = window_at + dur;
+    let progress = |last: &mut (Instant, u64, u64)| {
         let (t, s, r) = (Instant::now(), shared.sent.get(), shared.received.get());
         let dt = t.duration_since(last.0).as_secs_f64().max(1e-9);
         bar.set_position(start.elapsed().as_millis() as u64);
@@ -289,13 +401,73 @@ where
             (r - last.2) as f64 / dt,
             shared.errors.get()
         ));
-        last = (t, s, r);
+        *last = (t, s, r);
+    };
+    // warm-up
+    let mut shown = (start, 0u64, 0u64);
+    while Instant::now() < window_at {
+        std::thread::sleep(Duration::from_millis(100).min(window_at.saturating_duration_since(Instant::now())));
+        progress(&mut shown);
     }
-    let end = (Instant::now(), shared.sent.get(), shared.received.get());
+    // measurement: one timeline point per interval
+    let interval = timeline_interval(dur.as_secs_f64());
+    let tick_hz = run::clock_ticks_per_s();
+    let begin = (Instant::now(), shared.sent.get(), shared.received.get());
+    let router_begin = common.router_pid.and_then(run::proc_usage);
+    let mut router_last = router_begin;
+    let mut rss_max = router_begin.and_then(|u| u.rss_bytes);
+    let mut cpu_max = 0.0f64;
+    let mut last = begin;
+    let mut points = Vec::new();
+    for k in 1u32.. {
+        let tick = (window_at + Duration::from_secs_f64(interval * f64::from(k))).min(end_at);
+        while Instant::now() < tick {
+            std::thread::sleep(Duration::from_millis(100).min(tick.saturating_duration_since(Instant::now())));
+            progress(&mut shown);
+        }
+        let now = (Instant::now(), shared.sent.get(), shared.received.get());
+        let dt = now.0.duration_since(last.0).as_secs_f64().max(1e-9);
+        let usage = common.router_pid.and_then(run::proc_usage);
+        let cpu = match (router_last, usage) {
+            (Some(a), Some(b)) => Some(b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / tick_hz / dt * 100.0),
+            _ => None,
+        };
+        if let Some(c) = cpu {
+            cpu_max = cpu_max.max(c);
+        }
+        if let Some(r) = usage.and_then(|u| u.rss_bytes) {
+            rss_max = Some(rss_max.map_or(r, |m| m.max(r)));
+        }
+        if usage.is_some() {
+            router_last = usage;
+        }
+        points.push(TimelinePoint {
+            t_s: now.0.duration_since(begin.0).as_secs_f64(),
+            sent_per_s: (now.1 - last.1) as f64 / dt,
+            received_per_s: (now.2 - last.2) as f64 / dt,
+            router_cpu_pct: cpu,
+            router_rss_bytes: usage.and_then(|u| u.rss_bytes),
+        });
+        last = now;
+        if tick >= end_at {
+            break;
+        }
+    }
+    let end = last;
     shared.stop.store(true, Ordering::SeqCst);
     bar.finish_and_clear();
-    let begin = at_window_start.unwrap_or((start, 0, 0));
     let secs = end.0.duration_since(begin.0).as_secs_f64().max(1e-9);
+    let router = match (common.router_pid, router_begin, router_last) {
+        (Some(pid), Some(a), Some(b)) => Some(RouterUsage {
+            pid,
+            cpu_pct_mean: b.cpu_ticks.saturating_sub(a.cpu_ticks) as f64 / tick_hz / secs * 100.0,
+            cpu_pct_max: cpu_max,
+            rss_start_bytes: a.rss_bytes.unwrap_or(0),
+            rss_end_bytes: b.rss_bytes.unwrap_or(0),
+            rss_max_bytes: rss_max.unwrap_or(0),
+        }),
+        _ => None,
+    };
 
     // let in-flight messages arrive, then end every session
     let expected = |sh: &Shared| -> u64 {
@@ -314,6 +486,7 @@ where
     let hist = join_workers(handles);
     let lost = (!plan.fanout_per_sender.is_empty()).then(|| expected(&shared).saturating_sub(shared.received.get()));
     Ok(Report {
+        label: common.label.clone().unwrap_or_else(|| format!("{} {}", common.url, plan.label)),
         scenario: plan.label,
         target: common.url.clone(),
         serializer: format!("{:?}", common.serializer).to_lowercase(),
@@ -331,6 +504,12 @@ where
         sent_per_s: (end.1 - begin.1) as f64 / secs,
         received_per_s: (end.2 - begin.2) as f64 / secs,
         latency: Latency::from(&hist),
+        percentiles: percentiles(&hist),
+        timeline: Timeline {
+            interval_s: interval,
+            points,
+        },
+        router,
         rss_before_bytes: None,
         rss_after_bytes: None,
         rss_per_session_bytes: None,
@@ -465,8 +644,9 @@ fn rpc(common: &Common, callers: usize, callees: usize) -> Result<Report, String
     })
 }
 
-fn connect(common: &Common, sessions: usize, pid: Option<u32>, concurrency: usize) -> Result<Report, String> {
+fn connect(common: &Common, sessions: usize, concurrency: usize) -> Result<Report, String> {
     let (setup, pace) = setup_for(common, 1, 1)?;
+    let pid = common.router_pid;
     let before = pid.and_then(run::rss_of);
     if pid.is_some() && before.is_none() {
         return Err(format!("cannot read /proc/{}/status", pid.unwrap_or(0)));
@@ -572,6 +752,7 @@ fn ceiling(common: &Common, mode: CeilingKind, forwarder_cpu: Option<usize>) -> 
 
 fn print(r: &Report) {
     println!("scenario        {}", r.scenario);
+    println!("label           {}", r.label);
     println!("target          {} ({})", r.target, r.serializer);
     println!("mode            {}, payload {} B", r.mode, r.payload_bytes);
     println!("measured        {:.2} s", r.duration_s);
@@ -595,6 +776,16 @@ fn print(r: &Report) {
             r.rss_per_session_bytes.unwrap_or(0.0)
         );
     }
+    if let Some(u) = &r.router {
+        println!(
+            "router          CPU {:.0} % of a core (busiest {:.1} s interval {:.0} %), RSS {:.1} MiB (max {:.1} MiB)",
+            u.cpu_pct_mean,
+            r.timeline.interval_s,
+            u.cpu_pct_max,
+            u.rss_end_bytes as f64 / 1048576.0,
+            u.rss_max_bytes as f64 / 1048576.0
+        );
+    }
 }
 
 fn main() -> ExitCode {
@@ -614,14 +805,14 @@ fn main() -> ExitCode {
         Cmd::Connect {
             common,
             sessions,
-            pid,
             concurrency,
-        } => (common, connect(common, *sessions, *pid, *concurrency)),
+        } => (common, connect(common, *sessions, *concurrency)),
         Cmd::Ceiling {
             common,
             mode,
             forwarder_cpu,
         } => (common, ceiling(common, *mode, *forwarder_cpu)),
+        Cmd::Report { runs, out, format } => return report::main(runs, out.as_deref(), *format),
     };
     match result {
         Ok(report) => {
@@ -642,5 +833,54 @@ fn main() -> ExitCode {
             eprintln!("loadtest: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_on_a_scale_of_nines() {
+        let mut h = run::new_hist();
+        for us in 1..=100_000u64 {
+            h.record(us * 1000).expect("record");
+        }
+        let p = percentiles(&h);
+        assert_eq!(p.len() as u32, PERCENTILE_STEPS_PER_NINE * PERCENTILE_NINES + 2);
+        assert_eq!(p[0].percentile, 0.0);
+        for want in [90.0, 99.0, 99.9, 99.99, 99.999] {
+            assert!(p.iter().any(|x| x.percentile == want), "{want} missing");
+        }
+        let last = p.last().expect("max");
+        assert_eq!(last.percentile, 100.0);
+        assert!((last.us - h.max() as f64 / 1000.0).abs() < 1e-9);
+        assert!(p.windows(2).all(|w| w[0].percentile < w[1].percentile && w[0].us <= w[1].us));
+        let p99 = p.iter().find(|x| x.percentile == 99.0).map(|x| x.us).unwrap_or(0.0);
+        assert!((p99 - 99_000.0).abs() < 100.0, "{p99}");
+        assert!(percentiles(&run::new_hist()).is_empty());
+    }
+
+    #[test]
+    fn timeline_intervals() {
+        assert_eq!(timeline_interval(1.5), 0.1);
+        assert_eq!(timeline_interval(30.0), 0.1);
+        assert_eq!(timeline_interval(60.0), 0.2);
+        assert_eq!(timeline_interval(300.0), 1.0);
+        assert_eq!(timeline_interval(100_000.0), 10.0);
+    }
+
+    #[test]
+    fn options() {
+        let cli = Cli::try_parse_from(["loadtest", "connect", "--pid", "7", "--label", "x"]).expect("--pid");
+        let Cmd::Connect { common, .. } = cli.cmd else { panic!("connect") };
+        assert_eq!(common.router_pid, Some(7));
+        assert_eq!(common.label.as_deref(), Some("x"));
+        let cli = Cli::try_parse_from(["loadtest", "rpc", "--router-pid", "8"]).expect("--router-pid");
+        let Cmd::Rpc { common, .. } = cli.cmd else { panic!("rpc") };
+        assert_eq!(common.router_pid, Some(8));
+        assert!(Cli::try_parse_from(["loadtest", "report"]).is_err());
+        let cli = Cli::try_parse_from(["loadtest", "report", "a.json", "b.json", "--format", "svg"]).expect("report");
+        assert!(matches!(cli.cmd, Cmd::Report { ref runs, format: report::Format::Svg, .. } if runs.len() == 2));
     }
 }

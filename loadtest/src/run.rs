@@ -194,3 +194,62 @@ pub fn rss_of(pid: u32) -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
+
+/// A process's CPU time and memory at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcUsage {
+    /// User plus system time of all its threads, in clock ticks.
+    pub cpu_ticks: u64,
+    pub rss_bytes: Option<u64>,
+}
+
+/// Reads `/proc/PID/stat` (utime + stime) and the RSS; `None` when the
+/// process is gone or not readable.
+pub fn proc_usage(pid: u32) -> Option<ProcUsage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(ProcUsage {
+        cpu_ticks: cpu_ticks_in(&stat)?,
+        rss_bytes: rss_of(pid),
+    })
+}
+
+/// utime + stime from the text of `/proc/PID/stat`: fields 14 and 15,
+/// counted after the command name (which may hold spaces and parentheses).
+fn cpu_ticks_in(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second, the unit of `/proc/PID/stat` times.
+pub fn clock_ticks_per_s() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as f64
+    } else {
+        100.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_from_stat() {
+        let stat = "4242 (a (weird) name) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 0 0 20 0 3 0 100 1000 200 18446744073709551615";
+        assert_eq!(cpu_ticks_in(stat), Some(325));
+        assert_eq!(cpu_ticks_in("garbage"), None);
+        assert_eq!(cpu_ticks_in("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn own_process_is_readable() {
+        let u = proc_usage(std::process::id()).expect("own /proc/PID/stat");
+        assert!(u.rss_bytes.unwrap_or(0) > 0);
+        assert!(clock_ticks_per_s() > 0.0);
+    }
+}
