@@ -179,6 +179,70 @@ pub struct RealmConfig {
     /// Who may publish and call over the HTTP bridge (`[[realm.bridge_key]]`).
     #[serde(default, rename = "bridge_key")]
     pub bridge_keys: Vec<BridgeKeyConfig>,
+    /// Subscriptions whose events are POSTed to an HTTP URL (`[[realm.webhook]]`).
+    #[serde(default, rename = "webhook")]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// `[[realm.webhook]]`: a subscription of the router's own (a session of
+/// `authid` and `role` on shard 0) whose events are POSTed as JSON to `url`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub topic: String,
+    /// "exact" (default), "prefix" or "wildcard".
+    #[serde(default, rename = "match")]
+    pub policy: Option<String>,
+    /// `http://` or `https://` URL.
+    pub url: String,
+    #[serde(default = "default_webhook_authid")]
+    pub authid: String,
+    /// The session's authrole (default: the realm's `anonymous_role`).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Events waiting for delivery, at most; more are dropped (counted in
+    /// `webhook_dropped`).
+    #[serde(default = "default_webhook_queue")]
+    pub queue: usize,
+    /// Further tries of a failed POST (connection error, 5xx, 429), with
+    /// the wait doubling from `retry_initial_ms` up to `retry_max_ms`.
+    #[serde(default = "default_webhook_retries")]
+    pub max_retries: u32,
+    #[serde(default = "default_webhook_retry_initial")]
+    pub retry_initial_ms: u64,
+    #[serde(default = "default_webhook_retry_max")]
+    pub retry_max_ms: u64,
+    /// How long one POST may take, in ms.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_ms: u64,
+    /// When set, each POST is signed as bridge requests are
+    /// (`X-Switchyard-Timestamp`, `-Nonce`, `-Signature`).
+    #[serde(default)]
+    pub hmac_secret: Option<String>,
+}
+
+fn default_webhook_authid() -> String {
+    "webhook".into()
+}
+
+fn default_webhook_queue() -> usize {
+    1024
+}
+
+fn default_webhook_retries() -> u32 {
+    5
+}
+
+fn default_webhook_retry_initial() -> u64 {
+    500
+}
+
+fn default_webhook_retry_max() -> u64 {
+    30_000
+}
+
+fn default_webhook_timeout() -> u64 {
+    5_000
 }
 
 /// `[[realm.bridge_key]]`: an HTTP bridge client. Its requests act as a
@@ -401,6 +465,7 @@ impl RealmConfig {
             authenticator: None,
             authorizer: None,
             bridge_keys: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -866,6 +931,29 @@ impl Config {
                 }
             }
             crate::auth::Roles::compile(r, i)?;
+            for (k, w) in r.webhooks.iter().enumerate() {
+                let key = |f: &str| format!("realm[{i}].webhook[{k}].{f}");
+                let policy = w.policy.as_deref().unwrap_or("exact");
+                let Some(policy) = crate::wamp::MatchPolicy::parse(policy) else {
+                    return Err(invalid(key("match"), format!("'{policy}' is not exact, prefix or wildcard")));
+                };
+                if !crate::wamp::uri::is_valid(&w.topic, crate::wamp::UriCheck::Pattern(policy)) {
+                    return Err(invalid(
+                        key("topic"),
+                        format!("'{}' is not a valid {} pattern", w.topic, policy.as_str()),
+                    ));
+                }
+                let rest = w.url.strip_prefix("http://").or_else(|| w.url.strip_prefix("https://"));
+                if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+                    return Err(invalid(key("url"), format!("'{}' is not an http:// or https:// URL", w.url)));
+                }
+                if w.queue == 0 || w.timeout_ms == 0 || w.retry_initial_ms == 0 || w.retry_max_ms < w.retry_initial_ms {
+                    return Err(invalid(
+                        key("queue"),
+                        "queue, timeout_ms and retry_initial_ms must be positive, retry_max_ms at least retry_initial_ms",
+                    ));
+                }
+            }
             for (k, b) in r.bridge_keys.iter().enumerate() {
                 let key = |f: &str| format!("realm[{i}].bridge_key[{k}].{f}");
                 if b.token_sha256.is_none() && b.hmac_secret.is_none() {

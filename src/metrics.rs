@@ -385,6 +385,14 @@ stats! {
     bridge_replays: AtomicU64,
     /// Signed HTTP bridge requests refused (503): limits.max_bridge_nonces was full.
     bridge_nonces_full: AtomicU64,
+    /// Events webhooks POSTed (a 2xx answer).
+    webhook_delivered: AtomicU64,
+    /// Webhook POSTs tried again after a failure.
+    webhook_retries: AtomicU64,
+    /// Events webhooks gave up on: refused (4xx) or failed every try.
+    webhook_failed: AtomicU64,
+    /// Events not queued for a webhook: its queue was full.
+    webhook_dropped: AtomicU64,
 }
 
 impl ShardStats {

@@ -345,6 +345,183 @@ fn malformed_requests_are_refused(shards: usize) {
     c.sync();
 }
 
+/// A request a webhook receiver got: its headers and body.
+type Posted = (Vec<(String, String)>, String);
+
+/// A webhook receiver: answers each POST with the next status of `script`
+/// (then 200), after `gate` lets it (when given); sends each request's
+/// headers and body to the returned channel.
+fn hook_server(script: Vec<u16>, gate: Option<std::sync::mpsc::Receiver<()>>) -> (u16, std::sync::mpsc::Receiver<Posted>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut script = script.into_iter();
+        let mut gate = gate;
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head, len) = loop {
+                let Ok(n) = s.read(&mut chunk) else { break (String::new(), 0) };
+                if n == 0 {
+                    break (String::new(), 0);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..p]).into_owned();
+                    buf.drain(..p + 4);
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    break (head, len);
+                }
+            };
+            while buf.len() < len {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            if let Some(g) = gate.take() {
+                let _ = g.recv();
+            }
+            let headers = head
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                .collect();
+            let status = script.next().unwrap_or(200);
+            let _ = write!(s, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            if tx.send((headers, String::from_utf8_lossy(&buf).into_owned())).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+fn webhook_router(shards: usize, port: u16, extra: &str) -> Router {
+    let cfg = format!(
+        r#"
+[[realm]]
+name = "realm1"
+{principals}
+[[realm.webhook]]
+topic = "com.hook."
+match = "prefix"
+url = "http://127.0.0.1:{port}/hook?from=switchyard"
+retry_initial_ms = 20
+hmac_secret = "{SECRET}"
+{extra}
+"#,
+        principals = test_principals(),
+    );
+    let r = Router::start_with(shards, &cfg, "", &[]);
+    // the webhook's session has subscribed once the subscription exists
+    let mut c = r.join_spread(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let req = c.next_req();
+        c.send_json(&format!(r#"[48, {req}, {{}}, "wamp.subscription.match", ["com.hook.x"]]"#));
+        let res = c.expect(RESULT);
+        if res.at(3).at(0) != &parse_json("null") && res.at(3).at(0) != &parse_json("[]") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the webhook did not subscribe: {}", r.log());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    r
+}
+
+/// Events of a webhook's subscription are POSTed in order, signed; a 5xx
+/// answer is retried, a 4xx one gives up (counted).
+fn webhooks_post_events(shards: usize) {
+    let (port, posts) = hook_server(vec![500, 200, 200, 404], None);
+    let r = webhook_router(shards, port, "");
+    let mut publisher = r.join_spread(1);
+    for i in 1..=4 {
+        let req = publisher.next_req();
+        publisher.send_json(&format!(
+            r#"[16, {req}, {{"acknowledge": true}}, "com.hook.t{i}", [{i}], {{"n": {i}}}]"#
+        ));
+        publisher.expect(PUBLISHED);
+    }
+    let recv = || posts.recv_timeout(std::time::Duration::from_secs(10)).expect("a webhook POST");
+    // the first try answered 500, then the same event again
+    let seen: Vec<Posted> = (0..5).map(|_| recv()).collect();
+    let bodies: Vec<switchyard::wamp::Value> = seen.iter().map(|(_, b)| parse_json(b)).collect();
+    let n = |b: &switchyard::wamp::Value| b.key("kwargs").key("n").u();
+    assert_eq!(bodies.iter().map(n).collect::<Vec<_>>(), [1, 1, 2, 3, 4]);
+    assert_eq!(bodies[0].key("topic").s(), "com.hook.t1");
+    assert_eq!(bodies[0].key("realm").s(), "realm1");
+    assert_eq!(bodies[0].key("args"), &parse_json("[1]"));
+    for (headers, body) in &seen {
+        let h = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        mac.update(
+            format!(
+                "{}\n{}\nPOST\n/hook?from=switchyard\n",
+                h("x-switchyard-timestamp"),
+                h("x-switchyard-nonce")
+            )
+            .as_bytes(),
+        );
+        mac.update(body.as_bytes());
+        assert_eq!(hex::encode(mac.finalize().into_bytes()), h("x-switchyard-signature"));
+        assert_eq!(h("content-type"), "application/json");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while r.metric_sum("webhook_failed") < 1 {
+        assert!(std::time::Instant::now() < deadline, "{}", r.metrics_text());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(r.metric_sum("webhook_delivered"), 3);
+    assert_eq!(r.metric_sum("webhook_retries"), 1);
+    assert_eq!(r.metric_sum("webhook_failed"), 1);
+}
+
+/// A webhook whose receiver does not answer holds at most `queue` events;
+/// the rest are dropped and counted, and nothing else is held up.
+fn webhook_queue_is_bounded(shards: usize) {
+    let (release, gate) = std::sync::mpsc::channel();
+    let (port, posts) = hook_server(Vec::new(), Some(gate));
+    let r = webhook_router(shards, port, "queue = 2");
+    let mut publisher = r.join_spread(1);
+    for i in 1..=10 {
+        let req = publisher.next_req();
+        publisher.send_json(&format!(r#"[16, {req}, {{"acknowledge": true}}, "com.hook.t", [{i}]]"#));
+        publisher.expect(PUBLISHED);
+    }
+    // the router goes on meanwhile
+    publisher.sync();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // one event in flight (held by the receiver), two queued: the others
+    // (seven, or eight if the first was still queued) are dropped
+    while r.metric_sum("webhook_dropped") < 7 {
+        assert!(std::time::Instant::now() < deadline, "{}", r.metrics_text());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    release.send(()).unwrap();
+    while r.metric_sum("webhook_delivered") + r.metric_sum("webhook_dropped") < 10 {
+        assert!(std::time::Instant::now() < deadline, "{}", r.metrics_text());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let delivered = r.metric_sum("webhook_delivered");
+    assert!((2..=3).contains(&delivered), "{delivered}");
+    let got: Vec<u64> = (0..delivered)
+        .map(|_| parse_json(&posts.recv().unwrap().1).key("args").at(0).u())
+        .collect();
+    assert_eq!(got[0], 1, "{got:?}");
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+}
+
 macro_rules! on_1_and_2_shards {
     ($($name:ident),* $(,)?) => {
         mod one_shard {
@@ -362,4 +539,6 @@ on_1_and_2_shards!(
     progressive_results_stream,
     requests_are_authenticated,
     malformed_requests_are_refused,
+    webhooks_post_events,
+    webhook_queue_is_bounded,
 );

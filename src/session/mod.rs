@@ -6,5 +6,6 @@ pub mod connection;
 pub mod handle;
 pub mod longpoll;
 pub mod outbox;
+pub mod webhook;
 
 pub use handle::{ConnCtx, ConnLimits};

@@ -389,6 +389,10 @@ fn take_over(
     if format!("{:?}", running.config.router) != format!("{:?}", new.config.router) {
         restart.push("router");
     }
+    let hooks = |c: &crate::config::Config| c.realms.iter().map(|r| (r.name.clone(), r.webhooks.clone())).collect::<Vec<_>>();
+    if hooks(&running.config) != hooks(&new.config) {
+        restart.push("realm.webhook");
+    }
     for key in &restart {
         warn!(section = key, "changed in the configuration file: takes effect at the next restart");
     }
@@ -592,6 +596,21 @@ async fn shard_main(
                 handover_to.clone(),
             ))),
             None => {}
+        }
+    }
+    // webhooks: sessions of shard 0, each with its delivery thread
+    if me == 0 {
+        for r in &cfg.realms {
+            for w in &r.webhooks {
+                match crate::session::webhook::start_delivery(&r.name, w, ctx.stats.clone()) {
+                    Ok(queue) => {
+                        let role = w.role.clone().unwrap_or_else(|| r.anonymous_role.clone());
+                        let run = crate::session::webhook::run(ctx.conns.clone(), r.name.clone(), w.clone(), role, queue);
+                        glommio::spawn_local(run).detach();
+                    }
+                    Err(e) => error!(realm = %r.name, topic = %w.topic, error = %e, "cannot start a webhook's delivery thread"),
+                }
+            }
         }
     }
     let _ = ready.send(Ok(me));
