@@ -1147,6 +1147,9 @@ impl Config {
         if r.preempt_timer_us == 0 {
             return Err(invalid("router.preempt_timer_us", "must be positive"));
         }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&r.log) {
+            return Err(invalid("router.log", format!("'{}' is not a log filter: {e}", r.log)));
+        }
         if !matches!(r.log_format.as_str(), "text" | "json") {
             return Err(invalid("router.log_format", format!("'{}' is not text or json", r.log_format)));
         }

@@ -155,16 +155,32 @@ fn secret(method: &SecretMethod) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The CPUs this process may run on: online, and in its affinity mask
+/// (`taskset`, systemd's `CPUAffinity=`, a cgroup cpuset).
 fn usable_cpus() -> Vec<usize> {
-    match glommio::CpuSet::online() {
-        Ok(set) => {
-            let mut v: Vec<usize> = set.into_iter().map(|l| l.cpu).collect();
-            v.sort_unstable();
-            v.dedup();
-            v
-        }
+    let mut v: Vec<usize> = match glommio::CpuSet::online() {
+        Ok(set) => set.into_iter().map(|l| l.cpu).collect(),
         Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    };
+    v.sort_unstable();
+    v.dedup();
+    // SAFETY: sched_getaffinity writes at most the size given into the
+    // zeroed set; CPU_ISSET reads it within its bounds.
+    let allowed = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0).then_some(set)
+    };
+    if let Some(set) = allowed {
+        let in_mask: Vec<usize> = v
+            .iter()
+            .copied()
+            .filter(|&c| c < libc::CPU_SETSIZE as usize && unsafe { libc::CPU_ISSET(c, &set) })
+            .collect();
+        if !in_mask.is_empty() {
+            v = in_mask;
+        }
     }
+    v
 }
 
 /// Reads `path` (or the embedded default), applies the command line, and
@@ -197,7 +213,13 @@ fn check_config(file: &PathBuf) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{}: {e}", file.display());
+            // (a read or parse error names the file already)
+            let named = e.contains(&file.display().to_string());
+            if named {
+                eprintln!("{e}");
+            } else {
+                eprintln!("{}: {e}", file.display());
+            }
             ExitCode::from(2)
         }
     }

@@ -21,6 +21,10 @@ fn sha256_hex(s: &str) -> String {
 }
 
 fn router(shards: usize) -> (Router, SocketAddr) {
+    router_with(shards, 5000)
+}
+
+fn router_with(shards: usize, call_timeout_ms: u64) -> (Router, SocketAddr) {
     let extra = format!(
         r#"
 [[realm]]
@@ -53,7 +57,7 @@ type = "universal"
 bind = "127.0.0.1:0"
 [listener.bridge]
 path = "/http"
-call_timeout_ms = 5000
+call_timeout_ms = {call_timeout_ms}
 replay_window_s = 60
 "#,
         principals = test_principals(),
@@ -345,6 +349,54 @@ fn malformed_requests_are_refused(shards: usize) {
     c.sync();
 }
 
+/// The scheme's case does not matter; a GET gets 405; `timeout: 0` is the
+/// listener's default; a client that leaves cancels its call (the callee,
+/// which announced call canceling, gets INTERRUPT).
+fn bridge_edge_cases(shards: usize) {
+    let (r, addr) = router_with(shards, 300);
+    let resp = post(
+        addr,
+        "/http/realm1/publish",
+        &[("Authorization", format!("BEARER {TOKEN}"))],
+        r#"{"topic": "com.x"}"#,
+    );
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+
+    let mut s = connect(addr);
+    s.write_all(b"GET /http/realm1/publish HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let resp = read_http_response(&mut s, &mut buf);
+    assert_eq!(resp.status, 405, "{}", resp.body_text());
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+
+    let mut callee = Client::ws(r.ws, Ser::Json);
+    callee.login("realm1", r#"{"roles": {"callee": {"features": {"call_canceling": true}}}}"#);
+    callee.register("com.test.slow");
+    // timeout 0: the listener's call_timeout_ms (300 ms) ends the call
+    let resp = post(
+        addr,
+        "/http/realm1/call",
+        &bearer(TOKEN),
+        r#"{"procedure": "com.test.slow", "options": {"timeout": 0}}"#,
+    );
+    assert_eq!(resp.status, 504, "{}", resp.body_text());
+    assert_eq!(json(&resp).key("error").s(), "wamp.error.timeout");
+    let inv = callee.expect(INVOCATION);
+    assert_eq!(callee.expect(INTERRUPT).at(1).u(), inv.at(1).u());
+    // a client that goes away: its call is canceled at once
+    let mut s = connect(addr);
+    let body = r#"{"procedure": "com.test.slow", "options": {"timeout": 60000}}"#;
+    let head = format!(
+        "POST /http/realm1/call HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let inv = callee.expect(INVOCATION);
+    drop(s);
+    assert_eq!(callee.expect(INTERRUPT).at(1).u(), inv.at(1).u());
+    assert_eq!(r.metric_sum("calls_timed_out"), 1);
+}
+
 /// A request a webhook receiver got: its headers and body.
 type Posted = (Vec<(String, String)>, String);
 
@@ -541,4 +593,5 @@ on_1_and_2_shards!(
     malformed_requests_are_refused,
     webhooks_post_events,
     webhook_queue_is_bounded,
+    bridge_edge_cases,
 );

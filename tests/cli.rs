@@ -142,6 +142,14 @@ fn check_config_says_valid_or_names_the_key() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("/nonexistent/cert.pem"), "{err}");
 
+    let log = config_file(
+        "check-log",
+        "[router]\nlog = \"switchyard=[[x\"\n[[realm]]\nname = \"realm1\"\n[[listener]]\ntype = \"websocket\"\nbind = \"127.0.0.1:0\"\n",
+    );
+    let (code, _, err) = switchyard(&["check-config", log.to_str().unwrap_or_default()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("router.log"), "{err}");
+
     let (code, _, err) = switchyard(&["check-config", "/nonexistent/switchyard.toml"]);
     assert_eq!(code, 2);
     assert!(err.contains("cannot read"), "{err}");

@@ -181,7 +181,16 @@ fn tells_systemd_its_state(shards: usize) {
     let reloading = next();
     assert!(reloading.lines().any(|l| l == "RELOADING=1"), "{reloading}");
     assert!(reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")), "{reloading}");
-    assert_eq!(next().trim(), "READY=1");
+    let ready = next();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
+    assert!(ready.contains("STATUS=configuration reloaded"), "{ready}");
+    // a refused reload: ready again, with the reason as the status
+    let good = r.config_text();
+    assert!(!r.reload(&good.replace("[router]", "[router]\nshardz = 1")));
+    assert!(next().lines().any(|l| l == "RELOADING=1"));
+    let refused = next();
+    assert!(refused.lines().any(|l| l == "READY=1"), "{refused}");
+    assert!(refused.contains("STATUS=configuration reload refused") && refused.contains("shardz"), "{refused}");
     assert!(r.stop().success());
     assert_eq!(next().trim(), "STOPPING=1");
     let _ = std::fs::remove_dir_all(&dir);

@@ -22,6 +22,23 @@ struct Pki {
     dir: PathBuf,
     ca_der: CertificateDer<'static>,
     client_pem: (String, String),
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+impl Pki {
+    /// A new server certificate for localhost in server.pem / server.key;
+    /// its DER.
+    fn renew_server(&self) -> Vec<u8> {
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(vec!["localhost".to_string()])
+            .expect("params")
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .expect("server cert");
+        write(&self.dir, "server.pem", &cert.pem());
+        write(&self.dir, "server.key", &key.serialize_pem());
+        cert.der().to_vec()
+    }
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -57,6 +74,8 @@ fn pki(tag: &str) -> Pki {
         dir,
         ca_der: ca.der().clone(),
         client_pem: (client.pem(), client_key.serialize_pem()),
+        ca,
+        ca_key,
     }
 }
 
@@ -307,4 +326,31 @@ fn rawsocket_over_tls_with_certificates_and_channel_binding() {
     let mut buf = [0u8; 4];
     let got = tcp.read(&mut buf).unwrap_or(0);
     assert!(got == 0 || buf[0] != 0x7F, "a plain handshake was answered: {buf:?}");
+}
+
+/// A reload reads the certificate files again: connections accepted
+/// afterwards get the renewed certificate, open ones carry on.
+#[test]
+fn a_reload_takes_renewed_certificates() {
+    let p = pki("renew");
+    let (r, addr) = launch(&p, &config(&p, "server.key")).expect("start");
+    let peer_cert = |s: &Tls| s.conn.peer_certificates().expect("a certificate")[0].to_vec();
+    let mut before = connect(&p, addr, true);
+    let old = peer_cert(&before);
+    let renewed = p.renew_server();
+    assert_ne!(old, renewed);
+    let logged = |r: &Running| std::fs::read_to_string(&r.log).unwrap_or_default();
+    let _ = Command::new("kill").args(["-HUP", &r.child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !logged(&r).contains("configuration reloaded") {
+        assert!(Instant::now() < deadline, "{}", logged(&r));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for _ in 0..4 {
+        let after = connect(&p, addr, true);
+        assert_eq!(peer_cert(&after), renewed);
+    }
+    // the connection made before still works
+    send(&mut before, r#"[1, "realm1", {"roles": {"caller": {}}, "authmethods": ["tls"]}]"#);
+    assert_eq!(code(&recv(&mut before)), 2);
 }

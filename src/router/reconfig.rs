@@ -122,7 +122,8 @@ impl Router {
     }
 
     /// Answers a `switchyard.router.reload` call: RESULT with what changed
-    /// (one dictionary: `{realms, added, removed, restart_needed}`), or ERROR `switchyard.error.bad_config`
+    /// (one dictionary: `{realms, added, removed, sessions_closed,
+    /// restart_needed}`), or ERROR `switchyard.error.bad_config`
     /// naming the key and the problem.
     pub fn reload_answer(&mut self, session: Id, request: Id, outcome: Result<Dict, String>) {
         let Some(s) = self.sessions.get_mut(&session) else { return };

@@ -805,7 +805,6 @@ impl Router {
         let role = self.realms[realm_idx as usize].roles.index(&identity.authrole);
         c.phase = Phase::Established(sid);
         c.counters = Some(self.realms[realm_idx as usize].counters.clone());
-        tracing::debug!(session = sid, realm = %self.realms[realm_idx as usize].name, authid = %identity.authid, authrole = %identity.authrole, "session joined");
         let outbox = c.outbox.clone();
         let ser = c.ser;
         let transport = c.transport.clone();
@@ -855,8 +854,16 @@ impl Router {
             },
         );
         self.stats.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let peer = self.sessions.get(&sid).and_then(|s| s.transport.peer);
-        debug!(session = sid, realm = %self.realms[realm_idx as usize].name, shard = self.me, ?peer, "session joined");
+        if let Some(s) = self.sessions.get(&sid) {
+            debug!(
+                session = sid,
+                realm = %self.realms[realm_idx as usize].name,
+                authid = %s.identity.authid,
+                authrole = %s.identity.authrole,
+                peer = ?s.transport.peer,
+                "session joined"
+            );
+        }
         if let Some(s) = self.sessions.get(&sid) {
             let details = super::builtins::session_details(sid, s);
             self.meta_event(realm_idx, "wamp.session.on_join", || vec![Value::Dict(details)]);
@@ -881,7 +888,7 @@ impl Router {
             });
         }
         self.stats.sessions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::debug!(session = sid, realm = %self.realms[s.realm as usize].name, "session left");
+        let realm_name = self.realms[s.realm as usize].name.clone();
         if s.outbox.dropped() > 0 {
             tracing::info!(
                 session = sid,
@@ -923,7 +930,7 @@ impl Router {
             };
             self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
         }
-        debug!(session = sid, shard = self.me, "session left");
+        debug!(session = sid, realm = %realm_name, "session left");
     }
 }
 

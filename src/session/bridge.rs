@@ -168,6 +168,28 @@ pub fn serves(settings: &Settings, target: &str) -> bool {
         .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// Whether the request line in `buf` (once complete) names a target under
+/// the bridge's path, whatever its method (so a GET gets the bridge's 405).
+pub fn request_line_under(settings: &Settings, buf: &[u8]) -> bool {
+    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+        return false;
+    };
+    let line = String::from_utf8_lossy(&buf[..end]);
+    line.split(' ').nth(1).is_some_and(|target| serves(settings, target))
+}
+
+/// Completes when the client has closed its side (or the connection
+/// failed); what else it sends is read and ignored.
+async fn client_gone<S: Stream>(stream: &mut S) {
+    let mut scratch = [0u8; 256];
+    loop {
+        match futures_lite::io::AsyncReadExt::read(stream, &mut scratch).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
 /// Serves one bridge request and closes the connection.
 pub async fn serve<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, info: TransportInfo, req: Request, settings: &Settings) {
     ShardStats::inc(&ctx.stats.bridge_requests);
@@ -265,7 +287,12 @@ fn authenticate(ctx: &ConnCtx, keys: &[BridgeKey], req: &Request, settings: &Set
         Refusal::new(401, "Unauthorized", m)
     };
     if let Some(auth) = req.header_str("authorization") {
-        let Some(token) = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")) else {
+        // (the scheme is case-insensitive, RFC 9110 11.1)
+        let token = auth
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t);
+        let Some(token) = token else {
             return Err(unauthorized("Authorization must be 'Bearer <token>'"));
         };
         let digest: [u8; 32] = sha2::Sha256::digest(token.trim().as_bytes()).into();
@@ -547,7 +574,12 @@ async fn call<S: Stream>(
             options = options.with("timeout", Value::UInt(ms));
             settings.call_timeout
         }
-        Some(Value::UInt(0)) => settings.call_timeout,
+        // 0 is "no timeout" to the dealer: the bridge's default instead
+        Some(Value::UInt(0)) => {
+            let ms = settings.call_timeout.as_millis() as u64;
+            options = options.with("timeout", Value::UInt(ms));
+            settings.call_timeout
+        }
         Some(Value::UInt(ms)) => Duration::from_millis(*ms),
         Some(_) => return Err(Refusal::field("options", "options.timeout must be a whole number of ms")),
     };
@@ -569,7 +601,19 @@ async fn call<S: Stream>(
     // the dealer ends the call at its timeout; this is the guard behind it
     let wait = timeout + Duration::from_secs(5);
     loop {
-        let m = match next(outbox, &mut queue, wait).await {
+        // a client that goes away ends the request: its session leaves, and
+        // the call is canceled (the callee interrupted)
+        let got = {
+            let answer = next(outbox, &mut queue, wait);
+            let gone = client_gone(stream);
+            futures_lite::future::or(async { Some(answer.await) }, async {
+                gone.await;
+                None
+            })
+            .await
+        };
+        let Some(got) = got else { return Ok(None) };
+        let m = match got {
             Some(Received::Message(m)) => m,
             Some(Received::Ended) if !started => return Err(ended()),
             None if !started => return Err(Refusal::new(504, "Gateway Timeout", "the call timed out")),

@@ -33,7 +33,9 @@ pub struct Listener {
     pub kind: ListenerKind,
     pub path: Rc<str>,
     pub metrics: bool,
-    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// A reload with new certificate files replaces it (for the
+    /// connections accepted afterwards).
+    pub tls: std::cell::RefCell<Option<std::sync::Arc<rustls::ServerConfig>>>,
     /// WebSocket compression offered on this listener.
     pub deflate: Option<crate::transport::deflate::Settings>,
     /// The HTTP long-poll transport, under its base path.
@@ -44,7 +46,7 @@ pub struct Listener {
 
 impl std::fmt::Debug for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Listener({:?}, tls: {})", self.kind, self.tls.is_some())
+        write!(f, "Listener({:?}, tls: {})", self.kind, self.tls.borrow().is_some())
     }
 }
 
@@ -82,7 +84,8 @@ async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
     let posts = listener.longpoll.is_some() || listener.bridge.is_some();
     let handshake = async {
         loop {
-            if posts && buf.starts_with(b"POST ") {
+            let to_bridge = listener.bridge.as_ref().is_some_and(|b| super::bridge::request_line_under(b, &buf));
+            if (posts && buf.starts_with(b"POST ")) || to_bridge {
                 return Ok(None);
             }
             match websocket::parse_request_with(&buf, &path, metrics, deflate) {
@@ -543,8 +546,9 @@ pub async fn serve<S: Stream>(ctx: Rc<ConnCtx>, stream: S, addr: Option<std::net
         debug!("connection refused: connection limit reached");
         return refuse(stream, listener.kind).await;
     };
+    let tls = listener.tls.borrow().clone();
     let work = async {
-        match &listener.tls {
+        match &tls {
             None => serve_on(ctx.clone(), stream, Peer { addr, tls: None }, &listener).await,
             Some(config) => {
                 let accept = futures_rustls::TlsAcceptor::from(config.clone()).accept(stream);

@@ -94,13 +94,17 @@ impl Control {
 
 /// What the main thread sends a shard after start-up.
 enum Step {
-    /// Take over this configuration (answer with what changed).
-    Prepare(Arc<RouterConfig>, ConnLimits),
+    /// Take over this configuration (answer with what changed), and each
+    /// TLS listener's new certificates (when the listeners are unchanged).
+    Prepare(Arc<RouterConfig>, ConnLimits, Option<Tls>),
     /// Every shard has it: open the new realms.
     Open,
     /// The outcome of a session's `switchyard.router.reload`.
     Answer(crate::router::ReloadRequest, Result<crate::wamp::Dict, String>),
 }
+
+/// The TLS set-up of each listener, in config order.
+type Tls = Vec<Option<Arc<rustls::ServerConfig>>>;
 
 /// Starts every shard, reports readiness, and runs until `shutdown` is set
 /// and every shard has finished its graceful shutdown; reloads the
@@ -286,7 +290,11 @@ pub fn run(v: Validated, control: Control) -> Result<(), String> {
         for a in asked.into_iter().chain(std::iter::from_fn(|| asks.try_recv().ok())) {
             let _ = steps[a.shard].send(Step::Answer(a, outcome.clone()));
         }
-        notify("READY=1");
+        match &outcome {
+            Ok(_) => notify("READY=1\nSTATUS=configuration reloaded"),
+            // (systemd has no failed-reload state: STATUS says it)
+            Err(e) => notify(&format!("READY=1\nSTATUS=configuration reload refused: {}", e.replace('\n', " "))),
+        }
     }
     notify("STOPPING=1");
     let mut failed = false;
@@ -362,9 +370,17 @@ fn take_over(
         limits: new.config.limits.clone(),
     });
     let limits = conn_limits(&new.config);
+    // the same listeners: certificate files are read again (renewed
+    // certificates apply to new connections)
+    let same_listeners = format!("{:?}", running.config.listeners) == format!("{:?}", new.config.listeners);
+    let tls = if same_listeners {
+        Some(crate::transport::tls::acceptors(&new.listeners)?)
+    } else {
+        None
+    };
     while acks.try_recv().is_ok() {}
     for s in steps {
-        s.send(Step::Prepare(cfg.clone(), limits))
+        s.send(Step::Prepare(cfg.clone(), limits, tls.clone()))
             .map_err(|_| "a shard has stopped".to_string())?;
     }
     let mut done = Vec::new();
@@ -383,10 +399,13 @@ fn take_over(
     let first = done.first().map(|(_, d)| d.clone()).unwrap_or_default();
     let closed: usize = done.iter().map(|(_, d)| d.closed).sum();
     let mut restart = Vec::new();
-    if format!("{:?}", running.config.listeners) != format!("{:?}", new.config.listeners) {
+    if !same_listeners {
         restart.push("listener");
     }
-    if format!("{:?}", running.config.router) != format!("{:?}", new.config.router) {
+    // (shutdown_grace_ms is taken over with the connection limits)
+    let mut router = new.config.router.clone();
+    router.shutdown_grace_ms = running.config.router.shutdown_grace_ms;
+    if format!("{:?}", running.config.router) != format!("{router:?}") {
         restart.push("router");
     }
     let hooks = |c: &crate::config::Config| c.realms.iter().map(|r| (r.name.clone(), r.webhooks.clone())).collect::<Vec<_>>();
@@ -547,23 +566,6 @@ async fn shard_main(
             }
         }));
     }
-    let c = ctx.clone();
-    tasks.push(spawn_contained(&ctx, "reconfiguration".into(), move || {
-        let (c, steps, acks) = (c.clone(), steps.clone(), acks.clone());
-        async move {
-            while let Ok(step) = steps.recv_async().await {
-                match step {
-                    Step::Prepare(cfg, limits) => {
-                        let done = c.router.borrow_mut().reconfigure(&cfg);
-                        c.conns.limits.set(limits);
-                        let _ = acks.send((me, done));
-                    }
-                    Step::Open => c.router.borrow_mut().open_realms(),
-                    Step::Answer(asked, outcome) => c.router.borrow_mut().reload_answer(asked.session, asked.request, outcome),
-                }
-            }
-        }
-    }));
     let settings: Rc<Vec<Rc<connection::Listener>>> = Rc::new(
         listeners
             .iter()
@@ -573,7 +575,7 @@ async fn shard_main(
                     kind: l.kind,
                     path: l.path.as_str().into(),
                     metrics: l.metrics,
-                    tls: tls.clone(),
+                    tls: std::cell::RefCell::new(tls.clone()),
                     deflate: l.deflate.as_ref().map(|d| d.settings()),
                     longpoll: l.longpoll.as_ref().map(|d| d.settings()),
                     bridge: l.bridge.as_ref().map(|b| b.settings()),
@@ -581,6 +583,29 @@ async fn shard_main(
             })
             .collect(),
     );
+    let (c, reloadable) = (ctx.clone(), settings.clone());
+    tasks.push(spawn_contained(&ctx, "reconfiguration".into(), move || {
+        let (c, steps, acks, listeners) = (c.clone(), steps.clone(), acks.clone(), reloadable.clone());
+        async move {
+            while let Ok(step) = steps.recv_async().await {
+                match step {
+                    Step::Prepare(cfg, limits, tls) => {
+                        let done = c.router.borrow_mut().reconfigure(&cfg);
+                        c.conns.limits.set(limits);
+                        for (l, new) in listeners.iter().zip(tls.into_iter().flatten()) {
+                            let mut now = l.tls.borrow_mut();
+                            if now.is_some() && new.is_some() {
+                                *now = new;
+                            }
+                        }
+                        let _ = acks.send((me, done));
+                    }
+                    Step::Open => c.router.borrow_mut().open_realms(),
+                    Step::Answer(asked, outcome) => c.router.borrow_mut().reload_answer(asked.session, asked.request, outcome),
+                }
+            }
+        }
+    }));
     let (handover_to, handed) = handover;
     let accepting = tasks.len();
     tasks.push(glommio::spawn_local(take_handovers(ctx.conns.clone(), handed, settings.clone())));
