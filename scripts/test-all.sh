@@ -11,10 +11,15 @@ cd "$root"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages the tests use (openssl: the JS suite's TLS certificates; installed with apt-get if missing)"
-if ! command -v openssl >/dev/null 2>&1; then
+step "system packages the tests use (openssl: the JS suite's TLS certificates; curl: the Python suite's long-poll and HTTP bridge clients; installed with apt-get if missing)"
+missing=""
+for pkg in openssl curl; do
+    command -v "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
     sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
-    $sudo_ apt-get update -q && $sudo_ apt-get install -y -q openssl
+    # shellcheck disable=SC2086  # one word per package
+    $sudo_ apt-get update -q && $sudo_ apt-get install -y -q $missing
 fi
 
 step "cargo test (unit + black-box integration tests)"
@@ -42,7 +47,7 @@ export SWITCHYARD_BIN="$root/target/debug/switchyard"
 step "WebSocket conformance: kosoku (Autobahn TestSuite cases) against the router (1 and 2 shards)"
 ./scripts/ws-conformance.sh
 
-step "interop: autobahn-python (WebSocket, batched WebSocket, RawSocket over TCP and Unix sockets, the universal port; JSON/MessagePack/CBOR; permessage-deflate; long-poll over HTTP; 1 and 2 shards)"
+step "interop: autobahn-python (WebSocket, batched WebSocket, RawSocket over TCP and Unix sockets, the universal port; JSON/MessagePack/CBOR; permessage-deflate; long-poll over HTTP; the HTTP bridge with requests and curl; 1 and 2 shards)"
 python="$(command -v python3.11 || command -v python3)"
 venv="$root/.venv-interop"
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
