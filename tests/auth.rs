@@ -427,18 +427,7 @@ fn failures_back_off_and_logins_time_out(shards: usize) {
     c.expect_abort("wamp.error.protocol_violation");
 }
 
-macro_rules! on_1_and_2_shards {
-    ($($name:ident),* $(,)?) => {
-        mod one_shard {
-            $( #[test] fn $name() { super::$name(1) } )*
-        }
-        mod two_shards {
-            $( #[test] fn $name() { super::$name(2) } )*
-        }
-    };
-}
-
-on_1_and_2_shards!(
+crate::on_1_and_2_shards!(
     every_method_logs_in_and_wrong_credentials_fail,
     cryptosign_checks_the_signature_of_its_own_challenge,
     scram_proves_both_sides,

@@ -395,6 +395,83 @@ fn bridge_edge_cases(shards: usize) {
     drop(s);
     assert_eq!(callee.expect(INTERRUPT).at(1).u(), inv.at(1).u());
     assert_eq!(r.metric_sum("calls_timed_out"), 1);
+    // a request sent while a call waits is kept, and answered after it
+    let mut s = connect(addr);
+    let publish = r#"{"topic": "com.test.after"}"#;
+    let call = format!(
+        "POST /http/realm1/call HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let then = format!(
+        "POST /http/realm1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{publish}",
+        publish.len()
+    );
+    s.write_all(call.as_bytes()).unwrap();
+    let inv = callee.expect(INVOCATION);
+    // (sent while the router waits for the callee: read then, or after)
+    s.write_all(then.as_bytes()).unwrap();
+    callee.send_json(&format!(r#"[70, {}, {{}}, [7]]"#, inv.at(1).u()));
+    let mut buf = Vec::new();
+    let first = read_http_response(&mut s, &mut buf);
+    assert_eq!(first.status, 200, "{}", first.body_text());
+    assert_eq!(json(&first), parse_json(r#"{"args": [7]}"#));
+    let second = read_http_response(&mut s, &mut buf);
+    assert_eq!(second.status, 200, "{}", second.body_text());
+    assert!(json(&second).get("publication").is_some());
+}
+
+/// HTTP/1.1 keeps the connection for further requests, pipelined ones too;
+/// `Connection: close` (or HTTP/1.0) ends it after the response.
+fn keep_alive_and_pipelining(shards: usize) {
+    let (r, addr) = router(shards);
+    let mut watcher = r.join_spread(0);
+    watcher.subscribe("wamp.session.on_join", "{}");
+    let request = |body: &str, extra: &str| {
+        format!(
+            "POST /http/realm1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let body = r#"{"topic": "com.test.keep"}"#;
+    let mut s = connect(addr);
+    let mut buf = Vec::new();
+    for _ in 0..3 {
+        s.write_all(request(body, "").as_bytes()).unwrap();
+        let resp = read_http_response(&mut s, &mut buf);
+        assert_eq!(resp.status, 200, "{}", resp.body_text());
+        assert_eq!(resp.header("connection"), Some("keep-alive"));
+    }
+    // three at once, answered in order, the last one closing
+    let all = format!(
+        "{}{}{}",
+        request(body, ""),
+        request("{}", ""),
+        request(body, "Connection: close\r\n")
+    );
+    s.write_all(all.as_bytes()).unwrap();
+    assert_eq!(read_http_response(&mut s, &mut buf).status, 200);
+    assert_eq!(read_http_response(&mut s, &mut buf).status, 400);
+    let last = read_http_response(&mut s, &mut buf);
+    assert_eq!(last.status, 200);
+    assert_eq!(last.header("connection"), Some("close"));
+    let mut rest = Vec::new();
+    assert_eq!(
+        s.read_to_end(&mut rest).unwrap_or(0),
+        0,
+        "the connection ends after Connection: close"
+    );
+    // the six requests of that connection were one session: one join, and
+    // the next join seen is a later client's
+    let joined = watcher.expect(EVENT);
+    assert_eq!(joined.at(4).at(0).key("authid").s(), "svc", "{joined:?}");
+    let later = Client::join_ws(r.ws, Ser::Json);
+    let next = watcher.expect(EVENT);
+    assert_eq!(next.at(4).at(0).key("session").u(), later.session, "{next:?}");
+    // HTTP/1.0: closed after one
+    let mut s = connect(addr);
+    s.write_all(request(body, "").replace("HTTP/1.1", "HTTP/1.0").as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(read_http_response(&mut s, &mut buf).header("connection"), Some("close"));
 }
 
 /// A request a webhook receiver got: its headers and body.
@@ -574,18 +651,7 @@ fn webhook_queue_is_bounded(shards: usize) {
     assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
 }
 
-macro_rules! on_1_and_2_shards {
-    ($($name:ident),* $(,)?) => {
-        mod one_shard {
-            $( #[test] fn $name() { super::$name(1) } )*
-        }
-        mod two_shards {
-            $( #[test] fn $name() { super::$name(2) } )*
-        }
-    };
-}
-
-on_1_and_2_shards!(
+crate::on_1_and_2_shards!(
     publish_reaches_subscribers,
     calls_and_their_errors,
     progressive_results_stream,
@@ -594,4 +660,5 @@ on_1_and_2_shards!(
     webhooks_post_events,
     webhook_queue_is_bounded,
     bridge_edge_cases,
+    keep_alive_and_pipelining,
 );

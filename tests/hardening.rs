@@ -474,7 +474,8 @@ fn shutdown_closes_peers_that_never_answer_within_the_grace_period() {
     // A subscriber that reads nothing (so it never sees GOODBYE) and a
     // firehose publisher that never stops: after the grace period the router
     // ends both connections and exits 0.
-    let mut r = Router::start_with(1, "shutdown_grace_ms = 300", "", &[]);
+    // (a small outbound queue, so that the deaf subscriber's fills at once)
+    let mut r = Router::start_with(1, "shutdown_grace_ms = 300", "max_outbound_bytes = 262144", &[]);
     let mut deaf = Client::join_ws(r.ws, Ser::Json);
     deaf.subscribe("com.firehose", "{}");
     let publisher = Client::join_raw(r.rs, Ser::MsgPack);

@@ -190,7 +190,10 @@ fn tells_systemd_its_state(shards: usize) {
     assert!(next().lines().any(|l| l == "RELOADING=1"));
     let refused = next();
     assert!(refused.lines().any(|l| l == "READY=1"), "{refused}");
-    assert!(refused.contains("STATUS=configuration reload refused") && refused.contains("shardz"), "{refused}");
+    assert!(
+        refused.contains("STATUS=configuration reload refused") && refused.contains("shardz"),
+        "{refused}"
+    );
     assert!(r.stop().success());
     assert_eq!(next().trim(), "STOPPING=1");
     let _ = std::fs::remove_dir_all(&dir);
@@ -325,18 +328,7 @@ fn metrics_are_described_and_summed(shards: usize) {
     assert_eq!(realm("REGISTER"), 1.0);
 }
 
-macro_rules! on_1_and_2_shards {
-    ($($name:ident),* $(,)?) => {
-        mod one_shard {
-            $( #[test] fn $name() { super::$name(1) } )*
-        }
-        mod two_shards {
-            $( #[test] fn $name() { super::$name(2) } )*
-        }
-    };
-}
-
-on_1_and_2_shards!(
+crate::on_1_and_2_shards!(
     realms_come_and_go,
     changed_roles_apply_to_existing_sessions,
     a_bad_configuration_is_refused,

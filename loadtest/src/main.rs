@@ -177,8 +177,8 @@ struct Common {
     batched: bool,
 }
 
-/// Latency percentiles in microseconds.
-#[derive(Debug, Serialize)]
+/// Latency percentiles in microseconds (read back by `report`).
+#[derive(Debug, Serialize, serde::Deserialize)]
 struct Latency {
     samples: u64,
     p50_us: f64,

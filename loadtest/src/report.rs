@@ -32,15 +32,7 @@ pub enum Format {
 // main.rs). Fields added later are optional, so that files from older runs
 // still make a report.
 
-#[derive(Debug, Deserialize)]
-struct LatencyIn {
-    samples: u64,
-    p50_us: f64,
-    p90_us: f64,
-    p99_us: f64,
-    p999_us: f64,
-    max_us: f64,
-}
+use super::Latency as LatencyIn;
 
 #[derive(Debug, Deserialize)]
 struct PercentileIn {

@@ -31,7 +31,7 @@ use super::outbox::{Outbox, Outgoing};
 use crate::codec::json;
 use crate::metrics::ShardStats;
 use crate::router::{BridgeKey, ConnId, TransportInfo, TransportKind};
-use crate::transport::longpoll::response;
+use crate::transport::read_more;
 use crate::wamp::message::Serializer;
 use crate::wamp::{Dict, Value};
 
@@ -52,6 +52,8 @@ pub struct Request {
     /// Header names in lower case.
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Bytes,
+    /// The client keeps the connection for another request.
+    pub keep_alive: bool,
 }
 
 impl Request {
@@ -142,15 +144,42 @@ impl Refusal {
         r
     }
 
-    fn response(&self) -> Vec<u8> {
+    fn answer(self) -> Answer {
         let mut body = Vec::new();
-        json::write_value(&mut body, &Value::Dict(self.body.clone()));
-        let mut out = response(self.status, self.reason, "application/json", &body);
-        if self.status == 401 {
-            // tell the client how to authenticate
-            let at = out.windows(2).position(|w| w == b"\r\n").map_or(0, |p| p + 2);
-            out.splice(at..at, b"WWW-Authenticate: Bearer realm=\"switchyard\"\r\n".iter().copied());
+        json::write_value(&mut body, &Value::Dict(self.body));
+        Answer {
+            status: self.status,
+            reason: self.reason,
+            body,
         }
+    }
+}
+
+/// A complete JSON response, before its head.
+struct Answer {
+    status: u16,
+    reason: &'static str,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    /// The response bytes; `keep`: the connection stays open.
+    fn bytes(&self, keep: bool) -> Vec<u8> {
+        let connection = if keep { "keep-alive" } else { "close" };
+        // tell a client that did not authenticate how to
+        let challenge = if self.status == 401 {
+            "WWW-Authenticate: Bearer realm=\"switchyard\"\r\n"
+        } else {
+            ""
+        };
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\n{challenge}Content-Type: application/json\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: {connection}\r\n\r\n",
+            self.status,
+            self.reason,
+            self.body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&self.body);
         out
     }
 }
@@ -178,40 +207,58 @@ pub fn request_line_under(settings: &Settings, buf: &[u8]) -> bool {
     line.split(' ').nth(1).is_some_and(|target| serves(settings, target))
 }
 
-/// Completes when the client has closed its side (or the connection
-/// failed); what else it sends is read and ignored.
-async fn client_gone<S: Stream>(stream: &mut S) {
-    let mut scratch = [0u8; 256];
-    loop {
-        match futures_lite::io::AsyncReadExt::read(stream, &mut scratch).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
+/// What the client did while a call waited.
+enum Client {
+    /// Closed its side, or the connection failed.
+    Gone,
+    /// Sent more (the next request, kept in the connection's buffer).
+    Sent,
+}
+
+/// Completes when the client closes its side or sends more; what it sends
+/// is kept in `buf`.
+async fn client_activity<S: Stream>(stream: &mut S, buf: &mut bytes::BytesMut) -> Client {
+    if buf.len() >= 64 * 1024 {
+        // (enough waiting already; watch no further)
+        return std::future::pending().await;
+    }
+    match read_more(stream, buf, 4096).await {
+        Ok(0) | Err(_) => Client::Gone,
+        Ok(_) => Client::Sent,
     }
 }
 
-/// Serves one bridge request and closes the connection.
-pub async fn serve<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, info: TransportInfo, req: Request, settings: &Settings) {
+/// Serves one bridge request; true when the connection may take another.
+pub async fn serve<S: Stream>(
+    ctx: &Rc<ConnCtx>,
+    stream: &mut S,
+    buf: &mut bytes::BytesMut,
+    kept: &mut Option<Session>,
+    info: TransportInfo,
+    req: Request,
+    settings: &Settings,
+) -> bool {
     ShardStats::inc(&ctx.stats.bridge_requests);
-    match handle(&ctx, &mut stream, info, &req, settings).await {
-        Ok(Some(resp)) => {
-            let _ = stream.write_all(&resp).await;
-        }
-        Ok(None) => {}
-        Err(r) => {
-            let _ = stream.write_all(&r.response()).await;
-        }
-    }
-    let _ = stream.close().await;
+    let keep = req.keep_alive;
+    let answer = match handle(ctx, stream, buf, kept, info, &req, settings).await {
+        Ok(Some(a)) => a,
+        // streamed (the body ends with the connection), or the client left
+        Ok(None) => return false,
+        Err(r) => r.answer(),
+    };
+    stream.write_all(&answer.bytes(keep)).await.is_ok() && keep
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn handle<S: Stream>(
     ctx: &Rc<ConnCtx>,
     stream: &mut S,
+    buf: &mut bytes::BytesMut,
+    kept: &mut Option<Session>,
     mut info: TransportInfo,
     req: &Request,
     settings: &Settings,
-) -> Result<Option<Vec<u8>>, Refusal> {
+) -> Result<Option<Answer>, Refusal> {
     let path = req.target.split('?').next().unwrap_or("");
     let rest = path.strip_prefix(settings.path.as_str()).unwrap_or("").trim_start_matches('/');
     let (realm, action) = match rest.rsplit_once('/') {
@@ -241,37 +288,71 @@ async fn handle<S: Stream>(
     let (key, method) = authenticate(ctx, &keys, req, settings)?;
     let body = parse_body(&req.body, &action)?;
 
-    // a session of the key's identity, for this request only
-    let outbox = Rc::new(Outbox::new(ctx.limits().max_outbound_bytes));
-    info.kind = TransportKind::Http;
-    info.serializer = Serializer::Json;
-    let conn = ctx.router.borrow_mut().open_connection(outbox.clone(), info);
-    let session = Session { ctx, conn };
-    let opened = ctx.router.borrow_mut().open_trusted(conn, realm, &key.authid, &key.role, method);
-    if opened.is_none() {
-        return Err(Refusal::new(503, "Service Unavailable", "the realm is not available"));
+    // the session of the key's identity: the one the connection's last
+    // request had, if it is the same key's and still open
+    let reuse = kept
+        .as_ref()
+        .is_some_and(|k| k.realm == realm && k.authid == key.authid && k.role == key.role && !k.outbox.is_closing());
+    if !reuse {
+        *kept = None;
+        let outbox = Rc::new(Outbox::new(ctx.limits().max_outbound_bytes));
+        info.kind = TransportKind::Http;
+        info.serializer = Serializer::Json;
+        let conn = ctx.router.borrow_mut().open_connection(outbox.clone(), info);
+        let session = Session {
+            ctx: ctx.clone(),
+            conn,
+            outbox,
+            realm: realm.to_owned(),
+            authid: key.authid.clone(),
+            role: key.role.clone(),
+            last_request: 0,
+        };
+        if ctx
+            .router
+            .borrow_mut()
+            .open_trusted(conn, realm, &key.authid, &key.role, method)
+            .is_none()
+        {
+            return Err(Refusal::new(503, "Service Unavailable", "the realm is not available"));
+        }
+        *kept = Some(session);
     }
+    let Some(session) = kept.as_mut() else {
+        return Err(ended());
+    };
+    session.last_request += 1;
     match action {
-        Action::Publish => publish(&session, &outbox, body).await,
-        Action::Call => call(&session, &outbox, stream, req, body, settings).await,
+        Action::Publish => publish(session, body).await,
+        Action::Call => call(session, stream, buf, req, body, settings).await,
     }
 }
 
-/// The request's session: leaves when the request is answered.
-struct Session<'a> {
-    ctx: &'a ConnCtx,
+/// A bridge connection's session: opened for its first request and kept
+/// for those that follow on the connection with the same key; it leaves
+/// when dropped (the connection ends, or a request of another key comes).
+#[derive(Debug)]
+pub struct Session {
+    ctx: Rc<ConnCtx>,
     conn: ConnId,
+    outbox: Rc<Outbox>,
+    realm: String,
+    authid: std::sync::Arc<str>,
+    role: std::sync::Arc<str>,
+    /// The request ID of the latest PUBLISH or CALL: answers to earlier
+    /// ones (a call given up on) are discarded.
+    last_request: u64,
 }
 
-impl Session<'_> {
+impl Session {
     fn send(&self, msg: &Value) {
         let mut bytes = Vec::new();
         json::write_value(&mut bytes, msg);
-        deliver(self.ctx, self.conn, Serializer::Json, &Bytes::from(bytes));
+        deliver(&self.ctx, self.conn, Serializer::Json, &Bytes::from(bytes));
     }
 }
 
-impl Drop for Session<'_> {
+impl Drop for Session {
     fn drop(&mut self) {
         self.ctx.router.borrow_mut().close_connection(self.conn);
     }
@@ -433,10 +514,10 @@ fn parse_body(raw: &[u8], action: &Action) -> Result<Body, Refusal> {
 }
 
 /// The WAMP message `[code, request, options, uri, args, kwargs]`.
-fn request_message(code: u64, options: Dict, body: Body) -> Value {
+fn request_message(code: u64, request: u64, options: Dict, body: Body) -> Value {
     Value::List(vec![
         Value::UInt(code),
-        Value::UInt(1),
+        Value::UInt(request),
         Value::Dict(options),
         Value::Str(body.uri),
         Value::List(body.args),
@@ -450,14 +531,22 @@ enum Received {
     Ended,
 }
 
-/// The next message for the session (WELCOME skipped), within `wait`.
-async fn next(outbox: &Outbox, queue: &mut VecDeque<Outgoing>, wait: Duration) -> Option<Received> {
+/// The next message for the session's request `request` (the WELCOME and
+/// answers to earlier requests skipped), within `wait`.
+async fn next(outbox: &Outbox, queue: &mut VecDeque<Outgoing>, request: u64, wait: Duration) -> Option<Received> {
     loop {
         while let Some(item) = queue.pop_front() {
             match item {
+                // (the session's WELCOME, written by the router, is skipped unread)
+                Outgoing::Wamp(frame) if frame.starts_with(b"[2,") => {}
                 Outgoing::Wamp(frame) => {
                     let Ok(Value::List(m)) = json::parse(&frame) else { continue };
-                    if matches!(m.first(), Some(Value::UInt(2))) {
+                    let answers = match m.first() {
+                        Some(Value::UInt(17 | 50)) => m.get(1),
+                        Some(Value::UInt(8)) => m.get(2),
+                        _ => None,
+                    };
+                    if answers.is_some_and(|r| *r != Value::UInt(request)) {
                         continue;
                     }
                     return Some(Received::Message(m));
@@ -481,10 +570,10 @@ async fn next(outbox: &Outbox, queue: &mut VecDeque<Outgoing>, wait: Duration) -
     }
 }
 
-fn json_response(status: u16, reason: &'static str, body: Dict) -> Vec<u8> {
+fn json_response(status: u16, reason: &'static str, body: Dict) -> Answer {
     let mut out = Vec::new();
     json::write_value(&mut out, &Value::Dict(body));
-    response(status, reason, "application/json", &out)
+    Answer { status, reason, body: out }
 }
 
 /// The HTTP status for a WAMP error URI: what kind of failure it is.
@@ -522,18 +611,19 @@ fn ended() -> Refusal {
     Refusal::new(503, "Service Unavailable", "the router closed the request's session")
 }
 
-async fn publish(session: &Session<'_>, outbox: &Outbox, body: Body) -> Result<Option<Vec<u8>>, Refusal> {
+async fn publish(session: &Session, body: Body) -> Result<Option<Answer>, Refusal> {
+    let outbox = &session.outbox;
     let mut options = body.options.clone();
     // acknowledged unless the client says otherwise: an HTTP client wants
     // to know whether the publication was accepted
     let acknowledge = !matches!(options.get("acknowledge"), Some(Value::Bool(false)));
     options = options.with("acknowledge", Value::Bool(acknowledge));
-    session.send(&request_message(16, options, body));
+    session.send(&request_message(16, session.last_request, options, body));
     if !acknowledge {
         return Ok(Some(json_response(202, "Accepted", Dict::new())));
     }
     let mut queue = VecDeque::new();
-    match next(outbox, &mut queue, Duration::from_secs(10)).await {
+    match next(outbox, &mut queue, session.last_request, Duration::from_secs(10)).await {
         Some(Received::Message(m)) => match m.first() {
             Some(Value::UInt(17)) => {
                 let publication = m.get(2).cloned().unwrap_or(Value::Null);
@@ -560,13 +650,13 @@ enum Streaming {
 }
 
 async fn call<S: Stream>(
-    session: &Session<'_>,
-    outbox: &Outbox,
+    session: &Session,
     stream: &mut S,
+    buf: &mut bytes::BytesMut,
     req: &Request,
     body: Body,
     settings: &Settings,
-) -> Result<Option<Vec<u8>>, Refusal> {
+) -> Result<Option<Answer>, Refusal> {
     let mut options = body.options.clone();
     let timeout = match options.get("timeout") {
         None | Some(Value::Null) => {
@@ -595,24 +685,33 @@ async fn call<S: Stream>(
         // the response holds the final result only
         options.0.retain(|(k, _)| k != "receive_progress");
     }
-    session.send(&request_message(48, options, body));
+    let outbox = &session.outbox;
+    let request = session.last_request;
+    session.send(&request_message(48, request, options, body));
     let mut queue = VecDeque::new();
     let mut started = false;
+    let mut watching = true;
     // the dealer ends the call at its timeout; this is the guard behind it
     let wait = timeout + Duration::from_secs(5);
     loop {
         // a client that goes away ends the request: its session leaves, and
         // the call is canceled (the callee interrupted)
-        let got = {
-            let answer = next(outbox, &mut queue, wait);
-            let gone = client_gone(stream);
-            futures_lite::future::or(async { Some(answer.await) }, async {
-                gone.await;
-                None
-            })
-            .await
+        let got = if watching {
+            let answer = next(outbox, &mut queue, request, wait);
+            let activity = client_activity(stream, buf);
+            futures_lite::future::or(async { Ok(answer.await) }, async { Err(activity.await) }).await
+        } else {
+            Ok(next(outbox, &mut queue, request, wait).await)
         };
-        let Some(got) = got else { return Ok(None) };
+        let got = match got {
+            Ok(got) => got,
+            Err(Client::Gone) => return Ok(None),
+            // a pipelined request: kept for later; the call goes on
+            Err(Client::Sent) => {
+                watching = false;
+                continue;
+            }
+        };
         let m = match got {
             Some(Received::Message(m)) => m,
             Some(Received::Ended) if !started => return Err(ended()),

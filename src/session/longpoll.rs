@@ -136,6 +136,17 @@ async fn read_request<S: Stream>(stream: &mut S, buf: &mut BytesMut, max: usize)
             Ok(httparse::Status::Complete(head)) => {
                 let target = req.path.unwrap_or("").to_owned();
                 let method = req.method.unwrap_or("").to_owned();
+                // HTTP/1.1 keeps the connection unless told otherwise
+                let connection = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("connection"))
+                    .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase());
+                let keep_alive = match connection.as_deref() {
+                    Some(c) if c.contains("close") => false,
+                    Some(c) if c.contains("keep-alive") => true,
+                    _ => req.version == Some(1),
+                };
                 let names: Vec<(String, Vec<u8>)> = req
                     .headers
                     .iter()
@@ -172,6 +183,7 @@ async fn read_request<S: Stream>(stream: &mut S, buf: &mut BytesMut, max: usize)
                     target,
                     headers: names,
                     body,
+                    keep_alive,
                 });
             }
             Ok(httparse::Status::Partial) if buf.len() < websocket::MAX_HANDSHAKE => {}
@@ -216,7 +228,39 @@ pub async fn serve<S: Stream>(
         }
     };
     if let Some(b) = bridge.filter(|b| super::bridge::serves(b, &req.target)) {
-        return super::bridge::serve(ctx, stream, peer, req, b).await;
+        // bridge requests may follow each other on one connection
+        let mut req = req;
+        // (the connection's session, kept while its requests use one key)
+        let mut session = None;
+        loop {
+            let keep = super::bridge::serve(&ctx, &mut stream, &mut buf, &mut session, peer.clone(), req, b).await;
+            if !keep {
+                break;
+            }
+            let next = glommio::timer::timeout(ctx.limits().handshake_timeout, async {
+                Ok(read_request(&mut stream, &mut buf, ctx.limits().max_message_size).await)
+            })
+            .await;
+            req = match next {
+                Ok(Ok(r)) if super::bridge::serves(b, &r.target) => r,
+                Ok(Ok(r)) => {
+                    let m = format!("only bridge requests may follow on this connection, not {}", r.target);
+                    let _ = stream.write_all(&longpoll::error(400, "Bad Request", &m)).await;
+                    break;
+                }
+                Ok(Err(resp)) => {
+                    if !resp.is_empty() {
+                        let _ = stream.write_all(&resp).await;
+                    }
+                    break;
+                }
+                // an idle kept-alive connection is closed
+                Err(_) => break,
+            };
+        }
+        drop(session);
+        let _ = stream.close().await;
+        return;
     }
     let Some(settings) = longpoll else {
         let resp = longpoll::error(404, "Not Found", &format!("nothing to POST to at {}", req.target));

@@ -57,6 +57,20 @@ pub const YIELD: u64 = 70;
 static PORTS_TAKEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 
+/// Makes a test of each function named, run with 1 and with 2 shards
+/// (`fn name(shards: usize)`), in modules `one_shard` and `two_shards`.
+#[macro_export]
+macro_rules! on_1_and_2_shards {
+    ($($name:ident),* $(,)?) => {
+        mod one_shard {
+            $( #[test] fn $name() { super::$name(1) } )*
+        }
+        mod two_shards {
+            $( #[test] fn $name() { super::$name(2) } )*
+        }
+    };
+}
+
 /// A port that was free a moment ago and that no other test of this process
 /// has been given.
 pub fn free_port() -> u16 {
