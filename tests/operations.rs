@@ -53,6 +53,14 @@ fn realms_come_and_go(shards: usize) {
     // every shard has the new realm: joins land on any of them
     let mut members: Vec<Client> = (0..4).map(|_| join(&r, "app")).collect();
     stays.sync();
+    // a retained event in it (on whichever shard is the topic's home)
+    for (i, m) in members.iter_mut().enumerate() {
+        let req = m.next_req();
+        m.send_json(&format!(
+            r#"[16, {req}, {{"acknowledge": true, "retain": true}}, "com.app.state{i}", ["old"]]"#
+        ));
+        m.expect(PUBLISHED);
+    }
 
     assert!(r.reload(&original), "{}", r.log());
     for m in &mut members {
@@ -68,6 +76,19 @@ fn realms_come_and_go(shards: usize) {
     hello_aborted(&mut c, "app", "wamp.error.no_such_realm");
     stays.sync();
     assert!(r.log().contains("sessions_closed=4"), "{}", r.log());
+    // added again, the realm starts empty: no retained event, the first
+    // event a get_retained subscriber sees is a new one
+    assert!(r.reload(&format!("{original}\n{APP_REALM}")), "{}", r.log());
+    let mut sub = join(&r, "app");
+    let mut publisher = join(&r, "app");
+    for i in 0..4 {
+        sub.subscribe(&format!("com.app.state{i}"), r#"{"get_retained": true}"#);
+    }
+    let req = publisher.next_req();
+    publisher.send_json(&format!(r#"[16, {req}, {{"acknowledge": true}}, "com.app.state0", ["new"]]"#));
+    publisher.expect(PUBLISHED);
+    assert_eq!(sub.expect(EVENT).at(4), &crate::common::parse_json(r#"["new"]"#));
+    assert_eq!(r.metric_sum("retained_events"), 0);
 }
 
 /// Changed roles apply to existing sessions' next actions.

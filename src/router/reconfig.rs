@@ -70,6 +70,13 @@ impl Router {
             r.present = false;
             r.authenticator = None;
             r.authorizer = None;
+            // what it kept goes with it (a realm added again starts empty)
+            let kept = r.retained.len() as i64;
+            self.stats.retained_events.fetch_sub(kept, std::sync::atomic::Ordering::Relaxed);
+            r.retained.clear();
+            r.retained_bytes = 0;
+            r.history.clear();
+            r.history_bytes = 0;
             let name = r.name.to_string();
             let message = format!("realm '{name}' was removed from the router's configuration");
             self.realm_names.remove(&name);
