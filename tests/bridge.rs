@@ -424,7 +424,7 @@ fn bridge_edge_cases(shards: usize) {
 /// `Connection: close` (or HTTP/1.0) ends it after the response.
 fn keep_alive_and_pipelining(shards: usize) {
     let (r, addr) = router(shards);
-    let mut watcher = r.join_spread(0);
+    let mut watcher = Client::join_ws(r.ws, Ser::Json);
     watcher.subscribe("wamp.session.on_join", "{}");
     let request = |body: &str, extra: &str| {
         format!(
@@ -472,6 +472,20 @@ fn keep_alive_and_pipelining(shards: usize) {
     s.write_all(request(body, "").replace("HTTP/1.1", "HTTP/1.0").as_bytes()).unwrap();
     let mut buf = Vec::new();
     assert_eq!(read_http_response(&mut s, &mut buf).header("connection"), Some("close"));
+    // an idle kept-alive connection does not hold up shutdown: its session
+    // gets GOODBYE, the connection closes
+    let mut s = connect(addr);
+    s.write_all(request(body, "").as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(read_http_response(&mut s, &mut buf).status, 200);
+    // (the WebSocket clients go first: they would not answer GOODBYE)
+    drop(watcher);
+    drop(later);
+    let mut r = r;
+    assert!(r.stop().success());
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).unwrap_or(0), 0);
+    assert!(!r.log().contains("did not finish in the shutdown grace period"), "{}", r.log());
 }
 
 /// A request a webhook receiver got: its headers and body.

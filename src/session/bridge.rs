@@ -345,6 +345,25 @@ pub struct Session {
 }
 
 impl Session {
+    /// Resolves when the router ends the session between requests (GOODBYE
+    /// at shutdown, a kill, its realm removed); late answers to earlier
+    /// requests are discarded meanwhile.
+    pub async fn ended(&self) {
+        let mut batch = Vec::new();
+        loop {
+            batch.clear();
+            let open = self.outbox.next_batch(&mut batch).await;
+            let over = batch.iter().any(|item| match item {
+                Outgoing::Wamp(f) => f.starts_with(b"[6,") || f.starts_with(b"[3,"),
+                Outgoing::Close { .. } => true,
+                Outgoing::Ping(_) | Outgoing::Pong(_) => false,
+            });
+            if over || !open {
+                return;
+            }
+        }
+    }
+
     fn send(&self, msg: &Value) {
         let mut bytes = Vec::new();
         json::write_value(&mut bytes, msg);

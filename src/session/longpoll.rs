@@ -237,10 +237,22 @@ pub async fn serve<S: Stream>(
             if !keep {
                 break;
             }
-            let next = glommio::timer::timeout(ctx.limits().handshake_timeout, async {
+            let read = glommio::timer::timeout(ctx.limits().handshake_timeout, async {
                 Ok(read_request(&mut stream, &mut buf, ctx.limits().max_message_size).await)
-            })
-            .await;
+            });
+            // the router may end the kept session meanwhile (shutdown, a
+            // kill): then the connection goes too
+            let next = match &session {
+                Some(s) => {
+                    futures_lite::future::or(async { Some(read.await) }, async {
+                        s.ended().await;
+                        None
+                    })
+                    .await
+                }
+                None => Some(read.await),
+            };
+            let Some(next) = next else { break };
             req = match next {
                 Ok(Ok(r)) if super::bridge::serves(b, &r.target) => r,
                 Ok(Ok(r)) => {
