@@ -219,6 +219,10 @@ pub struct WebhookConfig {
     /// (`X-Switchyard-Timestamp`, `-Nonce`, `-Signature`).
     #[serde(default)]
     pub hmac_secret: Option<String>,
+    /// `https://` only: a PEM file of the CAs to trust (instead of the
+    /// public roots), for receivers with a private CA.
+    #[serde(default)]
+    pub ca: Option<String>,
 }
 
 fn default_webhook_authid() -> String {
@@ -946,6 +950,14 @@ impl Config {
                 let rest = w.url.strip_prefix("http://").or_else(|| w.url.strip_prefix("https://"));
                 if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
                     return Err(invalid(key("url"), format!("'{}' is not an http:// or https:// URL", w.url)));
+                }
+                if let Some(ca) = &w.ca {
+                    if !w.url.starts_with("https://") {
+                        return Err(invalid(key("ca"), "applies to https:// URLs only"));
+                    }
+                    let k = key("ca");
+                    crate::transport::tls::client_trusting(&k, ca)
+                        .map_err(|e| invalid(&k, e.trim_start_matches(&format!("{k}: ")).to_owned()))?;
                 }
                 if w.queue == 0 || w.timeout_ms == 0 || w.retry_initial_ms == 0 || w.retry_max_ms < w.retry_initial_ms {
                     return Err(invalid(

@@ -488,6 +488,116 @@ fn keep_alive_and_pipelining(shards: usize) {
     assert!(!r.log().contains("did not finish in the shutdown grace period"), "{}", r.log());
 }
 
+/// A webhook to an `https://` receiver whose certificate a private CA
+/// signed (`ca`): delivered over TLS; the CA file is checked at start.
+fn webhook_over_https(shards: usize) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let dir = std::env::temp_dir().join(format!("switchyard-hook-tls-{}-{shards}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    let server = std::sync::Arc::new(server);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, posts) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(tcp) = stream else { return };
+            let Ok(conn) = rustls::ServerConnection::new(server.clone()) else {
+                return;
+            };
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let body = loop {
+                let Ok(n) = s.read(&mut chunk) else { break None };
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break Some(body.to_owned());
+                    }
+                }
+            };
+            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            let _ = s.flush();
+            if let Some(b) = body {
+                if tx.send(b).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let extra = format!("ca = \"{}\"", ca_path.display());
+    let cfg = format!(
+        "\n[[realm]]\nname = \"realm1\"\n{}\n[[realm.webhook]]\ntopic = \"com.secure\"\nurl = \"https://localhost:{port}/hook\"\n{extra}\n",
+        test_principals()
+    );
+    let r = Router::start_with(shards, &cfg, "", &[]);
+    let mut publisher = r.join_spread(1);
+    // publish until the webhook's subscription is in place and one arrives
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let got = loop {
+        let req = publisher.next_req();
+        publisher.send_json(&format!(r#"[16, {req}, {{"acknowledge": true}}, "com.secure", ["tls"]]"#));
+        publisher.expect(PUBLISHED);
+        if let Ok(b) = posts.recv_timeout(std::time::Duration::from_millis(200)) {
+            break b;
+        }
+        assert!(std::time::Instant::now() < deadline, "no webhook POST over TLS: {}", r.log());
+    };
+    assert_eq!(parse_json(&got).key("args"), &parse_json(r#"["tls"]"#));
+    // a CA file that is not there stops the start, naming the key
+    let bad = cfg.replace(&ca_path.display().to_string(), "/nonexistent/ca.pem");
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        format!("{bad}\n[[listener]]\ntype = \"rawsocket\"\nbind = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("realm[0].webhook[0].ca") && err.contains("/nonexistent/ca.pem"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A request a webhook receiver got: its headers and body.
 type Posted = (Vec<(String, String)>, String);
 
@@ -675,4 +785,5 @@ crate::on_1_and_2_shards!(
     webhook_queue_is_bounded,
     bridge_edge_cases,
     keep_alive_and_pipelining,
+    webhook_over_https,
 );

@@ -37,13 +37,20 @@ use crate::wamp::{Dict, Value};
 /// Starts the delivery thread of a webhook; events go to the sender.
 pub fn start_delivery(realm: &str, cfg: &WebhookConfig, stats: Arc<ShardStats>) -> std::io::Result<flume::Sender<Vec<u8>>> {
     let (tx, rx) = flume::bounded::<Vec<u8>>(cfg.queue);
+    let tls = match &cfg.ca {
+        Some(ca) => Some(crate::transport::tls::client_trusting("ca", ca).map_err(std::io::Error::other)?),
+        None => None,
+    };
     let cfg = cfg.clone();
     let name = format!("webhook {realm} {}", cfg.topic);
     std::thread::Builder::new().name("webhook".into()).spawn(move || {
-        let agent = ureq::AgentBuilder::new()
+        let mut agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_millis(cfg.timeout_ms))
-            .redirects(0)
-            .build();
+            .redirects(0);
+        if let Some(tls) = tls {
+            agent = agent.tls_config(tls);
+        }
+        let agent = agent.build();
         while let Ok(body) = rx.recv() {
             let mut wait = Duration::from_millis(cfg.retry_initial_ms);
             let mut tries = 0;

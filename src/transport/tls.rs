@@ -34,6 +34,22 @@ fn read_certs(key: &str, path: &str) -> Result<Vec<CertificateDer<'static>>, Str
     Ok(certs)
 }
 
+/// A TLS client set-up that trusts only the CAs in the PEM file `path`
+/// (for HTTPS to servers with a private CA, such as webhook receivers);
+/// errors name `key`.
+pub fn client_trusting(key: &str, path: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in read_certs(key, path)? {
+        roots.add(c).map_err(|e| format!("{key}: '{path}': {e}"))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("{key}: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 fn read_key(key: &str, path: &str) -> Result<PrivateKeyDer<'static>, String> {
     let data = std::fs::read(path).map_err(|e| format!("{key}: cannot read '{path}': {e}"))?;
     match rustls_pemfile::private_key(&mut data.as_slice()) {
