@@ -21,10 +21,10 @@ fn sha256_hex(s: &str) -> String {
 }
 
 fn router(shards: usize) -> (Router, SocketAddr) {
-    router_with(shards, 5000)
+    router_with(shards, 5000, "")
 }
 
-fn router_with(shards: usize, call_timeout_ms: u64) -> (Router, SocketAddr) {
+fn router_with(shards: usize, call_timeout_ms: u64, limits: &str) -> (Router, SocketAddr) {
     let extra = format!(
         r#"
 [[realm]]
@@ -64,7 +64,7 @@ replay_window_s = 60
         token = sha256_hex(TOKEN),
         limited = sha256_hex(LIMITED_TOKEN),
     );
-    let r = Router::start_with(shards, &extra, "", &[]);
+    let r = Router::start_with(shards, &extra, limits, &[]);
     let addr = r.listener("Universal").expect("universal listener");
     (r, addr)
 }
@@ -353,7 +353,7 @@ fn malformed_requests_are_refused(shards: usize) {
 /// listener's default; a client that leaves cancels its call (the callee,
 /// which announced call canceling, gets INTERRUPT).
 fn bridge_edge_cases(shards: usize) {
-    let (r, addr) = router_with(shards, 300);
+    let (r, addr) = router_with(shards, 300, "");
     let resp = post(
         addr,
         "/http/realm1/publish",
@@ -598,6 +598,52 @@ fn webhook_over_https(shards: usize) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A streaming client that stops reading while the callee keeps sending
+/// progressive results: after `limits.ping_interval_ms` without progress
+/// the stream ends and the call is canceled (the callee gets INTERRUPT);
+/// the session's queue does not grow without bound meanwhile.
+fn a_stream_nobody_reads_ends(shards: usize) {
+    let (r, addr) = router_with(shards, 60_000, "ping_interval_ms = 1000\nmax_outbound_bytes = 65536");
+    let mut callee = Client::ws(r.ws, Ser::Json);
+    callee.login(
+        "realm1",
+        r#"{"roles": {"callee": {"features": {"progressive_call_results": true, "call_canceling": true}}}}"#,
+    );
+    callee.register("com.test.flood");
+    let mut s = connect(addr);
+    let body = r#"{"procedure": "com.test.flood", "options": {"receive_progress": true}}"#;
+    let head = format!(
+        "POST /http/realm1/call HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nAccept: text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let inv = callee.expect(INVOCATION);
+    let chunk = "x".repeat(8192);
+    // far more than the socket buffers and the queue hold, unread
+    for _ in 0..3000 {
+        callee.send_json(&format!(r#"[70, {}, {{"progress": true}}, ["{chunk}"]]"#, inv.at(1).u()));
+    }
+    // (the router pings the callee meanwhile: answered)
+    let interrupt = loop {
+        match callee.recv() {
+            Incoming::Ping(p) => callee.conn.write(&ws_frame(true, ws_op::PONG, &p, true)),
+            Incoming::Message(m) => break decode(Ser::Json, &m),
+            other => panic!("expected INTERRUPT, got {other:?}"),
+        }
+    };
+    assert_eq!(interrupt.code(), INTERRUPT, "{interrupt:?}");
+    assert_eq!(interrupt.at(1).u(), inv.at(1).u());
+    assert!(r.metric_sum("slow_consumers_disconnected") >= 1);
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK") && !text.contains("event: result"),
+        "{}",
+        &text[..200.min(text.len())]
+    );
+}
+
 /// A request a webhook receiver got: its headers and body.
 type Posted = (Vec<(String, String)>, String);
 
@@ -786,4 +832,5 @@ crate::on_1_and_2_shards!(
     bridge_edge_cases,
     keep_alive_and_pipelining,
     webhook_over_https,
+    a_stream_nobody_reads_ends,
 );

@@ -761,12 +761,25 @@ async fn call<S: Stream>(
                         "application/x-ndjson"
                     };
                     let head = format!("HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n");
-                    if stream.write_all(head.as_bytes()).await.is_err() {
+                    if !write_within(session, stream, head.as_bytes()).await {
                         return Ok(None);
                     }
                 }
+                // a client that reads more slowly than the callee sends
+                // must not grow the session's queue without bound: past
+                // limits.max_outbound_bytes the stream ends (the call is
+                // canceled as the session leaves)
+                if progress && outbox.over_limit() {
+                    ShardStats::inc(&session.ctx.stats.slow_consumers_disconnected);
+                    let why = Dict::new().with(
+                        "error",
+                        Value::Str("switchyard.error.slow_consumer: the results came faster than the client read them".into()),
+                    );
+                    write_within(session, stream, &stream_item(streaming, "error", why)).await;
+                    return Ok(None);
+                }
                 let kind = if progress { "progress" } else { "result" };
-                if stream.write_all(&stream_item(streaming, kind, d)).await.is_err() || stream.flush().await.is_err() {
+                if !write_within(session, stream, &stream_item(streaming, kind, d)).await {
                     return Ok(None);
                 }
                 if !progress {
@@ -776,7 +789,7 @@ async fn call<S: Stream>(
             Some(Value::UInt(8)) => {
                 let (error, d) = error_body(&m);
                 if started {
-                    let _ = stream.write_all(&stream_item(streaming, "error", d)).await;
+                    write_within(session, stream, &stream_item(streaming, "error", d)).await;
                     return Ok(None);
                 }
                 let (status, reason) = status_of(&error);
@@ -785,6 +798,27 @@ async fn call<S: Stream>(
             // GOODBYE (the realm went away), ABORT: the session ended
             _ if !started => return Err(ended()),
             _ => return Ok(None),
+        }
+    }
+}
+
+/// Writes (and flushes) part of a streamed response; false when the write
+/// failed, or when the client took nothing for `limits.ping_interval_ms`
+/// (as a WebSocket peer that stops reading is closed; counted as a slow
+/// consumer), so a client that stops reading cannot hold the call and its
+/// queued results forever.
+async fn write_within<S: Stream>(session: &Session, stream: &mut S, bytes: &[u8]) -> bool {
+    let limit = session.ctx.limits().ping_interval.unwrap_or(Duration::from_secs(30));
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    match glommio::timer::timeout(limit, async { Ok(write.await) }).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            ShardStats::inc(&session.ctx.stats.slow_consumers_disconnected);
+            false
         }
     }
 }
