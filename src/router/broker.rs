@@ -32,6 +32,49 @@ pub struct Subscription {
     pub remote: Box<[u32]>,
     /// When it was created (ms since the Unix epoch, the home shard's clock).
     pub created_ms: u64,
+    /// Local subscribers whose live events are held until their retained
+    /// events are delivered ([`Held`]); while 0, delivery never looks.
+    pub held: u32,
+}
+
+/// The live events of one subscription held back for one session while its
+/// retained events (`get_retained`) are gathered from the shards: they are
+/// delivered first, so a subscriber never gets a retained event after a
+/// live one, and one whose topic got a live event meanwhile (newer) is left
+/// out. Bounded in bytes by `limits.max_outbound_bytes`, like the outbox.
+#[derive(Debug)]
+pub(super) struct Held {
+    pub(super) subscription: Id,
+    /// The fetch it waits for (`LocalSession::fetches`).
+    fetch: u64,
+    frames: Vec<Bytes>,
+    /// The topics of the held events.
+    topics: ahash::AHashSet<Box<str>>,
+    bytes: usize,
+    cap: usize,
+}
+
+impl LocalSession {
+    /// Holds `frame` if this session waits for the retained events of
+    /// `subscription`; false if it does not (deliver it now). Past the
+    /// bound the event is dropped (counted).
+    fn hold(&self, subscription: Id, topic: &str, frame: &Bytes, stats: &ShardStats) -> bool {
+        let mut held = self.held.borrow_mut();
+        let Some(h) = held.iter_mut().find(|h| h.subscription == subscription) else {
+            return false;
+        };
+        let bytes = frame.len() + if h.topics.contains(topic) { 0 } else { topic.len() };
+        if h.bytes + bytes > h.cap {
+            ShardStats::inc(&stats.events_dropped);
+            return true;
+        }
+        h.bytes += bytes;
+        if !h.topics.contains(topic) {
+            h.topics.insert(topic.into());
+        }
+        h.frames.push(frame.clone());
+        true
+    }
 }
 
 impl Subscription {
@@ -272,6 +315,9 @@ fn deliver_local(
             }
         }
         if let Some(frame) = slot {
+            if sub.held > 0 && s.hold(sub.id, publication.topic, frame, stats) {
+                continue;
+            }
             if s.outbox.push_event(frame.clone()) {
                 delivered += 1;
             } else if !s.outbox.is_closing() {
@@ -366,10 +412,26 @@ impl Router {
         } else {
             (0..self.nshards).collect()
         };
+        let cap = self.limits.max_outbound_bytes;
+        let Some(s) = self.sessions.get_mut(&sid) else { return };
+        s.fetches += 1;
+        let fetch = s.fetches;
+        s.held.get_mut().push(Held {
+            subscription,
+            fetch,
+            frames: Vec::new(),
+            topics: ahash::AHashSet::new(),
+            bytes: 0,
+            cap,
+        });
+        if let Some(sub) = self.realms[realm as usize].subscriptions.get_mut(&subscription) {
+            sub.held += 1;
+        }
         let reply = Reply::Retained {
             session: sid,
             subscription,
             policy,
+            fetch,
         };
         self.scatter(reply, realm, Query::Retained { policy, uri }, &shards);
     }
@@ -562,17 +624,21 @@ impl Router {
 
     /// The retained events for a new subscription, to its session: each one
     /// it would have received when it was published, with `retained`.
-    pub(super) fn deliver_retained(&mut self, sid: Id, subscription: Id, policy: MatchPolicy, answers: Vec<Answer>) {
+    /// Then the live events held meanwhile follow, and one whose topic got a
+    /// live event is left out (that one is newer).
+    pub(super) fn deliver_retained(&mut self, sid: Id, subscription: Id, policy: MatchPolicy, fetch: u64, answers: Vec<Answer>) {
         let Some(s) = self.sessions.get_mut(&sid) else { return };
         s.builtin_calls = s.builtin_calls.saturating_sub(1);
+        let held = self.release_held(sid, |h| h.subscription == subscription && h.fetch == fetch);
         let Some(s) = self.sessions.get(&sid) else { return };
         if !s.sub_ids.contains_key(&subscription) {
-            return; // unsubscribed meanwhile
+            return; // unsubscribed meanwhile (its held events went out then)
         }
+        let newer = |topic: &str| held.iter().any(|h| h.topics.contains(topic));
         for answer in answers {
             let Answer::Retained(events) = answer else { continue };
             for (topic, e) in events {
-                if e.exclude == sid {
+                if e.exclude == sid || newer(&topic) {
                     continue;
                 }
                 let extras = e.extras.as_deref();
@@ -599,6 +665,43 @@ impl Router {
                 }
             }
         }
+        self.flush_held(sid, held);
+    }
+
+    /// Takes the session's held events that `which` picks, and counts them
+    /// off their subscriptions.
+    fn release_held(&mut self, sid: Id, which: impl Fn(&Held) -> bool) -> Vec<Held> {
+        let Some(s) = self.sessions.get_mut(&sid) else { return Vec::new() };
+        let realm = s.realm;
+        let list = s.held.get_mut();
+        if list.is_empty() {
+            return Vec::new();
+        }
+        let (taken, kept) = std::mem::take(list).into_iter().partition(|h| which(h));
+        *list = kept;
+        for h in &taken {
+            self.unhold(realm, h.subscription);
+        }
+        taken
+    }
+
+    /// One holder fewer on `subscription`.
+    pub(super) fn unhold(&mut self, realm: RealmIdx, subscription: Id) {
+        if let Some(sub) = self.realms[realm as usize].subscriptions.get_mut(&subscription) {
+            sub.held = sub.held.saturating_sub(1);
+        }
+    }
+
+    /// Sends held live events on, in the order they came.
+    fn flush_held(&mut self, sid: Id, held: Vec<Held>) {
+        let Some(s) = self.sessions.get(&sid) else { return };
+        for frame in held.into_iter().flat_map(|h| h.frames) {
+            if s.outbox.push_event(frame) {
+                self.stats.events_delivered.fetch_add(1, Ordering::Relaxed);
+            } else {
+                ShardStats::inc(&self.stats.events_dropped);
+            }
+        }
     }
 
     pub(super) fn unsubscribe(&mut self, sid: Id, request: Id, subscription: Id) {
@@ -614,6 +717,9 @@ impl Router {
         };
         s.subs.remove(&key);
         let realm = s.realm;
+        // events held for its retained ones came before UNSUBSCRIBED
+        let held = self.release_held(sid, |h| h.subscription == subscription);
+        self.flush_held(sid, held);
         let token = self.expect_acks(AckThen::Unsubscribed { session: sid, request });
         self.drop_subscriber(realm, key.0, key.1, sid, token);
     }
@@ -692,6 +798,7 @@ impl Router {
                 local: Vec::new(),
                 remote: vec![0; n].into_boxed_slice(),
                 created_ms: change.created_ms,
+                held: 0,
             }
         });
         if change.shard == me {

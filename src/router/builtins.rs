@@ -652,7 +652,8 @@ impl Router {
                 session,
                 subscription,
                 policy,
-            } => return self.deliver_retained(session, subscription, policy, answers),
+                fetch,
+            } => return self.deliver_retained(session, subscription, policy, fetch, answers),
             Reply::History {
                 caller,
                 request,

@@ -121,6 +121,8 @@ pub(super) enum Reply {
         session: Id,
         subscription: Id,
         policy: MatchPolicy,
+        /// Which of the session's fetches (its held events wait for it).
+        fetch: u64,
     },
 }
 

@@ -194,6 +194,11 @@ pub(super) struct LocalSession {
     /// Its testaments, published when it leaves (`detached` first, then
     /// `destroyed`), and their bytes (bounded by `limits.max_testament_bytes`).
     pub(super) testaments: Vec<Testament>,
+    /// Live events held back until the retained events of a new
+    /// subscription are delivered (one entry per `get_retained` in flight).
+    pub(super) held: std::cell::RefCell<Vec<super::broker::Held>>,
+    /// Numbers the retained-event fetches of this session.
+    pub(super) fetches: u64,
     pub(super) testament_bytes: usize,
     pub(super) goodbye_sent: bool,
 }
@@ -849,6 +854,8 @@ impl Router {
                 parked_bytes: 0,
                 authz_once: None,
                 testaments: Vec::new(),
+                held: std::cell::RefCell::new(Vec::new()),
+                fetches: 0,
                 testament_bytes: 0,
                 goodbye_sent: false,
             },
@@ -896,6 +903,9 @@ impl Router {
                 dropped = s.outbox.dropped(),
                 "session left; events were dropped for it (slow consumer)"
             );
+        }
+        for held in s.held.take() {
+            self.unhold(s.realm, held.subscription);
         }
         for ((policy, uri), _) in s.subs {
             self.drop_subscriber(s.realm, policy, uri, sid, 0);

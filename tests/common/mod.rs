@@ -1007,7 +1007,26 @@ impl Client {
 
     /// Frames one encoded message.
     pub fn send_bytes(&mut self, bytes: &[u8]) {
-        let frame = match self.conn.framing {
+        let frame = self.frame(bytes);
+        self.conn.write(&frame);
+    }
+
+    /// Sends messages written as JSON text in one write, so that the router
+    /// reads them together.
+    pub fn send_json_batch(&mut self, texts: &[String]) {
+        let mut all = Vec::new();
+        for text in texts {
+            let bytes = match self.ser {
+                Ser::Json => text.as_bytes().to_vec(),
+                Ser::MsgPack | Ser::Cbor => encode(self.ser, &parse_json(text)),
+            };
+            all.extend(self.frame(&bytes));
+        }
+        self.conn.write(&all);
+    }
+
+    fn frame(&self, bytes: &[u8]) -> Vec<u8> {
+        match self.conn.framing {
             Framing::WebSocket => {
                 let op = match self.ser {
                     Ser::Json => ws_op::TEXT,
@@ -1016,8 +1035,7 @@ impl Client {
                 ws_frame(true, op, bytes, true)
             }
             Framing::RawSocket => rs_frame(rs_type::WAMP, bytes),
-        };
-        self.conn.write(&frame);
+        }
     }
 
     pub fn send(&mut self, v: &Value) {
