@@ -2,7 +2,8 @@
 //! MessagePack and CBOR with ~64 B and ~4 KiB payloads (Arguments +
 //! ArgumentsKw), and EVENT encoding by splicing the payload
 //! (`codec::encode::event`) for a subscriber on the same serializer and, with
-//! `codec::transcode` first, on each of the other two.
+//! `codec::transcode` first, on each of the other two; and transcoding a
+//! ~4 KiB payload by the streaming pass against the value tree.
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -154,5 +155,28 @@ fn event(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, event);
+/// A ~4 KiB payload from each serializer to each other one: the streaming
+/// pass (`codec::transcode`) beside the value tree (`codec::transcode_tree`).
+fn transcoding(c: &mut Criterion) {
+    let mut g = c.benchmark_group("transcode_4KiB");
+    for from in Serializer::ALL {
+        let f = frame(from, 16, "com.example.topic.update", 4096);
+        let m = codec::decode(from, &f).expect("valid frame");
+        let payload = payload_of(&m).clone();
+        g.throughput(Throughput::Bytes(payload.raw.len() as u64));
+        for to in Serializer::ALL.into_iter().filter(|&to| to != from) {
+            let pair = format!("{}_to_{}", ser_name(from), ser_name(to));
+            assert_eq!(codec::transcode(&payload, to), codec::transcode_tree(&payload, to), "{pair}");
+            g.bench_with_input(BenchmarkId::new("stream", &pair), &payload, |b, p| {
+                b.iter(|| codec::transcode(black_box(p), to))
+            });
+            g.bench_with_input(BenchmarkId::new("tree", &pair), &payload, |b, p| {
+                b.iter(|| codec::transcode_tree(black_box(p), to))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decode, event, transcoding);
 criterion_main!(benches);

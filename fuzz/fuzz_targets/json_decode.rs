@@ -1,6 +1,8 @@
 //! JSON: `codec::decode` and `codec::json::parse` on arbitrary bytes.
 //!
 //! Invariants (beyond "no panic"):
+//! - any bytes read as a payload span transcode to the same bytes by the
+//!   streaming pass and through a value tree, or are refused by both;
 //! - a frame that decodes is a JSON array whose elements are the decoded
 //!   fields followed by the payload;
 //! - every decoded dictionary and string re-encodes in both serializers and
@@ -21,6 +23,7 @@ use switchyard::codec;
 use switchyard::wamp::message::Serializer;
 
 fuzz_target!(|data: &[u8]| {
+    common::check_transcoders_agree(data, Serializer::Json);
     let frame = Bytes::copy_from_slice(data);
     if let Ok(m) = codec::decode(Serializer::Json, &frame) {
         assert!(std::str::from_utf8(data).is_ok(), "decode accepted invalid UTF-8");

@@ -479,6 +479,197 @@ impl<'a> JsonReader<'a> {
     }
 }
 
+impl JsonReader<'_> {
+    /// Reads a string (at its '"'): its bytes are `buf[start..end]` when it
+    /// has no escapes (`Some`), or are left unescaped in `scratch` (`None`).
+    /// UTF-8 is the caller's to check.
+    fn string_bytes(&mut self, scratch: &mut Vec<u8>) -> Result<Option<(usize, usize)>, DecodeError> {
+        self.pos += 1;
+        let start = self.pos;
+        let rest = self.buf.get(start..).unwrap_or_default();
+        let Some(i) = rest.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20) else {
+            return Err(err("unterminated string"));
+        };
+        self.pos += i;
+        match self.buf[self.pos] {
+            b'"' => {
+                self.pos += 1;
+                return Ok(Some((start, start + i)));
+            }
+            b'\\' => {}
+            _ => return Err(err("control character in string")),
+        }
+        scratch.clear();
+        scratch.extend_from_slice(&self.buf[start..self.pos]);
+        loop {
+            let rest = self.buf.get(self.pos..).unwrap_or_default();
+            let Some(i) = rest.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20) else {
+                return Err(err("unterminated string"));
+            };
+            scratch.extend_from_slice(&rest[..i]);
+            self.pos += i;
+            match self.buf[self.pos] {
+                b'"' => {
+                    self.pos += 1;
+                    return Ok(None);
+                }
+                b'\\' => {
+                    self.pos += 1;
+                    let e = self.peek().ok_or(err("unterminated escape"))?;
+                    self.pos += 1;
+                    let c = match e {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => self.unicode_escape()?,
+                        _ => return Err(err("bad escape in string")),
+                    };
+                    let mut tmp = [0u8; 4];
+                    scratch.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+                }
+                _ => return Err(err("control character in string")),
+            }
+        }
+    }
+}
+
+/// Reads a raw JSON payload span (`args` or `args,kwargs`) and tells `sink`
+/// what it holds, validating it as [`parse_payload`] does; returns the
+/// number of elements. One pass, no values built (`codec::stream`).
+pub(super) fn stream_payload(raw: &[u8], sink: &mut impl super::stream::Sink) -> Result<u8, DecodeError> {
+    let mut r = JsonReader::new(raw);
+    r.skip_ws();
+    if r.peek().is_none() {
+        return Ok(0); // as `parse_payload` reads "[ ]"
+    }
+    let (mut scratch, mut bin) = (Vec::new(), Vec::new());
+    // per open container: a dictionary?, its entries so far
+    let mut stack: Vec<(bool, u32)> = Vec::new();
+    let mut count: u8 = 0;
+    loop {
+        // a value, at depth stack.len() + 1
+        r.skip_ws();
+        if stack.len() >= MAX_DEPTH {
+            return Err(err("nesting too deep"));
+        }
+        match r.peek() {
+            Some(b'{') => {
+                r.pos += 1;
+                r.skip_ws();
+                sink.open(true, None);
+                if r.peek() == Some(b'}') {
+                    r.pos += 1;
+                    sink.close(true, 0);
+                } else {
+                    stack.push((true, 0));
+                    stream_key(&mut r, &mut scratch, sink)?;
+                    continue;
+                }
+            }
+            Some(b'[') => {
+                r.pos += 1;
+                r.skip_ws();
+                sink.open(false, None);
+                if r.peek() == Some(b']') {
+                    r.pos += 1;
+                    sink.close(false, 0);
+                } else {
+                    stack.push((false, 0));
+                    continue;
+                }
+            }
+            Some(b'"') => {
+                let span = r.string_bytes(&mut scratch)?;
+                let text = match span {
+                    Some((a, b)) => &raw[a..b],
+                    None => &scratch[..],
+                };
+                let s = std::str::from_utf8(text).map_err(|_| err("invalid UTF-8 in string"))?;
+                // "\u0000" and base64: a binary (as `string_value` reads it)
+                match s.strip_prefix('\0') {
+                    Some(b64)
+                        if {
+                            bin.clear();
+                            base64::engine::general_purpose::STANDARD.decode_vec(b64, &mut bin).is_ok()
+                        } =>
+                    {
+                        sink.bytes(&bin)
+                    }
+                    _ => sink.str(s),
+                }
+            }
+            Some(b't') => r.literal(b"true").map(|_| sink.scalar(&Value::Bool(true)))?,
+            Some(b'f') => r.literal(b"false").map(|_| sink.scalar(&Value::Bool(false)))?,
+            Some(b'n') => r.literal(b"null").map(|_| sink.scalar(&Value::Null))?,
+            Some(_) => {
+                let (start, is_float) = r.number_span()?;
+                let text = std::str::from_utf8(&raw[start..r.pos]).map_err(|_| err("invalid number"))?;
+                sink.scalar(&number_value(text, is_float)?);
+            }
+            None => return Err(err("unexpected end of input")),
+        }
+        // after a value: close containers, move to the next item or element
+        loop {
+            r.skip_ws();
+            let Some((is_dict, n)) = stack.last_mut() else {
+                // between the span's elements
+                count = count.checked_add(1).ok_or(err("too many payload elements"))?;
+                match r.peek() {
+                    None => return Ok(count),
+                    Some(b',') => {
+                        r.pos += 1;
+                        break;
+                    }
+                    _ => return Err(err("malformed payload")),
+                }
+            };
+            *n += 1;
+            match r.peek() {
+                Some(b',') => {
+                    r.pos += 1;
+                    if *is_dict {
+                        r.skip_ws();
+                        stream_key(&mut r, &mut scratch, sink)?;
+                    }
+                    break;
+                }
+                Some(b'}') if *is_dict => {
+                    r.pos += 1;
+                    let n = *n;
+                    stack.pop();
+                    sink.close(true, n);
+                }
+                Some(b']') if !*is_dict => {
+                    r.pos += 1;
+                    let n = *n;
+                    stack.pop();
+                    sink.close(false, n);
+                }
+                _ => return Err(err("malformed list or dictionary")),
+            }
+        }
+    }
+}
+
+/// A dictionary key and its ':'.
+fn stream_key(r: &mut JsonReader<'_>, scratch: &mut Vec<u8>, sink: &mut impl super::stream::Sink) -> Result<(), DecodeError> {
+    if r.peek() != Some(b'"') {
+        return Err(err("dictionary key must be a string"));
+    }
+    let span = r.string_bytes(scratch)?;
+    let text = match span {
+        Some((a, b)) => &r.buf[a..b],
+        None => &scratch[..],
+    };
+    sink.key(std::str::from_utf8(text).map_err(|_| err("invalid UTF-8 in string"))?);
+    r.expect(b':', "expected ':' in dictionary")
+}
+
 /// Parses one complete JSON document into a [`Value`].
 pub fn parse(buf: &[u8]) -> Result<Value, DecodeError> {
     let mut r = JsonReader::new(buf);

@@ -9,6 +9,7 @@
 pub mod cbor;
 pub mod json;
 pub mod msgpack;
+mod stream;
 
 #[cfg(test)]
 mod fuzz_regressions;
@@ -370,9 +371,47 @@ pub fn payload_values(p: &Payload) -> Result<Vec<Value>, DecodeError> {
     }
 }
 
-/// Converts a payload to `to`, parsing and re-encoding it once. A payload
-/// already in `to` is returned as it is (a cheap `Bytes` clone).
+/// Converts a payload to `to`. A payload already in `to` is returned as it
+/// is (a cheap `Bytes` clone). From JSON and MessagePack it is read and
+/// written in one streaming pass (`codec::stream`), validated as the tree
+/// parsers validate; from CBOR (tags, bignums, indefinite lengths) it goes
+/// through a value tree.
 pub fn transcode(p: &Payload, to: Serializer) -> Result<Payload, DecodeError> {
+    if p.serializer == to || p.count == 0 {
+        return Ok(Payload {
+            serializer: to,
+            count: p.count,
+            raw: p.raw.clone(),
+        });
+    }
+    let capacity = p.raw.len() + p.raw.len() / 4 + 8;
+    let (count, raw) = match (p.serializer, to) {
+        (Serializer::Cbor, _) => return transcode_tree(p, to),
+        (Serializer::Json, _) => {
+            let mut sink = stream::BinOut::new(to, capacity);
+            let count = json::stream_payload(&p.raw, &mut sink)?;
+            (count, sink.finish())
+        }
+        (Serializer::MsgPack, Serializer::Json) => {
+            let mut sink = stream::JsonOut::new(capacity);
+            let count = msgpack::stream_payload(&p.raw, p.count, &mut sink)?;
+            (count, sink.out)
+        }
+        (Serializer::MsgPack, _) => {
+            let mut sink = stream::BinOut::new(to, capacity);
+            let count = msgpack::stream_payload(&p.raw, p.count, &mut sink)?;
+            (count, sink.finish())
+        }
+    };
+    Ok(Payload {
+        serializer: to,
+        count,
+        raw: Bytes::from(raw),
+    })
+}
+
+/// [`transcode`] through a value tree: parsed, then written.
+pub fn transcode_tree(p: &Payload, to: Serializer) -> Result<Payload, DecodeError> {
     if p.serializer == to || p.count == 0 {
         return Ok(Payload {
             serializer: to,

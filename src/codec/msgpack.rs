@@ -312,6 +312,89 @@ impl<'a> MsgPackReader<'a> {
     }
 }
 
+impl MsgPackReader<'_> {
+    /// Reads one value and tells `sink`, validating it as `parse_value`
+    /// does (`codec::stream`).
+    fn stream_value(&mut self, depth: usize, sink: &mut impl super::stream::Sink) -> Result<(), DecodeError> {
+        if depth > MAX_DEPTH {
+            return Err(err("nesting too deep"));
+        }
+        let m = self.marker()?;
+        if let Some(n) = self.array_len(m)? {
+            sink.open(false, Some(n));
+            for _ in 0..n {
+                self.stream_value(depth + 1, sink)?;
+            }
+            sink.close(false, n);
+            return Ok(());
+        }
+        if let Some(n) = self.map_len(m)? {
+            sink.open(true, Some(n));
+            for _ in 0..n {
+                // a key is a value one level down, as `parse_value` reads it
+                if depth + 1 > MAX_DEPTH {
+                    return Err(err("nesting too deep"));
+                }
+                let k = self.marker()?;
+                let len = self.str_len(k)?.ok_or(err("dictionary key must be a string"))?;
+                let key = std::str::from_utf8(self.take(len)?).map_err(|_| err("invalid UTF-8 in string"))?;
+                sink.key(key);
+                self.stream_value(depth + 1, sink)?;
+            }
+            sink.close(true, n);
+            return Ok(());
+        }
+        if let Some(n) = self.str_len(m)? {
+            let s = std::str::from_utf8(self.take(n)?).map_err(|_| err("invalid UTF-8 in string"))?;
+            sink.str(s);
+            return Ok(());
+        }
+        let v = match m {
+            Marker::Null => Value::Null,
+            Marker::True => Value::Bool(true),
+            Marker::False => Value::Bool(false),
+            Marker::FixPos(n) => Value::UInt(n as u64),
+            Marker::FixNeg(n) => Value::Int(n as i64),
+            Marker::U8 => Value::UInt(self.be(1)?),
+            Marker::U16 => Value::UInt(self.be(2)?),
+            Marker::U32 => Value::UInt(self.be(4)?),
+            Marker::U64 => Value::UInt(self.be(8)?),
+            Marker::I8 => int(self.be(1)? as u8 as i8 as i64),
+            Marker::I16 => int(self.be(2)? as u16 as i16 as i64),
+            Marker::I32 => int(self.be(4)? as u32 as i32 as i64),
+            Marker::I64 => int(self.be(8)? as i64),
+            Marker::F32 => Value::Float(f32::from_bits(self.be(4)? as u32) as f64),
+            Marker::F64 => Value::Float(f64::from_bits(self.be(8)?)),
+            Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => {
+                let n = match m {
+                    Marker::Bin8 => self.be(1)?,
+                    Marker::Bin16 => self.be(2)?,
+                    _ => self.be(4)?,
+                } as usize;
+                let b = self.take(n)?;
+                sink.bytes(b);
+                return Ok(());
+            }
+            _ => return Err(err("unsupported MessagePack type")),
+        };
+        sink.scalar(&v);
+        Ok(())
+    }
+}
+
+/// Reads a raw MessagePack payload span holding `count` values and tells
+/// `sink` what it holds, validating it as [`parse_payload`] does.
+pub(super) fn stream_payload(raw: &[u8], count: u8, sink: &mut impl super::stream::Sink) -> Result<u8, DecodeError> {
+    let mut r = MsgPackReader::new(raw);
+    for _ in 0..count {
+        r.stream_value(1, sink)?;
+    }
+    if r.pos != raw.len() {
+        return Err(err("trailing data in payload"));
+    }
+    Ok(count)
+}
+
 fn int(i: i64) -> Value {
     if i < 0 {
         Value::Int(i)

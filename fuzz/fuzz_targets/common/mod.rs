@@ -126,6 +126,9 @@ pub fn check_payload(p: &Payload, ser: Serializer, opaque: bool) {
     let mut converted = vec![(ser, p.clone())];
     for to in others(ser) {
         let there = codec::transcode(p, to).unwrap_or_else(|e| panic!("payload accepted by decode cannot be transcoded to {to:?}: {e}"));
+        // the streaming pass writes exactly what the value tree would
+        let tree = codec::transcode_tree(p, to).unwrap_or_else(|e| panic!("the tree path refuses what streaming took: {e}"));
+        assert_eq!(there, tree, "streaming and tree transcoding differ");
         assert_eq!(there.serializer, to);
         assert_eq!(there.count, p.count);
         let there_values: Vec<Value> = payload_values(&there).iter().map(canon).collect();
@@ -319,6 +322,25 @@ fn fields(m: &Message) -> Vec<Value> {
         Message::Unregister { request, registration } => vec![t, u(request), u(registration)],
         Message::Cancel { request, options } | Message::Yield { request, options, .. } => {
             vec![t, u(request), d(options)]
+        }
+    }
+}
+
+/// Arbitrary bytes as a payload span of `ser`: the streaming and the tree
+/// transcoder give the same bytes, or both refuse.
+pub fn check_transcoders_agree(data: &[u8], ser: Serializer) {
+    for count in 1..=2u8 {
+        let p = Payload {
+            serializer: ser,
+            count,
+            raw: Bytes::copy_from_slice(data),
+        };
+        for to in others(ser) {
+            match (codec::transcode(&p, to), codec::transcode_tree(&p, to)) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "streaming and tree transcoding differ"),
+                (Err(_), Err(_)) => {}
+                (a, b) => panic!("streaming {a:?}, tree {b:?}"),
+            }
         }
     }
 }
