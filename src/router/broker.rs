@@ -33,7 +33,7 @@ pub struct Subscription {
     /// When it was created (ms since the Unix epoch, the home shard's clock).
     pub created_ms: u64,
     /// Local subscribers whose live events are held until their retained
-    /// events are delivered ([`Held`]); while 0, delivery never looks.
+    /// events are delivered (`broker::Held`); while 0, delivery never looks.
     pub held: u32,
 }
 
