@@ -160,57 +160,12 @@ impl<'a> JsonReader<'a> {
     }
 
     fn parse_string(&mut self) -> Result<String, DecodeError> {
-        // at '"'
-        self.pos += 1;
-        let start = self.pos;
-        // fast path: no escapes
-        loop {
-            match self.peek() {
-                None => return Err(err("unterminated string")),
-                Some(b'"') => {
-                    let s = std::str::from_utf8(&self.buf[start..self.pos]).map_err(|_| err("invalid UTF-8 in string"))?;
-                    self.pos += 1;
-                    return Ok(s.to_owned());
-                }
-                Some(b'\\') => break,
-                Some(c) if c < 0x20 => return Err(err("control character in string")),
-                Some(_) => self.pos += 1,
-            }
+        let mut scratch = Vec::new();
+        match self.string_bytes(&mut scratch)? {
+            Some((a, b)) => std::str::from_utf8(&self.buf[a..b]).map(str::to_owned),
+            None => String::from_utf8(scratch).map_err(|e| e.utf8_error()),
         }
-        let mut out: Vec<u8> = self.buf[start..self.pos].to_vec();
-        loop {
-            match self.peek() {
-                None => return Err(err("unterminated string")),
-                Some(b'"') => {
-                    self.pos += 1;
-                    return String::from_utf8(out).map_err(|_| err("invalid UTF-8 in string"));
-                }
-                Some(b'\\') => {
-                    self.pos += 1;
-                    let e = self.peek().ok_or(err("unterminated escape"))?;
-                    self.pos += 1;
-                    let c = match e {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => self.unicode_escape()?,
-                        _ => return Err(err("bad escape in string")),
-                    };
-                    let mut tmp = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
-                }
-                Some(c) if c < 0x20 => return Err(err("control character in string")),
-                Some(c) => {
-                    out.push(c);
-                    self.pos += 1;
-                }
-            }
-        }
+        .map_err(|_| err("invalid UTF-8 in string"))
     }
 
     /// The character of a `\uXXXX` escape (after the `u`), joining a
