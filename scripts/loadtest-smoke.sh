@@ -44,6 +44,15 @@ check "pubsub open loop" pubsub --url "rs://127.0.0.1:$rs" --rate 2000 --subscri
 check "connect" connect --url "rs://127.0.0.1:$rs" --sessions 200 --pid "$pid"
 check "ceiling pubsub" ceiling --mode pubsub
 check "ceiling pingpong" ceiling --mode pingpong
+check "ceiling rpc, 16 in flight" ceiling --mode rpc --inflight 16
+check "ceiling rpc, blocking reference client" ceiling --mode rpc --client blocking
+check "ceiling rpc, blocking client and forwarder" ceiling --mode rpc --client blocking --forwarder blocking --inflight 4
+check "rpc, spinning load thread" rpc --url "rs://127.0.0.1:$rs" --window 2 --spin-us 20
+if out=$("$load" ceiling --mode pubsub --client blocking --quiet 2>&1); then
+    echo "FAIL ceiling pubsub with a blocking client accepted"; fail=1
+else
+    echo "ok   ceiling pubsub with a blocking client: $(tail -1 <<<"$out")"
+fi
 # an unreachable router is a clear error, not a panic
 port=$(free_port)
 if out=$("$load" pubsub --url "rs://127.0.0.1:$port" --duration 0.2 --quiet 2>&1); then

@@ -21,14 +21,17 @@ use switchyard::session::outbox::{Outbox, Outgoing};
 use crate::client::{self, Reader, Target, Writer};
 use crate::run::{now_ns, record, Hist, Shared};
 
-/// Starts the forwarder on its own thread (pinned to `cpu` when given) and
-/// returns its address. The thread ends with the process.
-pub fn start_forwarder(cpu: Option<usize>) -> Result<SocketAddr, String> {
+/// Starts the forwarder on its own thread (pinned to `cpu` when given,
+/// spinning `spin_us` before it parks, as a shard with that
+/// `router.spin_before_park_us` does) and returns its address. The thread
+/// ends with the process.
+pub fn start_forwarder(cpu: Option<usize>, spin_us: u64) -> Result<SocketAddr, String> {
     let (tx, rx) = mpsc::channel();
     let placement = cpu.map_or(Placement::Unbound, Placement::Fixed);
     LocalExecutorBuilder::new(placement)
         .name("ceiling-forwarder")
         .preempt_timer(Duration::from_micros(500))
+        .spin_before_park(Duration::from_micros(spin_us))
         .spawn(move || async move {
             let _kicked = crate::run::watchdog().map(|w| w.register());
             let listener = match TcpListener::bind("127.0.0.1:0") {

@@ -10,6 +10,7 @@
 //! with `--router-pid`, the router's CPU and RSS); `loadtest report` turns
 //! such files into one self-contained HTML page (or SVG) for comparison.
 
+mod blocking;
 mod ceiling;
 mod client;
 mod report;
@@ -88,6 +89,17 @@ enum Cmd {
         /// CPU to pin the forwarder to (the router's CPU in a comparison).
         #[arg(long)]
         forwarder_cpu: Option<usize>,
+        /// The glommio forwarder's spin before park in µs: the value of the
+        /// router's `router.spin_before_park_us` it stands for.
+        #[arg(long, default_value_t = 0)]
+        forwarder_spin_us: u64,
+        /// The ping-pong's endpoints: this load generator's glommio client,
+        /// or the reference of plain blocking sockets on OS threads.
+        #[arg(long, value_enum, default_value_t = Impl::Glommio)]
+        client: Impl,
+        /// The forwarder: glommio (as the router runs) or blocking threads.
+        #[arg(long, value_enum, default_value_t = Impl::Glommio)]
+        forwarder: Impl,
     },
     /// One self-contained HTML page (or SVG) of runs' --json files, overlaid.
     ///
@@ -110,7 +122,18 @@ enum Cmd {
 #[serde(rename_all = "lowercase")]
 enum CeilingKind {
     Pubsub,
+    /// A round trip through the forwarder and back, CALL-sized frames
+    /// (`rpc` is the same, with `--inflight N` for the window).
+    #[value(alias = "rpc")]
     Pingpong,
+}
+
+/// How the ceiling's client or forwarder is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Impl {
+    Glommio,
+    Blocking,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -138,8 +161,9 @@ struct Common {
     /// Open loop: total messages per second over all senders.
     #[arg(long)]
     rate: Option<f64>,
-    /// Closed loop: messages in flight per sender.
-    #[arg(long)]
+    /// Closed loop: messages in flight per sender (`--inflight` is the
+    /// same option).
+    #[arg(long, alias = "inflight")]
     window: Option<u64>,
     /// Payload padding in bytes.
     #[arg(long, default_value_t = 64)]
@@ -150,6 +174,12 @@ struct Common {
     /// CPUs to pin the load threads to, e.g. "1" or "2-3".
     #[arg(long)]
     cpus: Option<String>,
+    /// How long an idle load thread polls before it sleeps in the kernel,
+    /// in µs (glommio's spin_before_park). Waking a sleeping thread costs
+    /// tens of µs on a VM; spinning keeps that out of the measured latency
+    /// at the price of a busy load core.
+    #[arg(long, default_value_t = 0)]
+    spin_us: u64,
     /// Write every figure as JSON to this file (for scripts and `loadtest report`).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -344,7 +374,7 @@ where
     let shared = Shared::new(plan.senders.max(1));
     let s2 = shared.clone();
     let w = work.clone();
-    let handles = spawn_workers(threads, &cpus, move |t, hist| {
+    let handles = spawn_workers(threads, &cpus, common.spin_us, move |t, hist| {
         let shared = s2.clone();
         let w = w.clone();
         async move { w(t, threads, shared, hist).await }
@@ -355,7 +385,7 @@ where
     while shared.ready.load(Ordering::Acquire) < plan.roles {
         if Instant::now() > deadline {
             shared.stop.store(true, Ordering::SeqCst);
-            shared.done.store(true, Ordering::SeqCst);
+            shared.finish();
             join_workers(handles);
             return Err(format!(
                 "only {} of {} sessions were set up within 60 s",
@@ -368,7 +398,7 @@ where
     let failures = shared.failures.lock().map(|f| f.clone()).unwrap_or_default();
     if !failures.is_empty() {
         shared.stop.store(true, Ordering::SeqCst);
-        shared.done.store(true, Ordering::SeqCst);
+        shared.finish();
         join_workers(handles);
         return Err(format!("setup failed: {}", failures.join("; ")));
     }
@@ -482,7 +512,7 @@ where
     if plan.fanout_per_sender.is_empty() {
         std::thread::sleep(Duration::from_millis(50));
     }
-    shared.done.store(true, Ordering::SeqCst);
+    shared.finish();
     let hist = join_workers(handles);
     let lost = (!plan.fanout_per_sender.is_empty()).then(|| expected(&shared).saturating_sub(shared.received.get()));
     Ok(Report {
@@ -704,8 +734,22 @@ fn connect(common: &Common, sessions: usize, concurrency: usize) -> Result<Repor
     Ok(report)
 }
 
-fn ceiling(common: &Common, mode: CeilingKind, forwarder_cpu: Option<usize>) -> Result<Report, String> {
-    let addr = ceiling::start_forwarder(forwarder_cpu)?;
+/// `forwarder_at`: the forwarder's CPU and spin before park (µs).
+fn ceiling(
+    common: &Common,
+    mode: CeilingKind,
+    forwarder_at: (Option<usize>, u64),
+    client: Impl,
+    forwarder: Impl,
+) -> Result<Report, String> {
+    let (forwarder_cpu, forwarder_spin_us) = forwarder_at;
+    if client == Impl::Blocking && !matches!(mode, CeilingKind::Pingpong) {
+        return Err("--client blocking runs the ping-pong (--mode pingpong or rpc) only".into());
+    }
+    let addr = match forwarder {
+        Impl::Glommio => ceiling::start_forwarder(forwarder_cpu, forwarder_spin_us)?,
+        Impl::Blocking => blocking::start_forwarder(forwarder_cpu)?,
+    };
     let window = common.window.unwrap_or(match mode {
         CeilingKind::Pubsub => 64,
         CeilingKind::Pingpong => 1,
@@ -727,8 +771,13 @@ fn ceiling(common: &Common, mode: CeilingKind, forwarder_cpu: Option<usize>) -> 
         CeilingKind::Pubsub => client::msg::publish(ser, 1, "loadtest.topic.0", false, &args).len(),
         CeilingKind::Pingpong => client::msg::call(ser, 1, "loadtest.echo.0", &args).len(),
     };
+    let mut label = format!("ceiling-{}", format!("{mode:?}").to_lowercase());
+    if client == Impl::Blocking || forwarder == Impl::Blocking {
+        label += &format!(" ({client:?} client, {forwarder:?} forwarder)").to_lowercase();
+    }
+    let client_cpu = parse_cpus(&common.cpus)?.first().copied();
     let plan = Plan {
-        label: format!("ceiling-{}", format!("{mode:?}").to_lowercase()),
+        label,
         senders: 1,
         fanout_per_sender: match mode {
             CeilingKind::Pubsub => vec![1],
@@ -742,9 +791,21 @@ fn ceiling(common: &Common, mode: CeilingKind, forwarder_cpu: Option<usize>) -> 
     common.threads = Some(1);
     execute(&common, plan, pace, move |t, _threads, shared, hist| async move {
         if t == 0 {
-            match mode {
-                CeilingKind::Pubsub => ceiling::pubsub_pair(addr, shared, size, window, hist).await,
-                CeilingKind::Pingpong => ceiling::pingpong_pair(addr, shared, size, window, hist).await,
+            match (mode, client) {
+                (_, Impl::Blocking) => {
+                    // the pair runs on its own threads; this task waits for them
+                    let threads = blocking::pingpong_pair(addr, shared, size, window, client_cpu);
+                    while !threads.iter().all(|t| t.is_finished()) {
+                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                    }
+                    for t in threads {
+                        if let Ok(h) = t.join() {
+                            let _ = hist.borrow_mut().add(&h);
+                        }
+                    }
+                }
+                (CeilingKind::Pubsub, Impl::Glommio) => ceiling::pubsub_pair(addr, shared, size, window, hist).await,
+                (CeilingKind::Pingpong, Impl::Glommio) => ceiling::pingpong_pair(addr, shared, size, window, hist).await,
             }
         }
     })
@@ -811,7 +872,13 @@ fn main() -> ExitCode {
             common,
             mode,
             forwarder_cpu,
-        } => (common, ceiling(common, *mode, *forwarder_cpu)),
+            forwarder_spin_us,
+            client,
+            forwarder,
+        } => (
+            common,
+            ceiling(common, *mode, (*forwarder_cpu, *forwarder_spin_us), *client, *forwarder),
+        ),
         Cmd::Report { runs, out, format } => return report::main(runs, out.as_deref(), *format),
     };
     match result {

@@ -103,20 +103,20 @@ impl Shared {
     }
 
     /// The next message, or `None` once the run is over (so that no task
-    /// waits for ever on an answer that will not come).
+    /// waits for ever on an answer that will not come): [`Shared::finish`]
+    /// shuts every reader's socket down, so a waiting read ends.
     pub async fn next_or_done(&self, r: &mut crate::client::Reader) -> Option<std::io::Result<bytes::Bytes>> {
-        loop {
-            let m = futures_lite::future::or(async { Some(r.next().await) }, async {
-                glommio::timer::sleep(Duration::from_millis(20)).await;
-                None
-            })
-            .await;
-            match m {
-                Some(m) => return Some(m),
-                None if self.done.load(Ordering::Relaxed) => return None,
-                None => {}
-            }
+        match r.next().await {
+            Err(_) if self.done.load(Ordering::Acquire) => None,
+            m => Some(m),
         }
+    }
+
+    /// Tells every receiver to stop waiting for stragglers, and ends their
+    /// reads.
+    pub fn finish(&self) {
+        self.done.store(true, Ordering::SeqCst);
+        crate::client::shut_down_readers();
     }
 
     /// Waits (on a worker) until the load may start; false if it never will.
@@ -146,8 +146,14 @@ pub fn record(h: &Hist, shared: &Shared, sent_ns: u64, now: u64) {
 }
 
 /// Runs `threads` glommio executors (pinned to `cpus` round-robin when given);
-/// each runs `work(thread_index, histogram)`. Returns the merged histogram.
-pub fn spawn_workers<F, Fut>(threads: usize, cpus: &[usize], work: F) -> Result<Vec<glommio::ExecutorJoinHandle<Histogram<u64>>>, String>
+/// each runs `work(thread_index, histogram)` and spins `spin_us` before it
+/// parks. Returns the merged histogram.
+pub fn spawn_workers<F, Fut>(
+    threads: usize,
+    cpus: &[usize],
+    spin_us: u64,
+    work: F,
+) -> Result<Vec<glommio::ExecutorJoinHandle<Histogram<u64>>>, String>
 where
     F: Fn(usize, Hist) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
@@ -163,6 +169,7 @@ where
         let h = LocalExecutorBuilder::new(placement)
             .name(&format!("load-{t}"))
             .preempt_timer(Duration::from_micros(500))
+            .spin_before_park(Duration::from_micros(spin_us))
             .spawn(move || async move {
                 let _kicked = watchdog().map(|w| w.register());
                 let hist: Hist = Rc::new(RefCell::new(new_hist()));
