@@ -112,7 +112,15 @@ async fn serve_websocket<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
                 batched: false,
                 compressed: false,
             };
-            super::longpoll::serve(ctx, stream, info, buf, listener.longpoll.as_ref(), listener.bridge.as_ref()).await;
+            Box::pin(super::longpoll::serve(
+                ctx,
+                stream,
+                info,
+                buf,
+                listener.longpoll.as_ref(),
+                listener.bridge.as_ref(),
+            ))
+            .await;
             return;
         }
         Ok(Err(Some(reject))) => {
@@ -547,28 +555,35 @@ pub async fn serve<S: Stream>(ctx: Rc<ConnCtx>, stream: S, addr: Option<std::net
         return refuse(stream, listener.kind).await;
     };
     let tls = listener.tls.borrow().clone();
+    // Each way of serving is boxed on its own: a task's future is as large as
+    // its largest state, so with these inline every plain connection would
+    // carry the space of a TLS handshake and of an HTTP request for its whole
+    // life (20 KB a connection, against the 4 KiB an idle session may cost).
     let work = async {
         match &tls {
-            None => serve_on(ctx.clone(), stream, Peer { addr, tls: None }, &listener).await,
+            None => Box::pin(serve_on(ctx.clone(), stream, Peer { addr, tls: None }, &listener)).await,
             Some(config) => {
-                let accept = futures_rustls::TlsAcceptor::from(config.clone()).accept(stream);
-                let tls = match glommio::timer::timeout(ctx.limits().handshake_timeout, async { Ok(accept.await) }).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        ShardStats::inc(&ctx.stats.tls_handshakes_failed);
-                        return debug!(error = %e, ?addr, "TLS handshake failed");
-                    }
-                    Err(_) => {
-                        ShardStats::inc(&ctx.stats.handshake_timeouts);
-                        return debug!(?addr, "TLS handshake timed out");
-                    }
-                };
-                let info = crate::transport::tls::info(tls.get_ref().1);
-                let peer = Peer {
-                    addr,
-                    tls: Some(std::sync::Arc::new(info)),
-                };
-                serve_on(ctx.clone(), tls, peer, &listener).await
+                Box::pin(async {
+                    let accept = futures_rustls::TlsAcceptor::from(config.clone()).accept(stream);
+                    let tls = match glommio::timer::timeout(ctx.limits().handshake_timeout, async { Ok(accept.await) }).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            ShardStats::inc(&ctx.stats.tls_handshakes_failed);
+                            return debug!(error = %e, ?addr, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            ShardStats::inc(&ctx.stats.handshake_timeouts);
+                            return debug!(?addr, "TLS handshake timed out");
+                        }
+                    };
+                    let info = crate::transport::tls::info(tls.get_ref().1);
+                    let peer = Peer {
+                        addr,
+                        tls: Some(std::sync::Arc::new(info)),
+                    };
+                    serve_on(ctx.clone(), tls, peer, &listener).await
+                })
+                .await
             }
         }
     };
@@ -584,9 +599,9 @@ pub async fn serve<S: Stream>(ctx: Rc<ConnCtx>, stream: S, addr: Option<std::net
 
 async fn serve_on<S: Stream>(ctx: Rc<ConnCtx>, stream: S, peer: Peer, listener: &Listener) {
     match listener.kind {
-        ListenerKind::Websocket => serve_websocket(ctx, stream, peer, listener, BytesMut::with_capacity(MIN_READ)).await,
-        ListenerKind::Rawsocket => serve_rawsocket(ctx, stream, peer, BytesMut::new()).await,
-        ListenerKind::Universal => serve_universal(ctx, stream, peer, listener).await,
+        ListenerKind::Websocket => Box::pin(serve_websocket(ctx, stream, peer, listener, BytesMut::with_capacity(MIN_READ))).await,
+        ListenerKind::Rawsocket => Box::pin(serve_rawsocket(ctx, stream, peer, BytesMut::new())).await,
+        ListenerKind::Universal => Box::pin(serve_universal(ctx, stream, peer, listener)).await,
     }
 }
 
@@ -608,9 +623,9 @@ async fn serve_universal<S: Stream>(ctx: Rc<ConnCtx>, mut stream: S, peer: Peer,
         }
     }
     if buf[0] == rawsocket::MAGIC {
-        serve_rawsocket(ctx, stream, peer, buf).await
+        Box::pin(serve_rawsocket(ctx, stream, peer, buf)).await
     } else {
-        serve_websocket(ctx, stream, peer, listener, buf).await
+        Box::pin(serve_websocket(ctx, stream, peer, listener, buf)).await
     }
 }
 
