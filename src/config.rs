@@ -65,6 +65,12 @@ pub struct RouterSection {
     pub spin_before_park_us: u64,
     /// Longest a shard runs tasks before it polls its sockets again, in µs.
     pub preempt_timer_us: u64,
+    /// Entries of each shard's io_uring submission queues. The kernel sizes
+    /// the table it searches on every cancellation by it (a shard cancels a
+    /// timer at every park, and each idle connection keeps a poll in that
+    /// table), so a shallow ring makes every park cost more as connections
+    /// grow. At most 32768.
+    pub ring_depth: usize,
     /// How often every shard's thread is woken from its kernel wait, in ms
     /// (a safety net against missed wake-ups); 0 disables.
     pub wake_interval_ms: u64,
@@ -106,6 +112,7 @@ impl Default for RouterSection {
             mesh_spin_us: 20,
             spin_before_park_us: 0,
             preempt_timer_us: 500,
+            ring_depth: 4096,
             wake_interval_ms: 10,
             shutdown_grace_ms: 2000,
             mesh_overflow_limit: 65536,
@@ -1158,6 +1165,9 @@ impl Config {
         }
         if r.preempt_timer_us == 0 {
             return Err(invalid("router.preempt_timer_us", "must be positive"));
+        }
+        if !(1..=32768).contains(&r.ring_depth) {
+            return Err(invalid("router.ring_depth", "must be between 1 and 32768"));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&r.log) {
             return Err(invalid("router.log", format!("'{}' is not a log filter: {e}", r.log)));

@@ -342,6 +342,12 @@ struct Report {
     rss_after_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rss_per_session_bytes: Option<f64>,
+    /// Seconds from the start until every session was set up (for
+    /// `connect`, the time to open them all).
+    setup_s: f64,
+    /// `connect`: sessions opened (WELCOME received) per second of set-up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sessions_per_s: Option<f64>,
 }
 
 fn parse_cpus(s: &Option<String>) -> Result<Vec<usize>, String> {
@@ -381,7 +387,8 @@ where
     })?;
 
     // setup: wait for every role
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let setup_start = Instant::now();
+    let deadline = setup_start + Duration::from_secs(60);
     while shared.ready.load(Ordering::Acquire) < plan.roles {
         if Instant::now() > deadline {
             shared.stop.store(true, Ordering::SeqCst);
@@ -403,6 +410,7 @@ where
         return Err(format!("setup failed: {}", failures.join("; ")));
     }
 
+    let setup_s = setup_start.elapsed().as_secs_f64();
     let warm = Duration::from_secs_f64(common.warmup.max(0.0));
     let dur = Duration::from_secs_f64(common.duration.max(0.1));
     let t0 = now_ns();
@@ -543,6 +551,8 @@ where
         rss_before_bytes: None,
         rss_after_bytes: None,
         rss_per_session_bytes: None,
+        setup_s,
+        sessions_per_s: None,
     })
 }
 
@@ -728,6 +738,7 @@ fn connect(common: &Common, sessions: usize, concurrency: usize) -> Result<Repor
     report.rss_before_bytes = before;
     let rss_after = after.lock().ok().and_then(|a| *a);
     report.rss_after_bytes = rss_after;
+    report.sessions_per_s = Some(report.received as f64 / report.setup_s.max(1e-9));
     if let (Some(b), Some(a)) = (before, rss_after) {
         report.rss_per_session_bytes = Some((a as f64 - b as f64) / sessions.max(1) as f64);
     }
@@ -829,6 +840,9 @@ fn print(r: &Report) {
         "latency (µs)    p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  ({} samples)",
         l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us, l.samples
     );
+    if let Some(rate) = r.sessions_per_s {
+        println!("sessions        {} opened in {:.3} s ({rate:.0}/s)", r.received, r.setup_s);
+    }
     if let (Some(b), Some(a)) = (r.rss_before_bytes, r.rss_after_bytes) {
         println!(
             "router RSS      {:.1} MiB -> {:.1} MiB ({:.0} B per session)",

@@ -211,7 +211,8 @@ pub fn run(v: Validated, control: Control) -> Result<(), String> {
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{me}"))
             .spin_before_park(Duration::from_micros(v.config.router.spin_before_park_us))
-            .preempt_timer(Duration::from_micros(v.config.router.preempt_timer_us));
+            .preempt_timer(Duration::from_micros(v.config.router.preempt_timer_us))
+            .ring_depth(v.config.router.ring_depth);
         let handle = builder
             .spawn(move || async move {
                 let _kicked = watchdog.register();
