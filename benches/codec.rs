@@ -3,7 +3,8 @@
 //! ArgumentsKw), and EVENT encoding by splicing the payload
 //! (`codec::encode::event`) for a subscriber on the same serializer and, with
 //! `codec::transcode` first, on each of the other two; and transcoding a
-//! ~4 KiB payload by the streaming pass against the value tree.
+//! ~4 KiB payload by the streaming pass against the value tree; and
+//! simd-json 0.19 against the codec's JSON reader.
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -178,5 +179,32 @@ fn transcoding(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, event, transcoding);
+/// simd-json 0.19 against the codec's own JSON reader on the same ~4 KiB
+/// PUBLISH: validating the frame (the router's `decode`; simd-json's tape,
+/// which needs a mutable copy of the frame, so the copy is counted) and
+/// reading it into a value tree.
+fn simd_json(c: &mut Criterion) {
+    let mut g = c.benchmark_group("simd_json_4KiB");
+    let f = frame(Serializer::Json, 16, "com.example.topic.update", 4096);
+    g.throughput(Throughput::Bytes(f.len() as u64));
+    g.bench_function("validate/codec_decode", |b| {
+        b.iter(|| codec::decode(Serializer::Json, black_box(&f)))
+    });
+    g.bench_function("validate/simd_json_tape", |b| {
+        b.iter(|| {
+            let mut copy = black_box(&f).to_vec();
+            simd_json::to_tape(&mut copy).map(|t| t.0.len())
+        })
+    });
+    g.bench_function("tree/codec_json_parse", |b| b.iter(|| codec::json::parse(black_box(&f))));
+    g.bench_function("tree/simd_json_owned", |b| {
+        b.iter(|| {
+            let mut copy = black_box(&f).to_vec();
+            simd_json::to_owned_value(&mut copy)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode, event, transcoding, simd_json);
 criterion_main!(benches);

@@ -15,6 +15,7 @@ mod rawsocket;
 mod robustness;
 mod routing;
 mod rpc_routing;
+mod simd_json;
 mod testvectors;
 mod tls;
 mod transports;
