@@ -25,7 +25,7 @@ use crate::wamp::message::Serializer;
 
 /// Smallest and largest read size; a connection's reads grow while they fill
 /// the buffer and shrink when they don't, so idle sessions stay small.
-const MIN_READ: usize = 1024;
+const MIN_READ: usize = 256;
 const MAX_READ: usize = 64 * 1024;
 
 /// A listener's settings, as its connections need them.
