@@ -85,10 +85,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
 }
 
 /// The sockets of every [`Reader`] alive, so that [`shut_down_readers`]
-/// can end their reads when a run is over: no read then needs a timer of
-/// its own to notice the end (a glommio timer per received message, armed
-/// in the kernel at every park, was part of the load generator's own
-/// latency).
+/// can end their reads at once when a run is over.
 fn open_readers() -> &'static Mutex<HashSet<RawFd>> {
     static OPEN: OnceLock<Mutex<HashSet<RawFd>>> = OnceLock::new();
     OPEN.get_or_init(|| Mutex::new(HashSet::new()))

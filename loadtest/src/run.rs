@@ -103,12 +103,25 @@ impl Shared {
     }
 
     /// The next message, or `None` once the run is over (so that no task
-    /// waits for ever on an answer that will not come): [`Shared::finish`]
-    /// shuts every reader's socket down, so a waiting read ends.
+    /// waits for ever on an answer that will not come). [`Shared::finish`]
+    /// shuts every reader's socket down, so a waiting read ends at once; a
+    /// read that waits is also begun again every 20 ms, because a glommio
+    /// executor on a busy machine sometimes misses a socket's wake-up
+    /// (ARCHITECTURE.md, "Missed wake-ups"): without it, a 2-shard pub/sub
+    /// run lost its last window of events in 2 of 30 runs under CPU load.
     pub async fn next_or_done(&self, r: &mut crate::client::Reader) -> Option<std::io::Result<bytes::Bytes>> {
-        match r.next().await {
-            Err(_) if self.done.load(Ordering::Acquire) => None,
-            m => Some(m),
+        loop {
+            let m = futures_lite::future::or(async { Some(r.next().await) }, async {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+                None
+            })
+            .await;
+            match m {
+                Some(Err(_)) if self.done.load(Ordering::Acquire) => return None,
+                Some(m) => return Some(m),
+                None if self.done.load(Ordering::Acquire) => return None,
+                None => {}
+            }
         }
     }
 
