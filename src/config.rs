@@ -1294,6 +1294,17 @@ mod tests {
         let mut c = Config::embedded();
         c.router.cpus = "5".into();
         assert!(c.validate(&[0, 1]).unwrap_err().to_string().starts_with("router.cpus"));
+        for depth in [0, 32769] {
+            let mut c = Config::embedded();
+            c.router.ring_depth = depth;
+            assert!(
+                c.validate(&[0]).unwrap_err().to_string().starts_with("router.ring_depth"),
+                "{depth}"
+            );
+        }
+        let mut c = Config::embedded();
+        c.router.ring_depth = 32768;
+        assert!(c.validate(&[0]).is_ok());
         let mut c = Config::embedded();
         c.limits.max_message_size = 1 << 30;
         assert!(c.validate(&[0]).unwrap_err().to_string().starts_with("limits.max_message_size"));
