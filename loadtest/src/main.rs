@@ -183,7 +183,7 @@ struct Common {
     /// Write every figure as JSON to this file (for scripts and `loadtest report`).
     #[arg(long)]
     json: Option<PathBuf>,
-    /// The run's name in reports (default: "<url> <scenario>").
+    /// The run's name in reports (default: the URL and the scenario).
     #[arg(long)]
     label: Option<String>,
     /// PID of the router: its CPU and RSS are sampled once per timeline
