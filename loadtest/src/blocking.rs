@@ -19,18 +19,9 @@ use crate::run::{new_hist, now_ns, Shared};
 
 /// Pins the calling thread to `cpu` (best effort: a failure leaves it
 /// where it was).
-pub fn pin_to(cpu: Option<usize>) {
-    let Some(cpu) = cpu else { return };
-    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
-        return;
-    }
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO / CPU_SET write within it
-    // (cpu is checked against its size above), and sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+fn pin_to(cpu: Option<usize>) {
+    if let Some(cpu) = cpu {
+        let _ = switchyard::shard::pin_current_thread(cpu);
     }
 }
 

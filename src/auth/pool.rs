@@ -119,18 +119,8 @@ impl Pool {
 /// Pins the calling thread to `cpu` (best effort: a failure leaves it where
 /// it was, with a log line).
 fn pin_to(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO / CPU_SET write within it
-    // (cpu is checked against its size), and sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
-            return tracing::warn!(cpu, "authentication thread not pinned: CPU number too large");
-        }
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            tracing::warn!(cpu, error = %std::io::Error::last_os_error(), "authentication thread not pinned");
-        }
+    if let Err(error) = crate::shard::pin_current_thread(cpu) {
+        tracing::warn!(cpu, %error, "authentication thread not pinned");
     }
 }
 

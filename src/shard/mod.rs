@@ -32,6 +32,24 @@ pub struct ShardCtx {
     pub conns: Rc<ConnCtx>,
 }
 
+/// Pins the calling thread to `cpu`.
+pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "CPU number too large"));
+    }
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO / CPU_SET write within it
+    // (cpu is checked against its size above), and sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Raises the soft limit on open files to the hard limit, as servers that
 /// hold many sockets do; returns the limit now in force.
 pub fn raise_open_file_limit() -> std::io::Result<u64> {
