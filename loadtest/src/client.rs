@@ -2,11 +2,9 @@
 //! side, masked frames) and RawSocket over TCP, on glommio, with the router's
 //! own codec for messages.
 
-use std::collections::HashSet;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -84,36 +82,10 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
     })
 }
 
-/// The sockets of every [`Reader`] alive, so that [`shut_down_readers`]
-/// can end their reads at once when a run is over.
-fn open_readers() -> &'static Mutex<HashSet<RawFd>> {
-    static OPEN: OnceLock<Mutex<HashSet<RawFd>>> = OnceLock::new();
-    OPEN.get_or_init(|| Mutex::new(HashSet::new()))
-}
-
-/// Shuts down the receiving side of every live [`Reader`]'s socket (its
-/// writer can still say GOODBYE): a waiting
-/// read returns at once with the end of the stream. Called once a run's
-/// receivers must stop.
-pub fn shut_down_readers() {
-    if let Ok(open) = open_readers().lock() {
-        for &fd in open.iter() {
-            // SAFETY: shutdown(2) takes a plain integer; fd is a socket
-            // its Reader keeps open (it leaves the set when dropped), and
-            // shutting it down does not close or free anything.
-            unsafe {
-                libc::shutdown(fd, libc::SHUT_RD);
-            }
-        }
-    }
-}
-
 /// The receiving half of a connection.
 #[derive(Debug)]
 pub struct Reader {
     r: ReadHalf<Box<dyn Io>>,
-    /// The socket, while it is in [`open_readers`].
-    fd: RawFd,
     buf: BytesMut,
     framing: Framing,
     /// Batched WebSocket: the messages of a batch not yet taken.
@@ -142,7 +114,6 @@ fn proto_err(msg: impl Into<String>) -> io::Error {
 pub async fn connect(target: &Target, ser: Serializer) -> io::Result<(Reader, Writer)> {
     let tcp = TcpStream::connect(target.addr).await?;
     tcp.set_nodelay(true)?;
-    let fd = tcp.as_raw_fd();
     let mut stream: Box<dyn Io> = match &target.tls {
         None => Box::new(tcp),
         Some(config) => {
@@ -195,13 +166,9 @@ pub async fn connect(target: &Target, ser: Serializer) -> io::Result<(Reader, Wr
         }
     }
     let (r, w) = futures_lite::io::split(stream);
-    if let Ok(mut open) = open_readers().lock() {
-        open.insert(fd);
-    }
     Ok((
         Reader {
             r,
-            fd,
             buf,
             framing: target.framing,
             batch: target.batched.then(|| (ser, std::collections::VecDeque::new())),
@@ -218,14 +185,6 @@ pub async fn connect(target: &Target, ser: Serializer) -> io::Result<(Reader, Wr
             batch: target.batched.then(|| (ser, Vec::new())),
         },
     ))
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        if let Ok(mut open) = open_readers().lock() {
-            open.remove(&self.fd);
-        }
-    }
 }
 
 /// Bytes asked for per read.

@@ -392,7 +392,7 @@ where
     while shared.ready.load(Ordering::Acquire) < plan.roles {
         if Instant::now() > deadline {
             shared.stop.store(true, Ordering::SeqCst);
-            shared.finish();
+            shared.done.store(true, Ordering::SeqCst);
             join_workers(handles);
             return Err(format!(
                 "only {} of {} sessions were set up within 60 s",
@@ -405,7 +405,7 @@ where
     let failures = shared.failures.lock().map(|f| f.clone()).unwrap_or_default();
     if !failures.is_empty() {
         shared.stop.store(true, Ordering::SeqCst);
-        shared.finish();
+        shared.done.store(true, Ordering::SeqCst);
         join_workers(handles);
         return Err(format!("setup failed: {}", failures.join("; ")));
     }
@@ -520,7 +520,7 @@ where
     if plan.fanout_per_sender.is_empty() {
         std::thread::sleep(Duration::from_millis(50));
     }
-    shared.finish();
+    shared.done.store(true, Ordering::SeqCst);
     let hist = join_workers(handles);
     let lost = (!plan.fanout_per_sender.is_empty()).then(|| expected(&shared).saturating_sub(shared.received.get()));
     Ok(Report {

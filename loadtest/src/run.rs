@@ -103,12 +103,11 @@ impl Shared {
     }
 
     /// The next message, or `None` once the run is over (so that no task
-    /// waits for ever on an answer that will not come). [`Shared::finish`]
-    /// shuts every reader's socket down, so a waiting read ends at once; a
-    /// read that waits is also begun again every 20 ms, because a glommio
-    /// executor on a busy machine sometimes misses a socket's wake-up
-    /// (ARCHITECTURE.md, "Missed wake-ups"): without it, a 2-shard pub/sub
-    /// run lost its last window of events in 2 of 30 runs under CPU load.
+    /// waits for ever on an answer that will not come). A read that waits
+    /// is begun again every 20 ms, which also serves a glommio executor on a
+    /// busy machine that missed a socket's wake-up (ARCHITECTURE.md,
+    /// "Missed wake-ups"): reads with no timer lost the last window of a
+    /// 2-shard pub/sub run in 2 of 30 runs under CPU load.
     pub async fn next_or_done(&self, r: &mut crate::client::Reader) -> Option<std::io::Result<bytes::Bytes>> {
         loop {
             let m = futures_lite::future::or(async { Some(r.next().await) }, async {
@@ -117,19 +116,11 @@ impl Shared {
             })
             .await;
             match m {
-                Some(Err(_)) if self.done.load(Ordering::Acquire) => return None,
                 Some(m) => return Some(m),
-                None if self.done.load(Ordering::Acquire) => return None,
+                None if self.done.load(Ordering::Relaxed) => return None,
                 None => {}
             }
         }
-    }
-
-    /// Tells every receiver to stop waiting for stragglers, and ends their
-    /// reads.
-    pub fn finish(&self) {
-        self.done.store(true, Ordering::SeqCst);
-        crate::client::shut_down_readers();
     }
 
     /// Waits (on a worker) until the load may start; false if it never will.
