@@ -11,11 +11,13 @@ cd "$root"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "system packages the tests use (openssl: the JS suite's TLS certificates; curl: the Python suite's long-poll and HTTP bridge clients; installed with apt-get if missing)"
+step "system packages the tests use (openssl: the JS suite's TLS certificates; curl: the Python suite's long-poll and HTTP bridge clients; nats-server: the cluster tests; installed with apt-get if missing)"
 missing=""
-for pkg in openssl curl; do
-    command -v "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+for pkg in openssl curl nats-server; do
+    command -v "$pkg" >/dev/null 2>&1 || [ -x "/usr/sbin/$pkg" ] || missing="$missing $pkg"
 done
+# Debian puts nats-server in /usr/sbin, which a user's PATH may lack
+case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin" ;; esac
 if [ -n "$missing" ]; then
     sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
     # shellcheck disable=SC2086  # one word per package

@@ -39,6 +39,118 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     #[serde(default)]
     pub limits: Limits,
+    /// `[cluster]`: join other nodes over NATS (none: a single node).
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: this node joins the other Switchyard nodes of `name` over
+/// NATS, and together they are one router (docs/CLUSTER.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The NATS server(s), comma separated: `nats://127.0.0.1:4222`.
+    pub nats_url: String,
+    /// The cluster: nodes of one name form one router.
+    #[serde(default = "default_cluster_name")]
+    pub name: String,
+    /// This node, unique in the cluster (empty: host name and process ID).
+    #[serde(default)]
+    pub node: String,
+    /// NATS credentials: user and password, a token, or a `.creds` file.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub creds_file: Option<String>,
+    /// How often this node tells the others it is alive, in ms.
+    #[serde(default = "default_cluster_heartbeat")]
+    pub heartbeat_ms: u64,
+    /// A node not heard from for this long is taken as gone, in ms.
+    #[serde(default = "default_cluster_node_timeout")]
+    pub node_timeout_ms: u64,
+    /// Messages each queue between the shards and the NATS thread holds;
+    /// events past it are dropped (`cluster_events_dropped`).
+    #[serde(default = "default_cluster_queue")]
+    pub queue: usize,
+    /// Subscriptions of other nodes this node keeps track of, at most;
+    /// more are refused (`cluster_interests_refused`).
+    #[serde(default = "default_cluster_interests")]
+    pub max_remote_interests: usize,
+}
+
+fn default_cluster_name() -> String {
+    "switchyard".into()
+}
+fn default_cluster_heartbeat() -> u64 {
+    500
+}
+fn default_cluster_node_timeout() -> u64 {
+    3000
+}
+fn default_cluster_queue() -> usize {
+    65536
+}
+fn default_cluster_interests() -> usize {
+    1_000_000
+}
+
+impl ClusterConfig {
+    /// Checks every value, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let token = |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if self.nats_url.split(',').any(|u| {
+            let u = u.trim();
+            !(u.starts_with("nats://") || u.starts_with("tls://")) || u.len() <= 7
+        }) {
+            return Err(invalid("cluster.nats_url", format!("'{}' is not a list of nats:// or tls:// URLs", self.nats_url)));
+        }
+        if !token(&self.name) {
+            return Err(invalid("cluster.name", "must be 1 to 64 letters, digits, '-' or '_'"));
+        }
+        if !self.node.is_empty() && !token(&self.node) {
+            return Err(invalid("cluster.node", "must be 1 to 64 letters, digits, '-' or '_'"));
+        }
+        if self.password.is_some() != self.user.is_some() {
+            return Err(invalid("cluster.password", "user and password go together"));
+        }
+        if [self.user.is_some(), self.token.is_some(), self.creds_file.is_some()].iter().filter(|x| **x).count() > 1 {
+            return Err(invalid("cluster.token", "give one of user and password, token, creds_file"));
+        }
+        if let Some(f) = &self.creds_file {
+            if !Path::new(f).is_file() {
+                return Err(invalid("cluster.creds_file", format!("'{f}' is not a readable file")));
+            }
+        }
+        if self.heartbeat_ms == 0 {
+            return Err(invalid("cluster.heartbeat_ms", "must be positive"));
+        }
+        if self.node_timeout_ms < 2 * self.heartbeat_ms {
+            return Err(invalid("cluster.node_timeout_ms", "must be at least twice heartbeat_ms"));
+        }
+        if self.queue == 0 || self.max_remote_interests == 0 {
+            return Err(invalid("cluster.queue", "queue and max_remote_interests must be positive"));
+        }
+        Ok(())
+    }
+
+    /// This node's name: the configured one, or host name and process ID.
+    pub fn node_name(&self) -> String {
+        if !self.node.is_empty() {
+            return self.node.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host: String = host
+            .trim()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .take(40)
+            .collect();
+        format!("{}-{}", if host.is_empty() { "node" } else { &host }, std::process::id())
+    }
 }
 
 /// `[router]`: shards and their tuning.
@@ -996,6 +1108,9 @@ impl Config {
             if self.realms[..i].iter().any(|o| o.name == r.name) {
                 return Err(invalid(format!("realm[{i}].name"), format!("realm '{}' is defined twice", r.name)));
             }
+        }
+        if let Some(c) = &self.cluster {
+            c.validate()?;
         }
         if self.listeners.is_empty() {
             return Err(invalid("listener", "at least one [[listener]] is required"));

@@ -20,6 +20,7 @@
 #![warn(missing_debug_implementations)]
 
 pub mod auth;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod history_store;

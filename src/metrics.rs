@@ -393,6 +393,26 @@ stats! {
     webhook_failed: AtomicU64,
     /// Events not queued for a webhook: its queue was full.
     webhook_dropped: AtomicU64,
+    /// Publications this shard sent to other cluster nodes (one each,
+    /// however many nodes it went to).
+    cluster_events_sent: AtomicU64,
+    /// Publications from other cluster nodes this shard routed.
+    cluster_events_received: AtomicU64,
+    /// Publications to or from other nodes dropped: a queue between a shard
+    /// and the NATS thread was full, or NATS was unreachable.
+    cluster_events_dropped: AtomicU64,
+    /// Other cluster nodes alive (the NATS thread's view, on shard 0).
+    cluster_nodes: AtomicI64,
+    /// Subscriptions of other nodes known here (on shard 0).
+    cluster_remote_interests: AtomicI64,
+    /// Subscriptions of other nodes not taken: past
+    /// `cluster.max_remote_interests` (on shard 0).
+    cluster_interests_refused: AtomicU64,
+    /// Times the connection to NATS was (re)established (on shard 0).
+    cluster_nats_connects: AtomicU64,
+    /// Messages from NATS that did not read as a cluster message (on
+    /// shard 0, or the shard that decoded them).
+    cluster_malformed: AtomicU64,
 }
 
 impl ShardStats {

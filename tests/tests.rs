@@ -5,6 +5,7 @@ mod advanced_rpc;
 mod auth;
 mod bridge;
 mod cli;
+mod cluster;
 mod common;
 mod deflate;
 mod hardening;

@@ -189,6 +189,52 @@ pub(super) fn extras_to_dict(e: &EventExtras) -> Dict {
     d
 }
 
+/// The extras of a publication for another cluster node, as PUBLISH
+/// options (`wire::event`): passthru attributes, the disclosed publisher,
+/// every receiver list.
+pub(super) fn extras_to_wire(e: &EventExtras, d: &mut Dict) {
+    if let Some(ppt) = &e.ppt {
+        for (k, v) in &ppt.0 {
+            d.insert(k.as_str(), v.clone());
+        }
+    }
+    if let Some((id, authid, authrole)) = &e.publisher {
+        d.insert("publisher", Value::UInt(*id));
+        d.insert("publisher_authid", Value::Str(authid.to_string()));
+        d.insert("publisher_authrole", Value::Str(authrole.to_string()));
+    }
+    if let Some(r) = &e.receivers {
+        let strs = |l: &[String]| Value::List(l.iter().map(|s| Value::Str(s.clone())).collect());
+        let ids = |l: &[Id]| Value::List(l.iter().map(|s| Value::UInt(*s)).collect());
+        d.insert("exclude", ids(&r.exclude));
+        if let Some(l) = &r.eligible {
+            d.insert("eligible", ids(l));
+        }
+        d.insert("exclude_authid", strs(&r.exclude_authid));
+        if let Some(l) = &r.eligible_authid {
+            d.insert("eligible_authid", strs(l));
+        }
+        d.insert("exclude_authrole", strs(&r.exclude_authrole));
+        if let Some(l) = &r.eligible_authrole {
+            d.insert("eligible_authrole", strs(l));
+        }
+    }
+}
+
+/// [`extras_to_wire`] read back (`None` for a plain publication).
+pub(super) fn extras_from_wire(d: &Dict) -> Option<Box<EventExtras>> {
+    let publisher = match (d.get("publisher"), d.get_str("publisher_authid"), d.get_str("publisher_authrole")) {
+        (Some(Value::UInt(id)), Some(a), Some(r)) => Some((*id, a.into(), r.into())),
+        _ => None,
+    };
+    let e = EventExtras {
+        ppt: super::options::passthru(d),
+        publisher,
+        receivers: Receivers::read(d),
+    };
+    (e.ppt.is_some() || e.publisher.is_some() || e.receivers.is_some()).then(|| Box::new(e))
+}
+
 /// [`extras_to_dict`] read back.
 pub(super) fn extras_from_dict(d: &Dict) -> Box<EventExtras> {
     let publisher = match (d.get("publisher"), d.get_str("publisher_authid"), d.get_str("publisher_authrole")) {
@@ -748,6 +794,9 @@ impl Router {
             change.created_ms = super::now_ms();
         }
         let (realm, session, meta) = (change.realm, change.session, !change.uri.starts_with("wamp."));
+        if created {
+            self.tell_cluster(realm, change.policy, &change.uri, true);
+        }
         self.broadcast(change, |c| ShardMsg::SubscriptionAdd(c, id));
         if meta {
             if created {
@@ -770,7 +819,11 @@ impl Router {
         let r = &self.realms[change.realm as usize];
         let id = r.sub_index.get(change.policy, &change.uri).copied();
         let (realm, session, meta) = (change.realm, change.session, !change.uri.starts_with("wamp."));
+        let (policy, uri) = (change.policy, change.uri.clone());
         self.broadcast(change, ShardMsg::SubscriptionRemove);
+        if id.is_some_and(|id| !self.realms[realm as usize].subscriptions.contains_key(&id)) {
+            self.tell_cluster(realm, policy, &uri, false);
+        }
         if let (Some(id), true) = (id, meta) {
             self.meta_event(realm, "wamp.subscription.on_unsubscribe", || {
                 vec![Value::UInt(session), Value::UInt(id)]
@@ -945,6 +998,24 @@ impl Router {
         exclude: Id,
     ) -> Id {
         let id = wamp::random_id();
+        self.route_publication_as(realm, topic, payload, extras, exclude, id, true);
+        id
+    }
+
+    /// [`Router::route_publication`] with its ID given; `forward`: to the
+    /// other cluster nodes with a match too (not for one that came from
+    /// another node).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn route_publication_as(
+        &mut self,
+        realm: RealmIdx,
+        topic: &str,
+        payload: &Payload,
+        extras: Option<Box<EventExtras>>,
+        exclude: Id,
+        id: Id,
+        forward: bool,
+    ) {
         ShardStats::inc(&self.stats.publications);
         let publication = Publication {
             id,
@@ -989,14 +1060,17 @@ impl Router {
                 self.send_to(shard, ShardMsg::Event(Box::new(ev)));
             }
         }
-        id
+        if forward && self.realms[realm as usize].cluster_interests > 0 {
+            self.forward_publication(realm, topic, id, payload, extras.as_deref());
+        }
     }
 
     /// A meta event of the router (`wamp.session.on_join`, ...) with
     /// positional `args`, published in `realm` if anyone there subscribed
     /// to a `wamp.` topic (otherwise nothing is built: one check).
     pub(super) fn meta_event(&mut self, realm: RealmIdx, topic: &str, args: impl FnOnce() -> Vec<Value>) {
-        if self.realms[realm as usize].meta_subscriptions == 0 {
+        let r = &self.realms[realm as usize];
+        if r.meta_subscriptions == 0 && r.cluster_meta == 0 {
             return;
         }
         let payload = codec::payload_from(Serializer::Json, &args());

@@ -27,6 +27,7 @@ mod auth;
 mod broker;
 mod builtins;
 mod calls;
+mod cluster;
 mod dealer;
 mod gather;
 mod messages;
@@ -117,6 +118,12 @@ pub struct Realm {
     pub(crate) counters: Arc<crate::metrics::RealmCounters>,
     /// Who may use the HTTP bridge on this realm.
     pub bridge_keys: Arc<Vec<BridgeKey>>,
+    /// The subscriptions of other cluster nodes: per (policy, URI) the
+    /// nodes that have one; how many entries, and how many of `wamp.`
+    /// topics (meta events are built for those too).
+    pub(crate) cluster_index: trie::UriIndex<crate::cluster::NodeMask>,
+    pub(crate) cluster_interests: usize,
+    pub(crate) cluster_meta: usize,
 }
 
 /// A client of the HTTP bridge (`[[realm.bridge_key]]`).
@@ -156,6 +163,9 @@ impl Realm {
                 }
             })),
             retention: r.retention,
+            cluster_index: Default::default(),
+            cluster_interests: 0,
+            cluster_meta: 0,
             history_rules: r
                 .history
                 .iter()
@@ -304,6 +314,8 @@ pub struct Router {
     router_calls: calls::RouterCalls,
     /// Where `switchyard.router.reload` asks the process to reload.
     control: Option<flume::Sender<ReloadRequest>>,
+    /// This node's link to the other nodes of its cluster (none: alone).
+    cluster: Option<crate::cluster::ClusterLink>,
     pub(crate) stats: Arc<ShardStats>,
 }
 
@@ -384,6 +396,7 @@ impl Router {
             authorizer_any,
             router_calls: calls::RouterCalls::default(),
             control: None,
+            cluster: None,
             stats,
         }
     }

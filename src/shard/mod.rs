@@ -209,8 +209,17 @@ pub fn run(v: Validated, control: Control) -> Result<(), String> {
     let auth_pool = crate::auth::pool::Pool::start(cfg.router.auth_threads, cfg.router.auth_queue, &v.auth_cpus)
         .map_err(|e| format!("cannot start the authentication threads: {e}"))?;
     let tls = crate::transport::tls::acceptors(&v.listeners)?;
+    // the cluster's node thread, and each shard's end of it
+    let (mut cluster_ends, node_thread) = match &cfg.cluster {
+        Some(c) => {
+            let (links, from_node, thread) = crate::cluster::start(c, n, all_stats.to_vec())?;
+            (links.into_iter().zip(from_node).map(Some).collect::<Vec<_>>(), Some(thread))
+        }
+        None => ((0..n).map(|_| None).collect(), None),
+    };
     let mut handles = Vec::new();
     for (me, seed) in seeds.into_iter().enumerate() {
+        let cluster = cluster_ends[me].take();
         let auth = auth_pool.submitter(cfg.router.auth_queue);
         let tls = tls.clone();
         let cpu = v.shard_cpus[me];
@@ -243,6 +252,7 @@ pub fn run(v: Validated, control: Control) -> Result<(), String> {
                     longpoll_calls,
                     control,
                     bridge_nonces,
+                    cluster,
                 };
                 // every event logged on this thread names its shard
                 let _span = tracing::info_span!("shard", shard = me).entered();
@@ -273,6 +283,9 @@ pub fn run(v: Validated, control: Control) -> Result<(), String> {
         drop(history);
         if let Some(s) = store {
             s.close();
+        }
+        if let Some(t) = node_thread {
+            t.stop();
         }
         return Err(e);
     }
@@ -323,6 +336,10 @@ pub fn run(v: Validated, control: Control) -> Result<(), String> {
     for p in unix_paths {
         let _ = std::fs::remove_file(p);
     }
+    // every session has left: the other nodes are told this one goes
+    if let Some(t) = node_thread {
+        t.stop();
+    }
     // every shard has stopped: the store writes what is queued and closes
     drop(history);
     if let Some(s) = store {
@@ -350,6 +367,8 @@ struct ShardExtras {
     control: ShardControl,
     /// The nonces of signed HTTP bridge requests (router-wide).
     bridge_nonces: Arc<crate::session::bridge::Nonces>,
+    /// This shard's end of the cluster's node thread (none: no cluster).
+    cluster: Option<(crate::cluster::ClusterLink, flume::Receiver<crate::cluster::FromNode>)>,
 }
 
 /// A shard's end of the control plane: the main thread's steps, where it
@@ -497,6 +516,7 @@ async fn shard_main(
         longpoll_calls,
         control,
         bridge_nonces,
+        cluster,
     } = extras;
     let (steps, acks, asks) = control;
     let (lp_to, lp_calls) = longpoll_calls;
@@ -512,6 +532,10 @@ async fn shard_main(
     if let Some(asks) = asks {
         core.set_control(asks);
     }
+    let from_node = cluster.map(|(link, rx)| {
+        core.set_cluster(link);
+        rx
+    });
     let verdicts = auth.map(|(submitter, verdicts)| {
         core.set_auth_pool(submitter);
         verdicts
@@ -574,6 +598,23 @@ async fn shard_main(
     }));
     let c = ctx.clone();
     tasks.push(spawn_contained(&ctx, "router timers".into(), move || run_timers(c.clone())));
+    if let Some(rx) = from_node {
+        let c = ctx.clone();
+        tasks.push(spawn_contained(&ctx, "cluster".into(), move || {
+            let (c, rx) = (c.clone(), rx.clone());
+            async move {
+                while let Ok(m) = rx.recv_async().await {
+                    c.router.borrow_mut().on_cluster(m);
+                    // what else is there, then a turn for the others
+                    for _ in 0..256 {
+                        let Ok(m) = rx.try_recv() else { break };
+                        c.router.borrow_mut().on_cluster(m);
+                    }
+                    glommio::yield_if_needed().await;
+                }
+            }
+        }));
+    }
     if let Some(rx) = verdicts {
         let c = ctx.clone();
         tasks.push(spawn_contained(&ctx, "login verdicts".into(), move || {

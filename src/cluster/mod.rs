@@ -1,0 +1,134 @@
+//! Several Switchyard nodes as one router, over NATS (`[cluster]`,
+//! docs/CLUSTER.md).
+//!
+//! Each node runs one more thread, the *node thread*: a single-threaded
+//! tokio runtime with an `async-nats` client. The shards never wait on it:
+//! they hand it encoded frames over bounded flume queues ([`ClusterLink`])
+//! and read what it passes back from a queue of their own ([`FromNode`]),
+//! in a task like the mesh drains. NATS carries two kinds of traffic under
+//! `switchyard.<cluster>.`:
+//!
+//! - `ctl`, which every node subscribes to: who is alive (hello, beat, bye)
+//!   and which subscriptions each node has (its *interests*: realm, match
+//!   policy and URI of every subscription entry with a subscriber there);
+//! - `node.<name>`, one per node: publications for that node's subscribers.
+//!
+//! So interest is propagated, not flooded: a shard that routes a
+//! publication matches it against the other nodes' interests (a URI index
+//! per realm, [`NodeMask`] per entry) and sends it once, to the nodes that
+//! have a match, whatever the number of their subscribers. The receiving
+//! node routes it as its own shards would (local subscribers, then the
+//! mesh), but never on to other nodes.
+
+mod node;
+pub mod wire;
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use crate::wamp::MatchPolicy;
+
+pub use node::{start, NodeThread};
+
+/// The most nodes a node keeps track of (the others are ignored, and said
+/// so in the log): a node is one bit of a [`NodeMask`].
+pub const MAX_NODES: usize = 64;
+
+/// A set of other nodes, one bit each (the node thread's numbering).
+pub type NodeMask = u64;
+
+/// One subscription entry of a node, as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Interest {
+    pub realm: Arc<str>,
+    pub policy: MatchPolicy,
+    pub uri: Arc<str>,
+}
+
+/// This node's interests as the home shards keep them (under a mutex: they
+/// change on subscription entries made and gone, not per message), and the
+/// changes the node thread has not announced yet.
+#[derive(Debug, Default)]
+struct LocalInterests {
+    set: ahash::AHashSet<Interest>,
+    changes: Vec<(Interest, bool)>,
+    /// More changes came than [`MAX_PENDING_CHANGES`]: the node thread
+    /// announces the whole set instead.
+    overflowed: bool,
+}
+
+/// Interest changes kept for the node thread, at most; past it they are
+/// replaced by one announcement of the whole set.
+const MAX_PENDING_CHANGES: usize = 65_536;
+
+/// What every shard shares with the node thread.
+#[derive(Debug)]
+struct Shared {
+    interests: Mutex<LocalInterests>,
+    /// Rung (capacity 1) when `interests` has changes.
+    bell: flume::Sender<()>,
+}
+
+/// A shard's end of the cluster: where it sends publications for other
+/// nodes and tells its home entries' changes.
+#[derive(Debug, Clone)]
+pub struct ClusterLink {
+    out: flume::Sender<OutEvent>,
+    shared: Arc<Shared>,
+    /// This node's name (publications carry it).
+    pub node: Arc<str>,
+}
+
+/// A publication for other nodes: the nodes, and the frame for them
+/// ([`wire::event`]).
+#[derive(Debug)]
+pub struct OutEvent {
+    pub nodes: NodeMask,
+    pub frame: Bytes,
+}
+
+/// What the node thread passes to a shard.
+#[derive(Debug)]
+pub enum FromNode {
+    /// A node has (`add`) or no longer has a subscription entry.
+    Interest { node: u8, add: bool, interest: Interest },
+    /// A publication from another node ([`wire::event`]).
+    Event(Bytes),
+}
+
+impl ClusterLink {
+    /// A subscription entry of this node was made (`add`) or is gone: on
+    /// its URI's home shard, in the order of that URI's changes.
+    pub fn interest(&self, realm: &Arc<str>, policy: MatchPolicy, uri: &Arc<str>, add: bool) {
+        let interest = Interest {
+            realm: realm.clone(),
+            policy,
+            uri: uri.clone(),
+        };
+        {
+            let mut i = self.shared.interests.lock().unwrap_or_else(|e| e.into_inner());
+            let changed = if add {
+                i.set.insert(interest.clone())
+            } else {
+                i.set.remove(&interest)
+            };
+            if !changed {
+                return;
+            }
+            if i.overflowed || i.changes.len() >= MAX_PENDING_CHANGES {
+                i.overflowed = true;
+                i.changes.clear();
+            } else {
+                i.changes.push((interest, add));
+            }
+        }
+        let _ = self.shared.bell.try_send(());
+    }
+
+    /// Hands a publication to the node thread; false when its queue is full
+    /// (the caller counts the drop).
+    pub fn send(&self, ev: OutEvent) -> bool {
+        self.out.try_send(ev).is_ok()
+    }
+}

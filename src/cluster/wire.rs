@@ -1,0 +1,339 @@
+//! What nodes send each other over NATS.
+//!
+//! A publication (`node.<name>` subjects) is `E`, the origin node's name
+//! (one length octet), the payload's serializer (one octet: 0 JSON, 1
+//! MessagePack, 2 CBOR) and a WAMP PUBLISH in that serializer:
+//! `[PUBLISH, publication, options, topic, args?, kwargs?]`, its payload
+//! spliced as the publisher sent it. Options carry the realm and what the
+//! publication carries beyond its payload (publisher disclosure, receiver
+//! lists, passthru attributes). The receiver reads it with the router's own
+//! decoder ([`codec::decode`]), which validates it and slices the payload
+//! out of the NATS message without a copy.
+//!
+//! Control messages (`ctl`) are MessagePack lists read with the codec's
+//! validating parser (bounded depth and size):
+//! `["hello" | "beat" | "bye", node, incarnation]` and
+//! `["interests", node, incarnation, flags, [[add, realm, match, uri], ...]]`.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::Interest;
+use crate::codec;
+use crate::wamp::message::Serializer;
+use crate::wamp::{uri, Dict, Id, MatchPolicy, Message, MessageType, Payload, UriCheck, Value};
+
+/// `flags` of an interests message: part of a whole set (a snapshot),
+/// its first part (the receiver forgets what it knew), its last part.
+pub const SNAPSHOT: u64 = 1;
+pub const FIRST: u64 = 2;
+pub const LAST: u64 = 4;
+
+fn ser_code(s: Serializer) -> u8 {
+    match s {
+        Serializer::Json => 0,
+        Serializer::MsgPack => 1,
+        Serializer::Cbor => 2,
+    }
+}
+
+/// A publication's frame for other nodes.
+pub fn event(origin: &str, topic: &str, publication: Id, payload: &Payload, options: &Dict) -> Bytes {
+    let ser = payload.serializer;
+    let mut w = codec::MsgWriter::new(
+        ser,
+        4 + u32::from(payload.count),
+        MessageType::Publish,
+        payload.raw.len() + topic.len() + 64,
+    );
+    w.uint(publication).dict(options).str(topic).payload(payload);
+    let msg = w.finish();
+    let origin = &origin.as_bytes()[..origin.len().min(255)];
+    let mut out = BytesMut::with_capacity(3 + origin.len() + msg.len());
+    out.put_u8(b'E');
+    out.put_u8(origin.len() as u8);
+    out.put_slice(origin);
+    out.put_u8(ser_code(ser));
+    out.put_slice(&msg);
+    out.freeze()
+}
+
+/// The origin node of a publication's frame (to pick the shard that takes
+/// every publication of that node, so that their order holds).
+pub fn origin(frame: &[u8]) -> Option<&[u8]> {
+    if frame.first() != Some(&b'E') {
+        return None;
+    }
+    let n = *frame.get(1)? as usize;
+    frame.get(2..2 + n)
+}
+
+/// A publication from another node, read and validated.
+#[derive(Debug)]
+pub struct InEvent {
+    pub origin: String,
+    pub publication: Id,
+    pub options: Dict,
+    pub topic: String,
+    pub payload: Payload,
+}
+
+/// Reads a publication's frame; `None` when it is not one.
+pub fn read_event(frame: &Bytes) -> Option<InEvent> {
+    let origin = std::str::from_utf8(origin(frame)?).ok()?.to_owned();
+    let at = 2 + origin.len();
+    let ser = match frame.get(at)? {
+        0 => Serializer::Json,
+        1 => Serializer::MsgPack,
+        2 => Serializer::Cbor,
+        _ => return None,
+    };
+    let msg = frame.slice(at + 1..);
+    match codec::decode(ser, &msg).ok()? {
+        Message::Publish {
+            request,
+            options,
+            topic,
+            payload,
+        } => Some(InEvent {
+            origin,
+            publication: request,
+            options,
+            topic,
+            payload,
+        }),
+        _ => None,
+    }
+}
+
+/// A control message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ctl {
+    /// A node (re)joins: every node answers with its interests.
+    Hello { node: String, incarnation: u64 },
+    /// A node is alive.
+    Beat { node: String, incarnation: u64 },
+    /// A node leaves (a clean shutdown).
+    Bye { node: String, incarnation: u64 },
+    /// A node's interests, changed (`flags` 0) or all of them in parts.
+    Interests {
+        node: String,
+        incarnation: u64,
+        flags: u64,
+        entries: Vec<(bool, Interest)>,
+    },
+}
+
+impl Ctl {
+    /// The node that sent it.
+    pub fn node(&self) -> &str {
+        match self {
+            Ctl::Hello { node, .. } | Ctl::Beat { node, .. } | Ctl::Bye { node, .. } | Ctl::Interests { node, .. } => node,
+        }
+    }
+
+    /// Its incarnation (a random number each start of the node).
+    pub fn incarnation(&self) -> u64 {
+        match self {
+            Ctl::Hello { incarnation, .. }
+            | Ctl::Beat { incarnation, .. }
+            | Ctl::Bye { incarnation, .. }
+            | Ctl::Interests { incarnation, .. } => *incarnation,
+        }
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let s = |v: &str| Value::Str(v.to_owned());
+        let v = match self {
+            Ctl::Hello { node, incarnation } => vec![s("hello"), s(node), Value::UInt(*incarnation)],
+            Ctl::Beat { node, incarnation } => vec![s("beat"), s(node), Value::UInt(*incarnation)],
+            Ctl::Bye { node, incarnation } => vec![s("bye"), s(node), Value::UInt(*incarnation)],
+            Ctl::Interests {
+                node,
+                incarnation,
+                flags,
+                entries,
+            } => vec![
+                s("interests"),
+                s(node),
+                Value::UInt(*incarnation),
+                Value::UInt(*flags),
+                Value::List(
+                    entries
+                        .iter()
+                        .map(|(add, i)| {
+                            Value::List(vec![Value::Bool(*add), s(&i.realm), s(i.policy.as_str()), s(&i.uri)])
+                        })
+                        .collect(),
+                ),
+            ],
+        };
+        let mut out = Vec::new();
+        codec::msgpack::write_value(&mut out, &Value::List(v));
+        out.into()
+    }
+
+    /// Reads a control message; `None` when it is not one (or names an
+    /// invalid node, realm or URI).
+    pub fn decode(bytes: &[u8]) -> Option<Ctl> {
+        let Ok(Value::List(l)) = codec::parse_value(Serializer::MsgPack, bytes) else {
+            return None;
+        };
+        let str_at = |i: usize| match l.get(i) {
+            Some(Value::Str(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let uint_at = |i: usize| match l.get(i) {
+            Some(Value::UInt(u)) => Some(*u),
+            _ => None,
+        };
+        let node = str_at(1).filter(|n| is_name(n))?;
+        let incarnation = uint_at(2)?;
+        Some(match str_at(0)?.as_str() {
+            "hello" => Ctl::Hello { node, incarnation },
+            "beat" => Ctl::Beat { node, incarnation },
+            "bye" => Ctl::Bye { node, incarnation },
+            "interests" => {
+                let flags = uint_at(3)?;
+                let Some(Value::List(items)) = l.get(4) else { return None };
+                let mut entries = Vec::with_capacity(items.len());
+                for item in items {
+                    let Value::List(e) = item else { return None };
+                    let (Some(Value::Bool(add)), Some(Value::Str(realm)), Some(Value::Str(policy)), Some(Value::Str(u))) =
+                        (e.first(), e.get(1), e.get(2), e.get(3))
+                    else {
+                        return None;
+                    };
+                    let policy = MatchPolicy::parse(policy)?;
+                    if !uri::is_valid(realm, UriCheck::Concrete) || !uri::is_valid(u, UriCheck::Pattern(policy)) {
+                        return None;
+                    }
+                    entries.push((
+                        *add,
+                        Interest {
+                            realm: Arc::from(realm.as_str()),
+                            policy,
+                            uri: Arc::from(u.as_str()),
+                        },
+                    ));
+                }
+                Ctl::Interests {
+                    node,
+                    incarnation,
+                    flags,
+                    entries,
+                }
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// A node or cluster name: 1 to 64 letters, digits, `-` or `_` (one NATS
+/// subject token).
+pub fn is_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_reads_back_with_its_payload_spliced() {
+        for ser in Serializer::ALL {
+            let payload = codec::payload_of(ser, &[Value::UInt(7), Value::Str("x".into())], Some(&Dict::new().with("k", Value::Bool(true))));
+            let options = Dict::new().with("realm", Value::Str("realm1".into()));
+            let frame = event("node-a", "com.example.t", 42, &payload, &options);
+            assert_eq!(origin(&frame), Some(&b"node-a"[..]));
+            let ev = read_event(&frame).expect("reads back");
+            assert_eq!(ev.origin, "node-a");
+            assert_eq!(ev.publication, 42);
+            assert_eq!(ev.topic, "com.example.t");
+            assert_eq!(ev.options, options);
+            assert_eq!(ev.payload.serializer, ser);
+            assert_eq!(ev.payload.count, 2);
+            assert_eq!(ev.payload.raw, payload.raw, "the payload bytes as sent");
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_refused() {
+        let payload = codec::payload_from(Serializer::Json, &[Value::UInt(1)]);
+        let frame = event("a", "t.x", 1, &payload, &Dict::new());
+        for cut in 0..frame.len() {
+            assert!(read_event(&frame.slice(..cut)).is_none(), "cut at {cut}");
+        }
+        let mut bad = frame.to_vec();
+        bad[3] = 9;
+        assert!(read_event(&Bytes::from(bad)).is_none(), "unknown serializer");
+        assert!(read_event(&Bytes::from_static(b"X\x01a\x00[16,1,{},\"t\"]")).is_none());
+    }
+
+    #[test]
+    fn control_messages_read_back_and_invalid_ones_are_refused() {
+        let i = |u: &str, p| Interest {
+            realm: "realm1".into(),
+            policy: p,
+            uri: u.into(),
+        };
+        let all = [
+            Ctl::Hello {
+                node: "a".into(),
+                incarnation: 9,
+            },
+            Ctl::Beat {
+                node: "b-1".into(),
+                incarnation: 1,
+            },
+            Ctl::Bye {
+                node: "c_2".into(),
+                incarnation: u64::MAX,
+            },
+            Ctl::Interests {
+                node: "a".into(),
+                incarnation: 3,
+                flags: SNAPSHOT | FIRST | LAST,
+                entries: vec![
+                    (true, i("com.x", MatchPolicy::Exact)),
+                    (false, i("com", MatchPolicy::Prefix)),
+                    (true, i("com..y", MatchPolicy::Wildcard)),
+                ],
+            },
+        ];
+        for c in all {
+            assert_eq!(Ctl::decode(&c.encode()), Some(c.clone()));
+        }
+        let bad = [
+            Ctl::Hello {
+                node: "a.b".into(),
+                incarnation: 1,
+            },
+            Ctl::Interests {
+                node: "a".into(),
+                incarnation: 1,
+                flags: 0,
+                entries: vec![(true, i("com..y", MatchPolicy::Exact))],
+            },
+            Ctl::Interests {
+                node: "a".into(),
+                incarnation: 1,
+                flags: 0,
+                entries: vec![(
+                    true,
+                    Interest {
+                        realm: "bad realm".into(),
+                        policy: MatchPolicy::Exact,
+                        uri: "com.x".into(),
+                    },
+                )],
+            },
+        ];
+        for c in bad {
+            assert_eq!(Ctl::decode(&c.encode()), None, "{c:?}");
+        }
+        assert_eq!(Ctl::decode(b"\x93\xa5hello"), None);
+        assert_eq!(Ctl::decode(&[0xdd, 0xff, 0xff, 0xff, 0xff]), None);
+    }
+}

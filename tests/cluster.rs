@@ -1,0 +1,259 @@
+//! Several nodes over NATS (`[cluster]`): a `nats-server` on a loopback
+//! port of the test's choosing, and three routers joined to it. An event
+//! that must *not* arrive is shown by a later sentinel on the same path.
+//!
+//! `nats-server` must be on the PATH (the test command installs it).
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// A `nats-server` on 127.0.0.1, stopped when dropped.
+pub struct Nats {
+    child: Child,
+    pub port: u16,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        Nats::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Nats {
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed (the test command installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nats { child, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A node of cluster `c1` named `name`, with realms `realm1` and `realm2`.
+pub fn node(nats: &Nats, name: &str, shards: usize) -> Router {
+    node_at(&nats.url(), name, shards)
+}
+
+pub fn node_at(url: &str, name: &str, shards: usize) -> Router {
+    Router::start_with(
+        shards,
+        &format!("\n[cluster]\nnats_url = \"{url}\"\nname = \"c1\"\nnode = \"{name}\"\nheartbeat_ms = 100\nnode_timeout_ms = 1000\n\n[[realm]]\nname = \"realm2\""),
+        "",
+        &[],
+    )
+}
+
+/// Waits until `r`'s metric `name` (shard 0) satisfies `ok`.
+pub fn wait_metric(r: &Router, name: &str, ok: impl Fn(i64) -> bool) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = r.metric(name)[0];
+        if ok(v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{name} stayed at {v}: {}", r.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Publishes `n` numbered events and a sentinel on `topic`, acknowledged.
+fn publish_numbered(p: &mut Client, topic: &str, n: u64) {
+    for i in 0..n {
+        let req = p.next_req();
+        p.send_json(&format!(r#"[16, {req}, {{"acknowledge": true}}, "{topic}", [{i}]]"#));
+        p.expect(PUBLISHED);
+    }
+    let req = p.next_req();
+    p.send_json(&format!(r#"[16, {req}, {{"acknowledge": true}}, "{topic}", ["sentinel"]]"#));
+    p.expect(PUBLISHED);
+}
+
+/// Reads EVENTs up to the sentinel: their first arguments.
+fn numbers_until_sentinel(s: &mut Client) -> Vec<u64> {
+    let mut got = Vec::new();
+    loop {
+        let ev = s.expect(EVENT);
+        let a = ev.at(4).at(0);
+        if let switchyard::wamp::Value::Str(t) = a {
+            assert_eq!(t, "sentinel", "{ev:?}");
+            return got;
+        }
+        got.push(a.u());
+    }
+}
+
+/// Three nodes (1, 2 and 1 shards); subscribers on B (exact, and a second
+/// session) and on C (prefix and wildcard: C gets each event once as a
+/// node, each subscription once), the publisher on A: every subscriber
+/// gets every event once, in order. A realm2 subscriber of the same topic
+/// gets none of them; node A, with no subscriber, receives no publication
+/// from the others.
+#[test]
+fn events_cross_nodes_once_each_in_order() {
+    let nats = Nats::start();
+    let a = node(&nats, "a", 1);
+    let b = node(&nats, "b", 2);
+    let c = node(&nats, "c", 1);
+    for r in [&a, &b, &c] {
+        wait_metric(r, "cluster_nodes", |n| n == 2);
+    }
+    let mut b1 = Client::join_ws(b.ws, Ser::Json);
+    let mut b2 = Client::join_raw(b.rs, Ser::MsgPack);
+    let mut c1 = Client::join_ws(c.ws, Ser::Cbor);
+    let mut c2 = Client::join_ws(c.ws, Ser::Json);
+    let mut other = Client::ws(b.ws, Ser::Json);
+    other.login("realm2", ROLES);
+    b1.subscribe("com.x.t", "{}");
+    b2.subscribe("com.x.t", "{}");
+    c1.subscribe("com.x", r#"{"match": "prefix"}"#);
+    c2.subscribe("com..t", r#"{"match": "wildcard"}"#);
+    other.subscribe("com.x.t", "{}");
+    // a's view: b has one entry (one per topic and policy, however many
+    // subscribers), c two, and b one in realm2 (not a's concern: a serves
+    // realm2 too, so it is known)
+    wait_metric(&a, "cluster_remote_interests", |n| n == 4);
+    let mut p = Client::join_ws(a.ws, Ser::Json);
+    publish_numbered(&mut p, "com.x.t", 50);
+    let want: Vec<u64> = (0..50).collect();
+    for (name, s) in [("b1", &mut b1), ("b2", &mut b2), ("c1", &mut c1), ("c2", &mut c2)] {
+        assert_eq!(numbers_until_sentinel(s), want, "{name}");
+    }
+    // one frame per node, not per subscriber or subscription
+    assert_eq!(a.metric_sum("cluster_events_sent"), 51);
+    assert_eq!(b.metric_sum("cluster_events_received"), 51);
+    assert_eq!(c.metric_sum("cluster_events_received"), 51);
+    // realm2 got nothing: its own sentinel is the first thing it sees
+    let mut p2 = Client::ws(a.ws, Ser::Json);
+    p2.login("realm2", ROLES);
+    p2.send_json(r#"[16, 1, {"acknowledge": true}, "com.x.t", ["sentinel"]]"#);
+    p2.expect(PUBLISHED);
+    assert_eq!(numbers_until_sentinel(&mut other), Vec::<u64>::new());
+    // a publication from b reaches c's subscribers, and none of b's
+    // reached a until a subscribed to something b publishes on
+    let mut pb = Client::join_ws(b.ws, Ser::Json);
+    publish_numbered(&mut pb, "com.x.t", 1);
+    assert_eq!(numbers_until_sentinel(&mut c1), vec![0]);
+    let mut a1 = Client::join_ws(a.ws, Ser::Json);
+    a1.subscribe("com.y", "{}");
+    wait_metric(&b, "cluster_remote_interests", |n| n == 3);
+    publish_numbered(&mut pb, "com.y", 0);
+    assert_eq!(numbers_until_sentinel(&mut a1), Vec::<u64>::new());
+    assert_eq!(a.metric_sum("cluster_events_received"), 1, "only the sentinel came from b");
+}
+
+/// Publisher disclosure and receiver lists hold across nodes: `eligible`
+/// names a session on another node, `exclude_authid` an authid there.
+#[test]
+fn publisher_and_receiver_lists_cross_nodes() {
+    let nats = Nats::start();
+    let a = node(&nats, "a", 2);
+    let b = node(&nats, "b", 1);
+    wait_metric(&a, "cluster_nodes", |n| n == 1);
+    let mut alice = Client::ws(b.ws, Ser::Json);
+    alice.login("realm1", r#"{"roles": {"subscriber": {}}, "authid": "alice"}"#);
+    let mut bob = Client::ws(b.ws, Ser::MsgPack);
+    bob.login("realm1", r#"{"roles": {"subscriber": {}}, "authid": "bob"}"#);
+    alice.subscribe("com.lists", "{}");
+    bob.subscribe("com.lists", "{}");
+    wait_metric(&a, "cluster_remote_interests", |n| n == 1);
+    let mut p = Client::ws(a.ws, Ser::Json);
+    p.login("realm1", r#"{"roles": {"publisher": {}}, "authid": "carol"}"#);
+    p.send_json(&format!(
+        r#"[16, 1, {{"acknowledge": true, "eligible": [{}], "disclose_me": true}}, "com.lists", ["only alice"]]"#,
+        alice.session
+    ));
+    p.expect(PUBLISHED);
+    p.send_json(r#"[16, 2, {"acknowledge": true, "exclude_authid": ["alice"]}, "com.lists", ["only bob"]]"#);
+    p.expect(PUBLISHED);
+    p.send_json(r#"[16, 3, {"acknowledge": true}, "com.lists", ["sentinel"]]"#);
+    p.expect(PUBLISHED);
+    let ev = alice.expect(EVENT);
+    assert_eq!(ev.at(4).at(0).s(), "only alice");
+    assert_eq!(ev.at(3).key("publisher").u(), p.session);
+    assert_eq!(ev.at(3).key("publisher_authid").s(), "carol");
+    assert_eq!(alice.expect(EVENT).at(4).at(0).s(), "sentinel");
+    assert_eq!(bob.expect(EVENT).at(4).at(0).s(), "only bob");
+    assert_eq!(bob.expect(EVENT).at(4).at(0).s(), "sentinel");
+}
+
+/// Interest follows subscriptions: an unsubscribed node's entry is
+/// withdrawn; a node killed with SIGKILL is noticed within
+/// `node_timeout_ms` and its interests withdrawn; a restarted node rejoins;
+/// nodes that lost NATS rejoin when it is back, tables resynchronised.
+#[test]
+fn interest_follows_subscriptions_node_loss_and_nats_restarts() {
+    let nats = Nats::start();
+    let port = nats.port;
+    let a = node(&nats, "a", 1);
+    let b = node(&nats, "b", 2);
+    wait_metric(&a, "cluster_nodes", |n| n == 1);
+    let mut s = Client::join_ws(b.ws, Ser::Json);
+    let sub = s.subscribe("com.life", "{}");
+    wait_metric(&a, "cluster_remote_interests", |n| n == 1);
+    s.send_json(&format!("[34, 99, {sub}]"));
+    s.expect(35);
+    wait_metric(&a, "cluster_remote_interests", |n| n == 0);
+    s.subscribe("com.life", "{}");
+    wait_metric(&a, "cluster_remote_interests", |n| n == 1);
+
+    // NATS goes away and comes back on the same port: both nodes rejoin
+    nats.stop();
+    let nats = Nats::start_on(port);
+    wait_metric(&a, "cluster_nats_connects", |n| n >= 2);
+    wait_metric(&b, "cluster_nats_connects", |n| n >= 2);
+    wait_metric(&a, "cluster_nodes", |n| n == 1);
+    wait_metric(&a, "cluster_remote_interests", |n| n == 1);
+    let mut p = Client::join_ws(a.ws, Ser::Json);
+    publish_numbered(&mut p, "com.life", 3);
+    assert_eq!(numbers_until_sentinel(&mut s), vec![0, 1, 2]);
+
+    // b killed: a notices, and forgets its subscriptions
+    drop(s);
+    unsafe_kill(&b);
+    wait_metric(&a, "cluster_nodes", |n| n == 0);
+    wait_metric(&a, "cluster_remote_interests", |n| n == 0);
+    drop(b);
+
+    // b again, under the same name
+    let b = node(&nats, "b", 1);
+    wait_metric(&a, "cluster_nodes", |n| n == 1);
+    let mut s = Client::join_ws(b.ws, Ser::Json);
+    s.subscribe("com.life", "{}");
+    wait_metric(&a, "cluster_remote_interests", |n| n == 1);
+    publish_numbered(&mut p, "com.life", 2);
+    assert_eq!(numbers_until_sentinel(&mut s), vec![0, 1]);
+}
+
+/// SIGKILL, as a crash would.
+fn unsafe_kill(r: &Router) {
+    let status = Command::new("kill")
+        .args(["-KILL", &r.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
