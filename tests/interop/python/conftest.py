@@ -347,7 +347,11 @@ def _tail(text, limit=20000):
         text[-limit:]
 
 
-def _start_router(shards, tmp_path, module=None):
+def _start_router(shards, tmp_path, module=None, extra_config=""):
+    """Starts a router with shards shards in tmp_path (its cwd and log dir) and
+    waits until it accepts. Switchyard's config is the module's
+    switchyard_config(setup), or SWITCHYARD_CONFIG, with extra_config (TOML,
+    e.g. a [cluster] section) after it."""
     ports = dict(zip(("ws", "rs", "wss", "rss", "uni"), _free_ports(5)))
     ws_port, rs_port = ports["ws"], ports["rs"]
     stdout_path = tmp_path / "router.stdout"
@@ -385,6 +389,8 @@ def _start_router(shards, tmp_path, module=None):
             unix_path = None
         universal = '"127.0.0.1:{}"'.format(ports["uni"]) in text
         extra_ports = setup.extra_ports
+        if extra_config:
+            text = text.rstrip("\n") + "\n\n" + extra_config
         config = tmp_path / "switchyard.toml"
         config.write_text(text)
         argv = [str(exe), "--config", str(config)]

@@ -15,6 +15,7 @@ Tests are plain synchronous pytest functions that call ``run(coro)``; each
 """
 
 import asyncio
+import contextlib
 import math
 import urllib.parse
 
@@ -25,6 +26,7 @@ txaio.use_asyncio()
 from autobahn.asyncio.rawsocket import WampRawSocketClientFactory  # noqa: E402
 from autobahn.asyncio.wamp import ApplicationSession  # noqa: E402
 from autobahn.asyncio.websocket import WampWebSocketClientFactory  # noqa: E402
+from autobahn.wamp import message  # noqa: E402
 from autobahn.wamp.auth import AuthTicket  # noqa: E402
 from autobahn.wamp.exception import ApplicationError  # noqa: E402
 from autobahn.wamp.serializer import (CBORSerializer, JsonSerializer,  # noqa: E402
@@ -422,6 +424,40 @@ def run(coro, timeout=25.0):
         return await asyncio.wait_for(coro, timeout)
 
     return asyncio.run(bounded())
+
+
+class _DisclosingPublish(message.Publish):
+    """A PUBLISH with Options.disclose_me = true (autobahn-python 24.4's
+    PublishOptions has no disclose_me, though its EventDetails reads the
+    publisher fields)."""
+
+    __slots__ = ()
+
+    def marshal_options(self):
+        options = super().marshal_options()
+        options["disclose_me"] = True
+        return options
+
+
+@contextlib.contextmanager
+def disclosing(session):
+    """PUBLISHes that session sends inside the block ask for disclose_me.
+
+    autobahn builds the PUBLISH and hands it to the transport synchronously
+    within publish(), so the block is the publish() call, not its await."""
+    transport = session._transport
+    send = transport.send
+
+    def send_disclosing(msg):
+        if type(msg) is message.Publish:
+            msg.__class__ = _DisclosingPublish
+        return send(msg)
+
+    transport.send = send_disclosing
+    try:
+        yield
+    finally:
+        del transport.send  # back to the class's method
 
 
 # ---------------------------------------------------------------------------

@@ -8,53 +8,16 @@ Topics carry the transport id: a test module's router lives for all three
 transports, and retained events outlive the sessions that published them.
 """
 
-import contextlib
-
 import pytest
-from autobahn.wamp import message
 from autobahn.wamp.types import PublishOptions, SubscribeOptions
 
-from harness import SENTINEL, EventSink, Harness, run, ticket_auth, until_sentinel
+from harness import SENTINEL, EventSink, Harness, disclosing, run, ticket_auth, until_sentinel
 
 ACK = PublishOptions(acknowledge=True)
 
 
 def _topic(name, transport):
     return "com.example.advps.{}.{}".format(name, transport.replace("-", "_"))
-
-
-class _DisclosingPublish(message.Publish):
-    """A PUBLISH with Options.disclose_me = true (autobahn-python 24.4's
-    PublishOptions has no disclose_me, though its EventDetails reads the
-    publisher fields)."""
-
-    __slots__ = ()
-
-    def marshal_options(self):
-        options = super().marshal_options()
-        options["disclose_me"] = True
-        return options
-
-
-@contextlib.contextmanager
-def disclosing(session):
-    """PUBLISHes that session sends inside the block ask for disclose_me.
-
-    autobahn builds the PUBLISH and hands it to the transport synchronously
-    within publish(), so the block is the publish() call, not its await."""
-    transport = session._transport
-    send = transport.send
-
-    def send_disclosing(msg):
-        if type(msg) is message.Publish:
-            msg.__class__ = _DisclosingPublish
-        return send(msg)
-
-    transport.send = send_disclosing
-    try:
-        yield
-    finally:
-        del transport.send  # back to the class's method
 
 
 def test_welcome_announces_advanced_pubsub(router, transport):
