@@ -106,7 +106,10 @@ impl ClusterConfig {
             let u = u.trim();
             !(u.starts_with("nats://") || u.starts_with("tls://")) || u.len() <= 7
         }) {
-            return Err(invalid("cluster.nats_url", format!("'{}' is not a list of nats:// or tls:// URLs", self.nats_url)));
+            return Err(invalid(
+                "cluster.nats_url",
+                format!("'{}' is not a list of nats:// or tls:// URLs", self.nats_url),
+            ));
         }
         if !token(&self.name) {
             return Err(invalid("cluster.name", "must be 1 to 64 letters, digits, '-' or '_'"));
@@ -117,7 +120,12 @@ impl ClusterConfig {
         if self.password.is_some() != self.user.is_some() {
             return Err(invalid("cluster.password", "user and password go together"));
         }
-        if [self.user.is_some(), self.token.is_some(), self.creds_file.is_some()].iter().filter(|x| **x).count() > 1 {
+        if [self.user.is_some(), self.token.is_some(), self.creds_file.is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count()
+            > 1
+        {
             return Err(invalid("cluster.token", "give one of user and password, token, creds_file"));
         }
         if let Some(f) = &self.creds_file {

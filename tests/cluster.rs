@@ -251,9 +251,201 @@ fn interest_follows_subscriptions_node_loss_and_nats_restarts() {
 
 /// SIGKILL, as a crash would.
 fn unsafe_kill(r: &Router) {
-    let status = Command::new("kill")
-        .args(["-KILL", &r.pid().to_string()])
-        .status()
-        .expect("kill");
+    let status = Command::new("kill").args(["-KILL", &r.pid().to_string()]).status().expect("kill");
     assert!(status.success());
+}
+
+const CALLEE: &str = r#"{"roles": {"caller": {"features": {"call_canceling": true, "progressive_call_results": true}}, "callee": {"features": {"call_canceling": true, "progressive_call_results": true}}}}"#;
+
+/// A session on `r` that announces call canceling and progressive results.
+fn rpc_session(r: &Router, ser: Ser) -> Client {
+    let mut c = Client::ws(r.ws, ser);
+    c.login("realm1", CALLEE);
+    c
+}
+
+/// Waits until every shard of `r` has `n` registrations in its replica.
+fn wait_registrations(r: &Router, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = r.metric("registrations");
+        if v.iter().all(|x| *x == n) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "registrations stayed at {v:?}: {}", r.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Registers `procedure` with REGISTER `options`.
+fn register_with(c: &mut Client, procedure: &str, options: &str) -> u64 {
+    let req = c.next_req();
+    c.send_json(&format!(r#"[64, {req}, {options}, "{procedure}"]"#));
+    c.expect(REGISTERED).at(2).u()
+}
+
+/// A call from a node to a callee on another: RESULT and ERROR come back
+/// (across serializers), progressive results in order, a CANCEL (kill)
+/// interrupts the callee, a timeout ends the call and interrupts it, a
+/// second single registration elsewhere is refused, and a call pending on
+/// a node killed with SIGKILL ends with `wamp.error.canceled`.
+#[test]
+fn calls_cross_nodes() {
+    let nats = Nats::start();
+    let a = node(&nats, "a", 2);
+    let b = node(&nats, "b", 1);
+    wait_metric(&a, "cluster_nodes", |n| n == 1);
+    wait_metric(&b, "cluster_nodes", |n| n == 1);
+    let mut callee = rpc_session(&b, Ser::MsgPack);
+    let reg = callee.register("com.rpc.echo");
+    wait_registrations(&a, 1);
+    let mut caller = rpc_session(&a, Ser::Json);
+
+    // a result, then an error
+    caller.send_json(r#"[48, 1, {}, "com.rpc.echo", ["hi", 2], {"k": true}]"#);
+    let inv = callee.expect(INVOCATION);
+    assert_eq!(inv.at(2).u(), reg, "the callee's own registration ID: {inv:?}");
+    assert_eq!(inv.at(4).at(0).s(), "hi");
+    callee.send_json(&format!(r#"[70, {}, {{}}, ["back", 3]]"#, inv.at(1).u()));
+    let res = caller.expect(RESULT);
+    assert_eq!(res.at(1).u(), 1);
+    assert_eq!(res.at(3).at(0).s(), "back");
+    assert_eq!(res.at(3).at(1).u(), 3);
+    caller.send_json(r#"[48, 2, {}, "com.rpc.echo", []]"#);
+    let inv = callee.expect(INVOCATION);
+    callee.send_json(&format!(r#"[8, 68, {}, {{}}, "com.app.failed", ["no"]]"#, inv.at(1).u()));
+    let err = caller.expect(ERROR);
+    assert_eq!((err.at(2).u(), err.at(4).s()), (2, "com.app.failed"));
+
+    // progressive results, in order, then the final one
+    caller.send_json(r#"[48, 3, {"receive_progress": true}, "com.rpc.echo", []]"#);
+    let inv = callee.expect(INVOCATION);
+    assert_eq!(inv.at(3).key("receive_progress"), &switchyard::wamp::Value::Bool(true));
+    let ireq = inv.at(1).u();
+    for i in 0..5 {
+        callee.send_json(&format!(r#"[70, {ireq}, {{"progress": true}}, [{i}]]"#));
+    }
+    callee.send_json(&format!(r#"[70, {ireq}, {{}}, ["done"]]"#));
+    for i in 0..5 {
+        let r = caller.expect(RESULT);
+        assert_eq!(r.at(2).key("progress"), &switchyard::wamp::Value::Bool(true));
+        assert_eq!(r.at(3).at(0).u(), i);
+    }
+    assert_eq!(caller.expect(RESULT).at(3).at(0).s(), "done");
+
+    // CANCEL (kill): the callee is interrupted and its answer ends the call
+    caller.send_json(r#"[48, 4, {}, "com.rpc.echo", []]"#);
+    let ireq = callee.expect(INVOCATION).at(1).u();
+    caller.send_json(r#"[49, 4, {"mode": "kill"}]"#);
+    let int = callee.expect(INTERRUPT);
+    assert_eq!(int.at(1).u(), ireq);
+    callee.send_json(&format!(r#"[8, 68, {ireq}, {{}}, "wamp.error.canceled"]"#));
+    let err = caller.expect(ERROR);
+    assert_eq!((err.at(2).u(), err.at(4).s()), (4, "wamp.error.canceled"));
+
+    // a timeout: the caller's node ends the call, the callee is interrupted
+    caller.send_json(r#"[48, 5, {"timeout": 200}, "com.rpc.echo", []]"#);
+    let ireq = callee.expect(INVOCATION).at(1).u();
+    let err = caller.expect(ERROR);
+    assert_eq!((err.at(2).u(), err.at(4).s()), (5, "wamp.error.timeout"));
+    assert_eq!(callee.expect(INTERRUPT).at(1).u(), ireq);
+
+    // one single registration cluster-wide
+    let mut twin = rpc_session(&a, Ser::Cbor);
+    let req = twin.next_req();
+    twin.send_json(&format!(r#"[64, {req}, {{}}, "com.rpc.echo"]"#));
+    assert_eq!(twin.expect(ERROR).at(4).s(), "wamp.error.procedure_already_exists");
+
+    // b dies with a call pending on it
+    caller.send_json(r#"[48, 6, {}, "com.rpc.echo", []]"#);
+    callee.expect(INVOCATION);
+    unsafe_kill(&b);
+    let err = caller.expect(ERROR);
+    assert_eq!((err.at(2).u(), err.at(4).s()), (6, "wamp.error.canceled"));
+    wait_registrations(&a, 0);
+    caller.send_json(r#"[48, 7, {}, "com.rpc.echo", []]"#);
+    let err = caller.expect(ERROR);
+    assert_eq!((err.at(2).u(), err.at(4).s()), (7, "wamp.error.no_such_procedure"));
+}
+
+/// A shared registration with callees on three nodes: round-robin gives
+/// each callee its turn in registration order, whichever node calls;
+/// `first` goes to the first callee, then to the next when it leaves.
+#[test]
+fn shared_registrations_span_nodes() {
+    let nats = Nats::start();
+    let nodes = [node(&nats, "a", 1), node(&nats, "b", 2), node(&nats, "c", 1)];
+    for r in &nodes {
+        wait_metric(r, "cluster_nodes", |n| n == 2);
+    }
+    for (policy, proc_) in [("roundrobin", "com.rr"), ("first", "com.first")] {
+        let mut callees = Vec::new();
+        for r in &nodes {
+            let mut c = rpc_session(r, Ser::Json);
+            register_with(&mut c, proc_, &format!(r#"{{"invoke": "{policy}"}}"#));
+            // the next callee registers once every node knows this one
+            for o in &nodes {
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while !knows_callees(o, proc_, callees.len() + 1) {
+                    assert!(Instant::now() < deadline, "{proc_} did not reach every node");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            callees.push(c);
+        }
+        let mut caller = rpc_session(&nodes[1], Ser::MsgPack);
+        let picks: Vec<usize> = (0..6)
+            .map(|i| {
+                caller.send_json(&format!(r#"[48, {}, {{}}, "{proc_}", [{i}]]"#, 100 + i));
+                let (k, inv) = first_invocation(&mut callees);
+                callees[k].send_json(&format!(r#"[70, {}, {{}}, []]"#, inv.at(1).u()));
+                caller.expect(RESULT);
+                k
+            })
+            .collect();
+        match policy {
+            "roundrobin" => assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]),
+            _ => {
+                assert_eq!(picks, vec![0; 6]);
+                // the first callee leaves: the next one takes the calls
+                callees.remove(0).drop_connection();
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while !knows_callees(&nodes[1], proc_, 2) {
+                    assert!(Instant::now() < deadline, "the callee's leave did not reach b");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                caller.send_json(&format!(r#"[48, 200, {{}}, "{proc_}", []]"#));
+                let (k, inv) = first_invocation(&mut callees);
+                assert_eq!(k, 0, "the callee on b, registered second");
+                callees[k].send_json(&format!(r#"[70, {}, {{}}, []]"#, inv.at(1).u()));
+                caller.expect(RESULT);
+            }
+        }
+    }
+}
+
+/// Whether `r` knows `n` callees of `procedure` (`wamp.registration.lookup`
+/// and `list_callees` answer from the replica, remote callees included).
+fn knows_callees(r: &Router, procedure: &str, n: usize) -> bool {
+    let mut c = Client::join_ws(r.ws, Ser::Json);
+    c.send_json(&format!(r#"[48, 1, {{}}, "wamp.registration.lookup", ["{procedure}"]]"#));
+    let m = c.expect(RESULT);
+    let switchyard::wamp::Value::UInt(id) = *m.at(3).at(0) else {
+        return n == 0;
+    };
+    c.send_json(&format!(r#"[48, 2, {{}}, "wamp.registration.count_callees", [{id}]]"#));
+    c.expect(RESULT).at(3).at(0).u() as usize == n
+}
+
+/// The first INVOCATION any of `callees` gets: which one, and the message.
+fn first_invocation(callees: &mut [Client]) -> (usize, switchyard::wamp::Value) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for (k, c) in callees.iter_mut().enumerate() {
+            if c.readable_within(Duration::from_millis(5)) {
+                return (k, c.expect(INVOCATION));
+            }
+        }
+        assert!(Instant::now() < deadline, "no callee got the call");
+    }
 }

@@ -27,7 +27,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::wamp::MatchPolicy;
+use crate::router::InvokePolicy;
+use crate::wamp::{Id, MatchPolicy};
 
 pub use node::{start, NodeThread};
 
@@ -38,12 +39,44 @@ pub const MAX_NODES: usize = 64;
 /// A set of other nodes, one bit each (the node thread's numbering).
 pub type NodeMask = u64;
 
-/// One subscription entry of a node, as the cluster knows it.
+/// One subscription entry of a node, or one callee of a registration, as
+/// the cluster knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Interest {
     pub realm: Arc<str>,
     pub policy: MatchPolicy,
     pub uri: Arc<str>,
+    /// For a callee: the registration's invocation policy, the callee
+    /// session and its shard on its node (none: a subscription entry).
+    pub callee: Option<CalleeOf>,
+}
+
+/// A callee of a registration on its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CalleeOf {
+    pub invoke: InvokePolicy,
+    pub session: Id,
+    pub shard: u16,
+}
+
+/// Shards a node may have, at most, in a cluster: a shard of another node
+/// is known here as a *pseudo shard*, `shards + node * SHARD_SLOTS +
+/// shard`, so that a callee elsewhere is a `(shard, session)` like any
+/// other and the dealer's paths (calls, cancels, timeouts, progressive
+/// results, rerouting) reach it through `Router::send_to`.
+pub const SHARD_SLOTS: usize = 1024;
+
+/// The pseudo shard, on a node of `nshards` shards, of `shard` on node
+/// `node`.
+pub fn pseudo_shard(nshards: usize, node: u8, shard: usize) -> usize {
+    nshards + node as usize * SHARD_SLOTS + shard
+}
+
+/// The node and its shard a pseudo shard names (`None` for a shard of
+/// this node).
+pub fn split_pseudo(nshards: usize, shard: usize) -> Option<(u8, usize)> {
+    let p = shard.checked_sub(nshards)?;
+    Some(((p / SHARD_SLOTS) as u8, p % SHARD_SLOTS))
 }
 
 /// This node's interests as the home shards keep them (under a mutex: they
@@ -91,20 +124,27 @@ pub struct OutEvent {
 /// What the node thread passes to a shard.
 #[derive(Debug)]
 pub enum FromNode {
-    /// A node has (`add`) or no longer has a subscription entry.
+    /// A node joined: its number here.
+    NodeUp { node: u8, name: Arc<str> },
+    /// A node has (`add`) or no longer has a subscription entry or callee.
     Interest { node: u8, add: bool, interest: Interest },
-    /// A publication from another node ([`wire::event`]).
-    Event(Bytes),
+    /// A node is gone (after its interests were withdrawn): calls waiting
+    /// on it end.
+    NodeGone { node: u8 },
+    /// A publication, or a message about a call, from another node
+    /// ([`wire`]).
+    Frame(Bytes),
 }
 
 impl ClusterLink {
     /// A subscription entry of this node was made (`add`) or is gone: on
     /// its URI's home shard, in the order of that URI's changes.
-    pub fn interest(&self, realm: &Arc<str>, policy: MatchPolicy, uri: &Arc<str>, add: bool) {
+    pub fn interest(&self, realm: &Arc<str>, policy: MatchPolicy, uri: &Arc<str>, callee: Option<CalleeOf>, add: bool) {
         let interest = Interest {
             realm: realm.clone(),
             policy,
             uri: uri.clone(),
+            callee,
         };
         {
             let mut i = self.shared.interests.lock().unwrap_or_else(|e| e.into_inner());

@@ -37,6 +37,9 @@ impl NodeThread {
     }
 }
 
+/// Each shard's link, the queue each shard reads, and the thread.
+pub type Started = (Vec<ClusterLink>, Vec<flume::Receiver<FromNode>>, NodeThread);
+
 /// Starts the node thread for `shards` shards: each shard's link and the
 /// queue it reads. `stats` are shard 0's (the thread's own counters go
 /// there).
@@ -44,7 +47,10 @@ pub fn start(
     cfg: &ClusterConfig,
     shards: usize,
     stats: Vec<Arc<ShardStats>>,
-) -> Result<(Vec<ClusterLink>, Vec<flume::Receiver<FromNode>>, NodeThread), String> {
+) -> Result<Started, String> {
+    if shards > super::SHARD_SLOTS {
+        return Err(format!("a cluster node has at most {} shards", super::SHARD_SLOTS));
+    }
     let node: Arc<str> = cfg.node_name().into();
     let (out_tx, out_rx) = flume::bounded::<OutEvent>(cfg.queue);
     let (bell_tx, bell_rx) = flume::bounded::<()>(1);
@@ -154,10 +160,7 @@ impl Thread {
             opts = opts.token(t.clone());
         }
         if let Some(f) = &self.cfg.creds_file {
-            opts = opts
-                .credentials_file(f)
-                .await
-                .map_err(|e| format!("cluster.creds_file: {e}"))?;
+            opts = opts.credentials_file(f).await.map_err(|e| format!("cluster.creds_file: {e}"))?;
         }
         let urls: Vec<String> = self.cfg.nats_url.split(',').map(|u| u.trim().to_owned()).collect();
         opts.connect(urls).await.map_err(|e| format!("cannot connect to NATS: {e}"))
@@ -212,7 +215,7 @@ impl Thread {
                 }
                 m = direct.next() => {
                     let Some(m) = m else { break };
-                    self.deliver(m.payload);
+                    self.deliver(m.payload).await;
                 }
                 e = ev_rx.recv_async() => {
                     if let Ok(e) = e {
@@ -258,16 +261,27 @@ impl Thread {
         }
     }
 
-    /// A publication from another node: to the shard that takes every
-    /// publication of its origin (so that their order holds).
-    fn deliver(&self, frame: Bytes) {
-        let Some(origin) = wire::origin(&frame) else {
-            ShardStats::inc(&self.stats[0].cluster_malformed);
-            return;
+    /// A frame from another node: a publication to the shard that takes
+    /// every publication of its origin (so that their order holds; dropped
+    /// when that shard's queue is full, as a slow subscriber's are), a
+    /// message about a call to the shard it names (never dropped: the
+    /// thread waits for room).
+    async fn deliver(&self, frame: Bytes) {
+        let n = self.to_shards.len();
+        let shard = match wire::peek(&frame) {
+            Some((wire::EVENT, origin, _)) => (ahash_of(origin) % n as u64) as usize,
+            Some((_, _, target)) => target as usize % n,
+            None => {
+                ShardStats::inc(&self.stats[0].cluster_malformed);
+                return;
+            }
         };
-        let shard = (ahash_of(origin) % self.to_shards.len() as u64) as usize;
-        if self.to_shards[shard].try_send(FromNode::Event(frame)).is_err() {
-            ShardStats::inc(&self.stats[shard].cluster_events_dropped);
+        if frame.first() == Some(&wire::EVENT) {
+            if self.to_shards[shard].try_send(FromNode::Frame(frame)).is_err() {
+                ShardStats::inc(&self.stats[shard].cluster_events_dropped);
+            }
+        } else {
+            let _ = self.to_shards[shard].send_async(FromNode::Frame(frame)).await;
         }
     }
 
@@ -373,6 +387,15 @@ impl Thread {
                 });
                 self.by_name.insert(c.node().to_owned(), free as u8);
                 self.stats[0].cluster_nodes.fetch_add(1, Ordering::Relaxed);
+                let name: Arc<str> = c.node().into();
+                for s in &self.to_shards {
+                    let _ = s
+                        .send_async(FromNode::NodeUp {
+                            node: free as u8,
+                            name: name.clone(),
+                        })
+                        .await;
+                }
                 // a node first heard by its beat missed our hello, or we its
                 // interests: ask every node for them (at most once a beat)
                 if !matches!(c, Ctl::Hello { .. } | Ctl::Interests { .. }) {
@@ -471,6 +494,9 @@ impl Thread {
         if let Some(r) = self.nodes[idx as usize].take() {
             self.by_name.remove(&r.name);
             self.stats[0].cluster_nodes.fetch_sub(1, Ordering::Relaxed);
+            for s in &self.to_shards {
+                let _ = s.send_async(FromNode::NodeGone { node: idx }).await;
+            }
         }
     }
 

@@ -19,8 +19,9 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::Interest;
+use super::{CalleeOf, Interest};
 use crate::codec;
+use crate::router::InvokePolicy;
 use crate::wamp::message::Serializer;
 use crate::wamp::{uri, Dict, Id, MatchPolicy, Message, MessageType, Payload, UriCheck, Value};
 
@@ -40,6 +41,19 @@ fn ser_code(s: Serializer) -> u8 {
 
 /// A publication's frame for other nodes.
 pub fn event(origin: &str, topic: &str, publication: Id, payload: &Payload, options: &Dict) -> Bytes {
+    envelope(EVENT, origin, ANY_SHARD, options, topic, publication, payload)
+}
+
+/// A frame's kind: a publication (to the shard that takes its origin's).
+pub const EVENT: u8 = b'E';
+/// A frame's kind: a message about a call, for the shard named.
+pub const MESSAGE: u8 = b'M';
+/// The target of a publication's frame: no shard in particular.
+pub const ANY_SHARD: u16 = u16::MAX;
+
+/// A frame: `kind`, the origin node, the target shard, and `header` as the
+/// options of a PUBLISH with `id`, `topic` and `payload`.
+pub fn envelope(kind: u8, origin: &str, target: u16, header: &Dict, topic: &str, id: Id, payload: &Payload) -> Bytes {
     let ser = payload.serializer;
     let mut w = codec::MsgWriter::new(
         ser,
@@ -47,42 +61,49 @@ pub fn event(origin: &str, topic: &str, publication: Id, payload: &Payload, opti
         MessageType::Publish,
         payload.raw.len() + topic.len() + 64,
     );
-    w.uint(publication).dict(options).str(topic).payload(payload);
+    w.uint(id).dict(header).str(topic).payload(payload);
     let msg = w.finish();
     let origin = &origin.as_bytes()[..origin.len().min(255)];
-    let mut out = BytesMut::with_capacity(3 + origin.len() + msg.len());
-    out.put_u8(b'E');
+    let mut out = BytesMut::with_capacity(5 + origin.len() + msg.len());
+    out.put_u8(kind);
     out.put_u8(origin.len() as u8);
     out.put_slice(origin);
+    out.put_u16(target);
     out.put_u8(ser_code(ser));
     out.put_slice(&msg);
     out.freeze()
 }
 
-/// The origin node of a publication's frame (to pick the shard that takes
-/// every publication of that node, so that their order holds).
-pub fn origin(frame: &[u8]) -> Option<&[u8]> {
-    if frame.first() != Some(&b'E') {
+/// A frame's kind, origin node and target shard, read without decoding it.
+pub fn peek(frame: &[u8]) -> Option<(u8, &[u8], u16)> {
+    let kind = *frame.first()?;
+    if kind != EVENT && kind != MESSAGE {
         return None;
     }
     let n = *frame.get(1)? as usize;
-    frame.get(2..2 + n)
+    let origin = frame.get(2..2 + n)?;
+    let t = frame.get(2 + n..4 + n)?;
+    Some((kind, origin, u16::from_be_bytes([t[0], t[1]])))
 }
 
-/// A publication from another node, read and validated.
+/// A frame from another node, read and validated.
 #[derive(Debug)]
 pub struct InEvent {
+    pub kind: u8,
     pub origin: String,
+    pub target: u16,
+    /// A publication's ID (1 for other messages).
     pub publication: Id,
     pub options: Dict,
     pub topic: String,
     pub payload: Payload,
 }
 
-/// Reads a publication's frame; `None` when it is not one.
+/// Reads a frame; `None` when it is not one.
 pub fn read_event(frame: &Bytes) -> Option<InEvent> {
-    let origin = std::str::from_utf8(origin(frame)?).ok()?.to_owned();
-    let at = 2 + origin.len();
+    let (kind, origin, target) = peek(frame)?;
+    let origin = std::str::from_utf8(origin).ok()?.to_owned();
+    let at = 4 + origin.len();
     let ser = match frame.get(at)? {
         0 => Serializer::Json,
         1 => Serializer::MsgPack,
@@ -97,7 +118,9 @@ pub fn read_event(frame: &Bytes) -> Option<InEvent> {
             topic,
             payload,
         } => Some(InEvent {
+            kind,
             origin,
+            target,
             publication: request,
             options,
             topic,
@@ -163,7 +186,11 @@ impl Ctl {
                     entries
                         .iter()
                         .map(|(add, i)| {
-                            Value::List(vec![Value::Bool(*add), s(&i.realm), s(i.policy.as_str()), s(&i.uri)])
+                            let mut e = vec![Value::Bool(*add), s(&i.realm), s(i.policy.as_str()), s(&i.uri)];
+                            if let Some(c) = &i.callee {
+                                e.extend([s(c.invoke.as_str()), Value::UInt(c.session), Value::UInt(u64::from(c.shard))]);
+                            }
+                            Value::List(e)
                         })
                         .collect(),
                 ),
@@ -209,12 +236,22 @@ impl Ctl {
                     if !uri::is_valid(realm, UriCheck::Concrete) || !uri::is_valid(u, UriCheck::Pattern(policy)) {
                         return None;
                     }
+                    let callee = match (e.get(4), e.get(5), e.get(6)) {
+                        (None, None, None) => None,
+                        (Some(Value::Str(invoke)), Some(Value::UInt(session)), Some(Value::UInt(shard))) => Some(CalleeOf {
+                            invoke: InvokePolicy::parse(invoke)?,
+                            session: *session,
+                            shard: u16::try_from(*shard).ok().filter(|s| (*s as usize) < super::SHARD_SLOTS)?,
+                        }),
+                        _ => return None,
+                    };
                     entries.push((
                         *add,
                         Interest {
                             realm: Arc::from(realm.as_str()),
                             policy,
                             uri: Arc::from(u.as_str()),
+                            callee,
                         },
                     ));
                 }
@@ -243,10 +280,14 @@ mod tests {
     #[test]
     fn an_event_reads_back_with_its_payload_spliced() {
         for ser in Serializer::ALL {
-            let payload = codec::payload_of(ser, &[Value::UInt(7), Value::Str("x".into())], Some(&Dict::new().with("k", Value::Bool(true))));
+            let payload = codec::payload_of(
+                ser,
+                &[Value::UInt(7), Value::Str("x".into())],
+                Some(&Dict::new().with("k", Value::Bool(true))),
+            );
             let options = Dict::new().with("realm", Value::Str("realm1".into()));
             let frame = event("node-a", "com.example.t", 42, &payload, &options);
-            assert_eq!(origin(&frame), Some(&b"node-a"[..]));
+            assert_eq!(peek(&frame), Some((EVENT, &b"node-a"[..], ANY_SHARD)));
             let ev = read_event(&frame).expect("reads back");
             assert_eq!(ev.origin, "node-a");
             assert_eq!(ev.publication, 42);
@@ -266,9 +307,12 @@ mod tests {
             assert!(read_event(&frame.slice(..cut)).is_none(), "cut at {cut}");
         }
         let mut bad = frame.to_vec();
-        bad[3] = 9;
+        bad[5] = 9;
         assert!(read_event(&Bytes::from(bad)).is_none(), "unknown serializer");
-        assert!(read_event(&Bytes::from_static(b"X\x01a\x00[16,1,{},\"t\"]")).is_none());
+        assert!(read_event(&Bytes::from_static(b"X\x01a\x00\x00\x00[16,1,{},\"t\"]")).is_none());
+        let m = envelope(MESSAGE, "b", 3, &Dict::new(), "", 1, &Payload::empty(Serializer::Cbor));
+        assert_eq!(peek(&m), Some((MESSAGE, &b"b"[..], 3)));
+        assert_eq!(read_event(&m).map(|e| (e.kind, e.target)), Some((MESSAGE, 3)));
     }
 
     #[test]
@@ -277,6 +321,7 @@ mod tests {
             realm: "realm1".into(),
             policy: p,
             uri: u.into(),
+            callee: None,
         };
         let all = [
             Ctl::Hello {
@@ -299,6 +344,17 @@ mod tests {
                     (true, i("com.x", MatchPolicy::Exact)),
                     (false, i("com", MatchPolicy::Prefix)),
                     (true, i("com..y", MatchPolicy::Wildcard)),
+                    (
+                        true,
+                        Interest {
+                            callee: Some(CalleeOf {
+                                invoke: InvokePolicy::RoundRobin,
+                                session: 77,
+                                shard: 1,
+                            }),
+                            ..i("com.proc", MatchPolicy::Exact)
+                        },
+                    ),
                 ],
             },
         ];
@@ -326,6 +382,7 @@ mod tests {
                         realm: "bad realm".into(),
                         policy: MatchPolicy::Exact,
                         uri: "com.x".into(),
+                        callee: None,
                     },
                 )],
             },

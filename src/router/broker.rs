@@ -1075,7 +1075,10 @@ impl Router {
         }
         let payload = codec::payload_from(Serializer::Json, &args());
         ShardStats::inc(&self.stats.meta_events);
-        self.route_publication(realm, topic, &payload, None, 0);
+        // every node's replicas hold every callee, so each node tells its own
+        // sessions of registration changes; the others are this node's alone
+        let forward = !topic.starts_with("wamp.registration.");
+        self.route_publication_as(realm, topic, &payload, None, 0, wamp::random_id(), forward);
     }
 
     pub(super) fn remote_event(&mut self, ev: EventMsg) {

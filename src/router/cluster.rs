@@ -7,11 +7,15 @@ use std::sync::Arc;
 use tracing::debug;
 
 use super::broker::{extras_from_wire, extras_to_wire};
-use super::{EventExtras, RealmIdx, Router};
-use crate::cluster::{wire, ClusterLink, FromNode, NodeMask, OutEvent};
+use super::messages::{CallChunk, CallDone, InterruptMsg, InvokeMsg};
+use super::options::{CancelMode, InvokePolicy};
+use super::{EventExtras, RealmIdx, Router, ShardMsg, TableChange};
+use crate::cluster::{pseudo_shard, split_pseudo, wire, CalleeOf, ClusterLink, FromNode, NodeMask, OutEvent};
+use crate::codec;
 use crate::metrics::ShardStats;
+use crate::wamp::message::Serializer;
 use crate::wamp::uri::{self, UriCheck};
-use crate::wamp::{Dict, Id, MatchPolicy, Payload, Value};
+use crate::wamp::{uris, Dict, Id, MatchPolicy, Payload, Value};
 
 impl Router {
     /// Joins this shard to the node's cluster.
@@ -23,20 +27,34 @@ impl Router {
     /// home shard): the node thread tells the other nodes.
     pub(super) fn tell_cluster(&self, realm: RealmIdx, policy: MatchPolicy, uri: &Arc<str>, add: bool) {
         if let Some(link) = &self.cluster {
-            link.interest(&self.realms[realm as usize].name, policy, uri, add);
+            link.interest(&self.realms[realm as usize].name, policy, uri, None, add);
         }
+    }
+
+    /// A callee of this node joined (`add`) or left a registration (on the
+    /// URI's home shard): the other nodes add it to their replicas.
+    pub(super) fn tell_cluster_callee(&self, change: &TableChange, invoke: InvokePolicy, add: bool) {
+        let Some(link) = &self.cluster else { return };
+        if change.shard >= self.nshards {
+            return; // a callee of another node: that node tells
+        }
+        let callee = CalleeOf {
+            invoke,
+            session: change.session,
+            shard: change.shard as u16,
+        };
+        link.interest(
+            &self.realms[change.realm as usize].name,
+            change.policy,
+            &change.uri,
+            Some(callee),
+            add,
+        );
     }
 
     /// Sends a publication routed here to the other nodes with a matching
     /// subscription, once to each.
-    pub(super) fn forward_publication(
-        &mut self,
-        realm: RealmIdx,
-        topic: &str,
-        id: Id,
-        payload: &Payload,
-        extras: Option<&EventExtras>,
-    ) {
+    pub(super) fn forward_publication(&mut self, realm: RealmIdx, topic: &str, id: Id, payload: &Payload, extras: Option<&EventExtras>) {
         let Some(link) = &self.cluster else { return };
         let r = &self.realms[realm as usize];
         let mut nodes: NodeMask = 0;
@@ -59,11 +77,22 @@ impl Router {
     /// What the node thread passes on.
     pub fn on_cluster(&mut self, msg: FromNode) {
         match msg {
+            FromNode::NodeUp { node, name } => {
+                let i = node as usize;
+                if self.node_names.len() <= i {
+                    self.node_names.resize(i + 1, None);
+                }
+                self.node_names[i] = Some(name);
+            }
+            FromNode::NodeGone { node } => self.node_gone(node),
             FromNode::Interest { node, add, interest } => {
                 let Some(&realm) = self.realm_names.get(&*interest.realm) else {
                     // a realm this node does not serve: nobody here publishes to it
                     return;
                 };
+                if let Some(c) = interest.callee {
+                    return self.remote_callee(realm, node, add, interest.policy, interest.uri, c);
+                }
                 let bit: NodeMask = 1 << (node as u32 % 64);
                 let r = &mut self.realms[realm as usize];
                 let meta = interest.uri.starts_with("wamp.");
@@ -83,11 +112,17 @@ impl Router {
                     }
                 }
             }
-            FromNode::Event(frame) => {
+            FromNode::Frame(frame) => {
                 let Some(ev) = wire::read_event(&frame) else {
                     ShardStats::inc(&self.stats.cluster_malformed);
                     return;
                 };
+                if ev.kind == wire::MESSAGE {
+                    return match self.read_message(ev) {
+                        Some(m) => self.on_shard_message(m),
+                        None => ShardStats::inc(&self.stats.cluster_malformed),
+                    };
+                }
                 let realm = ev.options.get_str("realm").and_then(|n| self.realm_names.get(n)).copied();
                 let Some(realm) = realm else {
                     debug!(origin = %ev.origin, "publication for a realm this node does not serve");
@@ -102,5 +137,344 @@ impl Router {
                 self.route_publication_as(realm, &ev.topic, &ev.payload, extras, 0, ev.publication, false);
             }
         }
+    }
+
+    /// A callee of another node joined or left a registration: on the
+    /// URI's home shard here it goes into (or out of) the replicas as a
+    /// callee on a pseudo shard, as a REGISTER or UNREGISTER would.
+    fn remote_callee(&mut self, realm: RealmIdx, node: u8, add: bool, policy: MatchPolicy, uri: Arc<str>, c: CalleeOf) {
+        if self.home_of(realm, &uri) != self.me {
+            return;
+        }
+        let change = TableChange {
+            realm,
+            policy,
+            uri,
+            shard: pseudo_shard(self.nshards, node, c.shard as usize),
+            session: c.session,
+            origin: self.me,
+            token: 0,
+            invoke: c.invoke,
+            created_ms: 0,
+            member: true,
+        };
+        if add {
+            let r = &self.realms[realm as usize];
+            let conflict = r
+                .reg_index
+                .get(policy, &change.uri)
+                .and_then(|id| r.registrations.get(id))
+                .is_some_and(|reg| !reg.callees.is_empty() && (reg.invoke == InvokePolicy::Single || reg.invoke != c.invoke));
+            if conflict {
+                tracing::warn!(
+                    procedure = %change.uri,
+                    node = ?self.node_names.get(node as usize),
+                    "a procedure registered here was registered on another node too (within one round trip): calls go to the callees here"
+                );
+                return;
+            }
+            self.home_register(change);
+        } else {
+            self.home_unregister(change);
+        }
+    }
+
+    /// A node is gone: the calls of sessions here waiting on its callees
+    /// end with `wamp.error.canceled`, and the invocations its callers made
+    /// here are dropped (callees that can be interrupted are).
+    fn node_gone(&mut self, node: u8) {
+        let n = self.nshards;
+        let on_node = |shard: usize| split_pseudo(n, shard).is_some_and(|(k, _)| k == node);
+        let mut calls = Vec::new();
+        let mut invocations = Vec::new();
+        for (sid, s) in &self.sessions {
+            for (req, c) in &s.calls {
+                if on_node(c.callee_shard) {
+                    calls.push((*sid, *req));
+                }
+            }
+            for inv in s.invocations.values() {
+                if on_node(inv.caller_shard) {
+                    invocations.push(InterruptMsg {
+                        callee: *sid,
+                        caller_shard: inv.caller_shard,
+                        caller: inv.caller,
+                        call_request: inv.call_request,
+                        mode: CancelMode::KillNoWait,
+                    });
+                }
+            }
+        }
+        for (caller, call_request) in calls {
+            let done = CallDone {
+                caller,
+                call_request,
+                error: Some(uris::CANCELED.into()),
+                progress: false,
+                details: Dict::new(),
+                payload: codec::payload_from(Serializer::Json, &[Value::Str("the callee's node left the cluster".into())]),
+            };
+            self.call_done(done);
+        }
+        for m in invocations {
+            self.interrupt_local(m);
+        }
+        if let Some(slot) = self.node_names.get_mut(node as usize) {
+            *slot = None;
+        }
+    }
+
+    /// The name and shard a shard number names (this node's, or a pseudo
+    /// shard's node), for the wire.
+    fn shard_on_wire(&self, shard: usize) -> Option<Value> {
+        let (name, s) = match split_pseudo(self.nshards, shard) {
+            None => (self.cluster.as_ref()?.node.clone(), shard),
+            Some((node, s)) => (self.node_names.get(node as usize)?.clone()?, s),
+        };
+        Some(Value::List(vec![Value::Str(name.to_string()), Value::UInt(s as u64)]))
+    }
+
+    /// [`Router::shard_on_wire`] read back.
+    fn shard_from_wire(&self, v: Option<&Value>) -> Option<usize> {
+        let Some(Value::List(l)) = v else { return None };
+        let (Some(Value::Str(name)), Some(Value::UInt(s))) = (l.first(), l.get(1)) else {
+            return None;
+        };
+        let s = usize::try_from(*s).ok()?;
+        if self.cluster.as_ref().is_some_and(|c| *c.node == **name) {
+            return (s < self.nshards).then_some(s);
+        }
+        if s >= crate::cluster::SHARD_SLOTS {
+            return None;
+        }
+        let node = self.node_names.iter().position(|n| n.as_deref() == Some(name.as_str()))?;
+        Some(pseudo_shard(self.nshards, node as u8, s))
+    }
+
+    /// A message for a shard of another node (a pseudo shard): a call, a
+    /// chunk, a cancel, an answer. A call for a node that is gone fails at
+    /// once.
+    pub(super) fn send_to_node(&mut self, to: usize, msg: ShardMsg) {
+        let Some((node, shard)) = split_pseudo(self.nshards, to) else {
+            return;
+        };
+        let known = self.node_names.get(node as usize).is_some_and(|n| n.is_some());
+        let encoded = if known { self.encode_message(msg) } else { Err(msg) };
+        let (header, payload) = match encoded {
+            Ok(e) => e,
+            Err(ShardMsg::Invoke(inv)) => return self.unreachable(&inv),
+            Err(ShardMsg::Reroute(inv)) => return self.unreachable(&inv),
+            Err(other) => {
+                debug!(to, message = ?std::mem::discriminant(&other), "message for a node that is gone, or not sent across nodes, dropped");
+                return;
+            }
+        };
+        let Some(link) = &self.cluster else { return };
+        let frame = wire::envelope(wire::MESSAGE, &link.node, shard as u16, &header, "", 1, &payload);
+        if !link.send(OutEvent {
+            nodes: 1 << (node as u32 % 64),
+            frame,
+        }) {
+            ShardStats::inc(&self.stats.cluster_events_dropped);
+        }
+    }
+
+    /// A call that cannot reach its callee's node: the caller is told.
+    fn unreachable(&mut self, inv: &InvokeMsg) {
+        let done = CallDone {
+            caller: inv.caller,
+            call_request: inv.call_request,
+            error: Some(uris::CANCELED.into()),
+            progress: false,
+            details: Dict::new(),
+            payload: codec::payload_from(Serializer::Json, &[Value::Str("the callee's node is not reachable".into())]),
+        };
+        if inv.caller_shard < self.nshards {
+            self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
+        }
+    }
+
+    /// The header and payload of a message for another node; the message
+    /// back when it does not cross nodes (or names a node gone).
+    fn encode_message(&self, msg: ShardMsg) -> Result<(Dict, Payload), ShardMsg> {
+        let s = |v: &str| Value::Str(v.to_owned());
+        let mut h = Dict::new();
+        match msg {
+            ShardMsg::Invoke(inv) => match self.invoke_header(&inv, "invoke", &mut h) {
+                Some(()) => Ok((h, inv.payload)),
+                None => Err(ShardMsg::Invoke(inv)),
+            },
+            ShardMsg::Reroute(inv) => match self.invoke_header(&inv, "reroute", &mut h) {
+                Some(()) => Ok((h, inv.payload)),
+                None => Err(ShardMsg::Reroute(inv)),
+            },
+            ShardMsg::InvokeMore(c) => {
+                let Some(caller_shard) = self.shard_on_wire(c.caller_shard) else {
+                    return Err(ShardMsg::InvokeMore(c));
+                };
+                h.insert("k", s("chunk"));
+                h.insert("callee", Value::UInt(c.callee));
+                h.insert("caller_shard", caller_shard);
+                h.insert("caller", Value::UInt(c.caller));
+                h.insert("call_request", Value::UInt(c.call_request));
+                h.insert("progress", Value::Bool(c.progress));
+                Ok((h, c.payload))
+            }
+            ShardMsg::Interrupt(m) => {
+                let Some(caller_shard) = self.shard_on_wire(m.caller_shard) else {
+                    return Err(ShardMsg::Interrupt(m));
+                };
+                h.insert("k", s("interrupt"));
+                h.insert("callee", Value::UInt(m.callee));
+                h.insert("caller_shard", caller_shard);
+                h.insert("caller", Value::UInt(m.caller));
+                h.insert("call_request", Value::UInt(m.call_request));
+                h.insert("mode", s(m.mode.as_str()));
+                Ok((h, Payload::empty(Serializer::Json)))
+            }
+            ShardMsg::CallDone(d) => {
+                h.insert("k", s("done"));
+                h.insert("caller", Value::UInt(d.caller));
+                h.insert("call_request", Value::UInt(d.call_request));
+                if let Some(e) = &d.error {
+                    h.insert("error", s(e));
+                }
+                h.insert("progress", Value::Bool(d.progress));
+                h.insert("details", Value::Dict(d.details));
+                Ok((h, d.payload))
+            }
+            other => Err(other),
+        }
+    }
+
+    /// An `InvokeMsg`'s fields for another node (`None` when its caller's
+    /// shard or registration cannot be named there).
+    fn invoke_header(&self, inv: &InvokeMsg, kind: &str, h: &mut Dict) -> Option<()> {
+        let s = |v: &str| Value::Str(v.to_owned());
+        let r = &self.realms[inv.realm as usize];
+        let reg = r.registrations.get(&inv.registration)?;
+        h.insert("k", s(kind));
+        h.insert("realm", s(&r.name));
+        h.insert("reg", Value::List(vec![s(reg.policy.as_str()), s(&reg.uri)]));
+        h.insert("callee", Value::UInt(inv.callee));
+        h.insert("caller_shard", self.shard_on_wire(inv.caller_shard)?);
+        h.insert("caller", Value::UInt(inv.caller));
+        h.insert("call_request", Value::UInt(inv.call_request));
+        if let Some(p) = &inv.procedure {
+            h.insert("procedure", s(p));
+        }
+        h.insert("receive_progress", Value::Bool(inv.receive_progress));
+        if let Some((authid, authrole)) = &inv.disclose {
+            h.insert("caller_authid", s(authid));
+            h.insert("caller_authrole", s(authrole));
+        }
+        h.insert("progress", Value::Bool(inv.progress));
+        if let Some(ppt) = &inv.ppt {
+            for (k, v) in &ppt.0 {
+                h.insert(k.as_str(), v.clone());
+            }
+        }
+        h.insert("caller_ppt", Value::Bool(inv.caller_ppt));
+        h.insert("shared", Value::Bool(inv.shared));
+        let mut tried = Vec::with_capacity(inv.tried.len());
+        for (shard, session) in &inv.tried {
+            if let Some(Value::List(mut l)) = self.shard_on_wire(*shard) {
+                l.push(Value::UInt(*session));
+                tried.push(Value::List(l));
+            }
+        }
+        h.insert("tried", Value::List(tried));
+        Some(())
+    }
+
+    /// A message about a call from another node, its shards and
+    /// registration named as this node knows them.
+    fn read_message(&self, ev: wire::InEvent) -> Option<ShardMsg> {
+        let h = &ev.options;
+        let uint = |k: &str| match h.get(k) {
+            Some(Value::UInt(u)) => Some(*u),
+            _ => None,
+        };
+        let flag = |k: &str| matches!(h.get(k), Some(Value::Bool(true)));
+        let caller_shard = || self.shard_from_wire(h.get("caller_shard"));
+        Some(match h.get_str("k")? {
+            kind @ ("invoke" | "reroute") => {
+                let realm = *self.realm_names.get(h.get_str("realm")?)?;
+                let Some(Value::List(reg)) = h.get("reg") else { return None };
+                let (Some(Value::Str(policy)), Some(Value::Str(reg_uri))) = (reg.first(), reg.get(1)) else {
+                    return None;
+                };
+                let policy = MatchPolicy::parse(policy)?;
+                // this node's ID of the registration (0: none here, which the
+                // callee's checks turn into the right error)
+                let registration = self.realms[realm as usize].reg_index.get(policy, reg_uri).copied().unwrap_or(0);
+                let mut tried = Vec::new();
+                if let Some(Value::List(l)) = h.get("tried") {
+                    for t in l {
+                        let Value::List(t) = t else { continue };
+                        let (Some(shard), Some(Value::UInt(session))) = (
+                            self.shard_from_wire(Some(&Value::List(t.iter().take(2).cloned().collect()))),
+                            t.get(2),
+                        ) else {
+                            continue;
+                        };
+                        tried.push((shard, *session));
+                    }
+                }
+                let disclose = match (h.get_str("caller_authid"), h.get_str("caller_authrole")) {
+                    (Some(a), Some(r)) => Some((a.into(), r.into())),
+                    _ => None,
+                };
+                let inv = InvokeMsg {
+                    realm,
+                    registration,
+                    callee: uint("callee")?,
+                    caller_shard: caller_shard()?,
+                    caller: uint("caller")?,
+                    call_request: uint("call_request")?,
+                    procedure: h.get_str("procedure").map(Arc::from),
+                    receive_progress: flag("receive_progress"),
+                    disclose,
+                    progress: flag("progress"),
+                    ppt: super::options::passthru(h),
+                    caller_ppt: flag("caller_ppt"),
+                    shared: flag("shared"),
+                    tried,
+                    payload: ev.payload,
+                };
+                if kind == "invoke" {
+                    ShardMsg::Invoke(Box::new(inv))
+                } else {
+                    ShardMsg::Reroute(Box::new(inv))
+                }
+            }
+            "chunk" => ShardMsg::InvokeMore(Box::new(CallChunk {
+                callee: uint("callee")?,
+                caller_shard: caller_shard()?,
+                caller: uint("caller")?,
+                call_request: uint("call_request")?,
+                progress: flag("progress"),
+                payload: ev.payload,
+            })),
+            "interrupt" => ShardMsg::Interrupt(InterruptMsg {
+                callee: uint("callee")?,
+                caller_shard: caller_shard()?,
+                caller: uint("caller")?,
+                call_request: uint("call_request")?,
+                mode: CancelMode::parse(h.get_str("mode")?)?,
+            }),
+            "done" => ShardMsg::CallDone(Box::new(CallDone {
+                caller: uint("caller")?,
+                call_request: uint("call_request")?,
+                error: h.get_str("error").map(str::to_owned),
+                progress: flag("progress"),
+                details: match h.get("details") {
+                    Some(Value::Dict(d)) => d.clone(),
+                    _ => Dict::new(),
+                },
+                payload: ev.payload,
+            })),
+            _ => return None,
+        })
     }
 }

@@ -275,6 +275,7 @@ impl Router {
             change.created_ms = super::now_ms();
         }
         let (realm, session, meta) = (change.realm, change.session, !change.uri.starts_with("wamp."));
+        self.tell_cluster_callee(&change, change.invoke, true);
         self.broadcast(change, |c| ShardMsg::RegistrationAdd(c, id));
         if meta {
             if created {
@@ -306,6 +307,12 @@ impl Router {
                 .is_some_and(|reg| reg.callees.contains(&(change.shard, change.session)))
         };
         let (realm, session, meta) = (change.realm, change.session, held && !change.uri.starts_with("wamp."));
+        if held {
+            let invoke = id.and_then(|id| r.registrations.get(&id)).map(|reg| reg.invoke);
+            if let Some(invoke) = invoke {
+                self.tell_cluster_callee(&change, invoke, false);
+            }
+        }
         self.broadcast(change, ShardMsg::RegistrationRemove);
         if let (Some(id), true) = (id, meta) {
             self.meta_event(realm, "wamp.registration.on_unregister", || {

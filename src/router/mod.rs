@@ -57,6 +57,7 @@ pub use dealer::Registration;
 pub use gather::{Answer, Query, QueryMsg};
 pub use messages::{CallChunk, CallDone, Concerns, EventMsg, InterruptMsg, InvokeMsg, ShardLink, ShardMsg, TableChange};
 pub use options::CancelMode;
+pub use options::InvokePolicy;
 pub use options::Receivers;
 pub use reconfig::Reconfigured;
 use session::{Conn, LocalSession};
@@ -316,6 +317,8 @@ pub struct Router {
     control: Option<flume::Sender<ReloadRequest>>,
     /// This node's link to the other nodes of its cluster (none: alone).
     cluster: Option<crate::cluster::ClusterLink>,
+    /// The other nodes by their number here (`crate::cluster::FromNode::NodeUp`).
+    node_names: Vec<Option<Arc<str>>>,
     pub(crate) stats: Arc<ShardStats>,
 }
 
@@ -397,6 +400,7 @@ impl Router {
             router_calls: calls::RouterCalls::default(),
             control: None,
             cluster: None,
+            node_names: Vec::new(),
             stats,
         }
     }
@@ -478,6 +482,10 @@ impl Router {
 
     /// Sends to shard `to`, or handles it at once when `to` is this shard.
     pub(crate) fn send_to(&mut self, to: usize, msg: ShardMsg) {
+        if to >= self.nshards {
+            // a shard of another cluster node
+            return self.send_to_node(to, msg);
+        }
         if to == self.me {
             self.on_shard_message(msg);
         } else {

@@ -414,7 +414,7 @@ impl CancelMode {
 
 /// How a shared registration picks the callee of a call (REGISTER's
 /// `invoke`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum InvokePolicy {
     /// One callee only; a second REGISTER is refused.
     #[default]
