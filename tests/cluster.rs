@@ -62,7 +62,7 @@ pub fn node(nats: &Nats, name: &str, shards: usize) -> Router {
 pub fn node_at(url: &str, name: &str, shards: usize) -> Router {
     Router::start_with(
         shards,
-        &format!("\n[cluster]\nnats_url = \"{url}\"\nname = \"c1\"\nnode = \"{name}\"\nheartbeat_ms = 100\nnode_timeout_ms = 1000\n\n[[realm]]\nname = \"realm2\""),
+        &format!("\n[cluster]\nnats_url = \"{url}\"\nname = \"c1\"\nnode = \"{name}\"\nheartbeat_ms = 100\nnode_timeout_ms = 1000\n\n[[realm]]\nname = \"realm2\"\nmeta_admin_roles = [\"anonymous\"]"),
         "",
         &[],
     )
@@ -448,4 +448,66 @@ fn first_invocation(callees: &mut [Client]) -> (usize, switchyard::wamp::Value) 
         }
         assert!(Instant::now() < deadline, "no callee got the call");
     }
+}
+
+/// The session meta API spans nodes: `wamp.session.count`, `list` and
+/// `get` on one node see the sessions of every node, `kill` closes a
+/// session on another node, and `on_join` reaches a subscriber elsewhere.
+#[test]
+fn session_meta_spans_nodes() {
+    let nats = Nats::start();
+    let a = node(&nats, "a", 2);
+    let b = node(&nats, "b", 1);
+    wait_metric(&a, "cluster_nodes", |n| n == 1);
+    wait_metric(&b, "cluster_nodes", |n| n == 1);
+    let mut asker = Client::join_ws(a.ws, Ser::Json);
+    let _on_a = Client::join_raw(a.rs, Ser::MsgPack);
+    let mut on_b: Vec<Client> = (0..3).map(|_| Client::join_ws(b.ws, Ser::Cbor)).collect();
+    let mut alice = Client::ws(b.ws, Ser::Json);
+    alice.login("realm1", r#"{"roles": {"subscriber": {}}, "authid": "alice"}"#);
+    // 2 on a, 4 on b (the answer may come before b's shard count reached
+    // every shard of a: asked again until it is complete)
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut req = 0;
+    loop {
+        req += 1;
+        asker.send_json(&format!(r#"[48, {req}, {{}}, "wamp.session.count", []]"#));
+        let n = asker.expect(RESULT).at(3).at(0).u();
+        if n == 6 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "wamp.session.count stayed at {n}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    asker.send_json(r#"[48, 1000, {}, "wamp.session.list", []]"#);
+    let list = asker.expect(RESULT);
+    let switchyard::wamp::Value::List(ids) = list.at(3).at(0) else { panic!("{list:?}") };
+    let ids: Vec<u64> = ids.iter().map(|v| v.u()).collect();
+    for c in on_b.iter().chain([&alice]) {
+        assert!(ids.contains(&c.session), "{} missing from {ids:?}", c.session);
+    }
+    asker.send_json(&format!(r#"[48, 1001, {{}}, "wamp.session.get", [{}]]"#, alice.session));
+    let got = asker.expect(RESULT);
+    assert_eq!(got.at(3).at(0).key("authid").s(), "alice");
+    assert_eq!(got.at(3).at(0).key("session").u(), alice.session);
+
+    // on_join: a subscriber on b hears of a session joining on a
+    let mut watcher = Client::join_ws(b.ws, Ser::Json);
+    watcher.subscribe("wamp.session.on_join", "{}");
+    wait_metric(&a, "cluster_remote_interests", |n| n == 1);
+    let newcomer = Client::join_ws(a.ws, Ser::MsgPack);
+    let ev = watcher.expect(EVENT);
+    assert_eq!(ev.at(4).at(0).key("session").u(), newcomer.session);
+
+    // kill on another node (realm2 lets anonymous sessions kill): the
+    // session there gets GOODBYE
+    let mut admin = Client::ws(a.ws, Ser::Json);
+    admin.login("realm2", ROLES);
+    let mut victim = Client::ws(b.ws, Ser::MsgPack);
+    victim.login("realm2", ROLES);
+    drop(on_b);
+    admin.send_json(&format!(r#"[48, 1, {{}}, "wamp.session.kill", [{}]]"#, victim.session));
+    admin.expect(RESULT);
+    let bye = victim.expect(GOODBYE);
+    assert_eq!(bye.at(2).s(), "wamp.close.killed");
 }

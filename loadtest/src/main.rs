@@ -148,6 +148,16 @@ struct Common {
     /// Router URL: ws://HOST:PORT/PATH or rs://HOST:PORT.
     #[arg(long, default_value = "rs://127.0.0.1:8081")]
     url: String,
+    /// Where subscribers and callees connect (default: --url), e.g. another
+    /// node of a cluster, to measure what crosses nodes; publishers and
+    /// callers use --url.
+    #[arg(long)]
+    receiver_url: Option<String>,
+    /// How long the senders wait once every receiver is ready, in ms (a
+    /// cluster learns of subscriptions and registrations one NATS round
+    /// trip after they are acknowledged).
+    #[arg(long, default_value_t = 0)]
+    settle_ms: u64,
     #[arg(long, value_enum, default_value_t = SerArg::Msgpack)]
     serializer: SerArg,
     #[arg(long, default_value = "realm1")]
@@ -556,6 +566,25 @@ where
     })
 }
 
+/// The receivers' set-up: `setup` itself, or the same at `--receiver-url`.
+fn receiver_setup(common: &Common, setup: &Arc<Setup>) -> Result<Arc<Setup>, String> {
+    let Some(url) = &common.receiver_url else { return Ok(setup.clone()) };
+    let mut target = client::parse_url(url)?;
+    target.batched = setup.target.batched;
+    target.tls = setup.target.tls.clone();
+    if (url.starts_with("wss://") || url.starts_with("rss://")) && target.tls.is_none() {
+        return Err("a wss:// or rss:// --receiver-url needs a TLS --url (and --ca)".into());
+    }
+    Ok(Arc::new(Setup { target, ..(**setup).clone() }))
+}
+
+/// Waits `--settle-ms` before the senders start.
+async fn settle(common_settle_ms: u64) {
+    if common_settle_ms > 0 {
+        glommio::timer::sleep(Duration::from_millis(common_settle_ms)).await;
+    }
+}
+
 fn setup_for(common: &Common, senders: usize, default_window: u64) -> Result<(Arc<Setup>, Pace), String> {
     let mut target = client::parse_url(&common.url)?;
     target.batched = common.batched;
@@ -598,6 +627,8 @@ fn pubsub(common: &Common, label: &str, publishers: usize, subscribers: usize, t
         return Err("--publishers and --topics must be at least 1".into());
     }
     let (setup, pace) = setup_for(common, publishers, 64)?;
+    let rx = receiver_setup(common, &setup)?;
+    let settle_ms = common.settle_ms;
     let topic = move |i: usize| format!("loadtest.topic.{}", i % topics);
     let subs_on = |t: usize| (0..subscribers).filter(|s| s % topics == t).count() as u64;
     let plan = Plan {
@@ -607,12 +638,12 @@ fn pubsub(common: &Common, label: &str, publishers: usize, subscribers: usize, t
         roles: publishers + subscribers,
     };
     execute(common, plan, pace, move |t, threads, shared, hist| {
-        let setup = setup.clone();
+        let (setup, rx) = (setup.clone(), rx.clone());
         async move {
             let mut tasks = Vec::new();
             for s in (0..subscribers).filter(|s| s % threads == t) {
                 tasks.push(glommio::spawn_local(scenario::subscriber(
-                    setup.clone(),
+                    rx.clone(),
                     shared.clone(),
                     s,
                     topic(s),
@@ -623,6 +654,7 @@ fn pubsub(common: &Common, label: &str, publishers: usize, subscribers: usize, t
             while shared.ready.load(Ordering::Acquire) < subscribers && !shared.stop.load(Ordering::Relaxed) {
                 glommio::timer::sleep(Duration::from_millis(1)).await;
             }
+            settle(settle_ms).await;
             for p in (0..publishers).filter(|p| (p + subscribers) % threads == t) {
                 let fanout = (0..subscribers).filter(|s| s % topics == p % topics).count() as u64;
                 tasks.push(glommio::spawn_local(scenario::publisher(
@@ -645,6 +677,8 @@ fn rpc(common: &Common, callers: usize, callees: usize) -> Result<Report, String
         return Err("--callers and --callees must be at least 1".into());
     }
     let (setup, pace) = setup_for(common, callers, 1)?;
+    let rx = receiver_setup(common, &setup)?;
+    let settle_ms = common.settle_ms;
     // One procedure per callee; callers spread over them.
     let procedure = move |i: usize| format!("loadtest.echo.{}", i % callees);
     let plan = Plan {
@@ -654,12 +688,12 @@ fn rpc(common: &Common, callers: usize, callees: usize) -> Result<Report, String
         roles: callers + callees,
     };
     execute(common, plan, pace, move |t, threads, shared, hist| {
-        let setup = setup.clone();
+        let (setup, rx) = (setup.clone(), rx.clone());
         async move {
             let mut tasks = Vec::new();
             for k in (0..callees).filter(|k| k % threads == t) {
                 tasks.push(glommio::spawn_local(scenario::callee(
-                    setup.clone(),
+                    rx.clone(),
                     shared.clone(),
                     k,
                     procedure(k),
@@ -668,6 +702,7 @@ fn rpc(common: &Common, callers: usize, callees: usize) -> Result<Report, String
             while shared.ready.load(Ordering::Acquire) < callees && !shared.stop.load(Ordering::Relaxed) {
                 glommio::timer::sleep(Duration::from_millis(1)).await;
             }
+            settle(settle_ms).await;
             for c in (0..callers).filter(|c| (c + callees) % threads == t) {
                 tasks.push(glommio::spawn_local(scenario::caller(
                     setup.clone(),

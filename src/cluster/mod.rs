@@ -124,8 +124,8 @@ pub struct OutEvent {
 /// What the node thread passes to a shard.
 #[derive(Debug)]
 pub enum FromNode {
-    /// A node joined: its number here.
-    NodeUp { node: u8, name: Arc<str> },
+    /// A node joined: its number here, and how many shards it has.
+    NodeUp { node: u8, name: Arc<str>, shards: usize },
     /// A node has (`add`) or no longer has a subscription entry or callee.
     Interest { node: u8, add: bool, interest: Interest },
     /// A node is gone (after its interests were withdrawn): calls waiting

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_lite::StreamExt;
 use tracing::{debug, info, warn};
 
-use super::wire::{self, Ctl};
+use super::wire::{self, Body, Ctl};
 use super::{ClusterLink, FromNode, Interest, LocalInterests, OutEvent, Shared, MAX_NODES};
 use crate::config::ClusterConfig;
 use crate::metrics::ShardStats;
@@ -137,6 +137,15 @@ impl Thread {
         rt.block_on(self.serve());
     }
 
+    fn ctl(&self, body: Body) -> Ctl {
+        Ctl {
+            node: self.me.clone(),
+            incarnation: self.incarnation,
+            shards: self.to_shards.len() as u16,
+            body,
+        }
+    }
+
     fn subject(&self, what: &str) -> String {
         format!("switchyard.{}.{what}", self.cfg.name)
     }
@@ -232,17 +241,12 @@ impl Thread {
                     }
                 }
                 _ = beat.tick() => {
-                    let c = Ctl::Beat { node: self.me.clone(), incarnation: self.incarnation };
-                    let _ = client.publish(ctl_subject.clone(), c.encode()).await;
+                    let _ = client.publish(ctl_subject.clone(), self.ctl(Body::Beat).encode()).await;
                     self.expire(Instant::now()).await;
                 }
             }
         }
-        let bye = Ctl::Bye {
-            node: self.me.clone(),
-            incarnation: self.incarnation,
-        };
-        let _ = client.publish(ctl_subject, bye.encode()).await;
+        let _ = client.publish(ctl_subject, self.ctl(Body::Bye).encode()).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
         info!(node = %self.me, "left the cluster");
     }
@@ -287,11 +291,7 @@ impl Thread {
 
     async fn hello(&mut self, client: &async_nats::Client) {
         self.last_hello = Some(Instant::now());
-        let c = Ctl::Hello {
-            node: self.me.clone(),
-            incarnation: self.incarnation,
-        };
-        let _ = client.publish(self.subject("ctl"), c.encode()).await;
+        let _ = client.publish(self.subject("ctl"), self.ctl(Body::Hello).encode()).await;
     }
 
     /// The interest changes the home shards made since the last time.
@@ -305,12 +305,10 @@ impl Thread {
             return self.announce_all(client).await;
         }
         for part in changes.chunks(INTERESTS_PER_MESSAGE) {
-            let c = Ctl::Interests {
-                node: self.me.clone(),
-                incarnation: self.incarnation,
+            let c = self.ctl(Body::Interests {
                 flags: 0,
                 entries: part.iter().map(|(i, add)| (*add, i.clone())).collect(),
-            };
+            });
             let _ = client.publish(self.subject("ctl"), c.encode()).await;
         }
     }
@@ -337,34 +335,32 @@ impl Thread {
             if k + 1 == n {
                 flags |= wire::LAST;
             }
-            let c = Ctl::Interests {
-                node: self.me.clone(),
-                incarnation: self.incarnation,
+            let c = self.ctl(Body::Interests {
                 flags,
                 entries: part.iter().map(|i| (true, i.clone())).collect(),
-            };
+            });
             let _ = client.publish(self.subject("ctl"), c.encode()).await;
         }
     }
 
     async fn on_ctl(&mut self, client: &async_nats::Client, c: Ctl) {
-        if c.node() == self.me {
-            if c.incarnation() != self.incarnation && matches!(c, Ctl::Hello { .. } | Ctl::Beat { .. }) {
+        if c.node == self.me {
+            if c.incarnation != self.incarnation && matches!(c.body, Body::Hello | Body::Beat) {
                 warn!(node = %self.me, "another process calls itself this node: cluster.node must be unique");
             }
             return;
         }
         let now = Instant::now();
-        let known = self.by_name.get(c.node()).copied();
+        let known = self.by_name.get(&c.node).copied();
         // a node that restarted is another node: forget the old one first
         let known = match known {
-            Some(i) if self.nodes[i as usize].as_ref().is_some_and(|r| r.incarnation != c.incarnation()) => {
+            Some(i) if self.nodes[i as usize].as_ref().is_some_and(|r| r.incarnation != c.incarnation) => {
                 self.forget(i, "restarted").await;
                 None
             }
             k => k,
         };
-        if let Ctl::Bye { .. } = c {
+        if let Body::Bye = c.body {
             if let Some(i) = known {
                 self.forget(i, "left").await;
             }
@@ -374,31 +370,32 @@ impl Thread {
             Some(i) => i,
             None => {
                 let Some(free) = self.nodes.iter().position(|n| n.is_none()) else {
-                    warn!(node = c.node(), max = MAX_NODES, "too many cluster nodes: ignoring this one");
+                    warn!(node = %c.node, max = MAX_NODES, "too many cluster nodes: ignoring this one");
                     return;
                 };
-                info!(node = c.node(), "cluster node joined");
+                info!(node = %c.node, "cluster node joined");
                 self.nodes[free] = Some(Remote {
-                    name: c.node().to_owned(),
-                    incarnation: c.incarnation(),
+                    name: c.node.clone(),
+                    incarnation: c.incarnation,
                     last_seen: now,
                     interests: AHashSet::new(),
                     incoming: None,
                 });
-                self.by_name.insert(c.node().to_owned(), free as u8);
+                self.by_name.insert(c.node.clone(), free as u8);
                 self.stats[0].cluster_nodes.fetch_add(1, Ordering::Relaxed);
-                let name: Arc<str> = c.node().into();
+                let name: Arc<str> = c.node.as_str().into();
                 for s in &self.to_shards {
                     let _ = s
                         .send_async(FromNode::NodeUp {
                             node: free as u8,
                             name: name.clone(),
+                            shards: c.shards as usize,
                         })
                         .await;
                 }
                 // a node first heard by its beat missed our hello, or we its
                 // interests: ask every node for them (at most once a beat)
-                if !matches!(c, Ctl::Hello { .. } | Ctl::Interests { .. }) {
+                if matches!(c.body, Body::Beat) {
                     let due = self
                         .last_hello
                         .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(self.cfg.heartbeat_ms));
@@ -412,10 +409,10 @@ impl Thread {
         if let Some(r) = self.nodes[idx as usize].as_mut() {
             r.last_seen = now;
         }
-        match c {
-            Ctl::Hello { .. } => self.announce_all(client).await,
-            Ctl::Interests { flags, entries, .. } => self.take_interests(idx, flags, entries).await,
-            Ctl::Beat { .. } | Ctl::Bye { .. } => {}
+        match c.body {
+            Body::Hello => self.announce_all(client).await,
+            Body::Interests { flags, entries } => self.take_interests(idx, flags, entries).await,
+            Body::Beat | Body::Bye => {}
         }
     }
 

@@ -130,72 +130,55 @@ pub fn read_event(frame: &Bytes) -> Option<InEvent> {
     }
 }
 
-/// A control message.
+/// A control message: who sends it (its name, incarnation and number of
+/// shards) and what it says.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Ctl {
-    /// A node (re)joins: every node answers with its interests.
-    Hello { node: String, incarnation: u64 },
-    /// A node is alive.
-    Beat { node: String, incarnation: u64 },
-    /// A node leaves (a clean shutdown).
-    Bye { node: String, incarnation: u64 },
-    /// A node's interests, changed (`flags` 0) or all of them in parts.
-    Interests {
-        node: String,
-        incarnation: u64,
-        flags: u64,
-        entries: Vec<(bool, Interest)>,
-    },
+pub struct Ctl {
+    pub node: String,
+    /// A random number each start of the node.
+    pub incarnation: u64,
+    pub shards: u16,
+    pub body: Body,
+}
+
+/// What a control message says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    /// The node (re)joins: every node answers with its interests.
+    Hello,
+    /// The node is alive.
+    Beat,
+    /// The node leaves (a clean shutdown).
+    Bye,
+    /// The node's interests, changed (`flags` 0) or all of them in parts.
+    Interests { flags: u64, entries: Vec<(bool, Interest)> },
 }
 
 impl Ctl {
-    /// The node that sent it.
-    pub fn node(&self) -> &str {
-        match self {
-            Ctl::Hello { node, .. } | Ctl::Beat { node, .. } | Ctl::Bye { node, .. } | Ctl::Interests { node, .. } => node,
-        }
-    }
-
-    /// Its incarnation (a random number each start of the node).
-    pub fn incarnation(&self) -> u64 {
-        match self {
-            Ctl::Hello { incarnation, .. }
-            | Ctl::Beat { incarnation, .. }
-            | Ctl::Bye { incarnation, .. }
-            | Ctl::Interests { incarnation, .. } => *incarnation,
-        }
-    }
-
     pub fn encode(&self) -> Bytes {
         let s = |v: &str| Value::Str(v.to_owned());
-        let v = match self {
-            Ctl::Hello { node, incarnation } => vec![s("hello"), s(node), Value::UInt(*incarnation)],
-            Ctl::Beat { node, incarnation } => vec![s("beat"), s(node), Value::UInt(*incarnation)],
-            Ctl::Bye { node, incarnation } => vec![s("bye"), s(node), Value::UInt(*incarnation)],
-            Ctl::Interests {
-                node,
-                incarnation,
-                flags,
-                entries,
-            } => vec![
-                s("interests"),
-                s(node),
-                Value::UInt(*incarnation),
-                Value::UInt(*flags),
-                Value::List(
-                    entries
-                        .iter()
-                        .map(|(add, i)| {
-                            let mut e = vec![Value::Bool(*add), s(&i.realm), s(i.policy.as_str()), s(&i.uri)];
-                            if let Some(c) = &i.callee {
-                                e.extend([s(c.invoke.as_str()), Value::UInt(c.session), Value::UInt(u64::from(c.shard))]);
-                            }
-                            Value::List(e)
-                        })
-                        .collect(),
-                ),
-            ],
+        let kind = match &self.body {
+            Body::Hello => "hello",
+            Body::Beat => "beat",
+            Body::Bye => "bye",
+            Body::Interests { .. } => "interests",
         };
+        let mut v = vec![s(kind), s(&self.node), Value::UInt(self.incarnation), Value::UInt(u64::from(self.shards))];
+        if let Body::Interests { flags, entries } = &self.body {
+            v.push(Value::UInt(*flags));
+            v.push(Value::List(
+                entries
+                    .iter()
+                    .map(|(add, i)| {
+                        let mut e = vec![Value::Bool(*add), s(&i.realm), s(i.policy.as_str()), s(&i.uri)];
+                        if let Some(c) = &i.callee {
+                            e.extend([s(c.invoke.as_str()), Value::UInt(c.session), Value::UInt(u64::from(c.shard))]);
+                        }
+                        Value::List(e)
+                    })
+                    .collect(),
+            ));
+        }
         let mut out = Vec::new();
         codec::msgpack::write_value(&mut out, &Value::List(v));
         out.into()
@@ -217,13 +200,16 @@ impl Ctl {
         };
         let node = str_at(1).filter(|n| is_name(n))?;
         let incarnation = uint_at(2)?;
-        Some(match str_at(0)?.as_str() {
-            "hello" => Ctl::Hello { node, incarnation },
-            "beat" => Ctl::Beat { node, incarnation },
-            "bye" => Ctl::Bye { node, incarnation },
+        let shards = u16::try_from(uint_at(3)?)
+            .ok()
+            .filter(|n| *n >= 1 && (*n as usize) <= super::SHARD_SLOTS)?;
+        let body = match str_at(0)?.as_str() {
+            "hello" => Body::Hello,
+            "beat" => Body::Beat,
+            "bye" => Body::Bye,
             "interests" => {
-                let flags = uint_at(3)?;
-                let Some(Value::List(items)) = l.get(4) else { return None };
+                let flags = uint_at(4)?;
+                let Some(Value::List(items)) = l.get(5) else { return None };
                 let mut entries = Vec::with_capacity(items.len());
                 for item in items {
                     let Value::List(e) = item else { return None };
@@ -241,7 +227,7 @@ impl Ctl {
                         (Some(Value::Str(invoke)), Some(Value::UInt(session)), Some(Value::UInt(shard))) => Some(CalleeOf {
                             invoke: InvokePolicy::parse(invoke)?,
                             session: *session,
-                            shard: u16::try_from(*shard).ok().filter(|s| (*s as usize) < super::SHARD_SLOTS)?,
+                            shard: u16::try_from(*shard).ok().filter(|s| *s < shards)?,
                         }),
                         _ => return None,
                     };
@@ -255,14 +241,15 @@ impl Ctl {
                         },
                     ));
                 }
-                Ctl::Interests {
-                    node,
-                    incarnation,
-                    flags,
-                    entries,
-                }
+                Body::Interests { flags, entries }
             }
             _ => return None,
+        };
+        Some(Ctl {
+            node,
+            incarnation,
+            shards,
+            body,
         })
     }
 }
@@ -323,69 +310,59 @@ mod tests {
             uri: u.into(),
             callee: None,
         };
+        let ctl = |node: &str, body| Ctl {
+            node: node.into(),
+            incarnation: 9,
+            shards: 2,
+            body,
+        };
+        let callee = |shard| Interest {
+            callee: Some(CalleeOf {
+                invoke: InvokePolicy::RoundRobin,
+                session: 77,
+                shard,
+            }),
+            ..i("com.proc", MatchPolicy::Exact)
+        };
         let all = [
-            Ctl::Hello {
-                node: "a".into(),
-                incarnation: 9,
-            },
-            Ctl::Beat {
-                node: "b-1".into(),
-                incarnation: 1,
-            },
-            Ctl::Bye {
-                node: "c_2".into(),
-                incarnation: u64::MAX,
-            },
-            Ctl::Interests {
-                node: "a".into(),
-                incarnation: 3,
-                flags: SNAPSHOT | FIRST | LAST,
-                entries: vec![
-                    (true, i("com.x", MatchPolicy::Exact)),
-                    (false, i("com", MatchPolicy::Prefix)),
-                    (true, i("com..y", MatchPolicy::Wildcard)),
-                    (
-                        true,
-                        Interest {
-                            callee: Some(CalleeOf {
-                                invoke: InvokePolicy::RoundRobin,
-                                session: 77,
-                                shard: 1,
-                            }),
-                            ..i("com.proc", MatchPolicy::Exact)
-                        },
-                    ),
-                ],
-            },
+            ctl("a", Body::Hello),
+            ctl("b-1", Body::Beat),
+            ctl("c_2", Body::Bye),
+            ctl(
+                "a",
+                Body::Interests {
+                    flags: SNAPSHOT | FIRST | LAST,
+                    entries: vec![
+                        (true, i("com.x", MatchPolicy::Exact)),
+                        (false, i("com", MatchPolicy::Prefix)),
+                        (true, i("com..y", MatchPolicy::Wildcard)),
+                        (true, callee(1)),
+                    ],
+                },
+            ),
         ];
         for c in all {
             assert_eq!(Ctl::decode(&c.encode()), Some(c.clone()));
         }
         let bad = [
-            Ctl::Hello {
-                node: "a.b".into(),
-                incarnation: 1,
-            },
-            Ctl::Interests {
-                node: "a".into(),
-                incarnation: 1,
-                flags: 0,
-                entries: vec![(true, i("com..y", MatchPolicy::Exact))],
-            },
-            Ctl::Interests {
-                node: "a".into(),
-                incarnation: 1,
-                flags: 0,
-                entries: vec![(
-                    true,
-                    Interest {
-                        realm: "bad realm".into(),
-                        policy: MatchPolicy::Exact,
-                        uri: "com.x".into(),
-                        callee: None,
-                    },
-                )],
-            },
+            ctl("a.b", Body::Hello),
+            Ctl { shards: 0, ..ctl("a", Body::Beat) },
+            ctl(
+                "a",
+                Body::Interests {
+                    flags: 0,
+                    entries: vec![(true, i("com..y", MatchPolicy::Exact))],
+                },
+            ),
+            ctl(
+                "a",
+                Body::Interests {
+                    flags: 0,
+                    entries: vec![(true, Interest { realm: "bad realm".into(), ..i("com.x", MatchPolicy::Exact) })],
+                },
+            ),
+            // a callee on a shard the node does not have
+            ctl("a", Body::Interests { flags: 0, entries: vec![(true, callee(2))] }),
         ];
         for c in bad {
             assert_eq!(Ctl::decode(&c.encode()), None, "{c:?}");

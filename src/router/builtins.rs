@@ -328,7 +328,8 @@ impl Router {
             request,
             procedure,
         };
-        let every: Vec<usize> = (0..self.nshards).collect();
+        // the session procedures ask every shard of every node
+        let every: Vec<usize> = self.every_shard();
         match procedure {
             Builtin::RouterReload => {
                 let Some(control) = &self.control else {

@@ -9,7 +9,8 @@ use tracing::debug;
 use super::broker::{extras_from_wire, extras_to_wire};
 use super::messages::{CallChunk, CallDone, InterruptMsg, InvokeMsg};
 use super::options::{CancelMode, InvokePolicy};
-use super::{EventExtras, RealmIdx, Router, ShardMsg, TableChange};
+use super::gather::KillTarget;
+use super::{Answer, EventExtras, Query, QueryMsg, RealmIdx, Router, ShardMsg, TableChange};
 use crate::cluster::{pseudo_shard, split_pseudo, wire, CalleeOf, ClusterLink, FromNode, NodeMask, OutEvent};
 use crate::codec;
 use crate::metrics::ShardStats;
@@ -77,12 +78,14 @@ impl Router {
     /// What the node thread passes on.
     pub fn on_cluster(&mut self, msg: FromNode) {
         match msg {
-            FromNode::NodeUp { node, name } => {
+            FromNode::NodeUp { node, name, shards } => {
                 let i = node as usize;
                 if self.node_names.len() <= i {
                     self.node_names.resize(i + 1, None);
+                    self.node_shards.resize(i + 1, 0);
                 }
                 self.node_names[i] = Some(name);
+                self.node_shards[i] = shards.min(crate::cluster::SHARD_SLOTS);
             }
             FromNode::NodeGone { node } => self.node_gone(node),
             FromNode::Interest { node, add, interest } => {
@@ -224,6 +227,19 @@ impl Router {
         }
     }
 
+    /// Every shard of this node and of every other node alive (pseudo
+    /// shards), for a scatter that must reach the whole cluster.
+    pub(super) fn every_shard(&self) -> Vec<usize> {
+        let mut all: Vec<usize> = (0..self.nshards).collect();
+        for (node, name) in self.node_names.iter().enumerate() {
+            if name.is_some() {
+                let n = self.node_shards.get(node).copied().unwrap_or(0);
+                all.extend((0..n).map(|s| pseudo_shard(self.nshards, node as u8, s)));
+            }
+        }
+        all
+    }
+
     /// The name and shard a shard number names (this node's, or a pseudo
     /// shard's node), for the wire.
     fn shard_on_wire(&self, shard: usize) -> Option<Value> {
@@ -343,8 +359,71 @@ impl Router {
                 h.insert("details", Value::Dict(d.details));
                 Ok((h, d.payload))
             }
+            ShardMsg::Query(q) => match self.query_header(&q, &mut h) {
+                Some(()) => Ok((h, Payload::empty(Serializer::Json))),
+                None => Err(ShardMsg::Query(q)),
+            },
+            ShardMsg::Answer { gather, answer } => {
+                h.insert("k", s("answer"));
+                h.insert("gather", Value::UInt(gather));
+                let ids = |l: &[Id]| Value::List(l.iter().map(|i| Value::UInt(*i)).collect());
+                match &answer {
+                    Answer::Count(n) => h.insert("count", Value::UInt(*n)),
+                    Answer::Ids(l) => h.insert("ids", ids(l)),
+                    Answer::Killed(l) => h.insert("killed", ids(l)),
+                    Answer::Session(d) => h.insert("session", d.clone().map_or(Value::Null, Value::Dict)),
+                    _ => return Err(ShardMsg::Answer { gather, answer }),
+                }
+                Ok((h, Payload::empty(Serializer::Json)))
+            }
             other => Err(other),
         }
+    }
+
+    /// A session meta query's fields for another node (`None` for the
+    /// queries that stay on one node).
+    fn query_header(&self, q: &QueryMsg, h: &mut Dict) -> Option<()> {
+        let s = |v: &str| Value::Str(v.to_owned());
+        let strs = |l: &[String]| Value::List(l.iter().map(|x| s(x)).collect());
+        h.insert("k", s("query"));
+        h.insert("gather", Value::UInt(q.gather));
+        h.insert("origin", self.shard_on_wire(q.origin)?);
+        h.insert("realm", s(&self.realms[q.realm as usize].name));
+        match &q.query {
+            Query::SessionCount { authroles } | Query::SessionList { authroles } => {
+                let count = matches!(q.query, Query::SessionCount { .. });
+                h.insert("q", s(if count { "count" } else { "list" }));
+                if let Some(a) = authroles {
+                    h.insert("authroles", strs(a));
+                }
+            }
+            Query::SessionGet { session } => {
+                h.insert("q", s("get"));
+                h.insert("session", Value::UInt(*session));
+            }
+            Query::Kill {
+                target,
+                except,
+                reason,
+                message,
+            } => {
+                h.insert("q", s("kill"));
+                let t = match target {
+                    KillTarget::Session(id) => vec![s("session"), Value::UInt(*id)],
+                    KillTarget::Authid(a) => vec![s("authid"), s(a)],
+                    KillTarget::Authrole(a) => vec![s("authrole"), s(a)],
+                    KillTarget::All => vec![s("all")],
+                };
+                h.insert("target", Value::List(t));
+                h.insert("except", Value::UInt(*except));
+                h.insert("reason", s(reason));
+                if let Some(m) = message {
+                    h.insert("message", s(m));
+                }
+            }
+            _ => return None,
+        }
+        Some(())
     }
 
     /// An `InvokeMsg`'s fields for another node (`None` when its caller's
@@ -474,6 +553,77 @@ impl Router {
                 },
                 payload: ev.payload,
             })),
+            "query" => {
+                let realm = *self.realm_names.get(h.get_str("realm")?)?;
+                let strs = |k: &str| match h.get(k) {
+                    Some(Value::List(l)) => Some(
+                        l.iter()
+                            .filter_map(|v| match v {
+                                Value::Str(x) => Some(x.clone()),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                    _ => None,
+                };
+                let query = match h.get_str("q")? {
+                    "count" => Query::SessionCount { authroles: strs("authroles") },
+                    "list" => Query::SessionList { authroles: strs("authroles") },
+                    "get" => Query::SessionGet { session: uint("session")? },
+                    "kill" => {
+                        let Some(Value::List(t)) = h.get("target") else { return None };
+                        let target = match (t.first(), t.get(1)) {
+                            (Some(Value::Str(k)), Some(Value::UInt(id))) if k == "session" => KillTarget::Session(*id),
+                            (Some(Value::Str(k)), Some(Value::Str(a))) if k == "authid" => KillTarget::Authid(a.clone()),
+                            (Some(Value::Str(k)), Some(Value::Str(a))) if k == "authrole" => KillTarget::Authrole(a.clone()),
+                            (Some(Value::Str(k)), None) if k == "all" => KillTarget::All,
+                            _ => return None,
+                        };
+                        Query::Kill {
+                            target,
+                            except: uint("except")?,
+                            reason: h.get_str("reason")?.to_owned(),
+                            message: h.get_str("message").map(str::to_owned),
+                        }
+                    }
+                    _ => return None,
+                };
+                ShardMsg::Query(Box::new(QueryMsg {
+                    gather: uint("gather")?,
+                    origin: self.shard_from_wire(h.get("origin"))?,
+                    realm,
+                    query,
+                }))
+            }
+            "answer" => {
+                let ids = |k: &str| match h.get(k) {
+                    Some(Value::List(l)) => Some(
+                        l.iter()
+                            .filter_map(|v| match v {
+                                Value::UInt(u) => Some(*u),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                    _ => None,
+                };
+                let answer = if let Some(n) = uint("count") {
+                    Answer::Count(n)
+                } else if let Some(l) = ids("ids") {
+                    Answer::Ids(l)
+                } else if let Some(l) = ids("killed") {
+                    Answer::Killed(l)
+                } else {
+                    match h.get("session")? {
+                        Value::Dict(d) => Answer::Session(Some(d.clone())),
+                        _ => Answer::Session(None),
+                    }
+                };
+                ShardMsg::Answer {
+                    gather: uint("gather")?,
+                    answer,
+                }
+            }
             _ => return None,
         })
     }

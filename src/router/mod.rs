@@ -319,6 +319,8 @@ pub struct Router {
     cluster: Option<crate::cluster::ClusterLink>,
     /// The other nodes by their number here (`crate::cluster::FromNode::NodeUp`).
     node_names: Vec<Option<Arc<str>>>,
+    /// Their shard counts (for the session meta procedures' scatter).
+    node_shards: Vec<usize>,
     pub(crate) stats: Arc<ShardStats>,
 }
 
@@ -401,6 +403,7 @@ impl Router {
             control: None,
             cluster: None,
             node_names: Vec::new(),
+            node_shards: Vec::new(),
             stats,
         }
     }

@@ -55,6 +55,20 @@ impl Router {
     }
 
     pub(super) fn new_router_id(&mut self) -> Id {
+        if self.cluster.is_some() {
+            // in a cluster every node makes IDs: random ones (as session IDs
+            // are), still this shard's residue so that no two shards here
+            // can draw the same, and none in use here
+            use rand::Rng;
+            let n = self.nshards as u64;
+            loop {
+                let k = rand::thread_rng().gen_range(0..=(wamp::MAX_ID - self.me as u64 - 1) / n);
+                let id = k * n + self.me as u64 + 1;
+                if !self.realms.iter().any(|r| r.subscriptions.contains_key(&id) || r.registrations.contains_key(&id)) {
+                    return id;
+                }
+            }
+        }
         self.next_router_id += 1;
         let id = (self.next_router_id - 1) * self.nshards as u64 + self.me as u64 + 1;
         if id > wamp::MAX_ID {

@@ -16,6 +16,14 @@ the others too (cross-serializer across nodes). An event that must not be there 
 shown by a later sentinel from the same publisher (one publisher's events reach a
 subscriber in publication order) and by the nodes' counters, never by waiting.
 
+RPC: a node learns another's callees asynchronously (one NATS round trip after
+REGISTERED), so before calling a test polls the calling node's meta API until it counts
+the callees expected (wait_callees: wamp.registration.lookup, then
+wamp.registration.count_callees). Callers, callees and the meta sessions use different
+transports of the three. Calls, errors, progressive results, CANCEL (kill, killnowait),
+dealer-side timeouts, a shared round-robin registration over the three nodes and a
+callee's node SIGKILLed with calls pending on it.
+
 Switchyard only (skipped under ROUTER=crossbar); needs nats-server (NATS_SERVER,
 else PATH, else /usr/sbin/nats-server).
 """
@@ -31,10 +39,14 @@ import urllib.request
 
 import conftest
 import pytest
-from autobahn.wamp.types import PublishOptions, SubscribeOptions
+from autobahn.wamp import message
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import (CallOptions, CallResult, PublishOptions, RegisterOptions,
+                                 SubscribeOptions)
 
 from harness import (PAYLOAD_ARGS, PAYLOAD_KWARGS, SENTINEL, TRANSPORTS, EventSink, Harness,
-                     assert_same, disclosing, run, ticket_auth, until_sentinel)
+                     assert_same, disclosing, expect_app_error, normalize_result, run,
+                     ticket_auth, until_sentinel)
 
 
 def _nats_server_bin():
@@ -427,5 +439,417 @@ def test_node_killed_others_go_on(cluster, transport):
             for node in (a, c):
                 assert metric(node, total("cluster_events_dropped")) == 0, node.cluster_node
             assert a.alive() and c.alive()
+
+    run(main(), timeout=TEST_TIMEOUT)
+
+
+# ---------------------------------------------------------------------------
+# RPC across nodes
+
+async def callees_known(meta, procedure):
+    """How many callees of procedure (exact registration) the node of the session meta
+    knows, its own and the other nodes' (wamp.registration.lookup, then
+    wamp.registration.count_callees): 0 when it knows no registration."""
+    reg = await meta.call("wamp.registration.lookup", procedure)
+    if reg is None:
+        return 0
+    try:
+        return await meta.call("wamp.registration.count_callees", reg)
+    except ApplicationError as e:
+        if e.error == "wamp.error.no_such_registration":  # gone in between
+            return 0
+        raise
+
+
+async def wait_callees(metas, procedure, n, deadline=DEADLINE):
+    """Polls until the node of each session of metas knows n callees of procedure."""
+    end = time.monotonic() + deadline
+    for meta in metas:
+        while True:
+            got = await callees_known(meta, procedure)
+            if got == n:
+                break
+            assert time.monotonic() < end, "{}: {} callees of {} after {} s, want {}".format(
+                meta.name, got, procedure, deadline, n)
+            await asyncio.sleep(0.02)
+
+
+async def wait_until(probe, what, deadline=DEADLINE):
+    """Polls probe() (no I/O of its own) until it returns something true; returns it."""
+    end = time.monotonic() + deadline
+    while True:
+        got = probe()
+        if got:
+            return got
+        assert time.monotonic() < end, "no {} within {} s".format(what, deadline)
+        await asyncio.sleep(0.01)
+
+
+def spy(session):
+    """The messages session receives from now on, as autobahn parsed them (a list
+    that grows as they come)."""
+    seen = []
+    deliver = session.onMessage
+
+    def tap(msg):
+        seen.append(msg)
+        return deliver(msg)
+
+    session.onMessage = tap
+    return seen
+
+
+def cancel_mode(session, mode):
+    """The CANCELs session sends from now on without a mode ask for mode:
+    autobahn-python 24.4 sends CANCEL without Options.mode (skip) when a call's future
+    is cancelled, and has no option for it."""
+    transport = session._transport
+    send = transport.send
+
+    def send_with_mode(msg):
+        if isinstance(msg, message.Cancel) and msg.mode is None:
+            msg.mode = mode
+        return send(msg)
+
+    transport.send = send_with_mode
+
+
+def request_of(session, call):
+    """The request id of call, a future session.call() returned."""
+    ids = [r for r, req in session._call_reqs.items() if req.on_reply is call]
+    assert len(ids) == 1, ids
+    return ids[0]
+
+
+def test_calls_cross_nodes(cluster, transport):
+    """A callee on b, a caller on a: positional and keyword arguments (the payload
+    fixtures) reach the callee and its result the caller, exact across serializers; an
+    ApplicationError raised by the callee reaches the caller with its URI, args and
+    kwargs; a second single registration on c is refused (procedure_already_exists);
+    the callee's UNREGISTER reaches a and c, and a's next call gets no_such_procedure."""
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    proc = "com.cluster.rpc.echo"
+
+    async def main():
+        async with Harness(a) as ha, Harness(b) as hb, Harness(c) as hc:
+            callee = await hb.open(_rot(transport, 1), name="callee-b")
+            invocations = []
+
+            def echo(*args, details=None, **kwargs):
+                invocations.append((list(args), kwargs, details))
+                return CallResult(*args, **kwargs)
+
+            def fail(*args, details=None, **kwargs):
+                raise ApplicationError("com.cluster.rpc.failed", "on b", len(args), why="asked",
+                                       got=kwargs)
+
+            opts = RegisterOptions(details_arg="details")
+            reg = await callee.register(echo, proc, options=opts)
+            await callee.register(fail, proc + ".fail", options=opts)
+            meta_a = await ha.open(_rot(transport, 2), name="meta-a")
+            meta_c = await hc.open(_rot(transport, 2), name="meta-c")
+            await wait_callees([meta_a, meta_c], proc, 1)
+            await wait_callees([meta_a], proc + ".fail", 1)
+
+            caller = await ha.open(transport, name="caller-a")
+            res = await asyncio.wait_for(caller.call(proc, *PAYLOAD_ARGS, **PAYLOAD_KWARGS),
+                                         DEADLINE)
+            args, kwargs = normalize_result(res)
+            assert_same(PAYLOAD_ARGS, args, "result.args")
+            assert_same(PAYLOAD_KWARGS, kwargs, "result.kwargs")
+            (in_args, in_kwargs, details), = invocations
+            assert_same(PAYLOAD_ARGS, in_args, "invocation.args")
+            assert_same(PAYLOAD_KWARGS, in_kwargs, "invocation.kwargs")
+            assert details.registration.id == reg.id, str(details)
+            assert details.caller is None, str(details)  # not disclosed
+
+            res = await asyncio.wait_for(caller.call(proc, only="kwargs"), DEADLINE)
+            assert normalize_result(res) == ([], {"only": "kwargs"}), res
+            res = await asyncio.wait_for(caller.call(proc, "one"), DEADLINE)
+            assert res == "one", res
+
+            err = await expect_app_error(caller.call(proc + ".fail", 1, 2, k="v"), DEADLINE)
+            assert err.error == "com.cluster.rpc.failed", err
+            assert list(err.args) == ["on b", 2], err.args
+            assert err.kwargs == {"why": "asked", "got": {"k": "v"}}, err.kwargs
+
+            # one single registration cluster-wide
+            twin = await hc.open(transport, name="twin-c")
+            with pytest.raises(ApplicationError) as refused:
+                await asyncio.wait_for(twin.register(lambda: "twin", proc), DEADLINE)
+            assert refused.value.error == "wamp.error.procedure_already_exists", refused.value
+
+            await asyncio.wait_for(reg.unregister(), DEADLINE)
+            await wait_callees([meta_a, meta_c], proc, 0)
+            err = await expect_app_error(caller.call(proc, "gone"), DEADLINE)
+            assert err.error == "wamp.error.no_such_procedure", err
+            assert len(invocations) == 3, invocations
+
+    run(main(), timeout=TEST_TIMEOUT)
+
+
+def test_progressive_results_cross_nodes(cluster, transport):
+    """A callee on c sends progressive results (details.progress), a caller on a
+    receives them (CallOptions(on_progress=)): every chunk in order, each before the
+    final result, then that; two such calls at once each get their own chunks; a call
+    without on_progress gets the final result only."""
+    a, c = cluster.nodes["a"], cluster.nodes["c"]
+    proc = "com.cluster.rpc.chunks"
+
+    async def main():
+        async with Harness(a) as ha, Harness(c) as hc:
+            callee = await hc.open(_rot(transport, 1), name="callee-c")
+
+            async def chunks(tag, n, details=None):
+                if details.progress is None:
+                    return "no progress asked for"
+                for i in range(n):
+                    details.progress(tag, i, chunk="#" * i)
+                    if i % 4 == 3:
+                        await asyncio.sleep(0)  # a few at once, then a turn of the loop
+                return CallResult("done", tag, n=n)
+
+            await callee.register(chunks, proc, options=RegisterOptions(details_arg="details"))
+            meta = await ha.open(_rot(transport, 2), name="meta-a")
+            await wait_callees([meta], proc, 1)
+
+            caller = await ha.open(transport, name="caller-a")
+            calls = {}
+            got = {"x": [], "y": []}
+
+            def on_progress(tag):
+                def record(*args, **kwargs):
+                    got[tag].append((list(args), kwargs, calls[tag].done()))
+                return record
+
+            sizes = {"x": 40, "y": 7}
+            for tag, n in sizes.items():
+                calls[tag] = caller.call(proc, tag, n,
+                                         options=CallOptions(on_progress=on_progress(tag)))
+            results = await asyncio.wait_for(asyncio.gather(*calls.values()), DEADLINE)
+            for (tag, n), res in zip(sizes.items(), results):
+                assert got[tag] == [([tag, i], {"chunk": "#" * i}, False) for i in range(n)], \
+                    (tag, got[tag])
+                assert normalize_result(res) == (["done", tag], {"n": n}), (tag, res)
+
+            res = await asyncio.wait_for(caller.call(proc, "z", 3), DEADLINE)
+            assert res == "no progress asked for", res
+
+    run(main(), timeout=TEST_TIMEOUT)
+
+
+def test_cancel_cross_nodes(cluster, transport):
+    """A call from a to a callee on b, canceled by the caller while the callee works
+    on it. kill (the call's future cancelled, its CANCEL given mode kill): the callee
+    gets INTERRUPT mode kill (autobahn cancels its coroutine), and its own ERROR
+    (wamp.error.canceled, with its args) is what reaches the caller; the future ends
+    cancelled. killnowait (CANCEL sent as is): the caller's call fails at once with
+    ApplicationError wamp.error.canceled, the callee is interrupted too, and its late
+    answer never reaches the caller."""
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    proc = "com.cluster.rpc.long"
+
+    async def main():
+        async with Harness(a) as ha, Harness(b) as hb:
+            callee = await hb.open(_rot(transport, 1), name="callee-b")
+            callee_seen = spy(callee)
+            invoked = asyncio.Queue()
+            interrupted = []
+
+            async def long(tag):
+                invoked.put_nowait(tag)
+                try:
+                    await asyncio.Event().wait()  # never set: only an INTERRUPT ends it
+                except asyncio.CancelledError:
+                    interrupted.append(tag)
+                    raise ApplicationError("wamp.error.canceled", "interrupted on b", tag)
+                return "not interrupted"
+
+            await callee.register(long, proc)
+            await callee.register(lambda: "quick", proc + ".quick")
+            meta = await ha.open(_rot(transport, 2), name="meta-a")
+            await wait_callees([meta], proc, 1)
+            await wait_callees([meta], proc + ".quick", 1)
+            caller = await ha.open(transport, name="caller-a")
+            caller_seen = spy(caller)
+            cancel_mode(caller, "kill")
+
+            def errors_for(req):
+                return [m for m in caller_seen if isinstance(m, message.Error) and m.request == req]
+
+            def interrupts():
+                return [m for m in callee_seen if isinstance(m, message.Interrupt)]
+
+            # kill
+            call = caller.call(proc, "kill")
+            killed = req = request_of(caller, call)
+            assert await asyncio.wait_for(invoked.get(), DEADLINE) == "kill"
+            call.cancel()  # autobahn sends CANCEL, here with mode kill
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            (err,) = await wait_until(lambda: errors_for(req), "ERROR for the canceled call")
+            assert err.error == "wamp.error.canceled", err
+            assert err.request_type == message.Call.MESSAGE_TYPE, err
+            # the callee's ERROR, not one of the router's own
+            assert err.args == ["interrupted on b", "kill"], err
+            assert interrupted == ["kill"], interrupted
+            (interrupt,) = interrupts()
+            assert interrupt.mode == "kill", interrupt
+
+            # killnowait, the call's future left as it is
+            call = caller.call(proc, "killnowait")
+            req = request_of(caller, call)
+            assert await asyncio.wait_for(invoked.get(), DEADLINE) == "killnowait"
+            caller._transport.send(message.Cancel(req, mode="killnowait"))
+            err = await expect_app_error(call, DEADLINE)
+            assert err.error == "wamp.error.canceled", err
+            await wait_until(lambda: len(interrupted) == 2, "INTERRUPT of the second call")
+            assert interrupted == ["kill", "killnowait"], interrupted
+            assert [m.mode for m in interrupts()] == ["kill", "killnowait"], interrupts()
+            # the callee has answered (its ERROR is sent before autobahn forgets the
+            # invocation); a call after it on the same paths comes back, and by then
+            # a late answer to the canceled call would have too
+            await wait_until(lambda: not callee._invocations, "the callee's answer")
+            assert await asyncio.wait_for(caller.call(proc + ".quick"), DEADLINE) == "quick"
+            for r in (killed, req):
+                assert len(errors_for(r)) == 1, (r, errors_for(r))
+                assert not [m for m in caller_seen if isinstance(m, message.Result)
+                            and m.request == r], (r, caller_seen)
+            assert not caller._call_reqs, caller._call_reqs
+
+    run(main(), timeout=TEST_TIMEOUT)
+
+
+def test_call_timeout_cross_nodes(cluster, transport):
+    """A call from a with a dealer-side timeout (CallOptions(timeout=300): WAMP's
+    Options.timeout is in milliseconds, and autobahn sends the number as it is) to a
+    callee on c that never answers: ApplicationError wamp.error.timeout, not before
+    300 ms; the callee got the invocation and is interrupted (killnowait); a call with
+    a timeout that is answered in time is answered."""
+    a, c = cluster.nodes["a"], cluster.nodes["c"]
+    proc = "com.cluster.rpc.never"
+
+    async def main():
+        async with Harness(a) as ha, Harness(c) as hc:
+            callee = await hc.open(_rot(transport, 1), name="callee-c")
+            callee_seen = spy(callee)
+            invoked, interrupted = [], []
+
+            async def never():
+                invoked.append(time.monotonic())
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    interrupted.append(time.monotonic())
+                    raise
+                return "answered"
+
+            await callee.register(never, proc)
+            await callee.register(lambda: "quick", proc + ".quick")
+            meta = await ha.open(_rot(transport, 2), name="meta-a")
+            await wait_callees([meta], proc, 1)
+            await wait_callees([meta], proc + ".quick", 1)
+            caller = await ha.open(transport, name="caller-a")
+
+            start = time.monotonic()
+            err = await expect_app_error(caller.call(proc, options=CallOptions(timeout=300)),
+                                         DEADLINE)
+            took = time.monotonic() - start
+            assert err.error == "wamp.error.timeout", err
+            assert took >= 0.29, took
+            assert len(invoked) == 1, invoked
+            await wait_until(lambda: interrupted, "INTERRUPT of the timed-out invocation")
+            modes = [m.mode for m in callee_seen if isinstance(m, message.Interrupt)]
+            assert modes == ["killnowait"], modes
+
+            res = await asyncio.wait_for(
+                caller.call(proc + ".quick", options=CallOptions(timeout=5000)), DEADLINE)
+            assert res == "quick", res
+            assert not caller._call_reqs, caller._call_reqs
+
+    run(main(), timeout=TEST_TIMEOUT)
+
+
+def test_shared_roundrobin_spans_nodes(cluster, transport):
+    """A shared registration (invoke = roundrobin) with one callee on each of a, b, c,
+    registered in that order, each once every node knows the one before: six calls
+    from b are answered by a, b, c, a, b, c, each callee naming itself."""
+    hs_nodes = cluster.nodes
+    proc = "com.cluster.rpc.rr"
+
+    async def main():
+        async with Harness(hs_nodes["a"]) as ha, Harness(hs_nodes["b"]) as hb, \
+                Harness(hs_nodes["c"]) as hc:
+            harnesses = {"a": ha, "b": hb, "c": hc}
+            metas = [await h.open(_rot(transport, 2), name="meta-" + n)
+                     for n, h in harnesses.items()]
+            calls = {n: [] for n in harnesses}
+
+            def answerer(name):
+                def answer(i):
+                    calls[name].append(i)
+                    return name
+                return answer
+
+            for k, (name, h) in enumerate(harnesses.items()):
+                callee = await h.open(_rot(transport, k), name="callee-" + name)
+                await asyncio.wait_for(callee.register(
+                    answerer(name), proc, options=RegisterOptions(invoke="roundrobin")), DEADLINE)
+                await wait_callees(metas, proc, k + 1)
+
+            caller = await hb.open(transport, name="caller-b")
+            got = [await asyncio.wait_for(caller.call(proc, i), DEADLINE) for i in range(6)]
+            assert got == ["a", "b", "c", "a", "b", "c"], got
+            assert calls == {"a": [0, 3], "b": [1, 4], "c": [2, 5]}, calls
+
+    run(main(), timeout=TEST_TIMEOUT)
+
+
+def test_callee_node_killed_calls_canceled(cluster, transport):
+    """c is SIGKILLed with calls from a and from b pending on its callee: both callers
+    get ApplicationError wamp.error.canceled within the node timeout (plus a second for
+    a loaded machine); a and b forget c's callee, a call then gets no_such_procedure,
+    and a single registration of the procedure on a is accepted and called from b."""
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    proc = "com.cluster.rpc.doomed"
+
+    async def main():
+        async with Harness(a) as ha, Harness(b) as hb, Harness(c) as hc:
+            callee = await hc.open(_rot(transport, 1), name="callee-c")
+            invoked = []
+
+            async def hang(who):
+                invoked.append(who)
+                await asyncio.Event().wait()
+
+            await callee.register(hang, proc)
+            meta_a = await ha.open(_rot(transport, 2), name="meta-a")
+            meta_b = await hb.open(_rot(transport, 2), name="meta-b")
+            await wait_callees([meta_a, meta_b], proc, 1)
+            callers = {"a": await ha.open(transport, name="caller-a"),
+                       "b": await hb.open(_rot(transport, 1), name="caller-b")}
+            pending = {k: s.call(proc, k) for k, s in callers.items()}
+            await wait_until(lambda: sorted(invoked) == ["a", "b"], "both invocations on c")
+
+            ended = {}
+            for k, fut in pending.items():
+                fut.add_done_callback(lambda _, k=k: ended.setdefault(k, time.monotonic()))
+            killed = time.monotonic()
+            cluster.kill("c")
+            for k, fut in pending.items():
+                err = await expect_app_error(fut, DEADLINE)
+                assert err.error == "wamp.error.canceled", (k, err)
+            took = {k: round(t - killed, 3) for k, t in ended.items()}
+            bound = NODE_TIMEOUT_MS / 1000 + 1.0
+            assert all(t <= bound for t in took.values()), (took, bound)
+
+            await wait_callees([meta_a, meta_b], proc, 0)
+            err = await expect_app_error(callers["a"].call(proc, "again"), DEADLINE)
+            assert err.error == "wamp.error.no_such_procedure", err
+            heir = await ha.open(_rot(transport, 1), name="heir-a")
+            await asyncio.wait_for(heir.register(lambda who: "heir " + who, proc), DEADLINE)
+            await wait_callees([meta_b], proc, 1)
+            assert await asyncio.wait_for(callers["b"].call(proc, "b"), DEADLINE) == "heir b"
+            assert a.alive() and b.alive()
 
     run(main(), timeout=TEST_TIMEOUT)
