@@ -405,6 +405,8 @@ stats! {
     cluster_nodes: AtomicI64,
     /// Subscriptions of other nodes known here (on shard 0).
     cluster_remote_interests: AtomicI64,
+    /// Sessions of other nodes known here (on shard 0).
+    cluster_remote_sessions: AtomicI64,
     /// Subscriptions of other nodes not taken: past
     /// `cluster.max_remote_interests` (on shard 0).
     cluster_interests_refused: AtomicU64,

@@ -232,11 +232,19 @@ fn interest_follows_subscriptions_node_loss_and_nats_restarts() {
     publish_numbered(&mut p, "com.life", 3);
     assert_eq!(numbers_until_sentinel(&mut s), vec![0, 1, 2]);
 
-    // b killed: a notices, and forgets its subscriptions
-    drop(s);
+    // b killed: a notices, forgets its subscriptions, and tells of its
+    // sessions' leave (`s` did not leave: its node died)
+    let mut watcher = Client::join_ws(a.ws, Ser::Json);
+    watcher.subscribe("wamp.session.on_leave", "{}");
+    wait_metric(&b, "cluster_remote_interests", |n| n == 1);
+    wait_metric(&a, "cluster_remote_sessions", |n| n == 1);
     unsafe_kill(&b);
     wait_metric(&a, "cluster_nodes", |n| n == 0);
     wait_metric(&a, "cluster_remote_interests", |n| n == 0);
+    wait_metric(&a, "cluster_remote_sessions", |n| n == 0);
+    let left = watcher.expect(EVENT);
+    assert_eq!(left.at(4).at(0).u(), s.session, "{left:?}");
+    drop(s);
     drop(b);
 
     // b again, under the same name
@@ -462,7 +470,7 @@ fn session_meta_spans_nodes() {
     wait_metric(&b, "cluster_nodes", |n| n == 1);
     let mut asker = Client::join_ws(a.ws, Ser::Json);
     let _on_a = Client::join_raw(a.rs, Ser::MsgPack);
-    let mut on_b: Vec<Client> = (0..3).map(|_| Client::join_ws(b.ws, Ser::Cbor)).collect();
+    let on_b: Vec<Client> = (0..3).map(|_| Client::join_ws(b.ws, Ser::Cbor)).collect();
     let mut alice = Client::ws(b.ws, Ser::Json);
     alice.login("realm1", r#"{"roles": {"subscriber": {}}, "authid": "alice"}"#);
     // 2 on a, 4 on b (the answer may come before b's shard count reached
@@ -481,7 +489,9 @@ fn session_meta_spans_nodes() {
     }
     asker.send_json(r#"[48, 1000, {}, "wamp.session.list", []]"#);
     let list = asker.expect(RESULT);
-    let switchyard::wamp::Value::List(ids) = list.at(3).at(0) else { panic!("{list:?}") };
+    let switchyard::wamp::Value::List(ids) = list.at(3).at(0) else {
+        panic!("{list:?}")
+    };
     let ids: Vec<u64> = ids.iter().map(|v| v.u()).collect();
     for c in on_b.iter().chain([&alice]) {
         assert!(ids.contains(&c.session), "{} missing from {ids:?}", c.session);

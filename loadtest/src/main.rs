@@ -568,14 +568,19 @@ where
 
 /// The receivers' set-up: `setup` itself, or the same at `--receiver-url`.
 fn receiver_setup(common: &Common, setup: &Arc<Setup>) -> Result<Arc<Setup>, String> {
-    let Some(url) = &common.receiver_url else { return Ok(setup.clone()) };
+    let Some(url) = &common.receiver_url else {
+        return Ok(setup.clone());
+    };
     let mut target = client::parse_url(url)?;
     target.batched = setup.target.batched;
     target.tls = setup.target.tls.clone();
     if (url.starts_with("wss://") || url.starts_with("rss://")) && target.tls.is_none() {
         return Err("a wss:// or rss:// --receiver-url needs a TLS --url (and --ca)".into());
     }
-    Ok(Arc::new(Setup { target, ..(**setup).clone() }))
+    Ok(Arc::new(Setup {
+        target,
+        ..(**setup).clone()
+    }))
 }
 
 /// Waits `--settle-ms` before the senders start.
@@ -692,12 +697,7 @@ fn rpc(common: &Common, callers: usize, callees: usize) -> Result<Report, String
         async move {
             let mut tasks = Vec::new();
             for k in (0..callees).filter(|k| k % threads == t) {
-                tasks.push(glommio::spawn_local(scenario::callee(
-                    rx.clone(),
-                    shared.clone(),
-                    k,
-                    procedure(k),
-                )));
+                tasks.push(glommio::spawn_local(scenario::callee(rx.clone(), shared.clone(), k, procedure(k))));
             }
             while shared.ready.load(Ordering::Acquire) < callees && !shared.stop.load(Ordering::Relaxed) {
                 glommio::timer::sleep(Duration::from_millis(1)).await;

@@ -49,6 +49,17 @@ pub struct Interest {
     /// For a callee: the registration's invocation policy, the callee
     /// session and its shard on its node (none: a subscription entry).
     pub callee: Option<CalleeOf>,
+    /// For a session of the node (its `uri` empty): who it is, so that the
+    /// other nodes can tell of its leave if the node dies.
+    pub session: Option<SessionOf>,
+}
+
+/// A session of a node, as the other nodes know it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionOf {
+    pub id: Id,
+    pub authid: Arc<str>,
+    pub authrole: Arc<str>,
 }
 
 /// A callee of a registration on its node.
@@ -131,6 +142,9 @@ pub enum FromNode {
     /// A node is gone (after its interests were withdrawn): calls waiting
     /// on it end.
     NodeGone { node: u8 },
+    /// The sessions a node that went had in `realm` (to shard 0, which
+    /// publishes their `wamp.session.on_leave` here).
+    Left { realm: Arc<str>, sessions: Vec<SessionOf> },
     /// A publication, or a message about a call, from another node
     /// ([`wire`]).
     Frame(Bytes),
@@ -145,7 +159,24 @@ impl ClusterLink {
             policy,
             uri: uri.clone(),
             callee,
+            session: None,
         };
+        self.change(interest, add);
+    }
+
+    /// A session of this node joined (`add`) or left `realm`.
+    pub fn session(&self, realm: &Arc<str>, session: SessionOf, add: bool) {
+        let interest = Interest {
+            realm: realm.clone(),
+            policy: MatchPolicy::Exact,
+            uri: "".into(),
+            callee: None,
+            session: Some(session),
+        };
+        self.change(interest, add);
+    }
+
+    fn change(&self, interest: Interest, add: bool) {
         {
             let mut i = self.shared.interests.lock().unwrap_or_else(|e| e.into_inner());
             let changed = if add {

@@ -43,11 +43,7 @@ pub type Started = (Vec<ClusterLink>, Vec<flume::Receiver<FromNode>>, NodeThread
 /// Starts the node thread for `shards` shards: each shard's link and the
 /// queue it reads. `stats` are shard 0's (the thread's own counters go
 /// there).
-pub fn start(
-    cfg: &ClusterConfig,
-    shards: usize,
-    stats: Vec<Arc<ShardStats>>,
-) -> Result<Started, String> {
+pub fn start(cfg: &ClusterConfig, shards: usize, stats: Vec<Arc<ShardStats>>) -> Result<Started, String> {
     if shards > super::SHARD_SLOTS {
         return Err(format!("a cluster node has at most {} shards", super::SHARD_SLOTS));
     }
@@ -452,6 +448,22 @@ impl Thread {
     /// shard (which never drops these: the thread waits for room).
     async fn change(&mut self, idx: u8, add: bool, interest: Interest) {
         let Some(r) = self.nodes[idx as usize].as_mut() else { return };
+        if interest.session.is_some() {
+            // sessions stay here, for their leaves should the node die
+            let stat = &self.stats[0].cluster_remote_sessions;
+            if add {
+                if self.remote_interests >= self.cfg.max_remote_interests {
+                    ShardStats::inc(&self.stats[0].cluster_interests_refused);
+                } else if r.interests.insert(interest) {
+                    self.remote_interests += 1;
+                    stat.fetch_add(1, Ordering::Relaxed);
+                }
+            } else if r.interests.remove(&interest) {
+                self.remote_interests -= 1;
+                stat.fetch_sub(1, Ordering::Relaxed);
+            }
+            return;
+        }
         if add {
             if self.remote_interests >= self.cfg.max_remote_interests {
                 ShardStats::inc(&self.stats[0].cluster_interests_refused);
@@ -485,8 +497,18 @@ impl Thread {
         let Some(r) = self.nodes[idx as usize].as_mut() else { return };
         info!(node = %r.name, why, "cluster node gone");
         let interests: Vec<Interest> = r.interests.iter().cloned().collect();
+        // its sessions' leaves, told here by shard 0, per realm
+        let mut left: AHashMap<Arc<str>, Vec<super::SessionOf>> = AHashMap::new();
+        for i in &interests {
+            if let Some(s) = &i.session {
+                left.entry(i.realm.clone()).or_default().push(s.clone());
+            }
+        }
         for i in interests {
             self.change(idx, false, i).await;
+        }
+        for (realm, sessions) in left {
+            let _ = self.to_shards[0].send_async(FromNode::Left { realm, sessions }).await;
         }
         if let Some(r) = self.nodes[idx as usize].take() {
             self.by_name.remove(&r.name);

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{CalleeOf, Interest};
+use super::{CalleeOf, Interest, SessionOf};
 use crate::codec;
 use crate::router::InvokePolicy;
 use crate::wamp::message::Serializer;
@@ -163,13 +163,28 @@ impl Ctl {
             Body::Bye => "bye",
             Body::Interests { .. } => "interests",
         };
-        let mut v = vec![s(kind), s(&self.node), Value::UInt(self.incarnation), Value::UInt(u64::from(self.shards))];
+        let mut v = vec![
+            s(kind),
+            s(&self.node),
+            Value::UInt(self.incarnation),
+            Value::UInt(u64::from(self.shards)),
+        ];
         if let Body::Interests { flags, entries } = &self.body {
             v.push(Value::UInt(*flags));
             v.push(Value::List(
                 entries
                     .iter()
                     .map(|(add, i)| {
+                        if let Some(m) = &i.session {
+                            return Value::List(vec![
+                                Value::Bool(*add),
+                                s(&i.realm),
+                                s("session"),
+                                Value::UInt(m.id),
+                                s(&m.authid),
+                                s(&m.authrole),
+                            ]);
+                        }
                         let mut e = vec![Value::Bool(*add), s(&i.realm), s(i.policy.as_str()), s(&i.uri)];
                         if let Some(c) = &i.callee {
                             e.extend([s(c.invoke.as_str()), Value::UInt(c.session), Value::UInt(u64::from(c.shard))]);
@@ -213,6 +228,34 @@ impl Ctl {
                 let mut entries = Vec::with_capacity(items.len());
                 for item in items {
                     let Value::List(e) = item else { return None };
+                    if let (
+                        Some(Value::Bool(add)),
+                        Some(Value::Str(realm)),
+                        Some(Value::Str(k)),
+                        Some(Value::UInt(id)),
+                        Some(Value::Str(authid)),
+                        Some(Value::Str(authrole)),
+                    ) = (e.first(), e.get(1), e.get(2), e.get(3), e.get(4), e.get(5))
+                    {
+                        if k != "session" || !uri::is_valid(realm, UriCheck::Concrete) {
+                            return None;
+                        }
+                        entries.push((
+                            *add,
+                            Interest {
+                                realm: Arc::from(realm.as_str()),
+                                policy: MatchPolicy::Exact,
+                                uri: "".into(),
+                                callee: None,
+                                session: Some(SessionOf {
+                                    id: *id,
+                                    authid: Arc::from(authid.as_str()),
+                                    authrole: Arc::from(authrole.as_str()),
+                                }),
+                            },
+                        ));
+                        continue;
+                    }
                     let (Some(Value::Bool(add)), Some(Value::Str(realm)), Some(Value::Str(policy)), Some(Value::Str(u))) =
                         (e.first(), e.get(1), e.get(2), e.get(3))
                     else {
@@ -238,6 +281,7 @@ impl Ctl {
                             policy,
                             uri: Arc::from(u.as_str()),
                             callee,
+                            session: None,
                         },
                     ));
                 }
@@ -309,6 +353,7 @@ mod tests {
             policy: p,
             uri: u.into(),
             callee: None,
+            session: None,
         };
         let ctl = |node: &str, body| Ctl {
             node: node.into(),
@@ -337,6 +382,18 @@ mod tests {
                         (false, i("com", MatchPolicy::Prefix)),
                         (true, i("com..y", MatchPolicy::Wildcard)),
                         (true, callee(1)),
+                        (
+                            false,
+                            Interest {
+                                uri: "".into(),
+                                session: Some(SessionOf {
+                                    id: 5,
+                                    authid: "alice".into(),
+                                    authrole: "user".into(),
+                                }),
+                                ..i("x", MatchPolicy::Exact)
+                            },
+                        ),
                     ],
                 },
             ),
@@ -346,7 +403,10 @@ mod tests {
         }
         let bad = [
             ctl("a.b", Body::Hello),
-            Ctl { shards: 0, ..ctl("a", Body::Beat) },
+            Ctl {
+                shards: 0,
+                ..ctl("a", Body::Beat)
+            },
             ctl(
                 "a",
                 Body::Interests {
@@ -358,11 +418,23 @@ mod tests {
                 "a",
                 Body::Interests {
                     flags: 0,
-                    entries: vec![(true, Interest { realm: "bad realm".into(), ..i("com.x", MatchPolicy::Exact) })],
+                    entries: vec![(
+                        true,
+                        Interest {
+                            realm: "bad realm".into(),
+                            ..i("com.x", MatchPolicy::Exact)
+                        },
+                    )],
                 },
             ),
             // a callee on a shard the node does not have
-            ctl("a", Body::Interests { flags: 0, entries: vec![(true, callee(2))] }),
+            ctl(
+                "a",
+                Body::Interests {
+                    flags: 0,
+                    entries: vec![(true, callee(2))],
+                },
+            ),
         ];
         for c in bad {
             assert_eq!(Ctl::decode(&c.encode()), None, "{c:?}");

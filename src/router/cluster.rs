@@ -7,9 +7,9 @@ use std::sync::Arc;
 use tracing::debug;
 
 use super::broker::{extras_from_wire, extras_to_wire};
+use super::gather::KillTarget;
 use super::messages::{CallChunk, CallDone, InterruptMsg, InvokeMsg};
 use super::options::{CancelMode, InvokePolicy};
-use super::gather::KillTarget;
 use super::{Answer, EventExtras, Query, QueryMsg, RealmIdx, Router, ShardMsg, TableChange};
 use crate::cluster::{pseudo_shard, split_pseudo, wire, CalleeOf, ClusterLink, FromNode, NodeMask, OutEvent};
 use crate::codec;
@@ -53,6 +53,19 @@ impl Router {
         );
     }
 
+    /// A session of this node joined (`add`) or left: the other nodes keep
+    /// who it is, to tell of its leave should this node die.
+    pub(super) fn tell_cluster_session(&self, realm: RealmIdx, session: Id, authid: &Arc<str>, authrole: &Arc<str>, add: bool) {
+        if let Some(link) = &self.cluster {
+            let s = crate::cluster::SessionOf {
+                id: session,
+                authid: authid.clone(),
+                authrole: authrole.clone(),
+            };
+            link.session(&self.realms[realm as usize].name, s, add);
+        }
+    }
+
     /// Sends a publication routed here to the other nodes with a matching
     /// subscription, once to each.
     pub(super) fn forward_publication(&mut self, realm: RealmIdx, topic: &str, id: Id, payload: &Payload, extras: Option<&EventExtras>) {
@@ -88,6 +101,23 @@ impl Router {
                 self.node_shards[i] = shards.min(crate::cluster::SHARD_SLOTS);
             }
             FromNode::NodeGone { node } => self.node_gone(node),
+            FromNode::Left { realm, sessions } => {
+                let Some(&realm) = self.realm_names.get(&*realm) else { return };
+                // told here only: every node tells its own sessions
+                for s in sessions {
+                    if self.realms[realm as usize].meta_subscriptions == 0 {
+                        break;
+                    }
+                    let args = vec![
+                        Value::UInt(s.id),
+                        Value::Str(s.authid.to_string()),
+                        Value::Str(s.authrole.to_string()),
+                    ];
+                    let payload = codec::payload_from(Serializer::Json, &args);
+                    ShardStats::inc(&self.stats.meta_events);
+                    self.route_publication_as(realm, "wamp.session.on_leave", &payload, None, 0, crate::wamp::random_id(), false);
+                }
+            }
             FromNode::Interest { node, add, interest } => {
                 let Some(&realm) = self.realm_names.get(&*interest.realm) else {
                     // a realm this node does not serve: nobody here publishes to it
@@ -567,8 +597,12 @@ impl Router {
                     _ => None,
                 };
                 let query = match h.get_str("q")? {
-                    "count" => Query::SessionCount { authroles: strs("authroles") },
-                    "list" => Query::SessionList { authroles: strs("authroles") },
+                    "count" => Query::SessionCount {
+                        authroles: strs("authroles"),
+                    },
+                    "list" => Query::SessionList {
+                        authroles: strs("authroles"),
+                    },
                     "get" => Query::SessionGet { session: uint("session")? },
                     "kill" => {
                         let Some(Value::List(t)) = h.get("target") else { return None };

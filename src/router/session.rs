@@ -873,6 +873,10 @@ impl Router {
         }
         if let Some(s) = self.sessions.get(&sid) {
             let details = super::builtins::session_details(sid, s);
+            if self.cluster.is_some() {
+                let (authid, authrole) = (s.identity.authid.clone(), s.identity.authrole.clone());
+                self.tell_cluster_session(realm_idx, sid, &authid, &authrole, true);
+            }
             self.meta_event(realm_idx, "wamp.session.on_join", || vec![Value::Dict(details)]);
         }
     }
@@ -887,6 +891,9 @@ impl Router {
     /// meta event (`wamp.session.kill_all`: nobody would be left to get them).
     pub(super) fn leave_with(&mut self, sid: Id, announce: bool) {
         let Some(mut s) = self.sessions.remove(&sid) else { return };
+        if self.cluster.is_some() {
+            self.tell_cluster_session(s.realm, sid, &s.identity.authid, &s.identity.authrole, false);
+        }
         if announce {
             self.publish_testaments(sid, &mut s);
             let (authid, authrole) = (s.identity.authid.to_string(), s.identity.authrole.to_string());

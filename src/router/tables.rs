@@ -64,7 +64,11 @@ impl Router {
             loop {
                 let k = rand::thread_rng().gen_range(0..=(wamp::MAX_ID - self.me as u64 - 1) / n);
                 let id = k * n + self.me as u64 + 1;
-                if !self.realms.iter().any(|r| r.subscriptions.contains_key(&id) || r.registrations.contains_key(&id)) {
+                if !self
+                    .realms
+                    .iter()
+                    .any(|r| r.subscriptions.contains_key(&id) || r.registrations.contains_key(&id))
+                {
                     return id;
                 }
             }

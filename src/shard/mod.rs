@@ -263,13 +263,21 @@ pub fn run(v: Validated, control: Control) -> Result<(), String> {
     }
     drop(ready_tx);
     let mut failure = None;
-    for _ in 0..n {
-        match ready_rx.recv() {
-            Ok(Ok(_)) => {}
+    let mut ready = 0;
+    while ready < n {
+        match ready_rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(Ok(_)) => ready += 1,
             Ok(Err(e)) => {
                 failure.get_or_insert(e);
+                ready += 1;
             }
-            Err(_) => {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // a shard slow to start may be parked before its first poll,
+                // where the watchdog cannot reach it yet (watchdog.rs)
+                let kicked = watchdog::kick_threads_named("shard-");
+                debug!(ready, shards = n, kicked, "shards not ready after 250 ms: interrupted their waits");
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
                 failure.get_or_insert("a shard stopped during start-up".to_string());
                 break;
             }

@@ -109,6 +109,37 @@ impl Drop for Watchdog {
     }
 }
 
+/// Interrupts every thread of this process whose name starts with
+/// `prefix`, as the watchdog does the registered ones. For threads that
+/// cannot have registered yet: we saw a shard's executor park in
+/// `io_uring_enter` before it ever polled its first task (so before the
+/// task could register), about once in a few hundred starts under load;
+/// any interruption of that wait lets it run. Returns how many were
+/// signalled. Needs the handler ([`Watchdog::start`] with an interval).
+pub fn kick_threads_named(prefix: &str) -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let mut n = 0;
+    for t in tasks.flatten() {
+        let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<libc::pid_t>().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.starts_with(prefix) {
+            // SAFETY: tgkill with this process's ID only reaches its own
+            // threads; a thread that ended meanwhile gets ESRCH.
+            unsafe {
+                libc::syscall(libc::SYS_tgkill, pid, tid, KICK);
+            }
+            n += 1;
+        }
+    }
+    n
+}
+
 fn install_handler() -> std::io::Result<()> {
     static ONCE: Once = Once::new();
     let mut result = Ok(());
