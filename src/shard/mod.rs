@@ -275,7 +275,7 @@ pub fn run(v: Validated, control: Control) -> Result<(), String> {
                 // a shard slow to start may be parked before its first poll,
                 // where the watchdog cannot reach it yet (watchdog.rs)
                 let kicked = watchdog::kick_threads_named("shard-");
-                debug!(ready, shards = n, kicked, "shards not ready after 250 ms: interrupted their waits");
+                info!(ready, shards = n, kicked, "shards not ready after 250 ms: interrupted their waits");
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 failure.get_or_insert("a shard stopped during start-up".to_string());
