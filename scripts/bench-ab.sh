@@ -27,8 +27,8 @@ done
 rm -rf "$out"; mkdir -p "$out"
 cargo build --release -p loadtest
 load="$root/target/release/loadtest"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+# shellcheck source=scripts/bench-lib.sh
+source "$root/scripts/bench-lib.sh"
 L() { "$load" "$@" --duration "$duration" --warmup 1 --cpus 1 --quiet; }
 
 for run in $(seq "$runs"); do
@@ -48,31 +48,10 @@ for run in $(seq "$runs"); do
     done
 done
 
-python3 - "$out" "$runs" <<'PY'
-import json, statistics, sys, os
-out, runs = sys.argv[1], int(sys.argv[2])
-def med(side, name, key, sub=None):
-    vals = []
-    for r in range(1, runs + 1):
-        p = os.path.join(out, f"{side}-{name}-{r}.json")
-        if os.path.exists(p):
-            x = json.load(open(p))
-            vals.append(x[sub][key] if sub else x[key])
-    return statistics.median(vals) if vals else None
-rows = [
-    ("pub/sub 1->1 events/s", "pubsub", "received_per_s", None),
-    ("RPC 1 in flight calls/s", "rpc1", "received_per_s", None),
-    ("RPC 1 in flight p50 us", "rpc1", "p50_us", "latency"),
-    ("RPC 16 in flight calls/s", "rpc16", "received_per_s", None),
-    ("RPC 512 in flight calls/s", "rpc512", "received_per_s", None),
-    ("fan-out 1->100 deliveries/s", "fanout", "received_per_s", None),
-]
-print(f"\nmedians of {runs} runs, A then B each round ({out})")
-print(f"  {'':32s} {'A':>14s} {'B':>14s} {'B/A':>8s}")
-for label, name, key, sub in rows:
-    va, vb = med("a", name, key, sub), med("b", name, key, sub)
-    ratio = f"{vb / va:8.3f}" if va and vb else "       -"
-    fa = f"{va:14.1f}" if va is not None else f"{'-':>14s}"
-    fb = f"{vb:14.1f}" if vb is not None else f"{'-':>14s}"
-    print(f"  {label:32s} {fa} {fb} {ratio}")
-PY
+side_by_side "$out" "$runs" A B a b \
+    "pub/sub 1->1 events/s|pubsub|received_per_s|" \
+    "RPC 1 in flight calls/s|rpc1|received_per_s|" \
+    "RPC 1 in flight p50 us|rpc1|p50_us|latency" \
+    "RPC 16 in flight calls/s|rpc16|received_per_s|" \
+    "RPC 512 in flight calls/s|rpc512|received_per_s|" \
+    "fan-out 1->100 deliveries/s|fanout|received_per_s|"

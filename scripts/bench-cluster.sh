@@ -9,22 +9,14 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 runs=3; duration=5; out="$root/target/bench-cluster"
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --runs) runs="$2"; shift 2 ;;
-        --duration) duration="$2"; shift 2 ;;
-        --out) out="$2"; shift 2 ;;
-        *) echo "unknown argument $1" >&2; exit 2 ;;
-    esac
-done
+# shellcheck source=scripts/bench-lib.sh
+source "$root/scripts/bench-lib.sh"
+bench_args "$@"
+rm -rf "${out:?}"/*
 case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin" ;; esac
 command -v nats-server >/dev/null || { echo "nats-server is needed (apt-get install nats-server)" >&2; exit 2; }
-rm -rf "$out"; mkdir -p "$out"
-cargo build --release -p switchyard -p loadtest
-bin="$root/target/release/switchyard"
-load="$root/target/release/loadtest"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+bench_build
+bin="$router"
 L() { "$load" "$@" --duration "$duration" --warmup 1 --cpus 1 --quiet --settle-ms 500; }
 
 pids=()
@@ -71,31 +63,10 @@ for run in $(seq "$runs"); do
     done
 done
 
-python3 - "$out" "$runs" <<'PY'
-import json, statistics, sys, os
-out, runs = sys.argv[1], int(sys.argv[2])
-def med(side, name, key, sub=None):
-    vals = []
-    for r in range(1, runs + 1):
-        p = os.path.join(out, f"{side}-{name}-{r}.json")
-        if os.path.exists(p):
-            x = json.load(open(p))
-            vals.append(x[sub][key] if sub else x[key])
-    return statistics.median(vals) if vals else None
-rows = [
-    ("pub/sub 1->1 events/s", "pubsub", "received_per_s", None),
-    ("pub/sub 1->1 p50 us", "pubsub", "p50_us", "latency"),
-    ("pub/sub lost", "pubsub", "lost", None),
-    ("RPC 1 in flight calls/s", "rpc1", "received_per_s", None),
-    ("RPC 1 in flight p50 us", "rpc1", "p50_us", "latency"),
-    ("RPC 16 in flight calls/s", "rpc16", "received_per_s", None),
-]
-print(f"\nmedians of {runs} runs ({out})")
-print(f"  {'':28s} {'same node':>12s} {'other node':>12s} {'ratio':>8s}")
-for label, name, key, sub in rows:
-    va, vb = med("same", name, key, sub), med("cross", name, key, sub)
-    ratio = f"{vb / va:8.3f}" if va and vb else "       -"
-    fa = f"{va:12.1f}" if va is not None else f"{'-':>12s}"
-    fb = f"{vb:12.1f}" if vb is not None else f"{'-':>12s}"
-    print(f"  {label:28s} {fa} {fb} {ratio}")
-PY
+side_by_side "$out" "$runs" "same node" "other node" same cross \
+    "pub/sub 1->1 events/s|pubsub|received_per_s|" \
+    "pub/sub 1->1 p50 us|pubsub|p50_us|latency" \
+    "pub/sub lost|pubsub|lost|" \
+    "RPC 1 in flight calls/s|rpc1|received_per_s|" \
+    "RPC 1 in flight p50 us|rpc1|p50_us|latency" \
+    "RPC 16 in flight calls/s|rpc16|received_per_s|"

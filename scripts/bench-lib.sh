@@ -24,3 +24,32 @@ bench_build() {
     router="$root/target/release/switchyard"
     load="$root/target/release/loadtest"
 }
+
+# Medians of two sides measured in the same runs, and their ratio:
+#   side_by_side OUT RUNS "A title" "B title" A_PREFIX B_PREFIX \
+#       "label|name|key|sub" ...
+# reads OUT/<prefix>-<name>-<run>.json for runs 1..RUNS; `sub` is the JSON
+# object holding `key` ("" for the top level).
+side_by_side() {
+    python3 - "$@" <<'PY'
+import json, os, statistics, sys
+out, runs, ta, tb, pa, pb = sys.argv[1], int(sys.argv[2]), *sys.argv[3:7]
+rows = [r.split("|") for r in sys.argv[7:]]
+def med(side, name, key, sub):
+    vals = []
+    for r in range(1, runs + 1):
+        p = os.path.join(out, f"{side}-{name}-{r}.json")
+        if os.path.exists(p):
+            x = json.load(open(p))
+            vals.append(x[sub][key] if sub else x[key])
+    return statistics.median(vals) if vals else None
+print(f"\nmedians of {runs} runs ({out})")
+print(f"  {'':32s} {ta:>14s} {tb:>14s} {'ratio':>8s}")
+for label, name, key, sub in rows:
+    va, vb = med(pa, name, key, sub), med(pb, name, key, sub)
+    ratio = f"{vb / va:8.3f}" if va and vb else "       -"
+    fa = f"{va:14.1f}" if va is not None else f"{'-':>14s}"
+    fb = f"{vb:14.1f}" if vb is not None else f"{'-':>14s}"
+    print(f"  {label:32s} {fa} {fb} {ratio}")
+PY
+}
