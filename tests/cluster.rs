@@ -521,3 +521,59 @@ fn session_meta_spans_nodes() {
     let bye = victim.expect(GOODBYE);
     assert_eq!(bye.at(2).s(), "wamp.close.killed");
 }
+
+const STREAMING: &str = r#"{"roles": {"caller": {"features": {"progressive_call_invocations": true, "payload_passthru_mode": true}}, "callee": {"features": {"call_canceling": true, "progressive_call_invocations": true, "progressive_call_results": true, "payload_passthru_mode": true}}}}"#;
+
+/// Progressive call invocations and payload passthru across nodes: every
+/// chunk reaches the callee on the other node in order under the first
+/// INVOCATION's request ID; passthru attributes and an opaque payload
+/// travel both ways unchanged.
+#[test]
+fn streams_and_passthru_cross_nodes() {
+    let nats = Nats::start();
+    let a = node(&nats, "a", 1);
+    let b = node(&nats, "b", 2);
+    wait_metric(&a, "cluster_nodes", |n| n == 1);
+    let mut callee = Client::ws(b.ws, Ser::MsgPack);
+    callee.login("realm1", STREAMING);
+    callee.register("com.upload");
+    wait_registrations(&a, 1);
+    let mut caller = Client::ws(a.ws, Ser::Json);
+    caller.login("realm1", STREAMING);
+    caller.send_json(r#"[48, 1, {"progress": true}, "com.upload", [0]]"#);
+    let first = callee.expect(INVOCATION);
+    assert_eq!(first.at(3).key("progress"), &switchyard::wamp::Value::Bool(true));
+    let id = first.at(1).u();
+    for i in 1..=20u64 {
+        caller.send_json(&format!(r#"[48, 1, {{"progress": true}}, "com.upload", [{i}]]"#));
+    }
+    caller.send_json(r#"[48, 1, {}, "com.upload", ["last"]]"#);
+    for i in 1..=20u64 {
+        let inv = callee.expect(INVOCATION);
+        assert_eq!((inv.at(1).u(), inv.at(4).at(0).u()), (id, i), "in order, one call");
+    }
+    let last = callee.expect(INVOCATION);
+    assert!(last.at(3).get("progress").is_none(), "the final chunk: {last:?}");
+    callee.send_json(&format!(r#"[70, {id}, {{}}, [20]]"#));
+    assert_eq!(caller.expect(RESULT).at(3).at(0).u(), 20);
+
+    // passthru: the attributes and an opaque (binary) payload, both ways
+    caller.send_json(r#"[48, 2, {"ppt_scheme": "x_test", "ppt_keyid": "k1"}, "com.upload", "\u0000AAEC/w=="]"#);
+    let inv = callee.expect(INVOCATION);
+    assert_eq!(inv.at(3).key("ppt_scheme").s(), "x_test");
+    assert_eq!(inv.at(3).key("ppt_keyid").s(), "k1");
+    assert_eq!(inv.at(4), &switchyard::wamp::Value::Bytes(vec![0, 1, 2, 255]), "{inv:?}");
+    callee.send(&switchyard::wamp::Value::List(vec![
+        switchyard::wamp::Value::UInt(70),
+        switchyard::wamp::Value::UInt(inv.at(1).u()),
+        switchyard::wamp::Value::Dict(switchyard::wamp::Dict::new().with("ppt_scheme", switchyard::wamp::Value::Str("x_test".into()))),
+        switchyard::wamp::Value::Bytes(vec![9, 8]),
+    ]));
+    let res = caller.expect(RESULT);
+    assert_eq!(res.at(2).key("ppt_scheme").s(), "x_test");
+    assert_eq!(res.at(3), &switchyard::wamp::Value::Bytes(vec![9, 8]), "{res:?}");
+    // a plain call after them is not taken for passthru
+    caller.send_json(r#"[48, 3, {}, "com.upload", ["plain"]]"#);
+    let inv = callee.expect(INVOCATION);
+    assert!(inv.at(3).get("ppt_scheme").is_none(), "{inv:?}");
+}

@@ -316,6 +316,13 @@ impl Router {
             }
         };
         let Some(link) = &self.cluster else { return };
+        // a scheme at the top lets the reader take an opaque payload (a
+        // passthru one); the reader takes passthru attributes only where
+        // the header says "ppt"
+        let mut header = header;
+        if header.get_str("ppt_scheme").is_none_or(str::is_empty) {
+            header.insert("ppt_scheme", Value::Str("x_switchyard_cluster".into()));
+        }
         let frame = wire::envelope(wire::MESSAGE, &link.node, shard as u16, &header, "", 1, &payload);
         if !link.send(OutEvent {
             nodes: 1 << (node as u32 % 64),
@@ -479,6 +486,7 @@ impl Router {
         }
         h.insert("progress", Value::Bool(inv.progress));
         if let Some(ppt) = &inv.ppt {
+            h.insert("ppt", Value::Bool(true));
             for (k, v) in &ppt.0 {
                 h.insert(k.as_str(), v.clone());
             }
@@ -545,7 +553,7 @@ impl Router {
                     receive_progress: flag("receive_progress"),
                     disclose,
                     progress: flag("progress"),
-                    ppt: super::options::passthru(h),
+                    ppt: if flag("ppt") { super::options::passthru(h) } else { None },
                     caller_ppt: flag("caller_ppt"),
                     shared: flag("shared"),
                     tried,
