@@ -1465,6 +1465,51 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_name_their_key() {
+        let base = "[[listener]]\ntype = \"rawsocket\"\nbind = \"127.0.0.1:0\"\n[[realm]]\nname = \"r\"\n[cluster]\n";
+        let ok = "nats_url = \"nats://127.0.0.1:4222\"\n";
+        let v = Config::parse(&format!("{base}{ok}node = \"n-1\""), "x")
+            .unwrap()
+            .validate(&[0])
+            .unwrap();
+        let c = v.config.cluster.expect("a [cluster] section");
+        assert_eq!(
+            (c.name.as_str(), c.node_name(), c.heartbeat_ms, c.node_timeout_ms),
+            ("switchyard", "n-1".to_string(), 500, 3000)
+        );
+        for (extra, key) in [
+            ("nats_url = \"http://x\"", "cluster.nats_url"),
+            ("nats_url = \"nats://a:1, redis://b\"", "cluster.nats_url"),
+            ("nats_url = \"nats://a:1\"\nname = \"a.b\"", "cluster.name"),
+            ("nats_url = \"nats://a:1\"\nnode = \"x y\"", "cluster.node"),
+            ("nats_url = \"nats://a:1\"\npassword = \"p\"", "cluster.password"),
+            (
+                "nats_url = \"nats://a:1\"\ntoken = \"t\"\nuser = \"u\"\npassword = \"p\"",
+                "cluster.token",
+            ),
+            (
+                "nats_url = \"nats://a:1\"\ncreds_file = \"/nonexistent.creds\"",
+                "cluster.creds_file",
+            ),
+            ("nats_url = \"nats://a:1\"\nheartbeat_ms = 0", "cluster.heartbeat_ms"),
+            (
+                "nats_url = \"nats://a:1\"\nheartbeat_ms = 500\nnode_timeout_ms = 900",
+                "cluster.node_timeout_ms",
+            ),
+            ("nats_url = \"nats://a:1\"\nqueue = 0", "cluster.queue"),
+        ] {
+            let e = Config::parse(&format!("{base}{extra}"), "x")
+                .unwrap()
+                .validate(&[0])
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(key), "{extra}: {e}");
+        }
+        let e = Config::parse(&format!("{base}{ok}nodes = 3"), "x").unwrap_err().to_string();
+        assert!(e.contains("nodes"), "{e}");
+    }
+
+    #[test]
     fn auth_settings_name_their_key() {
         let base = "[[listener]]\ntype = \"rawsocket\"\nbind = \"127.0.0.1:0\"\n[[realm]]\nname = \"r\"\n";
         let check = |extra: &str, key: &str| {

@@ -358,6 +358,14 @@ fn calls_cross_nodes() {
     assert_eq!((err.at(2).u(), err.at(4).s()), (5, "wamp.error.timeout"));
     assert_eq!(callee.expect(INTERRUPT).at(1).u(), ireq);
 
+    // caller disclosure: the callee on b is told who called on a
+    caller.send_json(r#"[48, 9, {"disclose_me": true}, "com.rpc.echo", []]"#);
+    let inv = callee.expect(INVOCATION);
+    assert_eq!(inv.at(3).key("caller").u(), caller.session, "{inv:?}");
+    assert_eq!(inv.at(3).key("caller_authrole").s(), "anonymous");
+    callee.send_json(&format!(r#"[70, {}, {{}}, []]"#, inv.at(1).u()));
+    assert_eq!(caller.expect(RESULT).at(1).u(), 9);
+
     // one single registration cluster-wide
     let mut twin = rpc_session(&a, Ser::Cbor);
     let req = twin.next_req();
