@@ -239,15 +239,7 @@ impl Router {
             }
         }
         for (caller, call_request) in calls {
-            let done = CallDone {
-                caller,
-                call_request,
-                error: Some(uris::CANCELED.into()),
-                progress: false,
-                details: Dict::new(),
-                payload: codec::payload_from(Serializer::Json, &[Value::Str("the callee's node left the cluster".into())]),
-            };
-            self.call_done(done);
+            self.call_done(canceled(caller, call_request, "the callee's node left the cluster"));
         }
         for m in invocations {
             self.interrupt_local(m);
@@ -304,13 +296,19 @@ impl Router {
         let Some((node, shard)) = split_pseudo(self.nshards, to) else {
             return;
         };
+        // a call (or a rerouted one) whose caller must hear if it cannot go
+        let call = match &msg {
+            ShardMsg::Invoke(inv) | ShardMsg::Reroute(inv) => Some((inv.caller_shard, inv.caller, inv.call_request)),
+            _ => None,
+        };
         let known = self.node_names.get(node as usize).is_some_and(|n| n.is_some());
         let encoded = if known { self.encode_message(msg) } else { Err(msg) };
         let (header, payload) = match encoded {
             Ok(e) => e,
-            Err(ShardMsg::Invoke(inv)) => return self.unreachable(&inv),
-            Err(ShardMsg::Reroute(inv)) => return self.unreachable(&inv),
             Err(other) => {
+                if let Some(c) = call {
+                    return self.unreachable(c);
+                }
                 debug!(to, message = ?std::mem::discriminant(&other), "message for a node that is gone, or not sent across nodes, dropped");
                 return;
             }
@@ -329,21 +327,19 @@ impl Router {
             frame,
         }) {
             ShardStats::inc(&self.stats.cluster_events_dropped);
+            if let Some(c) = call {
+                self.unreachable(c);
+            }
         }
     }
 
-    /// A call that cannot reach its callee's node: the caller is told.
-    fn unreachable(&mut self, inv: &InvokeMsg) {
-        let done = CallDone {
-            caller: inv.caller,
-            call_request: inv.call_request,
-            error: Some(uris::CANCELED.into()),
-            progress: false,
-            details: Dict::new(),
-            payload: codec::payload_from(Serializer::Json, &[Value::Str("the callee's node is not reachable".into())]),
-        };
-        if inv.caller_shard < self.nshards {
-            self.send_to(inv.caller_shard, ShardMsg::CallDone(Box::new(done)));
+    /// A call that cannot reach its callee's node (gone, or the queue to
+    /// the node thread full): its caller, `(shard, session, request)`, is
+    /// told at once rather than left waiting.
+    fn unreachable(&mut self, (caller_shard, caller, call_request): (usize, Id, Id)) {
+        if caller_shard < self.nshards {
+            let done = canceled(caller, call_request, "the callee's node is not reachable");
+            self.send_to(caller_shard, ShardMsg::CallDone(Box::new(done)));
         }
     }
 
@@ -668,5 +664,17 @@ impl Router {
             }
             _ => return None,
         })
+    }
+}
+
+/// ERROR `wamp.error.canceled` for a caller's call, saying `why`.
+fn canceled(caller: Id, call_request: Id, why: &str) -> CallDone {
+    CallDone {
+        caller,
+        call_request,
+        error: Some(uris::CANCELED.into()),
+        progress: false,
+        details: Dict::new(),
+        payload: codec::payload_from(Serializer::Json, &[Value::Str(why.into())]),
     }
 }

@@ -607,32 +607,10 @@ async fn shard_main(
     let c = ctx.clone();
     tasks.push(spawn_contained(&ctx, "router timers".into(), move || run_timers(c.clone())));
     if let Some(rx) = from_node {
-        let c = ctx.clone();
-        tasks.push(spawn_contained(&ctx, "cluster".into(), move || {
-            let (c, rx) = (c.clone(), rx.clone());
-            async move {
-                while let Ok(m) = rx.recv_async().await {
-                    c.router.borrow_mut().on_cluster(m);
-                    // what else is there, then a turn for the others
-                    for _ in 0..256 {
-                        let Ok(m) = rx.try_recv() else { break };
-                        c.router.borrow_mut().on_cluster(m);
-                    }
-                    glommio::yield_if_needed().await;
-                }
-            }
-        }));
+        tasks.push(spawn_drain(&ctx, "cluster", rx, Router::on_cluster));
     }
     if let Some(rx) = verdicts {
-        let c = ctx.clone();
-        tasks.push(spawn_contained(&ctx, "login verdicts".into(), move || {
-            let (c, rx) = (c.clone(), rx.clone());
-            async move {
-                while let Ok(v) = rx.recv_async().await {
-                    c.router.borrow_mut().auth_verdict(v);
-                }
-            }
-        }));
+        tasks.push(spawn_drain(&ctx, "login verdicts", rx, Router::auth_verdict));
     }
     let settings: Rc<Vec<Rc<connection::Listener>>> = Rc::new(
         listeners
@@ -933,6 +911,26 @@ async fn run_timers(ctx: Rc<ShardCtx>) {
 
 /// Spawns a shard task that is restarted if it panics (counted, logged): a
 /// mesh drain or flusher that died would stall its peer for good.
+/// A task that hands everything another thread sends on `rx` to the
+/// router (`handle`), in order: what is queued in one go (up to 256), then
+/// a turn for the other tasks.
+fn spawn_drain<T: 'static>(ctx: &Rc<ShardCtx>, name: &str, rx: flume::Receiver<T>, handle: fn(&mut Router, T)) -> glommio::Task<()> {
+    let c = ctx.clone();
+    spawn_contained(ctx, name.into(), move || {
+        let (c, rx) = (c.clone(), rx.clone());
+        async move {
+            while let Ok(m) = rx.recv_async().await {
+                handle(&mut c.router.borrow_mut(), m);
+                for _ in 0..256 {
+                    let Ok(m) = rx.try_recv() else { break };
+                    handle(&mut c.router.borrow_mut(), m);
+                }
+                glommio::yield_if_needed().await;
+            }
+        }
+    })
+}
+
 fn spawn_contained<F, Fut>(ctx: &Rc<ShardCtx>, name: String, make: F) -> glommio::Task<()>
 where
     F: Fn() -> Fut + 'static,
