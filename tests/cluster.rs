@@ -60,9 +60,14 @@ pub fn node(nats: &Nats, name: &str, shards: usize) -> Router {
 }
 
 pub fn node_at(url: &str, name: &str, shards: usize) -> Router {
+    node_with(url, name, shards, "")
+}
+
+/// [`node_at`] with more router configuration (`realms`, after realm2).
+pub fn node_with(url: &str, name: &str, shards: usize, realms: &str) -> Router {
     Router::start_with(
         shards,
-        &format!("\n[cluster]\nnats_url = \"{url}\"\nname = \"c1\"\nnode = \"{name}\"\nheartbeat_ms = 100\nnode_timeout_ms = 1000\n\n[[realm]]\nname = \"realm2\"\nmeta_admin_roles = [\"anonymous\"]"),
+        &format!("\n[cluster]\nnats_url = \"{url}\"\nname = \"c1\"\nnode = \"{name}\"\nheartbeat_ms = 100\nnode_timeout_ms = 1000\n\n[[realm]]\nname = \"realm2\"\nmeta_admin_roles = [\"anonymous\"]\n{realms}"),
         "",
         &[],
     )
@@ -584,4 +589,112 @@ fn streams_and_passthru_cross_nodes() {
     caller.send_json(r#"[48, 3, {}, "com.upload", ["plain"]]"#);
     let inv = callee.expect(INVOCATION);
     assert!(inv.at(3).get("ppt_scheme").is_none(), "{inv:?}");
+}
+
+/// realm1 keeping the history of `com.h.*` (5 per topic).
+fn history_realm() -> String {
+    format!(
+        "[[realm]]\nname = \"realm1\"\n[[realm.history]]\nuri = \"com.h.\"\nmatch = \"prefix\"\nlimit = 5\n{}",
+        test_principals()
+    )
+}
+
+/// `wamp.subscription.get_events` for `sub`: the events' first arguments.
+fn history_of(c: &mut Client, sub: u64) -> Vec<String> {
+    let req = c.next_req();
+    c.send_json(&format!(r#"[48, {req}, {{}}, "wamp.subscription.get_events", [{sub}]]"#));
+    // no EVENT comes first: a copy sent to a joining node is kept, not delivered
+    let m = c.recv_msg();
+    assert_eq!(m.code(), RESULT, "{m:?}");
+    let switchyard::wamp::Value::List(events) = m.at(3).at(0) else {
+        panic!("not a list of events: {m:?}")
+    };
+    events.iter().map(|e| e.key("args").at(0).s().to_owned()).collect()
+}
+
+/// Polls `sub`'s history until it holds `want` events (a copy from another
+/// node arrives some time after its PUBLISHED).
+fn history_until(c: &mut Client, sub: u64, want: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = history_of(c, sub);
+        if got.len() >= want || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The first argument of the retained event a new `get_retained`
+/// subscription of `c` to `topic` gets (a live sentinel from `p` follows).
+fn retained_of(c: &mut Client, p: &mut Client, topic: &str) -> String {
+    c.subscribe(topic, r#"{"get_retained": true}"#);
+    let req = p.next_req();
+    p.send_json(&format!(r#"[16, {req}, {{"acknowledge": true}}, "{topic}.after", ["sentinel"]]"#));
+    p.expect(PUBLISHED);
+    let ev = c.expect(EVENT);
+    assert_eq!(ev.at(3).key("retained"), &switchyard::wamp::Value::Bool(true), "{ev:?}");
+    ev.at(4).at(0).s().to_owned()
+}
+
+/// Retained events and history are kept on every node: a node that did not
+/// publish them serves them, after the publisher's node is SIGKILLed too,
+/// and a node restarted empty gets a copy from the others, each event once.
+#[test]
+fn kept_events_outlive_their_node() {
+    let nats = Nats::start();
+    let realms = history_realm();
+    let a = node_with(&nats.url(), "a", 1, &realms);
+    let b = node_with(&nats.url(), "b", 2, &realms);
+    wait_metric(&a, "cluster_nodes", |n| n == 1);
+    wait_metric(&b, "cluster_nodes", |n| n == 1);
+    let mut live = Client::join_ws(b.ws, Ser::Json);
+    let sub = live.subscribe("com.h.t", "{}");
+    wait_metric(&a, "cluster_remote_interests", |n| n == 1);
+    let mut p = Client::join_ws(a.ws, Ser::MsgPack);
+    for e in ["e0", "e1", "e2"] {
+        let req = p.next_req();
+        p.send_json(&format!(
+            r#"[16, {req}, {{"acknowledge": true, "retain": true}}, "com.h.t", ["{e}"]]"#
+        ));
+        p.expect(PUBLISHED);
+    }
+    // live once each, and kept on b too
+    for e in ["e0", "e1", "e2"] {
+        assert_eq!(live.expect(EVENT).at(4).at(0).s(), e);
+    }
+    assert_eq!(history_until(&mut live, sub, 3), ["e0", "e1", "e2"]);
+    let mut sentinel = Client::join_ws(b.ws, Ser::Json);
+    assert_eq!(retained_of(&mut Client::join_ws(b.ws, Ser::Json), &mut sentinel, "com.h.t"), "e2");
+
+    // the publisher's node dies: b still has them
+    unsafe_kill(&a);
+    drop(p);
+    drop(a);
+    wait_metric(&b, "cluster_nodes", |n| n == 0);
+    assert_eq!(
+        retained_of(&mut Client::join_ws(b.ws, Ser::MsgPack), &mut sentinel, "com.h.t"),
+        "e2"
+    );
+    assert_eq!(history_of(&mut live, sub), ["e0", "e1", "e2"]);
+
+    // a, restarted with nothing, gets b's copy
+    let a = node_with(&nats.url(), "a", 1, &realms);
+    wait_metric(&a, "cluster_nodes", |n| n == 1);
+    let mut reader = Client::join_ws(a.ws, Ser::Json);
+    let there = reader.subscribe("com.h.t", "{}");
+    assert_eq!(history_until(&mut reader, there, 3), ["e0", "e1", "e2"]);
+    let mut sentinel_a = Client::join_ws(a.ws, Ser::Json);
+    assert_eq!(retained_of(&mut Client::join_ws(a.ws, Ser::Json), &mut sentinel_a, "com.h.t"), "e2");
+
+    // a new event is kept on both, once each
+    let req = sentinel_a.next_req();
+    sentinel_a.send_json(&format!(
+        r#"[16, {req}, {{"acknowledge": true, "retain": true}}, "com.h.t", ["e3"]]"#
+    ));
+    sentinel_a.expect(PUBLISHED);
+    assert_eq!(live.expect(EVENT).at(4).at(0).s(), "e3");
+    assert_eq!(history_until(&mut live, sub, 4), ["e0", "e1", "e2", "e3"]);
+    assert_eq!(reader.expect(EVENT).at(4).at(0).s(), "e3");
+    assert_eq!(history_of(&mut reader, there), ["e0", "e1", "e2", "e3"]);
 }

@@ -280,6 +280,34 @@ pub struct RetainMsg {
     /// once the home shard kept the event, so that a history read or a
     /// retained-event subscription after it finds the event.
     pub ack: Option<(Id, Id)>,
+    /// Where it comes from: a session here, or another node.
+    pub from: KeptFrom,
+}
+
+/// What another node is asked to keep of a publication (its frame says
+/// it): as the topic's retained event, in its history; `sync`: a copy for a
+/// node that joined, not to be delivered.
+#[derive(Debug, Clone, Copy)]
+pub struct Kept {
+    pub retain: bool,
+    pub history: bool,
+    /// When it was published (µs since the Unix epoch, the origin's clock).
+    pub at_us: u64,
+    pub sync: bool,
+}
+
+/// Where an event to keep comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptFrom {
+    /// A publication of a session of this node.
+    Here,
+    /// A publication of another node (every node keeps a copy of what the
+    /// cluster publishes, so that it outlives its publisher's node): kept
+    /// in history once (it may come again from a node's sync).
+    Node,
+    /// Another node's copy, sent when this node joined: a retained event
+    /// replaces only an older one, and a history event is kept once.
+    Sync,
 }
 
 /// One event of a topic's history, kept on the topic's home shard.
@@ -501,14 +529,25 @@ impl Router {
 
     fn keep(&mut self, msg: RetainMsg) {
         if msg.history {
-            self.keep_history(msg.realm, msg.topic.clone(), msg.at_us, msg.seq, msg.event.clone(), true);
+            let r = &self.realms[msg.realm as usize];
+            // a copy from another node may come twice (live, and in a sync)
+            let twice = msg.from != KeptFrom::Here
+                && r.history
+                    .get(&msg.topic)
+                    .is_some_and(|events| events.iter().rev().any(|e| e.event.publication == msg.event.publication));
+            if !twice {
+                self.keep_history(msg.realm, msg.topic.clone(), msg.at_us, msg.seq, msg.event.clone(), true);
+            }
         }
         if !msg.retain {
             return;
         }
         let r = &mut self.realms[msg.realm as usize];
+        if msg.from == KeptFrom::Sync && r.retained.get(&msg.topic).is_some_and(|old| old.at_us >= msg.at_us) {
+            return;
+        }
         let bytes = msg.topic.len() + msg.event.bytes();
-        let before = r.retained.get(&msg.topic).map(|old| msg.topic.len() + old.bytes());
+        let before = r.retained.get(&msg.topic).map(|old| old.bytes(&msg.topic));
         let count = r.retained.len() + usize::from(before.is_none());
         if count > r.max_retained_events || r.retained_bytes - before.unwrap_or(0) + bytes > r.max_retained_bytes {
             ShardStats::inc(&self.stats.retained_refused);
@@ -524,7 +563,12 @@ impl Router {
         if before.is_none() {
             self.stats.retained_events.fetch_add(1, Ordering::Relaxed);
         }
-        r.retained.insert(msg.topic, msg.event);
+        let kept = Stored {
+            at_us: msg.at_us,
+            seq: msg.seq,
+            event: msg.event,
+        };
+        r.retained.insert(msg.topic, kept);
     }
 
     /// On a topic's home shard: appends an event to the topic's history,
@@ -657,14 +701,14 @@ impl Router {
             return r
                 .retained
                 .get_key_value(uri)
-                .map(|(t, e)| (t.clone(), e.clone()))
+                .map(|(t, e)| (t.clone(), e.event.clone()))
                 .into_iter()
                 .collect();
         }
         r.retained
             .iter()
             .filter(|(t, _)| wamp::uri::pattern_matches(policy, uri, t))
-            .map(|(t, e)| (t.clone(), e.clone()))
+            .map(|(t, e)| (t.clone(), e.event.clone()))
             .collect()
     }
 
@@ -933,17 +977,24 @@ impl Router {
             })
         });
         let exclude = if options.exclude_me { sid } else { 0 };
-        let r = &self.realms[realm as usize];
-        let retain = options.retain && r.retention;
-        // the spec: events sent to session-ID lists are not kept in history
-        let history = !r.history_rules.is_empty()
-            && !extras
-                .as_deref()
-                .and_then(|e| e.receivers.as_deref())
-                .is_some_and(|l| l.eligible.is_some() || !l.exclude.is_empty())
-            && r.history_rules.iter().any(|(p, u, _, _)| wamp::uri::pattern_matches(*p, u, &topic));
+        let retain = options.retain && self.realms[realm as usize].retention;
+        let history = self.keeps_history(realm, &topic, extras.as_deref());
         let keep = (retain || history).then(|| extras.clone());
-        let id = self.route_publication(realm, &topic, &payload, extras, exclude);
+        let at_us = super::now_us();
+        let id = wamp::random_id();
+        if keep.is_some() && self.cluster.is_some() {
+            // every node keeps a copy, so that it outlives this node
+            self.route_publication_as(realm, &topic, &payload, extras.clone(), exclude, id, false);
+            let kept = Kept {
+                retain,
+                history,
+                at_us,
+                sync: false,
+            };
+            self.forward_publication(realm, &topic, id, &payload, extras.as_deref(), Some(kept));
+        } else {
+            self.route_publication_as(realm, &topic, &payload, extras, exclude, id, true);
+        }
         let mut acknowledge = acknowledge;
         if let Some(extras) = keep {
             let topic: Arc<str> = topic.as_str().into();
@@ -962,9 +1013,10 @@ impl Router {
                 event,
                 retain,
                 history,
-                at_us: super::now_us(),
+                at_us,
                 seq: (self.keep_seq, self.me),
                 ack: None,
+                from: KeptFrom::Here,
             };
             self.keep_seq += 1;
             let home = self.home_of(realm, &msg.topic);
@@ -1061,8 +1113,19 @@ impl Router {
             }
         }
         if forward && self.realms[realm as usize].cluster_interests > 0 {
-            self.forward_publication(realm, topic, id, payload, extras.as_deref());
+            self.forward_publication(realm, topic, id, payload, extras.as_deref(), None);
         }
+    }
+
+    /// Whether a publication to `topic` goes into the realm's history: a
+    /// rule matches, and (the spec) it was not sent to session-ID lists.
+    pub(super) fn keeps_history(&self, realm: RealmIdx, topic: &str, extras: Option<&EventExtras>) -> bool {
+        let r = &self.realms[realm as usize];
+        !r.history_rules.is_empty()
+            && !extras
+                .and_then(|e| e.receivers.as_deref())
+                .is_some_and(|l| l.eligible.is_some() || !l.exclude.is_empty())
+            && r.history_rules.iter().any(|(p, u, _, _)| wamp::uri::pattern_matches(*p, u, topic))
     }
 
     /// A meta event of the router (`wamp.session.on_join`, ...) with

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tracing::debug;
 
-use super::broker::{extras_from_wire, extras_to_wire};
+use super::broker::{extras_from_wire, extras_to_wire, Kept, KeptFrom, RetainMsg, Retained};
 use super::gather::KillTarget;
 use super::messages::{CallChunk, CallDone, InterruptMsg, InvokeMsg};
 use super::options::{CancelMode, InvokePolicy};
@@ -67,18 +67,50 @@ impl Router {
     }
 
     /// Sends a publication routed here to the other nodes with a matching
-    /// subscription, once to each.
-    pub(super) fn forward_publication(&mut self, realm: RealmIdx, topic: &str, id: Id, payload: &Payload, extras: Option<&EventExtras>) {
+    /// subscription, once to each; one to keep (`kept`) goes to every node
+    /// (`kept.sync`: to `to` only).
+    pub(super) fn forward_publication(
+        &mut self,
+        realm: RealmIdx,
+        topic: &str,
+        id: Id,
+        payload: &Payload,
+        extras: Option<&EventExtras>,
+        kept: Option<Kept>,
+    ) {
+        self.forward_to(realm, topic, id, payload, extras, kept, None);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_to(
+        &mut self,
+        realm: RealmIdx,
+        topic: &str,
+        id: Id,
+        payload: &Payload,
+        extras: Option<&EventExtras>,
+        kept: Option<Kept>,
+        to: Option<u8>,
+    ) {
         let Some(link) = &self.cluster else { return };
         let r = &self.realms[realm as usize];
         let mut nodes: NodeMask = 0;
-        r.cluster_index.for_each_match(topic, |_, m| nodes |= *m);
+        match (to, kept) {
+            (Some(node), _) => nodes = 1 << (node as u32 % 64),
+            (None, Some(_)) => nodes = self.live_nodes(),
+            (None, None) => r.cluster_index.for_each_match(topic, |_, m| nodes |= *m),
+        }
         if nodes == 0 {
             return;
         }
         let mut options = Dict::new().with("realm", Value::Str(r.name.to_string()));
         if let Some(e) = extras {
             extras_to_wire(e, &mut options);
+        }
+        if let Some(k) = kept {
+            let flags = u64::from(k.retain) | u64::from(k.history) << 1 | u64::from(k.sync) << 2;
+            options.insert("keep", Value::UInt(flags));
+            options.insert("at", Value::UInt(k.at_us));
         }
         let frame = wire::event(&link.node, topic, id, payload, &options);
         if link.send(OutEvent { nodes, frame }) {
@@ -99,6 +131,7 @@ impl Router {
                 }
                 self.node_names[i] = Some(name);
                 self.node_shards[i] = shards.min(crate::cluster::SHARD_SLOTS);
+                self.sync_joiner(node);
             }
             FromNode::NodeGone { node } => self.node_gone(node),
             FromNode::Left { realm, sessions } => {
@@ -167,8 +200,143 @@ impl Router {
                 }
                 ShardStats::inc(&self.stats.cluster_events_received);
                 let extras = extras_from_wire(&ev.options);
-                self.route_publication_as(realm, &ev.topic, &ev.payload, extras, 0, ev.publication, false);
+                let flags = match ev.options.get("keep") {
+                    Some(Value::UInt(f)) => *f,
+                    _ => 0,
+                };
+                if flags & 4 == 0 {
+                    self.route_publication_as(realm, &ev.topic, &ev.payload, extras.clone(), 0, ev.publication, false);
+                }
+                if flags & 3 != 0 {
+                    let at_us = match ev.options.get("at") {
+                        Some(Value::UInt(t)) => *t,
+                        _ => super::now_us(),
+                    };
+                    let from = if flags & 4 == 0 { KeptFrom::Node } else { KeptFrom::Sync };
+                    self.keep_copy(
+                        realm,
+                        ev.topic.as_str().into(),
+                        ev.publication,
+                        &ev.payload,
+                        extras,
+                        flags,
+                        at_us,
+                        from,
+                    );
+                }
             }
+        }
+    }
+
+    /// Keeps another node's publication as this node's rules say (retention
+    /// on, a history rule matching), on the topic's home shard here.
+    #[allow(clippy::too_many_arguments)]
+    fn keep_copy(
+        &mut self,
+        realm: RealmIdx,
+        topic: Arc<str>,
+        publication: Id,
+        payload: &Payload,
+        extras: Option<Box<EventExtras>>,
+        flags: u64,
+        at_us: u64,
+        from: KeptFrom,
+    ) {
+        let retain = flags & 1 != 0 && self.realms[realm as usize].retention;
+        let history = flags & 2 != 0 && self.keeps_history(realm, &topic, extras.as_deref());
+        if !retain && !history {
+            return;
+        }
+        let event = Retained {
+            publication,
+            payload: Payload {
+                raw: bytes::Bytes::copy_from_slice(&payload.raw),
+                ..*payload
+            },
+            extras,
+            exclude: 0,
+        };
+        let msg = RetainMsg {
+            realm,
+            topic,
+            event,
+            retain,
+            history,
+            at_us,
+            seq: (self.keep_seq, self.me),
+            ack: None,
+            from,
+        };
+        self.keep_seq += 1;
+        let home = self.home_of(realm, &msg.topic);
+        if home == self.me {
+            self.store_retained(msg);
+        } else {
+            self.send_to(home, ShardMsg::Retain(Box::new(msg)));
+        }
+    }
+
+    /// The nodes alive, as a mask.
+    fn live_nodes(&self) -> NodeMask {
+        let mut m: NodeMask = 0;
+        for (i, name) in self.node_names.iter().enumerate() {
+            if name.is_some() {
+                m |= 1 << (i as u32 % 64);
+            }
+        }
+        m
+    }
+
+    /// A node joined: if this node comes first by name among those that
+    /// were already there, it sends the joiner a copy of what this shard
+    /// keeps (retained events, history), so that a restarted node has
+    /// them too. (Two nodes may both think so while they learn of each
+    /// other; the joiner keeps each event once.)
+    fn sync_joiner(&mut self, node: u8) {
+        let Some(me) = self.cluster.as_ref().map(|l| l.node.clone()) else {
+            return;
+        };
+        let first = self
+            .node_names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != node as usize)
+            .filter_map(|(_, n)| n.as_deref())
+            .all(|other| *me < *other);
+        if !first {
+            return;
+        }
+        let mut copies = Vec::new();
+        for (realm, r) in self.realms.iter().enumerate() {
+            if !r.present {
+                continue;
+            }
+            for (topic, e) in &r.retained {
+                copies.push((realm as RealmIdx, topic.clone(), e.clone(), true));
+            }
+            for (topic, events) in &r.history {
+                for e in events {
+                    copies.push((realm as RealmIdx, topic.clone(), e.clone(), false));
+                }
+            }
+        }
+        for (realm, topic, e, retain) in copies {
+            let kept = Kept {
+                retain,
+                history: !retain,
+                at_us: e.at_us,
+                sync: true,
+            };
+            let ev = &e.event;
+            self.forward_to(
+                realm,
+                &topic,
+                ev.publication,
+                &ev.payload,
+                ev.extras.as_deref(),
+                Some(kept),
+                Some(node),
+            );
         }
     }
 

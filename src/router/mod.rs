@@ -98,8 +98,9 @@ pub struct Realm {
     pub retention: bool,
     pub max_retained_events: usize,
     pub max_retained_bytes: usize,
-    /// The retained events of the topics whose home is this shard.
-    pub(crate) retained: AHashMap<Arc<str>, broker::Retained>,
+    /// The retained events of the topics whose home is this shard, with
+    /// when they were published.
+    pub(crate) retained: AHashMap<Arc<str>, broker::Stored>,
     pub(crate) retained_bytes: usize,
     /// Event history: the rules (policy, pattern, events per topic, max
     /// age in ms), the kept events of the topics whose home is this shard,
