@@ -698,3 +698,120 @@ fn kept_events_outlive_their_node() {
     assert_eq!(reader.expect(EVENT).at(4).at(0).s(), "e3");
     assert_eq!(history_of(&mut reader, there), ["e0", "e1", "e2", "e3"]);
 }
+
+/// CALLs `procedure` with JSON `args`; its RESULT's first argument, or the
+/// ERROR's URI.
+fn meta_call(c: &mut Client, procedure: &str, args: &str) -> Result<switchyard::wamp::Value, String> {
+    let req = c.next_req();
+    c.send_json(&format!(r#"[48, {req}, {{}}, "{procedure}", {args}]"#));
+    let m = c.recv_msg();
+    match m.code() {
+        RESULT if m.len() < 4 => Ok(switchyard::wamp::Value::Null),
+        RESULT => Ok(m.at(3).at(0).clone()),
+        ERROR => Err(m.at(4).s().to_owned()),
+        _ => panic!("{procedure}: {m:?}"),
+    }
+}
+
+fn id_set(v: &switchyard::wamp::Value) -> Vec<u64> {
+    let switchyard::wamp::Value::List(l) = v else {
+        panic!("not a list: {v:?}")
+    };
+    let mut ids: Vec<u64> = l.iter().map(|x| x.u()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// The subscription meta API spans nodes: an entry only another node has
+/// is found (by lookup, match, list, get) under that node's ID, one this
+/// node has under its own; subscribers are listed and counted on every
+/// node, by any node's ID; a subscriber on another node can be removed.
+#[test]
+fn subscription_meta_spans_nodes() {
+    let nats = Nats::start();
+    let a = node(&nats, "a", 2);
+    let b = node(&nats, "b", 1);
+    wait_metric(&a, "cluster_nodes", |n| n == 1);
+    wait_metric(&b, "cluster_nodes", |n| n == 1);
+    let mut s1 = Client::join_ws(b.ws, Ser::Json);
+    let mut s2 = Client::join_raw(b.rs, Ser::MsgPack);
+    let mut s3 = Client::join_ws(a.ws, Ser::Cbor);
+    let mut s4 = Client::join_ws(a.ws, Ser::Json);
+    let on_b = s1.subscribe("com.m.x", "{}");
+    assert_eq!(s2.subscribe("com.m.x", "{}"), on_b);
+    let prefix_a = s3.subscribe("com.m.", r#"{"match": "prefix"}"#);
+    let on_a = s4.subscribe("com.m.x", "{}");
+    assert_ne!(on_a, on_b, "each node names its own entries");
+    wait_metric(&a, "cluster_remote_interests", |n| n == 1);
+    wait_metric(&b, "cluster_remote_interests", |n| n == 2);
+    let mut ask_a = Client::join_ws(a.ws, Ser::Json);
+    let mut ask_b = Client::join_ws(b.ws, Ser::MsgPack);
+
+    // found: this node's own ID where it has the entry, else the other's
+    assert_eq!(
+        meta_call(&mut ask_a, "wamp.subscription.lookup", r#"["com.m.x"]"#).unwrap().u(),
+        on_a
+    );
+    assert_eq!(
+        meta_call(&mut ask_b, "wamp.subscription.lookup", r#"["com.m.x"]"#).unwrap().u(),
+        on_b
+    );
+    let found = meta_call(&mut ask_b, "wamp.subscription.lookup", r#"["com.m.", {"match": "prefix"}]"#);
+    assert_eq!(found.unwrap().u(), prefix_a);
+    let matched = meta_call(&mut ask_b, "wamp.subscription.match", r#"["com.m.x"]"#).unwrap();
+    let mut want = vec![on_b, prefix_a];
+    want.sort_unstable();
+    assert_eq!(id_set(&matched), want);
+    let list = meta_call(&mut ask_b, "wamp.subscription.list", "[]").unwrap();
+    assert_eq!(id_set(list.key("exact")), [on_b]);
+    assert_eq!(id_set(list.key("prefix")), [prefix_a]);
+    let got = meta_call(&mut ask_b, "wamp.subscription.get", &format!("[{prefix_a}]")).unwrap();
+    assert_eq!(got.key("id").u(), prefix_a);
+    assert_eq!(got.key("uri").s(), "com.m.");
+    assert_eq!(got.key("match").s(), "prefix");
+    assert!(got.key("created").s().ends_with('Z'), "{got:?}");
+
+    // subscribers of every node, by either node's ID
+    let mut all = vec![s1.session, s2.session, s4.session];
+    all.sort_unstable();
+    for (on, id) in [('a', on_b), ('a', on_a), ('b', on_a)] {
+        let asker = if on == 'a' { &mut ask_a } else { &mut ask_b };
+        let l = meta_call(asker, "wamp.subscription.list_subscribers", &format!("[{id}]")).unwrap();
+        assert_eq!(id_set(&l), all, "list_subscribers({id})");
+        let n = meta_call(asker, "wamp.subscription.count_subscribers", &format!("[{id}]")).unwrap();
+        assert_eq!(n.u(), 3, "count_subscribers({id})");
+    }
+    let l = meta_call(&mut ask_b, "wamp.subscription.list_subscribers", &format!("[{prefix_a}]")).unwrap();
+    assert_eq!(id_set(&l), [s3.session]);
+    assert_eq!(
+        meta_call(&mut ask_a, "wamp.subscription.get", "[12345]"),
+        Err("wamp.error.no_such_subscription".into())
+    );
+
+    // remove_subscriber from a, of a subscriber on b (realm2 lets
+    // anonymous sessions administer): it gets no more events, as a later
+    // sentinel shows
+    let mut admin = Client::ws(a.ws, Ser::Json);
+    admin.login("realm2", ROLES);
+    let mut victim = Client::ws(b.ws, Ser::Json);
+    victim.login("realm2", ROLES);
+    let gone = victim.subscribe("com.r.y", "{}");
+    let stays = victim.subscribe("com.r.z", "{}");
+    wait_metric(&a, "cluster_remote_interests", |n| n == 3);
+    let args = format!("[{gone}, {}]", victim.session);
+    assert!(meta_call(&mut admin, "wamp.subscription.remove_subscriber", &args).is_ok());
+    assert_eq!(
+        meta_call(&mut admin, "wamp.subscription.remove_subscriber", &args),
+        Err("wamp.error.no_such_subscription".into()),
+        "removed once"
+    );
+    let mut p = Client::ws(b.ws, Ser::Json);
+    p.login("realm2", ROLES);
+    for topic in ["com.r.y", "com.r.z"] {
+        let req = p.next_req();
+        p.send_json(&format!(r#"[16, {req}, {{"acknowledge": true}}, "{topic}", []]"#));
+        p.expect(PUBLISHED);
+    }
+    assert_eq!(victim.expect(EVENT).at(1).u(), stays);
+    drop((s1, s2, s3, s4));
+}

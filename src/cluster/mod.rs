@@ -52,6 +52,18 @@ pub struct Interest {
     /// For a session of the node (its `uri` empty): who it is, so that the
     /// other nodes can tell of its leave if the node dies.
     pub session: Option<SessionOf>,
+    /// For a subscription entry: its ID on its node and when it was made
+    /// (ms since the Unix epoch), for the meta API of the other nodes.
+    pub sub: Option<(Id, u64)>,
+}
+
+/// What an interest of a URI is.
+#[derive(Debug, Clone, Copy)]
+pub enum InterestOf {
+    /// A subscription entry: its ID here and when it was made (ms).
+    Subscription { id: Id, created_ms: u64 },
+    /// A callee of the registration.
+    Callee(CalleeOf),
 }
 
 /// A session of a node, as the other nodes know it.
@@ -153,13 +165,20 @@ pub enum FromNode {
 impl ClusterLink {
     /// A subscription entry of this node was made (`add`) or is gone: on
     /// its URI's home shard, in the order of that URI's changes.
-    pub fn interest(&self, realm: &Arc<str>, policy: MatchPolicy, uri: &Arc<str>, callee: Option<CalleeOf>, add: bool) {
+    /// `sub`: a subscription entry's ID and creation time; `callee`: a
+    /// callee of a registration instead.
+    pub fn interest(&self, realm: &Arc<str>, policy: MatchPolicy, uri: &Arc<str>, what: InterestOf, add: bool) {
+        let (callee, sub) = match what {
+            InterestOf::Subscription { id, created_ms } => (None, Some((id, created_ms))),
+            InterestOf::Callee(c) => (Some(c), None),
+        };
         let interest = Interest {
             realm: realm.clone(),
             policy,
             uri: uri.clone(),
             callee,
             session: None,
+            sub,
         };
         self.change(interest, add);
     }
@@ -172,6 +191,7 @@ impl ClusterLink {
             uri: "".into(),
             callee: None,
             session: Some(session),
+            sub: None,
         };
         self.change(interest, add);
     }

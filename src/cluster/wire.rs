@@ -188,6 +188,8 @@ impl Ctl {
                         let mut e = vec![Value::Bool(*add), s(&i.realm), s(i.policy.as_str()), s(&i.uri)];
                         if let Some(c) = &i.callee {
                             e.extend([s(c.invoke.as_str()), Value::UInt(c.session), Value::UInt(u64::from(c.shard))]);
+                        } else if let Some((id, created)) = i.sub {
+                            e.extend([Value::UInt(id), Value::UInt(created)]);
                         }
                         Value::List(e)
                     })
@@ -252,6 +254,7 @@ impl Ctl {
                                     authid: Arc::from(authid.as_str()),
                                     authrole: Arc::from(authrole.as_str()),
                                 }),
+                                sub: None,
                             },
                         ));
                         continue;
@@ -265,13 +268,17 @@ impl Ctl {
                     if !uri::is_valid(realm, UriCheck::Concrete) || !uri::is_valid(u, UriCheck::Pattern(policy)) {
                         return None;
                     }
-                    let callee = match (e.get(4), e.get(5), e.get(6)) {
-                        (None, None, None) => None,
-                        (Some(Value::Str(invoke)), Some(Value::UInt(session)), Some(Value::UInt(shard))) => Some(CalleeOf {
-                            invoke: InvokePolicy::parse(invoke)?,
-                            session: *session,
-                            shard: u16::try_from(*shard).ok().filter(|s| *s < shards)?,
-                        }),
+                    let (callee, sub) = match (e.get(4), e.get(5), e.get(6)) {
+                        (None, None, None) => (None, None),
+                        (Some(Value::UInt(id)), Some(Value::UInt(created)), None) => (None, Some((*id, *created))),
+                        (Some(Value::Str(invoke)), Some(Value::UInt(session)), Some(Value::UInt(shard))) => (
+                            Some(CalleeOf {
+                                invoke: InvokePolicy::parse(invoke)?,
+                                session: *session,
+                                shard: u16::try_from(*shard).ok().filter(|s| *s < shards)?,
+                            }),
+                            None,
+                        ),
                         _ => return None,
                     };
                     entries.push((
@@ -282,6 +289,7 @@ impl Ctl {
                             uri: Arc::from(u.as_str()),
                             callee,
                             session: None,
+                            sub,
                         },
                     ));
                 }
@@ -354,6 +362,7 @@ mod tests {
             uri: u.into(),
             callee: None,
             session: None,
+            sub: None,
         };
         let ctl = |node: &str, body| Ctl {
             node: node.into(),
@@ -382,6 +391,13 @@ mod tests {
                         (false, i("com", MatchPolicy::Prefix)),
                         (true, i("com..y", MatchPolicy::Wildcard)),
                         (true, callee(1)),
+                        (
+                            true,
+                            Interest {
+                                sub: Some((123, 1_700_000_000_000)),
+                                ..i("com.s", MatchPolicy::Prefix)
+                            },
+                        ),
                         (
                             false,
                             Interest {

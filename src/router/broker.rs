@@ -839,7 +839,7 @@ impl Router {
         }
         let (realm, session, meta) = (change.realm, change.session, !change.uri.starts_with("wamp."));
         if created {
-            self.tell_cluster(realm, change.policy, &change.uri, true);
+            self.tell_cluster(realm, change.policy, &change.uri, (id, change.created_ms), true);
         }
         self.broadcast(change, |c| ShardMsg::SubscriptionAdd(c, id));
         if meta {
@@ -864,9 +864,10 @@ impl Router {
         let id = r.sub_index.get(change.policy, &change.uri).copied();
         let (realm, session, meta) = (change.realm, change.session, !change.uri.starts_with("wamp."));
         let (policy, uri) = (change.policy, change.uri.clone());
+        let created_ms = id.and_then(|id| r.subscriptions.get(&id)).map_or(0, |s| s.created_ms);
         self.broadcast(change, ShardMsg::SubscriptionRemove);
-        if id.is_some_and(|id| !self.realms[realm as usize].subscriptions.contains_key(&id)) {
-            self.tell_cluster(realm, policy, &uri, false);
+        if let Some(id) = id.filter(|id| !self.realms[realm as usize].subscriptions.contains_key(id)) {
+            self.tell_cluster(realm, policy, &uri, (id, created_ms), false);
         }
         if let (Some(id), true) = (id, meta) {
             self.meta_event(realm, "wamp.subscription.on_unsubscribe", || {

@@ -416,10 +416,10 @@ impl Router {
                     Some(Value::Str(t)) => Some(t.clone()),
                     Some(_) => return invalid(self, "topic must be a URI"),
                 };
-                let Some(sub) = self.realms[realm as usize].subscriptions.get(&subscription) else {
+                // any node's ID of the subscription: every node keeps a copy
+                let Some((policy, uri)) = self.subscription_key(realm, subscription) else {
                     return self.error_reply(sid, MessageType::Call, request, uris::NO_SUCH_SUBSCRIPTION, "no such subscription");
                 };
-                let (policy, uri) = (sub.policy, sub.uri.clone());
                 // reading a history is reading its events: the caller's role
                 // must be allowed that subscription (decided by the roles or
                 // a cached answer), and the topic it asks for
@@ -434,10 +434,11 @@ impl Router {
                     let m = "the role may not subscribe to what this history holds";
                     return self.error_reply(sid, MessageType::Call, request, uris::NOT_AUTHORIZED, m);
                 }
+                // every node keeps every node's history: this node's shards
                 let shards: Vec<usize> = if policy == MatchPolicy::Exact {
                     vec![self.home_of(realm, &uri)]
                 } else {
-                    every.clone()
+                    (0..self.nshards).collect()
                 };
                 let max_bytes = self.sessions.get(&sid).map_or(0, |s| s.outbox.max_message());
                 let reply = Reply::History {
@@ -456,14 +457,20 @@ impl Router {
                 };
                 self.scatter(reply, realm, query, &shards);
             }
-            Builtin::SubscriptionListSubscribers => {
+            Builtin::SubscriptionListSubscribers | Builtin::SubscriptionCountSubscribers => {
                 let Some(subscription) = id_arg(args.first()) else {
                     return invalid(self, "a subscription ID is needed");
                 };
-                if !self.realms[realm as usize].subscriptions.contains_key(&subscription) {
+                let Some((policy, uri)) = self.subscription_key(realm, subscription) else {
                     return self.error_reply(sid, MessageType::Call, request, uris::NO_SUCH_SUBSCRIPTION, "no such subscription");
+                };
+                let elsewhere = self.realms[realm as usize].cluster_index.get(policy, &uri).is_some();
+                if procedure == Builtin::SubscriptionCountSubscribers && !elsewhere {
+                    // this node's replicas count every shard's subscribers
+                    return self.table_reply(sid, request, realm, procedure, args);
                 }
-                self.scatter(reply, realm, Query::Subscribers { subscription }, &every);
+                let shards = if elsewhere { every } else { (0..self.nshards).collect() };
+                self.scatter(reply, realm, Query::Subscribers { policy, uri }, &shards);
             }
             Builtin::SubscriptionRemoveSubscriber => {
                 let (Some(subscription), Some(session)) = (id_arg(args.first()), id_arg(args.get(1))) else {
@@ -472,11 +479,12 @@ impl Router {
                 let Ok(reason) = reason_arg(args.get(2).or_else(|| kwargs.get("reason"))) else {
                     return invalid(self, "the reason must be a string");
                 };
-                if !self.realms[realm as usize].subscriptions.contains_key(&subscription) {
+                let Some((policy, uri)) = self.subscription_key(realm, subscription) else {
                     return self.error_reply(sid, MessageType::Call, request, uris::NO_SUCH_SUBSCRIPTION, "no such subscription");
-                }
+                };
                 let query = Query::RemoveSubscriber {
-                    subscription,
+                    policy,
+                    uri,
                     session,
                     reason,
                 };
@@ -486,22 +494,12 @@ impl Router {
             | Builtin::SubscriptionLookup
             | Builtin::SubscriptionMatch
             | Builtin::SubscriptionGet
-            | Builtin::SubscriptionCountSubscribers
             | Builtin::RegistrationList
             | Builtin::RegistrationLookup
             | Builtin::RegistrationMatch
             | Builtin::RegistrationGet
             | Builtin::RegistrationListCallees
-            | Builtin::RegistrationCountCallees => match self.table_meta(realm, procedure, args) {
-                Ok(result) => {
-                    let Some(ser) = self.sessions.get(&sid).map(|s| s.ser) else {
-                        return;
-                    };
-                    let payload = codec::payload_from(ser, &result);
-                    self.session_reply(sid, |ser| encode::result(ser, request, &Dict::new(), &payload));
-                }
-                Err((error, message)) => self.error_reply(sid, MessageType::Call, request, error, message),
-            },
+            | Builtin::RegistrationCountCallees => self.table_reply(sid, request, realm, procedure, args),
             Builtin::AddTestament | Builtin::FlushTestaments => {
                 let result = if procedure == Builtin::AddTestament {
                     self.add_testament(sid, args, &kwargs)
@@ -540,6 +538,30 @@ impl Router {
                 };
                 self.scatter(reply, realm, query, &[shard]);
             }
+        }
+    }
+
+    /// Answers a table procedure from this shard's replicas.
+    fn table_reply(&self, sid: Id, request: Id, realm: RealmIdx, procedure: Builtin, args: &[Value]) {
+        match self.table_meta(realm, procedure, args) {
+            Ok(result) => {
+                let Some(ser) = self.sessions.get(&sid).map(|s| s.ser) else {
+                    return;
+                };
+                let payload = codec::payload_from(ser, &result);
+                self.session_reply(sid, |ser| encode::result(ser, request, &Dict::new(), &payload));
+            }
+            Err((error, message)) => self.error_reply(sid, MessageType::Call, request, error, message),
+        }
+    }
+
+    /// The subscription entry of a subscription ID: one of this node, or
+    /// (in a cluster) of another node.
+    fn subscription_key(&self, realm: RealmIdx, id: Id) -> Option<(MatchPolicy, Arc<str>)> {
+        let r = &self.realms[realm as usize];
+        match r.subscriptions.get(&id) {
+            Some(s) => Some((s.policy, s.uri.clone())),
+            None => r.cluster_subs.get(&id).map(|s| (s.policy, s.uri.clone())),
         }
     }
 
@@ -591,18 +613,22 @@ impl Router {
                 events.truncate(keep);
                 Answer::History(events, cut)
             }
-            Query::Subscribers { subscription } => Answer::Ids(
-                self.realms[realm as usize]
-                    .subscriptions
-                    .get(&subscription)
-                    .map(|sub| sub.local.clone())
-                    .unwrap_or_default(),
-            ),
+            Query::Subscribers { policy, uri } => {
+                let r = &self.realms[realm as usize];
+                Answer::Ids(
+                    r.sub_index
+                        .get(policy, &uri)
+                        .and_then(|id| r.subscriptions.get(id))
+                        .map(|sub| sub.local.clone())
+                        .unwrap_or_default(),
+                )
+            }
             Query::RemoveSubscriber {
-                subscription,
+                policy,
+                uri,
                 session,
                 reason,
-            } => Answer::Removed(self.revoke_subscriber(realm, subscription, session, reason)),
+            } => Answer::Removed(self.revoke_subscriber(realm, (policy, uri), session, reason)),
             Query::Kill {
                 target,
                 except,
@@ -680,6 +706,12 @@ impl Router {
             match answers.first() {
                 Some(Answer::Count(_)) => Ok(vec![Value::UInt(
                     answers.iter().map(|a| if let Answer::Count(n) = a { *n } else { 0 }).sum(),
+                )]),
+                Some(Answer::Ids(_)) if procedure == Builtin::SubscriptionCountSubscribers => Ok(vec![Value::UInt(
+                    answers
+                        .iter()
+                        .map(|a| if let Answer::Ids(l) = a { l.len() as u64 } else { 0 })
+                        .sum(),
                 )]),
                 Some(Answer::Ids(_)) => Ok(vec![Value::List(
                     answers
@@ -907,21 +939,60 @@ impl Router {
         };
         let no_sub = (uris::NO_SUCH_SUBSCRIPTION, "no such subscription");
         let no_reg = (uris::NO_SUCH_REGISTRATION, "no such registration");
+        // in a cluster, an entry only other nodes have is named by the
+        // lowest of their IDs; one this node has, by its own
+        let remote_id = |policy: MatchPolicy, uri: &str| {
+            if r.sub_index.get(policy, uri).is_some() {
+                return None;
+            }
+            r.cluster_index.get(policy, uri).and_then(|m| m.ids.iter().min().copied())
+        };
         Ok(match procedure {
-            Builtin::SubscriptionList => vec![by_policy(r.subscriptions.values().map(|s| (s.policy, s.id)).collect())],
+            Builtin::SubscriptionList => {
+                let mut all: Vec<(MatchPolicy, Id)> = r.subscriptions.values().map(|s| (s.policy, s.id)).collect();
+                for (id, s) in &r.cluster_subs {
+                    if remote_id(s.policy, &s.uri) == Some(*id) {
+                        all.push((s.policy, *id));
+                    }
+                }
+                vec![by_policy(all)]
+            }
             Builtin::SubscriptionLookup => {
                 let (uri, policy) = (uri_arg()?, policy_arg()?);
-                vec![r.sub_index.get(policy, uri).map_or(Value::Null, |id| Value::UInt(*id))]
+                let id = r.sub_index.get(policy, uri).copied().or_else(|| remote_id(policy, uri));
+                vec![id.map_or(Value::Null, Value::UInt)]
             }
             Builtin::SubscriptionMatch => {
+                let uri = uri_arg()?;
                 let mut found = Vec::new();
-                r.sub_index.for_each_match(uri_arg()?, |_, id| found.push(*id));
+                r.sub_index.for_each_match(uri, |_, id| found.push(*id));
+                r.cluster_index.for_each_match(uri, |policy, m| {
+                    let here = m
+                        .ids
+                        .first()
+                        .and_then(|id| r.cluster_subs.get(id))
+                        .is_some_and(|s| r.sub_index.get(policy, &s.uri).is_some());
+                    if let (false, Some(id)) = (here, m.ids.iter().min()) {
+                        found.push(*id);
+                    }
+                });
                 vec![if found.is_empty() { Value::Null } else { ids(found) }]
             }
-            Builtin::SubscriptionGet => vec![Value::Dict(super::broker::subscription_details(
-                r.subscriptions.get(&id()?).ok_or(no_sub)?,
-            ))],
+            Builtin::SubscriptionGet => {
+                let id = id()?;
+                let details = match (r.subscriptions.get(&id), r.cluster_subs.get(&id)) {
+                    (Some(sub), _) => super::broker::subscription_details(sub),
+                    (None, Some(s)) => Dict::new()
+                        .with("id", Value::UInt(id))
+                        .with("created", Value::Str(super::iso_time(s.created_ms)))
+                        .with("uri", Value::Str(s.uri.to_string()))
+                        .with("match", Value::Str(s.policy.as_str().into())),
+                    (None, None) => return Err(no_sub),
+                };
+                vec![Value::Dict(details)]
+            }
             Builtin::SubscriptionCountSubscribers => {
+                // (only other nodes have it: counted by a scatter instead)
                 let sub = r.subscriptions.get(&id()?).ok_or(no_sub)?;
                 let others: u64 = sub
                     .remote
@@ -953,12 +1024,20 @@ impl Router {
     /// Removes the local subscriber `session` from `subscription` on every
     /// shard; one that announced `subscription_revocation` is told with
     /// `[UNSUBSCRIBED, 0, {subscription, reason}]`.
-    fn revoke_subscriber(&mut self, realm: RealmIdx, subscription: Id, session: Id, reason: Option<String>) -> Result<(), &'static str> {
+    fn revoke_subscriber(
+        &mut self,
+        realm: RealmIdx,
+        key: (MatchPolicy, Arc<str>),
+        session: Id,
+        reason: Option<String>,
+    ) -> Result<(), &'static str> {
         let s = self.session_in(realm, session)?;
-        let Some(key) = s.sub_ids.remove(&subscription) else {
+        // the session's own ID of the entry (another node's differs)
+        let Some(&Some(subscription)) = s.subs.get(&key) else {
             return Err(uris::NO_SUCH_SUBSCRIPTION);
         };
         s.subs.remove(&key);
+        s.sub_ids.remove(&subscription);
         if s.features.sub_revocation {
             let details = revocation("subscription", subscription, reason);
             s.outbox.push(encode::revoked(s.ser, MessageType::Unsubscribed, &details));

@@ -10,8 +10,8 @@ use super::broker::{extras_from_wire, extras_to_wire, Kept, KeptFrom, RetainMsg,
 use super::gather::KillTarget;
 use super::messages::{CallChunk, CallDone, InterruptMsg, InvokeMsg};
 use super::options::{CancelMode, InvokePolicy};
-use super::{Answer, EventExtras, Query, QueryMsg, RealmIdx, Router, ShardMsg, TableChange};
-use crate::cluster::{pseudo_shard, split_pseudo, wire, CalleeOf, ClusterLink, FromNode, NodeMask, OutEvent};
+use super::{Answer, EventExtras, Query, QueryMsg, RealmIdx, RemoteEntry, RemoteSub, Router, ShardMsg, TableChange};
+use crate::cluster::{pseudo_shard, split_pseudo, wire, CalleeOf, ClusterLink, FromNode, InterestOf, NodeMask, OutEvent};
 use crate::codec;
 use crate::metrics::ShardStats;
 use crate::wamp::message::Serializer;
@@ -26,9 +26,10 @@ impl Router {
 
     /// A subscription entry of this node was made or is gone (on its URI's
     /// home shard): the node thread tells the other nodes.
-    pub(super) fn tell_cluster(&self, realm: RealmIdx, policy: MatchPolicy, uri: &Arc<str>, add: bool) {
+    pub(super) fn tell_cluster(&self, realm: RealmIdx, policy: MatchPolicy, uri: &Arc<str>, (id, created_ms): (Id, u64), add: bool) {
         if let Some(link) = &self.cluster {
-            link.interest(&self.realms[realm as usize].name, policy, uri, None, add);
+            let what = InterestOf::Subscription { id, created_ms };
+            link.interest(&self.realms[realm as usize].name, policy, uri, what, add);
         }
     }
 
@@ -48,7 +49,7 @@ impl Router {
             &self.realms[change.realm as usize].name,
             change.policy,
             &change.uri,
-            Some(callee),
+            InterestOf::Callee(callee),
             add,
         );
     }
@@ -98,7 +99,7 @@ impl Router {
         match (to, kept) {
             (Some(node), _) => nodes = 1 << (node as u32 % 64),
             (None, Some(_)) => nodes = self.live_nodes(),
-            (None, None) => r.cluster_index.for_each_match(topic, |_, m| nodes |= *m),
+            (None, None) => r.cluster_index.for_each_match(topic, |_, m| nodes |= m.nodes),
         }
         if nodes == 0 {
             return;
@@ -163,15 +164,32 @@ impl Router {
                 let r = &mut self.realms[realm as usize];
                 let meta = interest.uri.starts_with("wamp.");
                 if add {
-                    let m = r.cluster_index.get_or_insert_with(interest.policy, &interest.uri, || 0);
-                    if *m == 0 {
+                    let m = r
+                        .cluster_index
+                        .get_or_insert_with(interest.policy, &interest.uri, RemoteEntry::default);
+                    if m.nodes == 0 {
                         r.cluster_interests += 1;
                         r.cluster_meta += usize::from(meta);
                     }
-                    *m |= bit;
+                    m.nodes |= bit;
+                    if let Some((id, created_ms)) = interest.sub {
+                        if !m.ids.contains(&id) {
+                            m.ids.push(id);
+                        }
+                        let sub = RemoteSub {
+                            policy: interest.policy,
+                            uri: interest.uri.clone(),
+                            created_ms,
+                        };
+                        r.cluster_subs.insert(id, sub);
+                    }
                 } else if let Some(m) = r.cluster_index.get_mut(interest.policy, &interest.uri) {
-                    *m &= !bit;
-                    if *m == 0 {
+                    m.nodes &= !bit;
+                    if let Some((id, _)) = interest.sub {
+                        m.ids.retain(|i| *i != id);
+                        r.cluster_subs.remove(&id);
+                    }
+                    if m.nodes == 0 {
                         r.cluster_index.remove(interest.policy, &interest.uri);
                         r.cluster_interests -= 1;
                         r.cluster_meta -= usize::from(meta);
@@ -573,6 +591,7 @@ impl Router {
                     Answer::Ids(l) => h.insert("ids", ids(l)),
                     Answer::Killed(l) => h.insert("killed", ids(l)),
                     Answer::Session(d) => h.insert("session", d.clone().map_or(Value::Null, Value::Dict)),
+                    Answer::Removed(r) => h.insert("removed", r.map_or_else(|e| Value::Str(e.to_owned()), |()| Value::Null)),
                     _ => return Err(ShardMsg::Answer { gather, answer }),
                 }
                 Ok((h, Payload::empty(Serializer::Json)))
@@ -581,7 +600,7 @@ impl Router {
         }
     }
 
-    /// A session meta query's fields for another node (`None` for the
+    /// A meta query (sessions, subscribers)'s fields for another node (`None` for the
     /// queries that stay on one node).
     fn query_header(&self, q: &QueryMsg, h: &mut Dict) -> Option<()> {
         let s = |v: &str| Value::Str(v.to_owned());
@@ -601,6 +620,25 @@ impl Router {
             Query::SessionGet { session } => {
                 h.insert("q", s("get"));
                 h.insert("session", Value::UInt(*session));
+            }
+            Query::Subscribers { policy, uri } => {
+                h.insert("q", s("subscribers"));
+                h.insert("match", s(policy.as_str()));
+                h.insert("uri", s(uri));
+            }
+            Query::RemoveSubscriber {
+                policy,
+                uri,
+                session,
+                reason,
+            } => {
+                h.insert("q", s("remove_subscriber"));
+                h.insert("match", s(policy.as_str()));
+                h.insert("uri", s(uri));
+                h.insert("session", Value::UInt(*session));
+                if let Some(r) = reason {
+                    h.insert("reason", s(r));
+                }
             }
             Query::Kill {
                 target,
@@ -776,6 +814,16 @@ impl Router {
                         authroles: strs("authroles"),
                     },
                     "get" => Query::SessionGet { session: uint("session")? },
+                    "subscribers" => Query::Subscribers {
+                        policy: MatchPolicy::parse(h.get_str("match")?)?,
+                        uri: h.get_str("uri")?.into(),
+                    },
+                    "remove_subscriber" => Query::RemoveSubscriber {
+                        policy: MatchPolicy::parse(h.get_str("match")?)?,
+                        uri: h.get_str("uri")?.into(),
+                        session: uint("session")?,
+                        reason: h.get_str("reason").map(str::to_owned),
+                    },
                     "kill" => {
                         let Some(Value::List(t)) = h.get("target") else { return None };
                         let target = match (t.first(), t.get(1)) {
@@ -819,6 +867,12 @@ impl Router {
                     Answer::Ids(l)
                 } else if let Some(l) = ids("killed") {
                     Answer::Killed(l)
+                } else if let Some(r) = h.get("removed") {
+                    Answer::Removed(match r {
+                        Value::Null => Ok(()),
+                        Value::Str(e) if e == uris::NO_SUCH_SUBSCRIPTION => Err(uris::NO_SUCH_SUBSCRIPTION),
+                        _ => Err(uris::NO_SUCH_SESSION),
+                    })
                 } else {
                     match h.get("session")? {
                         Value::Dict(d) => Answer::Session(Some(d.clone())),

@@ -45,11 +45,14 @@ pub enum Query {
         /// Stop past this many payload bytes (the caller's largest message).
         max_bytes: usize,
     },
-    /// The local subscribers of a subscription.
-    Subscribers { subscription: Id },
-    /// Remove the subscriber `session` from `subscription` (revocation).
+    /// The local subscribers of the subscription entry `(policy, uri)`
+    /// (its ID differs per node).
+    Subscribers { policy: MatchPolicy, uri: Arc<str> },
+    /// Remove the subscriber `session` from the subscription entry
+    /// `(policy, uri)` (revocation).
     RemoveSubscriber {
-        subscription: Id,
+        policy: MatchPolicy,
+        uri: Arc<str>,
         session: Id,
         reason: Option<String>,
     },

@@ -123,9 +123,28 @@ pub struct Realm {
     /// The subscriptions of other cluster nodes: per (policy, URI) the
     /// nodes that have one; how many entries, and how many of `wamp.`
     /// topics (meta events are built for those too).
-    pub(crate) cluster_index: trie::UriIndex<crate::cluster::NodeMask>,
+    pub(crate) cluster_index: trie::UriIndex<RemoteEntry>,
     pub(crate) cluster_interests: usize,
     pub(crate) cluster_meta: usize,
+    /// The other nodes' subscription entries by their IDs (the meta API
+    /// takes any node's subscription ID).
+    pub(crate) cluster_subs: AHashMap<Id, RemoteSub>,
+}
+
+/// A subscription entry of other cluster nodes: the nodes, and the entry's
+/// ID on each (they differ per node).
+#[derive(Debug, Default)]
+pub(crate) struct RemoteEntry {
+    pub nodes: crate::cluster::NodeMask,
+    pub ids: Vec<Id>,
+}
+
+/// Another node's subscription entry, found by its ID.
+#[derive(Debug, Clone)]
+pub(crate) struct RemoteSub {
+    pub policy: MatchPolicy,
+    pub uri: Arc<str>,
+    pub created_ms: u64,
 }
 
 /// A client of the HTTP bridge (`[[realm.bridge_key]]`).
@@ -168,6 +187,7 @@ impl Realm {
             cluster_index: Default::default(),
             cluster_interests: 0,
             cluster_meta: 0,
+            cluster_subs: AHashMap::new(),
             history_rules: r
                 .history
                 .iter()
