@@ -390,8 +390,10 @@ fn calls_cross_nodes() {
 }
 
 /// A shared registration with callees on three nodes: round-robin gives
-/// each callee its turn in registration order, whichever node calls;
-/// `first` goes to the first callee, then to the next when it leaves.
+/// each callee its turn in registration order, whichever node calls, and a
+/// call its callee answers `unavailable` goes on to a callee on another
+/// node; `first` goes to the first callee, then to the next when it
+/// leaves; `last` to the last; `random` reaches every node's callee.
 #[test]
 fn shared_registrations_span_nodes() {
     let nats = Nats::start();
@@ -399,7 +401,8 @@ fn shared_registrations_span_nodes() {
     for r in &nodes {
         wait_metric(r, "cluster_nodes", |n| n == 2);
     }
-    for (policy, proc_) in [("roundrobin", "com.rr"), ("first", "com.first")] {
+    let all = [("roundrobin", "com.rr"), ("first", "com.first"), ("last", "com.last"), ("random", "com.random")];
+    for (policy, proc_) in all {
         let mut callees = Vec::new();
         for r in &nodes {
             let mut c = rpc_session(r, Ser::Json);
@@ -415,7 +418,8 @@ fn shared_registrations_span_nodes() {
             callees.push(c);
         }
         let mut caller = rpc_session(&nodes[1], Ser::MsgPack);
-        let picks: Vec<usize> = (0..6)
+        let calls = if policy == "random" { 60 } else { 6 };
+        let picks: Vec<usize> = (0..calls)
             .map(|i| {
                 caller.send_json(&format!(r#"[48, {}, {{}}, "{proc_}", [{i}]]"#, 100 + i));
                 let (k, inv) = first_invocation(&mut callees);
@@ -425,7 +429,24 @@ fn shared_registrations_span_nodes() {
             })
             .collect();
         match policy {
-            "roundrobin" => assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]),
+            "roundrobin" => {
+                assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+                // the callee on a answers unavailable: the call goes on to
+                // a callee on another node
+                caller.send_json(&format!(r#"[48, 300, {{}}, "{proc_}", []]"#));
+                let (k, inv) = first_invocation(&mut callees);
+                assert_eq!(k, 0);
+                callees[0].send_json(&format!(r#"[8, 68, {}, {{}}, "wamp.error.unavailable"]"#, inv.at(1).u()));
+                let (k, inv) = first_invocation(&mut callees);
+                assert_ne!(k, 0, "rerouted to another callee");
+                callees[k].send_json(&format!(r#"[70, {}, {{}}, ["from {k}"]]"#, inv.at(1).u()));
+                let result = caller.expect(RESULT);
+                assert_eq!(result.at(1).u(), 300);
+                assert_eq!(result.at(3).at(0).s(), format!("from {k}"));
+            }
+            "last" => assert_eq!(picks, vec![2; 6], "the callee on c, registered last"),
+            // each callee misses all 60 with odds (2/3)^60, about 3e-11
+            "random" => assert!((0..3).all(|k| picks.contains(&k)), "{picks:?}"),
             _ => {
                 assert_eq!(picks, vec![0; 6]);
                 // the first callee leaves: the next one takes the calls

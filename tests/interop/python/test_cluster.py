@@ -2,9 +2,11 @@
 
 Each test gets a nats-server of its own on a free 127.0.0.1 port and three router
 nodes joined to it as cluster "c1": a (1 shard), b (2 shards), c (1 shard), each
-with the default config of conftest (conftest._start_router) plus a [cluster]
-section (heartbeat 100 ms, node timeout 1 s). The fixture waits until every node
-sees the two others (switchyard_cluster_nodes{shard="0"} == 2).
+with the default config of conftest (conftest._start_router), realm1 keeping the
+history of com.cluster.kept.* too (KEPT_RULE), plus a [cluster] section (heartbeat
+100 ms, node timeout 1 s). The fixture waits until every node sees the two others
+(switchyard_cluster_nodes{shard="0"} == 2). Cluster.kill SIGKILLs a node,
+Cluster.restart starts it again (a new run under its name, nothing kept).
 
 Interest crosses nodes asynchronously, so before publishing a test waits until the
 publishing node knows the subscriptions of the others: its
@@ -16,13 +18,20 @@ the others too (cross-serializer across nodes). An event that must not be there 
 shown by a later sentinel from the same publisher (one publisher's events reach a
 subscriber in publication order) and by the nodes' counters, never by waiting.
 
+Retained events and event history are kept on every node: after the publisher's node
+is SIGKILLed the others serve get_retained and wamp.subscription.get_events, and the
+node restarted gets a copy of both, each event once. The subscription meta API
+(lookup, get, list_subscribers, count_subscribers, match, list) on a node without a
+subscription of its own answers for the other nodes' subscribers.
+
 RPC: a node learns another's callees asynchronously (one NATS round trip after
 REGISTERED), so before calling a test polls the calling node's meta API until it counts
 the callees expected (wait_callees: wamp.registration.lookup, then
 wamp.registration.count_callees). Callers, callees and the meta sessions use different
 transports of the three. Calls, errors, progressive results, CANCEL (kill, killnowait),
-dealer-side timeouts, a shared round-robin registration over the three nodes and a
-callee's node SIGKILLed with calls pending on it.
+dealer-side timeouts, shared registrations over the three nodes (roundrobin; random;
+first with callees answering wamp.error.unavailable, the call rerouted to the next
+callee on another node) and a callee's node SIGKILLed with calls pending on it.
 
 Switchyard only (skipped under ROUTER=crossbar); needs nats-server (NATS_SERVER,
 else PATH, else /usr/sbin/nats-server).
@@ -82,6 +91,34 @@ node = "{node}"
 heartbeat_ms = {heartbeat}
 node_timeout_ms = {timeout}
 """
+
+
+# realm1 of every node keeps the history of com.cluster.kept.* (5 events a topic), besides
+# conftest's own rule: each node keeps what it gets by its own rules, so all have it
+KEPT_PREFIX = "com.cluster.kept."
+KEPT_LIMIT = 5
+KEPT_RULE = """\
+[[realm.history]]
+uri = "{}"
+match = "prefix"
+limit = {}
+
+""".format(KEPT_PREFIX, KEPT_LIMIT)
+
+
+def _node_config(setup):
+    """conftest's default config (SWITCHYARD_CONFIG) with KEPT_RULE in realm1."""
+    text = conftest.SWITCHYARD_CONFIG.format(
+        shards=setup.shards, ws_port=setup.ports["ws"], rs_port=setup.ports["rs"],
+        principals=conftest._principals(), transport_listeners=setup.transport_listeners())
+    at = text.index("[[realm.history]]")  # realm1's (conftest's test_event_history rule)
+    assert text.index('name = "realm1"') < at < text.index('name = "realm.disclosed"'), text
+    return text[:at] + KEPT_RULE + text[at:]
+
+
+class _NodeConfig:
+    """What conftest._start_router takes as a module with a switchyard_config."""
+    switchyard_config = staticmethod(_node_config)
 
 
 def _rot(transport, k):
@@ -169,6 +206,7 @@ class Cluster:
         self.nats_log = workdir / "nats-server.log"
         self.nodes = {}
         self.killed = set()
+        self.former = []  # (name, node) of the runs restart() replaced
 
     def start_nats(self):
         self.nats_port = conftest._free_port()
@@ -184,15 +222,27 @@ class Cluster:
                     self.nats_port, self.nats.poll(), self.nats_log.read_text("utf-8", "replace")))
             time.sleep(0.02)
 
-    def start_node(self, name, shards):
-        workdir = self.workdir / name
+    def start_node(self, name, shards, run=1):
+        workdir = self.workdir / (name if run == 1 else "{}.{}".format(name, run))
         workdir.mkdir()
         extra = CLUSTER_CONFIG.format(port=self.nats_port, node=name, heartbeat=HEARTBEAT_MS,
                                       timeout=NODE_TIMEOUT_MS)
-        node = conftest._start_router(shards, workdir, extra_config=extra)
+        node = conftest._start_router(shards, workdir, module=_NodeConfig, extra_config=extra)
         node.cluster_node = name
+        node.run = run
         self.nodes[name] = node
         return node
+
+    def restart(self, name):
+        """Starts node name again (a new run, empty, in a directory of its own) after
+        kill(name); returns it once it accepts (blocking: call it in a thread)."""
+        old = self.nodes[name]
+        assert name in self.killed and not old.alive(), name
+        conftest._remove_unix_dir(old)
+        self.former.append((name, old))
+        self.killed.discard(name)
+        del self.nodes[name]
+        return self.start_node(name, old.shards, run=old.run + 1)
 
     def kill(self, name):
         """SIGKILL, as a crash would."""
@@ -204,9 +254,11 @@ class Cluster:
 
     def logs(self):
         parts = []
-        for name, node in self.nodes.items():
-            parts.append("--- node {} ({} shards{}) stderr: {} ---\n{}".format(
-                name, node.shards, ", SIGKILLed" if name in self.killed else "",
+        runs = [(n, node, True) for n, node in self.former]
+        runs += [(n, node, n in self.killed) for n, node in self.nodes.items()]
+        for name, node, killed in runs:
+            parts.append("--- node {} run {} ({} shards{}) stderr: {} ---\n{}".format(
+                name, node.run, node.shards, ", SIGKILLed" if killed else "",
                 node.stderr_path, conftest._tail(node.stderr_text()) or "<empty>"))
         try:
             parts.append("--- nats-server ---\n" + conftest._tail(
@@ -439,6 +491,185 @@ def test_node_killed_others_go_on(cluster, transport):
             for node in (a, c):
                 assert metric(node, total("cluster_events_dropped")) == 0, node.cluster_node
             assert a.alive() and c.alive()
+
+    run(main(), timeout=TEST_TIMEOUT)
+
+
+async def _retained_on(h, transport, name):
+    """The retained events a new session on h's node gets when it subscribes to
+    com.cluster. (prefix, get_retained) -- those come before any live event -- up to a
+    sentinel it then publishes itself to com.cluster.after (neither retained nor kept in
+    history); the session is closed again."""
+    s = await h.open(transport, name=name)
+    sink = EventSink()
+    await asyncio.wait_for(s.subscribe(sink.handler, "com.cluster.", options=SubscribeOptions(
+        match="prefix", get_retained=True, details=True)), DEADLINE)
+    await s.publish("com.cluster.after", SENTINEL,
+                    options=PublishOptions(acknowledge=True, exclude_me=False))
+    _, end = await until_sentinel(sink, timeout=DEADLINE)
+    await s.close()
+    return sink.events[:end - 1]
+
+
+async def _history(meta, sub_id):
+    """wamp.subscription.get_events for sub_id: (first argument, publication) of each."""
+    events = await asyncio.wait_for(meta.call("wamp.subscription.get_events", sub_id), DEADLINE)
+    return [(e["args"][0], e["publication"]) for e in events]
+
+
+async def _history_until(meta, sub_id, n, deadline=DEADLINE):
+    """Polls sub_id's history until it holds at least n events (a copy from another
+    node is kept some time after the publisher's PUBLISHED); returns it."""
+    end = time.monotonic() + deadline
+    while True:
+        got = await _history(meta, sub_id)
+        if len(got) >= n:
+            return got
+        assert time.monotonic() < end, "{}: history of {} is {!r} after {} s, want {} events" \
+            .format(meta.name, sub_id, got, deadline, n)
+        await asyncio.sleep(0.02)
+
+
+def test_kept_events_outlive_their_node(cluster, transport):
+    """Retained events and event history are kept on every node (realm1's history rule
+    com.cluster.kept.*, KEPT_RULE): a publisher on a publishes 0, 1, 2 with retain to
+    com.cluster.kept.t; a subscriber on b gets them live once each; get_events on b (a
+    subscription made before) and on c (one made after: c had no subscriber) returns
+    the three in order with their publication ids, and a get_retained subscription on b
+    and on c gets 2 (retained: true), once. a is SIGKILLed: b and c still serve both.
+    a is started again, empty: it gets a copy from the others, each event once (its
+    history exactly the three), and its retained event; a new retained publication on
+    the new a reaches the history of every node once."""
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    topic = KEPT_PREFIX + "t"
+    keep = PublishOptions(acknowledge=True, retain=True)
+
+    ids = []  # the publication ids of 0, 1, 2 (and 3)
+
+    def check_retained(events, where):
+        assert [e[0] for e in events] == [[2]], (where, events)
+        (_, kwargs, details), = events
+        assert kwargs == {}, (where, kwargs)
+        assert details.retained is True, (where, str(details))
+        assert details.topic == topic, (where, str(details))
+        assert details.publication == ids[2], (where, str(details), ids)
+
+    async def main():
+        async with Harness(a) as ha, Harness(b) as hb, Harness(c) as hc:
+            live = await hb.open(_rot(transport, 1), name="live-b")
+            live_sink = EventSink()
+            # prefix: the sentinel (com.cluster.after, not kept) reaches it too
+            await live.subscribe(live_sink.handler, "com.cluster.",
+                                 options=SubscribeOptions(match="prefix", details=True))
+            reader_b = await hb.open(_rot(transport, 2), name="reader-b")
+            sub_b = await reader_b.subscribe(lambda *args, **kwargs: None, topic)
+            # b: the prefix entry and the exact one
+            await wait_gauge(a, shard0("cluster_remote_interests"), 2)
+
+            pub = await ha.open(transport, name="publisher-a")
+            for i in range(3):
+                ids.append((await asyncio.wait_for(pub.publish(topic, i, options=keep),
+                                                   DEADLINE)).id)
+            await pub.publish("com.cluster.after", SENTINEL, options=ACK)
+            got, end = await until_sentinel(live_sink, timeout=DEADLINE)
+            assert got == [0, 1, 2], got
+            assert not any(e[2].retained for e in live_sink.events[:end]), live_sink.events
+            want = list(zip(range(3), ids))
+
+            assert await _history_until(reader_b, sub_b.id, 3) == want
+            check_retained(await _retained_on(hb, _rot(transport, 1), "retained-b"), "b")
+            reader_c = await hc.open(_rot(transport, 1), name="reader-c")
+            sub_c = await reader_c.subscribe(lambda *args, **kwargs: None, topic)
+            assert await _history_until(reader_c, sub_c.id, 3) == want
+            check_retained(await _retained_on(hc, _rot(transport, 2), "retained-c"), "c")
+
+            # the publisher's node dies
+            cluster.kill("a")
+            await asyncio.wait_for(asyncio.shield(pub.disconnected), DEADLINE)
+            for node in (b, c):
+                await wait_gauge(node, shard0("cluster_nodes"), 1)
+            assert await _history(reader_b, sub_b.id) == want
+            assert await _history(reader_c, sub_c.id) == want
+            check_retained(await _retained_on(hb, transport, "retained-b-after"), "b after")
+            check_retained(await _retained_on(hc, transport, "retained-c-after"), "c after")
+
+            # a again, a new run with nothing kept: b (first by name) sends it a copy
+            a2 = await asyncio.to_thread(cluster.restart, "a")
+            for node in (a2, b, c):
+                await wait_gauge(node, shard0("cluster_nodes"), 2)
+            async with Harness(a2) as ha2:
+                reader_a = await ha2.open(transport, name="reader-a2")
+                sub_a = await reader_a.subscribe(lambda *args, **kwargs: None, topic)
+                assert await _history_until(reader_a, sub_a.id, 3) == want  # each once
+                check_retained(await _retained_on(ha2, _rot(transport, 1), "retained-a2"),
+                               "a restarted")
+
+                # kept on every node once, the new a's publications too
+                pub2 = await ha2.open(_rot(transport, 2), name="publisher-a2")
+                ids.append((await asyncio.wait_for(pub2.publish(topic, 3, options=keep),
+                                                   DEADLINE)).id)
+                want.append((3, ids[3]))
+                for reader, sub in ((reader_a, sub_a), (reader_b, sub_b), (reader_c, sub_c)):
+                    assert await _history_until(reader, sub.id, 4) == want, reader.name
+            for node in (a2, b, c):
+                assert metric(node, total("cluster_events_dropped")) == 0, node.cluster_node
+            assert b.alive() and c.alive() and a2.alive()
+
+    run(main(), timeout=TEST_TIMEOUT)
+
+
+def test_subscription_meta_cross_nodes(cluster, transport):
+    """Subscribers on b and on c to com.cluster.meta.x (exact), none on a: on a,
+    wamp.subscription.lookup names the entry by the lowest of the two nodes' ids, b's and
+    c's lookup by its own; wamp.subscription.get (with either node's id) gives the uri and
+    the match policy; list_subscribers the two subscribers' session ids, count_subscribers
+    2; match and list name the entry once."""
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    topic = "com.cluster.meta.x"
+
+    async def main():
+        async with Harness(a) as ha, Harness(b) as hb, Harness(c) as hc:
+            sb = await hb.open(_rot(transport, 1), name="sub-b")
+            sc = await hc.open(_rot(transport, 2), name="sub-c")
+            sub_b = await sb.subscribe(lambda *args, **kwargs: None, topic)
+            sub_c = await sc.subscribe(lambda *args, **kwargs: None, topic)
+            assert sub_b.id != sub_c.id, (sub_b.id, sub_c.id)
+            await wait_gauge(a, shard0("cluster_remote_interests"), 2)
+            for node in (b, c):
+                await wait_gauge(node, shard0("cluster_remote_interests"), 1)
+
+            meta = await ha.open(transport, name="meta-a")
+            sid = await asyncio.wait_for(meta.call("wamp.subscription.lookup", topic), DEADLINE)
+            assert sid == min(sub_b.id, sub_c.id), (sid, sub_b.id, sub_c.id)
+            for h, own in ((hb, sub_b), (hc, sub_c)):
+                m = await h.open(_rot(transport, 1), name="meta-" + h.router.cluster_node)
+                got = await asyncio.wait_for(m.call("wamp.subscription.lookup", topic), DEADLINE)
+                assert got == own.id, (h.router.cluster_node, got, own.id)
+
+            for some_id in (sid, sub_b.id, sub_c.id):
+                details = await asyncio.wait_for(meta.call("wamp.subscription.get", some_id),
+                                                 DEADLINE)
+                assert details["uri"] == topic, details
+                assert details["match"] == "exact", details
+                assert details["id"] == some_id, details
+                subscribers = await asyncio.wait_for(
+                    meta.call("wamp.subscription.list_subscribers", some_id), DEADLINE)
+                assert sorted(subscribers) == sorted([sb.session_id, sc.session_id]), \
+                    (some_id, subscribers, sb.session_id, sc.session_id)
+                count = await asyncio.wait_for(
+                    meta.call("wamp.subscription.count_subscribers", some_id), DEADLINE)
+                assert count == 2, (some_id, count)
+
+            matched = await asyncio.wait_for(meta.call("wamp.subscription.match", topic),
+                                             DEADLINE)
+            assert matched == [sid], matched
+            listed = await asyncio.wait_for(meta.call("wamp.subscription.list"), DEADLINE)
+            assert listed["exact"] == [sid], listed
+
+            # a topic no node has: null
+            none = await asyncio.wait_for(meta.call("wamp.subscription.lookup", topic + ".none"),
+                                          DEADLINE)
+            assert none is None, none
 
     run(main(), timeout=TEST_TIMEOUT)
 
@@ -801,6 +1032,98 @@ def test_shared_roundrobin_spans_nodes(cluster, transport):
             got = [await asyncio.wait_for(caller.call(proc, i), DEADLINE) for i in range(6)]
             assert got == ["a", "b", "c", "a", "b", "c"], got
             assert calls == {"a": [0, 3], "b": [1, 4], "c": [2, 5]}, calls
+
+    run(main(), timeout=TEST_TIMEOUT)
+
+
+async def _shared_callees(harnesses, metas, transport, proc, invoke, answer):
+    """One callee of proc (a shared registration, invoke policy) on each node of
+    harnesses, registered in that order, each once every node knows the one before;
+    answer(name) is the endpoint of node name's callee."""
+    for k, (name, h) in enumerate(harnesses.items()):
+        callee = await h.open(_rot(transport, k), name="callee-" + name)
+        await asyncio.wait_for(callee.register(
+            answer(name), proc, options=RegisterOptions(invoke=invoke)), DEADLINE)
+        await wait_callees(metas, proc, k + 1)
+
+
+def test_shared_random_spans_nodes(cluster, transport):
+    """A shared registration (invoke = random) with one callee on each of a, b, c: 60
+    calls from a, all at once, are all answered, each by one callee, and each node's
+    callee gets at least one. (Each call goes to each callee with probability 1/3: that
+    one of the three gets none has probability below 3 * (2/3)^60, about 1e-10.)"""
+    proc = "com.cluster.rpc.random"
+    n = 60
+
+    async def main():
+        async with Harness(cluster.nodes["a"]) as ha, Harness(cluster.nodes["b"]) as hb, \
+                Harness(cluster.nodes["c"]) as hc:
+            harnesses = {"a": ha, "b": hb, "c": hc}
+            metas = [await h.open(_rot(transport, 2), name="meta-" + k)
+                     for k, h in harnesses.items()]
+            calls = {k: [] for k in harnesses}
+
+            def answerer(name):
+                def answer(i):
+                    calls[name].append(i)
+                    return name
+                return answer
+
+            await _shared_callees(harnesses, metas, transport, proc, "random", answerer)
+            caller = await ha.open(transport, name="caller-a")
+            got = await asyncio.wait_for(
+                asyncio.gather(*(caller.call(proc, i) for i in range(n))), DEADLINE)
+            assert sorted(i for l in calls.values() for i in l) == list(range(n)), calls
+            for i, who in enumerate(got):
+                assert i in calls[who], (i, who, calls)
+            assert all(calls[k] for k in harnesses), {k: len(v) for k, v in calls.items()}
+
+    run(main(), timeout=TEST_TIMEOUT)
+
+
+def test_unavailable_callee_reroutes_across_nodes(cluster, transport):
+    """A shared registration (invoke = first) with callees on a, b, c, registered in that
+    order, called from c. A callee that answers ERROR wamp.error.unavailable passes the
+    call back to the caller's node, which gives it to the next callee by the policy (for
+    first: the next one registered after, dealer.rs pick_excluding): a declines, b
+    answers; with b declining too, c answers; with all three declining the caller gets
+    wamp.error.no_available_callee. Each callee is asked once per call, and c counts
+    each reroute (calls_rerouted: 1 + 2 + 2)."""
+    proc = "com.cluster.rpc.reroute"
+    c = cluster.nodes["c"]
+
+    async def main():
+        async with Harness(cluster.nodes["a"]) as ha, Harness(cluster.nodes["b"]) as hb, \
+                Harness(c) as hc:
+            harnesses = {"a": ha, "b": hb, "c": hc}
+            metas = [await h.open(_rot(transport, 2), name="meta-" + k)
+                     for k, h in harnesses.items()]
+            asked = {k: [] for k in harnesses}
+            declines = {"a"}
+
+            def answerer(name):
+                def answer(i):
+                    asked[name].append(i)
+                    if name in declines:
+                        raise ApplicationError("wamp.error.unavailable", "busy on " + name)
+                    return name
+                return answer
+
+            await _shared_callees(harnesses, metas, transport, proc, "first", answerer)
+            caller = await hc.open(transport, name="caller-c")
+            rerouted = metric(c, total("calls_rerouted"))
+
+            assert await asyncio.wait_for(caller.call(proc, 0), DEADLINE) == "b"
+            assert asked == {"a": [0], "b": [0], "c": []}, asked
+            declines.add("b")
+            assert await asyncio.wait_for(caller.call(proc, 1), DEADLINE) == "c"
+            assert asked == {"a": [0, 1], "b": [0, 1], "c": [1]}, asked
+            declines.add("c")
+            err = await expect_app_error(caller.call(proc, 2), DEADLINE)
+            assert err.error == "wamp.error.no_available_callee", err
+            assert asked == {"a": [0, 1, 2], "b": [0, 1, 2], "c": [1, 2]}, asked
+            await wait_metric(c, total("calls_rerouted"), rerouted + 5)
+            assert not caller._call_reqs, caller._call_reqs
 
     run(main(), timeout=TEST_TIMEOUT)
 
