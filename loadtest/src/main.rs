@@ -158,6 +158,10 @@ struct Common {
     /// trip after they are acknowledged).
     #[arg(long, default_value_t = 0)]
     settle_ms: u64,
+    /// The URIs' prefix: `<prefix>.topic.N`, `<prefix>.echo.N` (several
+    /// load generators on one router or cluster keep apart by it).
+    #[arg(long, default_value = "loadtest")]
+    uri_prefix: String,
     #[arg(long, value_enum, default_value_t = SerArg::Msgpack)]
     serializer: SerArg,
     #[arg(long, default_value = "realm1")]
@@ -634,7 +638,9 @@ fn pubsub(common: &Common, label: &str, publishers: usize, subscribers: usize, t
     let (setup, pace) = setup_for(common, publishers, 64)?;
     let rx = receiver_setup(common, &setup)?;
     let settle_ms = common.settle_ms;
-    let topic = move |i: usize| format!("loadtest.topic.{}", i % topics);
+    // (the closures are copied into every connection's task)
+    let prefix: &'static str = Box::leak(common.uri_prefix.clone().into_boxed_str());
+    let topic = move |i: usize| format!("{prefix}.topic.{}", i % topics);
     let subs_on = |t: usize| (0..subscribers).filter(|s| s % topics == t).count() as u64;
     let plan = Plan {
         label: label.into(),
@@ -685,7 +691,8 @@ fn rpc(common: &Common, callers: usize, callees: usize) -> Result<Report, String
     let rx = receiver_setup(common, &setup)?;
     let settle_ms = common.settle_ms;
     // One procedure per callee; callers spread over them.
-    let procedure = move |i: usize| format!("loadtest.echo.{}", i % callees);
+    let prefix: &'static str = Box::leak(common.uri_prefix.clone().into_boxed_str());
+    let procedure = move |i: usize| format!("{prefix}.echo.{}", i % callees);
     let plan = Plan {
         label: "rpc".into(),
         senders: callers,
