@@ -401,7 +401,12 @@ fn shared_registrations_span_nodes() {
     for r in &nodes {
         wait_metric(r, "cluster_nodes", |n| n == 2);
     }
-    let all = [("roundrobin", "com.rr"), ("first", "com.first"), ("last", "com.last"), ("random", "com.random")];
+    let all = [
+        ("roundrobin", "com.rr"),
+        ("first", "com.first"),
+        ("last", "com.last"),
+        ("random", "com.random"),
+    ];
     for (policy, proc_) in all {
         let mut callees = Vec::new();
         for r in &nodes {
