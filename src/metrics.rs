@@ -403,12 +403,13 @@ stats! {
     cluster_events_dropped: AtomicU64,
     /// Other cluster nodes alive (the NATS thread's view, on shard 0).
     cluster_nodes: AtomicI64,
-    /// Subscriptions of other nodes known here (on shard 0).
+    /// Subscription entries and callees of other nodes known here (on
+    /// shard 0).
     cluster_remote_interests: AtomicI64,
     /// Sessions of other nodes known here (on shard 0).
     cluster_remote_sessions: AtomicI64,
-    /// Subscriptions of other nodes not taken: past
-    /// `cluster.max_remote_interests` (on shard 0).
+    /// Subscription entries, callees and sessions of other nodes not
+    /// taken: past `cluster.max_remote_interests` (on shard 0).
     cluster_interests_refused: AtomicU64,
     /// Times the connection to NATS was (re)established (on shard 0).
     cluster_nats_connects: AtomicU64,

@@ -22,8 +22,14 @@ impl Nats {
     }
 
     pub fn start_on(port: u16) -> Nats {
+        Nats::start_args(port, &[])
+    }
+
+    /// With more `nats-server` arguments (its authentication).
+    pub fn start_args(port: u16, more: &[&str]) -> Nats {
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(more)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -65,9 +71,14 @@ pub fn node_at(url: &str, name: &str, shards: usize) -> Router {
 
 /// [`node_at`] with more router configuration (`realms`, after realm2).
 pub fn node_with(url: &str, name: &str, shards: usize, realms: &str) -> Router {
+    node_cfg(url, name, shards, "", realms)
+}
+
+/// [`node_with`] with more `[cluster]` keys.
+pub fn node_cfg(url: &str, name: &str, shards: usize, cluster: &str, realms: &str) -> Router {
     Router::start_with(
         shards,
-        &format!("\n[cluster]\nnats_url = \"{url}\"\nname = \"c1\"\nnode = \"{name}\"\nheartbeat_ms = 100\nnode_timeout_ms = 1000\n\n[[realm]]\nname = \"realm2\"\nmeta_admin_roles = [\"anonymous\"]\n{realms}"),
+        &format!("\n[cluster]\nnats_url = \"{url}\"\nname = \"c1\"\nnode = \"{name}\"\nheartbeat_ms = 100\nnode_timeout_ms = 1000\n{cluster}\n\n[[realm]]\nname = \"realm2\"\nmeta_admin_roles = [\"anonymous\"]\n{realms}"),
         "",
         &[],
     )
@@ -840,4 +851,40 @@ fn subscription_meta_spans_nodes() {
     }
     assert_eq!(victim.expect(EVENT).at(1).u(), stays);
     drop((s1, s2, s3, s4));
+}
+
+/// NATS credentials from `[cluster]`: nodes with the right user and
+/// password (or token) join and carry events; one with a wrong password is
+/// refused by NATS (its log says so) and never joins the others.
+#[test]
+fn nats_credentials_are_used() {
+    for (args, good, bad) in [
+        (
+            ["--user", "sy", "--pass", "s3cret"],
+            "user = \"sy\"\npassword = \"s3cret\"",
+            "user = \"sy\"\npassword = \"wrong\"",
+        ),
+        (["--auth", "t0ken", "--auth", "t0ken"], "token = \"t0ken\"", "token = \"other\""),
+    ] {
+        // (`--auth` given twice keeps the arrays the same length)
+        let nats = Nats::start_args(free_port(), &args[..if args[0] == "--auth" { 2 } else { 4 }]);
+        let a = node_cfg(&nats.url(), "a", 1, good, "");
+        let b = node_cfg(&nats.url(), "b", 2, good, "");
+        let intruder = node_cfg(&nats.url(), "x", 1, bad, "");
+        wait_metric(&a, "cluster_nodes", |n| n == 1);
+        wait_metric(&b, "cluster_nodes", |n| n == 1);
+        let mut s = Client::join_ws(b.ws, Ser::Json);
+        s.subscribe("com.auth", "{}");
+        wait_metric(&a, "cluster_remote_interests", |n| n == 1);
+        let mut p = Client::join_ws(a.ws, Ser::Json);
+        publish_numbered(&mut p, "com.auth", 2);
+        assert_eq!(numbers_until_sentinel(&mut s), vec![0, 1]);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !intruder.log().contains("authorization violation") {
+            assert!(Instant::now() < deadline, "no refusal in the log: {}", intruder.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(intruder.metric("cluster_nats_connects")[0], 0, "{}", intruder.log());
+        assert_eq!(a.metric("cluster_nodes")[0], 1, "a knows b only");
+    }
 }

@@ -6,12 +6,15 @@ with the default config of conftest (conftest._start_router), realm1 keeping the
 history of com.cluster.kept.* too (KEPT_RULE), plus a [cluster] section (heartbeat
 100 ms, node timeout 1 s). The fixture waits until every node sees the two others
 (switchyard_cluster_nodes{shard="0"} == 2). Cluster.kill SIGKILLs a node,
-Cluster.restart starts it again (a new run under its name, nothing kept).
+Cluster.restart starts it again (a new run under its name, nothing kept);
+Cluster.stop_nats stops nats-server and Cluster.start_nats(cluster.nats_port) starts it
+again on the port the nodes' nats_url names.
 
 Interest crosses nodes asynchronously, so before publishing a test waits until the
 publishing node knows the subscriptions of the others: its
 switchyard_cluster_remote_interests{shard="0"} (one entry per realm, match policy and
-URI per other node, however many subscribers) reaches the count expected.
+URI per other node, however many subscribers; each callee of another node counts one
+too) reaches the count expected.
 
 The publisher is on node a over the test's transport; the subscribers on b and c use
 the others too (cross-serializer across nodes). An event that must not be there is
@@ -22,7 +25,11 @@ Retained events and event history are kept on every node: after the publisher's 
 is SIGKILLed the others serve get_retained and wamp.subscription.get_events, and the
 node restarted gets a copy of both, each event once. The subscription meta API
 (lookup, get, list_subscribers, count_subscribers, match, list) on a node without a
-subscription of its own answers for the other nodes' subscribers.
+subscription of its own answers for the other nodes' subscribers. The session meta API
+spans the nodes: wamp.session.count and list on a count and name every node's sessions,
+get gives another node's session's details, kill ends a session on another node
+(wamp.close.killed; realm1's meta_admin_roles has "anonymous"), and wamp.session.on_join
+reaches a subscriber on another node.
 
 RPC: a node learns another's callees asynchronously (one NATS round trip after
 REGISTERED), so before calling a test polls the calling node's meta API until it counts
@@ -30,8 +37,16 @@ the callees expected (wait_callees: wamp.registration.lookup, then
 wamp.registration.count_callees). Callers, callees and the meta sessions use different
 transports of the three. Calls, errors, progressive results, CANCEL (kill, killnowait),
 dealer-side timeouts, shared registrations over the three nodes (roundrobin; random;
-first with callees answering wamp.error.unavailable, the call rerouted to the next
-callee on another node) and a callee's node SIGKILLed with calls pending on it.
+last, then the callee before it once the last one unregisters or leaves; first with
+callees answering wamp.error.unavailable, the call rerouted to the next callee on another
+node) and a callee's node SIGKILLed with calls pending on it.
+
+NATS stopped and started again on its port: while it is down the nodes lose each other
+after node_timeout_ms (and tell on_leave of each other's sessions, which stay joined to
+their own node) and each serves its own sessions; once it is back every node connects
+again (switchyard_cluster_nats_connects{shard="0"} 2), the nodes announce all their
+subscriptions, callees and sessions again, and the sessions from before the outage
+publish, receive and call across nodes as before.
 
 Switchyard only (skipped under ROUTER=crossbar); needs nats-server (NATS_SERVER,
 else PATH, else /usr/sbin/nats-server).
@@ -208,9 +223,11 @@ class Cluster:
         self.killed = set()
         self.former = []  # (name, node) of the runs restart() replaced
 
-    def start_nats(self):
-        self.nats_port = conftest._free_port()
-        with open(self.nats_log, "wb") as log:
+    def start_nats(self, port=None):
+        """nats-server on port (after stop_nats: the nodes' nats_url names it) or on a
+        free one; returns once it accepts."""
+        self.nats_port = port or conftest._free_port()
+        with open(self.nats_log, "ab") as log:  # a restart's log after the first run's
             self.nats = subprocess.Popen(
                 [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.nats_port)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -221,6 +238,12 @@ class Cluster:
                 pytest.fail("nats-server did not listen on 127.0.0.1:{} (exit code {})\n{}".format(
                     self.nats_port, self.nats.poll(), self.nats_log.read_text("utf-8", "replace")))
             time.sleep(0.02)
+
+    def stop_nats(self):
+        """Stops nats-server (SIGTERM; the nodes lose their connection and keep trying
+        it); start_nats(cluster.nats_port) starts it again where they look for it."""
+        self.nats.terminate()
+        self.nats.wait(timeout=DEADLINE)
 
     def start_node(self, name, shards, run=1):
         workdir = self.workdir / (name if run == 1 else "{}.{}".format(name, run))
@@ -674,6 +697,91 @@ def test_subscription_meta_cross_nodes(cluster, transport):
     run(main(), timeout=TEST_TIMEOUT)
 
 
+def test_session_meta_spans_nodes(cluster, transport):
+    """Two sessions on each of a, b, c (one on c a WAMP-Ticket login as carol): on a,
+    wamp.session.count is the six (polled: another node's sessions are counted as its
+    shards answer), wamp.session.list names the six, wamp.session.get of carol's session
+    gives her details from c; a subscriber on c to wamp.session.on_join hears of a
+    session joining on a (joiner, by WAMP-Ticket), once; wamp.session.kill from a of a
+    session on b ends it there (its GOODBYE reason wamp.close.killed), and a counts one
+    fewer and gets no_such_session for it. realm1's meta_admin_roles has "anonymous"."""
+    a, b, c = (cluster.nodes[n] for n in "abc")
+
+    async def count_until(meta, want, deadline=DEADLINE):
+        end = time.monotonic() + deadline
+        while True:
+            got = await asyncio.wait_for(meta.call("wamp.session.count"), DEADLINE)
+            if got == want:
+                return
+            assert time.monotonic() < end, "{}: wamp.session.count stayed at {} (want {})" \
+                .format(meta.name, got, want)
+            await asyncio.sleep(0.02)
+
+    async def main():
+        async with Harness(a) as ha, Harness(b) as hb, Harness(c) as hc:
+            asker = await ha.open(transport, name="asker-a")
+            other_a = await ha.open(_rot(transport, 1), name="other-a")
+            victim = await hb.open(_rot(transport, 1), name="victim-b")
+            other_b = await hb.open(_rot(transport, 2), name="other-b")
+            carol = await hc.open(_rot(transport, 2), name="carol-c",
+                                  auth=ticket_auth(c, "carol"))
+            watcher = await hc.open(_rot(transport, 1), name="watcher-c")
+            everyone = [asker, other_a, victim, other_b, carol, watcher]
+            ids = sorted(s.session_id for s in everyone)
+            assert len(set(ids)) == 6, ids
+
+            await count_until(asker, 6)
+            listed = await asyncio.wait_for(asker.call("wamp.session.list"), DEADLINE)
+            assert sorted(listed) == ids, (listed, ids)
+            assert carol.session_id in listed, listed
+            got = await asyncio.wait_for(asker.call("wamp.session.get", carol.session_id),
+                                         DEADLINE)
+            assert got["session"] == carol.session_id, got
+            assert got["authid"] == "carol", got
+            assert got["authrole"] == "anonymous", got
+            assert got["authmethod"] == "ticket", got
+            kind = {"ws": "websocket", "rs": "rawsocket"}[carol.spec.kind]
+            assert got["transport"]["type"] == kind, got
+            assert got["transport"]["serializer"] == carol.spec.serializer, got
+            # one of b's: the ID of a session on another node than c's
+            got = await asyncio.wait_for(asker.call("wamp.session.get", other_b.session_id),
+                                         DEADLINE)
+            assert got["session"] == other_b.session_id, got
+            assert got["authid"] == other_b.join_details.authid, got
+
+            # on_join on c of a session on a
+            joins = EventSink()
+            await watcher.subscribe(joins.handler, "wamp.session.on_join")
+            await wait_gauge(a, shard0("cluster_remote_interests"), 1)
+            joiner = await ha.open(_rot(transport, 2), name="joiner-a",
+                                   auth=ticket_auth(a, "joiner"))
+
+            def joined():
+                return [e[0][0] for e in joins.events if e[0][0]["session"] == joiner.session_id]
+
+            (info,) = await wait_until(joined, "on_join of joiner-a on c")
+            assert info["authid"] == "joiner", info
+            assert info["authrole"] == "anonymous", info
+            assert info["authmethod"] == "ticket", info
+            await count_until(asker, 7)
+
+            # kill on another node
+            vid = victim.session_id  # autobahn forgets it on leave
+            res = await asyncio.wait_for(asker.call("wamp.session.kill", vid), DEADLINE)
+            assert res is None, res
+            details = await asyncio.wait_for(asyncio.shield(victim.left), DEADLINE)
+            assert details.reason == "wamp.close.killed", str(details)
+            await asyncio.wait_for(asyncio.shield(victim.disconnected), DEADLINE)
+            assert not victim.is_attached()
+            await count_until(asker, 6)
+            err = await expect_app_error(asker.call("wamp.session.get", vid), DEADLINE)
+            assert err.error == "wamp.error.no_such_session", err
+            assert all(s.is_attached() for s in everyone if s is not victim)
+            assert len(joined()) == 1, joins.events
+
+    run(main(), timeout=TEST_TIMEOUT)
+
+
 # ---------------------------------------------------------------------------
 # RPC across nodes
 
@@ -1039,12 +1147,16 @@ def test_shared_roundrobin_spans_nodes(cluster, transport):
 async def _shared_callees(harnesses, metas, transport, proc, invoke, answer):
     """One callee of proc (a shared registration, invoke policy) on each node of
     harnesses, registered in that order, each once every node knows the one before;
-    answer(name) is the endpoint of node name's callee."""
+    answer(name) is the endpoint of node name's callee. Returns {name: (callee session,
+    its registration)}."""
+    callees = {}
     for k, (name, h) in enumerate(harnesses.items()):
         callee = await h.open(_rot(transport, k), name="callee-" + name)
-        await asyncio.wait_for(callee.register(
+        reg = await asyncio.wait_for(callee.register(
             answer(name), proc, options=RegisterOptions(invoke=invoke)), DEADLINE)
         await wait_callees(metas, proc, k + 1)
+        callees[name] = (callee, reg)
+    return callees
 
 
 def test_shared_random_spans_nodes(cluster, transport):
@@ -1077,6 +1189,53 @@ def test_shared_random_spans_nodes(cluster, transport):
             for i, who in enumerate(got):
                 assert i in calls[who], (i, who, calls)
             assert all(calls[k] for k in harnesses), {k: len(v) for k, v in calls.items()}
+
+    run(main(), timeout=TEST_TIMEOUT)
+
+
+def test_shared_last_spans_nodes(cluster, transport):
+    """A shared registration (invoke = last) with one callee on each of a, b, c,
+    registered in that order: calls from a go to c's callee, the last registered; once
+    c's callee unregisters (and every node knows it), to b's; once b's session leaves,
+    to a's."""
+    proc = "com.cluster.rpc.last"
+
+    async def main():
+        async with Harness(cluster.nodes["a"]) as ha, Harness(cluster.nodes["b"]) as hb, \
+                Harness(cluster.nodes["c"]) as hc:
+            harnesses = {"a": ha, "b": hb, "c": hc}
+            metas = [await h.open(_rot(transport, 2), name="meta-" + k)
+                     for k, h in harnesses.items()]
+            calls = {k: [] for k in harnesses}
+
+            def answerer(name):
+                def answer(i):
+                    calls[name].append(i)
+                    return name
+                return answer
+
+            callees = await _shared_callees(harnesses, metas, transport, proc, "last",
+                                            answerer)
+            caller = await ha.open(transport, name="caller-a")
+
+            async def four(first):
+                return [await asyncio.wait_for(caller.call(proc, i), DEADLINE)
+                        for i in range(first, first + 4)]
+
+            assert await four(0) == ["c"] * 4
+            assert calls == {"a": [], "b": [], "c": [0, 1, 2, 3]}, calls
+
+            await asyncio.wait_for(callees["c"][1].unregister(), DEADLINE)
+            await wait_callees(metas, proc, 2)
+            assert await four(4) == ["b"] * 4
+            assert calls == {"a": [], "b": [4, 5, 6, 7], "c": [0, 1, 2, 3]}, calls
+
+            await callees["b"][0].close()
+            await wait_callees(metas, proc, 1)
+            assert await four(8) == ["a"] * 4
+            assert calls == {"a": [8, 9, 10, 11], "b": [4, 5, 6, 7], "c": [0, 1, 2, 3]}, calls
+            assert callees["c"][0].is_attached()  # unregistered, not gone
+            assert not caller._call_reqs, caller._call_reqs
 
     run(main(), timeout=TEST_TIMEOUT)
 
@@ -1174,5 +1333,106 @@ def test_callee_node_killed_calls_canceled(cluster, transport):
             await wait_callees([meta_b], proc, 1)
             assert await asyncio.wait_for(callers["b"].call(proc, "b"), DEADLINE) == "heir b"
             assert a.alive() and b.alive()
+
+    run(main(), timeout=TEST_TIMEOUT)
+
+
+
+# ---------------------------------------------------------------------------
+# NATS outage
+
+def test_nats_restart_nodes_rejoin(cluster, transport):
+    """nats-server stopped and started again on its port. Before: a subscriber on b
+    gets events from a publisher on a, and a caller on c calls a callee on b. With
+    NATS down the nodes lose each other within node_timeout_ms (cluster_nodes 0, no
+    remote interests), and a tells wamp.session.on_leave of b's sessions, which stay
+    joined to b; each node serves its own sessions: a publisher on b (joining then)
+    reaches the subscriber on b, a caller on a a callee on a. NATS back: every node
+    connects again (cluster_nats_connects 2), sees the two others and takes their
+    interests and sessions again (each node announces all of its own, those made while
+    NATS was down too); the same sessions as before
+    carry on: 50 events and a sentinel from the publisher on a reach the subscriber on
+    b once each, in order, and the caller on c reaches the callee on b."""
+    a, b, c = (cluster.nodes[n] for n in "abc")
+    nodes = {"a": a, "b": b, "c": c}
+    topic = "com.cluster.outage.t"
+    on_a, on_b = "com.cluster.outage.on_a", "com.cluster.outage.on_b"
+    # b: the subscription and a callee; a: a callee and the on_leave subscription
+    interests = {"a": 2, "b": 2, "c": 4}
+
+    async def main():
+        async with Harness(a) as ha, Harness(b) as hb, Harness(c) as hc:
+            sub = await hb.open(_rot(transport, 1), name="sub-b")
+            sink = EventSink()
+            await sub.subscribe(sink.handler, topic, options=DETAILS)
+            callee_b = await hb.open(_rot(transport, 2), name="callee-b")
+            await callee_b.register(lambda who: "b for " + who, on_b)
+            callee_a = await ha.open(_rot(transport, 1), name="callee-a")
+            await callee_a.register(lambda who: "a for " + who, on_a)
+            watcher = await ha.open(_rot(transport, 2), name="watcher-a")
+            leaves = EventSink()
+            await watcher.subscribe(leaves.handler, "wamp.session.on_leave")
+            for n, want in interests.items():
+                await wait_gauge(nodes[n], shard0("cluster_remote_interests"), want)
+            meta_c = await hc.open(_rot(transport, 1), name="meta-c")
+            await wait_callees([meta_c], on_b, 1)
+            caller_c = await hc.open(_rot(transport, 2), name="caller-c")
+            caller_a = await ha.open(_rot(transport, 2), name="caller-a")
+            pub = await ha.open(transport, name="publisher-a")
+
+            assert await asyncio.wait_for(caller_c.call(on_b, "c"), DEADLINE) == "b for c"
+            await _publish_numbered(pub, topic, 5)
+            got, mark = await until_sentinel(sink, timeout=DEADLINE)
+            assert got == list(range(5)), got
+            for n, node in nodes.items():
+                assert metric(node, shard0("cluster_nats_connects")) == 1, n
+
+            # NATS goes: the nodes lose each other
+            await asyncio.to_thread(cluster.stop_nats)
+            for node in nodes.values():
+                await wait_gauge(node, shard0("cluster_nodes"), 0)
+            for node in nodes.values():
+                await wait_gauge(node, shard0("cluster_remote_interests"), 0)
+            await wait_until(lambda: [e for e in leaves.events if e[0][:1] == [sub.session_id]],
+                             "a's on_leave of b's subscriber")
+            await wait_until(lambda: [e for e in leaves.events
+                                      if e[0][:1] == [callee_b.session_id]],
+                             "a's on_leave of b's callee")
+            # a's own sessions are not among them
+            mine = {s.session_id for s in (callee_a, watcher, caller_a, pub)}
+            assert not [e for e in leaves.events if e[0][:1] and e[0][0] in mine], leaves.events
+
+            # each node serves its own sessions
+            local_pub = await hb.open(_rot(transport, 2), name="publisher-b")
+            await _publish_numbered(local_pub, topic, 5)
+            got, mark = await until_sentinel(sink, start=mark, timeout=DEADLINE)
+            assert got == list(range(5)), got
+            assert await asyncio.wait_for(caller_a.call(on_a, "a"), DEADLINE) == "a for a"
+            for s in (sub, callee_b, callee_a, watcher, meta_c, caller_c, caller_a, pub):
+                assert s.is_attached(), s.name
+
+            # NATS back on its port: every node rejoins, interests announced again
+            await asyncio.to_thread(cluster.start_nats, cluster.nats_port)
+            for node in nodes.values():
+                await wait_metric(node, shard0("cluster_nats_connects"), 2)
+            for node in nodes.values():
+                await wait_gauge(node, shard0("cluster_nodes"), 2)
+            for n, want in interests.items():
+                await wait_gauge(nodes[n], shard0("cluster_remote_interests"), want)
+            # and the sessions: a has 4, b 3 (publisher-b joined while NATS was down), c 2
+            for n, want in {"a": 5, "b": 6, "c": 7}.items():
+                await wait_gauge(nodes[n], shard0("cluster_remote_sessions"), want)
+            await wait_callees([meta_c], on_b, 1)
+
+            # the sessions from before carry on across nodes
+            ids = await _publish_numbered(pub, topic, N)
+            got, end = await until_sentinel(sink, start=mark, timeout=DEADLINE)
+            assert got == list(range(N)), got
+            assert [e[2].publication for e in sink.events[mark:end]] == ids
+            assert await asyncio.wait_for(caller_c.call(on_b, "c"), DEADLINE) == "b for c"
+            assert await asyncio.wait_for(caller_c.call(on_a, "c"), DEADLINE) == "a for c"
+            for n, node in nodes.items():
+                assert metric(node, total("cluster_events_dropped")) == 0, n
+                assert node.alive(), n
 
     run(main(), timeout=TEST_TIMEOUT)
