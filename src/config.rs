@@ -669,6 +669,17 @@ pub struct ListenerConfig {
     /// The HTTP bridge (publish and call with plain HTTP), served when present.
     #[serde(default)]
     pub bridge: Option<BridgeConfig>,
+    /// TCP only: the shards that accept on this listener (default: every
+    /// shard). A listener per shard places each client on a known shard.
+    #[serde(default)]
+    pub shards: Option<Vec<usize>>,
+}
+
+impl ListenerConfig {
+    /// Whether shard `me` accepts on this listener.
+    pub fn served_by(&self, me: usize) -> bool {
+        self.shards.as_ref().is_none_or(|s| s.contains(&me))
+    }
 }
 
 /// `listener[i].bridge`
@@ -984,6 +995,7 @@ impl Config {
                     deflate: None,
                     longpoll: None,
                     bridge: None,
+                    shards: None,
                 }),
             }
         }
@@ -1327,6 +1339,19 @@ impl Config {
         if cpus.is_empty() {
             return Err(invalid("router.cpus", "no CPU to run on"));
         }
+        for (i, (l, bind)) in listeners.iter().enumerate() {
+            let Some(list) = &l.shards else { continue };
+            let key = format!("listener[{i}].shards");
+            if matches!(bind, Bind::Unix(_)) {
+                return Err(invalid(key, "applies to TCP listeners only (shard 0 accepts on Unix sockets)"));
+            }
+            if list.is_empty() {
+                return Err(invalid(key, "must name at least one shard"));
+            }
+            if let Some(bad) = list.iter().find(|s| **s >= shards) {
+                return Err(invalid(key, format!("shard {bad} does not exist (shards 0 to {})", shards - 1)));
+            }
+        }
         // More shards than CPUs: shards share CPUs round-robin.
         let placement: Vec<usize> = (0..shards).map(|i| cpus[i % cpus.len()]).collect();
         cpus.truncate(shards);
@@ -1507,6 +1532,26 @@ mod tests {
         }
         let e = Config::parse(&format!("{base}{ok}nodes = 3"), "x").unwrap_err().to_string();
         assert!(e.contains("nodes"), "{e}");
+    }
+
+    #[test]
+    fn listener_shards_name_their_key() {
+        let realm = "[[realm]]\nname = \"r\"\n[router]\nshards = 2\ncpus = \"0\"\n";
+        let tcp = |shards: &str| format!("[[listener]]\ntype = \"rawsocket\"\nbind = \"127.0.0.1:0\"\nshards = {shards}\n{realm}");
+        let v = Config::parse(&tcp("[1]"), "x").unwrap().validate(&[0]).unwrap();
+        let l = &v.config.listeners[0];
+        assert!(!l.served_by(0) && l.served_by(1));
+        for (text, why) in [
+            (tcp("[]"), "at least one"),
+            (tcp("[0, 2]"), "shard 2 does not exist"),
+            (
+                format!("[[listener]]\ntype = \"rawsocket\"\nbind = \"unix:/tmp/x.sock\"\nshards = [0]\n{realm}"),
+                "TCP listeners only",
+            ),
+        ] {
+            let e = Config::parse(&text, "x").unwrap().validate(&[0]).unwrap_err().to_string();
+            assert!(e.starts_with("listener[0].shards") && e.contains(why), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -504,3 +504,27 @@ fn stray_answers_and_departed_callers_are_harmless() {
     callee.send_json(r#"[8, 48, 1, {}, "com.error"]"#);
     callee.expect_abort("wamp.error.protocol_violation");
 }
+
+/// `listener.shards` places every client of a listener on the shards it
+/// names: sessions of a listener served by shard 1 only are all on shard 1,
+/// and a publication from a session there reaches one on shard 0's own
+/// listener (across shards).
+#[test]
+fn a_listener_per_shard_places_its_clients() {
+    let (p0, p1) = (free_port(), free_port());
+    let listeners = format!(
+        "[[listener]]\ntype = \"rawsocket\"\nbind = \"127.0.0.1:{p0}\"\nshards = [0]\n\n[[listener]]\ntype = \"rawsocket\"\nbind = \"127.0.0.1:{p1}\"\nshards = [1]\n"
+    );
+    let r = Router::start_with(SHARDS, &listeners, "", &[]);
+    let at = |p: u16| -> std::net::SocketAddr { format!("127.0.0.1:{p}").parse().unwrap() };
+    let mut on1: Vec<Client> = (0..8).map(|_| Client::join_raw(at(p1), Ser::MsgPack)).collect();
+    assert_eq!(r.metric("sessions"), vec![0, 8], "all on shard 1");
+    let mut on0 = Client::join_raw(at(p0), Ser::Json);
+    assert_eq!(r.metric("sessions"), vec![1, 8]);
+    let sub = on0.subscribe("com.placed", "{}");
+    let req = on1[0].next_req();
+    on1[0].send_json(&format!(r#"[16, {req}, {{"acknowledge": true}}, "com.placed", ["hi"]]"#));
+    on1[0].expect(PUBLISHED);
+    let ev = on0.expect(EVENT);
+    assert_eq!((ev.at(1).u(), ev.at(4).at(0).s()), (sub, "hi"));
+}

@@ -569,7 +569,8 @@ async fn shard_main(
     let mut listeners = Vec::new();
     for (l, bind) in &v.listeners {
         let bound = match bind {
-            Bind::Tcp(addr) => bind_listener(*addr).map(|s| Some(Socket::Tcp(s))),
+            Bind::Tcp(addr) if l.served_by(me) => bind_listener(*addr).map(|s| Some(Socket::Tcp(s))),
+            Bind::Tcp(_) => Ok(None),
             Bind::Unix(path) if me == 0 => bind_unix(path, l.mode.as_deref()).map(|s| Some(Socket::Unix(s))),
             Bind::Unix(_) => Ok(None),
         };
