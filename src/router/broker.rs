@@ -284,16 +284,17 @@ pub struct RetainMsg {
     pub from: KeptFrom,
 }
 
-/// What another node is asked to keep of a publication (its frame says
-/// it): as the topic's retained event, in its history; `sync`: a copy for a
-/// node that joined, not to be delivered.
+/// What to keep of an event (as the topic's retained event, in its
+/// history), when it was published (µs since the Unix epoch, on the
+/// publisher's node), and where it comes from. Another node is told in the
+/// publication's frame; `KeptFrom::Sync` there: a copy for a node that
+/// joined, kept and not delivered.
 #[derive(Debug, Clone, Copy)]
-pub struct Kept {
+pub struct Keep {
     pub retain: bool,
     pub history: bool,
-    /// When it was published (µs since the Unix epoch, the origin's clock).
     pub at_us: u64,
-    pub sync: bool,
+    pub from: KeptFrom,
 }
 
 /// Where an event to keep comes from.
@@ -508,6 +509,32 @@ impl Router {
             fetch,
         };
         self.scatter(reply, realm, Query::Retained { policy, uri }, &shards);
+    }
+
+    /// Hands an event to keep to its topic's home shard (this one, or over
+    /// the mesh). `ack`: a PUBLISH to acknowledge once it is kept; true when
+    /// the home shard took it (it acknowledges), false when the caller must.
+    pub(super) fn keep_at_home(&mut self, realm: RealmIdx, topic: Arc<str>, event: Retained, what: Keep, ack: Option<(Id, Id)>) -> bool {
+        let msg = RetainMsg {
+            realm,
+            topic,
+            event,
+            retain: what.retain,
+            history: what.history,
+            at_us: what.at_us,
+            seq: (self.keep_seq, self.me),
+            ack: None,
+            from: what.from,
+        };
+        self.keep_seq += 1;
+        let home = self.home_of(realm, &msg.topic);
+        if home == self.me {
+            self.store_retained(msg);
+            return false;
+        }
+        let taken = ack.is_some();
+        self.send_to(home, ShardMsg::Retain(Box::new(RetainMsg { ack, ..msg })));
+        taken
     }
 
     /// On a topic's home shard: keeps an event as the topic's retained one,
@@ -983,22 +1010,21 @@ impl Router {
         let keep = (retain || history).then(|| extras.clone());
         let at_us = super::now_us();
         let id = wamp::random_id();
+        let what = Keep {
+            retain,
+            history,
+            at_us,
+            from: KeptFrom::Here,
+        };
         if keep.is_some() && self.cluster.is_some() {
             // every node keeps a copy, so that it outlives this node
             self.route_publication_as(realm, &topic, &payload, extras.clone(), exclude, id, false);
-            let kept = Kept {
-                retain,
-                history,
-                at_us,
-                sync: false,
-            };
-            self.forward_publication(realm, &topic, id, &payload, extras.as_deref(), Some(kept));
+            self.forward_publication(realm, &topic, id, &payload, extras.as_deref(), Some(what), None);
         } else {
             self.route_publication_as(realm, &topic, &payload, extras, exclude, id, true);
         }
         let mut acknowledge = acknowledge;
         if let Some(extras) = keep {
-            let topic: Arc<str> = topic.as_str().into();
             let event = Retained {
                 publication: id,
                 payload: Payload {
@@ -1008,29 +1034,9 @@ impl Router {
                 extras,
                 exclude,
             };
-            let msg = RetainMsg {
-                realm,
-                topic,
-                event,
-                retain,
-                history,
-                at_us,
-                seq: (self.keep_seq, self.me),
-                ack: None,
-                from: KeptFrom::Here,
-            };
-            self.keep_seq += 1;
-            let home = self.home_of(realm, &msg.topic);
-            if home == self.me {
-                self.store_retained(msg);
-            } else {
-                // PUBLISHED once the home shard kept it (ShardMsg::Kept)
-                let msg = RetainMsg {
-                    ack: acknowledge.then_some((sid, request)),
-                    ..msg
-                };
+            // PUBLISHED once the home shard kept it (ShardMsg::Kept)
+            if self.keep_at_home(realm, topic.as_str().into(), event, what, acknowledge.then_some((sid, request))) {
                 acknowledge = false;
-                self.send_to(home, ShardMsg::Retain(Box::new(msg)));
             }
         }
         if acknowledge {
@@ -1114,7 +1120,7 @@ impl Router {
             }
         }
         if forward && self.realms[realm as usize].cluster_interests > 0 {
-            self.forward_publication(realm, topic, id, payload, extras.as_deref(), None);
+            self.forward_publication(realm, topic, id, payload, extras.as_deref(), None, None);
         }
     }
 

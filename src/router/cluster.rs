@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tracing::debug;
 
-use super::broker::{extras_from_wire, extras_to_wire, Kept, KeptFrom, RetainMsg, Retained};
+use super::broker::{extras_from_wire, extras_to_wire, Keep, KeptFrom, Retained};
 use super::gather::KillTarget;
 use super::messages::{CallChunk, CallDone, InterruptMsg, InvokeMsg};
 use super::options::{CancelMode, InvokePolicy};
@@ -68,8 +68,9 @@ impl Router {
     }
 
     /// Sends a publication routed here to the other nodes with a matching
-    /// subscription, once to each; one to keep (`kept`) goes to every node
-    /// (`kept.sync`: to `to` only).
+    /// subscription, once to each; one to keep (`kept`) goes to every node,
+    /// or to node `to` only.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward_publication(
         &mut self,
         realm: RealmIdx,
@@ -77,20 +78,7 @@ impl Router {
         id: Id,
         payload: &Payload,
         extras: Option<&EventExtras>,
-        kept: Option<Kept>,
-    ) {
-        self.forward_to(realm, topic, id, payload, extras, kept, None);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn forward_to(
-        &mut self,
-        realm: RealmIdx,
-        topic: &str,
-        id: Id,
-        payload: &Payload,
-        extras: Option<&EventExtras>,
-        kept: Option<Kept>,
+        kept: Option<Keep>,
         to: Option<u8>,
     ) {
         let Some(link) = &self.cluster else { return };
@@ -109,7 +97,8 @@ impl Router {
             extras_to_wire(e, &mut options);
         }
         if let Some(k) = kept {
-            let flags = u64::from(k.retain) | u64::from(k.history) << 1 | u64::from(k.sync) << 2;
+            let sync = k.from == KeptFrom::Sync;
+            let flags = u64::from(k.retain) | u64::from(k.history) << 1 | u64::from(sync) << 2;
             options.insert("keep", Value::UInt(flags));
             options.insert("at", Value::UInt(k.at_us));
         }
@@ -274,24 +263,13 @@ impl Router {
             extras,
             exclude: 0,
         };
-        let msg = RetainMsg {
-            realm,
-            topic,
-            event,
+        let what = Keep {
             retain,
             history,
             at_us,
-            seq: (self.keep_seq, self.me),
-            ack: None,
             from,
         };
-        self.keep_seq += 1;
-        let home = self.home_of(realm, &msg.topic);
-        if home == self.me {
-            self.store_retained(msg);
-        } else {
-            self.send_to(home, ShardMsg::Retain(Box::new(msg)));
-        }
+        self.keep_at_home(realm, topic, event, what, None);
     }
 
     /// The nodes alive, as a mask.
@@ -339,14 +317,14 @@ impl Router {
             }
         }
         for (realm, topic, e, retain) in copies {
-            let kept = Kept {
+            let kept = Keep {
                 retain,
                 history: !retain,
                 at_us: e.at_us,
-                sync: true,
+                from: KeptFrom::Sync,
             };
             let ev = &e.event;
-            self.forward_to(
+            self.forward_publication(
                 realm,
                 &topic,
                 ev.publication,

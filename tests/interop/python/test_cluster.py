@@ -1109,6 +1109,17 @@ def test_call_timeout_cross_nodes(cluster, transport):
     run(main(), timeout=TEST_TIMEOUT)
 
 
+def _recorder(calls):
+    """answerer(name): a procedure that records its argument in calls[name] and
+    answers with name."""
+    def answerer(name):
+        def answer(i):
+            calls[name].append(i)
+            return name
+        return answer
+    return answerer
+
+
 def test_shared_roundrobin_spans_nodes(cluster, transport):
     """A shared registration (invoke = roundrobin) with one callee on each of a, b, c,
     registered in that order, each once every node knows the one before: six calls
@@ -1124,12 +1135,7 @@ def test_shared_roundrobin_spans_nodes(cluster, transport):
                      for n, h in harnesses.items()]
             calls = {n: [] for n in harnesses}
 
-            def answerer(name):
-                def answer(i):
-                    calls[name].append(i)
-                    return name
-                return answer
-
+            answerer = _recorder(calls)
             for k, (name, h) in enumerate(harnesses.items()):
                 callee = await h.open(_rot(transport, k), name="callee-" + name)
                 await asyncio.wait_for(callee.register(
@@ -1175,12 +1181,7 @@ def test_shared_random_spans_nodes(cluster, transport):
                      for k, h in harnesses.items()]
             calls = {k: [] for k in harnesses}
 
-            def answerer(name):
-                def answer(i):
-                    calls[name].append(i)
-                    return name
-                return answer
-
+            answerer = _recorder(calls)
             await _shared_callees(harnesses, metas, transport, proc, "random", answerer)
             caller = await ha.open(transport, name="caller-a")
             got = await asyncio.wait_for(
@@ -1208,12 +1209,7 @@ def test_shared_last_spans_nodes(cluster, transport):
                      for k, h in harnesses.items()]
             calls = {k: [] for k in harnesses}
 
-            def answerer(name):
-                def answer(i):
-                    calls[name].append(i)
-                    return name
-                return answer
-
+            answerer = _recorder(calls)
             callees = await _shared_callees(harnesses, metas, transport, proc, "last",
                                             answerer)
             caller = await ha.open(transport, name="caller-a")
