@@ -38,23 +38,7 @@ for nodes in 1 2 3; do
     for i in $(seq "$nodes"); do
         cfg="$out/n$nodes-$i.toml"
         rs=$(free_port); ws=$(free_port)
-        cat >"$cfg" <<TOML
-[router]
-shards = 1
-cpus = "0"
-[cluster]
-nats_url = "nats://127.0.0.1:$np"
-name = "scale"
-node = "n$i"
-[[realm]]
-name = "realm1"
-[[listener]]
-type = "websocket"
-bind = "127.0.0.1:$ws"
-[[listener]]
-type = "rawsocket"
-bind = "127.0.0.1:$rs"
-TOML
+        node_toml "$np" scale "n$i" "$rs" "$ws" >"$cfg"
         "$router" --config "$cfg" --log warn >"$out/n$nodes-$i.log" 2>&1 &
         pids+=($!)
         wait_port "$rs"

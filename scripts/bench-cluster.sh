@@ -17,7 +17,6 @@ case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin" ;; esac
 command -v nats-server >/dev/null || { echo "nats-server is needed (apt-get install nats-server)" >&2; exit 2; }
 bench_build
 bin="$router"
-L() { "$load" "$@" --duration "$duration" --warmup 1 --cpus 1 --quiet --settle-ms 500; }
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -30,43 +29,12 @@ declare -A rs
 for n in a b; do
     cfg="$out/$n.toml"
     rs[$n]=$(free_port); ws=$(free_port)
-    cat >"$cfg" <<TOML
-[router]
-shards = 1
-cpus = "0"
-[cluster]
-nats_url = "nats://127.0.0.1:$np"
-name = "bench"
-node = "$n"
-[[realm]]
-name = "realm1"
-[[listener]]
-type = "websocket"
-bind = "127.0.0.1:$ws"
-[[listener]]
-type = "rawsocket"
-bind = "127.0.0.1:${rs[$n]}"
-TOML
+    node_toml "$np" bench "$n" "${rs[$n]}" "$ws" >"$cfg"
     "$bin" --config "$cfg" --log warn >"$out/$n.log" 2>&1 &
     pids+=($!)
     wait_port "${rs[$n]}"
 done
 sleep 1  # the nodes meet (one heartbeat)
 a="rs://127.0.0.1:${rs[a]}"; b="rs://127.0.0.1:${rs[b]}"
-for run in $(seq "$runs"); do
-    for where in same cross; do
-        rx="$a"; [ "$where" = cross ] && rx="$b"
-        echo "== run $run of $runs: receivers on the $where node"
-        L pubsub --url "$a" --receiver-url "$rx" --payload 64 --window 1024 --json "$out/$where-pubsub-$run.json" >/dev/null
-        L rpc --url "$a" --receiver-url "$rx" --payload 64 --window 1 --json "$out/$where-rpc1-$run.json" >/dev/null
-        L rpc --url "$a" --receiver-url "$rx" --payload 64 --window 16 --json "$out/$where-rpc16-$run.json" >/dev/null
-    done
-done
-
-side_by_side "$out" "$runs" "same node" "other node" same cross \
-    "pub/sub 1->1 events/s|pubsub|received_per_s|" \
-    "pub/sub 1->1 p50 us|pubsub|p50_us|latency" \
-    "pub/sub lost|pubsub|lost|" \
-    "RPC 1 in flight calls/s|rpc1|received_per_s|" \
-    "RPC 1 in flight p50 us|rpc1|p50_us|latency" \
-    "RPC 16 in flight calls/s|rpc16|received_per_s|"
+two_sides "$out" "$runs" "$a" "$a" "$b" --settle-ms 500
+two_sides_table "$out" "$runs" "same node" "other node"

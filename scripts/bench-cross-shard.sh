@@ -15,7 +15,6 @@ source "$root/scripts/bench-lib.sh"
 bench_args "$@"
 rm -rf "${out:?}"/*
 bench_build
-L() { "$load" "$@" --duration "$duration" --warmup 1 --cpus 1 --quiet; }
 
 p0=$(free_port); p1=$(free_port); ws=$(free_port)
 cat >"$out/router.toml" <<TOML
@@ -41,22 +40,5 @@ pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 wait_port "$p0"; wait_port "$p1"
 s0="rs://127.0.0.1:$p0"; s1="rs://127.0.0.1:$p1"
-for run in $(seq "$runs"); do
-    for where in same cross; do
-        rx="$s0"; [ "$where" = cross ] && rx="$s1"
-        echo "== run $run of $runs: receivers on the $where shard"
-        L pubsub --url "$s0" --receiver-url "$rx" --payload 64 --window 1024 --json "$out/$where-pubsub-$run.json" >/dev/null
-        L pubsub --url "$s0" --receiver-url "$rx" --payload 64 --rate 2000 --json "$out/$where-pubsub2k-$run.json" >/dev/null
-        L rpc --url "$s0" --receiver-url "$rx" --payload 64 --window 1 --json "$out/$where-rpc1-$run.json" >/dev/null
-        L rpc --url "$s0" --receiver-url "$rx" --payload 64 --window 16 --json "$out/$where-rpc16-$run.json" >/dev/null
-    done
-done
-
-side_by_side "$out" "$runs" "same shard" "other shard" same cross \
-    "pub/sub 1->1 events/s|pubsub|received_per_s|" \
-    "pub/sub lost|pubsub|lost|" \
-    "pub/sub at 2,000/s p50 us|pubsub2k|p50_us|latency" \
-    "pub/sub at 2,000/s p99 us|pubsub2k|p99_us|latency" \
-    "RPC 1 in flight calls/s|rpc1|received_per_s|" \
-    "RPC 1 in flight p50 us|rpc1|p50_us|latency" \
-    "RPC 16 in flight calls/s|rpc16|received_per_s|"
+two_sides "$out" "$runs" "$s0" "$s0" "$s1"
+two_sides_table "$out" "$runs" "same shard" "other shard"

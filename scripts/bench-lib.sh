@@ -25,6 +25,61 @@ bench_build() {
     load="$root/target/release/loadtest"
 }
 
+# A one-shard cluster node on CPU 0: node_toml NATS_PORT CLUSTER NODE RS_PORT WS_PORT
+node_toml() {
+    cat <<TOML
+[router]
+shards = 1
+cpus = "0"
+[cluster]
+nats_url = "nats://127.0.0.1:$1"
+name = "$2"
+node = "$3"
+[[realm]]
+name = "realm1"
+[[listener]]
+type = "websocket"
+bind = "127.0.0.1:$5"
+[[listener]]
+type = "rawsocket"
+bind = "127.0.0.1:$4"
+TOML
+}
+
+# The side-by-side scenarios, RUNS rounds, senders on SENDER, receivers on
+# SAME and then OTHER in each round (OUT/same-<name>-<run>.json and
+# OUT/cross-...): pub/sub at full load and at 2,000/s, RPC at 1 and 16 in
+# flight. Expects `load`, `duration`; extra loadtest flags after the URLs.
+#   two_sides OUT RUNS SENDER SAME OTHER [FLAGS...]
+two_sides() {
+    local out="$1" runs="$2" tx="$3" same="$4" other="$5"
+    shift 5
+    local L=("$load" --duration "$duration" --warmup 1 --cpus 1 --quiet "$@")
+    for run in $(seq "$runs"); do
+        for where in same cross; do
+            local rx="$same"; [ "$where" = cross ] && rx="$other"
+            echo "== run $run of $runs: receivers on the $where side"
+            "${L[0]}" pubsub "${L[@]:1}" --url "$tx" --receiver-url "$rx" --payload 64 --window 1024 --json "$out/$where-pubsub-$run.json" >/dev/null
+            "${L[0]}" pubsub "${L[@]:1}" --url "$tx" --receiver-url "$rx" --payload 64 --rate 2000 --json "$out/$where-pubsub2k-$run.json" >/dev/null
+            "${L[0]}" rpc "${L[@]:1}" --url "$tx" --receiver-url "$rx" --payload 64 --window 1 --json "$out/$where-rpc1-$run.json" >/dev/null
+            "${L[0]}" rpc "${L[@]:1}" --url "$tx" --receiver-url "$rx" --payload 64 --window 16 --json "$out/$where-rpc16-$run.json" >/dev/null
+        done
+    done
+}
+
+# two_sides' figures side by side: two_sides_table OUT RUNS "A title" "B title"
+two_sides_table() {
+    side_by_side "$1" "$2" "$3" "$4" same cross \
+        "pub/sub 1->1 events/s|pubsub|received_per_s|" \
+        "pub/sub 1->1 p50 us|pubsub|p50_us|latency" \
+        "pub/sub lost|pubsub|lost|" \
+        "pub/sub at 2,000/s p50 us|pubsub2k|p50_us|latency" \
+        "pub/sub at 2,000/s p99 us|pubsub2k|p99_us|latency" \
+        "RPC 1 in flight calls/s|rpc1|received_per_s|" \
+        "RPC 1 in flight p50 us|rpc1|p50_us|latency" \
+        "RPC 16 in flight calls/s|rpc16|received_per_s|"
+}
+
 # Medians of two sides measured in the same runs, and their ratio:
 #   side_by_side OUT RUNS "A title" "B title" A_PREFIX B_PREFIX \
 #       "label|name|key|sub" ...
