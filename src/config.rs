@@ -76,8 +76,9 @@ pub struct ClusterConfig {
     /// events past it are dropped (`cluster_events_dropped`).
     #[serde(default = "default_cluster_queue")]
     pub queue: usize,
-    /// Subscriptions of other nodes this node keeps track of, at most;
-    /// more are refused (`cluster_interests_refused`).
+    /// Subscription entries, callees and sessions of other nodes this node
+    /// keeps track of, at most (whole sets being received count too); more
+    /// are refused (`cluster_interests_refused`).
     #[serde(default = "default_cluster_interests")]
     pub max_remote_interests: usize,
 }

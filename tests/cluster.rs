@@ -888,3 +888,33 @@ fn nats_credentials_are_used() {
         assert_eq!(a.metric("cluster_nodes")[0], 1, "a knows b only");
     }
 }
+
+/// `cluster.max_remote_interests` bounds what a node keeps of the others
+/// (subscription entries, callees and sessions together), both as changes
+/// come and when a whole set comes again after NATS restarts; what does
+/// not fit is counted in `cluster_interests_refused`.
+#[test]
+fn remote_interests_are_bounded() {
+    let nats = Nats::start();
+    let port = nats.port;
+    let a = node_cfg(&nats.url(), "a", 1, "max_remote_interests = 3", "");
+    let b = node(&nats, "b", 2);
+    wait_metric(&a, "cluster_nodes", |n| n == 1);
+    // one session and five subscription entries: six, three kept
+    let mut s = Client::join_ws(b.ws, Ser::Json);
+    for k in 0..5 {
+        s.subscribe(&format!("com.bound.t{k}"), "{}");
+    }
+    wait_metric(&a, "cluster_interests_refused", |n| n >= 3);
+    let kept = |r: &Router| r.metric("cluster_remote_interests")[0] + r.metric("cluster_remote_sessions")[0];
+    assert_eq!(kept(&a), 3, "{}", a.log());
+
+    // the whole set again, after NATS comes back: still three
+    nats.stop();
+    let _nats = Nats::start_on(port);
+    wait_metric(&a, "cluster_nats_connects", |n| n >= 2);
+    wait_metric(&a, "cluster_interests_refused", |n| n >= 6);
+    wait_metric(&a, "cluster_nodes", |n| n == 1);
+    assert_eq!(kept(&a), 3, "{}", a.log());
+    drop(s);
+}

@@ -413,21 +413,30 @@ impl Thread {
     }
 
     async fn take_interests(&mut self, idx: u8, flags: u64, entries: Vec<(bool, Interest)>) {
-        let Some(r) = self.nodes[idx as usize].as_mut() else { return };
         if flags & wire::SNAPSHOT == 0 {
             for (add, i) in entries {
                 self.change(idx, add, i).await;
             }
             return;
         }
+        // a snapshot being received is held whole before it replaces what
+        // the node had: all of them, with everything kept, within the bound
+        let held_elsewhere: usize = (self.nodes.iter().enumerate())
+            .filter(|(k, _)| *k != idx as usize)
+            .filter_map(|(_, n)| n.as_ref()?.incoming.as_ref().map(|s| s.len()))
+            .sum();
+        let Some(r) = self.nodes[idx as usize].as_mut() else { return };
         if flags & wire::FIRST != 0 {
             r.incoming = Some(AHashSet::new());
         }
         let Some(incoming) = r.incoming.as_mut() else { return };
-        let cap = self.cfg.max_remote_interests;
+        let others = self.remote_interests - r.interests.len().min(self.remote_interests);
+        let cap = self.cfg.max_remote_interests.saturating_sub(others + held_elsewhere);
         for (_, i) in entries {
             if incoming.len() < cap {
                 incoming.insert(i);
+            } else if !incoming.contains(&i) {
+                ShardStats::inc(&self.stats[0].cluster_interests_refused);
             }
         }
         if flags & wire::LAST == 0 {
