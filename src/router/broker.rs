@@ -297,6 +297,34 @@ pub struct Keep {
     pub from: KeptFrom,
 }
 
+impl Keep {
+    /// Its `keep` and `at` options in a publication's frame for another
+    /// node (`from`: Sync, or a live publication).
+    pub fn write_wire(self, options: &mut Dict) {
+        let sync = self.from == KeptFrom::Sync;
+        let flags = u64::from(self.retain) | u64::from(self.history) << 1 | u64::from(sync) << 2;
+        options.insert("keep", Value::UInt(flags));
+        options.insert("at", Value::UInt(self.at_us));
+    }
+
+    /// What a frame from another node asks to keep (`None`: nothing).
+    pub fn from_wire(options: &Dict) -> Option<Keep> {
+        let Some(Value::UInt(flags)) = options.get("keep") else {
+            return None;
+        };
+        let at_us = match options.get("at") {
+            Some(Value::UInt(t)) => *t,
+            _ => super::now_us(),
+        };
+        Some(Keep {
+            retain: flags & 1 != 0,
+            history: flags & 2 != 0,
+            at_us,
+            from: if flags & 4 == 0 { KeptFrom::Node } else { KeptFrom::Sync },
+        })
+    }
+}
+
 /// Where an event to keep comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeptFrom {

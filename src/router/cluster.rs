@@ -97,10 +97,7 @@ impl Router {
             extras_to_wire(e, &mut options);
         }
         if let Some(k) = kept {
-            let sync = k.from == KeptFrom::Sync;
-            let flags = u64::from(k.retain) | u64::from(k.history) << 1 | u64::from(sync) << 2;
-            options.insert("keep", Value::UInt(flags));
-            options.insert("at", Value::UInt(k.at_us));
+            k.write_wire(&mut options);
         }
         let frame = wire::event(&link.node, topic, id, payload, &options);
         if link.send(OutEvent { nodes, frame }) {
@@ -207,29 +204,13 @@ impl Router {
                 }
                 ShardStats::inc(&self.stats.cluster_events_received);
                 let extras = extras_from_wire(&ev.options);
-                let flags = match ev.options.get("keep") {
-                    Some(Value::UInt(f)) => *f,
-                    _ => 0,
-                };
-                if flags & 4 == 0 {
+                let kept = Keep::from_wire(&ev.options);
+                // a copy for a node that joined is kept, not delivered
+                if kept.is_none_or(|k| k.from != KeptFrom::Sync) {
                     self.route_publication_as(realm, &ev.topic, &ev.payload, extras.clone(), 0, ev.publication, false);
                 }
-                if flags & 3 != 0 {
-                    let at_us = match ev.options.get("at") {
-                        Some(Value::UInt(t)) => *t,
-                        _ => super::now_us(),
-                    };
-                    let from = if flags & 4 == 0 { KeptFrom::Node } else { KeptFrom::Sync };
-                    self.keep_copy(
-                        realm,
-                        ev.topic.as_str().into(),
-                        ev.publication,
-                        &ev.payload,
-                        extras,
-                        flags,
-                        at_us,
-                        from,
-                    );
+                if let Some(k) = kept {
+                    self.keep_copy(realm, ev.topic.as_str().into(), ev.publication, &ev.payload, extras, k);
                 }
             }
         }
@@ -237,7 +218,6 @@ impl Router {
 
     /// Keeps another node's publication as this node's rules say (retention
     /// on, a history rule matching), on the topic's home shard here.
-    #[allow(clippy::too_many_arguments)]
     fn keep_copy(
         &mut self,
         realm: RealmIdx,
@@ -245,12 +225,10 @@ impl Router {
         publication: Id,
         payload: &Payload,
         extras: Option<Box<EventExtras>>,
-        flags: u64,
-        at_us: u64,
-        from: KeptFrom,
+        asked: Keep,
     ) {
-        let retain = flags & 1 != 0 && self.realms[realm as usize].retention;
-        let history = flags & 2 != 0 && self.keeps_history(realm, &topic, extras.as_deref());
+        let retain = asked.retain && self.realms[realm as usize].retention;
+        let history = asked.history && self.keeps_history(realm, &topic, extras.as_deref());
         if !retain && !history {
             return;
         }
@@ -263,12 +241,7 @@ impl Router {
             extras,
             exclude: 0,
         };
-        let what = Keep {
-            retain,
-            history,
-            at_us,
-            from,
-        };
+        let what = Keep { retain, history, ..asked };
         self.keep_at_home(realm, topic, event, what, None);
     }
 
