@@ -915,6 +915,16 @@ fn remote_interests_are_bounded() {
     wait_metric(&a, "cluster_nats_connects", |n| n >= 2);
     wait_metric(&a, "cluster_interests_refused", |n| n >= 6);
     wait_metric(&a, "cluster_nodes", |n| n == 1);
-    assert_eq!(kept(&a), 3, "{}", a.log());
+    // (the refusals are counted as the set arrives, before it is applied)
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let k = kept(&a);
+        assert!(k <= 3, "{k} kept: {}", a.log());
+        if k == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{k} kept: {}", a.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(s);
 }
