@@ -510,13 +510,167 @@ pub fn parse_payload(raw: &[u8], count: u8) -> Result<Vec<Value>, DecodeError> {
     Ok(out)
 }
 
+/// Reads a raw CBOR payload span holding `count` values and tells `sink`
+/// what it holds, validating it as [`parse_payload`] does (`codec::stream`).
+pub(super) fn stream_payload(raw: &[u8], count: u8, sink: &mut impl super::stream::Sink) -> Result<u8, DecodeError> {
+    let mut r = Streamer {
+        buf: raw,
+        pos: 0,
+        scratch: Vec::new(),
+    };
+    for _ in 0..count {
+        // at depth 1, as elements of the message array
+        r.value(1, sink)?;
+    }
+    if r.pos != raw.len() {
+        return Err(err("trailing data in payload"));
+    }
+    Ok(count)
+}
+
+/// The streaming reader: a walk over the heads, as `skip_item` makes it,
+/// that reads each item as `CborReader::parse_value` does.
+struct Streamer<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// The chunks of an indefinite-length string, joined.
+    scratch: Vec<u8>,
+}
+
+impl Streamer<'_> {
+    fn value(&mut self, depth: usize, sink: &mut impl super::stream::Sink) -> Result<(), DecodeError> {
+        if depth > MAX_DEPTH {
+            return Err(err("nesting too deep"));
+        }
+        // tags are read past; the innermost one makes a byte string a bignum
+        let mut bignum = None;
+        let (major, info, arg) = loop {
+            let h = head(self.buf, &mut self.pos)?;
+            if h.0 != 6 {
+                break h;
+            }
+            bignum = match h.2 {
+                Some(2) => Some(false),
+                Some(3) => Some(true),
+                Some(_) => None,
+                None => return Err(err("unsupported CBOR type")),
+            };
+        };
+        match (major, arg) {
+            (0, Some(n)) => sink.scalar(&Value::UInt(n)),
+            (1, Some(n)) => sink.scalar(&match i64::try_from(n) {
+                Ok(i) => Value::Int(-1 - i),
+                // below -2^63: the nearest float, as JSON reads such a number
+                Err(_) => Value::Float((-1 - i128::from(n)) as f64),
+            }),
+            (2, _) => {
+                let b = self.string(2, arg)?;
+                match bignum {
+                    Some(negative) => sink.scalar(&bignum_value(b, negative)),
+                    None => sink.bytes(b),
+                }
+            }
+            (3, _) => {
+                let s = self.string(3, arg)?;
+                sink.str(s);
+            }
+            (4 | 5, _) => {
+                let map = major == 5;
+                if let Some(n) = arg {
+                    // every item takes a byte at least
+                    if n > (self.buf.len() - self.pos) as u64 {
+                        return Err(err("malformed or truncated CBOR"));
+                    }
+                }
+                sink.open(map, arg.map(|n| n as u32));
+                let mut items = 0u32;
+                loop {
+                    match arg {
+                        Some(n) if u64::from(items) == n => break,
+                        Some(_) => {}
+                        None => {
+                            if self.buf.get(self.pos) == Some(&0xff) {
+                                self.pos += 1;
+                                break;
+                            }
+                        }
+                    }
+                    if map {
+                        match untagged_head(self.buf, &mut self.pos)? {
+                            (3, _, a) => {
+                                let k = self.string(3, a)?;
+                                sink.key(k);
+                            }
+                            _ => return Err(err("dictionary key must be a string")),
+                        }
+                    }
+                    self.value(depth + 1, sink)?;
+                    items = items.checked_add(1).ok_or(err("malformed or truncated CBOR"))?;
+                }
+                sink.close(map, items);
+            }
+            (7, Some(bits)) => sink.scalar(&match info {
+                20 => Value::Bool(false),
+                21 => Value::Bool(true),
+                22 | 23 => Value::Null,
+                25 => Value::Float(f64::from(half::f16::from_bits(bits as u16).to_f32())),
+                26 => Value::Float(f64::from(f32::from_bits(bits as u32))),
+                27 => Value::Float(f64::from_bits(bits)),
+                _ => return Err(err("unsupported CBOR type")),
+            }),
+            _ => return Err(err("unsupported CBOR type")),
+        }
+        Ok(())
+    }
+
+    /// A string whose head (major 2 or 3, `arg`) was read, checked as
+    /// `skip_string_item` checks it: borrowed when definite, else its
+    /// chunks joined in `scratch`.
+    fn string(&mut self, major: u8, arg: Option<u64>) -> Result<&[u8], DecodeError> {
+        let start = self.pos;
+        if let Some(n) = arg {
+            skip_string(self.buf, &mut self.pos, major, n)?;
+            return Ok(&self.buf[start..self.pos]);
+        }
+        self.scratch.clear();
+        loop {
+            if self.buf.get(self.pos) == Some(&0xff) {
+                self.pos += 1;
+                return Ok(&self.scratch);
+            }
+            match head(self.buf, &mut self.pos)? {
+                (m, _, Some(n)) if m == major => {
+                    let from = self.pos;
+                    skip_string(self.buf, &mut self.pos, major, n)?;
+                    self.scratch.extend_from_slice(&self.buf[from..self.pos]);
+                }
+                _ => {
+                    return Err(err(if major == 3 {
+                        "invalid CBOR text string"
+                    } else {
+                        "invalid CBOR byte string"
+                    }))
+                }
+            }
+        }
+    }
+}
+
 /// Appends a CBOR head: major type `major` with argument `n`, shortest form.
-#[inline]
+#[inline(always)]
 pub fn write_head(out: &mut Vec<u8>, major: u8, n: u64) {
-    let m = major << 5;
     if n < 24 {
-        out.push(m | n as u8);
-    } else if n <= u8::MAX as u64 {
+        out.push(major << 5 | n as u8);
+    } else {
+        write_long_head(out, major, n);
+    }
+}
+
+/// `write_head` of an argument of 24 or more.
+#[inline(never)]
+fn write_long_head(out: &mut Vec<u8>, major: u8, n: u64) {
+    let m = major << 5;
+    if n <= u8::MAX as u64 {
         out.extend_from_slice(&[m | 24, n as u8]);
     } else if n <= u16::MAX as u64 {
         out.push(m | 25);
@@ -554,28 +708,42 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 /// Appends the CBOR encoding of `v` to `out`. Floats are written as doubles,
 /// so every value survives a round trip exactly.
 pub fn write_value(out: &mut Vec<u8>, v: &Value) {
-    let mut e = minicbor::Encoder::new(&mut *out);
-    // Writes to a Vec cannot fail.
-    let _ = match v {
-        Value::Null => e.null().map(|_| ()),
-        Value::Bool(b) => e.bool(*b).map(|_| ()),
-        Value::Int(i) => e.i64(*i).map(|_| ()),
-        Value::UInt(u) => e.u64(*u).map(|_| ()),
-        Value::Float(f) => e.f64(*f).map(|_| ()),
-        Value::Str(s) => e.str(s).map(|_| ()),
-        Value::Bytes(b) => e.bytes(b).map(|_| ()),
+    match v {
+        Value::Null => out.push(0xf6),
+        Value::Bool(b) => out.push(if *b { 0xf5 } else { 0xf4 }),
+        Value::Int(i) => write_sint(out, *i),
+        Value::UInt(u) => write_uint(out, *u),
+        Value::Float(f) => write_f64(out, *f),
+        Value::Str(s) => write_str(out, s),
+        Value::Bytes(b) => {
+            write_head(out, major::BYTES, b.len() as u64);
+            out.extend_from_slice(b);
+        }
         Value::List(l) => {
             write_head(out, major::ARRAY, l.len() as u64);
             for x in l {
                 write_value(out, x);
             }
-            Ok(())
         }
-        Value::Dict(d) => {
-            write_dict(out, d);
-            Ok(())
-        }
-    };
+        Value::Dict(d) => write_dict(out, d),
+    }
+}
+
+/// Appends a signed integer: a negative one as major type 1.
+#[inline]
+pub fn write_sint(out: &mut Vec<u8>, i: i64) {
+    if i < 0 {
+        write_head(out, major::NEGATIVE, (-1 - i) as u64);
+    } else {
+        write_uint(out, i as u64);
+    }
+}
+
+/// Appends a double.
+#[inline]
+pub fn write_f64(out: &mut Vec<u8>, f: f64) {
+    out.push(0xfb);
+    out.extend_from_slice(&f.to_bits().to_be_bytes());
 }
 
 /// Appends the CBOR encoding of `d` to `out`.
@@ -602,6 +770,41 @@ mod tests {
         let mut r = CborReader::new(b);
         r.skip_value(0)?;
         r.finish_value()
+    }
+
+    #[test]
+    fn writers_give_minicbors_bytes() {
+        let mut ints: Vec<i64> = vec![0, 23, 24, 255, 256, i64::MAX, i64::MIN];
+        for b in 0..64 {
+            let p = 1i64.wrapping_shl(b);
+            ints.extend([p, p.wrapping_sub(1), p.wrapping_neg(), p.wrapping_neg().wrapping_sub(1)]);
+        }
+        for i in ints {
+            let mut ours = Vec::new();
+            write_sint(&mut ours, i);
+            let mut theirs = Vec::new();
+            minicbor::Encoder::new(&mut theirs).i64(i).unwrap();
+            assert_eq!(ours, theirs, "{i}");
+        }
+        for f in [0.0, -0.0, 1.5, 0.1, f64::INFINITY, f64::NAN, f64::MIN_POSITIVE] {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            write_f64(&mut ours, f);
+            minicbor::Encoder::new(&mut theirs).f64(f).unwrap();
+            assert_eq!(ours, theirs, "{f}");
+        }
+        for v in [Value::Null, Value::Bool(true), Value::Bool(false), Value::Bytes(vec![1; 300])] {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            write_value(&mut ours, &v);
+            let mut e = minicbor::Encoder::new(&mut theirs);
+            match &v {
+                Value::Null => e.null().map(|_| ()),
+                Value::Bool(b) => e.bool(*b).map(|_| ()),
+                Value::Bytes(b) => e.bytes(b).map(|_| ()),
+                _ => unreachable!(),
+            }
+            .unwrap();
+            assert_eq!(ours, theirs, "{v:?}");
+        }
     }
 
     #[test]

@@ -21,6 +21,73 @@ fn err(msg: &'static str) -> DecodeError {
     DecodeError::Malformed(msg)
 }
 
+/// A number as [`JsonReader::number_parts`] read it: `buf[start..]` up to
+/// the reader's position is its text.
+struct Number {
+    start: usize,
+    negative: bool,
+    is_float: bool,
+    /// All digits before the exponent, as one integer, if it fits in 64 bits.
+    m: Option<u64>,
+    /// The power of ten that `m` is scaled by.
+    exp10: i32,
+}
+
+/// A number's value (a negative integer is `Int`, as in [`Value`]).
+#[derive(Clone, Copy)]
+enum Num {
+    UInt(u64),
+    Int(i64),
+    Float(f64),
+}
+
+impl From<Num> for Value {
+    fn from(n: Num) -> Value {
+        match n {
+            Num::UInt(u) => Value::UInt(u),
+            Num::Int(i) => Value::Int(i),
+            Num::Float(f) => Value::Float(f),
+        }
+    }
+}
+
+/// The powers of ten that are exact doubles.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Where a plain run of string bytes from `from` ends: the index of the
+/// first '"', '\\' or control character (or `buf.len()`), and whether a
+/// byte of 0x80 or above came before it. Eight bytes at a time.
+#[inline]
+pub(super) fn string_run(buf: &[u8], from: usize) -> (usize, bool) {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let (mut i, mut high) = (from, 0u64);
+    while let Some(Ok(word)) = buf.get(i..i + 8).map(<[u8; 8]>::try_from) {
+        let w = u64::from_le_bytes(word);
+        let (q, b) = (w ^ (LO * b'"' as u64), w ^ (LO * b'\\' as u64));
+        // a byte of the zero tests marks exactly the first hit, which is all
+        // that is read from it (a borrow can only mark bytes after it)
+        let hit = (q.wrapping_sub(LO) & !q | b.wrapping_sub(LO) & !b | w.wrapping_sub(LO * 0x20) & !w) & HI;
+        if hit != 0 {
+            let k = hit.trailing_zeros() as usize / 8;
+            high |= w & HI & ((1u64 << (8 * k)) - 1);
+            return (i + k, high != 0);
+        }
+        high |= w & HI;
+        i += 8;
+    }
+    while let Some(&c) = buf.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        high |= u64::from(c & 0x80);
+        i += 1;
+    }
+    (i, high != 0)
+}
+
 impl<'a> JsonReader<'a> {
     /// A reader over `buf`, which must be valid UTF-8 (checked by the caller).
     pub fn new(buf: &'a [u8]) -> Self {
@@ -161,7 +228,7 @@ impl<'a> JsonReader<'a> {
 
     fn parse_string(&mut self) -> Result<String, DecodeError> {
         let mut scratch = Vec::new();
-        match self.string_bytes(&mut scratch)? {
+        match self.string_bytes(&mut scratch)?.0 {
             Some((a, b)) => std::str::from_utf8(&self.buf[a..b]).map(str::to_owned),
             None => String::from_utf8(scratch).map_err(|e| e.utf8_error()),
         }
@@ -201,47 +268,90 @@ impl<'a> JsonReader<'a> {
         Ok(v)
     }
 
-    fn number_span(&mut self) -> Result<(usize, bool), DecodeError> {
+    /// Reads a number (RFC 8259 grammar), accumulating its digits as it
+    /// goes: the tree parser, the streaming reader and the validating skip
+    /// all read numbers here.
+    #[inline(always)]
+    fn number_parts(&mut self) -> Result<Number, DecodeError> {
+        let buf = self.buf;
         let start = self.pos;
-        let mut is_float = false;
-        if self.peek() == Some(b'-') {
-            self.pos += 1;
-        }
-        match self.peek() {
-            Some(b'0') => self.pos += 1,
-            Some(b'1'..=b'9') => {
-                while let Some(b'0'..=b'9') = self.peek() {
-                    self.pos += 1;
-                }
+        let negative = buf.get(start) == Some(&b'-');
+        let mut p = start + usize::from(negative);
+        // every digit before the exponent, as one integer (exact while
+        // there are at most 19 of them)
+        let mut m: u64 = 0;
+        let digits = |p: &mut usize, m: &mut u64| {
+            let d0 = *p;
+            while let Some(d) = buf.get(*p).map(|c| c.wrapping_sub(b'0')).filter(|&d| d < 10) {
+                *m = m.wrapping_mul(10).wrapping_add(u64::from(d));
+                *p += 1;
             }
+            *p - d0
+        };
+        let mut n = match buf.get(p) {
+            Some(b'0') => {
+                p += 1;
+                1
+            }
+            Some(b'1'..=b'9') => digits(&mut p, &mut m),
             _ => return Err(err("invalid number")),
-        }
-        if self.peek() == Some(b'.') {
+        };
+        let (mut is_float, mut exp10) = (false, 0i32);
+        if buf.get(p) == Some(&b'.') {
             is_float = true;
-            self.pos += 1;
-            let d = self.pos;
-            while let Some(b'0'..=b'9') = self.peek() {
-                self.pos += 1;
-            }
-            if self.pos == d {
+            p += 1;
+            let f = digits(&mut p, &mut m);
+            if f == 0 {
                 return Err(err("invalid number"));
             }
+            n += f;
+            exp10 = -(f.min(100_000) as i32);
         }
-        if let Some(b'e' | b'E') = self.peek() {
+        if let Some(b'e' | b'E') = buf.get(p) {
             is_float = true;
-            self.pos += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.pos += 1;
+            p += 1;
+            let minus = buf.get(p) == Some(&b'-');
+            p += usize::from(matches!(buf.get(p), Some(b'-' | b'+')));
+            let (d0, mut e) = (p, 0i32);
+            while let Some(d) = buf.get(p).map(|c| c.wrapping_sub(b'0')).filter(|&d| d < 10) {
+                e = (e * 10 + i32::from(d)).min(100_000);
+                p += 1;
             }
-            let d = self.pos;
-            while let Some(b'0'..=b'9') = self.peek() {
-                self.pos += 1;
-            }
-            if self.pos == d {
+            if p == d0 {
                 return Err(err("invalid number"));
             }
+            exp10 += if minus { -e } else { e };
         }
-        Ok((start, is_float))
+        self.pos = p;
+        Ok(Number {
+            start,
+            negative,
+            is_float,
+            m: (n <= 19).then_some(m),
+            exp10,
+        })
+    }
+
+    /// Reads a number into its value.
+    #[inline(always)]
+    fn number(&mut self) -> Result<Num, DecodeError> {
+        let n = self.number_parts()?;
+        match (n.m, n.is_float, n.negative) {
+            (Some(m), false, false) => return Ok(Num::UInt(m)),
+            // "-0" is zero: `Int` holds negative integers only
+            (Some(0), false, true) => return Ok(Num::UInt(0)),
+            (Some(m), false, true) if m <= 1 << 63 => return Ok(Num::Int((m as i64).wrapping_neg())),
+            // Clinger's fast path: the digits and the power of ten are both
+            // exact doubles, so one multiplication or division rounds right
+            (Some(m), true, _) if m <= 1 << 53 && (-22..=22).contains(&n.exp10) => {
+                let (f, p) = (m as f64, POW10[n.exp10.unsigned_abs() as usize]);
+                let v = if n.exp10 < 0 { f / p } else { f * p };
+                return Ok(Num::Float(if n.negative { -v } else { v }));
+            }
+            _ => {}
+        }
+        let text = std::str::from_utf8(&self.buf[n.start..self.pos]).map_err(|_| err("invalid number"))?;
+        number_value(text, n.is_float)
     }
 
     fn literal(&mut self, lit: &'static [u8]) -> Result<(), DecodeError> {
@@ -315,11 +425,7 @@ impl<'a> JsonReader<'a> {
             Some(b't') => self.literal(b"true").map(|_| Value::Bool(true)),
             Some(b'f') => self.literal(b"false").map(|_| Value::Bool(false)),
             Some(b'n') => self.literal(b"null").map(|_| Value::Null),
-            Some(_) => {
-                let (start, is_float) = self.number_span()?;
-                let text = std::str::from_utf8(&self.buf[start..self.pos]).map_err(|_| err("invalid number"))?;
-                number_value(text, is_float)
-            }
+            Some(_) => self.number().map(Value::from),
             None => Err(err("unexpected end of input")),
         }
     }
@@ -363,7 +469,7 @@ impl<'a> JsonReader<'a> {
                 Some(b'f') => self.literal(b"false")?,
                 Some(b'n') => self.literal(b"null")?,
                 Some(_) => {
-                    self.number_span()?;
+                    self.number_parts()?;
                 }
                 None => return Err(err("unexpected end of input")),
             }
@@ -407,12 +513,11 @@ impl<'a> JsonReader<'a> {
     fn skip_string(&mut self) -> Result<(), DecodeError> {
         self.pos += 1;
         loop {
-            let rest = self.buf.get(self.pos..).unwrap_or_default();
-            let Some(i) = rest.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20) else {
+            self.pos = string_run(self.buf, self.pos).0;
+            let Some(&c) = self.buf.get(self.pos) else {
                 return Err(err("unterminated string"));
             };
-            self.pos += i;
-            match self.buf[self.pos] {
+            match c {
                 b'"' => {
                     self.pos += 1;
                     return Ok(());
@@ -436,39 +541,43 @@ impl<'a> JsonReader<'a> {
 
 impl JsonReader<'_> {
     /// Reads a string (at its '"'): its bytes are `buf[start..end]` when it
-    /// has no escapes (`Some`), or are left unescaped in `scratch` (`None`).
-    /// UTF-8 is the caller's to check.
-    fn string_bytes(&mut self, scratch: &mut Vec<u8>) -> Result<Option<(usize, usize)>, DecodeError> {
-        self.pos += 1;
-        let start = self.pos;
-        let rest = self.buf.get(start..).unwrap_or_default();
-        let Some(i) = rest.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20) else {
-            return Err(err("unterminated string"));
-        };
-        self.pos += i;
-        match self.buf[self.pos] {
-            b'"' => {
-                self.pos += 1;
-                return Ok(Some((start, start + i)));
-            }
-            b'\\' => {}
-            _ => return Err(err("control character in string")),
+    /// has no escapes (`Some`), or are left unescaped in `scratch` (`None`);
+    /// and true if they are known to be ASCII (only said of a `Some` span).
+    /// Other UTF-8 is the caller's to check.
+    #[inline(always)]
+    fn string_bytes(&mut self, scratch: &mut Vec<u8>) -> Result<(Option<(usize, usize)>, bool), DecodeError> {
+        let start = self.pos + 1;
+        let (end, high) = string_run(self.buf, start);
+        if self.buf.get(end) == Some(&b'"') {
+            self.pos = end + 1;
+            return Ok((Some((start, end)), !high));
+        }
+        self.pos = end;
+        self.escaped_string(start, scratch)
+    }
+
+    /// The rest of `string_bytes`: a string with escapes (or an error).
+    #[cold]
+    #[inline(never)]
+    fn escaped_string(&mut self, start: usize, scratch: &mut Vec<u8>) -> Result<(Option<(usize, usize)>, bool), DecodeError> {
+        match self.buf.get(self.pos) {
+            Some(b'\\') => {}
+            Some(_) => return Err(err("control character in string")),
+            None => return Err(err("unterminated string")),
         }
         scratch.clear();
         scratch.extend_from_slice(&self.buf[start..self.pos]);
         loop {
-            let rest = self.buf.get(self.pos..).unwrap_or_default();
-            let Some(i) = rest.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20) else {
-                return Err(err("unterminated string"));
-            };
-            scratch.extend_from_slice(&rest[..i]);
-            self.pos += i;
-            match self.buf[self.pos] {
-                b'"' => {
+            let (end, _) = string_run(self.buf, self.pos);
+            scratch.extend_from_slice(&self.buf[self.pos..end]);
+            self.pos = end;
+            match self.buf.get(end) {
+                Some(b'"') => {
                     self.pos += 1;
-                    return Ok(None);
+                    return Ok((None, false));
                 }
-                b'\\' => {
+                None => return Err(err("unterminated string")),
+                Some(b'\\') => {
                     self.pos += 1;
                     let e = self.peek().ok_or(err("unterminated escape"))?;
                     self.pos += 1;
@@ -539,14 +648,9 @@ pub(super) fn stream_payload(raw: &[u8], sink: &mut impl super::stream::Sink) ->
                 }
             }
             Some(b'"') => {
-                let span = r.string_bytes(&mut scratch)?;
-                let text = match span {
-                    Some((a, b)) => &raw[a..b],
-                    None => &scratch[..],
-                };
-                let s = std::str::from_utf8(text).map_err(|_| err("invalid UTF-8 in string"))?;
+                let s = span_text(&mut r, &mut scratch)?;
                 // "\u0000" and base64: a binary (as `string_value` reads it)
-                match s.strip_prefix('\0') {
+                match s.strip_prefix(b"\0") {
                     Some(b64)
                         if {
                             bin.clear();
@@ -558,14 +662,14 @@ pub(super) fn stream_payload(raw: &[u8], sink: &mut impl super::stream::Sink) ->
                     _ => sink.str(s),
                 }
             }
-            Some(b't') => r.literal(b"true").map(|_| sink.scalar(&Value::Bool(true)))?,
-            Some(b'f') => r.literal(b"false").map(|_| sink.scalar(&Value::Bool(false)))?,
-            Some(b'n') => r.literal(b"null").map(|_| sink.scalar(&Value::Null))?,
-            Some(_) => {
-                let (start, is_float) = r.number_span()?;
-                let text = std::str::from_utf8(&raw[start..r.pos]).map_err(|_| err("invalid number"))?;
-                sink.scalar(&number_value(text, is_float)?);
-            }
+            Some(b't') => r.literal(b"true").map(|_| sink.bool(true))?,
+            Some(b'f') => r.literal(b"false").map(|_| sink.bool(false))?,
+            Some(b'n') => r.literal(b"null").map(|_| sink.null())?,
+            Some(_) => match r.number()? {
+                Num::UInt(u) => sink.uint(u),
+                Num::Int(i) => sink.int(i),
+                Num::Float(f) => sink.float(f),
+            },
             None => return Err(err("unexpected end of input")),
         }
         // after a value: close containers, move to the next item or element
@@ -612,17 +716,27 @@ pub(super) fn stream_payload(raw: &[u8], sink: &mut impl super::stream::Sink) ->
 }
 
 /// A dictionary key and its ':'.
+#[inline(always)]
 fn stream_key(r: &mut JsonReader<'_>, scratch: &mut Vec<u8>, sink: &mut impl super::stream::Sink) -> Result<(), DecodeError> {
     if r.peek() != Some(b'"') {
         return Err(err("dictionary key must be a string"));
     }
-    let span = r.string_bytes(scratch)?;
-    let text = match span {
-        Some((a, b)) => &r.buf[a..b],
-        None => &scratch[..],
-    };
-    sink.key(std::str::from_utf8(text).map_err(|_| err("invalid UTF-8 in string"))?);
+    sink.key(span_text(r, scratch)?);
     r.expect(b':', "expected ':' in dictionary")
+}
+
+/// A string's text (at its '"'), checked to be UTF-8: borrowed from the
+/// span, or unescaped into `scratch`.
+#[inline(always)]
+fn span_text<'b: 'o, 'o>(r: &mut JsonReader<'b>, scratch: &'o mut Vec<u8>) -> Result<&'o [u8], DecodeError> {
+    let text = match r.string_bytes(scratch)? {
+        (Some((a, b)), true) => return Ok(&r.buf[a..b]),
+        (Some((a, b)), false) => &r.buf[a..b],
+        (None, _) => &scratch[..],
+    };
+    std::str::from_utf8(text)
+        .map(str::as_bytes)
+        .map_err(|_| err("invalid UTF-8 in string"))
 }
 
 /// Parses one complete JSON document into a [`Value`].
@@ -645,21 +759,23 @@ fn string_value(s: String) -> Value {
     Value::Str(s)
 }
 
-fn number_value(text: &str, is_float: bool) -> Result<Value, DecodeError> {
+/// A number read from its text: the slow path of [`JsonReader::number`].
+#[cold]
+fn number_value(text: &str, is_float: bool) -> Result<Num, DecodeError> {
     if !is_float {
         if let Ok(u) = text.parse::<u64>() {
-            return Ok(Value::UInt(u));
+            return Ok(Num::UInt(u));
         }
         if let Ok(i) = text.parse::<i64>() {
             // "-0" is zero: `Int` holds negative integers only
-            return Ok(if i < 0 { Value::Int(i) } else { Value::UInt(0) });
+            return Ok(if i < 0 { Num::Int(i) } else { Num::UInt(0) });
         }
     }
     // A number beyond f64's range reads as an infinity (as JavaScript's
     // JSON.parse does) rather than failing: the payload validator of `decode`
     // checks syntax only, and every payload it accepts must transcode.
     // MessagePack carries the infinity; JSON writes it as null.
-    text.parse::<f64>().map(Value::Float).map_err(|_| err("invalid number"))
+    text.parse::<f64>().map(Num::Float).map_err(|_| err("invalid number"))
 }
 
 /// Parses a raw JSON payload span (`args` or `args,kwargs`) into values.
@@ -689,13 +805,7 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value) {
         Value::Bool(false) => out.put_slice(b"false"),
         Value::Int(i) => write_int(out, *i),
         Value::UInt(u) => write_uint(out, *u),
-        Value::Float(f) => {
-            if f.is_finite() {
-                out.put_slice(format!("{f:?}").as_bytes());
-            } else {
-                out.put_slice(b"null");
-            }
-        }
+        Value::Float(f) => write_float(out, *f),
         Value::Str(s) => write_str(out, s),
         Value::Bytes(b) => {
             out.put_slice(b"\"\\u0000");
@@ -746,7 +856,8 @@ pub fn write_uint(out: &mut Vec<u8>, u: u64) {
     out.put_slice(&tmp[i..]);
 }
 
-fn write_int(out: &mut Vec<u8>, i: i64) {
+/// Appends a signed integer.
+pub fn write_int(out: &mut Vec<u8>, i: i64) {
     if i < 0 {
         out.put_u8(b'-');
         write_uint(out, i.unsigned_abs());
@@ -757,28 +868,94 @@ fn write_int(out: &mut Vec<u8>, i: i64) {
 
 /// Appends a JSON string literal.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    out.put_u8(b'"');
-    let bytes = s.as_bytes();
+    write_str_bytes(out, s.as_bytes());
+}
+
+/// Appends a JSON string literal of `bytes`, which are UTF-8.
+pub(super) fn write_str_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
     let mut start = 0;
-    for (i, &c) in bytes.iter().enumerate() {
-        let esc: Option<&[u8]> = match c {
-            b'"' => Some(b"\\\""),
-            b'\\' => Some(b"\\\\"),
-            b'\n' => Some(b"\\n"),
-            b'\r' => Some(b"\\r"),
-            b'\t' => Some(b"\\t"),
-            c if c < 0x20 => None,
-            _ => continue,
-        };
-        out.put_slice(&bytes[start..i]);
-        match esc {
-            Some(e) => out.put_slice(e),
-            None => out.put_slice(format!("\\u{c:04x}").as_bytes()),
+    loop {
+        let (i, _) = string_run(bytes, start);
+        out.extend_from_slice(&bytes[start..i]);
+        let Some(&c) = bytes.get(i) else { break };
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            c => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
+            }
         }
         start = i + 1;
     }
-    out.put_slice(&bytes[start..]);
-    out.put_u8(b'"');
+    out.push(b'"');
+}
+
+/// Appends a finite float in its shortest form that reads back the same
+/// (ryu's text); a non-finite one, which JSON cannot hold, as null.
+#[inline]
+pub fn write_float(out: &mut Vec<u8>, f: f64) {
+    if !f.is_finite() {
+        out.extend_from_slice(b"null");
+    } else if !short_decimal(out, f) {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(f).as_bytes());
+    }
+}
+
+/// Writes `f` as ryu would if it is a decimal with at most three digits
+/// after the point and a small magnitude (most floats in payloads:
+/// prices, scores, measurements), and says whether it did.
+///
+/// Such a float is m / 10^k for an integer m below 2^40 and the least such
+/// k: m / 10^k is rounded once, so if it equals f, the decimal reads back
+/// as f. An ulp of f is then far below 10^-k, so no other decimal of k
+/// places or fewer reads back as f, and ryu's shortest digits are m's.
+#[inline]
+fn short_decimal(out: &mut Vec<u8>, f: f64) -> bool {
+    let a = f.abs();
+    if !(1e-3..1e11).contains(&a) {
+        return false; // and zero, whose sign ryu keeps, takes ryu's path
+    }
+    for (k, scale) in [1.0, 10.0, 100.0, 1000.0].into_iter().enumerate() {
+        let m = a * scale;
+        if m >= (1u64 << 40) as f64 {
+            return false;
+        }
+        if m.fract() == 0.0 && m / scale == a {
+            // a product may round to an integer only at a later k: strip
+            // the zeros that leaves (the decimal is the same)
+            let (mut m, mut k) = (m as u64, k);
+            while k > 0 && m % 10 == 0 {
+                m /= 10;
+                k -= 1;
+            }
+            if f < 0.0 {
+                out.push(b'-');
+            }
+            let p = 10u64.pow(k as u32);
+            write_uint(out, m / p);
+            out.push(b'.');
+            if k == 0 {
+                out.push(b'0');
+            } else {
+                let frac = m % p;
+                // the fraction's leading zeros, then its digits
+                for z in (1..k).rev() {
+                    if frac < 10u64.pow(z as u32) {
+                        out.push(b'0');
+                    }
+                }
+                write_uint(out, frac);
+            }
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -803,6 +980,161 @@ mod tests {
         assert!(val("-").is_err());
         assert!(val("[1,]").is_err());
         assert!(val("{\"a\" 1}").is_err());
+    }
+
+    /// The digit-accumulating fast paths read every number as the standard
+    /// library does: integers exactly, floats to the same bits.
+    #[test]
+    fn numbers_read_as_the_standard_library_reads_them() {
+        let mut texts: Vec<String> = [
+            "0",
+            "-0",
+            "0.0",
+            "-0.0",
+            "1",
+            "-1",
+            "9007199254740992",
+            "9007199254740993",
+            "9007199254740993.0",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "1e22",
+            "1e23",
+            "1e-22",
+            "1e-23",
+            "0.1",
+            "0.3",
+            "123456789.123456789",
+            "1.7976931348623157e308",
+            "1e309",
+            "4.9e-324",
+            "2.2250738585072014e-308",
+            "1E5",
+            "1e+5",
+            "1e-0005",
+            "0.000001",
+            "12345678901234567890",
+            "5e0000000000000000000000000000000000000000001",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // and a deterministic spread of mantissas, points and exponents
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = (x % 10u64.pow((x >> 8) as u32 % 19 + 1)).to_string();
+            let point = (x >> 16) as usize % (digits.len() + 1);
+            let (int, frac) = digits.split_at(point);
+            let mut t = String::new();
+            if x & 1 == 1 {
+                t.push('-');
+            }
+            t.push_str(if int.is_empty() { "0" } else { int.trim_start_matches('0') });
+            if t.ends_with('-') || t.is_empty() {
+                t.push('0');
+            }
+            if !frac.is_empty() {
+                t.push('.');
+                t.push_str(frac);
+            }
+            if x & 2 == 2 {
+                t.push_str(&format!("e{}", ((x >> 24) % 60) as i64 - 30));
+            }
+            texts.push(t);
+        }
+        for t in &texts {
+            let is_float = t.contains(['.', 'e', 'E']);
+            let want = match (is_float, t.parse::<u64>(), t.parse::<i64>()) {
+                (false, Ok(u), _) => Value::UInt(u),
+                (false, _, Ok(i)) if i < 0 => Value::Int(i),
+                (false, _, Ok(_)) => Value::UInt(0),
+                _ => Value::Float(t.parse::<f64>().unwrap()),
+            };
+            match (val(t).unwrap_or_else(|e| panic!("{t}: {e}")), want) {
+                (Value::Float(a), Value::Float(b)) => assert_eq!(a.to_bits(), b.to_bits(), "{t}"),
+                (a, b) => assert_eq!(a, b, "{t}"),
+            }
+        }
+    }
+
+    /// The short-decimal path writes what ryu writes.
+    #[test]
+    fn floats_are_written_as_ryu_writes_them() {
+        let mut floats = vec![
+            0.0,
+            -0.0,
+            0.1,
+            0.2,
+            0.3,
+            1.0,
+            -3.0,
+            24.75,
+            0.001,
+            0.0015,
+            1e-3,
+            9.999,
+            123.456,
+            1e11,
+            99999999999.999,
+            5e-324,
+            1e300,
+            0.30000000000000004,
+        ];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = x % 10u64.pow((x >> 40) as u32 % 15 + 1);
+            let scale = 10f64.powi((x >> 50) as i32 % 8);
+            floats.push(if x & 1 == 1 { -1.0 } else { 1.0 } * digits as f64 / scale);
+            floats.push(f64::from_bits(x)); // any bits at all
+        }
+        for f in floats.into_iter().filter(|f| f.is_finite()) {
+            let mut out = Vec::new();
+            write_float(&mut out, f);
+            assert_eq!(std::str::from_utf8(&out).unwrap(), ryu::Buffer::new().format_finite(f), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn strings_escape_and_scan_as_written() {
+        // every length around the eight-byte words, a special at each place
+        for len in 0..40 {
+            for at in 0..len {
+                for special in [b'"', b'\\', b'\n', 0x01, 0x1f, 0xc3] {
+                    let mut s: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                    s[at] = special;
+                    if special == 0xc3 {
+                        s.insert(at + 1, 0xa9); // "é"
+                    }
+                    let text = String::from_utf8(s).unwrap();
+                    let mut out = Vec::new();
+                    write_str(&mut out, &text);
+                    let (end, high) = string_run(text.as_bytes(), 0);
+                    assert_eq!(end, if special == 0xc3 { text.len() } else { at }, "{text:?}");
+                    assert_eq!(high, special == 0xc3, "{text:?}");
+                    assert_eq!(val(std::str::from_utf8(&out).unwrap()).unwrap(), Value::Str(text.clone()));
+                    let mut want = b"\"".to_vec();
+                    for c in text.bytes() {
+                        match c {
+                            b'"' => want.extend_from_slice(b"\\\""),
+                            b'\\' => want.extend_from_slice(b"\\\\"),
+                            b'\n' => want.extend_from_slice(b"\\n"),
+                            c if c < 0x20 => want.extend_from_slice(format!("\\u{c:04x}").as_bytes()),
+                            c => want.push(c),
+                        }
+                    }
+                    want.push(b'"');
+                    assert_eq!(out, want, "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]

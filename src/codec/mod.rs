@@ -226,9 +226,7 @@ impl MsgWriter {
         };
         match ser {
             Serializer::Json => w.buf.push(b'['),
-            Serializer::MsgPack => {
-                let _ = rmp::encode::write_array_len(&mut w.buf, len);
-            }
+            Serializer::MsgPack => msgpack::write_array_len(&mut w.buf, len),
             Serializer::Cbor => cbor::write_head(&mut w.buf, cbor::major::ARRAY, len as u64),
         }
         w.uint(code.code());
@@ -249,9 +247,7 @@ impl MsgWriter {
         self.sep();
         match self.ser {
             Serializer::Json => json::write_uint(&mut self.buf, v),
-            Serializer::MsgPack => {
-                let _ = rmp::encode::write_uint(&mut self.buf, v);
-            }
+            Serializer::MsgPack => msgpack::write_uint(&mut self.buf, v),
             Serializer::Cbor => cbor::write_uint(&mut self.buf, v),
         }
         self
@@ -262,9 +258,7 @@ impl MsgWriter {
         self.sep();
         match self.ser {
             Serializer::Json => json::write_str(&mut self.buf, s),
-            Serializer::MsgPack => {
-                let _ = rmp::encode::write_str(&mut self.buf, s);
-            }
+            Serializer::MsgPack => msgpack::write_str(&mut self.buf, s.as_bytes()),
             Serializer::Cbor => cbor::write_str(&mut self.buf, s),
         }
         self
@@ -386,7 +380,16 @@ pub fn transcode(p: &Payload, to: Serializer) -> Result<Payload, DecodeError> {
     }
     let capacity = p.raw.len() + p.raw.len() / 4 + 8;
     let (count, raw) = match (p.serializer, to) {
-        (Serializer::Cbor, _) => return transcode_tree(p, to),
+        (Serializer::Cbor, Serializer::Json) => {
+            let mut sink = stream::JsonOut::new(capacity);
+            let count = cbor::stream_payload(&p.raw, p.count, &mut sink)?;
+            (count, sink.out)
+        }
+        (Serializer::Cbor, _) => {
+            let mut sink = stream::BinOut::new(to, capacity);
+            let count = cbor::stream_payload(&p.raw, p.count, &mut sink)?;
+            (count, sink.finish())
+        }
         (Serializer::Json, _) => {
             let mut sink = stream::BinOut::new(to, capacity);
             let count = json::stream_payload(&p.raw, &mut sink)?;

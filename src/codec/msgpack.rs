@@ -306,9 +306,18 @@ impl<'a> MsgPackReader<'a> {
 
     #[inline(always)]
     fn skip_str(&mut self, n: usize) -> Result<(), DecodeError> {
+        self.text(n).map(|_| ())
+    }
+
+    /// The next `n` bytes, checked to be UTF-8 (ASCII first: most are).
+    #[inline(always)]
+    fn text(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let s = self.take(n)?;
-        std::str::from_utf8(s).map_err(|_| err("invalid UTF-8 in string"))?;
-        Ok(())
+        if s.is_ascii() || std::str::from_utf8(s).is_ok() {
+            Ok(s)
+        } else {
+            Err(err("invalid UTF-8 in string"))
+        }
     }
 }
 
@@ -320,51 +329,49 @@ impl MsgPackReader<'_> {
             return Err(err("nesting too deep"));
         }
         let m = self.marker()?;
-        if let Some(n) = self.array_len(m)? {
-            sink.open(false, Some(n));
-            for _ in 0..n {
-                self.stream_value(depth + 1, sink)?;
-            }
-            sink.close(false, n);
-            return Ok(());
-        }
-        if let Some(n) = self.map_len(m)? {
-            sink.open(true, Some(n));
-            for _ in 0..n {
-                // a key is a value one level down, as `parse_value` reads it
-                if depth + 1 > MAX_DEPTH {
-                    return Err(err("nesting too deep"));
+        match m {
+            Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
+                let n = self.array_len(m)?.unwrap_or(0);
+                sink.open(false, Some(n));
+                for _ in 0..n {
+                    self.stream_value(depth + 1, sink)?;
                 }
-                let k = self.marker()?;
-                let len = self.str_len(k)?.ok_or(err("dictionary key must be a string"))?;
-                let key = std::str::from_utf8(self.take(len)?).map_err(|_| err("invalid UTF-8 in string"))?;
-                sink.key(key);
-                self.stream_value(depth + 1, sink)?;
+                sink.close(false, n);
             }
-            sink.close(true, n);
-            return Ok(());
-        }
-        if let Some(n) = self.str_len(m)? {
-            let s = std::str::from_utf8(self.take(n)?).map_err(|_| err("invalid UTF-8 in string"))?;
-            sink.str(s);
-            return Ok(());
-        }
-        let v = match m {
-            Marker::Null => Value::Null,
-            Marker::True => Value::Bool(true),
-            Marker::False => Value::Bool(false),
-            Marker::FixPos(n) => Value::UInt(n as u64),
-            Marker::FixNeg(n) => Value::Int(n as i64),
-            Marker::U8 => Value::UInt(self.be(1)?),
-            Marker::U16 => Value::UInt(self.be(2)?),
-            Marker::U32 => Value::UInt(self.be(4)?),
-            Marker::U64 => Value::UInt(self.be(8)?),
-            Marker::I8 => int(self.be(1)? as u8 as i8 as i64),
-            Marker::I16 => int(self.be(2)? as u16 as i16 as i64),
-            Marker::I32 => int(self.be(4)? as u32 as i32 as i64),
-            Marker::I64 => int(self.be(8)? as i64),
-            Marker::F32 => Value::Float(f32::from_bits(self.be(4)? as u32) as f64),
-            Marker::F64 => Value::Float(f64::from_bits(self.be(8)?)),
+            Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
+                let n = self.map_len(m)?.unwrap_or(0);
+                sink.open(true, Some(n));
+                for _ in 0..n {
+                    // a key is a value one level down, as `parse_value` reads it
+                    if depth + 1 > MAX_DEPTH {
+                        return Err(err("nesting too deep"));
+                    }
+                    let k = self.marker()?;
+                    let len = self.str_len(k)?.ok_or(err("dictionary key must be a string"))?;
+                    sink.key(self.text(len)?);
+                    self.stream_value(depth + 1, sink)?;
+                }
+                sink.close(true, n);
+            }
+            Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
+                let n = self.str_len(m)?.unwrap_or(0);
+                sink.str(self.text(n)?);
+            }
+            Marker::Null => sink.null(),
+            Marker::True => sink.bool(true),
+            Marker::False => sink.bool(false),
+            Marker::FixPos(n) => sink.uint(n as u64),
+            Marker::FixNeg(n) => sink.int(n as i64),
+            Marker::U8 => sink.uint(self.be(1)?),
+            Marker::U16 => sink.uint(self.be(2)?),
+            Marker::U32 => sink.uint(self.be(4)?),
+            Marker::U64 => sink.uint(self.be(8)?),
+            Marker::I8 => sink.scalar(&int(self.be(1)? as u8 as i8 as i64)),
+            Marker::I16 => sink.scalar(&int(self.be(2)? as u16 as i16 as i64)),
+            Marker::I32 => sink.scalar(&int(self.be(4)? as u32 as i32 as i64)),
+            Marker::I64 => sink.scalar(&int(self.be(8)? as i64)),
+            Marker::F32 => sink.float(f32::from_bits(self.be(4)? as u32) as f64),
+            Marker::F64 => sink.float(f64::from_bits(self.be(8)?)),
             Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => {
                 let n = match m {
                     Marker::Bin8 => self.be(1)?,
@@ -373,11 +380,9 @@ impl MsgPackReader<'_> {
                 } as usize;
                 let b = self.take(n)?;
                 sink.bytes(b);
-                return Ok(());
             }
             _ => return Err(err("unsupported MessagePack type")),
-        };
-        sink.scalar(&v);
+        }
         Ok(())
     }
 }
@@ -419,42 +424,185 @@ pub fn parse_payload(raw: &[u8], count: u8) -> Result<Vec<Value>, DecodeError> {
 
 /// Appends the MessagePack encoding of `v` to `out`.
 pub fn write_value(out: &mut Vec<u8>, v: &Value) {
-    use rmp::encode as e;
-    // Writes to a Vec cannot fail.
-    let _ = match v {
-        Value::Null => e::write_nil(out).map_err(|_| ()),
-        Value::Bool(b) => e::write_bool(out, *b).map_err(|_| ()),
-        Value::Int(i) => e::write_sint(out, *i).map(|_| ()).map_err(|_| ()),
-        Value::UInt(u) => e::write_uint(out, *u).map(|_| ()).map_err(|_| ()),
-        Value::Float(f) => e::write_f64(out, *f).map_err(|_| ()),
-        Value::Str(s) => e::write_str(out, s).map_err(|_| ()),
-        Value::Bytes(b) => e::write_bin(out, b).map_err(|_| ()),
+    match v {
+        Value::Null => out.push(0xc0),
+        Value::Bool(b) => out.push(if *b { 0xc3 } else { 0xc2 }),
+        Value::Int(i) => write_sint(out, *i),
+        Value::UInt(u) => write_uint(out, *u),
+        Value::Float(f) => write_f64(out, *f),
+        Value::Str(s) => write_str(out, s.as_bytes()),
+        Value::Bytes(b) => write_bin(out, b),
         Value::List(l) => {
-            let _ = e::write_array_len(out, l.len() as u32);
+            write_array_len(out, l.len() as u32);
             for x in l {
                 write_value(out, x);
             }
-            Ok(())
         }
-        Value::Dict(d) => {
-            write_dict(out, d);
-            Ok(())
-        }
-    };
+        Value::Dict(d) => write_dict(out, d),
+    }
 }
 
 /// Appends the MessagePack encoding of `d` to `out`.
 pub fn write_dict(out: &mut Vec<u8>, d: &Dict) {
-    let _ = rmp::encode::write_map_len(out, d.0.len() as u32);
+    write_map_len(out, d.0.len() as u32);
     for (k, x) in &d.0 {
-        let _ = rmp::encode::write_str(out, k);
+        write_str(out, k.as_bytes());
         write_value(out, x);
     }
+}
+
+// The writers below give the bytes rmp's `encode` gives (each in its
+// shortest form; a test checks them against rmp), inline and infallible.
+
+/// An unsigned integer.
+#[inline]
+pub fn write_uint(out: &mut Vec<u8>, u: u64) {
+    if u < 128 {
+        out.push(u as u8);
+    } else if u <= u8::MAX as u64 {
+        out.extend_from_slice(&[0xcc, u as u8]);
+    } else if u <= u16::MAX as u64 {
+        out.push(0xcd);
+        out.extend_from_slice(&(u as u16).to_be_bytes());
+    } else if u <= u32::MAX as u64 {
+        out.push(0xce);
+        out.extend_from_slice(&(u as u32).to_be_bytes());
+    } else {
+        out.push(0xcf);
+        out.extend_from_slice(&u.to_be_bytes());
+    }
+}
+
+/// A signed integer (a non-negative one as `write_uint` writes it).
+#[inline]
+pub fn write_sint(out: &mut Vec<u8>, i: i64) {
+    if i >= 0 {
+        write_uint(out, i as u64);
+    } else if i >= -32 {
+        out.push(i as u8);
+    } else if i >= i8::MIN as i64 {
+        out.extend_from_slice(&[0xd0, i as u8]);
+    } else if i >= i16::MIN as i64 {
+        out.push(0xd1);
+        out.extend_from_slice(&(i as i16).to_be_bytes());
+    } else if i >= i32::MIN as i64 {
+        out.push(0xd2);
+        out.extend_from_slice(&(i as i32).to_be_bytes());
+    } else {
+        out.push(0xd3);
+        out.extend_from_slice(&i.to_be_bytes());
+    }
+}
+
+/// A double.
+#[inline]
+pub fn write_f64(out: &mut Vec<u8>, f: f64) {
+    out.push(0xcb);
+    out.extend_from_slice(&f.to_bits().to_be_bytes());
+}
+
+/// A length with its marker: the fix form's base, then 8-bit (if
+/// `m8` is given), 16-bit and 32-bit markers.
+#[inline]
+fn write_len(out: &mut Vec<u8>, len: u32, fix: Option<(u8, u32)>, m8: Option<u8>, m16: u8, m32: u8) {
+    match (fix, m8) {
+        (Some((base, below)), _) if len < below => out.push(base | len as u8),
+        (_, Some(m)) if len <= u8::MAX as u32 => out.extend_from_slice(&[m, len as u8]),
+        _ if len <= u16::MAX as u32 => {
+            out.push(m16);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(m32);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+}
+
+/// A string of UTF-8 `bytes`.
+#[inline]
+pub fn write_str(out: &mut Vec<u8>, bytes: &[u8]) {
+    match bytes.len() {
+        n @ 0..=31 => out.push(0xa0 | n as u8),
+        n => write_len(out, n as u32, None, Some(0xd9), 0xda, 0xdb),
+    }
+    out.extend_from_slice(bytes);
+}
+
+/// A binary.
+#[inline]
+pub fn write_bin(out: &mut Vec<u8>, bytes: &[u8]) {
+    write_len(out, bytes.len() as u32, None, Some(0xc4), 0xc5, 0xc6);
+    out.extend_from_slice(bytes);
+}
+
+/// The header of a list of `len` items.
+#[inline]
+pub fn write_array_len(out: &mut Vec<u8>, len: u32) {
+    write_len(out, len, Some((0x90, 16)), None, 0xdc, 0xdd);
+}
+
+/// The header of a dictionary of `len` entries.
+#[inline]
+pub fn write_map_len(out: &mut Vec<u8>, len: u32) {
+    write_len(out, len, Some((0x80, 16)), None, 0xde, 0xdf);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writers_give_rmps_bytes() {
+        let mut ints: Vec<i64> = vec![0, 1, 31, 32, 127, 128, 255, 256, 65_535, 65_536, i64::MAX, i64::MIN];
+        for b in 0..64 {
+            let p = 1i64.wrapping_shl(b);
+            ints.extend([
+                p,
+                p.wrapping_sub(1),
+                p.wrapping_neg(),
+                p.wrapping_neg().wrapping_sub(1),
+                p.wrapping_neg().wrapping_add(1),
+            ]);
+        }
+        for i in ints {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            write_sint(&mut ours, i);
+            rmp::encode::write_sint(&mut theirs, i).unwrap();
+            assert_eq!(ours, theirs, "sint {i}");
+            let u = i as u64;
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            write_uint(&mut ours, u);
+            rmp::encode::write_uint(&mut theirs, u).unwrap();
+            assert_eq!(ours, theirs, "uint {u}");
+        }
+        for len in [0usize, 1, 15, 16, 31, 32, 255, 256, 65_535, 65_536] {
+            let bytes = vec![b'a'; len];
+            let mut theirs = Vec::new();
+            let (mut s, mut b, mut a, mut m) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            write_str(&mut s, &bytes);
+            rmp::encode::write_str(&mut theirs, std::str::from_utf8(&bytes).unwrap()).unwrap();
+            assert_eq!(s, theirs, "str {len}");
+            theirs.clear();
+            write_bin(&mut b, &bytes);
+            rmp::encode::write_bin(&mut theirs, &bytes).unwrap();
+            assert_eq!(b, theirs, "bin {len}");
+            theirs.clear();
+            write_array_len(&mut a, len as u32);
+            rmp::encode::write_array_len(&mut theirs, len as u32).unwrap();
+            assert_eq!(a, theirs, "array {len}");
+            theirs.clear();
+            write_map_len(&mut m, len as u32);
+            rmp::encode::write_map_len(&mut theirs, len as u32).unwrap();
+            assert_eq!(m, theirs, "map {len}");
+        }
+        for f in [0.0, -0.0, 1.5, f64::INFINITY, f64::MIN_POSITIVE] {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            write_f64(&mut ours, f);
+            rmp::encode::write_f64(&mut theirs, f).unwrap();
+            assert_eq!(ours, theirs, "f64 {f}");
+        }
+    }
 
     #[test]
     fn round_trips_values() {

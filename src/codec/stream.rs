@@ -1,6 +1,7 @@
 //! Streaming transcoding: a payload span read in its serializer and written
 //! in another in one pass, with no value tree in between. The readers
-//! (`json::stream_payload`, `msgpack::stream_payload`) validate exactly as
+//! (`json::stream_payload`, `msgpack::stream_payload`,
+//! `cbor::stream_payload`) validate exactly as
 //! the tree parsers do (structure, UTF-8, string keys, [`MAX_DEPTH`]) and
 //! tell a [`Sink`] what they read; the sinks write the bytes the tree
 //! writers would (`transcode` is checked against the tree path, byte for
@@ -12,24 +13,41 @@
 //! headers in with one copy of the bytes, so the work stays linear however
 //! deep the nesting.
 
-use std::io::Write;
-
-use super::{cbor, msgpack};
+use super::{cbor, json, msgpack};
 use crate::wamp::message::Serializer;
 use crate::wamp::Value;
 
 /// What a reader found, in order.
 pub(super) trait Sink {
-    /// A scalar (null, bool, integer, float).
-    fn scalar(&mut self, v: &Value);
-    fn str(&mut self, s: &str);
-    /// A dictionary key (always a string).
-    fn key(&mut self, s: &str);
+    fn null(&mut self);
+    fn bool(&mut self, b: bool);
+    fn uint(&mut self, u: u64);
+    /// A negative integer.
+    fn int(&mut self, i: i64);
+    fn float(&mut self, f: f64);
+    /// A string's bytes, which the reader checked to be UTF-8.
+    fn str(&mut self, s: &[u8]);
+    /// A dictionary key (always a string), UTF-8 like `str`.
+    fn key(&mut self, s: &[u8]);
     fn bytes(&mut self, b: &[u8]);
     /// A list (`map` false) or a dictionary opens; `len` if known.
     fn open(&mut self, map: bool, len: Option<u32>);
     /// It closes, after `len` items (entries, for a dictionary).
     fn close(&mut self, map: bool, len: u32);
+
+    /// A number or other scalar read as a [`Value`] (containers, strings
+    /// and binaries are not scalars and are not read this way).
+    #[inline]
+    fn scalar(&mut self, v: &Value) {
+        match *v {
+            Value::Null => self.null(),
+            Value::Bool(b) => self.bool(b),
+            Value::UInt(u) => self.uint(u),
+            Value::Int(i) => self.int(i),
+            Value::Float(f) => self.float(f),
+            Value::Str(_) | Value::Bytes(_) | Value::List(_) | Value::Dict(_) => {}
+        }
+    }
 }
 
 /// Writes JSON: a payload span's elements separated by commas.
@@ -45,7 +63,7 @@ impl JsonOut {
     pub(super) fn new(capacity: usize) -> Self {
         JsonOut {
             out: Vec::with_capacity(capacity),
-            stack: Vec::new(),
+            stack: Vec::with_capacity(8),
             top: 0,
         }
     }
@@ -73,23 +91,42 @@ impl JsonOut {
 }
 
 impl Sink for JsonOut {
-    fn scalar(&mut self, v: &Value) {
+    #[inline]
+    fn null(&mut self) {
         self.before();
-        match v {
-            // as json::write_value does, without a String in between
-            Value::Float(f) if f.is_finite() => {
-                let _ = write!(self.out, "{f:?}");
-            }
-            v => super::json::write_value(&mut self.out, v),
-        }
+        self.out.extend_from_slice(b"null");
     }
 
-    fn str(&mut self, s: &str) {
+    #[inline]
+    fn bool(&mut self, b: bool) {
         self.before();
-        super::json::write_str(&mut self.out, s);
+        self.out.extend_from_slice(if b { b"true" } else { b"false" });
     }
 
-    fn key(&mut self, s: &str) {
+    #[inline]
+    fn uint(&mut self, u: u64) {
+        self.before();
+        json::write_uint(&mut self.out, u);
+    }
+
+    #[inline]
+    fn int(&mut self, i: i64) {
+        self.before();
+        json::write_int(&mut self.out, i);
+    }
+
+    #[inline]
+    fn float(&mut self, f: f64) {
+        self.before();
+        json::write_float(&mut self.out, f);
+    }
+
+    fn str(&mut self, s: &[u8]) {
+        self.before();
+        json::write_str_bytes(&mut self.out, s);
+    }
+
+    fn key(&mut self, s: &[u8]) {
         self.str(s);
     }
 
@@ -135,19 +172,18 @@ impl BinOut {
         BinOut {
             cbor: to == Serializer::Cbor,
             out: Vec::with_capacity(capacity),
-            headers: Vec::new(),
-            stack: Vec::new(),
+            headers: Vec::with_capacity(8),
+            stack: Vec::with_capacity(8),
         }
     }
 
+    #[inline]
     fn header(cbor: bool, out: &mut Vec<u8>, map: bool, len: u32) {
-        if cbor {
-            let major = if map { cbor::major::MAP } else { cbor::major::ARRAY };
-            cbor::write_head(out, major, len as u64);
-        } else if map {
-            let _ = rmp::encode::write_map_len(out, len);
-        } else {
-            let _ = rmp::encode::write_array_len(out, len);
+        match (cbor, map) {
+            (true, true) => cbor::write_head(out, cbor::major::MAP, len as u64),
+            (true, false) => cbor::write_head(out, cbor::major::ARRAY, len as u64),
+            (false, true) => msgpack::write_map_len(out, len),
+            (false, false) => msgpack::write_array_len(out, len),
         }
     }
 
@@ -170,23 +206,59 @@ impl BinOut {
 }
 
 impl Sink for BinOut {
-    fn scalar(&mut self, v: &Value) {
+    #[inline]
+    fn null(&mut self) {
+        self.out.push(if self.cbor { 0xf6 } else { 0xc0 });
+    }
+
+    #[inline]
+    fn bool(&mut self, b: bool) {
+        self.out.push(match (self.cbor, b) {
+            (true, true) => 0xf5,
+            (true, false) => 0xf4,
+            (false, true) => 0xc3,
+            (false, false) => 0xc2,
+        });
+    }
+
+    #[inline]
+    fn uint(&mut self, u: u64) {
         if self.cbor {
-            cbor::write_value(&mut self.out, v);
+            cbor::write_uint(&mut self.out, u);
         } else {
-            msgpack::write_value(&mut self.out, v);
+            msgpack::write_uint(&mut self.out, u);
         }
     }
 
-    fn str(&mut self, s: &str) {
+    #[inline]
+    fn int(&mut self, i: i64) {
         if self.cbor {
-            cbor::write_str(&mut self.out, s);
+            cbor::write_sint(&mut self.out, i);
         } else {
-            let _ = rmp::encode::write_str(&mut self.out, s);
+            msgpack::write_sint(&mut self.out, i);
         }
     }
 
-    fn key(&mut self, s: &str) {
+    #[inline]
+    fn float(&mut self, f: f64) {
+        if self.cbor {
+            cbor::write_f64(&mut self.out, f);
+        } else {
+            msgpack::write_f64(&mut self.out, f);
+        }
+    }
+
+    #[inline]
+    fn str(&mut self, s: &[u8]) {
+        if self.cbor {
+            cbor::write_head(&mut self.out, cbor::major::TEXT, s.len() as u64);
+            self.out.extend_from_slice(s);
+        } else {
+            msgpack::write_str(&mut self.out, s);
+        }
+    }
+
+    fn key(&mut self, s: &[u8]) {
         self.str(s);
     }
 
@@ -195,7 +267,7 @@ impl Sink for BinOut {
             cbor::write_head(&mut self.out, cbor::major::BYTES, b.len() as u64);
             self.out.extend_from_slice(b);
         } else {
-            let _ = rmp::encode::write_bin(&mut self.out, b);
+            msgpack::write_bin(&mut self.out, b);
         }
     }
 
@@ -341,6 +413,72 @@ mod tests {
             };
             agree(&p);
             assert_eq!(transcode(&p, Serializer::MsgPack).is_ok(), payload_values(&p).is_ok(), "{text}");
+        }
+        let cbor_deep_ok = vec![0x81u8; 63].into_iter().chain([0x80]).collect::<Vec<u8>>();
+        for (i, raw) in [
+            // tags: a bignum (2, 3) on definite and indefinite bytes, the
+            // innermost tag deciding; other tags read past
+            vec![0x81, 0xc2, 0x49, 1, 0, 0, 0, 0, 0, 0, 0, 0],
+            vec![0x81, 0xc3, 0x42, 1, 0],
+            vec![0x81, 0xc3, 0x5f, 0x41, 1, 0x41, 0, 0xff],
+            vec![0x81, 0xc2, 0xd8, 0x20, 0x41, 7],
+            vec![0x81, 0xd8, 0x20, 0xc2, 0x41, 7],
+            vec![0x81, 0xc2, 0x61, b'x'],
+            vec![0x81, 0xdf, 0x01],
+            // integers of every width, the negative ones past i64
+            vec![
+                0x84, 0x17, 0x18, 0xff, 0x3b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                0xff, 0xff,
+            ],
+            // floats: half, single, double; false, true, null, undefined
+            vec![
+                0x87, 0xf9, 0x3c, 0x00, 0xf9, 0x7c, 0x00, 0xfa, 0x3f, 0xc0, 0, 0, 0xfb, 0x3f, 0xb9, 0x99, 0x99, 0x99, 0x99, 0x99, 0x9a,
+                0xf4, 0xf5, 0xf6,
+            ],
+            vec![0x82, 0xf6, 0xf7],
+            // simple values, reserved and break: refused
+            vec![0x81, 0xe0],
+            vec![0x81, 0xf8, 0x20],
+            vec![0x81, 0xfc],
+            vec![0x81, 0xff],
+            vec![0x81, 0x1c],
+            // indefinite strings, lists and maps
+            vec![0x82, 0x7f, 0x61, b'a', 0x62, 0xc3, 0xa9, 0xff, 0x5f, 0xff],
+            vec![0x81, 0x7f, 0x61, 0xc3, 0x61, 0xa9, 0xff],
+            vec![0x81, 0x7f, 0x41, b'a', 0xff],
+            vec![0x81, 0x7f, 0x7f, 0xff, 0xff],
+            vec![0x82, 0x9f, 0x01, 0x9f, 0xff, 0xff, 0xbf, 0x61, b'k', 0xbf, 0xff, 0xff],
+            vec![0x81, 0x9f, 0x01],
+            // keys: text (tagged or not), nothing else
+            vec![0x81, 0xa1, 0xd8, 0x20, 0x61, b'k', 0x01],
+            vec![0x81, 0xa1, 0x01, 0x01],
+            vec![0x81, 0xa1, 0x41, b'k', 0x01],
+            vec![0x81, 0xbf, 0x61, b'k', 0xff],
+            // lengths beyond the input, invalid UTF-8, trailing bytes
+            vec![0x81, 0x9b, 0, 0, 1, 0, 0, 0, 0, 0],
+            vec![0x81, 0x7a, 0xff, 0xff, 0xff, 0xff],
+            vec![0x81, 0x61, 0xff],
+            vec![0x80, 0x00],
+            vec![0x81u8; 500],
+            cbor_deep_ok,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let p = Payload {
+                serializer: Serializer::Cbor,
+                count: 1,
+                raw: Bytes::from(raw),
+            };
+            agree(&p);
+            // the cases above that are well formed
+            let ok = [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 19, 21, 30].contains(&i);
+            assert_eq!(
+                transcode(&p, Serializer::Json).is_ok(),
+                ok,
+                "case {i}: {:?}",
+                transcode(&p, Serializer::Json)
+            );
         }
         let deep_ok = vec![0x91u8; 63].into_iter().chain([0x90]).collect::<Vec<u8>>();
         for raw in [
