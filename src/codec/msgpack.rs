@@ -97,11 +97,21 @@ impl<'a> MsgPackReader<'a> {
     /// Reads an element that must be a non-negative integer.
     pub fn u64(&mut self) -> Result<u64, DecodeError> {
         self.elem()?;
-        let v = self.parse_value(0)?;
-        match v {
-            Value::UInt(u) => Ok(u),
-            _ => Err(err("expected a non-negative integer")),
-        }
+        // as `parse_value` reads it (a signed form holding a non-negative
+        // value is a UInt too), without building a `Value`
+        let signed = match self.marker()? {
+            Marker::FixPos(n) => return Ok(n as u64),
+            Marker::U8 => return self.be(1),
+            Marker::U16 => return self.be(2),
+            Marker::U32 => return self.be(4),
+            Marker::U64 => return self.be(8),
+            Marker::I8 => self.be(1)? as u8 as i8 as i64,
+            Marker::I16 => self.be(2)? as u16 as i16 as i64,
+            Marker::I32 => self.be(4)? as u32 as i32 as i64,
+            Marker::I64 => self.be(8)? as i64,
+            _ => -1,
+        };
+        u64::try_from(signed).map_err(|_| err("expected a non-negative integer"))
     }
 
     /// Reads an element that must be a string.

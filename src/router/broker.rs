@@ -1036,8 +1036,9 @@ impl Router {
         let retain = options.retain && self.realms[realm as usize].retention;
         let history = self.keeps_history(realm, &topic, extras.as_deref());
         let keep = (retain || history).then(|| extras.clone());
-        let at_us = super::now_us();
-        let id = wamp::random_id();
+        // the clock is read only for a publication that is kept
+        let at_us = if keep.is_some() { super::now_us() } else { 0 };
+        let id = wamp::publication_id();
         let what = Keep {
             retain,
             history,
@@ -1084,7 +1085,7 @@ impl Router {
         extras: Option<Box<EventExtras>>,
         exclude: Id,
     ) -> Id {
-        let id = wamp::random_id();
+        let id = wamp::publication_id();
         self.route_publication_as(realm, topic, payload, extras, exclude, id, true);
         id
     }
@@ -1176,7 +1177,7 @@ impl Router {
         // every node's replicas hold every callee, so each node tells its own
         // sessions of registration changes; the others are this node's alone
         let forward = !topic.starts_with("wamp.registration.");
-        self.route_publication_as(realm, topic, &payload, None, 0, wamp::random_id(), forward);
+        self.route_publication_as(realm, topic, &payload, None, 0, wamp::publication_id(), forward);
     }
 
     pub(super) fn remote_event(&mut self, ev: EventMsg) {

@@ -135,7 +135,15 @@ impl Router {
                     ];
                     let payload = codec::payload_from(Serializer::Json, &args);
                     ShardStats::inc(&self.stats.meta_events);
-                    self.route_publication_as(realm, "wamp.session.on_leave", &payload, None, 0, crate::wamp::random_id(), false);
+                    self.route_publication_as(
+                        realm,
+                        "wamp.session.on_leave",
+                        &payload,
+                        None,
+                        0,
+                        crate::wamp::publication_id(),
+                        false,
+                    );
                 }
             }
             FromNode::Interest { node, add, interest } => {

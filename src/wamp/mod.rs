@@ -22,6 +22,25 @@ pub fn random_id() -> Id {
     rand::thread_rng().gen_range(1..=MAX_ID)
 }
 
+/// Draws a publication ID uniformly from `[1, 2^53]`, as the spec requires,
+/// from a fast per-thread generator (wyrand) seeded once from the system's
+/// generator: one is drawn for every publication, and a publication ID is
+/// not a secret (session IDs and authentication challenges still come
+/// from [`random_id`] and `rand`).
+pub fn publication_id() -> Id {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(rand::random());
+    }
+    STATE.with(|s| {
+        let x = s.get().wrapping_add(0xa076_1d64_78bd_642f);
+        s.set(x);
+        let m = u128::from(x) * u128::from(x ^ 0xe703_7ed1_a0b4_28db);
+        // the top 53 bits of the mix, shifted into [1, 2^53]
+        ((((m >> 64) as u64) ^ (m as u64)) >> 11) + 1
+    })
+}
+
 /// A session-scope ID sequence: 1, 2, 3, ... wrapping to 1 after 2^53.
 #[derive(Debug, Default, Clone)]
 pub struct IdSeq(Id);
@@ -67,4 +86,25 @@ pub mod uris {
     pub const LIMIT_EXCEEDED: &str = "switchyard.error.limit_exceeded";
     /// A reload found the new configuration invalid (the running one stays).
     pub const BAD_CONFIG: &str = "switchyard.error.bad_config";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publication_ids_are_in_range_and_spread() {
+        let ids: Vec<Id> = (0..100_000).map(|_| publication_id()).collect();
+        assert!(ids.iter().all(|&id| (1..=MAX_ID).contains(&id)));
+        let distinct: std::collections::HashSet<Id> = ids.iter().copied().collect();
+        assert_eq!(distinct.len(), ids.len(), "no repeats among 100,000 draws from 2^53");
+        // every one of the top eight bits' values turns up: not a narrow range
+        let tops: std::collections::HashSet<u64> = ids.iter().map(|id| (id - 1) >> 45).collect();
+        assert_eq!(tops.len(), 256);
+        // and another thread draws other IDs
+        let other = std::thread::spawn(|| (0..1000).map(|_| publication_id()).collect::<Vec<_>>())
+            .join()
+            .unwrap_or_default();
+        assert!(other.iter().all(|id| !distinct.contains(id)));
+    }
 }

@@ -125,15 +125,12 @@ pub fn is_valid(uri: &str, check: UriCheck) -> bool {
 /// Checks `uri` against the URI rules of the spec (see [`is_valid`]) and
 /// against `limits`.
 ///
-/// One pass over the bytes (the length is checked before any); only a URI
-/// with non-ASCII bytes gets a second look for Unicode whitespace. This runs
-/// on every PUBLISH and CALL.
+/// This runs on every PUBLISH and CALL. The length is checked first; then
+/// eight bytes at a time ([`words_ok`]) for the common case of a good URI;
+/// a URI that is not plainly good is walked byte by byte, which finds the
+/// first fault and says which. Only a URI with non-ASCII bytes gets a second
+/// look for Unicode whitespace.
 pub fn validate(uri: &str, check: UriCheck, limits: &UriLimits) -> Result<(), UriError> {
-    let (empty_inner, empty_last) = match check {
-        UriCheck::Concrete | UriCheck::Pattern(MatchPolicy::Exact) => (false, false),
-        UriCheck::Pattern(MatchPolicy::Prefix) => (false, true),
-        UriCheck::Pattern(MatchPolicy::Wildcard) => (true, true),
-    };
     let bytes = uri.as_bytes();
     if bytes.len() > limits.max_len {
         return Err(UriError::TooLong {
@@ -141,6 +138,78 @@ pub fn validate(uri: &str, check: UriCheck, limits: &UriLimits) -> Result<(), Ur
             max: limits.max_len,
         });
     }
+    match words_ok(bytes, check, limits.max_components) {
+        Some(false) => Ok(()),
+        Some(true) if !uri.chars().any(char::is_whitespace) => Ok(()),
+        _ => validate_bytewise(uri, check, limits),
+    }
+}
+
+/// The good case of [`validate`], eight bytes at a time: `Some(non_ascii)`
+/// if `bytes` (non-empty) has no `#` or ASCII whitespace, no empty
+/// component where `check` forbids one and at most `max_components`
+/// components; `None` if not, or if it cannot tell.
+#[inline]
+fn words_ok(bytes: &[u8], check: UriCheck, max_components: usize) -> Option<bool> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const M7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    // the high bit of each byte of `w` that equals `b`: exact for every
+    // byte (no carry crosses a byte, unlike the shorter zero-byte test)
+    let eq = |w: u64, b: u8| {
+        let x = w ^ (LO * b as u64);
+        !(((x & M7).wrapping_add(M7)) | x) & HI
+    };
+    let (first, last) = (*bytes.first()?, *bytes.last()?);
+    let empty_inner = check == UriCheck::Pattern(MatchPolicy::Wildcard);
+    let empty_last = empty_inner || check == UriCheck::Pattern(MatchPolicy::Prefix);
+    if !empty_inner && first == b'.' || !empty_last && last == b'.' {
+        return None;
+    }
+    let (mut dots, mut high, mut prev_dot) = (0u64, 0u64, false);
+    let mut word = |w: u64| {
+        let low = w & M7;
+        // 0x09..=0x0d: at least 0x09 and not above 0x0d, and ASCII
+        let ctl = (low.wrapping_add(LO * (0x80 - 0x09)) & !low.wrapping_add(LO * (0x7f - 0x0d)) & !w) & HI;
+        let d = eq(w, b'.');
+        if ctl | eq(w, b'#') | eq(w, b' ') != 0 || !empty_inner && (d & (d << 8) != 0 || prev_dot && d & 0x80 != 0) {
+            return false;
+        }
+        prev_dot = d >> 63 == 1;
+        // the dots of the word: its bytes' 0 or 1, summed into the top byte
+        dots += (d >> 7).wrapping_mul(LO) >> 56;
+        high |= w & HI;
+        true
+    };
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let Ok(w) = <[u8; 8]>::try_from(chunk) else { return None };
+        if !word(u64::from_le_bytes(w)) {
+            return None;
+        }
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        // a short last word, padded with a plain byte
+        let mut w = [b'a'; 8];
+        for (to, &b) in w.iter_mut().zip(rest) {
+            *to = b;
+        }
+        if !word(u64::from_le_bytes(w)) {
+            return None;
+        }
+    }
+    ((dots as usize) < max_components).then_some(high != 0)
+}
+
+/// [`validate`] byte by byte, after the length check: the first fault.
+fn validate_bytewise(uri: &str, check: UriCheck, limits: &UriLimits) -> Result<(), UriError> {
+    let (empty_inner, empty_last) = match check {
+        UriCheck::Concrete | UriCheck::Pattern(MatchPolicy::Exact) => (false, false),
+        UriCheck::Pattern(MatchPolicy::Prefix) => (false, true),
+        UriCheck::Pattern(MatchPolicy::Wildcard) => (true, true),
+    };
+    let bytes = uri.as_bytes();
     if bytes.is_empty() {
         return if empty_inner { Ok(()) } else { Err(UriError::Invalid) };
     }
@@ -207,6 +276,53 @@ mod tests {
         assert!(!is_valid("", prefix));
         assert!(!is_valid(".com", prefix));
         assert!(!is_valid("com.\u{3000}x", UriCheck::Concrete), "ideographic space");
+    }
+
+    /// The word-at-a-time path takes exactly the URIs the byte walk takes.
+    #[test]
+    fn words_agree_with_the_byte_walk() {
+        let alphabet = [
+            "a", "b", ".", ".", "#", " ", "\t", "\r", "\u{b}", "\u{8}", "\u{e}", "é", "\u{3000}", "-", "_", "/",
+        ];
+        let checks = [
+            UriCheck::Concrete,
+            UriCheck::Pattern(MatchPolicy::Exact),
+            UriCheck::Pattern(MatchPolicy::Prefix),
+            UriCheck::Pattern(MatchPolicy::Wildcard),
+        ];
+        let mut x: u64 = 0x853c_49e6_748f_ea9b;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200_000 {
+            let len = next() as usize % 30;
+            // mostly plain letters, so that good URIs are common
+            let uri: String = (0..len)
+                .map(|_| {
+                    let r = next();
+                    if r % 4 == 0 {
+                        alphabet[(r >> 8) as usize % alphabet.len()]
+                    } else {
+                        "c"
+                    }
+                })
+                .collect();
+            let limits = UriLimits {
+                max_len: 64,
+                max_components: next() as usize % 8 + 1,
+            };
+            for check in checks {
+                assert_eq!(
+                    validate(&uri, check, &limits),
+                    validate_bytewise(&uri, check, &limits),
+                    "{uri:?} {check:?} {}",
+                    limits.max_components
+                );
+            }
+        }
     }
 
     #[test]
