@@ -396,6 +396,12 @@ fn skip_string(buf: &[u8], pos: &mut usize, major: u8, n: u64) -> Result<(), Dec
 /// Skips a string whose head (major 2 or 3, `arg`) was read: definite, or
 /// definite chunks of the same major type up to a break.
 fn skip_string_item(buf: &[u8], pos: &mut usize, major: u8, arg: Option<u64>) -> Result<(), DecodeError> {
+    string_item(buf, pos, major, arg, None)
+}
+
+/// [`skip_string_item`]; with `join`, the chunks of an indefinite-length
+/// string are appended to it as they are checked.
+fn string_item(buf: &[u8], pos: &mut usize, major: u8, arg: Option<u64>, mut join: Option<&mut Vec<u8>>) -> Result<(), DecodeError> {
     match arg {
         Some(n) => skip_string(buf, pos, major, n),
         None => loop {
@@ -404,7 +410,13 @@ fn skip_string_item(buf: &[u8], pos: &mut usize, major: u8, arg: Option<u64>) ->
                 return Ok(());
             }
             match head(buf, pos)? {
-                (m, _, Some(n)) if m == major => skip_string(buf, pos, major, n)?,
+                (m, _, Some(n)) if m == major => {
+                    let from = *pos;
+                    skip_string(buf, pos, major, n)?;
+                    if let Some(j) = join.as_deref_mut() {
+                        j.extend_from_slice(&buf[from..*pos]);
+                    }
+                }
                 _ => {
                     return Err(err(if major == 3 {
                         "invalid CBOR text string"
@@ -633,26 +645,8 @@ impl Streamer<'_> {
             return Ok(&self.buf[start..self.pos]);
         }
         self.scratch.clear();
-        loop {
-            if self.buf.get(self.pos) == Some(&0xff) {
-                self.pos += 1;
-                return Ok(&self.scratch);
-            }
-            match head(self.buf, &mut self.pos)? {
-                (m, _, Some(n)) if m == major => {
-                    let from = self.pos;
-                    skip_string(self.buf, &mut self.pos, major, n)?;
-                    self.scratch.extend_from_slice(&self.buf[from..self.pos]);
-                }
-                _ => {
-                    return Err(err(if major == 3 {
-                        "invalid CBOR text string"
-                    } else {
-                        "invalid CBOR byte string"
-                    }))
-                }
-            }
-        }
+        string_item(self.buf, &mut self.pos, major, None, Some(&mut self.scratch))?;
+        Ok(&self.scratch)
     }
 }
 
