@@ -1,6 +1,9 @@
 //! CBOR: `codec::decode` and `codec::parse_value` on arbitrary bytes.
 //!
 //! Invariants (beyond "no panic"):
+//! - any bytes read as a payload span transcode to the same bytes by the
+//!   streaming reader (`cbor::stream_payload`) and by the value tree, or
+//!   both refuse them;
 //! - a frame that decodes is a CBOR array whose elements are the decoded
 //!   fields followed by the payload;
 //! - every decoded dictionary and string re-encodes in every serializer and
@@ -21,6 +24,7 @@ use switchyard::codec;
 use switchyard::wamp::message::Serializer;
 
 fuzz_target!(|data: &[u8]| {
+    common::check_transcoders_agree(data, Serializer::Cbor);
     let frame = Bytes::copy_from_slice(data);
     if let Ok(m) = codec::decode(Serializer::Cbor, &frame) {
         common::check_message(&m, Serializer::Cbor, &frame);
