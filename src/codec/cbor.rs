@@ -693,10 +693,11 @@ pub fn write_uint(out: &mut Vec<u8>, v: u64) {
     write_head(out, major::UNSIGNED, v);
 }
 
-/// Appends a text string.
-pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    write_head(out, major::TEXT, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
+/// Appends a text string of UTF-8 `bytes`.
+#[inline]
+pub fn write_str(out: &mut Vec<u8>, bytes: &[u8]) {
+    write_head(out, major::TEXT, bytes.len() as u64);
+    out.extend_from_slice(bytes);
 }
 
 /// Appends the CBOR encoding of `v` to `out`. Floats are written as doubles,
@@ -708,7 +709,7 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value) {
         Value::Int(i) => write_sint(out, *i),
         Value::UInt(u) => write_uint(out, *u),
         Value::Float(f) => write_f64(out, *f),
-        Value::Str(s) => write_str(out, s),
+        Value::Str(s) => write_str(out, s.as_bytes()),
         Value::Bytes(b) => {
             write_head(out, major::BYTES, b.len() as u64);
             out.extend_from_slice(b);
@@ -744,7 +745,7 @@ pub fn write_f64(out: &mut Vec<u8>, f: f64) {
 pub fn write_dict(out: &mut Vec<u8>, d: &Dict) {
     write_head(out, major::MAP, d.0.len() as u64);
     for (k, x) in &d.0 {
-        write_str(out, k);
+        write_str(out, k.as_bytes());
         write_value(out, x);
     }
 }

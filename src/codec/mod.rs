@@ -259,7 +259,7 @@ impl MsgWriter {
         match self.ser {
             Serializer::Json => json::write_str(&mut self.buf, s),
             Serializer::MsgPack => msgpack::write_str(&mut self.buf, s.as_bytes()),
-            Serializer::Cbor => cbor::write_str(&mut self.buf, s),
+            Serializer::Cbor => cbor::write_str(&mut self.buf, s.as_bytes()),
         }
         self
     }
@@ -366,10 +366,8 @@ pub fn payload_values(p: &Payload) -> Result<Vec<Value>, DecodeError> {
 }
 
 /// Converts a payload to `to`. A payload already in `to` is returned as it
-/// is (a cheap `Bytes` clone). From JSON and MessagePack it is read and
-/// written in one streaming pass (`codec::stream`), validated as the tree
-/// parsers validate; from CBOR (tags, bignums, indefinite lengths) it goes
-/// through a value tree.
+/// is (a cheap `Bytes` clone). Otherwise it is read and written in one
+/// streaming pass (`codec::stream`), validated as the tree parsers validate.
 pub fn transcode(p: &Payload, to: Serializer) -> Result<Payload, DecodeError> {
     if p.serializer == to || p.count == 0 {
         return Ok(Payload {
@@ -379,38 +377,29 @@ pub fn transcode(p: &Payload, to: Serializer) -> Result<Payload, DecodeError> {
         });
     }
     let capacity = p.raw.len() + p.raw.len() / 4 + 8;
-    let (count, raw) = match (p.serializer, to) {
-        (Serializer::Cbor, Serializer::Json) => {
-            let mut sink = stream::JsonOut::new(capacity);
-            let count = cbor::stream_payload(&p.raw, p.count, &mut sink)?;
-            (count, sink.out)
-        }
-        (Serializer::Cbor, _) => {
-            let mut sink = stream::BinOut::new(to, capacity);
-            let count = cbor::stream_payload(&p.raw, p.count, &mut sink)?;
-            (count, sink.finish())
-        }
-        (Serializer::Json, _) => {
-            let mut sink = stream::BinOut::new(to, capacity);
-            let count = json::stream_payload(&p.raw, &mut sink)?;
-            (count, sink.finish())
-        }
-        (Serializer::MsgPack, Serializer::Json) => {
-            let mut sink = stream::JsonOut::new(capacity);
-            let count = msgpack::stream_payload(&p.raw, p.count, &mut sink)?;
-            (count, sink.out)
-        }
-        (Serializer::MsgPack, _) => {
-            let mut sink = stream::BinOut::new(to, capacity);
-            let count = msgpack::stream_payload(&p.raw, p.count, &mut sink)?;
-            (count, sink.finish())
-        }
+    let (count, raw) = if to == Serializer::Json {
+        let mut sink = stream::JsonOut::new(capacity);
+        (stream_into(p, &mut sink)?, sink.out)
+    } else {
+        let mut sink = stream::BinOut::new(to, capacity);
+        (stream_into(p, &mut sink)?, sink.finish())
     };
     Ok(Payload {
         serializer: to,
         count,
         raw: Bytes::from(raw),
     })
+}
+
+/// Reads `p` with its serializer's streaming reader into `sink`; the number
+/// of elements read.
+#[inline(always)]
+fn stream_into(p: &Payload, sink: &mut impl stream::Sink) -> Result<u8, DecodeError> {
+    match p.serializer {
+        Serializer::Json => json::stream_payload(&p.raw, sink),
+        Serializer::MsgPack => msgpack::stream_payload(&p.raw, p.count, sink),
+        Serializer::Cbor => cbor::stream_payload(&p.raw, p.count, sink),
+    }
 }
 
 /// [`transcode`] through a value tree: parsed, then written.

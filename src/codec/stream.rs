@@ -251,8 +251,7 @@ impl Sink for BinOut {
     #[inline]
     fn str(&mut self, s: &[u8]) {
         if self.cbor {
-            cbor::write_head(&mut self.out, cbor::major::TEXT, s.len() as u64);
-            self.out.extend_from_slice(s);
+            cbor::write_str(&mut self.out, s);
         } else {
             msgpack::write_str(&mut self.out, s);
         }
