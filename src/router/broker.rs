@@ -375,7 +375,7 @@ struct Publication<'a> {
 /// Delivers one publication to the local subscribers of `sub`, encoding one
 /// EVENT per serializer and sharing it among all of them.
 fn deliver_local(
-    sessions: &AHashMap<Id, LocalSession>,
+    sessions: &AHashMap<Id, Box<LocalSession>>,
     stats: &ShardStats,
     policy: SlowConsumerPolicy,
     sub: &Subscription,

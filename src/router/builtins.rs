@@ -567,7 +567,7 @@ impl Router {
 
     /// What this shard answers to a query about `realm`.
     pub(super) fn answer(&mut self, realm: RealmIdx, query: Query) -> Answer {
-        let in_realm = |s: &&super::LocalSession, roles: &Option<Vec<String>>| {
+        let in_realm = |s: &super::LocalSession, roles: &Option<Vec<String>>| {
             s.realm == realm && roles.as_ref().is_none_or(|r| r.iter().any(|x| **x == *s.identity.authrole))
         };
         match query {
@@ -642,6 +642,7 @@ impl Router {
     fn session_in(&mut self, realm: RealmIdx, session: Id) -> Result<&mut LocalSession, &'static str> {
         self.sessions
             .get_mut(&session)
+            .map(|s| &mut **s)
             .filter(|s| s.realm == realm)
             .ok_or(uris::NO_SUCH_SESSION)
     }

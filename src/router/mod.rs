@@ -299,7 +299,7 @@ pub struct Router {
     nshards: usize,
     realms: Vec<Realm>,
     realm_names: AHashMap<String, RealmIdx>,
-    sessions: AHashMap<Id, LocalSession>,
+    sessions: AHashMap<Id, Box<LocalSession>>,
     conns: AHashMap<ConnId, Conn>,
     next_conn: ConnId,
     pending: AHashMap<u64, PendingAck>,

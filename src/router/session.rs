@@ -828,7 +828,7 @@ impl Router {
         outbox.push(welcome);
         self.sessions.insert(
             sid,
-            LocalSession {
+            Box::new(LocalSession {
                 realm: realm_idx,
                 conn,
                 identity,
@@ -858,7 +858,7 @@ impl Router {
                 fetches: 0,
                 testament_bytes: 0,
                 goodbye_sent: false,
-            },
+            }),
         );
         self.stats.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(s) = self.sessions.get(&sid) {
